@@ -1,0 +1,2 @@
+pub mod mount;
+pub mod umount;

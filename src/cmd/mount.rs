@@ -1,0 +1,191 @@
+//! `layerfs [mount] [-f] [-d] -o OPTIONS MOUNTPOINT`: check everything, then mount.
+//!
+//! Every check that can fail with a clear message runs before anything is mounted. Without
+//! `-f` the process forks: the child mounts and serves, the parent waits on a pipe and exits
+//! 0 only once the child reports the mount live (fuser's `Session::new` returns after the
+//! kernel's INIT handshake), or prints the child's error and exits 1. Nothing is left mounted
+//! on failure.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use layerfs::{mountinfo, sys, Config, MountOptions, Stack, Union};
+use layerfs_fuse::fuser::{self, MountOption, SessionACL};
+use layerfs_fuse::{Adapter, AdapterOptions};
+use log::{info, warn};
+
+use crate::MountArgs;
+
+/// Everything needed to mount, checked.
+struct Plan {
+    mountpoint: PathBuf,
+    union: Union,
+    threads: usize,
+    passthrough: bool,
+}
+
+pub fn run(args: MountArgs) -> Result<()> {
+    let plan = prepare(&args)?;
+    if args.foreground {
+        return serve(plan, None);
+    }
+    let (rd, wr) = sys::pipe().context("creating the start-up pipe")?;
+    // Single-threaded so far: nothing has spawned a thread before this fork.
+    match sys::fork().context("forking the daemon")? {
+        sys::Fork::Parent(_) => {
+            drop(wr);
+            wait_for_child(rd)
+        }
+        sys::Fork::Child => {
+            drop(rd);
+            let _ = sys::setsid();
+            let _ = std::env::set_current_dir("/");
+            serve(plan, Some(wr))
+        }
+    }
+}
+
+fn prepare(args: &MountArgs) -> Result<Plan> {
+    let Some(mp) = &args.mountpoint else {
+        bail!("no mountpoint given (usage: layerfs -o lowerdir=TOP:...:BOTTOM MOUNTPOINT)");
+    };
+    let opts = MountOptions::parse(&args.options).context("bad mount options")?;
+    for o in &opts.ignored {
+        warn!("ignoring unknown mount option {o:?}");
+    }
+    if opts.upper.is_some() {
+        bail!(
+            "upperdir= given: writable mounts are not available yet (issue #3); \
+             leave out upperdir=/workdir= for a read-only mount"
+        );
+    }
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let lowers: Vec<PathBuf> = opts
+        .lowers
+        .iter()
+        .map(|p| layerfs::layer::resolve_against(&cwd, p))
+        .collect();
+    let mountpoint = check_mountpoint(mp)?;
+    let nofile = sys::raise_nofile_limit().unwrap_or(0);
+    info!("open-file limit {nofile}");
+    let stack = Stack::open(&lowers)?;
+    let cfg = Config {
+        uid_map: opts.uid_map.clone(),
+        gid_map: opts.gid_map.clone(),
+        squash_uid: opts.squash_to_uid,
+        squash_gid: opts.squash_to_gid,
+        ..Config::default()
+    };
+    let union = Union::new(stack, cfg).context("reading the top layer's root")?;
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(2)
+    });
+    Ok(Plan {
+        mountpoint,
+        union,
+        threads,
+        passthrough: !args.no_passthrough,
+    })
+}
+
+fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
+    let meta = std::fs::metadata(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    if !meta.is_dir() {
+        bail!("mountpoint {}: not a directory", mp.display());
+    }
+    let abs = std::fs::canonicalize(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
+    if let Some(fstype) = mountinfo::current_mount_type(&abs) {
+        if fstype.starts_with("fuse") || fstype == "overlay" {
+            bail!(
+                "mountpoint {} is busy: a {fstype} filesystem is already mounted there \
+                 (unmount it first with `layerfs umount {}`)",
+                abs.display(),
+                abs.display()
+            );
+        }
+    }
+    Ok(abs)
+}
+
+/// The parent side of daemonizing: relay the child's verdict.
+fn wait_for_child(rd: OwnedFd) -> Result<()> {
+    let mut msg = Vec::new();
+    std::fs::File::from(rd)
+        .read_to_end(&mut msg)
+        .context("waiting for the daemon")?;
+    match msg.as_slice() {
+        [0] => Ok(()),
+        [] => bail!("the daemon exited before the mount was live"),
+        text => bail!("{}", String::from_utf8_lossy(text).trim_end()),
+    }
+}
+
+/// Mounts and serves until unmounted. `report` (daemon mode) receives "\0" once the mount
+/// is live, or the error text.
+fn serve(plan: Plan, report: Option<OwnedFd>) -> Result<()> {
+    let mut report = report.map(std::fs::File::from);
+    let result = mount_and_run(plan, &mut report);
+    if let (Err(e), Some(mut r)) = (&result, report.take()) {
+        // The parent prints it; the daemon's own stderr is gone by now or soon.
+        let _ = write!(r, "{e:#}");
+    }
+    result
+}
+
+fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
+    let root = sys::geteuid() == 0;
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("layerfs".into()),
+        MountOption::Subtype("layerfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::RO,
+    ];
+    if root {
+        // Like kernel overlayfs: setuid binaries and device nodes in images keep working.
+        config.mount_options.push(MountOption::Suid);
+        config.mount_options.push(MountOption::Dev);
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(plan.threads);
+    config.clone_fd = true;
+    // Signals are handled by one thread below; block them before fuser spawns its workers.
+    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    sys::block_signals(&signals).context("blocking signals")?;
+    let adapter = Adapter::new(
+        plan.union,
+        AdapterOptions {
+            passthrough: plan.passthrough && root,
+            cache_dirs: true,
+        },
+    );
+    let mut session = fuser::Session::new(adapter, &plan.mountpoint, &config)
+        .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
+    info!("mounted on {}", plan.mountpoint.display());
+    let mut unmounter = session.unmount_callable();
+    let mp = plan.mountpoint.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = sys::wait_signal(&signals) {
+                info!("signal {sig}: unmounting {}", mp.display());
+                if let Err(e) = unmounter.unmount() {
+                    // Busy: detach, so the mount goes once its last user leaves.
+                    warn!("unmount {}: {e}; detaching", mp.display());
+                    let _ = sys::umount(&mp, libc::MNT_DETACH);
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    if let Some(mut r) = report.take() {
+        r.write_all(&[0])
+            .context("reporting the mount to the parent")?;
+        drop(r);
+        let _ = sys::redirect_stdio_to_null();
+    }
+    session.run().context("serving the mount")
+}

@@ -1,0 +1,293 @@
+//! The merged view of one directory, built once from every layer that contributes to it.
+//!
+//! A lookup on a deep stack must not cost a syscall per layer: the first lookup (or readdir)
+//! of a directory reads each contributing layer's directory once and records, for every
+//! visible name, which layer wins and which lower directories merge under it. Later lookups
+//! in that directory are a hash probe, and a child directory knows its own contributing
+//! layers from this index without probing the others.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
+
+use crate::layer::LayerIdx;
+use crate::sys::{self, Stat};
+use crate::whiteout::{self, Class};
+
+/// File type of an entry, as far as the union cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+impl Kind {
+    /// From `st_mode`.
+    pub fn from_mode(mode: u32) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            _ => Kind::File,
+        }
+    }
+
+    fn from_dtype(d: u8) -> Option<Kind> {
+        Some(match d {
+            libc::DT_DIR => Kind::Dir,
+            libc::DT_REG => Kind::File,
+            libc::DT_LNK => Kind::Symlink,
+            libc::DT_FIFO => Kind::Fifo,
+            libc::DT_SOCK => Kind::Socket,
+            libc::DT_CHR => Kind::CharDev,
+            libc::DT_BLK => Kind::BlockDev,
+            _ => return None,
+        })
+    }
+
+    /// The `S_IFMT` bits for this kind.
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            Kind::Dir => libc::S_IFDIR,
+            Kind::File => libc::S_IFREG,
+            Kind::Symlink => libc::S_IFLNK,
+            Kind::Fifo => libc::S_IFIFO,
+            Kind::Socket => libc::S_IFSOCK,
+            Kind::CharDev => libc::S_IFCHR,
+            Kind::BlockDev => libc::S_IFBLK,
+        }
+    }
+}
+
+/// A layer's copy of the directory, opened.
+#[derive(Debug)]
+pub struct Source {
+    pub layer: LayerIdx,
+    pub fd: OwnedFd,
+}
+
+/// One visible name of the merged directory.
+#[derive(Debug)]
+pub struct Entry {
+    pub name: Box<[u8]>,
+    /// Index into [`DirIndex::sources`] of the layer that provides this entry.
+    pub src: u16,
+    pub kind: Kind,
+    /// Inode number in the providing layer, from `getdents` (used until `attr` is known).
+    pub real_ino: u64,
+    /// Directories only: indices into `sources` of every layer whose same-named directory
+    /// merges into this one, top first (the first is `src`). Empty for non-directories.
+    pub merge: Vec<u16>,
+    attr: OnceLock<Stat>,
+    xattrs: OnceLock<Arc<Xattrs>>,
+}
+
+/// The visible xattrs of an entry, read once (layers are immutable under a read-only mount).
+#[derive(Debug, Default)]
+pub struct Xattrs {
+    pub names: Vec<Box<[u8]>>,
+    pub values: Vec<Box<[u8]>>,
+}
+
+impl Xattrs {
+    pub fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        self.names
+            .iter()
+            .position(|n| n.as_ref() == name)
+            .map(|i| self.values[i].as_ref())
+    }
+
+    /// The names as the NUL-terminated list `listxattr` returns.
+    pub fn list(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for n in &self.names {
+            out.extend_from_slice(n);
+            out.push(0);
+        }
+        out
+    }
+}
+
+/// The merged view of one directory.
+#[derive(Debug)]
+pub struct DirIndex {
+    /// Contributing layers, top first, cut after the first opaque one.
+    pub sources: Vec<Source>,
+    /// Visible entries in a fixed order (top layer's order, then each lower's new names),
+    /// so readdir offsets are positions in this vector and stay valid.
+    pub entries: Vec<Entry>,
+    by_name: HashMap<Box<[u8]>, u32>,
+}
+
+impl DirIndex {
+    /// Builds the merged view from candidate `sources` (top first). With `honour_opaque`
+    /// false (the mount root) opaque marks are ignored, as the kernel ignores them there.
+    pub fn build(candidates: Vec<Source>, honour_opaque: bool) -> io::Result<DirIndex> {
+        let mut sources = Vec::with_capacity(candidates.len());
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
+        // Names hidden from the layers still to come, and directories whose merging ended.
+        let mut hidden: HashSet<Box<[u8]>> = HashSet::new();
+        let mut closed: Vec<bool> = Vec::new();
+
+        for src in candidates {
+            let si = sources.len() as u16;
+            let marks = whiteout::dir_marks(src.fd.as_fd())?;
+            let raw = sys::read_dir(src.fd.as_fd())?;
+            let mut opaque = honour_opaque && marks.opaque;
+            let mut hides_below: Vec<Box<[u8]>> = Vec::new();
+            for ent in &raw {
+                let fd = src.fd.as_fd();
+                match whiteout::classify(fd, marks, ent)? {
+                    Class::OciOpaque => opaque |= honour_opaque,
+                    Class::OciWhiteout(target) => hides_below.push(target.into()),
+                    Class::Whiteout => hides_below.push(ent.name.clone()),
+                    Class::Entry => {
+                        if hidden.contains(&ent.name) {
+                            continue;
+                        }
+                        let kind = match Kind::from_dtype(ent.d_type) {
+                            Some(k) => k,
+                            None => {
+                                Kind::from_mode(sys::lstatat(fd, &sys::cstr(&ent.name)?)?.st_mode)
+                            }
+                        };
+                        if let Some(&i) = by_name.get(&ent.name) {
+                            // A lower copy of a visible name: it merges only into an upper
+                            // directory whose merging is still open; anything else ends it.
+                            let i = i as usize;
+                            if kind == Kind::Dir && entries[i].kind == Kind::Dir && !closed[i] {
+                                entries[i].merge.push(si);
+                            } else {
+                                closed[i] = true;
+                            }
+                            continue;
+                        }
+                        by_name.insert(ent.name.clone(), entries.len() as u32);
+                        closed.push(kind != Kind::Dir);
+                        entries.push(Entry {
+                            name: ent.name.clone(),
+                            src: si,
+                            kind,
+                            real_ino: ent.ino,
+                            merge: if kind == Kind::Dir {
+                                vec![si]
+                            } else {
+                                Vec::new()
+                            },
+                            attr: OnceLock::new(),
+                            xattrs: OnceLock::new(),
+                        });
+                    }
+                }
+            }
+            // Whiteouts act on the layers below this one only (an OCI `.wh.X` never hides a
+            // sibling X of its own layer).
+            for name in hides_below {
+                if let Some(&i) = by_name.get(&name) {
+                    closed[i as usize] = true;
+                }
+                hidden.insert(name);
+            }
+            sources.push(src);
+            if opaque {
+                break;
+            }
+        }
+        Ok(DirIndex {
+            sources,
+            entries,
+            by_name,
+        })
+    }
+
+    pub fn find(&self, name: &[u8]) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn entry(&self, i: u32) -> &Entry {
+        &self.entries[i as usize]
+    }
+
+    /// The layer that provides entry `i`.
+    pub fn layer_of(&self, e: &Entry) -> LayerIdx {
+        self.sources[e.src as usize].layer
+    }
+
+    /// The providing layer's directory fd for entry `e`.
+    pub fn dir_fd_of(&self, e: &Entry) -> std::os::fd::BorrowedFd<'_> {
+        self.sources[e.src as usize].fd.as_fd()
+    }
+
+    /// `lstat` of entry `e` in its layer, read once.
+    pub fn attr(&self, e: &Entry) -> io::Result<Stat> {
+        if let Some(st) = e.attr.get() {
+            return Ok(*st);
+        }
+        let st = sys::lstatat(self.dir_fd_of(e), &sys::cstr(&e.name)?)?;
+        Ok(*e.attr.get_or_init(|| st))
+    }
+
+    /// The visible xattrs of entry `e`, read once.
+    pub fn xattrs(&self, e: &Entry) -> io::Result<Arc<Xattrs>> {
+        if let Some(x) = e.xattrs.get() {
+            return Ok(x.clone());
+        }
+        let x = Arc::new(read_xattrs(self.dir_fd_of(e), &e.name)?);
+        Ok(e.xattrs.get_or_init(|| x).clone())
+    }
+
+    /// Opens, for a directory entry `e`, its copy in every merging layer: the candidate
+    /// sources of the child's own index.
+    pub fn open_child_sources(&self, e: &Entry) -> io::Result<Vec<Source>> {
+        let name = sys::cstr(&e.name)?;
+        e.merge
+            .iter()
+            .map(|&si| {
+                let parent = &self.sources[si as usize];
+                Ok(Source {
+                    layer: parent.layer,
+                    fd: sys::open_subdir(parent.fd.as_fd(), &name)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Reads the visible (non-private) xattrs of `name` in `dir` (empty name: `dir` itself).
+pub fn read_xattrs(dir: std::os::fd::BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
+    let list = match sys::listxattr_at(dir, name) {
+        Ok(l) => l,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Xattrs::default()),
+        Err(e) => return Err(e),
+    };
+    let mut x = Xattrs::default();
+    for n in sys::split_xattr_list(&list) {
+        if whiteout::is_private_xattr(n) {
+            continue;
+        }
+        match sys::getxattr_at(dir, name, &sys::cstr(n)?) {
+            Ok(v) => {
+                x.names.push(n.into());
+                x.values.push(v.into());
+            }
+            // Removed in between, or not readable by us: leave it out.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENODATA | libc::EPERM | libc::EACCES)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(x)
+}

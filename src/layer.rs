@@ -1,0 +1,239 @@
+//! The layer stack: opened layer roots, their identities, and the inode-number scheme.
+
+use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use crate::sys;
+
+/// Position of a layer in the stack: 0 is the topmost lower (the leftmost in `lowerdir=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LayerIdx(pub u16);
+
+impl fmt::Display for LayerIdx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "layer {}", self.0)
+    }
+}
+
+/// An inode number as the merged view reports it (and as FUSE uses it as node id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ino(pub u64);
+
+impl Ino {
+    /// FUSE's fixed node id of the mount root.
+    pub const ROOT: Ino = Ino(1);
+}
+
+/// One read-only layer.
+#[derive(Debug)]
+pub struct Layer {
+    pub idx: LayerIdx,
+    /// The directory as given (after resolving a symlink once, at mount time).
+    pub path: PathBuf,
+    /// The opened root directory; everything in the layer is reached relative to it.
+    pub root: Arc<OwnedFd>,
+    /// Index of the layer's filesystem in the inode scheme (see [`InoScheme`]).
+    pub fsid: u16,
+}
+
+/// Why a layer could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("lower directory {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("lower directory {path}: not a directory")]
+    NotDir { path: PathBuf },
+    #[error("too many layers ({0}); at most 65535 are supported")]
+    TooMany(usize),
+}
+
+/// The ordered lower layers of one mount.
+#[derive(Debug)]
+pub struct Stack {
+    layers: Vec<Layer>,
+    inos: InoScheme,
+}
+
+impl Stack {
+    /// Opens every lower directory, top first. Symlinked lower dirs are resolved here, once.
+    pub fn open(lowers: &[PathBuf]) -> Result<Stack, LayerError> {
+        if lowers.len() > u16::MAX as usize {
+            return Err(LayerError::TooMany(lowers.len()));
+        }
+        let mut devs: Vec<u64> = Vec::new();
+        let mut layers = Vec::with_capacity(lowers.len());
+        for (i, path) in lowers.iter().enumerate() {
+            let open_err = |source| LayerError::Open {
+                path: path.clone(),
+                source,
+            };
+            let root = sys::open_host_dir(path).map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOTDIR) {
+                    LayerError::NotDir { path: path.clone() }
+                } else {
+                    open_err(e)
+                }
+            })?;
+            let st = sys::fstat(root.as_fd()).map_err(open_err)?;
+            let fsid = match devs.iter().position(|&d| d == st.st_dev) {
+                Some(p) => p,
+                None => {
+                    devs.push(st.st_dev);
+                    devs.len() - 1
+                }
+            } as u16;
+            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            layers.push(Layer {
+                idx: LayerIdx(i as u16),
+                path,
+                root: Arc::new(root),
+                fsid,
+            });
+        }
+        Ok(Stack {
+            inos: InoScheme::new(devs.len()),
+            layers,
+        })
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    pub fn layer(&self, idx: LayerIdx) -> &Layer {
+        &self.layers[idx.0 as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// The merged inode number of the object `real_ino` in layer `idx`.
+    pub fn ino(&self, idx: LayerIdx, real_ino: u64) -> Ino {
+        self.inos.map(self.layer(idx).fsid, real_ino)
+    }
+}
+
+/// Inode numbers in the style of overlayfs' `xino`: the real inode number, with the index of
+/// its filesystem in the high bits when the layers span several filesystems.
+///
+/// - Same path, same layers: same number across remounts (real inode numbers are stable).
+/// - Hard links of one file in one layer share the number, as they share the real one.
+/// - Unique in the mount: distinct (filesystem, real inode) pairs map to distinct numbers.
+///   A real number that does not fit below the fsid bits (rare: only 64-bit inode
+///   filesystems) gets a number from an overflow table, unique but not stable across mounts.
+#[derive(Debug)]
+struct InoScheme {
+    /// Bits reserved at the top for the filesystem index (0 when all layers share one).
+    fsid_bits: u32,
+    overflow: DashMap<(u16, u64), u64>,
+    next_overflow: AtomicU64,
+}
+
+impl InoScheme {
+    fn new(filesystems: usize) -> Self {
+        let fsid_bits = if filesystems <= 1 {
+            0
+        } else {
+            usize::BITS - (filesystems - 1).leading_zeros()
+        };
+        InoScheme {
+            fsid_bits,
+            overflow: DashMap::new(),
+            // Counting down from the top of the first fsid's range keeps overflow numbers
+            // far from real ones (real inode numbers are small and dense).
+            next_overflow: AtomicU64::new(1),
+        }
+    }
+
+    fn map(&self, fsid: u16, real: u64) -> Ino {
+        let fits = self.fsid_bits == 0 || real >> (64 - self.fsid_bits) == 0;
+        let mapped = if fits {
+            if self.fsid_bits == 0 {
+                real
+            } else {
+                ((fsid as u64) << (64 - self.fsid_bits)) | real
+            }
+        } else {
+            0
+        };
+        // 0 is invalid and 1 is FUSE's root id: both go to the overflow table too.
+        if mapped > 1 {
+            return Ino(mapped);
+        }
+        let n = *self.overflow.entry((fsid, real)).or_insert_with(|| {
+            let k = self.next_overflow.fetch_add(1, Ordering::Relaxed);
+            // Overflow numbers live at the top of fsid 0's space, below any fsid bits.
+            let top = if self.fsid_bits == 0 {
+                u64::MAX
+            } else {
+                (1u64 << (64 - self.fsid_bits)) - 1
+            };
+            top - k
+        });
+        Ino(n)
+    }
+}
+
+/// Resolves lower directory arguments (possibly relative, e.g. podman's `l/ID`) against `cwd`.
+pub fn resolve_against(cwd: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_filesystem_keeps_real_numbers() {
+        let s = InoScheme::new(1);
+        assert_eq!(s.map(0, 1234), Ino(1234));
+        // 1 collides with FUSE's root id: remapped, and stably so.
+        let a = s.map(0, 1);
+        assert_ne!(a, Ino::ROOT);
+        assert_eq!(a, s.map(0, 1));
+    }
+
+    #[test]
+    fn several_filesystems_get_distinct_high_bits() {
+        let s = InoScheme::new(3);
+        assert_eq!(s.fsid_bits, 2);
+        let a = s.map(0, 42);
+        let b = s.map(1, 42);
+        let c = s.map(2, 42);
+        assert!(a != b && b != c && a != c);
+        assert_eq!(a, Ino(42));
+        // Too large to carry fsid bits: overflow, unique and repeatable.
+        let big = s.map(1, u64::MAX - 5);
+        assert_eq!(big, s.map(1, u64::MAX - 5));
+        assert_ne!(big, s.map(2, u64::MAX - 5));
+    }
+
+    #[test]
+    fn open_reports_missing_and_non_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let missing = t.path().join("nope");
+        let err = Stack::open(&[missing.clone()]).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        let file = t.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let err = Stack::open(&[file]).unwrap_err();
+        assert!(matches!(err, LayerError::NotDir { .. }), "{err}");
+    }
+}
