@@ -1,0 +1,180 @@
+//! Shared test helpers: root check, real mounts (layerfs and kernel overlayfs) with unmount
+//! in Drop, and tree snapshots to compare merged views.
+#![allow(dead_code)]
+
+pub mod spec;
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_layerfs");
+
+/// True when mount tests can run. When not root they print SKIP; with `LAYERFS_NO_SKIP=1`
+/// (set by `.ci/run`, which is root) a skip is a failure instead.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("LAYERFS_NO_SKIP").is_some() {
+        panic!("{test}: needs root to mount, and LAYERFS_NO_SKIP is set");
+    }
+    eprintln!("SKIP {test}: needs root to mount (set LAYERFS_NO_SKIP=1 to fail instead)");
+    false
+}
+
+/// The filesystem type mounted exactly at `mp`, from /proc/self/mountinfo.
+pub fn mount_type(mp: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    layerfs::mountinfo::mount_type(&info, mp)
+}
+
+/// Polls /proc/self/mountinfo until `cond` holds for the mount at `mp`, or panics.
+pub fn wait_mount(
+    mp: &Path,
+    mut cond: impl FnMut(Option<&str>) -> bool,
+    mut alive: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if cond(mount_type(mp).as_deref()) {
+            return;
+        }
+        assert!(alive(), "daemon exited before {} was mounted", mp.display());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the mount at {}",
+            mp.display()
+        );
+        std::thread::yield_now();
+    }
+}
+
+fn lowerdir(lowers: &[PathBuf]) -> String {
+    lowers
+        .iter()
+        .map(|p| {
+            p.to_string_lossy()
+                .replace('\\', "\\\\")
+                .replace(':', "\\:")
+                .replace(',', "\\,")
+        })
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// A layerfs mount served by a foreground daemon; unmounted and reaped in Drop.
+pub struct Layerfs {
+    pub mp: PathBuf,
+    child: Option<Child>,
+}
+
+impl Layerfs {
+    pub fn mount(lowers: &[PathBuf], mp: &Path) -> Layerfs {
+        Self::mount_with(lowers, mp, &[])
+    }
+
+    pub fn mount_with(lowers: &[PathBuf], mp: &Path, extra: &[&str]) -> Layerfs {
+        std::fs::create_dir_all(mp).unwrap();
+        let mp = std::fs::canonicalize(mp).unwrap();
+        let child = Command::new(BIN)
+            .arg("-f")
+            .arg("-o")
+            .arg(format!("lowerdir={}", lowerdir(lowers)))
+            .args(extra)
+            .arg(&mp)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn layerfs");
+        let mut m = Layerfs {
+            mp,
+            child: Some(child),
+        };
+        // If this panics, Drop still reaps the daemon.
+        let child = m.child.as_mut().unwrap();
+        wait_mount(
+            &m.mp,
+            |t| t.is_some_and(|t| t.starts_with("fuse")),
+            || matches!(child.try_wait(), Ok(None)),
+        );
+        m
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mp.join(rel)
+    }
+}
+
+impl Drop for Layerfs {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.mp.as_os_str().as_encoded_bytes()).unwrap();
+        if mount_type(&self.mp).is_some_and(|t| t.starts_with("fuse")) {
+            // SAFETY: `c` is NUL-terminated.
+            if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+                // SAFETY: as above; detach if busy so nothing is left behind.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A kernel overlayfs mount of the same lowers; unmounted in Drop.
+pub struct Kernel {
+    pub mp: PathBuf,
+    _spare: Option<tempfile::TempDir>,
+}
+
+impl Kernel {
+    pub fn mount(lowers: &[PathBuf], mp: &Path) -> Kernel {
+        std::fs::create_dir_all(mp).unwrap();
+        let mp = std::fs::canonicalize(mp).unwrap();
+        let mut lowers = lowers.to_vec();
+        // Without an upper the kernel wants two lowers; an empty bottom layer changes nothing.
+        let spare = if lowers.len() < 2 {
+            let t = tempfile::tempdir().unwrap();
+            lowers.push(t.path().to_path_buf());
+            Some(t)
+        } else {
+            None
+        };
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!("lowerdir={}", lowerdir(&lowers)))
+            .arg(&mp)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "kernel overlay mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Kernel { mp, _spare: spare }
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.mp.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is NUL-terminated.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Runs the layerfs binary to completion.
+pub fn run_layerfs(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run layerfs")
+}
