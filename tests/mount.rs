@@ -1,0 +1,378 @@
+//! Mount tests: the real binary on a real FUSE mount in a temp dir.
+
+mod common;
+
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{mount_type, require_root, run_layerfs, wait_mount, Layerfs, BIN};
+
+fn two_layers(base: &Path) -> Vec<PathBuf> {
+    let (top, bottom) = (base.join("top"), base.join("bottom"));
+    std::fs::create_dir_all(top.join("d")).unwrap();
+    std::fs::create_dir_all(bottom.join("d")).unwrap();
+    std::fs::write(top.join("f"), "top").unwrap();
+    std::fs::write(bottom.join("f"), "bottom").unwrap();
+    std::fs::write(bottom.join("d/b"), "b").unwrap();
+    vec![top, bottom]
+}
+
+fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+#[test]
+fn daemon_exits_zero_only_once_live_and_umount_removes_it() {
+    if !require_root("daemon_exits_zero_only_once_live_and_umount_removes_it") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let l = two_layers(t.path());
+    let mp = t.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let opt = format!("lowerdir={}:{}", l[0].display(), l[1].display());
+    let out = run_layerfs(&["-o", &opt, mp.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No waiting: the parent returned, so the mount must already be there and serving.
+    assert!(mount_type(&mp).is_some_and(|t| t.starts_with("fuse")));
+    assert_eq!(std::fs::read_to_string(mp.join("f")).unwrap(), "top");
+    assert_eq!(std::fs::read_to_string(mp.join("d/b")).unwrap(), "b");
+    let out = run_layerfs(&["umount", mp.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mount_type(&mp), None);
+    // The `mount` subcommand is the same thing.
+    let out = run_layerfs(&["mount", "-o", &opt, mp.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run_layerfs(&["umount", mp.to_str().unwrap()])
+        .status
+        .success());
+}
+
+#[test]
+fn bad_invocations_fail_with_one_clear_line_and_mount_nothing() {
+    if !require_root("bad_invocations_fail_with_one_clear_line_and_mount_nothing") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let l = two_layers(t.path());
+    let mp = t.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let file = t.path().join("plainfile");
+    std::fs::write(&file, "").unwrap();
+    let mps = mp.to_str().unwrap();
+    let good = format!("lowerdir={}", l[0].display());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "-o".into(),
+                "lowerdir=/nonexistent/layer".into(),
+                mps.into(),
+            ],
+            "/nonexistent/layer",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("lowerdir={}", file.display()),
+                mps.into(),
+            ],
+            "not a directory",
+        ),
+        (
+            vec![
+                "-o".into(),
+                good.clone(),
+                t.path().join("nomp").to_str().unwrap().into(),
+            ],
+            "nomp",
+        ),
+        (
+            vec!["-o".into(), "lowerdir".into(), mps.into()],
+            "needs a value",
+        ),
+        (
+            vec!["-o".into(), format!("{good},upperdir=/x"), mps.into()],
+            "workdir",
+        ),
+        (
+            vec!["-o".into(), "upperdir=/x,workdir=/y".into(), mps.into()],
+            "lowerdir",
+        ),
+        (vec![mps.into()], "lowerdir"),
+        (vec!["-o".into(), good.clone()], "mountpoint"),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_layerfs(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.contains(needle),
+            "{args:?}: {err:?} does not mention {needle:?}"
+        );
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {err:?}"
+        );
+        assert_eq!(mount_type(&mp), None, "{args:?} left a mount");
+    }
+    // Busy: something is already mounted there.
+    let _m = Layerfs::mount(&l, &mp);
+    let out = run_layerfs(&["-o", &good, mps]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("busy"), "{err}");
+}
+
+#[test]
+fn writes_fail_with_erofs() {
+    if !require_root("writes_fail_with_erofs") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let l = two_layers(t.path());
+    let m = Layerfs::mount(&l, &t.path().join("mnt"));
+    let erofs = Some(libc::EROFS);
+    assert_eq!(errno_of(std::fs::write(m.path("new"), "x")), erofs);
+    assert_eq!(
+        errno_of(std::fs::OpenOptions::new().append(true).open(m.path("f"))),
+        erofs
+    );
+    assert_eq!(errno_of(std::fs::create_dir(m.path("nd"))), erofs);
+    assert_eq!(errno_of(std::fs::remove_file(m.path("f"))), erofs);
+    assert_eq!(errno_of(std::fs::remove_dir_all(m.path("d"))), erofs);
+    assert_eq!(errno_of(std::fs::rename(m.path("f"), m.path("g"))), erofs);
+    assert_eq!(
+        errno_of(std::os::unix::fs::symlink("x", m.path("s"))),
+        erofs
+    );
+    assert_eq!(
+        errno_of(std::fs::set_permissions(
+            m.path("f"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600)
+        )),
+        erofs
+    );
+    let p = CString::new(m.path("f").as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings and a one-byte value.
+    let r = unsafe { libc::setxattr(p.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
+    assert_eq!(
+        (r, std::io::Error::last_os_error().raw_os_error()),
+        (-1, erofs)
+    );
+    // Nothing reached the layers.
+    assert_eq!(std::fs::read_to_string(l[0].join("f")).unwrap(), "top");
+    assert!(!l[0].join("new").exists());
+}
+
+#[test]
+fn big_directory_reads_in_many_calls_and_resumes_after_seekdir() {
+    if !require_root("big_directory_reads_in_many_calls_and_resumes_after_seekdir") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (top, bottom) = (t.path().join("top"), t.path().join("bottom"));
+    std::fs::create_dir_all(&top).unwrap();
+    std::fs::create_dir_all(&bottom).unwrap();
+    for i in 0..6000 {
+        let name = format!("entry-with-a-longish-name-{i:05}");
+        std::fs::write(if i % 2 == 0 { &top } else { &bottom }.join(&name), "").unwrap();
+        if i % 5 == 0 {
+            std::fs::write(bottom.join(&name), "dup").unwrap();
+        }
+        if i % 7 == 0 {
+            std::fs::write(top.join(format!(".wh.{name}-gone")), "").unwrap();
+            std::fs::write(bottom.join(format!("{name}-gone")), "").unwrap();
+        }
+    }
+    let m = Layerfs::mount(&[top, bottom], &t.path().join("mnt"));
+    let names: Vec<String> = std::fs::read_dir(&m.mp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        names.len(),
+        "duplicates in a multi-call readdir"
+    );
+    assert_eq!(names.len(), 6000);
+
+    // Read half, remember the position, close; reopen, seek there, read the rest.
+    let c = CString::new(m.mp.as_os_str().as_bytes()).unwrap();
+    let read_n = |dir: *mut libc::DIR, n: usize, out: &mut Vec<String>| {
+        for _ in 0..n {
+            // SAFETY: `dir` is an open DIR stream; the entry is valid until the next call.
+            let e = unsafe { libc::readdir(dir) };
+            if e.is_null() {
+                break;
+            }
+            // SAFETY: d_name is NUL-terminated within the entry.
+            let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+            let name = name.to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                out.push(name);
+            }
+        }
+    };
+    let mut got = Vec::new();
+    // SAFETY: `c` is NUL-terminated; streams are closed below.
+    let dir = unsafe { libc::opendir(c.as_ptr()) };
+    assert!(!dir.is_null());
+    read_n(dir, 3001, &mut got);
+    // SAFETY: `dir` is open.
+    let pos = unsafe { libc::telldir(dir) };
+    // SAFETY: `dir` is open and not used afterwards.
+    unsafe { libc::closedir(dir) };
+    // SAFETY: as above.
+    let dir = unsafe { libc::opendir(c.as_ptr()) };
+    // SAFETY: `pos` came from telldir on the same directory.
+    unsafe { libc::seekdir(dir, pos) };
+    read_n(dir, usize::MAX, &mut got);
+    // SAFETY: `dir` is open and not used afterwards.
+    unsafe { libc::closedir(dir) };
+    let mut g = got.clone();
+    g.sort();
+    assert_eq!(
+        g, sorted,
+        "resuming at a saved offset skipped or repeated names"
+    );
+}
+
+#[test]
+fn sparse_files_seek_data_and_holes_and_large_reads_match() {
+    if !require_root("sparse_files_seek_data_and_holes_and_large_reads_match") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let l = two_layers(t.path());
+    let sparse = l[1].join("sparse");
+    {
+        let mut f = std::fs::File::create(&sparse).unwrap();
+        f.seek(SeekFrom::Start(8 << 20)).unwrap();
+        std::io::Write::write_all(&mut f, b"data at 8M").unwrap();
+    }
+    let big: Vec<u8> = (0..(3 << 20) + 123).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(l[1].join("big"), &big).unwrap();
+    for extra in [&[][..], &["--no-passthrough"][..]] {
+        let m = Layerfs::mount_with(&l, &t.path().join("mnt"), extra);
+        let f = std::fs::File::open(m.path("sparse")).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain lseek on an open fd.
+        let data = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
+        assert_eq!(data, 8 << 20, "{extra:?}");
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_HOLE) };
+        assert_eq!(hole, 0, "{extra:?}");
+        let mut content = Vec::new();
+        std::fs::File::open(m.path("big"))
+            .unwrap()
+            .read_to_end(&mut content)
+            .unwrap();
+        assert!(content == big, "{extra:?}: big file content differs");
+        assert_eq!(
+            std::fs::metadata(m.path("sparse")).unwrap().size(),
+            (8 << 20) + 10
+        );
+        let sv = nix_statvfs(&m.mp);
+        assert!(sv > 0, "statfs reports no blocks");
+    }
+}
+
+fn nix_statvfs(p: &Path) -> u64 {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut s = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `s` is writable; `c` is NUL-terminated.
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) }, 0);
+    // SAFETY: statvfs succeeded.
+    unsafe { s.assume_init() }.f_blocks
+}
+
+#[test]
+fn sigterm_unmounts_a_foreground_daemon() {
+    if !require_root("sigterm_unmounts_a_foreground_daemon") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let l = two_layers(t.path());
+    let mp = t.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "-f",
+            "-o",
+            &format!("lowerdir={}", l[0].display()),
+            mp.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    wait_mount(
+        &mp,
+        |t| t.is_some(),
+        || matches!(child.try_wait(), Ok(None)),
+    );
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(mount_type(&mp), None);
+}
+
+#[test]
+fn podman_style_relative_symlinked_lowers_and_id_mapping() {
+    if !require_root("podman_style_relative_symlinked_lowers_and_id_mapping") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let store = t.path().join("overlay");
+    let diff = store.join("ABCDEF/diff");
+    std::fs::create_dir_all(&diff).unwrap();
+    std::fs::create_dir_all(store.join("l")).unwrap();
+    std::os::unix::fs::symlink("../ABCDEF/diff", store.join("l/SHORT")).unwrap();
+    std::fs::write(diff.join("owned"), "x").unwrap();
+    std::os::unix::fs::chown(diff.join("owned"), Some(100_000), Some(100_001)).unwrap();
+    let mp = t.path().join("merged");
+    std::fs::create_dir(&mp).unwrap();
+    let out = Command::new(BIN)
+        .current_dir(&store)
+        .args([
+            "-o",
+            "lowerdir=l/SHORT,uidmapping=0:100000:65536,gidmapping=0:100000:65536,,unknownopt",
+        ])
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknownopt"),
+        "unknown options are warned about"
+    );
+    let md = std::fs::symlink_metadata(mp.join("owned"));
+    let _ = run_layerfs(&["umount", mp.to_str().unwrap()]);
+    let md = md.unwrap();
+    assert_eq!((md.uid(), md.gid()), (0, 1));
+}
