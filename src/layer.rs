@@ -229,7 +229,7 @@ mod tests {
     fn open_reports_missing_and_non_directories() {
         let t = tempfile::tempdir().unwrap();
         let missing = t.path().join("nope");
-        let err = Stack::open(&[missing.clone()]).unwrap_err();
+        let err = Stack::open(std::slice::from_ref(&missing)).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         let file = t.path().join("f");
         std::fs::write(&file, b"x").unwrap();

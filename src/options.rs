@@ -25,7 +25,7 @@ impl IdMap {
             .split(':')
             .map(|n| n.parse::<u32>().map_err(|_| bad()))
             .collect::<Result<_, _>>()?;
-        if nums.is_empty() || nums.len() % 3 != 0 {
+        if nums.is_empty() || !nums.len().is_multiple_of(3) {
             return Err(bad());
         }
         Ok(IdMap {

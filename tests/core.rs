@@ -30,17 +30,6 @@ fn lookup(u: &Union, parent: u64, name: &str) -> Result<libc::stat, i32> {
         .map_err(|e| e.errno())
 }
 
-fn lookup_path(u: &Union, path: &str) -> Result<libc::stat, i32> {
-    let mut ino = ROOT;
-    let mut st = None;
-    for c in path.split('/') {
-        let s = lookup(u, ino, c)?;
-        ino = s.st_ino;
-        st = Some(s);
-    }
-    Ok(st.unwrap())
-}
-
 fn read_all(u: &Union, ino: u64) -> Vec<u8> {
     let o = u.open(ino, libc::O_RDONLY).unwrap();
     let d = u.read(ino, o.fh, 0, 1 << 20).unwrap();
