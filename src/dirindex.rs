@@ -7,8 +7,10 @@
 //! layers from this index without probing the others.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::layer::LayerIdx;
@@ -68,11 +70,38 @@ impl Kind {
     }
 }
 
-/// A layer's copy of the directory, opened.
+/// How many directory fds indexes may keep open, and how many they keep. An index keeps
+/// its layers' directory fds while the total stays within the budget; past it, a directory
+/// is reopened from its layer root for each use (`openat2`, beneath the root, no symlinks).
+static FD_BUDGET: AtomicUsize = AtomicUsize::new(4096);
+static FDS_KEPT: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets how many directory fds indexes may keep open (layerfs uses half its fd limit).
+pub fn set_fd_budget(n: usize) {
+    FD_BUDGET.store(n, Ordering::Relaxed);
+}
+
+/// Directory fds currently kept by indexes.
+pub fn fds_kept() -> usize {
+    FDS_KEPT.load(Ordering::Relaxed)
+}
+
+/// A layer's copy of a directory, opened, about to be indexed.
+#[derive(Debug)]
+pub struct Candidate {
+    pub layer: LayerIdx,
+    /// The layer's root directory.
+    pub root: Arc<OwnedFd>,
+    pub fd: OwnedFd,
+}
+
+/// A layer's copy of an indexed directory.
 #[derive(Debug)]
 pub struct Source {
     pub layer: LayerIdx,
-    pub fd: OwnedFd,
+    root: Arc<OwnedFd>,
+    /// Kept open within the fd budget; otherwise reopened for each use.
+    fd: Option<OwnedFd>,
 }
 
 /// One visible name of the merged directory.
@@ -120,6 +149,8 @@ impl Xattrs {
 /// The merged view of one directory.
 #[derive(Debug)]
 pub struct DirIndex {
+    /// The directory's path relative to every layer root ("." for the root).
+    rel: CString,
     /// Contributing layers, top first, cut after the first opaque one.
     pub sources: Vec<Source>,
     /// Visible entries in a fixed order (top layer's order, then each lower's new names),
@@ -131,7 +162,11 @@ pub struct DirIndex {
 impl DirIndex {
     /// Builds the merged view from candidate `sources` (top first). With `honour_opaque`
     /// false (the mount root) opaque marks are ignored, as the kernel ignores them there.
-    pub fn build(candidates: Vec<Source>, honour_opaque: bool) -> io::Result<DirIndex> {
+    pub fn build(
+        rel: CString,
+        candidates: Vec<Candidate>,
+        honour_opaque: bool,
+    ) -> io::Result<DirIndex> {
         let mut sources = Vec::with_capacity(candidates.len());
         let mut entries: Vec<Entry> = Vec::new();
         let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
@@ -198,12 +233,21 @@ impl DirIndex {
                 }
                 hidden.insert(name);
             }
-            sources.push(src);
+            let keep = FDS_KEPT.fetch_add(1, Ordering::Relaxed) < FD_BUDGET.load(Ordering::Relaxed);
+            if !keep {
+                FDS_KEPT.fetch_sub(1, Ordering::Relaxed);
+            }
+            sources.push(Source {
+                layer: src.layer,
+                root: src.root,
+                fd: keep.then_some(src.fd),
+            });
             if opaque {
                 break;
             }
         }
         Ok(DirIndex {
+            rel,
             sources,
             entries,
             by_name,
@@ -223,9 +267,34 @@ impl DirIndex {
         self.sources[e.src as usize].layer
     }
 
-    /// The providing layer's directory fd for entry `e`.
-    pub fn dir_fd_of(&self, e: &Entry) -> std::os::fd::BorrowedFd<'_> {
-        self.sources[e.src as usize].fd.as_fd()
+    /// Runs `f` on source `si`'s directory fd: the kept one, or one reopened beneath the
+    /// layer root for this call.
+    fn with_source<R>(
+        &self,
+        si: u16,
+        f: impl FnOnce(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let src = &self.sources[si as usize];
+        match &src.fd {
+            Some(fd) => f(fd.as_fd()),
+            None => {
+                let fd = sys::open_beneath(
+                    src.root.as_fd(),
+                    &self.rel,
+                    libc::O_RDONLY | libc::O_DIRECTORY,
+                )?;
+                f(fd.as_fd())
+            }
+        }
+    }
+
+    /// Runs `f` on the directory fd of the layer providing entry `e`.
+    pub fn with_dir_of<R>(
+        &self,
+        e: &Entry,
+        f: impl FnOnce(BorrowedFd<'_>) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.with_source(e.src, f)
     }
 
     /// `lstat` of entry `e` in its layer, read once.
@@ -233,7 +302,8 @@ impl DirIndex {
         if let Some(st) = e.attr.get() {
             return Ok(*st);
         }
-        let st = sys::lstatat(self.dir_fd_of(e), &sys::cstr(&e.name)?)?;
+        let name = sys::cstr(&e.name)?;
+        let st = self.with_dir_of(e, |d| sys::lstatat(d, &name))?;
         Ok(*e.attr.get_or_init(|| st))
     }
 
@@ -242,29 +312,48 @@ impl DirIndex {
         if let Some(x) = e.xattrs.get() {
             return Ok(x.clone());
         }
-        let x = Arc::new(read_xattrs(self.dir_fd_of(e), &e.name)?);
+        let x = Arc::new(self.with_dir_of(e, |d| read_xattrs(d, &e.name))?);
         Ok(e.xattrs.get_or_init(|| x).clone())
     }
 
-    /// Opens, for a directory entry `e`, its copy in every merging layer: the candidate
-    /// sources of the child's own index.
-    pub fn open_child_sources(&self, e: &Entry) -> io::Result<Vec<Source>> {
+    /// The path of child `e` relative to the layer roots.
+    pub fn child_rel(&self, e: &Entry) -> io::Result<CString> {
+        let mut p = Vec::with_capacity(self.rel.as_bytes().len() + 1 + e.name.len());
+        if self.rel.as_bytes() != b"." {
+            p.extend_from_slice(self.rel.as_bytes());
+            p.push(b'/');
+        }
+        p.extend_from_slice(&e.name);
+        sys::cstr(&p)
+    }
+
+    /// Opens, for a directory entry `e`, its copy in every merging layer: the candidates
+    /// of the child's own index.
+    pub fn open_child_sources(&self, e: &Entry) -> io::Result<Vec<Candidate>> {
         let name = sys::cstr(&e.name)?;
         e.merge
             .iter()
             .map(|&si| {
-                let parent = &self.sources[si as usize];
-                Ok(Source {
-                    layer: parent.layer,
-                    fd: sys::open_subdir(parent.fd.as_fd(), &name)?,
+                let src = &self.sources[si as usize];
+                Ok(Candidate {
+                    layer: src.layer,
+                    root: src.root.clone(),
+                    fd: self.with_source(si, |d| sys::open_subdir(d, &name))?,
                 })
             })
             .collect()
     }
 }
 
+impl Drop for DirIndex {
+    fn drop(&mut self) {
+        let kept = self.sources.iter().filter(|s| s.fd.is_some()).count();
+        FDS_KEPT.fetch_sub(kept, Ordering::Relaxed);
+    }
+}
+
 /// Reads the visible (non-private) xattrs of `name` in `dir` (empty name: `dir` itself).
-pub fn read_xattrs(dir: std::os::fd::BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
+pub fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
     let list = match sys::listxattr_at(dir, name) {
         Ok(l) => l,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Xattrs::default()),

@@ -31,6 +31,14 @@ enum Cmd {
     },
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FileIoArg {
+    #[default]
+    Passthrough,
+    Cached,
+    Handles,
+}
+
 #[derive(Args, Debug, Default)]
 pub struct MountArgs {
     /// Stay in the foreground instead of daemonizing.
@@ -45,7 +53,12 @@ pub struct MountArgs {
     /// Worker threads serving requests (default: the number of CPUs, at least 2).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
-    /// Serve every read in userspace even where the kernel offers FUSE passthrough.
+    /// How file data is served: `passthrough` (the kernel reads the layer's file directly;
+    /// needs root, falls back to `handles`), `cached` (no open/close round trips, the kernel
+    /// keeps the page cache), or `handles` (every read served in userspace).
+    #[arg(long, value_enum, default_value_t = FileIoArg::Passthrough)]
+    file_io: FileIoArg,
+    /// The same as `--file-io handles`.
     #[arg(long)]
     no_passthrough: bool,
     /// Where to mount the merged view.
@@ -61,7 +74,11 @@ fn main() -> ExitCode {
     };
     // After an external `umount`, fuser's own unmount-on-exit fails harmlessly with EINVAL
     // and warns; keep that out of the default log.
-    let default_level = if debug { "debug" } else { "warn,fuser::session=error" };
+    let default_level = if debug {
+        "debug"
+    } else {
+        "warn,fuser::session=error"
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_micros()
         .init();

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use crate::dirindex::{DirIndex, Entry, Source};
+use crate::dirindex::{Candidate, DirIndex, Entry};
 use crate::error::{Error, Result};
 use crate::layer::Ino;
 
@@ -64,7 +64,7 @@ impl Node {
     /// then; it opens the directory in every contributing layer).
     pub fn index(
         &self,
-        sources: impl FnOnce() -> std::io::Result<(Vec<Source>, bool)>,
+        sources: impl FnOnce() -> std::io::Result<(std::ffi::CString, Vec<Candidate>, bool)>,
     ) -> Result<&Arc<DirIndex>> {
         let NodeKind::Dir { index } = &self.kind else {
             return Err(Error::NotDir);
@@ -72,9 +72,9 @@ impl Node {
         if let Some(ix) = index.get() {
             return Ok(ix);
         }
-        let (srcs, honour_opaque) = sources().map_err(Error::io("open layer directory"))?;
+        let (rel, srcs, honour_opaque) = sources().map_err(Error::io("open layer directory"))?;
         let built =
-            DirIndex::build(srcs, honour_opaque).map_err(Error::io("read layer directory"))?;
+            DirIndex::build(rel, srcs, honour_opaque).map_err(Error::io("read layer directory"))?;
         // Two threads may build at once; one wins and the other's work is dropped.
         Ok(index.get_or_init(|| Arc::new(built)))
     }

@@ -339,6 +339,15 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// The current soft `RLIMIT_NOFILE`.
+pub fn nofile_limit() -> io::Result<u64> {
+    let mut lim = MaybeUninit::<libc::rlimit>::uninit();
+    // SAFETY: `lim` is valid for writes of a `struct rlimit`.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, lim.as_mut_ptr()) })?;
+    // SAFETY: getrlimit succeeded and initialised it.
+    Ok(unsafe { lim.assume_init() }.rlim_cur)
+}
+
 /// Effective uid of this process.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.

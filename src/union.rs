@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use layerfs_fuse::{Core, DirEntry, Entry, Opened};
 
-use crate::dirindex::{self, DirIndex, Kind, Source, Xattrs};
+use crate::dirindex::{self, Candidate, DirIndex, Kind, Xattrs};
 use crate::error::{Error, Result};
 use crate::handles::Handles;
 use crate::layer::{Ino, Stack};
@@ -64,6 +64,10 @@ impl Union {
             .first()
             .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         let root_attr = sys::fstat(top.root.as_fd())?;
+        // Keep at most half the fd limit as directory fds; the rest reopen on use.
+        if let Ok(limit) = sys::nofile_limit() {
+            dirindex::set_fd_budget((limit / 2) as usize);
+        }
         let table = Table::default();
         table.insert_root(Node::new(Ino::ROOT, None, true));
         Ok(Union {
@@ -100,15 +104,23 @@ impl Union {
                     .layers()
                     .iter()
                     .map(|l| {
-                        Ok(Source {
+                        Ok(Candidate {
                             layer: l.idx,
+                            root: l.root.clone(),
                             fd: sys::open_subdir(l.root.as_fd(), c".")?,
                         })
                     })
                     .collect::<std::io::Result<Vec<_>>>()?;
-                Ok((srcs, false))
+                Ok((c".".to_owned(), srcs, false))
             }
-            Some(place) => Ok((place.parent.open_child_sources(place.entry())?, true)),
+            Some(place) => {
+                let e = place.entry();
+                Ok((
+                    place.parent.child_rel(e)?,
+                    place.parent.open_child_sources(e)?,
+                    true,
+                ))
+            }
         })
     }
 
@@ -187,6 +199,28 @@ impl Union {
         }
     }
 
+    /// Opens the real file behind node `ino`, read-only, without following a symlink.
+    fn open_file(&self, ino: u64) -> Result<OwnedFd> {
+        let n = self.node(ino)?;
+        if matches!(n.kind, NodeKind::Dir { .. }) {
+            return Err(Error::IsDir);
+        }
+        let p = n.place.as_ref().ok_or(Error::Invalid)?;
+        let e = p.entry();
+        let name = sys::cstr(&e.name).map_err(Error::io("open"))?;
+        p.parent
+            .with_dir_of(e, |d| sys::openat(d, &name, libc::O_RDONLY))
+            .map_err(Error::io("openat"))
+    }
+
+    /// The fd for I/O on `ino`: the open handle's, or (handle-less, `fh == 0`) a fresh one.
+    fn file_fd(&self, ino: u64, fh: u64) -> Result<Arc<OwnedFd>> {
+        match fh {
+            0 => Ok(Arc::new(self.open_file(ino)?)),
+            _ => self.files.get(fh).ok_or(Error::BadHandle(fh)),
+        }
+    }
+
     /// The ino shown for `..` of a directory node (the root is its own parent).
     fn parent_ino(&self, node: &Node) -> u64 {
         node.place.as_ref().map_or(Ino::ROOT, |p| p.parent_ino).0
@@ -237,23 +271,16 @@ impl Core for Union {
             return Err(Error::Invalid);
         }
         let name = sys::cstr(&e.name).map_err(Error::io("readlink"))?;
-        sys::readlinkat(p.parent.dir_fd_of(e), &name).map_err(Error::io("readlinkat"))
+        p.parent
+            .with_dir_of(e, |d| sys::readlinkat(d, &name))
+            .map_err(Error::io("readlinkat"))
     }
 
     fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
-        let n = self.node(ino)?;
-        if matches!(n.kind, NodeKind::Dir { .. }) {
-            return Err(Error::IsDir);
-        }
         if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
             return Err(Error::ReadOnly);
         }
-        let p = n.place.as_ref().ok_or(Error::Invalid)?;
-        let e = p.entry();
-        let name = sys::cstr(&e.name).map_err(Error::io("open"))?;
-        let fd = sys::openat(p.parent.dir_fd_of(e), &name, libc::O_RDONLY)
-            .map_err(Error::io("openat"))?;
-        let fd = Arc::new(fd);
+        let fd = Arc::new(self.open_file(ino)?);
         let fh = self.files.insert(fd.clone());
         Ok(Opened {
             fh,
@@ -262,8 +289,13 @@ impl Core for Union {
         })
     }
 
-    fn read(&self, _ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let fd = self.files.get(fh).ok_or(Error::BadHandle(fh))?;
+    fn files_immutable(&self) -> bool {
+        // No upper layer: file contents never change.
+        true
+    }
+
+    fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let fd = self.file_fd(ino, fh)?;
         let mut buf = vec![0u8; size as usize];
         let n = sys::pread_full(fd.as_fd(), &mut buf, offset).map_err(Error::io("pread"))?;
         buf.truncate(n);
@@ -274,8 +306,8 @@ impl Core for Union {
         self.files.remove(fh);
     }
 
-    fn lseek(&self, _ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64> {
-        let fd = self.files.get(fh).ok_or(Error::BadHandle(fh))?;
+    fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let fd = self.file_fd(ino, fh)?;
         sys::lseek(fd.as_fd(), offset, whence).map_err(Error::io("lseek"))
     }
 
@@ -297,9 +329,13 @@ impl Core for Union {
         plus: bool,
         add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<()> {
-        // Offsets: 1 after ".", 2 after "..", i + 3 after entries[i] of the handle's snapshot.
-        let ix = self.dirs.get(fh).ok_or(Error::BadHandle(fh))?;
+        // Offsets: 1 after ".", 2 after "..", i + 3 after entries[i] of the handle's snapshot
+        // (or, handle-less, of the directory's index, which never changes).
         let node = self.node(ino)?;
+        let ix = match fh {
+            0 => self.index(&node)?.clone(),
+            _ => self.dirs.get(fh).ok_or(Error::BadHandle(fh))?,
+        };
         let dir_entry = |st: Stat| Some(self.entry_of(st));
         if offset == 0 {
             let st = self.attr_of(&node)?;
@@ -364,6 +400,11 @@ impl Core for Union {
             }
         }
         Ok(())
+    }
+
+    fn dirs_immutable(&self) -> bool {
+        // No upper layer: nothing can change a listing.
+        true
     }
 
     fn releasedir(&self, _ino: u64, fh: u64) {

@@ -272,7 +272,11 @@ fn sparse_files_seek_data_and_holes_and_large_reads_match() {
     }
     let big: Vec<u8> = (0..(3 << 20) + 123).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(l[1].join("big"), &big).unwrap();
-    for extra in [&[][..], &["--no-passthrough"][..]] {
+    for extra in [
+        &[][..],
+        &["--no-passthrough"][..],
+        &["--file-io", "cached"][..],
+    ] {
         let m = Layerfs::mount_with(&l, &t.path().join("mnt"), extra);
         let f = std::fs::File::open(m.path("sparse")).unwrap();
         use std::os::fd::AsRawFd;

@@ -71,10 +71,16 @@ pub trait Core: Send + Sync + 'static {
     fn getattr(&self, ino: u64) -> Result<Entry, Self::Error>;
     fn readlink(&self, ino: u64) -> Result<Vec<u8>, Self::Error>;
     fn open(&self, ino: u64, flags: i32) -> Result<Opened, Self::Error>;
+    /// True when file contents can never change (no upper layer): then files can be read
+    /// without a handle, `read` and `lseek` being called with `fh == 0`.
+    fn files_immutable(&self) -> bool;
     fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Self::Error>;
     fn release(&self, ino: u64, fh: u64);
     fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64, Self::Error>;
     fn opendir(&self, ino: u64) -> Result<Opened, Self::Error>;
+    /// True when directory listings can never change (no upper layer): then no handle is
+    /// needed, and `readdir` is called with `fh == 0`.
+    fn dirs_immutable(&self) -> bool;
     /// Lists entries from `offset` on, calling `add` for each until it returns true (the
     /// reply buffer is full). With `plus`, entries carry attributes and each one `add`
     /// accepts counts as a lookup.
@@ -96,11 +102,24 @@ pub trait Core: Send + Sync + 'static {
     fn mutation_error(&self) -> Self::Error;
 }
 
+/// How file data reaches applications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileIo {
+    /// Kernel passthrough: reads go straight to the layer's file (needs CAP_SYS_ADMIN and a
+    /// kernel with FUSE passthrough; falls back to `Handles`). Two round trips per open
+    /// (OPEN, RELEASE), none per read.
+    Passthrough,
+    /// No handles at all (immutable files only): the kernel sends no OPEN/RELEASE and keeps
+    /// the page cache; cold data comes through READ requests.
+    Cached,
+    /// Open handles and READ requests served in userspace.
+    Handles,
+}
+
 /// Tunables of the FUSE session that are not the core's business.
 #[derive(Debug, Clone, Copy)]
 pub struct AdapterOptions {
-    /// Try kernel passthrough for reads (needs CAP_SYS_ADMIN and a kernel with it).
-    pub passthrough: bool,
+    pub file_io: FileIo,
     /// Let the kernel cache directory listings (`FOPEN_CACHE_DIR`).
     pub cache_dirs: bool,
 }
@@ -152,11 +171,17 @@ impl<C: Core> Filesystem for Adapter<C> {
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_SPLICE_READ
             | InitFlags::FUSE_SPLICE_WRITE
-            | InitFlags::FUSE_SPLICE_MOVE;
+            | InitFlags::FUSE_SPLICE_MOVE
+            // The kernel then caches ACLs per inode: `ls -l` asks for
+            // system.posix_acl_access on every file, and only the first ask per inode
+            // reaches us.
+            | InitFlags::FUSE_POSIX_ACL;
         let _ = config.add_capabilities(want & config.capabilities());
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
-        if self.opts.passthrough && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH) {
+        if self.opts.file_io == FileIo::Passthrough
+            && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+        {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             self.passthrough.set_enabled(ok);
@@ -196,11 +221,17 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.opts.file_io == FileIo::Cached && self.core.files_immutable() {
+            // ENOSYS: the kernel stops sending OPEN/RELEASE, opens with KEEP_CACHE and
+            // reads through READ with no handle (fh 0).
+            return reply.error(Errno::ENOSYS);
+        }
         let opened = match self.core.open(ino.0, flags.0) {
             Ok(o) => o,
             Err(e) => return reply.error(errno_of("open", &e)),
         };
-        let mut fl = FopenFlags::empty();
+        // We buffer nothing, so close() needs no FLUSH round trip.
+        let mut fl = FopenFlags::FOPEN_NOFLUSH;
         if opened.keep_cache {
             fl |= FopenFlags::FOPEN_KEEP_CACHE;
         }
@@ -250,7 +281,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // We buffer nothing and leave POSIX locks to the kernel, so close() needs no round
+        // trip: ENOSYS makes the kernel stop sending FLUSH altogether.
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -284,6 +317,12 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.core.dirs_immutable() {
+            // ENOSYS tells the kernel we keep no directory state: from now on it sends no
+            // OPENDIR/RELEASEDIR (two round trips per directory saved) and caches listings
+            // itself (it then opens directories with KEEP_CACHE | CACHE_DIR).
+            return reply.error(Errno::ENOSYS);
+        }
         match self.core.opendir(ino.0) {
             Ok(o) => {
                 let mut fl = FopenFlags::empty();

@@ -13,17 +13,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use layerfs::{mountinfo, sys, Config, MountOptions, Stack, Union};
 use layerfs_fuse::fuser::{self, MountOption, SessionACL};
-use layerfs_fuse::{Adapter, AdapterOptions};
+use layerfs_fuse::{Adapter, AdapterOptions, FileIo};
 use log::{info, warn};
 
-use crate::MountArgs;
+use crate::{FileIoArg, MountArgs};
 
 /// Everything needed to mount, checked.
 struct Plan {
     mountpoint: PathBuf,
     union: Union,
     threads: usize,
-    passthrough: bool,
+    file_io: FileIo,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -88,7 +88,13 @@ fn prepare(args: &MountArgs) -> Result<Plan> {
         mountpoint,
         union,
         threads,
-        passthrough: !args.no_passthrough,
+        file_io: match (args.no_passthrough, args.file_io) {
+            (true, _) | (_, FileIoArg::Handles) => FileIo::Handles,
+            (_, FileIoArg::Cached) => FileIo::Cached,
+            // Passthrough needs CAP_SYS_ADMIN; without it, serve reads from handles.
+            (_, FileIoArg::Passthrough) if sys::geteuid() == 0 => FileIo::Passthrough,
+            (_, FileIoArg::Passthrough) => FileIo::Handles,
+        },
     })
 }
 
@@ -159,7 +165,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
     let adapter = Adapter::new(
         plan.union,
         AdapterOptions {
-            passthrough: plan.passthrough && root,
+            file_io: plan.file_io,
             cache_dirs: true,
         },
     );
