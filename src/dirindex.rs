@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::layer::LayerIdx;
+use crate::par;
 use crate::sys::{self, Stat};
 use crate::whiteout::{self, Class};
 
@@ -146,6 +147,45 @@ impl Xattrs {
     }
 }
 
+/// From this many layers on, a directory's copies are opened and read in parallel.
+const PARALLEL_LAYERS: usize = 16;
+
+/// What one layer's copy of a directory says, read without regard to the other layers.
+struct Scan {
+    /// Hides every lower copy (opaque xattr or `.wh..wh..opq`), when honoured.
+    opaque: bool,
+    /// Ordinary entries: name, type, inode number.
+    entries: Vec<(Box<[u8]>, Kind, u64)>,
+    /// Names this layer whites out in the layers below it.
+    hides_below: Vec<Box<[u8]>>,
+}
+
+/// Reads one layer's copy of a directory and classifies its entries.
+fn scan(fd: BorrowedFd<'_>, honour_opaque: bool) -> io::Result<Scan> {
+    let marks = whiteout::dir_marks(fd)?;
+    let raw = sys::read_dir(fd)?;
+    let mut out = Scan {
+        opaque: honour_opaque && marks.opaque,
+        entries: Vec::with_capacity(raw.len()),
+        hides_below: Vec::new(),
+    };
+    for ent in raw {
+        match whiteout::classify(fd, marks, &ent)? {
+            Class::OciOpaque => out.opaque |= honour_opaque,
+            Class::OciWhiteout(target) => out.hides_below.push(target.into()),
+            Class::Whiteout => out.hides_below.push(ent.name),
+            Class::Entry => {
+                let kind = match Kind::from_dtype(ent.d_type) {
+                    Some(k) => k,
+                    None => Kind::from_mode(sys::lstatat(fd, &sys::cstr(&ent.name)?)?.st_mode),
+                };
+                out.entries.push((ent.name, kind, ent.ino));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The merged view of one directory.
 #[derive(Debug)]
 pub struct DirIndex {
@@ -167,6 +207,11 @@ impl DirIndex {
         candidates: Vec<Candidate>,
         honour_opaque: bool,
     ) -> io::Result<DirIndex> {
+        // Each layer's copy is read on its own (in parallel on deep stacks), then merged
+        // top-down. Layers below an opaque one are read for nothing; opaque is rare.
+        let scans = par::map(&candidates, PARALLEL_LAYERS, |c| {
+            scan(c.fd.as_fd(), honour_opaque)
+        });
         let mut sources = Vec::with_capacity(candidates.len());
         let mut entries: Vec<Entry> = Vec::new();
         let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
@@ -174,60 +219,43 @@ impl DirIndex {
         let mut hidden: HashSet<Box<[u8]>> = HashSet::new();
         let mut closed: Vec<bool> = Vec::new();
 
-        for src in candidates {
+        for (src, scan) in candidates.into_iter().zip(scans) {
+            let scan = scan?;
             let si = sources.len() as u16;
-            let marks = whiteout::dir_marks(src.fd.as_fd())?;
-            let raw = sys::read_dir(src.fd.as_fd())?;
-            let mut opaque = honour_opaque && marks.opaque;
-            let mut hides_below: Vec<Box<[u8]>> = Vec::new();
-            for ent in &raw {
-                let fd = src.fd.as_fd();
-                match whiteout::classify(fd, marks, ent)? {
-                    Class::OciOpaque => opaque |= honour_opaque,
-                    Class::OciWhiteout(target) => hides_below.push(target.into()),
-                    Class::Whiteout => hides_below.push(ent.name.clone()),
-                    Class::Entry => {
-                        if hidden.contains(&ent.name) {
-                            continue;
-                        }
-                        let kind = match Kind::from_dtype(ent.d_type) {
-                            Some(k) => k,
-                            None => {
-                                Kind::from_mode(sys::lstatat(fd, &sys::cstr(&ent.name)?)?.st_mode)
-                            }
-                        };
-                        if let Some(&i) = by_name.get(&ent.name) {
-                            // A lower copy of a visible name: it merges only into an upper
-                            // directory whose merging is still open; anything else ends it.
-                            let i = i as usize;
-                            if kind == Kind::Dir && entries[i].kind == Kind::Dir && !closed[i] {
-                                entries[i].merge.push(si);
-                            } else {
-                                closed[i] = true;
-                            }
-                            continue;
-                        }
-                        by_name.insert(ent.name.clone(), entries.len() as u32);
-                        closed.push(kind != Kind::Dir);
-                        entries.push(Entry {
-                            name: ent.name.clone(),
-                            src: si,
-                            kind,
-                            real_ino: ent.ino,
-                            merge: if kind == Kind::Dir {
-                                vec![si]
-                            } else {
-                                Vec::new()
-                            },
-                            attr: OnceLock::new(),
-                            xattrs: OnceLock::new(),
-                        });
-                    }
+            for (name, kind, ino) in scan.entries {
+                if hidden.contains(&name) {
+                    continue;
                 }
+                if let Some(&i) = by_name.get(&name) {
+                    // A lower copy of a visible name: it merges only into an upper
+                    // directory whose merging is still open; anything else ends it.
+                    let i = i as usize;
+                    if kind == Kind::Dir && entries[i].kind == Kind::Dir && !closed[i] {
+                        entries[i].merge.push(si);
+                    } else {
+                        closed[i] = true;
+                    }
+                    continue;
+                }
+                by_name.insert(name.clone(), entries.len() as u32);
+                closed.push(kind != Kind::Dir);
+                entries.push(Entry {
+                    name,
+                    src: si,
+                    kind,
+                    real_ino: ino,
+                    merge: if kind == Kind::Dir {
+                        vec![si]
+                    } else {
+                        Vec::new()
+                    },
+                    attr: OnceLock::new(),
+                    xattrs: OnceLock::new(),
+                });
             }
             // Whiteouts act on the layers below this one only (an OCI `.wh.X` never hides a
             // sibling X of its own layer).
-            for name in hides_below {
+            for name in scan.hides_below {
                 if let Some(&i) = by_name.get(&name) {
                     closed[i as usize] = true;
                 }
@@ -242,7 +270,7 @@ impl DirIndex {
                 root: src.root,
                 fd: keep.then_some(src.fd),
             });
-            if opaque {
+            if scan.opaque {
                 break;
             }
         }
@@ -307,6 +335,20 @@ impl DirIndex {
         Ok(*e.attr.get_or_init(|| st))
     }
 
+    /// Reads the attributes of entries `from..` that are not cached yet, several at a time:
+    /// on a cold cache each `lstat` waits for the disk, and overlapping them lets the device
+    /// work on several inode reads at once. Errors are left for `attr` to report.
+    pub fn prefetch_attrs(&self, from: usize) {
+        const MIN_BATCH: usize = 48;
+        let todo: Vec<&Entry> = self
+            .entries
+            .iter()
+            .skip(from)
+            .filter(|e| e.attr.get().is_none())
+            .collect();
+        par::map(&todo, MIN_BATCH, |e| drop(self.attr(e)));
+    }
+
     /// The visible xattrs of entry `e`, read once.
     pub fn xattrs(&self, e: &Entry) -> io::Result<Arc<Xattrs>> {
         if let Some(x) = e.xattrs.get() {
@@ -331,17 +373,16 @@ impl DirIndex {
     /// of the child's own index.
     pub fn open_child_sources(&self, e: &Entry) -> io::Result<Vec<Candidate>> {
         let name = sys::cstr(&e.name)?;
-        e.merge
-            .iter()
-            .map(|&si| {
-                let src = &self.sources[si as usize];
-                Ok(Candidate {
-                    layer: src.layer,
-                    root: src.root.clone(),
-                    fd: self.with_source(si, |d| sys::open_subdir(d, &name))?,
-                })
+        par::map(&e.merge, PARALLEL_LAYERS, |&si| {
+            let src = &self.sources[si as usize];
+            Ok(Candidate {
+                layer: src.layer,
+                root: src.root.clone(),
+                fd: self.with_source(si, |d| sys::open_subdir(d, &name))?,
             })
-            .collect()
+        })
+        .into_iter()
+        .collect()
     }
 }
 

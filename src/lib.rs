@@ -13,6 +13,8 @@ pub mod layer;
 pub mod mountinfo;
 pub mod node;
 pub mod options;
+pub mod par;
+pub mod prefetch;
 pub mod sys;
 pub mod union;
 pub mod whiteout;

@@ -54,8 +54,9 @@ pub struct MountArgs {
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// How file data is served: `passthrough` (the kernel reads the layer's file directly;
-    /// needs root, falls back to `handles`), `cached` (no open/close round trips, the kernel
-    /// keeps the page cache), or `handles` (every read served in userspace).
+    /// needs root and kernel support, else falls back to `cached`), `cached` (no open/close
+    /// round trips, the kernel keeps the page cache), or `handles` (open handles, reads
+    /// served in userspace).
     #[arg(long, value_enum, default_value_t = FileIoArg::Passthrough)]
     file_io: FileIoArg,
     /// The same as `--file-io handles`.

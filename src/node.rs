@@ -80,6 +80,26 @@ impl Node {
     }
 }
 
+impl Node {
+    /// The index of a directory below the root, built from its parent's index if needed.
+    pub fn placed_index(&self) -> Result<&Arc<DirIndex>> {
+        let place = self.place.as_ref().ok_or(Error::Invalid)?;
+        self.index(|| {
+            let e = place.entry();
+            Ok((
+                place.parent.child_rel(e)?,
+                place.parent.open_child_sources(e)?,
+                true,
+            ))
+        })
+    }
+
+    /// True once a directory's index exists (always false for leaves).
+    pub fn has_index(&self) -> bool {
+        matches!(&self.kind, NodeKind::Dir { index } if index.get().is_some())
+    }
+}
+
 /// Node id -> node. The root is never removed.
 #[derive(Debug, Default)]
 pub struct Table {

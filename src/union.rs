@@ -19,6 +19,7 @@ use crate::handles::Handles;
 use crate::layer::{Ino, Stack};
 use crate::node::{Node, NodeKind, Place, Table};
 use crate::options::IdMap;
+use crate::prefetch::Prefetcher;
 use crate::sys::{self, Stat};
 use crate::whiteout;
 
@@ -55,6 +56,8 @@ pub struct Union {
     dirs: Handles<Arc<DirIndex>>,
     root_attr: Stat,
     root_xattrs: OnceLock<Arc<Xattrs>>,
+    /// Started on first use, so its threads are born in the daemon, after the fork.
+    prefetch: OnceLock<Prefetcher>,
 }
 
 impl Union {
@@ -78,6 +81,7 @@ impl Union {
             dirs: Handles::default(),
             root_attr,
             root_xattrs: OnceLock::new(),
+            prefetch: OnceLock::new(),
         })
     }
 
@@ -96,6 +100,9 @@ impl Union {
 
     /// The merged index of directory `node`, built on first use.
     fn index<'a>(&self, node: &'a Node) -> Result<&'a Arc<DirIndex>> {
+        if node.place.is_some() {
+            return node.placed_index();
+        }
         node.index(|| match &node.place {
             // The root merges every layer; the kernel ignores opaque marks on layer roots.
             None => {
@@ -113,14 +120,7 @@ impl Union {
                     .collect::<std::io::Result<Vec<_>>>()?;
                 Ok((c".".to_owned(), srcs, false))
             }
-            Some(place) => {
-                let e = place.entry();
-                Ok((
-                    place.parent.child_rel(e)?,
-                    place.parent.open_child_sources(e)?,
-                    true,
-                ))
-            }
+            Some(_) => unreachable!("placed nodes are indexed by Node::placed_index"),
         })
     }
 
@@ -365,6 +365,9 @@ impl Core for Union {
             }
         }
         let start = offset.saturating_sub(2) as usize;
+        if plus {
+            ix.prefetch_attrs(start);
+        }
         for (i, e) in ix.entries.iter().enumerate().skip(start) {
             let next_offset = i as u64 + 3;
             let mode = e.kind.mode_bits();
@@ -375,6 +378,12 @@ impl Core for Union {
                     Err(err) if err.errno() == libc::ENOENT => continue,
                     Err(err) => return Err(err),
                 };
+                if e.kind == Kind::Dir && !child.has_index() {
+                    // A tree walk will descend here next: index it in the background.
+                    self.prefetch
+                        .get_or_init(Prefetcher::start)
+                        .hint(child.clone());
+                }
                 let d = DirEntry {
                     ino: child.ino.0,
                     next_offset,

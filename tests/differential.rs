@@ -52,6 +52,18 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: (cases() / 6).max(4), max_shrink_iters: 100, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn deep_random_stacks_match_kernel_overlayfs(stack in spec::deep_stack()) {
+        if !require_root("deep_random_stacks_match_kernel_overlayfs") {
+            return Ok(());
+        }
+        check_stack(&stack);
+    }
+}
+
 #[test]
 fn kernel_xattr_whiteout_form_is_what_this_kernel_honours() {
     if !require_root("kernel_xattr_whiteout_form_is_what_this_kernel_honours") {

@@ -106,8 +106,8 @@ pub trait Core: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileIo {
     /// Kernel passthrough: reads go straight to the layer's file (needs CAP_SYS_ADMIN and a
-    /// kernel with FUSE passthrough; falls back to `Handles`). Two round trips per open
-    /// (OPEN, RELEASE), none per read.
+    /// kernel with FUSE passthrough; falls back to `Cached`). Two round trips per open
+    /// (OPEN, RELEASE), none per read, and no second copy in the page cache.
     Passthrough,
     /// No handles at all (immutable files only): the kernel sends no OPEN/RELEASE and keeps
     /// the page cache; cold data comes through READ requests.
@@ -221,7 +221,14 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if self.opts.file_io == FileIo::Cached && self.core.files_immutable() {
+        // Cached mode, or passthrough that the kernel did not grant: without passthrough,
+        // handle-less opens beat handles (no OPEN/RELEASE round trips, same page cache).
+        let cached = match self.opts.file_io {
+            FileIo::Cached => true,
+            FileIo::Passthrough => !self.passthrough.enabled(),
+            FileIo::Handles => false,
+        };
+        if cached && self.core.files_immutable() {
             // ENOSYS: the kernel stops sending OPEN/RELEASE, opens with KEEP_CACHE and
             // reads through READ with no handle (fh 0).
             return reply.error(Errno::ENOSYS);

@@ -91,9 +91,10 @@ fn prepare(args: &MountArgs) -> Result<Plan> {
         file_io: match (args.no_passthrough, args.file_io) {
             (true, _) | (_, FileIoArg::Handles) => FileIo::Handles,
             (_, FileIoArg::Cached) => FileIo::Cached,
-            // Passthrough needs CAP_SYS_ADMIN; without it, serve reads from handles.
+            // Passthrough needs CAP_SYS_ADMIN (the adapter also falls back when the kernel
+            // does not grant it); without it, handle-less cached files are the fastest.
             (_, FileIoArg::Passthrough) if sys::geteuid() == 0 => FileIo::Passthrough,
-            (_, FileIoArg::Passthrough) => FileIo::Handles,
+            (_, FileIoArg::Passthrough) => FileIo::Cached,
         },
     })
 }

@@ -93,6 +93,11 @@ pub fn stack() -> impl Strategy<Value = Vec<Layer>> {
     prop::collection::vec(prop::collection::btree_map(name(), node(), 0..6), 1..=4)
 }
 
+/// A stack deep enough (17..=24 layers) that directories are read in parallel.
+pub fn deep_stack() -> impl Strategy<Value = Vec<Layer>> {
+    prop::collection::vec(prop::collection::btree_map(name(), node(), 0..4), 17..=24)
+}
+
 fn setxattr(path: &Path, name: &str, value: &[u8]) {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
