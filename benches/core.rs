@@ -33,16 +33,25 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let (depths, reps): (&[usize], usize) = if full { (&[1, 32, 128, 512], 9) } else { (&[1, 32], 1) };
-    println!("{:>7} {:>14} {:>14} {:>14} {:>14}", "layers", "first lookup", "300 lookups", "300 misses", "readdirplus");
+    let (depths, reps): (&[usize], usize) = if full {
+        (&[1, 32, 128, 512], 9)
+    } else {
+        (&[1, 32], 1)
+    };
+    println!(
+        "{:>7} {:>14} {:>14} {:>14} {:>14}",
+        "layers", "first lookup", "300 lookups", "300 misses", "readdirplus"
+    );
     for &n in depths {
         let t = tempfile::tempdir().unwrap();
         let per = (600 / n).max(3);
         let layers = make_stack(t.path(), n, per);
-        let names: Vec<String> = (0..300).map(|k| {
-            let i = k * n / 300;
-            format!("lib{i}-{}.so", k % per)
-        }).collect();
+        let names: Vec<String> = (0..300)
+            .map(|k| {
+                let i = k * n / 300;
+                format!("lib{i}-{}.so", k % per)
+            })
+            .collect();
         let (mut first, mut hits, mut misses, mut listing) = (vec![], vec![], vec![], vec![]);
         for _ in 0..reps {
             let u = Union::new(Stack::open(&layers).unwrap(), Config::default()).unwrap();

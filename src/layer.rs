@@ -90,7 +90,9 @@ impl Stack {
                     devs.len() - 1
                 }
             } as u16;
-            let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            // The resolved path, for messages: one readlink of the open fd, not one per
+            // component of the path as canonicalize would do.
+            let path = sys::fd_path(root.as_fd()).unwrap_or_else(|_| path.clone());
             layers.push(Layer {
                 idx: LayerIdx(i as u16),
                 path,

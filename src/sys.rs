@@ -60,6 +60,11 @@ pub fn open_host_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The path the kernel has for an open fd (`/proc/self/fd/N`).
+pub fn fd_path(fd: BorrowedFd<'_>) -> io::Result<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 /// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC)` for one path component.
 pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: `dir` is a live fd for the duration of the call, `name` is NUL-terminated.
