@@ -380,3 +380,89 @@ fn podman_style_relative_symlinked_lowers_and_id_mapping() {
     let md = md.unwrap();
     assert_eq!((md.uid(), md.gid()), (0, 1));
 }
+
+/// Makes /dev/fuse usable by everyone (Debian's usual default) while alive.
+struct DevFuseOpen(u32);
+
+impl DevFuseOpen {
+    fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
+        DevFuseOpen(mode)
+    }
+}
+
+impl Drop for DevFuseOpen {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+    }
+}
+
+#[test]
+fn rootless_mount_as_an_unprivileged_user() {
+    if !require_root("rootless_mount_as_an_unprivileged_user") {
+        return;
+    }
+    // `nobody`: fusermount3 wants a passwd entry, and every Debian system has this one.
+    const UID: u32 = 65_534;
+    let t = tempfile::tempdir().unwrap();
+    let l = two_layers(t.path());
+    std::fs::write(l[0].join(".wh.gone"), "").unwrap();
+    std::fs::write(l[1].join("gone"), "x").unwrap();
+    let mp = t.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    for p in [t.path(), &mp, &l[0], &l[1]] {
+        std::os::unix::fs::chown(p, Some(UID), Some(UID)).unwrap();
+    }
+    // The binary lives under target/, which may not be traversable by others: copy it.
+    let bin = t.path().join("layerfs");
+    std::fs::copy(BIN, &bin).unwrap();
+    let _fuse = DevFuseOpen::new();
+    let as_user = |prog: &Path, args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                &UID.to_string(),
+                "--regid",
+                &UID.to_string(),
+                "--clear-groups",
+            ])
+            .arg(prog)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let opt = format!("lowerdir={}:{}", l[0].display(), l[1].display());
+    let out = as_user(&bin, &["-o", &opt, mp.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "rootless mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without allow_other only the mounting user may look inside (not even root).
+    let (f, b, gone) = (mp.join("f"), mp.join("d/b"), mp.join("gone"));
+    let cat = as_user(
+        Path::new("/bin/cat"),
+        &[f.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    let gone = as_user(Path::new("/usr/bin/test"), &["-e", gone.to_str().unwrap()]);
+    let out = as_user(&bin, &["umount", mp.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "rootless umount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mount_type(&mp), None);
+    assert_eq!(
+        String::from_utf8_lossy(&cat.stdout),
+        "topb",
+        "{}",
+        String::from_utf8_lossy(&cat.stderr)
+    );
+    assert!(
+        !gone.status.success(),
+        "whiteout ignored in a rootless mount"
+    );
+}
