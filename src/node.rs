@@ -136,6 +136,15 @@ impl Table {
         }
     }
 
+    /// Drops a node the kernel never heard of (created for a readdirplus entry that did not
+    /// fit in the reply).
+    pub fn drop_unreferenced(&self, ino: Ino) {
+        if ino != Ino::ROOT {
+            self.nodes
+                .remove_if(&ino, |_, n| n.lookups.load(Ordering::Relaxed) == 0);
+        }
+    }
+
     /// The kernel dropped `n` references; the node goes with the last one.
     pub fn forget(&self, ino: Ino, n: u64) {
         if ino == Ino::ROOT {

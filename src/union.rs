@@ -392,6 +392,8 @@ impl Core for Union {
                     entry: Some(self.entry_of(st)),
                 };
                 if add(d) {
+                    // Did not fit: the kernel never saw it, so it must not linger here.
+                    self.table.drop_unreferenced(child.ino);
                     return Ok(());
                 }
                 self.table.count(child.ino);

@@ -176,6 +176,31 @@ fn readdirplus_counts_lookups_and_forget_drops_nodes() {
 }
 
 #[test]
+fn readdirplus_entries_that_do_not_fit_leave_no_node_behind() {
+    let t = tempfile::tempdir().unwrap();
+    let l = layers(t.path(), 1);
+    for i in 0..10 {
+        std::fs::write(l[0].join(format!("f{i}")), "").unwrap();
+    }
+    let u = union(&l);
+    // One reply with room for 4 entries (".", "..", two files) and a reader that stops.
+    let mut taken = 0;
+    u.readdir(ROOT, 0, 0, true, &mut |_| {
+        if taken == 4 {
+            return true;
+        }
+        taken += 1;
+        false
+    })
+    .unwrap();
+    assert_eq!(
+        u.node_count(),
+        3,
+        "the root and the two files handed out, nothing else"
+    );
+}
+
+#[test]
 fn inode_numbers_share_for_hard_links_and_survive_a_new_instance() {
     let t = tempfile::tempdir().unwrap();
     let l = layers(t.path(), 2);
