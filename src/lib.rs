@@ -6,6 +6,7 @@
 //! merged view, [`node`] tracks what the kernel references, [`union`] implements every
 //! operation, and [`sys`] holds the only raw syscalls.
 
+pub mod copyup;
 pub mod dirindex;
 pub mod error;
 pub mod handles;

@@ -130,6 +130,35 @@ fn xattr_whiteout<'a>(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Class<'a>>
     Ok(Class::Entry)
 }
 
+/// Which xattr namespace the union's own marks are written in: `trusted.` (the kernel's
+/// default, needs CAP_SYS_ADMIN) or `user.` (the kernel's `userxattr` mode, for rootless).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkNs {
+    Trusted,
+    User,
+}
+
+impl MarkNs {
+    fn opaque(self) -> &'static CStr {
+        match self {
+            MarkNs::Trusted => c"trusted.overlay.opaque",
+            MarkNs::User => c"user.overlay.opaque",
+        }
+    }
+}
+
+/// Writes a whiteout for `name` in the upper directory `dir`, in the kernel's form: a
+/// character device 0:0 (which an unprivileged user may create on this kernel). Never a
+/// marker file the kernel would show as a regular file.
+pub fn write_whiteout(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    sys::mknodat(dir, name, libc::S_IFCHR, 0)
+}
+
+/// Marks the upper directory `name` inside `dir` opaque (`*.overlay.opaque=y`).
+pub fn write_opaque(dir: BorrowedFd<'_>, name: &[u8], ns: MarkNs) -> io::Result<()> {
+    sys::setxattr_at(dir, name, ns.opaque(), b"y", 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

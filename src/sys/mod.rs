@@ -16,7 +16,7 @@ use std::path::Path;
 /// `struct stat` as the kernel fills it.
 pub type Stat = libc::stat;
 
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -32,7 +32,7 @@ fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
-fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
+pub(crate) fn cvt_size(ret: libc::ssize_t) -> io::Result<usize> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -261,7 +261,7 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawDirent>> {
 /// Path through `/proc/self/fd` naming `name` inside the directory `dir`. The directory part is
 /// a magic link to an already-open (and already-checked) directory; `name` is one component,
 /// so the `l*xattr` calls below never follow a symlink inside a layer.
-fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<CString> {
+pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<CString> {
     let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
     if !name.is_empty() {
         p.push(b'/');
@@ -444,3 +444,6 @@ fn sigset(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
     }
     Ok(set)
 }
+
+mod mutate;
+pub use mutate::*;

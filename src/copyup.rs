@@ -1,0 +1,236 @@
+//! Copy-up: making an upper copy of a lower entry before it is changed.
+//!
+//! The copy is built under a fresh name in the workdir and renamed into the upper with
+//! `RENAME_NOREPLACE`, so a crash leaves either no copy or a complete one (plus, at worst,
+//! a temporary in the workdir, which is cleared at mount). Kept: content (sparse files stay
+//! sparse: reflink if the filesystem can, else only the data extents are copied), mode
+//! including setuid/setgid (set after chown, which clears them), owner, atime and mtime to
+//! the nanosecond, and every visible xattr. Directories are copied without their contents
+//! (the lower entries stay visible through the merge). Data is fsynced before the rename
+//! unless the mount is `volatile`, as the kernel does.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use log::debug;
+
+use crate::dirindex::{self, Kind};
+use crate::sys::{self, Stat};
+
+/// The workdir: where copies are built before they appear in the upper.
+#[derive(Debug)]
+pub struct Workdir {
+    fd: OwnedFd,
+    next: AtomicU64,
+}
+
+/// Prefix of every temporary name layerfs creates in the workdir.
+pub const TEMP_PREFIX: &str = "#layerfs-";
+
+impl Workdir {
+    pub fn new(fd: OwnedFd) -> Workdir {
+        Workdir {
+            fd,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// A name no other copy in flight uses.
+    fn temp_name(&self) -> CString {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        CString::new(format!("{TEMP_PREFIX}{}-{n}", std::process::id())).expect("no NUL")
+    }
+
+    /// Removes leftovers of an earlier daemon that died mid-copy (they are never visible:
+    /// the workdir is not part of the merged view).
+    pub fn clear_leftovers(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for e in sys::read_dir(self.fd())? {
+            if e.name.starts_with(TEMP_PREFIX.as_bytes()) {
+                remove_tree(self.fd(), &e.name)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Removes `name` in `dir`, recursively if it is a directory, never following a symlink.
+fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let c = sys::cstr(name)?;
+    match sys::unlinkat(dir, &c, 0) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM)) => {
+            let sub = sys::open_subdir(dir, &c)?;
+            for e in sys::read_dir(sub.as_fd())? {
+                remove_tree(sub.as_fd(), &e.name)?;
+            }
+            sys::unlinkat(dir, &c, libc::AT_REMOVEDIR)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// How a copy-up behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyOpts {
+    /// fsync data and the new entry before it becomes visible (off with `volatile`).
+    pub fsync: bool,
+}
+
+/// Copies entry `name` of the lower directory `src_dir` (whose `lstat` is `st`) to entry
+/// `name` of the upper directory `dst_dir`. Fails with `EEXIST` if the upper has that name.
+pub fn copy_up(
+    src_dir: BorrowedFd<'_>,
+    name: &[u8],
+    st: &Stat,
+    work: &Workdir,
+    dst_dir: BorrowedFd<'_>,
+    opts: CopyOpts,
+) -> io::Result<()> {
+    let tmp = work.temp_name();
+    let result = build(src_dir, name, st, work, &tmp, opts).and_then(|()| {
+        sys::renameat2(
+            work.fd(),
+            &tmp,
+            dst_dir,
+            &sys::cstr(name)?,
+            libc::RENAME_NOREPLACE,
+        )
+    });
+    if result.is_err() {
+        if let Err(e) = remove_tree(work.fd(), tmp.as_bytes()) {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                debug!("copy-up: leaving {tmp:?} in the workdir: {e}");
+            }
+        }
+    }
+    result
+}
+
+/// Builds the complete copy under `tmp` in the workdir.
+fn build(
+    src_dir: BorrowedFd<'_>,
+    name: &[u8],
+    st: &Stat,
+    work: &Workdir,
+    tmp: &CString,
+    opts: CopyOpts,
+) -> io::Result<()> {
+    let cname = sys::cstr(name)?;
+    let kind = Kind::from_mode(st.st_mode);
+    let mut data: Option<OwnedFd> = None;
+    match kind {
+        Kind::File => {
+            let src = sys::openat(src_dir, &cname, libc::O_RDONLY)?;
+            let dst = sys::create_excl(work.fd(), tmp, libc::O_WRONLY, 0o600)?;
+            copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
+            data = Some(dst);
+        }
+        Kind::Dir => sys::mkdirat(work.fd(), tmp, 0o700)?,
+        Kind::Symlink => sys::symlinkat(
+            &sys::cstr(&sys::readlinkat(src_dir, &cname)?)?,
+            work.fd(),
+            tmp,
+        )?,
+        Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev => sys::mknodat(
+            work.fd(),
+            tmp,
+            st.st_mode & libc::S_IFMT | 0o600,
+            st.st_rdev,
+        )?,
+    }
+    let xattrs = dirindex::read_xattrs(src_dir, name)?;
+    for (x, v) in xattrs.names.iter().zip(&xattrs.values) {
+        if let Err(e) = sys::setxattr_at(work.fd(), tmp.as_bytes(), &sys::cstr(x)?, v, 0) {
+            // Namespaces we may not write (trusted.* without CAP_SYS_ADMIN, user.* on a
+            // symlink) cannot be kept; the kernel drops them the same way.
+            if !matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOTSUP)) {
+                return Err(e);
+            }
+            debug!(
+                "copy-up: xattr {} not kept: {e}",
+                String::from_utf8_lossy(x)
+            );
+        }
+    }
+    sys::lchownat(work.fd(), tmp, st.st_uid, st.st_gid)?;
+    if kind != Kind::Symlink {
+        sys::chmodat(work.fd(), tmp, st.st_mode & 0o7777)?;
+    }
+    let at = libc::timespec {
+        tv_sec: st.st_atime,
+        tv_nsec: st.st_atime_nsec,
+    };
+    let mt = libc::timespec {
+        tv_sec: st.st_mtime,
+        tv_nsec: st.st_mtime_nsec,
+    };
+    sys::lutimesat(work.fd(), tmp, at, mt)?;
+    if let (Some(fd), true) = (data, opts.fsync) {
+        sys::fsync(fd.as_fd(), false)?;
+    }
+    Ok(())
+}
+
+/// Copies `size` bytes of file data: a reflink when the filesystem shares extents, else
+/// only the data extents (holes stay holes), with `copy_file_range` or, failing that,
+/// read/write.
+pub fn copy_data(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    if size == 0 || sys::reflink(src, dst).is_ok() {
+        return Ok(());
+    }
+    sys::ftruncate(dst, size)?;
+    let mut off = 0u64;
+    while off < size {
+        let data = match sys::lseek(src, off as i64, libc::SEEK_DATA) {
+            Ok(d) => d as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break, // only a hole is left
+            Err(e) => return Err(e),
+        };
+        let end = (sys::lseek(src, data as i64, libc::SEEK_HOLE)? as u64).min(size);
+        copy_extent(src, dst, data, end)?;
+        off = end;
+    }
+    Ok(())
+}
+
+fn copy_extent(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64) -> io::Result<()> {
+    let mut use_cfr = true;
+    let mut buf = Vec::new();
+    while off < end {
+        let want = (end - off).min(1 << 30) as usize;
+        if use_cfr {
+            match sys::copy_range(src, dst, off, want) {
+                Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)), // file shrank
+                Ok(n) => {
+                    off += n as u64;
+                    continue;
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV | libc::ENOSYS | libc::EINVAL | libc::EOPNOTSUPP)
+                    ) =>
+                {
+                    use_cfr = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        buf.resize(want.min(1 << 20), 0);
+        let n = sys::pread_full(src, &mut buf, off)?;
+        if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        sys::pwrite_all(dst, &buf[..n], off)?;
+        off += n as u64;
+    }
+    Ok(())
+}
