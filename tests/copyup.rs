@@ -240,3 +240,37 @@ fn the_kernel_reads_our_whiteouts_and_opaque_marks() {
         .collect();
     assert_eq!(inner, vec![std::ffi::OsString::from("mine")]);
 }
+
+mod sparse_layouts {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Random extents of data at random offsets, a random final size: the copy reads
+        /// back byte for byte, and allocates no more than the source.
+        #[test]
+        fn copies_of_random_sparse_layouts_are_exact(
+            extents in prop::collection::vec((0u64..(16 << 20), prop::collection::vec(any::<u8>(), 1..20_000)), 0..6),
+            tail in 0u64..(4 << 20),
+        ) {
+            let d = dirs();
+            let f = d.lower.join("s");
+            let file = std::fs::File::create(&f).unwrap();
+            use std::os::unix::fs::FileExt;
+            let mut end = 0;
+            for (off, bytes) in &extents {
+                file.write_all_at(bytes, *off).unwrap();
+                end = end.max(off + bytes.len() as u64);
+            }
+            file.set_len(end + tail).unwrap();
+            drop(file);
+            up(&d, "s").unwrap();
+            let (a, b) = (std::fs::read(&f).unwrap(), std::fs::read(d.upper.join("s")).unwrap());
+            prop_assert!(a == b, "content differs");
+            let (ma, mb) = (std::fs::metadata(&f).unwrap(), std::fs::metadata(d.upper.join("s")).unwrap());
+            prop_assert!(mb.blocks() <= ma.blocks() + 8, "copy allocates {} blocks, source {}", mb.blocks(), ma.blocks());
+        }
+    }
+}
