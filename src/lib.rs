@@ -18,6 +18,7 @@ pub mod par;
 pub mod prefetch;
 pub mod sys;
 pub mod union;
+pub mod upper;
 pub mod whiteout;
 
 pub use error::{Error, Result};

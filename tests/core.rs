@@ -250,6 +250,29 @@ fn private_xattrs_never_show() {
 }
 
 #[test]
+fn the_mount_root_shows_the_top_layer_root_xattrs() {
+    let t = tempfile::tempdir().unwrap();
+    let l = layers(t.path(), 2);
+    let p = std::ffi::CString::new(l[0].as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings, a two-byte value.
+    assert_eq!(
+        unsafe {
+            libc::setxattr(
+                p.as_ptr(),
+                c"user.root".as_ptr(),
+                b"ok".as_ptr().cast(),
+                2,
+                0,
+            )
+        },
+        0
+    );
+    let u = union(&l);
+    assert_eq!(u.listxattr(ROOT).unwrap(), b"user.root\0");
+    assert_eq!(u.getxattr(ROOT, OsStr::new("user.root")).unwrap(), b"ok");
+}
+
+#[test]
 fn read_only_mount_refuses_writes() {
     let t = tempfile::tempdir().unwrap();
     let l = layers(t.path(), 1);

@@ -260,7 +260,10 @@ pub fn read_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<RawDirent>> {
 
 /// Path through `/proc/self/fd` naming `name` inside the directory `dir`. The directory part is
 /// a magic link to an already-open (and already-checked) directory; `name` is one component,
-/// so the `l*xattr` calls below never follow a symlink inside a layer.
+/// so the `l*xattr` calls below never follow a symlink inside a layer. With an empty `name`
+/// the path is the magic link itself: callers must then use the following variants
+/// (`getxattr`, ...), which land on the directory the fd holds, while the `l*` variants
+/// would act on the link in procfs. [`follows`] says which.
 pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<CString> {
     let mut p = format!("/proc/self/fd/{}", dir.as_raw_fd()).into_bytes();
     if !name.is_empty() {
@@ -268,6 +271,12 @@ pub(crate) fn proc_path(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<CString>
         p.extend_from_slice(name);
     }
     cstr(&p)
+}
+
+/// True when `name` is empty: the xattr call is about `dir` itself and must follow the
+/// `/proc/self/fd` magic link (see [`proc_path`]).
+pub(crate) fn follows(name: &[u8]) -> bool {
+    name.is_empty()
 }
 
 /// Calls a size-probing xattr function until the buffer is large enough.
@@ -295,7 +304,13 @@ pub fn getxattr_at(dir: BorrowedFd<'_>, name: &[u8], xname: &CStr) -> io::Result
     let p = proc_path(dir, name)?;
     // SAFETY: `p` and `xname` are NUL-terminated; the buffer pointer/len come from xattr_buf
     // and describe writable memory (or are null/0 for a size probe).
-    xattr_buf(|ptr, len| unsafe { libc::lgetxattr(p.as_ptr(), xname.as_ptr(), ptr, len) })
+    xattr_buf(|ptr, len| unsafe {
+        if follows(name) {
+            libc::getxattr(p.as_ptr(), xname.as_ptr(), ptr, len)
+        } else {
+            libc::lgetxattr(p.as_ptr(), xname.as_ptr(), ptr, len)
+        }
+    })
 }
 
 /// `llistxattr` of `name` inside `dir` (empty `name`: the directory itself), as the raw
@@ -303,7 +318,13 @@ pub fn getxattr_at(dir: BorrowedFd<'_>, name: &[u8], xname: &CStr) -> io::Result
 pub fn listxattr_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Vec<u8>> {
     let p = proc_path(dir, name)?;
     // SAFETY: as in getxattr_at.
-    xattr_buf(|ptr, len| unsafe { libc::llistxattr(p.as_ptr(), ptr.cast(), len) })
+    xattr_buf(|ptr, len| unsafe {
+        if follows(name) {
+            libc::listxattr(p.as_ptr(), ptr.cast(), len)
+        } else {
+            libc::llistxattr(p.as_ptr(), ptr.cast(), len)
+        }
+    })
 }
 
 /// `flistxattr(fd)` on an fd opened for reading (not `O_PATH`).

@@ -124,15 +124,14 @@ pub fn setxattr_at(
     flags: libc::c_int,
 ) -> io::Result<()> {
     let p = super::proc_path(dir, name)?;
-    // SAFETY: `p` and `xname` are NUL-terminated; `value` is a live slice of its length.
+    let (v, n) = (value.as_ptr().cast(), value.len());
+    // SAFETY: `p` and `xname` are NUL-terminated; `v`/`n` describe the live slice `value`.
     cvt(unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            xname.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
+        if super::follows(name) {
+            libc::setxattr(p.as_ptr(), xname.as_ptr(), v, n, flags)
+        } else {
+            libc::lsetxattr(p.as_ptr(), xname.as_ptr(), v, n, flags)
+        }
     })
     .map(drop)
 }
@@ -207,4 +206,18 @@ pub fn pwrite_all(fd: BorrowedFd<'_>, mut buf: &[u8], mut off: u64) -> io::Resul
         }
     }
     Ok(())
+}
+
+/// `lremovexattr` of `name` inside `dir` (through the `/proc/self/fd` path of `dir`).
+pub fn removexattr_at(dir: BorrowedFd<'_>, name: &[u8], xname: &CStr) -> io::Result<()> {
+    let p = super::proc_path(dir, name)?;
+    // SAFETY: `p` and `xname` are NUL-terminated.
+    cvt(unsafe {
+        if super::follows(name) {
+            libc::removexattr(p.as_ptr(), xname.as_ptr())
+        } else {
+            libc::lremovexattr(p.as_ptr(), xname.as_ptr())
+        }
+    })
+    .map(drop)
 }

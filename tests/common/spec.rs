@@ -209,6 +209,8 @@ pub fn write_stack(base: &Path, stack: &[Layer], form: Form) -> Vec<PathBuf> {
             let d = base.join(format!("{form:?}-{i}"));
             std::fs::create_dir_all(&d).unwrap();
             write_dir(&d, layer, form, false);
+            // Root xattrs: the merged root shows the top layer root's.
+            setxattr(&d, "user.layer", i.to_string().as_bytes());
             d
         })
         .collect()
