@@ -16,6 +16,7 @@ pub mod node;
 pub mod options;
 pub mod par;
 pub mod prefetch;
+pub mod runtime;
 pub mod sys;
 pub mod union;
 pub mod upper;

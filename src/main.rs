@@ -24,11 +24,46 @@ struct Cli {
 enum Cmd {
     /// Mount a layer stack (the same as calling layerfs without a subcommand).
     Mount(MountArgs),
+    /// Run a command with the merged stack as its root filesystem (new mount, pid, uts and
+    /// ipc namespaces; as root for now, with the stack read-only).
+    Run(RunArgs),
     /// Unmount a layerfs mount (`fusermount3 -u` and `umount` work too).
     Umount {
         /// The mount point.
         mountpoint: PathBuf,
     },
+}
+
+/// The container's network.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetMode {
+    /// The host's network namespace.
+    #[default]
+    Host,
+    /// A new, empty network namespace (loopback only, down).
+    None,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Mount options, as for `layerfs mount` (lowerdir=TOP:...:BOTTOM).
+    #[arg(short = 'o', value_name = "OPTIONS", required = true)]
+    options: Vec<String>,
+    /// The container's hostname.
+    #[arg(long, default_value = "layerfs")]
+    hostname: String,
+    /// Set K=V in the environment (K alone copies the caller's value); repeatable.
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(long, default_value = "/")]
+    cwd: String,
+    /// Network: `host` or `none`.
+    #[arg(long, value_enum, default_value_t = NetMode::Host)]
+    net: NetMode,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,7 +118,17 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_micros()
         .init();
+    if let Some(Cmd::Run(r)) = cli.cmd {
+        return match cmd::run::run(r) {
+            Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("layerfs run: {e:#}");
+                ExitCode::from(layerfs::runtime::init::EXIT_RUNTIME as u8)
+            }
+        };
+    }
     let result = match cli.cmd {
+        Some(Cmd::Run(_)) => unreachable!("handled above"),
         Some(Cmd::Mount(m)) => cmd::mount::run(m),
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
         None => cmd::mount::run(cli.mount),

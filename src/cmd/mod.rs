@@ -1,2 +1,3 @@
 pub mod mount;
+pub mod run;
 pub mod umount;

@@ -19,11 +19,13 @@ use log::{info, warn};
 use crate::{FileIoArg, MountArgs};
 
 /// Everything needed to mount, checked.
-struct Plan {
+pub struct Plan {
     mountpoint: PathBuf,
     union: Union,
     threads: usize,
     file_io: FileIo,
+    /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
+    pub remove_mountpoint: bool,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -47,7 +49,7 @@ pub fn run(args: MountArgs) -> Result<()> {
     }
 }
 
-fn prepare(args: &MountArgs) -> Result<Plan> {
+pub fn prepare(args: &MountArgs) -> Result<Plan> {
     let Some(mp) = &args.mountpoint else {
         bail!("no mountpoint given (usage: layerfs -o lowerdir=TOP:...:BOTTOM MOUNTPOINT)");
     };
@@ -88,6 +90,7 @@ fn prepare(args: &MountArgs) -> Result<Plan> {
         mountpoint,
         union,
         threads,
+        remove_mountpoint: false,
         file_io: match (args.no_passthrough, args.file_io) {
             (true, _) | (_, FileIoArg::Handles) => FileIo::Handles,
             (_, FileIoArg::Cached) => FileIo::Cached,
@@ -119,7 +122,7 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
 }
 
 /// The parent side of daemonizing: relay the child's verdict.
-fn wait_for_child(rd: OwnedFd) -> Result<()> {
+pub fn wait_for_child(rd: OwnedFd) -> Result<()> {
     let mut msg = Vec::new();
     std::fs::File::from(rd)
         .read_to_end(&mut msg)
@@ -133,7 +136,7 @@ fn wait_for_child(rd: OwnedFd) -> Result<()> {
 
 /// Mounts and serves until unmounted. `report` (daemon mode) receives "\0" once the mount
 /// is live, or the error text.
-fn serve(plan: Plan, report: Option<OwnedFd>) -> Result<()> {
+pub fn serve(plan: Plan, report: Option<OwnedFd>) -> Result<()> {
     let mut report = report.map(std::fs::File::from);
     let result = mount_and_run(plan, &mut report);
     if let (Err(e), Some(mut r)) = (&result, report.take()) {
@@ -173,6 +176,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
     let mut session = fuser::Session::new(adapter, &plan.mountpoint, &config)
         .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
     info!("mounted on {}", plan.mountpoint.display());
+    let (plan_remove, plan_mp) = (plan.remove_mountpoint, plan.mountpoint.clone());
     let mut unmounter = session.unmount_callable();
     let mp = plan.mountpoint.clone();
     std::thread::Builder::new()
@@ -194,5 +198,9 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         drop(r);
         let _ = sys::redirect_stdio_to_null();
     }
-    session.run().context("serving the mount")
+    let served = session.run().context("serving the mount");
+    if plan_remove {
+        let _ = std::fs::remove_dir(&plan_mp);
+    }
+    served
 }

@@ -467,4 +467,6 @@ fn sigset(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
 }
 
 mod mutate;
+mod process;
 pub use mutate::*;
+pub use process::*;

@@ -1,0 +1,178 @@
+//! `layerfs run -o lowerdir=... -- CMD [ARG...]`: a command with the merged stack as root.
+//!
+//! Process layout (see docs/ARCHITECTURE.md):
+//! - this process stays in the host's namespaces: it mounts, waits, forwards signals and
+//!   cleans up;
+//! - the FUSE daemon is its child, outside the container's mount namespace (a pivot_root
+//!   there would move its root too); it dies with us (parent-death signal), unmounting and
+//!   removing the temporary mountpoint;
+//! - pid 1 of a new pid namespace (a child forked after `unshare(CLONE_NEWPID)`) makes the
+//!   mount, uts and ipc (and with `--net none`, network) namespaces, builds the root,
+//!   pivots into it and runs the command as its own child (`runtime::init::pid1`); it dies
+//!   with us too (SIGKILL as parent-death signal), and the kernel then kills the rest of the
+//!   pid namespace.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use layerfs::runtime::init::{self, Command, EXIT_RUNTIME};
+use layerfs::runtime::rootfs::{self, Host, RootSpec};
+use layerfs::sys::{self, Fork};
+
+use crate::{cmd::mount, MountArgs, NetMode, RunArgs};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs the container and returns the status to exit with.
+pub fn run(args: RunArgs) -> Result<i32> {
+    if sys::geteuid() != 0 {
+        bail!("rootless `layerfs run` is not available yet (issue #4): run it as root for now");
+    }
+    let mountpoint = tempfile::Builder::new()
+        .prefix("layerfs-run-")
+        .tempdir()
+        .context("creating a temporary mountpoint")?
+        .keep();
+    let result = run_in(&args, &mountpoint);
+    // The daemon removes it once unmounted; this covers failures before the daemon ran.
+    let _ = std::fs::remove_dir(&mountpoint);
+    result
+}
+
+fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
+    let mount_args = MountArgs {
+        options: args.options.clone(),
+        mountpoint: Some(mountpoint.to_path_buf()),
+        ..MountArgs::default()
+    };
+    let mut plan = mount::prepare(&mount_args)?;
+    plan.remove_mountpoint = true;
+    let command = command(args)?;
+    let spec = RootSpec {
+        hostname: args.hostname.clone(),
+        host_files: vec![
+            (PathBuf::from("/etc/resolv.conf"), "etc/resolv.conf".into()),
+            (PathBuf::from("/etc/hosts"), "etc/hosts".into()),
+        ],
+    };
+
+    // The FUSE daemon: our child, in the host's namespaces, gone when we are.
+    let (rd, wr) = sys::pipe().context("creating the start-up pipe")?;
+    let daemon = match sys::fork().context("starting the FUSE daemon")? {
+        Fork::Child => {
+            drop(rd);
+            let _ = sys::set_parent_death_signal(libc::SIGTERM);
+            let code = match mount::serve(plan, Some(wr)) {
+                Ok(()) => 0,
+                Err(_) => 1, // already reported through the pipe
+            };
+            std::process::exit(code);
+        }
+        Fork::Parent(pid) => pid,
+    };
+    drop(wr);
+    mount::wait_for_child(rd)?;
+
+    // Signals reach us only through sigwait; pid 1 inherits the mask and sets its own.
+    let forwarded = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD];
+    sys::block_signals(&forwarded).context("blocking signals")?;
+    sys::unshare(libc::CLONE_NEWPID).context("creating a pid namespace")?;
+    let pid1 = match sys::fork().context("starting the container")? {
+        Fork::Child => {
+            let _ = sys::set_parent_death_signal(libc::SIGKILL);
+            std::process::exit(container(mountpoint, &spec, &command, args.net));
+        }
+        Fork::Parent(pid) => pid,
+    };
+    let status = loop {
+        let sig = sys::wait_signal(&forwarded).context("waiting for the container")?;
+        if sig != libc::SIGCHLD {
+            let _ = sys::kill(pid1, sig);
+            continue;
+        }
+        if let Some((_, exit)) =
+            sys::waitpid(pid1, libc::WNOHANG).context("waiting for the container")?
+        {
+            break init::status_of(exit);
+        }
+    };
+    // Unmount (the daemon's signal thread does it) and let the daemon remove the mountpoint.
+    let _ = sys::kill(daemon, libc::SIGTERM);
+    let _ = sys::waitpid(daemon, 0);
+    Ok(status)
+}
+
+/// Pid 1 of the new pid namespace: namespaces, root, then the command.
+fn container(
+    mountpoint: &std::path::Path,
+    spec: &RootSpec,
+    command: &Command,
+    net: NetMode,
+) -> i32 {
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if net == NetMode::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    if let Err(e) = sys::unshare(flags) {
+        eprintln!("layerfs run: creating namespaces: {e}");
+        return EXIT_RUNTIME;
+    }
+    // Opened only now: an fd taken before unshare(CLONE_NEWNS) would point into the host's
+    // mount namespace, where mounting is refused (EINVAL). No fd of ours may outlive the
+    // container either, or the FUSE connection would survive the unmount.
+    let root = match sys::open_host_dir(mountpoint) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!(
+                "layerfs run: opening the merged root {}: {e}",
+                mountpoint.display()
+            );
+            return EXIT_RUNTIME;
+        }
+    };
+    if let Err(e) = rootfs::build(&mut Host::new(root), spec) {
+        eprintln!("layerfs run: building the container's root: {e}");
+        return EXIT_RUNTIME;
+    }
+    init::pid1(command)
+}
+
+/// The command line, a clean environment and the working directory.
+fn command(args: &RunArgs) -> Result<Command> {
+    let c = |s: &str| CString::new(s).with_context(|| format!("{s:?} contains a NUL byte"));
+    let argv = args
+        .command
+        .iter()
+        .map(|a| c(a))
+        .collect::<Result<Vec<_>>>()?;
+    if argv.is_empty() {
+        bail!("no command given (usage: layerfs run -o lowerdir=... -- CMD [ARG...])");
+    }
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOME".into(), "/root".into()),
+        ("HOSTNAME".into(), args.hostname.clone()),
+        ("container".into(), "layerfs".into()),
+    ];
+    if let Ok(term) = std::env::var("TERM") {
+        env.push(("TERM".into(), term));
+    }
+    for kv in &args.env {
+        let (k, v) = match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.clone(), std::env::var(kv).unwrap_or_default()),
+        };
+        env.retain(|(ek, _)| *ek != k);
+        env.push((k, v));
+    }
+    let env = env
+        .iter()
+        .map(|(k, v)| c(&format!("{k}={v}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Command {
+        argv,
+        env,
+        cwd: c(&args.cwd)?,
+    })
+}

@@ -1,0 +1,261 @@
+//! `layerfs run` on a busybox-static root: namespaces, mounts, pid 1, exit statuses and
+//! cleanup. Needs root (rootless runs are not implemented yet).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{require_root, BIN};
+
+/// The tests check that no run leaves anything behind, so they must not overlap.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A minimal busybox root filesystem.
+fn busybox_root(base: &Path) -> PathBuf {
+    let root = base.join("root");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static is installed (scripts/test installs it)");
+    for app in [
+        "sh", "ls", "cat", "echo", "hostname", "id", "ps", "sleep", "kill", "env", "grep", "wc",
+        "tr", "true",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
+    }
+    std::fs::write(root.join("etc/hosts"), "").unwrap();
+    std::fs::write(root.join("etc/resolv.conf"), "").unwrap();
+    std::fs::write(root.join("bin/not-executable"), "#!/bin/sh\n").unwrap();
+    root
+}
+
+fn run(lower: &Path, extra: &[&str], cmd: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("run")
+        .arg("-o")
+        .arg(format!("lowerdir={}", lower.display()))
+        .args(extra)
+        .arg("--")
+        .args(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run layerfs")
+}
+
+fn sh(lower: &Path, script: &str) -> Output {
+    run(lower, &[], &["sh", "-c", script])
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// No layerfs mount and no temporary mountpoint left on the host.
+fn assert_nothing_left() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mounted = mounts.lines().any(|l| l.contains("layerfs-run-"));
+        let dirs = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("layerfs-run-"));
+        if !mounted && !dirs {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: mounted={mounted} dirs={dirs}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_command_runs_as_root_in_its_own_namespaces() {
+    if !require_root("a_command_runs_as_root_in_its_own_namespaces") {
+        return;
+    }
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    let root = busybox_root(t.path());
+    let o = run(&root, &["--hostname", "box"], &["sh", "-c", "hostname; id -u; ls /proc | grep -c '^[0-9]'; ls /dev/null /dev/pts/ptmx /dev/shm >/dev/null && echo devs; exit 3"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "box");
+    assert_eq!(lines[1], "0");
+    let pids: usize = lines[2].parse().unwrap();
+    assert!(
+        pids <= 4,
+        "the container's /proc shows {pids} processes: not its own pid namespace"
+    );
+    assert_eq!(lines[3], "devs");
+    assert_nothing_left();
+}
+
+#[test]
+fn exit_statuses_follow_podman() {
+    if !require_root("exit_statuses_follow_podman") {
+        return;
+    }
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    let root = busybox_root(t.path());
+    assert_eq!(
+        sh(&root, "kill -TERM $$").status.code(),
+        Some(128 + libc::SIGTERM)
+    );
+    let o = run(&root, &[], &["no-such-command"]);
+    assert_eq!(o.status.code(), Some(127));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no-such-command"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        run(&root, &[], &["/bin/not-executable"]).status.code(),
+        Some(126)
+    );
+    let o = run(&t.path().join("missing-layer"), &[], &["true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing-layer"));
+    assert_nothing_left();
+}
+
+#[test]
+fn pid_1_reaps_orphans_and_the_environment_is_clean() {
+    if !require_root("pid_1_reaps_orphans_and_the_environment_is_clean") {
+        return;
+    }
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    let root = busybox_root(t.path());
+    // The inner shell exits at once; its sleep is orphaned to pid 1, which must reap it.
+    let o = sh(
+        &root,
+        "sh -c 'sleep 0.2 &'; sleep 0.6; ps -o stat,comm | grep -c '^Z' || true",
+    );
+    assert_eq!(stdout(&o).trim(), "0", "zombies left: {}", stdout(&o));
+    let o = run(
+        &root,
+        &["--env", "FOO=bar", "--cwd", "/tmp"],
+        &[
+            "sh",
+            "-c",
+            "env | grep -v '^PWD=' | grep -v '^SHLVL=' | sort; pwd",
+        ],
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains("FOO=bar\n")
+            && out.contains("HOME=/root\n")
+            && out.contains("PATH=/usr/local/sbin"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("CARGO"),
+        "the host environment leaked in: {out}"
+    );
+    assert!(out.ends_with("/tmp\n"), "{out}");
+}
+
+#[test]
+fn signals_reach_the_command_and_a_killed_runtime_leaves_nothing() {
+    if !require_root("signals_reach_the_command_and_a_killed_runtime_leaves_nothing") {
+        return;
+    }
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    let root = busybox_root(t.path());
+    for (sig, want) in [
+        (libc::SIGTERM, Some(128 + libc::SIGTERM)),
+        (libc::SIGKILL, None),
+    ] {
+        let mut child = Command::new(BIN)
+            .args([
+                "run",
+                "-o",
+                &format!("lowerdir={}", root.display()),
+                "--",
+                "sh",
+                "-c",
+                "echo up; exec sleep 30",
+            ])
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the command is running (it says so), then signal the runtime.
+        let mut buf = [0u8; 3];
+        use std::io::Read;
+        child.stdout.as_mut().unwrap().read_exact(&mut buf).unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let status = child.wait().unwrap();
+        if let Some(code) = want {
+            assert_eq!(status.code(), Some(code), "signal {sig}");
+        }
+        assert_nothing_left();
+        // No process of the container survives: nothing runs `sleep 30` any more.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Command::new("pgrep")
+            .args(["-f", "^sleep 30$"])
+            .status()
+            .unwrap()
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the container's processes outlived the runtime"
+            );
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[test]
+fn network_none_and_a_hostile_image_cannot_redirect_mounts() {
+    if !require_root("network_none_and_a_hostile_image_cannot_redirect_mounts") {
+        return;
+    }
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    let root = busybox_root(t.path());
+    let o = run(&root, &["--net", "none"], &["cat", "/proc/net/dev"]);
+    let ifaces: Vec<String> = stdout(&o)
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim().to_string())
+        .collect();
+    assert_eq!(ifaces, vec!["lo".to_string()]);
+    // An image whose /proc is a symlink to /etc: the mount must be refused, not redirected.
+    std::fs::remove_dir(root.join("proc")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("proc")).unwrap();
+    let o = run(&root, &[], &["true"]);
+    assert_eq!(
+        o.status.code(),
+        Some(125),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/proc"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(std::path::Path::new("/etc/passwd").exists());
+    assert_nothing_left();
+}
