@@ -61,6 +61,13 @@ pub struct RunArgs {
     /// Network: `host` or `none`.
     #[arg(long, value_enum, default_value_t = NetMode::Host)]
     net: NetMode,
+    /// Run the command as UID[:GID] (numeric) instead of root.
+    #[arg(long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Bind a host path into the container: SRC:DST[:ro] (DST must exist in the image);
+    /// repeatable.
+    #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
+    binds: Vec<String>,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,

@@ -259,3 +259,53 @@ fn network_none_and_a_hostile_image_cannot_redirect_mounts() {
     assert!(std::path::Path::new("/etc/passwd").exists());
     assert_nothing_left();
 }
+
+#[test]
+fn user_binds_and_the_default_capability_set() {
+    if !require_root("user_binds_and_the_default_capability_set") {
+        return;
+    }
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    let root = busybox_root(t.path());
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("file"), "from the host").unwrap();
+    let ro = format!("{}:/root:ro", data.display());
+    let o = run(&root, &["--user", "1000:1001", "--bind", &ro], &["sh", "-c", "id -u; id -g; cat /root/file; echo; (echo x > /root/new) 2>/dev/null || echo refused; grep CapBnd /proc/self/status"]);
+    let out = stdout(&o);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "1000",
+            "1001",
+            "from the host",
+            "refused",
+            "CapBnd:\t00000000800405fb"
+        ],
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let rw = format!("{}:/root", data.display());
+    let o = run(
+        &root,
+        &["--bind", &rw],
+        &["sh", "-c", "echo written > /root/new"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(data.join("new")).unwrap(),
+        "written\n"
+    );
+    // podman's default bounding set for root too, not everything root has.
+    let o = run(&root, &[], &["grep", "CapBnd", "/proc/self/status"]);
+    assert_eq!(stdout(&o).trim(), "CapBnd:\t00000000800405fb");
+    let o = run(
+        &root,
+        &["--bind", &format!("{}:/nope", data.display())],
+        &["true"],
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nope"));
+    assert_nothing_left();
+}

@@ -55,6 +55,11 @@ fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
             (PathBuf::from("/etc/resolv.conf"), "etc/resolv.conf".into()),
             (PathBuf::from("/etc/hosts"), "etc/hosts".into()),
         ],
+        binds: args
+            .binds
+            .iter()
+            .map(|b| parse_bind(b))
+            .collect::<Result<_>>()?,
     };
 
     // The FUSE daemon: our child, in the host's namespaces, gone when we are.
@@ -174,5 +179,40 @@ fn command(args: &RunArgs) -> Result<Command> {
         argv,
         env,
         cwd: c(&args.cwd)?,
+        user: args.user.as_deref().map(parse_user).transpose()?,
+        // Rootful runs keep podman's default set, not everything root has.
+        caps: Some(init::PODMAN_DEFAULT_CAPS.to_vec()),
     })
+}
+
+/// `UID[:GID]` (numbers; the group defaults to the uid).
+fn parse_user(s: &str) -> Result<(u32, u32)> {
+    let num = |v: &str| {
+        v.parse::<u32>()
+            .with_context(|| format!("--user {s}: {v:?} is not a number (names are not resolved)"))
+    };
+    Ok(match s.split_once(':') {
+        Some((u, g)) => (num(u)?, num(g)?),
+        None => (num(s)?, num(s)?),
+    })
+}
+
+/// `SRC:DST[:ro]`: an absolute host path and an absolute path in the container.
+fn parse_bind(s: &str) -> Result<(PathBuf, String, bool)> {
+    let mut parts = s.splitn(3, ':');
+    let (src, dst, mode) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next(),
+    );
+    let ro = match mode {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(other) => bail!("--bind {s}: unknown mode {other:?} (ro or rw)"),
+    };
+    if !src.starts_with('/') || !dst.starts_with('/') {
+        bail!("--bind {s}: expected /HOST/PATH:/CONTAINER/PATH[:ro]");
+    }
+    let src = std::fs::canonicalize(src).with_context(|| format!("--bind source {src}"))?;
+    Ok((src, dst.trim_start_matches('/').to_string(), ro))
 }

@@ -16,7 +16,15 @@ pub struct Command {
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
     pub cwd: CString,
+    /// Run as this uid:gid (no supplementary groups) instead of root.
+    pub user: Option<(u32, u32)>,
+    /// Capabilities the command may keep (the bounding set); `None` keeps all.
+    pub caps: Option<Vec<u32>>,
 }
+
+/// podman's default capability set: chown, dac_override, fowner, fsetid, kill, setgid,
+/// setuid, setpcap, net_bind_service, sys_chroot, setfcap (bounding mask 0x800405fb).
+pub const PODMAN_DEFAULT_CAPS: [u32; 11] = [0, 1, 3, 4, 5, 6, 7, 8, 10, 18, 31];
 
 /// Exit statuses of the runtime itself, as podman uses them.
 pub const EXIT_RUNTIME: i32 = 125;
@@ -74,6 +82,10 @@ pub fn pid1(cmd: &Command) -> i32 {
 fn exec_command(cmd: &Command) -> ! {
     let _ = sys::unblock_all_signals();
     let name = cmd.argv[0].to_string_lossy().into_owned();
+    if let Err(e) = restrict(cmd) {
+        eprintln!("layerfs run: dropping privileges: {e}");
+        std::process::exit(EXIT_RUNTIME);
+    }
     if let Err(e) = sys::chdir(&cmd.cwd) {
         eprintln!(
             "layerfs run: working directory {}: {e}",
@@ -93,6 +105,22 @@ fn exec_command(cmd: &Command) -> ! {
         eprintln!("layerfs run: {name}: cannot execute: {e}");
     }
     std::process::exit(code)
+}
+
+/// Narrows the bounding set (before setuid, while CAP_SETPCAP is still ours), then switches
+/// identity.
+fn restrict(cmd: &Command) -> std::io::Result<()> {
+    if let Some(keep) = &cmd.caps {
+        for cap in 0..=sys::cap_last_cap()? {
+            if !keep.contains(&cap) {
+                sys::capbset_drop(cap)?;
+            }
+        }
+    }
+    if let Some((uid, gid)) = cmd.user {
+        sys::set_identity(uid, gid)?;
+    }
+    Ok(())
 }
 
 /// Maps a child's end to a status (used by the outer process too).

@@ -18,6 +18,9 @@ pub struct RootSpec {
     pub hostname: String,
     /// Host files bound over the image's (when the image has them): resolv.conf, hosts.
     pub host_files: Vec<(PathBuf, String)>,
+    /// User binds: host path, target relative to the root (must exist in the image),
+    /// read-only.
+    pub binds: Vec<(PathBuf, String, bool)>,
 }
 
 /// The primitive steps, with targets relative to the new root.
@@ -38,6 +41,10 @@ pub trait RootOps {
     ) -> io::Result<()>;
     /// Binds the host path `host` onto `rel` (recursively with `recursive`).
     fn bind(&mut self, host: &str, rel: &str, recursive: bool) -> io::Result<()>;
+    /// Makes the bind mount at `rel` read-only.
+    fn remount_ro(&mut self, rel: &str) -> io::Result<()>;
+    /// True when `rel` exists in the new root (never through a symlink).
+    fn exists(&mut self, rel: &str) -> bool;
     fn mkdir(&mut self, rel: &str, mode: u32) -> io::Result<()>;
     /// Creates an empty file to bind a device onto.
     fn touch(&mut self, rel: &str) -> io::Result<()>;
@@ -52,6 +59,8 @@ pub trait RootOps {
 pub enum RootError {
     #[error("the image has no /{0} directory to mount on")]
     Missing(&'static str),
+    #[error("--bind target /{0} does not exist in the image (the stack is read-only: it cannot be created)")]
+    NoBindTarget(String),
     #[error("{step}: {source}")]
     Step { step: String, source: io::Error },
 }
@@ -141,6 +150,17 @@ pub fn build(ops: &mut dyn RootOps, spec: &RootSpec) -> Result<(), RootError> {
                 .map_err(step(&format!("binding /{rel}")))?;
         }
     }
+    for (host, rel, ro) in &spec.binds {
+        if !ops.exists(rel) {
+            return Err(RootError::NoBindTarget(rel.clone()));
+        }
+        ops.bind(&host.to_string_lossy(), rel, true)
+            .map_err(step(&format!("binding {} on /{rel}", host.display())))?;
+        if *ro {
+            ops.remount_ro(rel)
+                .map_err(step(&format!("making /{rel} read-only")))?;
+        }
+    }
     ops.sethostname(&spec.hostname)
         .map_err(step("setting the hostname"))?;
     ops.pivot().map_err(step("switching to the new root"))?;
@@ -228,6 +248,16 @@ impl RootOps for Host {
         )
     }
 
+    fn remount_ro(&mut self, rel: &str) -> io::Result<()> {
+        let target = self.open(rel, libc::O_PATH)?;
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+        sys::mount(None, &sys::fd_target(target.as_fd()), None, flags, None)
+    }
+
+    fn exists(&mut self, rel: &str) -> bool {
+        self.kind(rel).is_some()
+    }
+
     fn mkdir(&mut self, rel: &str, mode: u32) -> io::Result<()> {
         let (dir, name) = self.parent_and_name(rel)?;
         sys::mkdirat(dir.as_fd(), &cstr(name)?, mode)?;
@@ -298,6 +328,13 @@ mod tests {
                 .push(format!("bind{} {host} {rel}", if rec { " -r" } else { "" }));
             Ok(())
         }
+        fn remount_ro(&mut self, rel: &str) -> io::Result<()> {
+            self.steps.push(format!("ro {rel}"));
+            Ok(())
+        }
+        fn exists(&mut self, rel: &str) -> bool {
+            self.dirs.contains(&rel) || self.files.contains(&rel)
+        }
         fn mkdir(&mut self, rel: &str, _m: u32) -> io::Result<()> {
             self.steps.push(format!("mkdir {rel}"));
             Ok(())
@@ -324,6 +361,7 @@ mod tests {
         RootSpec {
             hostname: "box".into(),
             host_files: vec![("/etc/hosts".into(), "etc/hosts".into())],
+            binds: vec![("/srv/data".into(), "data".into(), true)],
         }
     }
 
@@ -337,7 +375,7 @@ mod tests {
     #[test]
     fn steps_run_in_a_safe_order() {
         let mut r = Recorder {
-            dirs: vec!["proc", "dev", "sys", "tmp"],
+            dirs: vec!["proc", "dev", "sys", "tmp", "data"],
             files: vec!["etc/hosts"],
             ..Default::default()
         };
@@ -351,12 +389,14 @@ mod tests {
         assert!(r.steps.contains(&"bind -r /sys sys".to_string()));
         assert!(r.steps.contains(&"mount tmpfs tmp".to_string()));
         assert!(pos(&r, "hostname box") < pos(&r, "pivot"));
+        assert!(pos(&r, "bind -r /srv/data data") < pos(&r, "ro data"));
+        assert!(pos(&r, "ro data") < pos(&r, "pivot"));
     }
 
     #[test]
     fn optional_parts_are_skipped_and_required_ones_reported() {
         let mut r = Recorder {
-            dirs: vec!["proc", "dev"],
+            dirs: vec!["proc", "dev", "data"],
             ..Default::default()
         };
         build(&mut r, &spec()).unwrap();
@@ -384,6 +424,15 @@ mod tests {
             r.steps.iter().all(|s| s == "private /"),
             "nothing mounted before the check: {:?}",
             r.steps
+        );
+        let mut r = Recorder {
+            dirs: vec!["proc", "dev"],
+            ..Default::default()
+        };
+        let e = build(&mut r, &spec()).unwrap_err();
+        assert!(
+            matches!(e, RootError::NoBindTarget(ref t) if t == "data"),
+            "{e}"
         );
     }
 }

@@ -139,3 +139,27 @@ pub fn exec(argv: &[CString], env: &[CString]) -> io::Error {
     unsafe { libc::execvpe(a[0], a.as_ptr(), e.as_ptr()) };
     io::Error::last_os_error()
 }
+
+/// The highest capability number this kernel knows.
+pub fn cap_last_cap() -> io::Result<u32> {
+    let s = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")?;
+    s.trim()
+        .parse()
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Removes `cap` from the bounding set: no exec can gain it back.
+pub fn capbset_drop(cap: u32) -> io::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes the capability number as its only argument.
+    cvt(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// Switches to `uid`:`gid` with no supplementary groups (setgroups, setgid, then setuid).
+pub fn set_identity(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: an empty group list (null pointer, length 0) is valid for setgroups.
+    cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    // SAFETY: plain syscalls without pointers.
+    cvt(unsafe { libc::setgid(gid) })?;
+    // SAFETY: as above.
+    cvt(unsafe { libc::setuid(uid) }).map(drop)
+}
