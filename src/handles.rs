@@ -34,12 +34,4 @@ impl<T: Clone> Handles<T> {
     pub fn remove(&self, fh: u64) -> Option<T> {
         self.map.remove(&fh).map(|(_, v)| v)
     }
-
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }

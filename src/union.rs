@@ -85,10 +85,6 @@ impl Union {
         })
     }
 
-    pub fn stack(&self) -> &Stack {
-        &self.stack
-    }
-
     /// Number of nodes the kernel currently references (plus the root).
     pub fn node_count(&self) -> usize {
         self.table.len()

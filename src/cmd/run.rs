@@ -68,6 +68,9 @@ fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
         Fork::Child => {
             drop(rd);
             let _ = sys::set_parent_death_signal(libc::SIGTERM);
+            // Its own session: a Ctrl-C on the terminal goes to the foreground process
+            // group, and must reach the command, not unmount its root.
+            let _ = sys::setsid();
             let code = match mount::serve(plan, Some(wr)) {
                 Ok(()) => 0,
                 Err(_) => 1, // already reported through the pipe
@@ -99,7 +102,7 @@ fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
         if let Some((_, exit)) =
             sys::waitpid(pid1, libc::WNOHANG).context("waiting for the container")?
         {
-            break init::status_of(exit);
+            break exit.status();
         }
     };
     // Unmount (the daemon's signal thread does it) and let the daemon remove the mountpoint.

@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 
-use crate::sys::{self, Exit, Fork};
+use crate::sys::{self, Fork};
 
 /// The command to run, as the kernel wants it.
 #[derive(Debug, Clone)]
@@ -121,9 +121,4 @@ fn restrict(cmd: &Command) -> std::io::Result<()> {
         sys::set_identity(uid, gid)?;
     }
     Ok(())
-}
-
-/// Maps a child's end to a status (used by the outer process too).
-pub fn status_of(exit: Exit) -> i32 {
-    exit.status()
 }
