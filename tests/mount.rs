@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{mount_type, require_root, run_layerfs, wait_mount, Layerfs, BIN};
+use common::{mount_type, require_root, run_layerfs, wait_mount, DevFuseOpen, Layerfs, BIN};
 
 fn two_layers(base: &Path) -> Vec<PathBuf> {
     let (top, bottom) = (base.join("top"), base.join("bottom"));
@@ -379,25 +379,6 @@ fn podman_style_relative_symlinked_lowers_and_id_mapping() {
     let _ = run_layerfs(&["umount", mp.to_str().unwrap()]);
     let md = md.unwrap();
     assert_eq!((md.uid(), md.gid()), (0, 1));
-}
-
-/// Makes /dev/fuse usable by everyone (Debian's usual default) while alive.
-struct DevFuseOpen(u32);
-
-impl DevFuseOpen {
-    fn new() -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
-        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(0o666)).unwrap();
-        DevFuseOpen(mode)
-    }
-}
-
-impl Drop for DevFuseOpen {
-    fn drop(&mut self) {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
-    }
 }
 
 #[test]

@@ -391,3 +391,126 @@ fn an_interactive_shell_on_a_terminal_survives_ctrl_c() {
     assert_eq!(std::fs::read_to_string(&status_file).unwrap().trim(), "5");
     assert_nothing_left();
 }
+
+/// Runs the layerfs binary as `uid:gid` (a copy readable by anyone).
+fn run_as(uid: u32, gid: u32, dir: &Path, args: &[&str]) -> Output {
+    let bin = dir.join("layerfs");
+    if !bin.exists() {
+        std::fs::copy(BIN, &bin).unwrap();
+    }
+    Command::new("setpriv")
+        .args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &gid.to_string(),
+            "--init-groups",
+        ])
+        .arg(&bin)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn readable_by_all(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn rootless_runs_map_the_subordinate_range_or_fall_back_to_one_id() {
+    if !require_root("rootless_runs_map_the_subordinate_range_or_fall_back_to_one_id") {
+        return;
+    }
+    let _serial = serial();
+    let _fuse = common::DevFuseOpen::new();
+    let t = tempfile::tempdir().unwrap();
+    readable_by_all(t.path());
+    let root = busybox_root(t.path());
+    let opt = format!("lowerdir={}", root.display());
+    let script = "id -u; cat /proc/self/uid_map | wc -l; echo scratch > /tmp/x && cat /tmp/x; ls /proc | grep -c '^[0-9]'; exit 6";
+
+    // A user with /etc/subuid and /etc/subgid ranges: uid 0 inside, the full range mapped.
+    let (uid, gid) = common::test_user();
+    let o = run_as(
+        uid,
+        gid,
+        t.path(),
+        &["run", "-o", &opt, "--", "sh", "-c", script],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["0", "2", "scratch"], "{out}");
+    assert!(
+        lines[3].parse::<usize>().unwrap() <= 4,
+        "not its own pid namespace: {out}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("mapping only"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // nobody has no subordinate range: one id mapped, with a warning saying what breaks.
+    let o = run_as(
+        65534,
+        65534,
+        t.path(),
+        &[
+            "run",
+            "-o",
+            &opt,
+            "--",
+            "sh",
+            "-c",
+            "id -u; cat /proc/self/uid_map | wc -l",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o).lines().collect::<Vec<_>>(), ["0", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("/etc/subuid") && err.contains("mapping only"),
+        "{err}"
+    );
+    assert_nothing_left();
+}
+
+#[test]
+fn rootless_without_dev_fuse_access_says_what_to_do() {
+    if !require_root("rootless_without_dev_fuse_access_says_what_to_do") {
+        return;
+    }
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    readable_by_all(t.path());
+    let root = busybox_root(t.path());
+    // Not accessible to others, whatever this machine's default.
+    let _fuse = common::DevFuseOpen::with_mode(0o600);
+    let o = run_as(
+        65534,
+        65534,
+        t.path(),
+        &[
+            "run",
+            "-o",
+            &format!("lowerdir={}", root.display()),
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("chmod 666 /dev/fuse"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

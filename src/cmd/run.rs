@@ -26,21 +26,23 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Runs the container and returns the status to exit with.
 pub fn run(args: RunArgs) -> Result<i32> {
-    if sys::geteuid() != 0 {
-        bail!("rootless `layerfs run` is not available yet (issue #4): run it as root for now");
-    }
     let mountpoint = tempfile::Builder::new()
         .prefix("layerfs-run-")
         .tempdir()
         .context("creating a temporary mountpoint")?
         .keep();
-    let result = run_in(&args, &mountpoint);
+    let result = if sys::geteuid() == 0 {
+        run_in(&args, &mountpoint)
+    } else {
+        super::rootless::run(&args, &mountpoint)
+    };
     // The daemon removes it once unmounted; this covers failures before the daemon ran.
     let _ = std::fs::remove_dir(&mountpoint);
     result
 }
 
-fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
+/// Mounts and runs; as root, or as root of a user namespace (rootless).
+pub fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
     let mount_args = MountArgs {
         options: args.options.clone(),
         mountpoint: Some(mountpoint.to_path_buf()),
@@ -93,22 +95,28 @@ fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
         }
         Fork::Parent(pid) => pid,
     };
-    let status = loop {
-        let sig = sys::wait_signal(&forwarded).context("waiting for the container")?;
-        if sig != libc::SIGCHLD {
-            let _ = sys::kill(pid1, sig);
-            continue;
-        }
-        if let Some((_, exit)) =
-            sys::waitpid(pid1, libc::WNOHANG).context("waiting for the container")?
-        {
-            break exit.status();
-        }
-    };
+    let status = wait_forwarding(pid1, &forwarded)?;
     // Unmount (the daemon's signal thread does it) and let the daemon remove the mountpoint.
     let _ = sys::kill(daemon, libc::SIGTERM);
     let _ = sys::waitpid(daemon, 0);
     Ok(status)
+}
+
+/// Waits for `pid`, forwarding every signal of `signals` but SIGCHLD to it (they must be
+/// blocked); returns its status.
+pub fn wait_forwarding(pid: libc::pid_t, signals: &[libc::c_int]) -> Result<i32> {
+    loop {
+        let sig = sys::wait_signal(signals).context("waiting for the container")?;
+        if sig != libc::SIGCHLD {
+            let _ = sys::kill(pid, sig);
+            continue;
+        }
+        if let Some((_, exit)) =
+            sys::waitpid(pid, libc::WNOHANG).context("waiting for the container")?
+        {
+            return Ok(exit.status());
+        }
+    }
 }
 
 /// Pid 1 of the new pid namespace: namespaces, root, then the command.

@@ -178,3 +178,66 @@ pub fn run_layerfs(args: &[&str]) -> std::process::Output {
         .output()
         .expect("run layerfs")
 }
+
+/// Makes /dev/fuse usable by everyone (Debian's usual default), or sets another mode, while
+/// alive.
+pub struct DevFuseOpen(u32);
+
+impl DevFuseOpen {
+    pub fn new() -> Self {
+        Self::with_mode(0o666)
+    }
+
+    /// Sets /dev/fuse to `mode` until dropped.
+    pub fn with_mode(mode: u32) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let old = std::fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(mode)).unwrap();
+        DevFuseOpen(old)
+    }
+}
+
+impl Drop for DevFuseOpen {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions("/dev/fuse", std::fs::Permissions::from_mode(self.0));
+    }
+}
+
+/// An unprivileged user created for the tests, with subordinate uid/gid ranges; (uid, gid).
+pub fn test_user() -> (u32, u32) {
+    const NAME: &str = "layerfs-test";
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").args([flag, NAME]).output().ok()?;
+        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        // Debian's useradd also allocates /etc/subuid and /etc/subgid ranges.
+        let ok = Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/usr/sbin/nologin", NAME])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok || id("-u").is_some(), "useradd {NAME} failed");
+    }
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let has = std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{NAME}:")));
+        if !has {
+            let flag = if file.ends_with("uid") {
+                "--add-subuids"
+            } else {
+                "--add-subgids"
+            };
+            let ok = Command::new("usermod")
+                .args([flag, "300000-365535", NAME])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "usermod {flag} for {NAME} failed");
+        }
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}

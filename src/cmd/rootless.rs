@@ -1,0 +1,135 @@
+//! Rootless `layerfs run`: the same run, as root of a new user namespace.
+//!
+//! A child creates the user namespace and waits; this process (outside it) maps the
+//! caller's full subordinate range from /etc/subuid and /etc/subgid with newuidmap and
+//! newgidmap (package `uidmap`), so apt can setgroups, seteuid and chown inside. Without
+//! them only the caller's own id is mapped (to 0), with a warning saying what will not
+//! work. The child then makes a mount namespace (the FUSE mount lives only there, and
+//! vanishes with it) and runs the rootful path unchanged.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use layerfs::sys::{self, Fork};
+use log::warn;
+
+use super::run::{run_in, wait_forwarding};
+use crate::RunArgs;
+
+/// The caller's subordinate range in `file` (/etc/subuid or /etc/subgid): start, count.
+fn subordinate(file: &str, name: Option<&str>, id: u32) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let (who, start, count) = (f.next()?, f.next()?.parse().ok()?, f.next()?.parse().ok()?);
+        (Some(who) == name || who == id.to_string()).then_some((start, count))
+    })
+}
+
+/// The caller's user name, from /etc/passwd.
+fn user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+    })
+}
+
+/// Maps `pid`'s user namespace with newuidmap/newgidmap: 0 -> the caller, 1.. -> the
+/// subordinate range. Returns why it could not, if it could not.
+fn map_full(pid: libc::pid_t, uid: u32, gid: u32) -> std::result::Result<(), String> {
+    let name = user_name(uid);
+    let subuid = subordinate("/etc/subuid", name.as_deref(), uid).ok_or_else(|| {
+        format!(
+            "no /etc/subuid entry for {}",
+            name.as_deref().unwrap_or("this user")
+        )
+    })?;
+    let subgid = subordinate("/etc/subgid", name.as_deref(), uid).ok_or_else(|| {
+        format!(
+            "no /etc/subgid entry for {}",
+            name.as_deref().unwrap_or("this user")
+        )
+    })?;
+    for (tool, id, (start, count)) in [("newuidmap", uid, subuid), ("newgidmap", gid, subgid)] {
+        let status = Command::new(tool)
+            .args([
+                pid.to_string(),
+                "0".into(),
+                id.to_string(),
+                "1".into(),
+                "1".into(),
+                start.to_string(),
+                count.to_string(),
+            ])
+            .status()
+            .map_err(|e| format!("{tool}: {e} (install the uidmap package)"))?;
+        if !status.success() {
+            return Err(format!("{tool} failed ({status})"));
+        }
+    }
+    Ok(())
+}
+
+/// Maps only the caller's own ids, from inside the namespace (allowed without privilege).
+fn map_self(uid: u32, gid: u32) -> std::io::Result<()> {
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))?;
+    std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))
+}
+
+pub fn run(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .context("opening /dev/fuse (rootless runs need it readable and writable by all: chmod 666 /dev/fuse)")?;
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (ready_rd, ready_wr) = sys::pipe()?;
+    let (go_rd, go_wr) = sys::pipe()?;
+    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD];
+    sys::block_signals(&signals).context("blocking signals")?;
+    match sys::fork().context("starting the user namespace")? {
+        Fork::Child => {
+            drop((ready_rd, go_wr));
+            let _ = sys::set_parent_death_signal(libc::SIGKILL);
+            let code = (|| -> Result<i32> {
+                sys::unshare(libc::CLONE_NEWUSER).context("creating a user namespace")?;
+                std::fs::File::from(ready_wr).write_all(b"u")?;
+                let mut full = [0u8; 1];
+                std::fs::File::from(go_rd).read_exact(&mut full)?;
+                if full[0] != b'1' {
+                    map_self(uid, gid).context("mapping the caller's own ids")?;
+                }
+                sys::unshare(libc::CLONE_NEWNS).context("creating a mount namespace")?;
+                run_in(args, mountpoint)
+            })();
+            std::process::exit(code.unwrap_or_else(|e| {
+                eprintln!("layerfs run: {e:#}");
+                layerfs::runtime::init::EXIT_RUNTIME
+            }));
+        }
+        Fork::Parent(child) => {
+            drop((ready_wr, go_rd));
+            let mut b = [0u8; 1];
+            std::fs::File::from(ready_rd)
+                .read_exact(&mut b)
+                .context("waiting for the user namespace")?;
+            let full = match map_full(child, uid, gid) {
+                Ok(()) => true,
+                Err(why) => {
+                    warn!(
+                        "{why}: mapping only uid {uid} (as root) in the container; \
+                         setgroups, changing to other users and chown to other ids will fail there"
+                    );
+                    false
+                }
+            };
+            std::fs::File::from(go_wr).write_all(if full { b"1" } else { b"0" })?;
+            wait_forwarding(child, &signals)
+        }
+    }
+}
