@@ -36,6 +36,23 @@ fn busybox_root(base: &Path) -> PathBuf {
     root
 }
 
+/// Root check, serialisation and a fresh busybox root; `None` when the test must skip.
+fn setup(
+    test: &str,
+) -> Option<(
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    PathBuf,
+)> {
+    if !require_root(test) {
+        return None;
+    }
+    let serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    let root = busybox_root(t.path());
+    Some((serial, t, root))
+}
+
 fn run(lower: &Path, extra: &[&str], cmd: &[&str]) -> Output {
     Command::new(BIN)
         .arg("run")
@@ -80,12 +97,9 @@ fn assert_nothing_left() {
 
 #[test]
 fn a_command_runs_as_root_in_its_own_namespaces() {
-    if !require_root("a_command_runs_as_root_in_its_own_namespaces") {
+    let Some((_serial, _t, root)) = setup("a_command_runs_as_root_in_its_own_namespaces") else {
         return;
-    }
-    let _serial = serial();
-    let t = tempfile::tempdir().unwrap();
-    let root = busybox_root(t.path());
+    };
     let o = run(&root, &["--hostname", "box"], &["sh", "-c", "hostname; id -u; ls /proc | grep -c '^[0-9]'; ls /dev/null /dev/pts/ptmx /dev/shm >/dev/null && echo devs; exit 3"]);
     assert_eq!(
         o.status.code(),
@@ -108,12 +122,9 @@ fn a_command_runs_as_root_in_its_own_namespaces() {
 
 #[test]
 fn exit_statuses_follow_podman() {
-    if !require_root("exit_statuses_follow_podman") {
+    let Some((_serial, t, root)) = setup("exit_statuses_follow_podman") else {
         return;
-    }
-    let _serial = serial();
-    let t = tempfile::tempdir().unwrap();
-    let root = busybox_root(t.path());
+    };
     assert_eq!(
         sh(&root, "kill -TERM $$").status.code(),
         Some(128 + libc::SIGTERM)
@@ -137,12 +148,10 @@ fn exit_statuses_follow_podman() {
 
 #[test]
 fn pid_1_reaps_orphans_and_the_environment_is_clean() {
-    if !require_root("pid_1_reaps_orphans_and_the_environment_is_clean") {
+    let Some((_serial, _t, root)) = setup("pid_1_reaps_orphans_and_the_environment_is_clean")
+    else {
         return;
-    }
-    let _serial = serial();
-    let t = tempfile::tempdir().unwrap();
-    let root = busybox_root(t.path());
+    };
     // The inner shell exits at once; its sleep is orphaned to pid 1, which must reap it.
     let o = sh(
         &root,
@@ -174,12 +183,11 @@ fn pid_1_reaps_orphans_and_the_environment_is_clean() {
 
 #[test]
 fn signals_reach_the_command_and_a_killed_runtime_leaves_nothing() {
-    if !require_root("signals_reach_the_command_and_a_killed_runtime_leaves_nothing") {
+    let Some((_serial, _t, root)) =
+        setup("signals_reach_the_command_and_a_killed_runtime_leaves_nothing")
+    else {
         return;
-    }
-    let _serial = serial();
-    let t = tempfile::tempdir().unwrap();
-    let root = busybox_root(t.path());
+    };
     for (sig, want) in [
         (libc::SIGTERM, Some(128 + libc::SIGTERM)),
         (libc::SIGKILL, None),
@@ -228,12 +236,11 @@ fn signals_reach_the_command_and_a_killed_runtime_leaves_nothing() {
 
 #[test]
 fn network_none_and_a_hostile_image_cannot_redirect_mounts() {
-    if !require_root("network_none_and_a_hostile_image_cannot_redirect_mounts") {
+    let Some((_serial, _t, root)) =
+        setup("network_none_and_a_hostile_image_cannot_redirect_mounts")
+    else {
         return;
-    }
-    let _serial = serial();
-    let t = tempfile::tempdir().unwrap();
-    let root = busybox_root(t.path());
+    };
     let o = run(&root, &["--net", "none"], &["cat", "/proc/net/dev"]);
     let ifaces: Vec<String> = stdout(&o)
         .lines()
@@ -262,12 +269,9 @@ fn network_none_and_a_hostile_image_cannot_redirect_mounts() {
 
 #[test]
 fn user_binds_and_the_default_capability_set() {
-    if !require_root("user_binds_and_the_default_capability_set") {
+    let Some((_serial, t, root)) = setup("user_binds_and_the_default_capability_set") else {
         return;
-    }
-    let _serial = serial();
-    let t = tempfile::tempdir().unwrap();
-    let root = busybox_root(t.path());
+    };
     let data = t.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("file"), "from the host").unwrap();
@@ -328,12 +332,10 @@ fn pane_shows(session: &str, text: &str) -> bool {
 
 #[test]
 fn an_interactive_shell_on_a_terminal_survives_ctrl_c() {
-    if !require_root("an_interactive_shell_on_a_terminal_survives_ctrl_c") {
+    let Some((_serial, t, root)) = setup("an_interactive_shell_on_a_terminal_survives_ctrl_c")
+    else {
         return;
-    }
-    let _serial = serial();
-    let t = tempfile::tempdir().unwrap();
-    let root = busybox_root(t.path());
+    };
     let session = format!("layerfs-test-{}", std::process::id());
     let status_file = t.path().join("status");
     let script = format!(
@@ -486,13 +488,10 @@ fn rootless_runs_map_the_subordinate_range_or_fall_back_to_one_id() {
 
 #[test]
 fn rootless_without_dev_fuse_access_says_what_to_do() {
-    if !require_root("rootless_without_dev_fuse_access_says_what_to_do") {
+    let Some((_serial, t, root)) = setup("rootless_without_dev_fuse_access_says_what_to_do") else {
         return;
-    }
-    let _serial = serial();
-    let t = tempfile::tempdir().unwrap();
+    };
     readable_by_all(t.path());
-    let root = busybox_root(t.path());
     // Not accessible to others, whatever this machine's default.
     let _fuse = common::DevFuseOpen::with_mode(0o600);
     let o = run_as(
