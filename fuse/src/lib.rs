@@ -141,7 +141,26 @@ impl<C: Core> Adapter<C> {
     }
 }
 
-/// Replies with the errno of `e`, logging it as it deserves (once, here).
+/// Runs one call into the core. A panic is caught, logged and answered with EIO, so the
+/// worker thread survives a bug; a failure becomes its errno, logged as it deserves. The one
+/// place where either is decided.
+fn call<T, E: ToErrno>(op: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, Errno> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(errno_of(op, &e)),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            error!("{op}: internal error ({msg}); answered EIO");
+            Err(Errno::EIO)
+        }
+    }
+}
+
+/// The errno of `e`, logged as it deserves (once, here).
 fn errno_of<E: ToErrno>(op: &str, e: &E) -> Errno {
     if e.is_unexpected() {
         error!("{op}: {e}");
@@ -191,14 +210,14 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.core.lookup(parent.0, name) {
+        match call("lookup", || self.core.lookup(parent.0, name)) {
             Ok(e) => reply.entry(&e.ttl, &attr::to_fuse(&e.attr), Generation(0)),
-            Err(e) if e.errno() == libc::ENOENT && self.core.negative_ttl().is_some() => {
+            Err(e) if e.code() == libc::ENOENT && self.core.negative_ttl().is_some() => {
                 // Node id 0 is a negative entry: the kernel caches the miss for the ttl.
                 let ttl = self.core.negative_ttl().unwrap_or_default();
                 reply.entry(&ttl, &attr::negative(), Generation(0));
             }
-            Err(e) => reply.error(errno_of("lookup", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -207,16 +226,16 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.core.getattr(ino.0) {
+        match call("getattr", || self.core.getattr(ino.0)) {
             Ok(e) => reply.attr(&e.ttl, &attr::to_fuse_with_ino(&e.attr, ino.0)),
-            Err(e) => reply.error(errno_of("getattr", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.core.readlink(ino.0) {
+        match call("readlink", || self.core.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno_of("readlink", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -233,9 +252,9 @@ impl<C: Core> Filesystem for Adapter<C> {
             // reads through READ with no handle (fh 0).
             return reply.error(Errno::ENOSYS);
         }
-        let opened = match self.core.open(ino.0, flags.0) {
+        let opened = match call("open", || self.core.open(ino.0, flags.0)) {
             Ok(o) => o,
-            Err(e) => return reply.error(errno_of("open", &e)),
+            Err(e) => return reply.error(e),
         };
         // We buffer nothing, so close() needs no FLUSH round trip.
         let mut fl = FopenFlags::FOPEN_NOFLUSH;
@@ -274,9 +293,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.core.read(ino.0, fh.0, offset, size) {
+        match call("read", || self.core.read(ino.0, fh.0, offset, size)) {
             Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno_of("read", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -317,9 +336,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.core.lseek(ino.0, fh.0, offset, whence) {
+        match call("lseek", || self.core.lseek(ino.0, fh.0, offset, whence)) {
             Ok(o) => reply.offset(o),
-            Err(e) => reply.error(errno_of("lseek", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -330,7 +349,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             // itself (it then opens directories with KEEP_CACHE | CACHE_DIR).
             return reply.error(Errno::ENOSYS);
         }
-        match self.core.opendir(ino.0) {
+        match call("opendir", || self.core.opendir(ino.0)) {
             Ok(o) => {
                 let mut fl = FopenFlags::empty();
                 if o.keep_cache && self.opts.cache_dirs {
@@ -338,7 +357,7 @@ impl<C: Core> Filesystem for Adapter<C> {
                 }
                 reply.opened(FileHandle(o.fh), fl)
             }
-            Err(e) => reply.error(errno_of("opendir", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -350,18 +369,20 @@ impl<C: Core> Filesystem for Adapter<C> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.core.readdir(ino.0, fh.0, offset, false, &mut |d| {
-            let kind = attr::kind(d.mode);
-            reply.add(
-                INodeNo(d.ino),
-                d.next_offset,
-                kind,
-                OsStr::from_bytes_compat(d.name),
-            )
+        let r = call("readdir", || {
+            self.core.readdir(ino.0, fh.0, offset, false, &mut |d| {
+                let kind = attr::kind(d.mode);
+                reply.add(
+                    INodeNo(d.ino),
+                    d.next_offset,
+                    kind,
+                    OsStr::from_bytes_compat(d.name),
+                )
+            })
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno_of("readdir", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -373,21 +394,23 @@ impl<C: Core> Filesystem for Adapter<C> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self.core.readdir(ino.0, fh.0, offset, true, &mut |d| {
-            let Some(e) = d.entry else { return false };
-            let fa = attr::to_fuse_with_ino(&e.attr, d.ino);
-            reply.add(
-                INodeNo(d.ino),
-                d.next_offset,
-                OsStr::from_bytes_compat(d.name),
-                &e.ttl,
-                &fa,
-                Generation(0),
-            )
+        let r = call("readdirplus", || {
+            self.core.readdir(ino.0, fh.0, offset, true, &mut |d| {
+                let Some(e) = d.entry else { return false };
+                let fa = attr::to_fuse_with_ino(&e.attr, d.ino);
+                reply.add(
+                    INodeNo(d.ino),
+                    d.next_offset,
+                    OsStr::from_bytes_compat(d.name),
+                    &e.ttl,
+                    &fa,
+                    Generation(0),
+                )
+            })
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno_of("readdirplus", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -404,7 +427,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        match self.core.statfs(ino.0) {
+        match call("statfs", || self.core.statfs(ino.0)) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -415,28 +438,30 @@ impl<C: Core> Filesystem for Adapter<C> {
                 s.f_namemax as u32,
                 s.f_frsize as u32,
             ),
-            Err(e) => reply.error(errno_of("statfs", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.core.getxattr(ino.0, name) {
+        match call("getxattr", || self.core.getxattr(ino.0, name)) {
             Ok(v) => reply_xattr(reply, &v, size),
-            Err(e) => reply.error(errno_of("getxattr", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.core.listxattr(ino.0) {
+        match call("listxattr", || self.core.listxattr(ino.0)) {
             Ok(v) => reply_xattr(reply, &v, size),
-            Err(e) => reply.error(errno_of("listxattr", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.core.access(ino.0, mask.bits(), req.uid(), req.gid()) {
+        match call("access", || {
+            self.core.access(ino.0, mask.bits(), req.uid(), req.gid())
+        }) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno_of("access", &e)),
+            Err(e) => reply.error(e),
         }
     }
 
