@@ -82,6 +82,20 @@ fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
 pub struct CopyOpts {
     /// fsync data and the new entry before it becomes visible (off with `volatile`).
     pub fsync: bool,
+    /// Record the lower file as the copy's origin in this namespace (`*.overlay.origin`),
+    /// so its inode number survives the copy-up and a remount, as with the kernel.
+    pub origin: Option<crate::whiteout::MarkNs>,
+}
+
+/// The kernel's record of a copy-up's origin (`struct ovl_fb`): version 0, magic 0xfb, total
+/// length, flags (0: little-endian, a lower file), the handle type, the lower filesystem's
+/// uuid (null: what the kernel records when every layer shares one filesystem, the case
+/// layerfs supports for now), then the file handle.
+pub fn origin_record(handle_type: i32, handle: &[u8]) -> Vec<u8> {
+    let mut fb = vec![0u8, 0xfb, (21 + handle.len()) as u8, 0, handle_type as u8];
+    fb.extend_from_slice(&[0u8; 16]);
+    fb.extend_from_slice(handle);
+    fb
 }
 
 /// Copies entry `name` of the lower directory `src_dir` (whose `lstat` is `st`) to entry
@@ -159,6 +173,16 @@ fn build(
                 String::from_utf8_lossy(x)
             );
         }
+    }
+    if let Some(ns) = opts.origin {
+        let (kind, handle) = sys::file_handle(src_dir, &cname)?;
+        sys::setxattr_at(
+            work.fd(),
+            tmp.as_bytes(),
+            ns.origin(),
+            &origin_record(kind, &handle),
+            0,
+        )?;
     }
     sys::lchownat(work.fd(), tmp, st.st_uid, st.st_gid)?;
     if kind != Kind::Symlink {

@@ -145,6 +145,13 @@ impl MarkNs {
             MarkNs::User => c"user.overlay.opaque",
         }
     }
+
+    pub(crate) fn origin(self) -> &'static CStr {
+        match self {
+            MarkNs::Trusted => c"trusted.overlay.origin",
+            MarkNs::User => c"user.overlay.origin",
+        }
+    }
 }
 
 /// Writes a whiteout for `name` in the upper directory `dir`, in the kernel's form: a

@@ -81,7 +81,10 @@ fn up(d: &Dirs, name: &str) -> std::io::Result<()> {
         &st,
         &work,
         dir_fd(&d.upper).as_fd(),
-        CopyOpts { fsync: true },
+        CopyOpts {
+            fsync: true,
+            origin: None,
+        },
     )
 }
 
@@ -273,4 +276,105 @@ mod sparse_layouts {
             prop_assert!(mb.blocks() <= ma.blocks() + 8, "copy allocates {} blocks, source {}", mb.blocks(), ma.blocks());
         }
     }
+}
+
+fn xattr_raw(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: NUL-terminated strings; the buffer is writable for its length.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| {
+        buf.truncate(r as usize);
+        buf
+    })
+}
+
+#[test]
+fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
+    if !common::require_root("the_origin_we_record_is_the_kernels_and_keeps_the_inode_number") {
+        return;
+    }
+    let d = dirs();
+    std::fs::write(d.lower.join("f"), "lower data").unwrap();
+    let lower_ino = std::fs::metadata(d.lower.join("f")).unwrap().ino();
+
+    // What the kernel records when it copies the same file up.
+    let (ku, kw) = (d.work.join("kupper"), d.work.join("kwork"));
+    std::fs::create_dir_all(&ku).unwrap();
+    std::fs::create_dir_all(&kw).unwrap();
+    let kernel_origin = {
+        let mnt = d.work.join("kmnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            d.lower.display(),
+            ku.display(),
+            kw.display()
+        );
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kernel overlay mount");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(mnt.join("f"))
+            .unwrap(); // triggers copy-up
+        let c = CString::new(mnt.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), 0) };
+        xattr_raw(&ku.join("f"), "trusted.overlay.origin").expect("the kernel records an origin")
+    };
+
+    // Ours.
+    let src = dir_fd(&d.lower);
+    let st = sys::lstatat(src.as_fd(), c"f").unwrap();
+    let work = Workdir::new(dir_fd(&d.work));
+    let opts = CopyOpts {
+        fsync: false,
+        origin: Some(MarkNs::Trusted),
+    };
+    copy_up(
+        src.as_fd(),
+        b"f",
+        &st,
+        &work,
+        dir_fd(&d.upper).as_fd(),
+        opts,
+    )
+    .unwrap();
+    let ours = xattr_raw(&d.upper.join("f"), "trusted.overlay.origin").unwrap();
+    assert_eq!(
+        ours, kernel_origin,
+        "origin record differs from the kernel's"
+    );
+
+    // The kernel, mounting our upper, reports the lower file's inode number for the copy.
+    let (w2, mnt2) = (d.work.join("w2"), d.work.join("m2"));
+    std::fs::create_dir_all(&w2).unwrap();
+    std::fs::create_dir_all(&mnt2).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        d.lower.display(),
+        d.upper.display(),
+        w2.display()
+    );
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&mnt2)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kernel overlay mount over our upper");
+    let seen = std::fs::metadata(mnt2.join("f"))
+        .map(|m| (m.ino(), std::fs::read_to_string(mnt2.join("f")).unwrap()));
+    let c = CString::new(mnt2.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated path.
+    unsafe { libc::umount2(c.as_ptr(), 0) };
+    let (ino, data) = seen.unwrap();
+    assert_eq!(data, "lower data");
+    assert_eq!(ino, lower_ino, "the kernel does not take our origin");
 }

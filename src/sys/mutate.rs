@@ -221,3 +221,34 @@ pub fn removexattr_at(dir: BorrowedFd<'_>, name: &[u8], xname: &CStr) -> io::Res
     })
     .map(drop)
 }
+
+/// `name_to_handle_at(dir, name, 0)` (no symlink followed): the file handle type and bytes the
+/// filesystem uses to find `name` again (what overlayfs records as a copy-up's origin).
+pub fn file_handle(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(i32, Vec<u8>)> {
+    const MAX_HANDLE: usize = 128;
+    #[repr(C)]
+    struct Handle {
+        bytes: u32,
+        kind: i32,
+        data: [u8; MAX_HANDLE],
+    }
+    let mut h = Handle {
+        bytes: MAX_HANDLE as u32,
+        kind: 0,
+        data: [0; MAX_HANDLE],
+    };
+    let mut mount_id: libc::c_int = 0;
+    // SAFETY: `h` is a `struct file_handle` with room for MAX_HANDLE bytes, as `bytes` says;
+    // `name` is NUL-terminated; `mount_id` is a valid out-pointer.
+    cvt(unsafe {
+        libc::syscall(
+            libc::SYS_name_to_handle_at,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            &mut h as *mut Handle,
+            &mut mount_id as *mut libc::c_int,
+            0, // never follows a final symlink unless AT_SYMLINK_FOLLOW is given
+        ) as libc::c_int
+    })?;
+    Ok((h.kind, h.data[..h.bytes as usize].to_vec()))
+}
