@@ -51,7 +51,16 @@ impl Backing {
                     id
                 }
                 Err(e) => {
-                    debug!("passthrough: backing open failed: {e}");
+                    if e.raw_os_error() == Some(libc::EPERM) {
+                        // Not ours to use (no CAP_SYS_ADMIN in the initial user namespace,
+                        // e.g. a rootless mount): stop trying, for every later open.
+                        log::info!(
+                            "passthrough refused by the kernel ({e}); serving reads instead"
+                        );
+                        self.set_enabled(false);
+                    } else {
+                        debug!("passthrough: backing open failed: {e}");
+                    }
                     return None;
                 }
             },
