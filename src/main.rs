@@ -64,6 +64,10 @@ pub struct RunArgs {
     /// Run the command as UID[:GID] (numeric) instead of root.
     #[arg(long, value_name = "UID[:GID]")]
     user: Option<String>,
+    /// Run in a user namespace, mapping the caller to root inside (the default when not
+    /// root; as root it maps root's /etc/subuid range, or root alone).
+    #[arg(long)]
+    rootless: bool,
     /// Bind a host path into the container: SRC:DST[:ro] (DST must exist in the image);
     /// repeatable.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]

@@ -461,6 +461,21 @@ fn rootless_runs_map_the_subordinate_range_or_fall_back_to_one_id() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // --rootless as root: the same user-namespace path (a real user namespace, not the
+    // initial one, whose map is "0 0 4294967295").
+    let o = run(
+        &root,
+        &["--rootless"],
+        &["sh", "-c", "id -u; cat /proc/self/uid_map"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert_eq!(out.lines().next(), Some("0"));
+    assert!(
+        !out.contains("4294967295"),
+        "--rootless ran in the initial user namespace: {out}"
+    );
+
     // nobody has no subordinate range: one id mapped, with a warning saying what breaks.
     let o = run_as(
         65534,

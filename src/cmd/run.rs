@@ -31,7 +31,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .tempdir()
         .context("creating a temporary mountpoint")?
         .keep();
-    let result = if sys::geteuid() == 0 {
+    let result = if sys::geteuid() == 0 && !args.rootless {
         run_in(&args, &mountpoint)
     } else {
         super::rootless::run(&args, &mountpoint)
