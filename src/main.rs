@@ -61,8 +61,9 @@ pub struct RunArgs {
     /// Network: `host` or `none`.
     #[arg(long, value_enum, default_value_t = NetMode::Host)]
     net: NetMode,
-    /// Run the command as UID[:GID] (numeric) instead of root.
-    #[arg(long, value_name = "UID[:GID]")]
+    /// Run the command as USER[:GROUP] instead of root: numbers, or names from the image's
+    /// /etc/passwd and /etc/group.
+    #[arg(long, value_name = "USER[:GROUP]")]
     user: Option<String>,
     /// Run in a user namespace, mapping the caller to root inside (the default when not
     /// root; as root it maps root's /etc/subuid range, or root alone).

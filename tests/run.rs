@@ -31,6 +31,12 @@ fn busybox_root(base: &Path) -> PathBuf {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
     }
     std::fs::write(root.join("etc/hosts"), "").unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1234:4321::/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\ngrp:x:777:\n").unwrap();
     std::fs::write(root.join("etc/resolv.conf"), "").unwrap();
     std::fs::write(root.join("bin/not-executable"), "#!/bin/sh\n").unwrap();
     root
@@ -300,6 +306,25 @@ fn user_binds_and_the_default_capability_set() {
     assert_eq!(
         std::fs::read_to_string(data.join("new")).unwrap(),
         "written\n"
+    );
+    // Names come from the image's own /etc/passwd and /etc/group.
+    let ids = |user: &str| {
+        stdout(&run(
+            &root,
+            &["--user", user],
+            &["sh", "-c", "echo $(id -u):$(id -g)"],
+        ))
+        .trim()
+        .to_string()
+    };
+    assert_eq!(ids("app"), "1234:4321");
+    assert_eq!(ids("app:grp"), "1234:777");
+    let o = run(&root, &["--user", "nosuch"], &["true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nosuch"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
     // podman's default bounding set for root too, not everything root has.
     let o = run(&root, &[], &["grep", "CapBnd", "/proc/self/status"]);

@@ -190,21 +190,9 @@ fn command(args: &RunArgs) -> Result<Command> {
         argv,
         env,
         cwd: c(&args.cwd)?,
-        user: args.user.as_deref().map(parse_user).transpose()?,
+        user: args.user.as_deref().map(init::User::parse),
         // Rootful runs keep podman's default set, not everything root has.
         caps: Some(init::PODMAN_DEFAULT_CAPS.to_vec()),
-    })
-}
-
-/// `UID[:GID]` (numbers; the group defaults to the uid).
-fn parse_user(s: &str) -> Result<(u32, u32)> {
-    let num = |v: &str| {
-        v.parse::<u32>()
-            .with_context(|| format!("--user {s}: {v:?} is not a number (names are not resolved)"))
-    };
-    Ok(match s.split_once(':') {
-        Some((u, g)) => (num(u)?, num(g)?),
-        None => (num(s)?, num(s)?),
     })
 }
 

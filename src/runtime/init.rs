@@ -16,10 +16,75 @@ pub struct Command {
     pub argv: Vec<CString>,
     pub env: Vec<CString>,
     pub cwd: CString,
-    /// Run as this uid:gid (no supplementary groups) instead of root.
-    pub user: Option<(u32, u32)>,
+    /// Run as this user (no supplementary groups) instead of root.
+    pub user: Option<User>,
     /// Capabilities the command may keep (the bounding set); `None` keeps all.
     pub caps: Option<Vec<u32>>,
+}
+
+/// `--user`: a user and optional group, each a number or a name looked up in the image's
+/// /etc/passwd and /etc/group (inside the container, after the switch of root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+impl User {
+    pub fn parse(s: &str) -> User {
+        match s.split_once(':') {
+            Some((u, g)) => User {
+                user: u.into(),
+                group: Some(g.into()),
+            },
+            None => User {
+                user: s.into(),
+                group: None,
+            },
+        }
+    }
+
+    /// Resolves against passwd and group file contents: (uid, gid). Without a group, the
+    /// user's primary group (or the uid, for a number not in passwd).
+    pub fn resolve(&self, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+        let entry = |text: &str, name: &str| -> Option<Vec<String>> {
+            text.lines()
+                .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+                .find(|f| f.len() > 3 && f[0] == name)
+        };
+        let (uid, primary) = match self.user.parse::<u32>() {
+            Ok(n) => {
+                let pw = passwd
+                    .lines()
+                    .map(|l| l.split(':').collect::<Vec<_>>())
+                    .find(|f| f.len() > 3 && f[2] == n.to_string());
+                (n, pw.and_then(|f| f[3].parse().ok()).unwrap_or(n))
+            }
+            Err(_) => {
+                let f = entry(passwd, &self.user).ok_or_else(|| {
+                    format!("user {:?} is not in the image's /etc/passwd", self.user)
+                })?;
+                let uid = f[2]
+                    .parse()
+                    .map_err(|_| format!("bad uid for {:?} in /etc/passwd", self.user))?;
+                let gid = f[3]
+                    .parse()
+                    .map_err(|_| format!("bad gid for {:?} in /etc/passwd", self.user))?;
+                (uid, gid)
+            }
+        };
+        let gid = match &self.group {
+            None => primary,
+            Some(g) => match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => entry(group, g)
+                    .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?[2]
+                    .parse()
+                    .map_err(|_| format!("bad gid for {g:?} in /etc/group"))?,
+            },
+        };
+        Ok((uid, gid))
+    }
 }
 
 /// podman's default capability set: chown, dac_override, fowner, fsetid, kill, setgid,
@@ -117,8 +182,37 @@ fn restrict(cmd: &Command) -> std::io::Result<()> {
             }
         }
     }
-    if let Some((uid, gid)) = cmd.user {
+    if let Some(user) = &cmd.user {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let (uid, gid) = user
+            .resolve(&read("/etc/passwd"), &read("/etc/group"))
+            .map_err(std::io::Error::other)?;
         sys::set_identity(uid, gid)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::User;
+
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\nwww-data:x:33:34::/var/www:/usr/sbin/nologin\n";
+    const GROUP: &str = "root:x:0:\nwww:x:34:\nstaff:x:50:\n";
+
+    #[test]
+    fn users_resolve_by_name_or_number() {
+        let r = |s: &str| User::parse(s).resolve(PASSWD, GROUP);
+        assert_eq!(r("www-data"), Ok((33, 34)));
+        assert_eq!(r("www-data:staff"), Ok((33, 50)));
+        assert_eq!(r("33"), Ok((33, 34)), "a known uid takes its primary group");
+        assert_eq!(
+            r("1000"),
+            Ok((1000, 1000)),
+            "an unknown uid is its own group"
+        );
+        assert_eq!(r("1000:7"), Ok((1000, 7)));
+        assert!(r("nosuch").unwrap_err().contains("nosuch"));
+        assert!(r("root:nogroup").unwrap_err().contains("nogroup"));
+    }
 }
