@@ -194,13 +194,21 @@ fn signals_reach_the_command_and_a_killed_runtime_leaves_nothing() {
     else {
         return;
     };
-    for (sig, want) in [
-        (libc::SIGTERM, Some(128 + libc::SIGTERM)),
-        (libc::SIGKILL, None),
-    ] {
+    let cases = [
+        (
+            libc::SIGTERM,
+            Some(128 + libc::SIGTERM),
+            "--hostname=rootful",
+        ),
+        (libc::SIGKILL, None, "--hostname=rootful"),
+        (libc::SIGTERM, Some(128 + libc::SIGTERM), "--rootless"),
+        (libc::SIGKILL, None, "--rootless"),
+    ];
+    for (sig, want, mode) in cases {
         let mut child = Command::new(BIN)
             .args([
                 "run",
+                mode,
                 "-o",
                 &format!("lowerdir={}", root.display()),
                 "--",
@@ -220,7 +228,7 @@ fn signals_reach_the_command_and_a_killed_runtime_leaves_nothing() {
         unsafe { libc::kill(child.id() as i32, sig) };
         let status = child.wait().unwrap();
         if let Some(code) = want {
-            assert_eq!(status.code(), Some(code), "signal {sig}");
+            assert_eq!(status.code(), Some(code), "signal {sig} ({mode})");
         }
         assert_nothing_left();
         // No process of the container survives: nothing runs `sleep 30` any more.
