@@ -304,28 +304,17 @@ fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
     std::fs::create_dir_all(&ku).unwrap();
     std::fs::create_dir_all(&kw).unwrap();
     let kernel_origin = {
-        let mnt = d.work.join("kmnt");
-        std::fs::create_dir_all(&mnt).unwrap();
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            d.lower.display(),
-            ku.display(),
-            kw.display()
+        let k = common::Kernel::mount_rw(
+            std::slice::from_ref(&d.lower),
+            &ku,
+            &kw,
+            &d.work.join("kmnt"),
         );
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&mnt)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kernel overlay mount");
         std::fs::OpenOptions::new()
             .append(true)
-            .open(mnt.join("f"))
+            .open(k.mp.join("f"))
             .unwrap(); // triggers copy-up
-        let c = CString::new(mnt.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: NUL-terminated path.
-        unsafe { libc::umount2(c.as_ptr(), 0) };
+        drop(k);
         xattr_raw(&ku.join("f"), "trusted.overlay.origin").expect("the kernel records an origin")
     };
 
@@ -353,27 +342,18 @@ fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
     );
 
     // The kernel, mounting our upper, reports the lower file's inode number for the copy.
-    let (w2, mnt2) = (d.work.join("w2"), d.work.join("m2"));
+    let w2 = d.work.join("w2");
     std::fs::create_dir_all(&w2).unwrap();
-    std::fs::create_dir_all(&mnt2).unwrap();
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        d.lower.display(),
-        d.upper.display(),
-        w2.display()
-    );
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &opts])
-        .arg(&mnt2)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kernel overlay mount over our upper");
-    let seen = std::fs::metadata(mnt2.join("f"))
-        .map(|m| (m.ino(), std::fs::read_to_string(mnt2.join("f")).unwrap()));
-    let c = CString::new(mnt2.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: NUL-terminated path.
-    unsafe { libc::umount2(c.as_ptr(), 0) };
+    let seen = {
+        let k = common::Kernel::mount_rw(
+            std::slice::from_ref(&d.lower),
+            &d.upper,
+            &w2,
+            &d.work.join("m2"),
+        );
+        std::fs::metadata(k.mp.join("f"))
+            .map(|m| (m.ino(), std::fs::read_to_string(k.mp.join("f")).unwrap()))
+    };
     let (ino, data) = seen.unwrap();
     assert_eq!(data, "lower data");
     assert_eq!(ino, lower_ino, "the kernel does not take our origin");

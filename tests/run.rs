@@ -5,9 +5,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{require_root, BIN};
+use common::{eventually, require_root, BIN};
 
 /// The tests check that no run leaves anything behind, so they must not overlap.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -82,23 +81,15 @@ fn stdout(o: &Output) -> String {
 
 /// No layerfs mount and no temporary mountpoint left on the host.
 fn assert_nothing_left() {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("no layerfs-run mount or temporary mountpoint left", || {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let mounted = mounts.lines().any(|l| l.contains("layerfs-run-"));
         let dirs = std::fs::read_dir(std::env::temp_dir())
             .unwrap()
             .filter_map(|e| e.ok())
             .any(|e| e.file_name().to_string_lossy().starts_with("layerfs-run-"));
-        if !mounted && !dirs {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "left behind: mounted={mounted} dirs={dirs}"
-        );
-        std::thread::yield_now();
-    }
+        !mounted && !dirs
+    });
 }
 
 #[test]
@@ -232,19 +223,13 @@ fn signals_reach_the_command_and_a_killed_runtime_leaves_nothing() {
         }
         assert_nothing_left();
         // No process of the container survives: nothing runs `sleep 30` any more.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Command::new("pgrep")
-            .args(["-f", "^sleep 30$"])
-            .status()
-            .unwrap()
-            .success()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the container's processes outlived the runtime"
-            );
-            std::thread::yield_now();
-        }
+        eventually("the container's processes end with the runtime", || {
+            !Command::new("pgrep")
+                .args(["-f", "^sleep 30$"])
+                .status()
+                .unwrap()
+                .success()
+        });
     }
 }
 
@@ -348,19 +333,14 @@ fn user_binds_and_the_default_capability_set() {
 }
 
 /// Polls a tmux pane until it shows `text`.
-fn pane_shows(session: &str, text: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
+fn wait_pane(session: &str, text: &str) {
+    eventually(&format!("the terminal shows {text:?}"), || {
         let out = Command::new("tmux")
             .args(["capture-pane", "-p", "-t", session])
             .output()
             .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains(text) {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    false
+        String::from_utf8_lossy(&out.stdout).contains(text)
+    });
 }
 
 #[test]
@@ -393,19 +373,13 @@ fn an_interactive_shell_on_a_terminal_survives_ctrl_c() {
     ]);
     let send = |keys: &[&str]| tmux(&[&["send-keys", "-t", &session][..], keys].concat());
     send(&["echo hi from $(hostname)", "Enter"]);
-    assert!(
-        pane_shows(&session, "hi from layerfs"),
-        "no prompt on the terminal"
-    );
+    wait_pane(&session, "hi from layerfs");
     send(&["sleep 30", "Enter"]);
     send(&["C-c"]);
     // Ctrl-C reached the command in the container, not the FUSE daemon: the root is still there.
     // (The typed line is echoed too: wait for output that differs from the input.)
     send(&["ls /bin/busybox && echo still-$((40+2))", "Enter"]);
-    assert!(
-        pane_shows(&session, "still-42"),
-        "the root vanished after Ctrl-C"
-    );
+    wait_pane(&session, "still-42");
     // The daemon's mount is still in the host's namespace. (busybox sh does job control, so
     // its Ctrl-C never reaches the daemon either way; the daemon's own session, setsid in
     // cmd::run, is what protects it from commands without job control.)
@@ -415,11 +389,7 @@ fn an_interactive_shell_on_a_terminal_survives_ctrl_c() {
         "the root's mount left the host namespace"
     );
     send(&["exit 5", "Enter"]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !status_file.exists() {
-        assert!(Instant::now() < deadline, "the shell did not exit");
-        std::thread::yield_now();
-    }
+    eventually("the shell exits", || status_file.exists());
     let _ = Command::new("tmux")
         .args(["kill-session", "-t", &session])
         .status();

@@ -25,6 +25,16 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// Polls `cond` until it holds, or fails the test after 15 s saying `what` never happened.
+/// (Polling, never sleeping: the test goes on the moment the condition holds.)
+pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::yield_now();
+    }
+}
+
 /// The filesystem type mounted exactly at `mp`, from /proc/self/mountinfo.
 pub fn mount_type(mp: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -167,6 +177,31 @@ impl Drop for Kernel {
         let c = std::ffi::CString::new(self.mp.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: `c` is NUL-terminated.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+impl Kernel {
+    /// A writable kernel overlayfs mount (lowers, upper, workdir); unmounted in Drop.
+    pub fn mount_rw(lowers: &[PathBuf], upper: &Path, work: &Path, mp: &Path) -> Kernel {
+        std::fs::create_dir_all(mp).unwrap();
+        let mp = std::fs::canonicalize(mp).unwrap();
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowerdir(lowers),
+            upper.display(),
+            work.display()
+        );
+        let out = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&mp)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "kernel overlay mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Kernel { mp, _spare: None }
     }
 }
 
