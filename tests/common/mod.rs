@@ -157,30 +157,10 @@ impl Kernel {
         } else {
             None
         };
-        let out = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(format!("lowerdir={}", lowerdir(&lowers)))
-            .arg(&mp)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "kernel overlay mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        overlay_mount(&format!("lowerdir={}", lowerdir(&lowers)), &mp);
         Kernel { mp, _spare: spare }
     }
-}
 
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        let c = std::ffi::CString::new(self.mp.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: `c` is NUL-terminated.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
-impl Kernel {
     /// A writable kernel overlayfs mount (lowers, upper, workdir); unmounted in Drop.
     pub fn mount_rw(lowers: &[PathBuf], upper: &Path, work: &Path, mp: &Path) -> Kernel {
         std::fs::create_dir_all(mp).unwrap();
@@ -191,17 +171,30 @@ impl Kernel {
             upper.display(),
             work.display()
         );
-        let out = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(&mp)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "kernel overlay mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        overlay_mount(&opts, &mp);
         Kernel { mp, _spare: None }
+    }
+}
+
+/// `mount -t overlay overlay -o OPTS MP`, or the test fails with mount's message.
+fn overlay_mount(opts: &str, mp: &Path) {
+    let out = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", opts])
+        .arg(mp)
+        .output()
+        .expect("run mount");
+    assert!(
+        out.status.success(),
+        "kernel overlay mount failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.mp.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is NUL-terminated.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
