@@ -42,7 +42,7 @@ impl Workdir {
     }
 
     /// A name no other copy in flight uses.
-    fn temp_name(&self) -> CString {
+    pub(crate) fn temp_name(&self) -> CString {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         CString::new(format!("{TEMP_PREFIX}{}-{n}", std::process::id())).expect("no NUL")
     }
@@ -62,7 +62,7 @@ impl Workdir {
 }
 
 /// Removes `name` in `dir`, recursively if it is a directory, never following a symlink.
-fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     let c = sys::cstr(name)?;
     match sys::unlinkat(dir, &c, 0) {
         Ok(()) => Ok(()),
@@ -85,6 +85,8 @@ pub struct CopyOpts {
     /// Record the lower file as the copy's origin in this namespace (`*.overlay.origin`),
     /// so its inode number survives the copy-up and a remount, as with the kernel.
     pub origin: Option<crate::whiteout::MarkNs>,
+    /// Copy the file's data (false for an open with `O_TRUNC`: the copy starts empty).
+    pub data: bool,
 }
 
 /// The kernel's record of a copy-up's origin (`struct ovl_fb`): version 0, magic 0xfb, total
@@ -144,7 +146,9 @@ fn build(
         Kind::File => {
             let src = sys::openat(src_dir, &cname, libc::O_RDONLY)?;
             let dst = sys::create_excl(work.fd(), tmp, libc::O_WRONLY, 0o600)?;
-            copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
+            if opts.data {
+                copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
+            }
             data = Some(dst);
         }
         Kind::Dir => sys::mkdirat(work.fd(), tmp, 0o700)?,

@@ -44,7 +44,7 @@ impl Kind {
         }
     }
 
-    fn from_dtype(d: u8) -> Option<Kind> {
+    pub(crate) fn from_dtype(d: u8) -> Option<Kind> {
         Some(match d {
             libc::DT_DIR => Kind::Dir,
             libc::DT_REG => Kind::File,

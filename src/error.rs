@@ -45,6 +45,14 @@ impl Error {
         move |source| Error::Io { op, source }
     }
 
+    /// A failure with a plain errno (EEXIST, ENOTEMPTY...) decided by the union itself.
+    pub fn os(op: &'static str, code: i32) -> Error {
+        Error::Io {
+            op,
+            source: io::Error::from_raw_os_error(code),
+        }
+    }
+
     /// The errno an application sees. Exhaustive on purpose: a new variant must decide.
     pub fn errno(&self) -> i32 {
         match self {
@@ -74,6 +82,15 @@ impl Error {
                         | libc::ENOTSUP
                         | libc::EACCES
                         | libc::EPERM
+                        | libc::EEXIST
+                        | libc::ENOTEMPTY
+                        | libc::ENOTDIR
+                        | libc::EISDIR
+                        | libc::EINVAL
+                        | libc::ENAMETOOLONG
+                        | libc::ENOSPC
+                        | libc::EDQUOT
+                        | libc::EXDEV
                 )
             ),
             Error::StaleInode(_) | Error::BadHandle(_) => true,

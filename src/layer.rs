@@ -60,11 +60,21 @@ pub enum LayerError {
 pub struct Stack {
     layers: Vec<Layer>,
     inos: InoScheme,
+    upper_fsid: Option<u16>,
 }
 
 impl Stack {
     /// Opens every lower directory, top first. Symlinked lower dirs are resolved here, once.
     pub fn open(lowers: &[PathBuf]) -> Result<Stack, LayerError> {
+        Self::open_with_upper(lowers, None)
+    }
+
+    /// Like [`Stack::open`], with the filesystem of an upper layer (its `st_dev`) counted in
+    /// the inode scheme, so upper inode numbers never collide with lower ones.
+    pub fn open_with_upper(
+        lowers: &[PathBuf],
+        upper_dev: Option<u64>,
+    ) -> Result<Stack, LayerError> {
         if lowers.len() > u16::MAX as usize {
             return Err(LayerError::TooMany(lowers.len()));
         }
@@ -100,9 +110,17 @@ impl Stack {
                 fsid,
             });
         }
+        let upper_fsid = upper_dev.map(|dev| match devs.iter().position(|&d| d == dev) {
+            Some(p) => p as u16,
+            None => {
+                devs.push(dev);
+                (devs.len() - 1) as u16
+            }
+        });
         Ok(Stack {
             inos: InoScheme::new(devs.len()),
             layers,
+            upper_fsid,
         })
     }
 
@@ -120,6 +138,11 @@ impl Stack {
 
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
+    }
+
+    /// The merged inode number of the object `real_ino` of the upper layer.
+    pub fn upper_ino(&self, real_ino: u64) -> Ino {
+        self.inos.map(self.upper_fsid.unwrap_or(0), real_ino)
     }
 
     /// The merged inode number of the object `real_ino` in layer `idx`.

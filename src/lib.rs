@@ -4,7 +4,8 @@
 //! [`options`] parses the overlayfs option syntax, [`layer`] opens the stack and numbers
 //! inodes, [`whiteout`] knows every whiteout/opaque form, [`dirindex`] builds a directory's
 //! merged view, [`node`] tracks what the kernel references, [`union`] implements every
-//! operation, and [`sys`] holds the only raw syscalls.
+//! operation of a read-only mount, [`rw`] those of a writable one (with [`upper`] and
+//! [`copyup`]), and [`sys`] holds the only raw syscalls.
 
 pub mod copyup;
 pub mod dirindex;
@@ -17,6 +18,7 @@ pub mod options;
 pub mod par;
 pub mod prefetch;
 pub mod runtime;
+pub mod rw;
 pub mod sys;
 pub mod union;
 pub mod upper;
@@ -25,4 +27,5 @@ pub mod whiteout;
 pub use error::{Error, Result};
 pub use layer::{Ino, LayerIdx, Stack};
 pub use options::MountOptions;
+pub use rw::Overlay;
 pub use union::{Config, Union};

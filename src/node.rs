@@ -100,18 +100,42 @@ impl Node {
     }
 }
 
-/// Node id -> node. The root is never removed.
-#[derive(Debug, Default)]
-pub struct Table {
-    nodes: DashMap<Ino, Arc<Node>>,
+/// A node the kernel counts references to.
+pub trait Counted {
+    fn ino(&self) -> Ino;
+    /// Kernel references (lookups not yet forgotten).
+    fn lookups(&self) -> &AtomicU64;
 }
 
-impl Table {
-    pub fn insert_root(&self, node: Node) {
-        self.nodes.insert(node.ino, Arc::new(node));
+impl Counted for Node {
+    fn ino(&self) -> Ino {
+        self.ino
+    }
+    fn lookups(&self) -> &AtomicU64 {
+        &self.lookups
+    }
+}
+
+/// Node id -> node. The root is never removed.
+#[derive(Debug)]
+pub struct Table<N = Node> {
+    nodes: DashMap<Ino, Arc<N>>,
+}
+
+impl<N> Default for Table<N> {
+    fn default() -> Self {
+        Table {
+            nodes: DashMap::new(),
+        }
+    }
+}
+
+impl<N: Counted> Table<N> {
+    pub fn insert_root(&self, node: N) {
+        self.nodes.insert(node.ino(), Arc::new(node));
     }
 
-    pub fn get(&self, ino: Ino) -> Result<Arc<Node>> {
+    pub fn get(&self, ino: Ino) -> Result<Arc<N>> {
         self.nodes
             .get(&ino)
             .map(|n| n.clone())
@@ -121,10 +145,10 @@ impl Table {
     /// The node for `ino`, created by `make` if absent; with `count` the kernel now holds one
     /// more reference. Insertion and counting happen under the map's shard lock, so a
     /// concurrent `forget` cannot drop a node between the two.
-    pub fn get_or_insert(&self, ino: Ino, count: bool, make: impl FnOnce() -> Node) -> Arc<Node> {
+    pub fn get_or_insert(&self, ino: Ino, count: bool, make: impl FnOnce() -> N) -> Arc<N> {
         let node = self.nodes.entry(ino).or_insert_with(|| Arc::new(make()));
         if count {
-            node.lookups.fetch_add(1, Ordering::Relaxed);
+            node.lookups().fetch_add(1, Ordering::Relaxed);
         }
         node.clone()
     }
@@ -132,7 +156,7 @@ impl Table {
     /// Counts one more kernel reference to an existing node.
     pub fn count(&self, ino: Ino) {
         if let Some(n) = self.nodes.get(&ino) {
-            n.lookups.fetch_add(1, Ordering::Relaxed);
+            n.lookups().fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -141,7 +165,7 @@ impl Table {
     pub fn drop_unreferenced(&self, ino: Ino) {
         if ino != Ino::ROOT {
             self.nodes
-                .remove_if(&ino, |_, n| n.lookups.load(Ordering::Relaxed) == 0);
+                .remove_if(&ino, |_, n| n.lookups().load(Ordering::Relaxed) == 0);
         }
     }
 
@@ -151,10 +175,8 @@ impl Table {
             return;
         }
         if let MapEntry::Occupied(e) = self.nodes.entry(ino) {
-            let before = e.get().lookups.fetch_sub(
-                n.min(e.get().lookups.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
+            let l = e.get().lookups();
+            let before = l.fetch_sub(n.min(l.load(Ordering::Relaxed)), Ordering::Relaxed);
             if before <= n {
                 e.remove();
             }

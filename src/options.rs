@@ -33,6 +33,16 @@ impl IdMap {
         })
     }
 
+    /// The host id stored on disk for an id of the mount (the inverse of `to_container`).
+    pub fn to_host(&self, container: u32) -> u32 {
+        for &(c, h, n) in &self.ranges {
+            if container >= c && container - c < n {
+                return h + (container - c);
+            }
+        }
+        OVERFLOW_ID
+    }
+
     /// The id shown in the mount for a host id stored on disk.
     pub fn to_container(&self, host: u32) -> u32 {
         for &(c, h, n) in &self.ranges {
@@ -53,6 +63,8 @@ pub struct MountOptions {
     pub work: Option<PathBuf>,
     /// No fsync of copied-up data (podman's `volatile`).
     pub volatile: bool,
+    /// Marks in `user.overlay.*` instead of `trusted.overlay.*` (kernel's `userxattr`).
+    pub userxattr: bool,
     pub uid_map: Option<IdMap>,
     pub gid_map: Option<IdMap>,
     pub squash_to_uid: Option<u32>,
@@ -153,6 +165,7 @@ impl MountOptions {
                     "upperdir" => o.upper = Some(PathBuf::from(unescape(&need(value)?))),
                     "workdir" => o.work = Some(PathBuf::from(unescape(&need(value)?))),
                     "volatile" => o.volatile = true,
+                    "userxattr" => o.userxattr = true,
                     "uidmapping" => o.uid_map = Some(IdMap::parse(&need(value)?)?),
                     "gidmapping" => o.gid_map = Some(IdMap::parse(&need(value)?)?),
                     "squash_to_uid" => o.squash_to_uid = Some(num(value)?),
@@ -177,7 +190,6 @@ impl MountOptions {
                     | "suid"
                     | "exec"
                     | "noexec"
-                    | "userxattr"
                     | "redirect_dir"
                     | "metacopy"
                     | "index"

@@ -35,6 +35,26 @@ pub struct Config {
     pub ttl: Duration,
 }
 
+impl Config {
+    /// The attributes the merged view shows for a real `st` with merged number `ino`.
+    pub fn present(&self, mut st: Stat, ino: Ino) -> Stat {
+        st.st_ino = ino.0;
+        if let Some(m) = &self.uid_map {
+            st.st_uid = m.to_container(st.st_uid);
+        }
+        if let Some(m) = &self.gid_map {
+            st.st_gid = m.to_container(st.st_gid);
+        }
+        if let Some(u) = self.squash_uid {
+            st.st_uid = u;
+        }
+        if let Some(g) = self.squash_gid {
+            st.st_gid = g;
+        }
+        st
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -120,22 +140,8 @@ impl Union {
         })
     }
 
-    /// The attributes the merged view shows for a real `st` with merged number `ino`.
-    fn present(&self, mut st: Stat, ino: Ino) -> Stat {
-        st.st_ino = ino.0;
-        if let Some(m) = &self.cfg.uid_map {
-            st.st_uid = m.to_container(st.st_uid);
-        }
-        if let Some(m) = &self.cfg.gid_map {
-            st.st_gid = m.to_container(st.st_gid);
-        }
-        if let Some(u) = self.cfg.squash_uid {
-            st.st_uid = u;
-        }
-        if let Some(g) = self.cfg.squash_gid {
-            st.st_gid = g;
-        }
-        st
+    fn present(&self, st: Stat, ino: Ino) -> Stat {
+        self.cfg.present(st, ino)
     }
 
     fn entry_of(&self, st: Stat) -> Entry {
@@ -442,7 +448,7 @@ impl Core for Union {
     fn access(&self, ino: u64, mask: i32, uid: u32, gid: u32) -> Result<()> {
         let n = self.node(ino)?;
         let st = self.attr_of(&n)?;
-        access_check(&st, mask, uid, gid)
+        access_check(&st, mask, uid, gid, true)
     }
 
     fn mutation_error(&self) -> Error {
@@ -450,11 +456,12 @@ impl Core for Union {
     }
 }
 
-/// `access(2)` on a read-only mount: writes to files and directories are EROFS, the rest is
+/// `access(2)`: on a read-only mount writes to files and directories are EROFS; the rest is
 /// the classic owner/group/other check (root passes, but needs an x bit to execute).
-pub fn access_check(st: &Stat, mask: i32, uid: u32, gid: u32) -> Result<()> {
+pub fn access_check(st: &Stat, mask: i32, uid: u32, gid: u32, read_only: bool) -> Result<()> {
     let kind = Kind::from_mode(st.st_mode);
-    if mask & libc::W_OK != 0 && matches!(kind, Kind::File | Kind::Dir | Kind::Symlink) {
+    if read_only && mask & libc::W_OK != 0 && matches!(kind, Kind::File | Kind::Dir | Kind::Symlink)
+    {
         return Err(Error::ReadOnly);
     }
     let want = (mask & 0o7) as u32;

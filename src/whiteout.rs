@@ -139,10 +139,18 @@ pub enum MarkNs {
 }
 
 impl MarkNs {
-    fn opaque(self) -> &'static CStr {
+    pub(crate) fn opaque(self) -> &'static CStr {
         match self {
             MarkNs::Trusted => c"trusted.overlay.opaque",
             MarkNs::User => c"user.overlay.opaque",
+        }
+    }
+
+    /// Where a renamed merged directory came from (`*.overlay.redirect`, redirect_dir=on).
+    pub(crate) fn redirect(self) -> &'static CStr {
+        match self {
+            MarkNs::Trusted => c"trusted.overlay.redirect",
+            MarkNs::User => c"user.overlay.redirect",
         }
     }
 

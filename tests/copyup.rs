@@ -84,6 +84,7 @@ fn up(d: &Dirs, name: &str) -> std::io::Result<()> {
         CopyOpts {
             fsync: true,
             origin: None,
+            data: true,
         },
     )
 }
@@ -325,6 +326,7 @@ fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
     let opts = CopyOpts {
         fsync: false,
         origin: Some(MarkNs::Trusted),
+        data: true,
     };
     copy_up(
         src.as_fd(),

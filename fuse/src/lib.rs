@@ -8,12 +8,12 @@
 //! ids, kernel capabilities.
 
 mod attr;
+mod core;
 mod passthrough;
 
+pub use crate::core::*;
+
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::time::Duration;
 
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -23,84 +23,6 @@ use fuser::{
 use log::{debug, error};
 
 pub use fuser;
-
-/// Maps a core error to the errno the application sees.
-pub trait ToErrno: std::fmt::Display {
-    fn errno(&self) -> i32;
-    /// True when the failure deserves an error log line (not an everyday ENOENT).
-    fn is_unexpected(&self) -> bool {
-        false
-    }
-}
-
-/// An entry handed to the kernel: its attributes (`st_ino` is the node id) and how long the
-/// kernel may cache it.
-#[derive(Clone, Copy)]
-pub struct Entry {
-    pub attr: libc::stat,
-    pub ttl: Duration,
-}
-
-/// One directory entry for readdir; `attr` is set for readdirplus.
-pub struct DirEntry<'a> {
-    pub ino: u64,
-    /// The offset of the *next* entry (what the kernel passes back to continue).
-    pub next_offset: u64,
-    pub mode: u32,
-    pub name: &'a [u8],
-    pub entry: Option<Entry>,
-}
-
-/// The result of an open.
-pub struct Opened {
-    pub fh: u64,
-    /// The data cannot change behind the kernel's back: keep its page cache.
-    pub keep_cache: bool,
-    /// The real file, for kernel passthrough of reads when the kernel allows it.
-    pub backing: Option<Arc<OwnedFd>>,
-}
-
-/// What the adapter needs from a filesystem core. Node ids are `u64`, `1` is the root.
-pub trait Core: Send + Sync + 'static {
-    type Error: ToErrno;
-
-    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry, Self::Error>;
-    /// How long the kernel may remember that a name does not exist (`None`: not at all).
-    fn negative_ttl(&self) -> Option<Duration>;
-    fn forget(&self, ino: u64, nlookup: u64);
-    fn getattr(&self, ino: u64) -> Result<Entry, Self::Error>;
-    fn readlink(&self, ino: u64) -> Result<Vec<u8>, Self::Error>;
-    fn open(&self, ino: u64, flags: i32) -> Result<Opened, Self::Error>;
-    /// True when file contents can never change (no upper layer): then files can be read
-    /// without a handle, `read` and `lseek` being called with `fh == 0`.
-    fn files_immutable(&self) -> bool;
-    fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Self::Error>;
-    fn release(&self, ino: u64, fh: u64);
-    fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64, Self::Error>;
-    fn opendir(&self, ino: u64) -> Result<Opened, Self::Error>;
-    /// True when directory listings can never change (no upper layer): then no handle is
-    /// needed, and `readdir` is called with `fh == 0`.
-    fn dirs_immutable(&self) -> bool;
-    /// Lists entries from `offset` on, calling `add` for each until it returns true (the
-    /// reply buffer is full). With `plus`, entries carry attributes and each one `add`
-    /// accepts counts as a lookup.
-    fn readdir(
-        &self,
-        ino: u64,
-        fh: u64,
-        offset: u64,
-        plus: bool,
-        add: &mut dyn FnMut(DirEntry<'_>) -> bool,
-    ) -> Result<(), Self::Error>;
-    fn releasedir(&self, ino: u64, fh: u64);
-    fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, Self::Error>;
-    /// The NUL-separated name list.
-    fn listxattr(&self, ino: u64) -> Result<Vec<u8>, Self::Error>;
-    fn statfs(&self, ino: u64) -> Result<libc::statvfs, Self::Error>;
-    fn access(&self, ino: u64, mask: i32, uid: u32, gid: u32) -> Result<(), Self::Error>;
-    /// An operation that changes the filesystem, refused on a read-only core.
-    fn mutation_error(&self) -> Self::Error;
-}
 
 /// How file data reaches applications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +116,9 @@ impl<C: Core> Filesystem for Adapter<C> {
             // The kernel then caches ACLs per inode: `ls -l` asks for
             // system.posix_acl_access on every file, and only the first ask per inode
             // reaches us.
-            | InitFlags::FUSE_POSIX_ACL;
+            | InitFlags::FUSE_POSIX_ACL
+            // O_TRUNC comes with OPEN, not as a separate SETATTR.
+            | InitFlags::FUSE_ATOMIC_O_TRUNC;
         let _ = config.add_capabilities(want & config.capabilities());
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
@@ -468,106 +392,274 @@ impl<C: Core> Filesystem for Adapter<C> {
     // Every mutating request: the core decides (EROFS on a read-only stack).
     fn setattr(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
-        _atime: Option<fuser::TimeOrNow>,
-        _mtime: Option<fuser::TimeOrNow>,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<fuser::TimeOrNow>,
+        mtime: Option<fuser::TimeOrNow>,
         _ctime: Option<std::time::SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
         _chgtime: Option<std::time::SystemTime>,
         _bkuptime: Option<std::time::SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(errno_of("setattr", &self.core.mutation_error()));
+        let time = |t: fuser::TimeOrNow| match t {
+            fuser::TimeOrNow::Now => SetTime::Now,
+            fuser::TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        };
+        let set = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time),
+            mtime: mtime.map(time),
+            fh: fh.map(|f| f.0),
+        };
+        match call("setattr", || self.core.setattr(ino.0, &set, ctx(req))) {
+            Ok(e) => reply.attr(&e.ttl, &attr::to_fuse_with_ino(&e.attr, ino.0)),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn mknod(
         &self,
-        _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _r: u32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(errno_of("mknod", &self.core.mutation_error()));
+        let r = call("mknod", || {
+            self.core
+                .mknod(parent.0, name, mode, u64::from(rdev), ctx(req))
+        });
+        reply_entry(reply, r);
     }
 
-    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(errno_of("mkdir", &self.core.mutation_error()));
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = call("mkdir", || self.core.mkdir(parent.0, name, mode, ctx(req)));
+        reply_entry(reply, r);
     }
 
-    fn unlink(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(errno_of("unlink", &self.core.mutation_error()));
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, call("unlink", || self.core.unlink(parent.0, name)));
     }
 
-    fn rmdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(errno_of("rmdir", &self.core.mutation_error()));
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, call("rmdir", || self.core.rmdir(parent.0, name)));
     }
 
     fn symlink(
         &self,
-        _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _l: &std::path::Path,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        reply.error(errno_of("symlink", &self.core.mutation_error()));
+        use std::os::unix::ffi::OsStrExt;
+        let t = target.as_os_str().as_bytes();
+        let r = call("symlink", || self.core.symlink(parent.0, name, t, ctx(req)));
+        reply_entry(reply, r);
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _np: INodeNo,
-        _nn: &OsStr,
-        _f: fuser::RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(errno_of("rename", &self.core.mutation_error()));
+        let r = call("rename", || {
+            self.core
+                .rename(parent.0, name, newparent.0, newname, flags.bits())
+        });
+        reply_empty(reply, r);
     }
 
-    fn link(&self, _req: &Request, _i: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
-        reply.error(errno_of("link", &self.core.mutation_error()));
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = call("link", || self.core.link(ino.0, newparent.0, newname));
+        reply_entry(reply, r);
     }
 
     fn setxattr(
         &self,
         _req: &Request,
-        _i: INodeNo,
-        _n: &OsStr,
-        _v: &[u8],
-        _f: i32,
-        _p: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(errno_of("setxattr", &self.core.mutation_error()));
+        let r = call("setxattr", || self.core.setxattr(ino.0, name, value, flags));
+        reply_empty(reply, r);
     }
 
-    fn removexattr(&self, _req: &Request, _i: INodeNo, _n: &OsStr, reply: ReplyEmpty) {
-        reply.error(errno_of("removexattr", &self.core.mutation_error()));
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(
+            reply,
+            call("removexattr", || self.core.removexattr(ino.0, name)),
+        );
     }
 
     fn create(
         &self,
-        _req: &Request,
-        _p: INodeNo,
-        _n: &OsStr,
-        _m: u32,
-        _u: u32,
-        _f: i32,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
         reply: fuser::ReplyCreate,
     ) {
-        reply.error(errno_of("create", &self.core.mutation_error()));
+        match call("create", || {
+            self.core.create(parent.0, name, mode, flags, ctx(req))
+        }) {
+            Ok((e, o)) => reply.created(
+                &e.ttl,
+                &attr::to_fuse(&e.attr),
+                Generation(0),
+                FileHandle(o.fh),
+                FopenFlags::FOPEN_NOFLUSH,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        match call("write", || self.core.write(ino.0, fh.0, offset, data)) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(
+            reply,
+            call("fsync", || self.core.fsync(ino.0, fh.0, datasync)),
+        );
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = call("fsyncdir", || self.core.fsyncdir(ino.0, fh.0, datasync));
+        reply_empty(reply, r);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let r = call("fallocate", || {
+            self.core.fallocate(ino.0, fh.0, offset, length, mode)
+        });
+        reply_empty(reply, r);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: fuser::ReplyWrite,
+    ) {
+        let r = call("copy_file_range", || {
+            self.core.copy_file_range(
+                (ino_in.0, fh_in.0, offset_in),
+                (ino_out.0, fh_out.0, offset_out),
+                len,
+            )
+        });
+        match r {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
+/// The caller of a request, for the core.
+fn ctx(req: &Request) -> Ctx {
+    Ctx {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
+    match r {
+        Ok(e) => reply.entry(&e.ttl, &attr::to_fuse(&e.attr), Generation(0)),
+        Err(e) => reply.error(e),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
 

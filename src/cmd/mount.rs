@@ -11,17 +11,24 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use layerfs::{mountinfo, sys, Config, MountOptions, Stack, Union};
+use layerfs::whiteout::MarkNs;
+use layerfs::{mountinfo, sys, upper, Config, MountOptions, Overlay, Stack, Union};
 use layerfs_fuse::fuser::{self, MountOption, SessionACL};
-use layerfs_fuse::{Adapter, AdapterOptions, FileIo};
+use layerfs_fuse::{Adapter, AdapterOptions, Core, FileIo};
 use log::{info, warn};
 
 use crate::{FileIoArg, MountArgs};
 
+/// The filesystem a mount serves.
+enum Fs {
+    ReadOnly(Union),
+    Writable(Overlay),
+}
+
 /// Everything needed to mount, checked.
 pub struct Plan {
     mountpoint: PathBuf,
-    union: Union,
+    fs: Fs,
     threads: usize,
     file_io: FileIo,
     /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
@@ -57,12 +64,6 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     for o in &opts.ignored {
         warn!("ignoring unknown mount option {o:?}");
     }
-    if opts.upper.is_some() {
-        bail!(
-            "upperdir= given: writable mounts are not available yet (issue #3); \
-             leave out upperdir=/workdir= for a read-only mount"
-        );
-    }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let lowers: Vec<PathBuf> = opts
         .lowers
@@ -72,15 +73,39 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     let mountpoint = check_mountpoint(mp)?;
     let nofile = sys::raise_nofile_limit().unwrap_or(0);
     info!("open-file limit {nofile}");
-    let stack = Stack::open(&lowers)?;
-    let cfg = Config {
+    let mut cfg = Config {
         uid_map: opts.uid_map.clone(),
         gid_map: opts.gid_map.clone(),
         squash_uid: opts.squash_to_uid,
         squash_gid: opts.squash_to_gid,
         ..Config::default()
     };
-    let union = Union::new(stack, cfg).context("reading the top layer's root")?;
+    let fs = match (&opts.upper, &opts.work) {
+        (Some(u), Some(w)) => {
+            // Rootless: trusted.* needs CAP_SYS_ADMIN in the initial namespace.
+            let ns = if opts.userxattr || sys::geteuid() != 0 {
+                MarkNs::User
+            } else {
+                MarkNs::Trusted
+            };
+            let upper = upper::open(
+                &layerfs::layer::resolve_against(&cwd, u),
+                &layerfs::layer::resolve_against(&cwd, w),
+                ns,
+            )?;
+            let dev = sys::fstat(std::os::fd::AsFd::as_fd(&*upper.fd))
+                .context("upperdir")?
+                .st_dev;
+            let stack = Stack::open_with_upper(&lowers, Some(dev))?;
+            // The upper changes: the kernel re-checks attributes every second.
+            cfg.ttl = std::time::Duration::from_secs(1);
+            Fs::Writable(Overlay::new(stack, upper, cfg, opts.volatile))
+        }
+        _ => {
+            let stack = Stack::open(&lowers)?;
+            Fs::ReadOnly(Union::new(stack, cfg).context("reading the top layer's root")?)
+        }
+    };
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -88,7 +113,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     });
     Ok(Plan {
         mountpoint,
-        union,
+        fs,
         threads,
         remove_mountpoint: false,
         file_io: match (args.no_passthrough, args.file_io) {
@@ -146,15 +171,50 @@ pub fn serve(plan: Plan, report: Option<OwnedFd>) -> Result<()> {
     result
 }
 
+/// A plan without its filesystem.
+struct Serve {
+    mountpoint: PathBuf,
+    threads: usize,
+    file_io: FileIo,
+    remove_mountpoint: bool,
+}
+
 fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
+    let Plan {
+        mountpoint,
+        fs,
+        threads,
+        file_io,
+        remove_mountpoint,
+    } = plan;
+    let serve = Serve {
+        mountpoint,
+        threads,
+        file_io,
+        remove_mountpoint,
+    };
+    match fs {
+        Fs::ReadOnly(u) => mount_core(serve, u, true, report),
+        Fs::Writable(o) => mount_core(serve, o, false, report),
+    }
+}
+
+fn mount_core<C: Core>(
+    plan: Serve,
+    core: C,
+    read_only: bool,
+    report: &mut Option<std::fs::File>,
+) -> Result<()> {
     let root = sys::geteuid() == 0;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("layerfs".into()),
         MountOption::Subtype("layerfs".into()),
         MountOption::DefaultPermissions,
-        MountOption::RO,
     ];
+    if read_only {
+        config.mount_options.push(MountOption::RO);
+    }
     if root {
         // Like kernel overlayfs: setuid binaries and device nodes in images keep working.
         config.mount_options.push(MountOption::Suid);
@@ -167,7 +227,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
     let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
     sys::block_signals(&signals).context("blocking signals")?;
     let adapter = Adapter::new(
-        plan.union,
+        core,
         AdapterOptions {
             file_io: plan.file_io,
             cache_dirs: true,

@@ -252,3 +252,105 @@ pub fn file_handle(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(i32, Vec<u8>
     })?;
     Ok((h.kind, h.data[..h.bytes as usize].to_vec()))
 }
+
+/// `linkat(olddir, old, newdir, new, 0)`: a new name for an existing file (never following a
+/// symlink).
+pub fn linkat(
+    olddir: BorrowedFd<'_>,
+    old: &CStr,
+    newdir: BorrowedFd<'_>,
+    new: &CStr,
+) -> io::Result<()> {
+    // SAFETY: both names are NUL-terminated; both dir fds are live.
+    cvt(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            old.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// Opens the object an `O_PATH` fd refers to again, with `flags` (through its
+/// `/proc/self/fd` magic link, which names the inode itself, not a path).
+pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let p = super::proc_path(fd, b"")?;
+    // SAFETY: `p` is NUL-terminated; the returned fd is checked by cvt.
+    let fd = cvt(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fallocate(fd, mode, off, len)`.
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a live fd.
+    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) })
+        .map(drop)
+}
+
+/// `pwrite(fd, buf, off)` once: the number of bytes written.
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> io::Result<usize> {
+    // SAFETY: `buf` is a live slice of its length; `fd` is live.
+    cvt_size(unsafe {
+        libc::pwrite(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            off as libc::off_t,
+        )
+    })
+}
+
+/// `copy_file_range` between two files at their own offsets.
+pub fn copy_range_at(
+    src: BorrowedFd<'_>,
+    src_off: u64,
+    dst: BorrowedFd<'_>,
+    dst_off: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut so = src_off as libc::loff_t;
+    let mut d = dst_off as libc::loff_t;
+    // SAFETY: the offsets are live out-pointers; both fds are live.
+    cvt_size(unsafe {
+        libc::copy_file_range(src.as_raw_fd(), &mut so, dst.as_raw_fd(), &mut d, len, 0)
+    })
+}
+
+/// `umask(mask)`: the previous mask.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// `fchmod(fd, mode)`.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a live fd.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
+/// `fchown(fd, uid, gid)` (`u32::MAX`: unchanged).
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a live fd.
+    cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+/// `futimens(fd, [atime, mtime])` (`UTIME_NOW` / `UTIME_OMIT` in `tv_nsec` as usual).
+pub fn futimens(
+    fd: BorrowedFd<'_>,
+    atime: libc::timespec,
+    mtime: libc::timespec,
+) -> io::Result<()> {
+    let times = [atime, mtime];
+    // SAFETY: `times` holds two timespecs as futimens expects; `fd` is live.
+    cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
+/// The effective group id.
+pub fn getegid() -> u32 {
+    // SAFETY: getegid cannot fail.
+    unsafe { libc::getegid() }
+}

@@ -1,0 +1,229 @@
+//! What the adapter needs from a filesystem core, in plain std/libc types.
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Maps a core error to the errno the application sees.
+pub trait ToErrno: std::fmt::Display {
+    fn errno(&self) -> i32;
+    /// True when the failure deserves an error log line (not an everyday ENOENT).
+    fn is_unexpected(&self) -> bool {
+        false
+    }
+}
+
+/// An entry handed to the kernel: its attributes (`st_ino` is the node id) and how long the
+/// kernel may cache it.
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub attr: libc::stat,
+    pub ttl: Duration,
+}
+
+/// One directory entry for readdir; `attr` is set for readdirplus.
+pub struct DirEntry<'a> {
+    pub ino: u64,
+    /// The offset of the *next* entry (what the kernel passes back to continue).
+    pub next_offset: u64,
+    pub mode: u32,
+    pub name: &'a [u8],
+    pub entry: Option<Entry>,
+}
+
+/// The result of an open.
+pub struct Opened {
+    pub fh: u64,
+    /// The data cannot change behind the kernel's back: keep its page cache.
+    pub keep_cache: bool,
+    /// The real file, for kernel passthrough of reads when the kernel allows it.
+    pub backing: Option<Arc<OwnedFd>>,
+}
+
+/// What the adapter needs from a filesystem core. Node ids are `u64`, `1` is the root.
+pub trait Core: Send + Sync + 'static {
+    type Error: ToErrno;
+
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry, Self::Error>;
+    /// How long the kernel may remember that a name does not exist (`None`: not at all).
+    fn negative_ttl(&self) -> Option<Duration>;
+    fn forget(&self, ino: u64, nlookup: u64);
+    fn getattr(&self, ino: u64) -> Result<Entry, Self::Error>;
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>, Self::Error>;
+    fn open(&self, ino: u64, flags: i32) -> Result<Opened, Self::Error>;
+    /// True when file contents can never change (no upper layer): then files can be read
+    /// without a handle, `read` and `lseek` being called with `fh == 0`.
+    fn files_immutable(&self) -> bool;
+    fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Self::Error>;
+    fn release(&self, ino: u64, fh: u64);
+    fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64, Self::Error>;
+    fn opendir(&self, ino: u64) -> Result<Opened, Self::Error>;
+    /// True when directory listings can never change (no upper layer): then no handle is
+    /// needed, and `readdir` is called with `fh == 0`.
+    fn dirs_immutable(&self) -> bool;
+    /// Lists entries from `offset` on, calling `add` for each until it returns true (the
+    /// reply buffer is full). With `plus`, entries carry attributes and each one `add`
+    /// accepts counts as a lookup.
+    fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        add: &mut dyn FnMut(DirEntry<'_>) -> bool,
+    ) -> Result<(), Self::Error>;
+    fn releasedir(&self, ino: u64, fh: u64);
+    fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, Self::Error>;
+    /// The NUL-separated name list.
+    fn listxattr(&self, ino: u64) -> Result<Vec<u8>, Self::Error>;
+    fn statfs(&self, ino: u64) -> Result<libc::statvfs, Self::Error>;
+    fn access(&self, ino: u64, mask: i32, uid: u32, gid: u32) -> Result<(), Self::Error>;
+    /// An operation that changes the filesystem, refused on a read-only core.
+    fn mutation_error(&self) -> Self::Error;
+
+    // Every operation below changes the filesystem; a read-only core keeps the defaults,
+    // which refuse with `mutation_error` (EROFS).
+
+    fn setattr(&self, ino: u64, set: &SetAttr, ctx: Ctx) -> Result<Entry, Self::Error> {
+        let _ = (ino, set, ctx);
+        Err(self.mutation_error())
+    }
+    /// A regular file, fifo, socket or device (`mode` carries the type).
+    fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u64,
+        ctx: Ctx,
+    ) -> Result<Entry, Self::Error> {
+        let _ = (parent, name, mode, rdev, ctx);
+        Err(self.mutation_error())
+    }
+    fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, ctx: Ctx) -> Result<Entry, Self::Error> {
+        let _ = (parent, name, mode, ctx);
+        Err(self.mutation_error())
+    }
+    fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &[u8],
+        ctx: Ctx,
+    ) -> Result<Entry, Self::Error> {
+        let _ = (parent, name, target, ctx);
+        Err(self.mutation_error())
+    }
+    fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Entry, Self::Error> {
+        let _ = (ino, parent, name);
+        Err(self.mutation_error())
+    }
+    fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), Self::Error> {
+        let _ = (parent, name);
+        Err(self.mutation_error())
+    }
+    fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Self::Error> {
+        let _ = (parent, name);
+        Err(self.mutation_error())
+    }
+    /// `flags`: `RENAME_NOREPLACE`, `RENAME_EXCHANGE` (`RENAME_WHITEOUT` is refused).
+    fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<(), Self::Error> {
+        let _ = (parent, name, newparent, newname, flags);
+        Err(self.mutation_error())
+    }
+    /// Creates and opens a regular file.
+    fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        ctx: Ctx,
+    ) -> Result<(Entry, Opened), Self::Error> {
+        let _ = (parent, name, mode, flags, ctx);
+        Err(self.mutation_error())
+    }
+    fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Self::Error> {
+        let _ = (ino, fh, offset, data);
+        Err(self.mutation_error())
+    }
+    fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> Result<(), Self::Error> {
+        let _ = (ino, fh, datasync);
+        Err(self.mutation_error())
+    }
+    fn fsyncdir(&self, ino: u64, fh: u64, datasync: bool) -> Result<(), Self::Error> {
+        let _ = (ino, fh, datasync);
+        Err(self.mutation_error())
+    }
+    fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Self::Error> {
+        let _ = (ino, name, value, flags);
+        Err(self.mutation_error())
+    }
+    fn removexattr(&self, ino: u64, name: &OsStr) -> Result<(), Self::Error> {
+        let _ = (ino, name);
+        Err(self.mutation_error())
+    }
+    fn fallocate(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        len: u64,
+        mode: i32,
+    ) -> Result<(), Self::Error> {
+        let _ = (ino, fh, offset, len, mode);
+        Err(self.mutation_error())
+    }
+    /// Copies `len` bytes from one open file to another; returns the count copied.
+    fn copy_file_range(
+        &self,
+        src: (u64, u64, u64),
+        dst: (u64, u64, u64),
+        len: u64,
+    ) -> Result<u32, Self::Error> {
+        let _ = (src, dst, len);
+        Err(self.mutation_error())
+    }
+}
+
+/// Who asks: the caller's ids (as the kernel reports them), for new entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+/// A time to set: a given one or the current one.
+#[derive(Debug, Clone, Copy)]
+pub enum SetTime {
+    Now,
+    At(SystemTime),
+}
+
+/// What a `setattr` changes (`None`: unchanged).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    /// The open file the change came through (ftruncate, fchmod...), if any.
+    pub fh: Option<u64>,
+}

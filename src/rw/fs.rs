@@ -1,0 +1,402 @@
+//! The writable union as a [`Core`]: reads resolve through the upper then the lowers, file
+//! I/O goes through handles (a write open copies up first), and every namespace change is
+//! in `ops.rs`.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Opened, SetAttr};
+
+use super::ops::Make;
+use super::{FileH, Overlay};
+use crate::dirindex;
+use crate::error::{Error, Result};
+use crate::layer::Ino;
+use crate::sys::{self, Stat};
+use crate::union::access_check;
+use crate::whiteout;
+
+/// Open flags for the real file: no creation (done already), no append (the kernel gives
+/// every write its offset), nothing that fails on the daemon's side only.
+fn real_flags(flags: i32) -> i32 {
+    flags
+        & !(libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_NOCTTY
+            | libc::O_APPEND
+            | libc::O_DIRECT
+            | libc::O_NOATIME)
+}
+
+impl Overlay {
+    pub(super) fn entry_of(&self, st: Stat) -> Entry {
+        Entry {
+            attr: st,
+            ttl: self.cfg.ttl,
+        }
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<FileH>> {
+        self.files.get(fh).ok_or(Error::BadHandle(fh))
+    }
+
+    /// The fd of handle `fh`; a read-only handle of a lower file moves to the upper copy
+    /// once there is one.
+    fn handle_fd(&self, fh: u64) -> Result<Arc<OwnedFd>> {
+        let h = self.handle(fh)?;
+        if !h.upper.load(Ordering::Acquire) && h.node.loc().upper {
+            let _g = self.shared();
+            let fd = self.open_real(&h.node, libc::O_RDONLY)?;
+            *h.fd.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fd);
+            h.upper.store(true, Ordering::Release);
+        }
+        let fd = h.fd.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(fd)
+    }
+
+    /// Opens the file behind `node` where it is now (upper or lower).
+    fn open_real(&self, node: &super::WNode, flags: i32) -> Result<OwnedFd> {
+        if let Some(fd) = node.detached.get() {
+            return sys::reopen(fd.as_fd(), flags | libc::O_NOFOLLOW).map_err(Error::io("reopen"));
+        }
+        self.with_place(node, |d, n| sys::openat(d, &sys::cstr(n)?, flags))
+    }
+
+    fn new_handle(&self, node: Arc<super::WNode>, fd: OwnedFd, upper: bool) -> Opened {
+        let fh = self.files.insert(Arc::new(FileH {
+            node,
+            fd: RwLock::new(Arc::new(fd)),
+            upper: AtomicBool::new(upper),
+        }));
+        Opened {
+            fh,
+            keep_cache: false,
+            backing: None,
+        }
+    }
+}
+
+impl Core for Overlay {
+    type Error = Error;
+
+    fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+        if !sys::is_component(name) {
+            return Err(Error::Invalid);
+        }
+        let _g = self.shared();
+        let dir = self.node(parent)?;
+        if !dir.is_dir {
+            return Err(Error::NotDir);
+        }
+        let dloc = dir.loc();
+        match self.child(&dir, &dloc, name.as_bytes(), true)? {
+            Some((_, st)) => Ok(self.entry_of(st)),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    fn negative_ttl(&self) -> Option<Duration> {
+        Some(self.cfg.ttl)
+    }
+
+    fn forget(&self, ino: u64, nlookup: u64) {
+        self.table.forget(Ino(ino), nlookup);
+    }
+
+    fn getattr(&self, ino: u64) -> Result<Entry> {
+        let _g = self.shared();
+        let n = self.node(ino)?;
+        Ok(self.entry_of(self.attr_of(&n)?))
+    }
+
+    fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        let _g = self.shared();
+        let n = self.node(ino)?;
+        self.with_place(&n, |d, name| sys::readlinkat(d, &sys::cstr(name)?))
+    }
+
+    fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
+        let node = self.node(ino)?;
+        if node.is_dir {
+            return Err(Error::IsDir);
+        }
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        if write {
+            let _g = self.exclusive();
+            self.copy_up(&node, flags & libc::O_TRUNC == 0)?;
+            let fd = self.open_real(&node, real_flags(flags))?;
+            return Ok(self.new_handle(node, fd, true));
+        }
+        let _g = self.shared();
+        let upper = node.loc().upper;
+        let fd = self.open_real(&node, real_flags(flags))?;
+        Ok(self.new_handle(node, fd, upper))
+    }
+
+    fn files_immutable(&self) -> bool {
+        false
+    }
+
+    fn read(&self, _ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let fd = self.handle_fd(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let n = sys::pread_full(fd.as_fd(), &mut buf, offset).map_err(Error::io("pread"))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    fn release(&self, _ino: u64, fh: u64) {
+        self.files.remove(fh);
+    }
+
+    fn lseek(&self, _ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let fd = self.handle_fd(fh)?;
+        sys::lseek(fd.as_fd(), offset, whence).map_err(Error::io("lseek"))
+    }
+
+    fn opendir(&self, ino: u64) -> Result<Opened> {
+        let _g = self.shared();
+        let n = self.node(ino)?;
+        if !n.is_dir {
+            return Err(Error::NotDir);
+        }
+        let listing = Arc::new(self.list(&n)?);
+        Ok(Opened {
+            fh: self.dirs.insert(listing),
+            keep_cache: false,
+            backing: None,
+        })
+    }
+
+    fn dirs_immutable(&self) -> bool {
+        false
+    }
+
+    fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        add: &mut dyn FnMut(DirEntry<'_>) -> bool,
+    ) -> Result<()> {
+        // Offsets: 1 after ".", 2 after "..", i + 3 after entry i of the opendir listing.
+        let node = self.node(ino)?;
+        let listing = match fh {
+            0 => Arc::new(self.list(&node)?),
+            _ => self.dirs.get(fh).ok_or(Error::BadHandle(fh))?,
+        };
+        let _g = self.shared();
+        let dloc = node.loc();
+        let dots: [(&[u8], u64); 2] = [
+            (b".", ino),
+            (b"..", dloc.parent.as_ref().map_or(Ino::ROOT, |p| p.ino).0),
+        ];
+        for (i, (name, dino)) in dots.into_iter().enumerate() {
+            if offset <= i as u64 {
+                let st = self.attr_of(&node)?;
+                let e = DirEntry {
+                    ino: dino,
+                    next_offset: i as u64 + 1,
+                    mode: libc::S_IFDIR,
+                    name,
+                    entry: Some(self.entry_of(st)),
+                };
+                if add(e) {
+                    return Ok(());
+                }
+            }
+        }
+        let start = offset.saturating_sub(2) as usize;
+        for (i, (name, kind)) in listing.iter().enumerate().skip(start) {
+            // Gone since the listing was taken: left out.
+            let Some((child, st)) = self.child(&node, &dloc, name, false)? else {
+                continue;
+            };
+            let full = add(DirEntry {
+                ino: child.ino.0,
+                next_offset: i as u64 + 3,
+                mode: kind.mode_bits(),
+                name,
+                entry: plus.then(|| self.entry_of(st)),
+            });
+            if plus && !full {
+                self.table.count(child.ino);
+            } else {
+                self.table.drop_unreferenced(child.ino);
+            }
+            if full {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn releasedir(&self, _ino: u64, fh: u64) {
+        self.dirs.remove(fh);
+    }
+
+    fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        if whiteout::is_private_xattr(name.as_bytes()) {
+            return Err(Error::NoAttr);
+        }
+        let xname = sys::cstr(name.as_bytes()).map_err(Error::io("name"))?;
+        let _g = self.shared();
+        let n = self.node(ino)?;
+        self.with_place(&n, |d, name| sys::getxattr_at(d, name, &xname))
+            .map_err(|e| match e.errno() {
+                libc::ENODATA => Error::NoAttr,
+                _ => e,
+            })
+    }
+
+    fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let _g = self.shared();
+        let n = self.node(ino)?;
+        Ok(self
+            .with_place(&n, dirindex::read_xattrs)?
+            .list())
+    }
+
+    fn statfs(&self, _ino: u64) -> Result<libc::statvfs> {
+        sys::fstatvfs(self.upper.fd.as_fd()).map_err(Error::io("fstatvfs"))
+    }
+
+    fn access(&self, ino: u64, mask: i32, uid: u32, gid: u32) -> Result<()> {
+        let st = self.getattr(ino)?.attr;
+        access_check(&st, mask, uid, gid, false)
+    }
+
+    fn mutation_error(&self) -> Error {
+        Error::ReadOnly
+    }
+
+    fn setattr(&self, ino: u64, set: &SetAttr, _ctx: Ctx) -> Result<Entry> {
+        Overlay::setattr(self, ino, set)
+    }
+
+    fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, ctx: Ctx) -> Result<Entry> {
+        let what = match mode & libc::S_IFMT {
+            libc::S_IFREG => Make::File {
+                flags: libc::O_RDONLY,
+            },
+            _ => Make::Node { rdev },
+        };
+        Ok(self.make_entry(parent, name, mode, what, ctx)?.0)
+    }
+
+    fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, ctx: Ctx) -> Result<Entry> {
+        let mode = (mode & 0o7777) | libc::S_IFDIR;
+        Ok(self.make_entry(parent, name, mode, Make::Dir, ctx)?.0)
+    }
+
+    fn symlink(&self, parent: u64, name: &OsStr, target: &[u8], ctx: Ctx) -> Result<Entry> {
+        let what = Make::Symlink { target };
+        Ok(self
+            .make_entry(parent, name, libc::S_IFLNK | 0o777, what, ctx)?
+            .0)
+    }
+
+    fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Entry> {
+        Overlay::link(self, ino, parent, name)
+    }
+
+    fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, false)
+    }
+
+    fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, true)
+    }
+
+    fn rename(&self, p1: u64, n1: &OsStr, p2: u64, n2: &OsStr, flags: u32) -> Result<()> {
+        Overlay::rename(self, p1, n1, p2, n2, flags)
+    }
+
+    fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        ctx: Ctx,
+    ) -> Result<(Entry, Opened)> {
+        let mode = (mode & 0o7777) | libc::S_IFREG;
+        let what = Make::File {
+            flags: real_flags(flags) & !libc::O_TRUNC,
+        };
+        let (entry, fd) = self.make_entry(parent, name, mode, what, ctx)?;
+        let node = self.node(entry.attr.st_ino)?;
+        let fd = fd.ok_or(Error::os("create", libc::EIO))?;
+        Ok((entry, self.new_handle(node, fd, true)))
+    }
+
+    fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let h = self.handle(fh)?;
+        if !h.upper.load(Ordering::Acquire) {
+            return Err(Error::BadHandle(fh));
+        }
+        let fd = h.fd.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let n = sys::pwrite(fd.as_fd(), data, offset).map_err(Error::io("pwrite"))?;
+        Ok(n as u32)
+    }
+
+    fn fsync(&self, _ino: u64, fh: u64, datasync: bool) -> Result<()> {
+        if self.volatile {
+            return Ok(());
+        }
+        let fd = self.handle_fd(fh)?;
+        sys::fsync(fd.as_fd(), datasync).map_err(Error::io("fsync"))
+    }
+
+    fn fsyncdir(&self, ino: u64, _fh: u64, datasync: bool) -> Result<()> {
+        if self.volatile {
+            return Ok(());
+        }
+        let n = self.node(ino)?;
+        match n.upper_dir.get() {
+            Some(fd) => sys::fsync(fd.as_fd(), datasync).map_err(Error::io("fsync")),
+            None => Ok(()), // nothing of it is in the upper
+        }
+    }
+
+    fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        self.set_xattr(ino, name, Some((value, flags)))
+    }
+
+    fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        self.set_xattr(ino, name, None)
+    }
+
+    fn fallocate(&self, _ino: u64, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        let fd = self.handle_fd(fh)?;
+        sys::fallocate(fd.as_fd(), mode, offset, len).map_err(Error::io("fallocate"))
+    }
+
+    fn copy_file_range(&self, src: (u64, u64, u64), dst: (u64, u64, u64), len: u64) -> Result<u32> {
+        let (sfd, dfd) = (self.handle_fd(src.1)?, self.handle_fd(dst.1)?);
+        let len = len.min(1 << 30) as usize;
+        let n = sys::copy_range_at(sfd.as_fd(), src.2, dfd.as_fd(), dst.2, len)
+            .map_err(Error::io("copy_file_range"))?;
+        Ok(n as u32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_flags_drop_creation_and_append() {
+        let f = real_flags(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_APPEND);
+        assert_eq!(f, libc::O_WRONLY);
+        assert_eq!(
+            real_flags(libc::O_RDWR | libc::O_TRUNC),
+            libc::O_RDWR | libc::O_TRUNC
+        );
+    }
+}

@@ -1,0 +1,613 @@
+//! Namespace changes of a writable mount: new entries, removal, rename, hard links,
+//! attributes and xattrs. Each runs under the exclusive namespace lock and leaves the upper
+//! in the kernel's format at every step a crash could interrupt.
+
+use std::ffi::{CStr, OsStr};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use layerfs_fuse::{Ctx, Entry, SetAttr, SetTime};
+
+use super::node::WNode;
+use super::{is_whiteout, Overlay};
+use crate::error::{Error, Result};
+use crate::sys::{self, Stat};
+use crate::whiteout;
+
+fn name_of(name: &OsStr) -> Result<&[u8]> {
+    if !sys::is_component(name) {
+        return Err(Error::Invalid);
+    }
+    Ok(name.as_bytes())
+}
+
+fn cname(name: &[u8]) -> Result<std::ffi::CString> {
+    sys::cstr(name).map_err(Error::io("name"))
+}
+
+fn timespec(t: Option<SetTime>) -> libc::timespec {
+    let nsec = match t {
+        None => libc::UTIME_OMIT,
+        Some(SetTime::Now) => libc::UTIME_NOW,
+        Some(SetTime::At(t)) => {
+            let (s, n) = match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    let (s, n) = (-(d.as_secs() as i64), d.subsec_nanos() as i64);
+                    if n == 0 {
+                        (s, 0)
+                    } else {
+                        (s - 1, 1_000_000_000 - n)
+                    }
+                }
+            };
+            return libc::timespec {
+                tv_sec: s,
+                tv_nsec: n,
+            };
+        }
+    };
+    libc::timespec {
+        tv_sec: 0,
+        tv_nsec: nsec,
+    }
+}
+
+/// What to make for a new entry.
+pub(super) enum Make<'a> {
+    File { flags: i32 },
+    Node { rdev: u64 },
+    Dir,
+    Symlink { target: &'a [u8] },
+}
+
+impl Overlay {
+    /// The owner of a new entry in a directory with attributes `pst`: the caller (as the
+    /// host sees it), the group of a setgid directory.
+    fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
+        let uid = self
+            .cfg
+            .uid_map
+            .as_ref()
+            .map_or(ctx.uid, |m| m.to_host(ctx.uid));
+        let gid = if pst.st_mode & libc::S_ISGID != 0 {
+            pst.st_gid
+        } else {
+            self.cfg
+                .gid_map
+                .as_ref()
+                .map_or(ctx.gid, |m| m.to_host(ctx.gid))
+        };
+        (uid, gid)
+    }
+
+    /// Creates `name` in `dir` (an upper directory fd) as `what`, owned by `owner`.
+    fn make_at(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        what: &Make<'_>,
+        mode: u32,
+        owner: (u32, u32),
+        pst: &Stat,
+    ) -> io::Result<Option<OwnedFd>> {
+        let fd = match what {
+            Make::File { flags } => Some(sys::create_excl(dir, name, *flags, mode & 0o7777)?),
+            Make::Node { rdev } => {
+                sys::mknodat(dir, name, mode, *rdev)?;
+                None
+            }
+            Make::Dir => {
+                sys::mkdirat(dir, name, mode & 0o7777)?;
+                None
+            }
+            Make::Symlink { target } => {
+                sys::symlinkat(&sys::cstr(target)?, dir, name)?;
+                None
+            }
+        };
+        let fs_gid = if pst.st_mode & libc::S_ISGID != 0 {
+            pst.st_gid
+        } else {
+            sys::getegid()
+        };
+        let finish = || -> io::Result<()> {
+            if owner != (sys::geteuid(), fs_gid) {
+                sys::lchownat(dir, name, owner.0, owner.1)?;
+                // chown clears set-id bits the caller asked for.
+                if mode & (libc::S_ISUID | libc::S_ISGID) != 0
+                    && !matches!(what, Make::Symlink { .. })
+                {
+                    sys::chmodat(dir, name, mode & 0o7777)?;
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = finish() {
+            let flags = if matches!(what, Make::Dir) {
+                libc::AT_REMOVEDIR
+            } else {
+                0
+            };
+            let _ = sys::unlinkat(dir, name, flags);
+            return Err(e);
+        }
+        Ok(fd)
+    }
+
+    /// Creates a new entry `name` in directory `parent`: in place, or over a whiteout by
+    /// building it in the workdir and swapping it in (a directory made over a whiteout is
+    /// opaque, as with the kernel).
+    pub(super) fn make_entry(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        what: Make<'_>,
+        ctx: Ctx,
+    ) -> Result<(Entry, Option<OwnedFd>)> {
+        let name = name_of(name)?;
+        let _g = self.exclusive();
+        let dir = self.node(parent)?;
+        if !dir.is_dir {
+            return Err(Error::NotDir);
+        }
+        let dloc = dir.loc();
+        if dloc.unlinked {
+            return Err(Error::NotFound);
+        }
+        if self.resolve(&dir, &dloc, name)?.is_some() {
+            return Err(Error::os("create", libc::EEXIST));
+        }
+        let pfd = self.ensure_upper_dir(&dir)?;
+        let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
+        let owner = self.new_owner(ctx, &pst);
+        let c = cname(name)?;
+        let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
+        let fd = if over_whiteout {
+            let tmp = self.upper.work.temp_name();
+            let fd = self
+                .make_at(self.work(), &tmp, &what, mode, owner, &pst)
+                .map_err(Error::io("create"))?;
+            let swapped = (|| {
+                if matches!(what, Make::Dir) {
+                    whiteout::write_opaque(self.work(), tmp.as_bytes(), self.upper.ns)?;
+                }
+                sys::renameat2(self.work(), &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
+            })();
+            // Either the new entry (failed) or the whiteout (swapped) is left in the workdir.
+            self.discard(&tmp);
+            swapped.map_err(Error::io("create over whiteout"))?;
+            fd
+        } else {
+            self.make_at(pfd.as_fd(), &c, &what, mode, owner, &pst)
+                .map_err(Error::io("create"))?
+        };
+        let (_, st) = self
+            .child(&dir, &dir.loc(), name, true)?
+            .ok_or(Error::os("create", libc::EIO))?;
+        Ok((self.entry_of(st), fd))
+    }
+
+    /// `unlink` (`rmdir: false`) or `rmdir`: removes the upper entry, and leaves a whiteout
+    /// where a lower entry of that name would show again.
+    pub(super) fn remove(&self, parent: u64, name: &OsStr, rmdir: bool) -> Result<()> {
+        let name = name_of(name)?;
+        let _g = self.exclusive();
+        let dir = self.node(parent)?;
+        let dloc = dir.loc();
+        let (node, _) = self
+            .child(&dir, &dloc, name, false)?
+            .ok_or(Error::NotFound)?;
+        let r = self.remove_node(&dir, name, &node, rmdir);
+        self.table.drop_unreferenced(node.ino);
+        r
+    }
+
+    fn remove_node(
+        &self,
+        dir: &Arc<WNode>,
+        name: &[u8],
+        node: &Arc<WNode>,
+        rmdir: bool,
+    ) -> Result<()> {
+        match (rmdir, node.is_dir) {
+            (true, false) => return Err(Error::NotDir),
+            (false, true) => return Err(Error::IsDir),
+            _ => {}
+        }
+        if rmdir && !self.list(node)?.is_empty() {
+            return Err(Error::os("rmdir", libc::ENOTEMPTY));
+        }
+        let dloc = dir.loc();
+        let loc = node.loc();
+        let c = cname(name)?;
+        let lower_visible = self.lower_has(&dloc, name)?;
+        if loc.upper {
+            let pfd = self.upper_dir(dir)?;
+            self.keep_alive(node, pfd.as_fd(), &c)?;
+            if lower_visible {
+                let tmp = self.swap_for_whiteout(pfd.as_fd(), name)?;
+                self.discard(&tmp);
+            } else if rmdir {
+                match sys::unlinkat(pfd.as_fd(), &c, libc::AT_REMOVEDIR) {
+                    Ok(()) => {}
+                    // Whiteouts inside: move it out of sight, then clear it.
+                    Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                        let tmp = self.upper.work.temp_name();
+                        sys::renameat2(pfd.as_fd(), &c, self.work(), &tmp, 0)
+                            .map_err(Error::io("rename to workdir"))?;
+                        self.discard(&tmp);
+                    }
+                    Err(e) => return Err(Error::io("rmdir")(e)),
+                }
+            } else {
+                sys::unlinkat(pfd.as_fd(), &c, 0).map_err(Error::io("unlink"))?;
+            }
+        } else {
+            let pfd = self.ensure_upper_dir(dir)?;
+            whiteout::write_whiteout(pfd.as_fd(), &c).map_err(Error::io("mknod whiteout"))?;
+        }
+        node.set_loc(|l| {
+            if l.name.as_ref() == name && l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, dir)) {
+                l.unlinked = true;
+            }
+        });
+        Ok(())
+    }
+
+    /// Before upper entry `c` of `pfd` (node `node`) leaves the tree: keep its inode open
+    /// while the kernel holds the node (open files keep working, and the number cannot be
+    /// reused for a new file), and forget its number's mapping once no name is left.
+    fn keep_alive(&self, node: &WNode, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+        if node.is_dir {
+            let _ = self.upper_dir(node);
+            return Ok(());
+        }
+        let st = sys::lstatat(pfd, c).map_err(Error::io("lstat"))?;
+        if st.st_nlink <= 1 {
+            self.upper_inos.remove(&st.st_ino);
+        }
+        let loc = node.loc();
+        if loc.name.as_ref() == c.to_bytes() && node.detached.get().is_none() {
+            let fd = sys::openat(pfd, c, libc::O_PATH).map_err(Error::io("open O_PATH"))?;
+            let _ = node.detached.set(fd);
+        }
+        Ok(())
+    }
+
+    /// Marks how a directory about to move finds its lower content at the new place: a
+    /// redirect to where that content is, or opaque for a pure upper directory landing on a
+    /// name where a lower directory would otherwise merge.
+    fn prepare_moved_dir(
+        &self,
+        node: &WNode,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        new_dloc: &super::Loc,
+        new_name: &[u8],
+    ) -> Result<()> {
+        if !node.is_dir {
+            return Ok(());
+        }
+        match &node.loc().lower {
+            Some(rel) => {
+                let natural = new_dloc.lower.as_ref().map(|l| super::join(l, new_name));
+                if natural.as_deref() == Some(rel) {
+                    match sys::removexattr_at(pfd, name, self.upper.ns.redirect()) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+                        Err(e) => Err(Error::io("removexattr redirect")(e)),
+                    }
+                } else {
+                    let mut v = b"/".to_vec();
+                    if rel.as_ref() != b"." {
+                        v.extend_from_slice(rel);
+                    }
+                    sys::setxattr_at(pfd, name, self.upper.ns.redirect(), &v, 0)
+                        .map_err(Error::io("setxattr redirect"))
+                }
+            }
+            None if self.lower_has_dir(new_dloc, new_name)? => {
+                whiteout::write_opaque(pfd, name, self.upper.ns)
+                    .map_err(Error::io("setxattr opaque"))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Removes the whiteouts an (otherwise empty) upper directory holds.
+    fn clear_whiteouts(&self, dir: &WNode) -> Result<()> {
+        let fd = self.upper_dir(dir)?;
+        let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
+        for e in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
+            sys::unlinkat(d.as_fd(), &cname(&e.name)?, 0).map_err(Error::io("unlink whiteout"))?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn rename(
+        &self,
+        p1: u64,
+        n1: &OsStr,
+        p2: u64,
+        n2: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
+        {
+            return Err(Error::Invalid);
+        }
+        let (n1, n2) = (name_of(n1)?, name_of(n2)?);
+        let _g = self.exclusive();
+        let (d1, d2) = (self.node(p1)?, self.node(p2)?);
+        if !d1.is_dir || !d2.is_dir {
+            return Err(Error::NotDir);
+        }
+        let (src, _) = self
+            .child(&d1, &d1.loc(), n1, false)?
+            .ok_or(Error::NotFound)?;
+        let dst = self.child(&d2, &d2.loc(), n2, false)?.map(|(n, _)| n);
+        let r = self.rename_nodes(&d1, n1, &src, &d2, n2, dst.as_ref(), exchange, noreplace);
+        self.table.drop_unreferenced(src.ino);
+        if let Some(d) = dst {
+            self.table.drop_unreferenced(d.ino);
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rename_nodes(
+        &self,
+        d1: &Arc<WNode>,
+        n1: &[u8],
+        src: &Arc<WNode>,
+        d2: &Arc<WNode>,
+        n2: &[u8],
+        dst: Option<&Arc<WNode>>,
+        exchange: bool,
+        noreplace: bool,
+    ) -> Result<()> {
+        if exchange && dst.is_none() {
+            return Err(Error::NotFound);
+        }
+        if noreplace && dst.is_some() {
+            return Err(Error::os("rename", libc::EEXIST));
+        }
+        if Arc::ptr_eq(d1, d2) && n1 == n2 {
+            return Ok(());
+        }
+        if let (Some(dn), false) = (dst, exchange) {
+            match (src.is_dir, dn.is_dir) {
+                (true, false) => return Err(Error::NotDir),
+                (false, true) => return Err(Error::IsDir),
+                _ => {}
+            }
+            if Arc::ptr_eq(src, dn) {
+                return Ok(()); // two names of one file: nothing to do
+            }
+            if dn.is_dir && !self.list(dn)?.is_empty() {
+                return Err(Error::os("rename", libc::ENOTEMPTY));
+            }
+        }
+        self.copy_up(src, true)?;
+        if let (Some(dn), true) = (dst, exchange) {
+            self.copy_up(dn, true)?;
+        }
+        let pf1 = self.upper_dir(d1)?;
+        let pf2 = self.ensure_upper_dir(d2)?;
+        let (l1, l2) = (d1.loc(), d2.loc());
+        let (c1, c2) = (cname(n1)?, cname(n2)?);
+        self.prepare_moved_dir(src, pf1.as_fd(), n1, &l2, n2)?;
+        if let (Some(dn), true) = (dst, exchange) {
+            self.prepare_moved_dir(dn, pf2.as_fd(), n2, &l1, n1)?;
+            sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, libc::RENAME_EXCHANGE)
+                .map_err(Error::io("rename exchange"))?;
+            src.set_loc(|l| {
+                l.parent = Some(d2.clone());
+                l.name = n2.into();
+            });
+            dn.set_loc(|l| {
+                l.parent = Some(d1.clone());
+                l.name = n1.into();
+            });
+            return Ok(());
+        }
+        if let Some(dn) = dst {
+            if dn.loc().upper {
+                self.keep_alive(dn, pf2.as_fd(), &c2)?;
+                if dn.is_dir {
+                    self.clear_whiteouts(dn)?;
+                }
+            }
+        }
+        let need_whiteout = self.lower_has(&l1, n1)?;
+        let dst_is_whiteout = matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st));
+        if dst_is_whiteout && src.is_dir {
+            // A directory cannot replace a non-directory: swap, then drop or keep the
+            // whiteout now at the old name.
+            sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, libc::RENAME_EXCHANGE)
+                .map_err(Error::io("rename exchange"))?;
+            if !need_whiteout {
+                sys::unlinkat(pf1.as_fd(), &c1, 0).map_err(Error::io("unlink whiteout"))?;
+            }
+        } else if need_whiteout {
+            match sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, libc::RENAME_WHITEOUT) {
+                Ok(()) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {
+                    sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, 0)
+                        .map_err(Error::io("rename"))?;
+                    whiteout::write_whiteout(pf1.as_fd(), &c1)
+                        .map_err(Error::io("mknod whiteout"))?;
+                }
+                Err(e) => return Err(Error::io("rename")(e)),
+            }
+        } else {
+            sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, 0).map_err(Error::io("rename"))?;
+        }
+        src.set_loc(|l| {
+            l.parent = Some(d2.clone());
+            l.name = n2.into();
+            l.upper = true;
+        });
+        if let Some(dn) = dst {
+            dn.set_loc(|l| l.unlinked = true);
+        }
+        Ok(())
+    }
+
+    pub(super) fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Entry> {
+        let name = name_of(name)?;
+        let _g = self.exclusive();
+        let node = self.node(ino)?;
+        if node.is_dir {
+            return Err(Error::os("link", libc::EPERM));
+        }
+        let dir = self.node(parent)?;
+        if self.resolve(&dir, &dir.loc(), name)?.is_some() {
+            return Err(Error::os("link", libc::EEXIST));
+        }
+        self.copy_up(&node, true)?;
+        let loc = node.loc();
+        if loc.unlinked {
+            return Err(Error::NotFound);
+        }
+        let pf1 = self.upper_dir(loc.parent.as_ref().ok_or(Error::Invalid)?)?;
+        let pf2 = self.ensure_upper_dir(&dir)?;
+        let (c1, c2) = (cname(&loc.name)?, cname(name)?);
+        if matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st)) {
+            let tmp = self.upper.work.temp_name();
+            sys::linkat(pf1.as_fd(), &c1, self.work(), &tmp).map_err(Error::io("link"))?;
+            if let Err(e) = sys::renameat2(self.work(), &tmp, pf2.as_fd(), &c2, 0) {
+                self.discard(&tmp);
+                return Err(Error::io("rename over whiteout")(e));
+            }
+        } else {
+            sys::linkat(pf1.as_fd(), &c1, pf2.as_fd(), &c2).map_err(Error::io("link"))?;
+        }
+        let st = sys::lstatat(pf2.as_fd(), &c2).map_err(Error::io("lstat"))?;
+        self.upper_inos.insert(st.st_ino, node.ino);
+        self.table.count(node.ino);
+        Ok(self.entry_of(self.cfg.present(st, node.ino)))
+    }
+
+    /// An fd on the node's own inode for attribute changes: the upper root, a detached
+    /// file, or `None` (use its name in the upper parent).
+    fn attr_fd(&self, node: &WNode) -> Result<Option<OwnedFd>> {
+        if let Some(fd) = node.detached.get() {
+            return sys::reopen(fd.as_fd(), libc::O_RDONLY)
+                .map(Some)
+                .map_err(Error::io("reopen"));
+        }
+        if node.loc().parent.is_none() {
+            let fd = sys::open_subdir(self.upper.fd.as_fd(), c".").map_err(Error::io("open"))?;
+            return Ok(Some(fd));
+        }
+        Ok(None)
+    }
+
+    pub(super) fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Entry> {
+        let _g = self.exclusive();
+        let node = self.node(ino)?;
+        self.copy_up(&node, set.size != Some(0))?;
+        let own_fd = self.attr_fd(&node)?;
+        let loc = node.loc();
+        let pfd = match &loc.parent {
+            Some(p) if own_fd.is_none() => Some(self.upper_dir(p)?),
+            _ => None,
+        };
+        let c = cname(&loc.name)?;
+        if let Some(size) = set.size {
+            let handle = set
+                .fh
+                .and_then(|fh| self.files.get(fh))
+                .filter(|h| h.upper.load(std::sync::atomic::Ordering::Acquire));
+            let fd = match (handle, &own_fd, &pfd) {
+                (Some(h), _, _) => h.fd.read().unwrap_or_else(|p| p.into_inner()).clone(),
+                (None, Some(fd), _) => {
+                    Arc::new(sys::reopen(fd.as_fd(), libc::O_WRONLY).map_err(Error::io("reopen"))?)
+                }
+                (None, None, Some(p)) => {
+                    Arc::new(sys::openat(p.as_fd(), &c, libc::O_WRONLY).map_err(Error::io("open"))?)
+                }
+                (None, None, None) => return Err(Error::Invalid),
+            };
+            sys::ftruncate(fd.as_fd(), size).map_err(Error::io("truncate"))?;
+        }
+        if set.uid.is_some() || set.gid.is_some() {
+            let uid = set.uid.map_or(u32::MAX, |u| {
+                self.cfg.uid_map.as_ref().map_or(u, |m| m.to_host(u))
+            });
+            let gid = set.gid.map_or(u32::MAX, |g| {
+                self.cfg.gid_map.as_ref().map_or(g, |m| m.to_host(g))
+            });
+            match (&own_fd, &pfd) {
+                (Some(fd), _) => sys::fchown(fd.as_fd(), uid, gid),
+                (None, Some(p)) => sys::lchownat(p.as_fd(), &c, uid, gid),
+                _ => Ok(()),
+            }
+            .map_err(Error::io("chown"))?;
+        }
+        if let Some(mode) = set.mode {
+            match (&own_fd, &pfd) {
+                (Some(fd), _) => sys::fchmod(fd.as_fd(), mode & 0o7777),
+                (None, Some(p)) => sys::chmodat(p.as_fd(), &c, mode & 0o7777),
+                _ => Ok(()),
+            }
+            .map_err(Error::io("chmod"))?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let (a, m) = (timespec(set.atime), timespec(set.mtime));
+            match (&own_fd, &pfd) {
+                (Some(fd), _) => sys::futimens(fd.as_fd(), a, m),
+                (None, Some(p)) => sys::lutimesat(p.as_fd(), &c, a, m),
+                _ => Ok(()),
+            }
+            .map_err(Error::io("utimens"))?;
+        }
+        Ok(self.entry_of(self.attr_of(&node)?))
+    }
+
+    /// `setxattr` (`value: Some`) or `removexattr` (`None`); copies up first. Removing a
+    /// name the entry does not have fails without a copy-up, as with the kernel.
+    pub(super) fn set_xattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: Option<(&[u8], i32)>,
+    ) -> Result<()> {
+        if whiteout::is_private_xattr(name.as_bytes()) {
+            return Err(Error::os("setxattr", libc::EOPNOTSUPP));
+        }
+        let xname = cname(name.as_bytes())?;
+        let _g = self.exclusive();
+        let node = self.node(ino)?;
+        if value.is_none() && !node.loc().upper {
+            self.with_place(&node, |d, n| sys::getxattr_at(d, n, &xname))
+                .map_err(|e| {
+                    if e.errno() == libc::ENODATA {
+                        Error::NoAttr
+                    } else {
+                        e
+                    }
+                })?;
+        }
+        self.copy_up(&node, true)?;
+        let r = self.with_place(&node, |d, n| match value {
+            Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, flags),
+            None => sys::removexattr_at(d, n, &xname),
+        });
+        r.map_err(|e| {
+            if e.errno() == libc::ENODATA {
+                Error::NoAttr
+            } else {
+                e
+            }
+        })
+    }
+}
