@@ -100,6 +100,35 @@ pub fn origin_record(handle_type: i32, handle: &[u8]) -> Vec<u8> {
     fb
 }
 
+/// The inode number an origin record (as [`origin_record`] writes it, and the kernel) names,
+/// for a lower file on the upper's own filesystem (null uuid) whose type `fs_magic` has a
+/// handle layout we know (ext2/3/4, tmpfs, xfs, btrfs). `None` otherwise.
+pub fn origin_ino(record: &[u8], fs_magic: i64) -> Option<u64> {
+    if record.len() < 21 || record[1] != 0xfb || record[5..21].iter().any(|&b| b != 0) {
+        return None;
+    }
+    let (kind, h) = (record[4], &record[21..]);
+    let word = |i: usize| -> Option<u64> {
+        h.get(i * 4..i * 4 + 4)
+            .map(|b| u64::from(u32::from_ne_bytes(b.try_into().expect("4 bytes"))))
+    };
+    const EXT: i64 = 0xEF53;
+    const TMPFS: i64 = 0x0102_1994;
+    const XFS: i64 = 0x5846_5342;
+    const BTRFS: i64 = 0x9123_683E;
+    match (fs_magic, kind) {
+        // struct fid.i32: ino, gen[, parent ino, parent gen]
+        (EXT, 1 | 2) | (XFS, 1 | 2) => word(0),
+        // shmem_encode_fh: gen, ino low, ino high
+        (TMPFS, 1) => Some(word(1)? | word(2)? << 32),
+        // xfs 64-bit inodes: ino low, ino high, gen
+        (XFS, 0x81 | 0x82) => Some(word(0)? | word(1)? << 32),
+        // btrfs_fid: objectid (u64) first
+        (BTRFS, 0x4d..=0x4f) => Some(word(0)? | word(1)? << 32),
+        _ => None,
+    }
+}
+
 /// Copies entry `name` of the lower directory `src_dir` (whose `lstat` is `st`) to entry
 /// `name` of the upper directory `dst_dir`. Fails with `EEXIST` if the upper has that name.
 pub fn copy_up(
@@ -261,4 +290,29 @@ fn copy_extent(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64)
         off += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_records_name_the_lower_inode() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"x").unwrap();
+        let dir = sys::open_host_dir(t.path()).unwrap();
+        let (kind, handle) = sys::file_handle(dir.as_fd(), c"f").unwrap();
+        let rec = origin_record(kind, &handle);
+        let st = sys::lstatat(dir.as_fd(), c"f").unwrap();
+        let magic = sys::fs_magic(dir.as_fd()).unwrap();
+        assert_eq!(
+            origin_ino(&rec, magic),
+            Some(st.st_ino),
+            "fs magic {magic:#x}"
+        );
+        // A record from another filesystem (non-null uuid) is not ours to read.
+        let mut other = rec.clone();
+        other[5] = 1;
+        assert_eq!(origin_ino(&other, magic), None);
+    }
 }

@@ -140,6 +140,11 @@ impl Stack {
         self.layers.is_empty()
     }
 
+    /// The inode-scheme index of the upper's filesystem (stacks opened with an upper).
+    pub fn upper_fsid(&self) -> Option<u16> {
+        self.upper_fsid
+    }
+
     /// The merged inode number of the object `real_ino` of the upper layer.
     pub fn upper_ino(&self, real_ino: u64) -> Ino {
         self.inos.map(self.upper_fsid.unwrap_or(0), real_ino)

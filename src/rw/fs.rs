@@ -257,9 +257,7 @@ impl Core for Overlay {
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let _g = self.shared();
         let n = self.node(ino)?;
-        Ok(self
-            .with_place(&n, dirindex::read_xattrs)?
-            .list())
+        Ok(self.with_place(&n, dirindex::read_xattrs)?.list())
     }
 
     fn statfs(&self, _ino: u64) -> Result<libc::statvfs> {

@@ -75,6 +75,8 @@ pub struct Overlay {
     /// Upper inode -> node id of copied-up files (their number stays the lower one's),
     /// so every name of a hard-linked copy shows the same number.
     upper_inos: DashMap<u64, Ino>,
+    /// The upper filesystem's type, for reading file handles in origin records.
+    upper_magic: i64,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -105,6 +107,7 @@ impl Overlay {
             },
         );
         let _ = root.upper_dir.set(upper.fd.clone());
+        let upper_magic = sys::fs_magic(upper.fd.as_fd()).unwrap_or(0);
         table.insert_root(root);
         Overlay {
             stack,
@@ -117,6 +120,7 @@ impl Overlay {
             dirs: Handles::default(),
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
+            upper_magic,
         }
     }
 
@@ -188,9 +192,13 @@ impl Overlay {
             .map_err(Error::io("lower lookup"))?
             .ok_or(Error::NotFound)?;
         let st = le.attr().map_err(Error::io("lstat"))?;
+        // The origin names the lower file by handle, on the upper's filesystem only (the
+        // record carries no filesystem uuid).
+        let same_fs =
+            Some(self.stack.layer(le.parent.layer_of(le.entry())).fsid) == self.stack.upper_fsid();
         let opts = CopyOpts {
             fsync: !self.volatile,
-            origin: Some(self.upper.ns),
+            origin: same_fs.then_some(self.upper.ns),
             data,
         };
         le.parent
@@ -222,9 +230,9 @@ impl Overlay {
                     let lower = if d {
                         self.dir_lower(pfd.as_fd(), name, lower_dir)?
                     } else {
-                        self.file_origin(pfd.as_fd(), name, lower_dir)?
+                        None
                     };
-                    let ino = self.upper_ino(&st, lower.as_deref())?;
+                    let ino = self.upper_ino(&st, lower.as_deref(), pfd.as_fd(), name)?;
                     return Ok(Some(Resolved {
                         ino,
                         st,
@@ -257,24 +265,38 @@ impl Overlay {
         }))
     }
 
-    /// The number an upper entry shows: its copy-up origin's, else its own.
-    fn upper_ino(&self, st: &Stat, lower: Option<&[u8]>) -> Result<Ino> {
-        if !is_dir(st) {
-            if let Some(i) = self.upper_inos.get(&st.st_ino) {
-                return Ok(*i);
-            }
-        }
-        if let Some(rel) = lower {
-            let le = self.lowers.entry(&self.stack, rel);
-            if let Some(le) = le.map_err(Error::io("lower lookup"))? {
-                let ino = le.ino(&self.stack).map_err(Error::io("lstat"))?;
-                if !is_dir(st) {
-                    self.upper_inos.insert(st.st_ino, ino);
+    /// The number upper entry `name` of `pfd` shows: a file's copy-up origin's (recorded
+    /// in its origin xattr, which all its hard links share), a merged directory's lower
+    /// one's, else its own.
+    fn upper_ino(
+        &self,
+        st: &Stat,
+        lower: Option<&[u8]>,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+    ) -> Result<Ino> {
+        if is_dir(st) {
+            if let Some(rel) = lower {
+                let le = self.lowers.entry(&self.stack, rel);
+                if let Some(le) = le.map_err(Error::io("lower lookup"))? {
+                    return le.ino(&self.stack).map_err(Error::io("lstat"));
                 }
-                return Ok(ino);
             }
+            return Ok(self.stack.upper_ino(st.st_ino));
         }
-        Ok(self.stack.upper_ino(st.st_ino))
+        if let Some(i) = self.upper_inos.get(&st.st_ino) {
+            return Ok(*i);
+        }
+        let origin = match sys::getxattr_at(pfd, name, self.upper.ns.origin()) {
+            Ok(v) => copyup::origin_ino(&v, self.upper_magic),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
+            Err(e) => return Err(Error::io("getxattr origin")(e)),
+        };
+        let ino = self.stack.upper_ino(origin.unwrap_or(st.st_ino));
+        if origin.is_some() {
+            self.upper_inos.insert(st.st_ino, ino);
+        }
+        Ok(ino)
     }
 
     /// The lower directory merged under upper directory `name` of `pfd`: the redirect's
@@ -319,29 +341,6 @@ impl Overlay {
             Ok(v) => Ok(v == b"y"),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => Ok(false),
             Err(e) => Err(Error::io("getxattr opaque")(e)),
-        }
-    }
-
-    /// The lower file an upper non-directory was copied up from (it carries an origin and
-    /// the lower still has the same name), if any.
-    fn file_origin(
-        &self,
-        pfd: BorrowedFd<'_>,
-        name: &[u8],
-        lower_dir: Option<&[u8]>,
-    ) -> Result<Option<Rel>> {
-        let Some(ld) = lower_dir else {
-            return Ok(None);
-        };
-        let le = self.lowers.child(&self.stack, ld, name);
-        match le.map_err(Error::io("lower lookup"))? {
-            Some(le) if le.entry().kind != Kind::Dir => {}
-            _ => return Ok(None),
-        }
-        match sys::getxattr_at(pfd, name, self.upper.ns.origin()) {
-            Ok(_) => Ok(Some(join(ld, name))),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => Ok(None),
-            Err(e) => Err(Error::io("getxattr origin")(e)),
         }
     }
 

@@ -470,3 +470,12 @@ mod mutate;
 mod process;
 pub use mutate::*;
 pub use process::*;
+
+/// The filesystem type (`f_type`, the superblock magic) of the filesystem holding `fd`.
+pub fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    let mut st = MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `st` is valid for writes of a `struct statfs`; `fd` is live.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatfs succeeded and filled the struct.
+    Ok(unsafe { st.assume_init() }.f_type as i64)
+}

@@ -2,6 +2,7 @@
 //! in Drop, and tree snapshots to compare merged views.
 #![allow(dead_code)]
 
+pub mod ops;
 pub mod spec;
 pub mod tree;
 
@@ -112,6 +113,12 @@ impl Layerfs {
         m
     }
 
+    /// A writable mount: `lowers` under `upper`, copies built in `work`.
+    pub fn mount_rw(lowers: &[PathBuf], upper: &Path, work: &Path, mp: &Path) -> Layerfs {
+        let rw = format!("upperdir={},workdir={}", upper.display(), work.display());
+        Self::mount_with(lowers, mp, &["-o", &rw])
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mp.join(rel)
     }
@@ -163,10 +170,21 @@ impl Kernel {
 
     /// A writable kernel overlayfs mount (lowers, upper, workdir); unmounted in Drop.
     pub fn mount_rw(lowers: &[PathBuf], upper: &Path, work: &Path, mp: &Path) -> Kernel {
+        Self::mount_rw_with(lowers, upper, work, mp, "")
+    }
+
+    /// `mount_rw` with more options (`extra` starts with a comma, e.g. ",redirect_dir=on").
+    pub fn mount_rw_with(
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        mp: &Path,
+        extra: &str,
+    ) -> Kernel {
         std::fs::create_dir_all(mp).unwrap();
         let mp = std::fs::canonicalize(mp).unwrap();
         let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={}{extra}",
             lowerdir(lowers),
             upper.display(),
             work.display()

@@ -215,3 +215,42 @@ pub fn write_stack(base: &Path, stack: &[Layer], form: Form) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// The stack without hard links inside layers (see docs/SEMANTICS.md: a copied-up lower
+/// hard link stays joined to its other names within a mount, where the kernel without
+/// `index=on` splits them).
+pub fn without_hardlinks(stack: &[Layer]) -> Vec<Layer> {
+    fn strip(l: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
+        l.iter()
+            .map(|(k, n)| {
+                let n = match n {
+                    Node::File {
+                        data,
+                        mode,
+                        owner,
+                        xattr,
+                        ..
+                    } => Node::File {
+                        data: data.clone(),
+                        mode: *mode,
+                        owner: *owner,
+                        xattr: xattr.clone(),
+                        hardlink: false,
+                    },
+                    Node::Dir {
+                        opaque,
+                        mode,
+                        children,
+                    } => Node::Dir {
+                        opaque: *opaque,
+                        mode: *mode,
+                        children: strip(children),
+                    },
+                    other => other.clone(),
+                };
+                (k.clone(), n)
+            })
+            .collect()
+    }
+    stack.iter().map(strip).collect()
+}
