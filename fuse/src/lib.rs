@@ -613,6 +613,21 @@ impl<C: Core> Filesystem for Adapter<C> {
         reply_empty(reply, r);
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // No file here is a terminal or takes device ioctls: what a plain file answers.
+        reply.error(Errno::ENOTTY);
+    }
+
     fn copy_file_range(
         &self,
         _req: &Request,

@@ -1,0 +1,443 @@
+//! Writable mounts through a real FUSE mount: copy-up keeps what it must, open files see
+//! the truth, whiteouts and opaque directories are the kernel's, bad conditions are handled.
+
+mod common;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{require_root, run_layerfs, Layerfs};
+
+/// One lower layer, an upper, a workdir and a layerfs mount of them.
+struct Rw {
+    t: tempfile::TempDir,
+    lower: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+    m: Option<Layerfs>,
+}
+
+impl Rw {
+    fn new(fill: impl FnOnce(&Path)) -> Rw {
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper, work) = (t.path().join("l"), t.path().join("u"), t.path().join("w"));
+        for d in [&lower, &upper, &work] {
+            fs::create_dir(d).unwrap();
+        }
+        fill(&lower);
+        let mut rw = Rw {
+            t,
+            lower,
+            upper,
+            work,
+            m: None,
+        };
+        rw.remount();
+        rw
+    }
+
+    fn remount(&mut self) {
+        self.m = None;
+        let mp = self.t.path().join("m");
+        self.m = Some(Layerfs::mount_rw(
+            std::slice::from_ref(&self.lower),
+            &self.upper,
+            &self.work,
+            &mp,
+        ));
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.m.as_ref().unwrap().path(rel)
+    }
+}
+
+fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    let mut v = vec![0u8; 256];
+    // SAFETY: NUL-terminated strings; the buffer is live and its length passed.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+    (r >= 0).then(|| {
+        v.truncate(r as usize);
+        v
+    })
+}
+
+fn set_xattr(path: &Path, name: &str, value: &[u8]) {
+    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: NUL-terminated strings; the value slice is live.
+    let r = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn copy_up_keeps_mode_owner_times_xattrs_holes_and_inode_number() {
+    if !require_root("copy_up_keeps_mode_owner_times_xattrs_holes_and_inode_number") {
+        return;
+    }
+    let mut rw = Rw::new(|l| {
+        let f = fs::File::create(l.join("f")).unwrap();
+        f.set_len(8 << 20).unwrap(); // 8 MiB, all hole but the last page
+        f.write_all_at_end(b"tail");
+        std::os::unix::fs::chown(l.join("f"), Some(1000), Some(1000)).unwrap();
+        fs::set_permissions(l.join("f"), fs::Permissions::from_mode(0o4755)).unwrap();
+        set_xattr(&l.join("f"), "user.k", b"v");
+        let t = libc::timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 123_456_789,
+        };
+        let p = CString::new(l.join("f").as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated path; two live timespecs.
+        unsafe { libc::utimensat(libc::AT_FDCWD, p.as_ptr(), [t, t].as_ptr(), 0) };
+    });
+    let before = fs::metadata(rw.p("f")).unwrap();
+    // setxattr copies up without touching data or times.
+    set_xattr(&rw.p("f"), "user.new", b"1");
+    let up = fs::metadata(rw.upper.join("f")).unwrap();
+    let low = fs::metadata(rw.lower.join("f")).unwrap();
+    assert_eq!(up.mode(), low.mode(), "mode (setuid kept)");
+    assert_eq!((up.uid(), up.gid()), (1000, 1000));
+    assert_eq!(
+        (up.mtime(), up.mtime_nsec()),
+        (low.mtime(), low.mtime_nsec())
+    );
+    assert_eq!(up.size(), low.size());
+    assert!(
+        up.blocks() * 512 < 1 << 20,
+        "holes stay holes: {} blocks",
+        up.blocks()
+    );
+    assert_eq!(
+        xattr(&rw.upper.join("f"), "user.k").as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(
+        fs::read(rw.upper.join("f")).unwrap(),
+        fs::read(rw.lower.join("f")).unwrap()
+    );
+    let after = fs::metadata(rw.p("f")).unwrap();
+    assert_eq!(
+        before.ino(),
+        after.ino(),
+        "inode number kept across copy-up"
+    );
+    rw.remount();
+    assert_eq!(
+        fs::metadata(rw.p("f")).unwrap().ino(),
+        before.ino(),
+        "and after remount"
+    );
+}
+
+trait AtEnd {
+    fn write_all_at_end(&self, data: &[u8]);
+}
+
+impl AtEnd for fs::File {
+    fn write_all_at_end(&self, data: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let len = self.metadata().unwrap().len();
+        self.write_all_at(data, len - data.len() as u64).unwrap();
+    }
+}
+
+#[test]
+fn read_only_fd_taken_before_copy_up_sees_later_writes() {
+    if !require_root("read_only_fd_taken_before_copy_up_sees_later_writes") {
+        return;
+    }
+    let rw = Rw::new(|l| fs::write(l.join("f"), b"old").unwrap());
+    let mut ro = fs::File::open(rw.p("f")).unwrap();
+    let mut w = fs::OpenOptions::new().write(true).open(rw.p("f")).unwrap();
+    w.write_all(b"new").unwrap();
+    drop(w);
+    let mut s = String::new();
+    ro.seek(SeekFrom::Start(0)).unwrap();
+    ro.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "new");
+    assert_eq!(
+        fs::read(rw.lower.join("f")).unwrap(),
+        b"old",
+        "lower untouched"
+    );
+}
+
+#[test]
+fn concurrent_write_opens_copy_up_once() {
+    if !require_root("concurrent_write_opens_copy_up_once") {
+        return;
+    }
+    let rw = Rw::new(|l| fs::write(l.join("f"), b"base\n").unwrap());
+    let path = rw.p("f");
+    std::thread::scope(|s| {
+        for i in 0..8 {
+            let path = &path;
+            s.spawn(move || {
+                let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+                writeln!(f, "line {i}").unwrap();
+            });
+        }
+    });
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("base\n"), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        9,
+        "no append lost to a second copy-up: {text}"
+    );
+}
+
+#[test]
+fn deleted_lower_dir_stays_deleted_after_rm_rf_and_mkdir_at_the_root() {
+    if !require_root("deleted_lower_dir_stays_deleted_after_rm_rf_and_mkdir_at_the_root") {
+        return;
+    }
+    let mut rw = Rw::new(|l| {
+        fs::create_dir_all(l.join("d/sub")).unwrap();
+        fs::write(l.join("d/x"), b"x").unwrap();
+        fs::write(l.join("d/sub/y"), b"y").unwrap();
+    });
+    fs::remove_dir_all(rw.p("d")).unwrap();
+    fs::create_dir(rw.p("d")).unwrap();
+    assert_eq!(fs::read_dir(rw.p("d")).unwrap().count(), 0);
+    assert_eq!(
+        xattr(&rw.upper.join("d"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..]),
+        "re-created directory is opaque"
+    );
+    rw.remount();
+    assert_eq!(
+        fs::read_dir(rw.p("d")).unwrap().count(),
+        0,
+        "nothing came back"
+    );
+}
+
+#[test]
+fn whiteouts_are_character_devices_even_for_255_byte_names() {
+    if !require_root("whiteouts_are_character_devices_even_for_255_byte_names") {
+        return;
+    }
+    let long = "n".repeat(255);
+    let rw = Rw::new(|l| {
+        fs::write(l.join(&long), b"x").unwrap();
+        fs::create_dir(l.join("dir")).unwrap();
+    });
+    fs::remove_file(rw.p(&long)).unwrap();
+    fs::remove_dir(rw.p("dir")).unwrap();
+    assert!(!rw.p(&long).exists() && !rw.p("dir").exists());
+    for name in [long.as_str(), "dir"] {
+        let md = fs::symlink_metadata(rw.upper.join(name)).unwrap();
+        assert!(
+            md.file_type().is_char_device() && md.rdev() == 0,
+            "{name}: {md:?}"
+        );
+    }
+    // Nothing but those two: no marker files of any kind.
+    let names: Vec<_> = fs::read_dir(&rw.upper)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn special_files_shared_mmap_locks_and_ranges() {
+    if !require_root("special_files_shared_mmap_locks_and_ranges") {
+        return;
+    }
+    let rw = Rw::new(|l| fs::write(l.join("f"), vec![b'a'; 8192]).unwrap());
+    // Devices (as root), fifos, sockets.
+    let dev = CString::new(rw.p("null").as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+        0
+    );
+    assert_eq!(
+        fs::metadata(rw.upper.join("null")).unwrap().rdev(),
+        libc::makedev(1, 3)
+    );
+    let sock = std::os::unix::net::UnixListener::bind(rw.p("sock")).unwrap();
+    assert!(fs::symlink_metadata(rw.upper.join("sock"))
+        .unwrap()
+        .file_type()
+        .is_socket());
+    drop(sock);
+    // A shared writable mapping of a lower file writes through to the upper copy.
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(rw.p("f"))
+        .unwrap();
+    // SAFETY: the file stays open and nothing else truncates it while mapped.
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&f).unwrap() };
+    map[..5].copy_from_slice(b"mmap!");
+    map.flush().unwrap();
+    drop(map);
+    assert_eq!(&fs::read(rw.upper.join("f")).unwrap()[..6], b"mmap!a");
+    // POSIX locks: another process cannot take a lock this one holds.
+    let lock = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: a live fd and a valid flock struct.
+    assert_eq!(
+        unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &lock) },
+        0
+    );
+    let probe = format!(
+        "import fcntl,sys\nf=open(sys.argv[1],'r+')\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)\n print('got')\nexcept OSError:\n print('busy')"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &probe])
+        .arg(rw.p("f"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "busy");
+    // copy_file_range, fallocate and SEEK_HOLE on upper files.
+    let mut g = fs::File::create(rw.p("g")).unwrap();
+    let n = copy_range(&f, &g, 4096);
+    assert_eq!(n, 4096);
+    let fd = g.as_raw_fd();
+    // SAFETY: a live fd.
+    assert_eq!(unsafe { libc::fallocate(fd, 0, 1 << 20, 4096) }, 0);
+    assert_eq!(g.metadata().unwrap().len(), (1 << 20) + 4096);
+    assert_eq!(g.seek(SeekFrom::Start(0)).unwrap(), 0);
+    // SAFETY: a live fd.
+    let hole = unsafe { libc::lseek(fd, 0, libc::SEEK_HOLE) };
+    assert_eq!(hole, 4096, "first hole right after the copied range");
+}
+
+fn copy_range(src: &fs::File, dst: &fs::File, len: usize) -> isize {
+    use std::os::fd::AsRawFd;
+    let (mut a, mut b) = (0i64, 0i64);
+    // SAFETY: live fds and offsets.
+    unsafe { libc::copy_file_range(src.as_raw_fd(), &mut a, dst.as_raw_fd(), &mut b, len, 0) }
+}
+
+/// A small tmpfs, unmounted in Drop.
+struct SmallTmpfs(PathBuf);
+
+impl SmallTmpfs {
+    fn new(at: PathBuf, size: &str) -> SmallTmpfs {
+        fs::create_dir_all(&at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs");
+        SmallTmpfs(at)
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_upper_gives_enospc_leaves_nothing_partial_and_recovers() {
+    if !require_root("full_upper_gives_enospc_leaves_nothing_partial_and_recovers") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("l");
+    fs::create_dir(&lower).unwrap();
+    fs::write(lower.join("big"), vec![7u8; 3 << 20]).unwrap();
+    fs::write(lower.join("small"), b"s").unwrap();
+    let small = SmallTmpfs::new(t.path().join("tmpfs"), "1m");
+    let (upper, work) = (small.0.join("u"), small.0.join("w"));
+    fs::create_dir(&upper).unwrap();
+    fs::create_dir(&work).unwrap();
+    let m = Layerfs::mount_rw(
+        std::slice::from_ref(&lower),
+        &upper,
+        &work,
+        &t.path().join("m"),
+    );
+    let err = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("big"))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(!upper.join("big").exists(), "no partial copy in the upper");
+    assert_eq!(
+        fs::read_dir(&work).unwrap().count(),
+        0,
+        "no debris in the workdir"
+    );
+    assert_eq!(
+        fs::read(m.path("big")).unwrap().len(),
+        3 << 20,
+        "lower still shown"
+    );
+    // The mount keeps working for what fits.
+    fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("small"))
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
+    assert_eq!(fs::read(m.path("small")).unwrap(), b"s+");
+}
+
+#[test]
+fn bad_upper_setups_are_refused_with_one_clear_line() {
+    if !require_root("bad_upper_setups_are_refused_with_one_clear_line") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (l, u, mp) = (t.path().join("l"), t.path().join("u"), t.path().join("m"));
+    for d in [&l, &u, &mp] {
+        fs::create_dir(d).unwrap();
+    }
+    let other = SmallTmpfs::new(t.path().join("other"), "1m");
+    let cases = [
+        (
+            format!("upperdir={},workdir={}", u.display(), other.0.display()),
+            "different filesystems",
+        ),
+        (
+            format!("upperdir={},workdir={}", u.display(), u.join("w").display()),
+            "workdir",
+        ),
+        (format!("upperdir={}", u.display()), "workdir="),
+        (
+            format!("upperdir={},workdir={}", u.display(), u.display()),
+            "inside",
+        ),
+    ];
+    fs::create_dir(u.join("w")).unwrap();
+    for (opts, want) in cases {
+        let lower = format!("lowerdir={}", l.display());
+        let out = run_layerfs(&["-o", &lower, "-o", &opts, mp.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{opts}: accepted");
+        assert!(err.contains(want), "{opts}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{opts}: {err}");
+        assert!(common::mount_type(&fs::canonicalize(&mp).unwrap()).is_none());
+    }
+}
