@@ -258,7 +258,11 @@ fn mount_core<C: Core>(
         drop(r);
         let _ = sys::redirect_stdio_to_null();
     }
-    let served = session.run().context("serving the mount");
+    let served = match session.run() {
+        // Unmounted while requests were in flight: the kernel aborts the connection.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+        r => r.context("serving the mount"),
+    };
     if plan_remove {
         let _ = std::fs::remove_dir(&plan_mp);
     }
