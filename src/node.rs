@@ -174,8 +174,18 @@ impl<N: Counted> Table<N> {
         if ino == Ino::ROOT {
             return;
         }
+        if !self.nodes.contains_key(&ino) {
+            log::debug!("forget {} x{n}: unknown", ino.0);
+        }
         if let MapEntry::Occupied(e) = self.nodes.entry(ino) {
             let l = e.get().lookups();
+            if l.load(Ordering::Relaxed) < n {
+                log::debug!(
+                    "forget {} x{n}: only {} counted",
+                    ino.0,
+                    l.load(Ordering::Relaxed)
+                );
+            }
             let before = l.fetch_sub(n.min(l.load(Ordering::Relaxed)), Ordering::Relaxed);
             if before <= n {
                 e.remove();

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::ops::{self, Op, Outcome};
+use common::ops::{self, Op};
 use common::spec::{self, Form};
 use common::tree;
 use common::{require_root, Kernel, Layerfs};
@@ -50,6 +50,8 @@ impl Side {
     }
 }
 
+/// A live mount of either kind; held for its Drop (the unmount).
+#[allow(dead_code)]
 enum Mounted {
     Kernel(Kernel),
     Layerfs(Layerfs),

@@ -305,11 +305,10 @@ fn special_files_shared_mmap_locks_and_ranges() {
         unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &lock) },
         0
     );
-    let probe = format!(
-        "import fcntl,sys\nf=open(sys.argv[1],'r+')\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)\n print('got')\nexcept OSError:\n print('busy')"
-    );
+    let probe =
+        "import fcntl,sys\nf=open(sys.argv[1],'r+')\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)\n print('got')\nexcept OSError:\n print('busy')";
     let out = Command::new("python3")
-        .args(["-c", &probe])
+        .args(["-c", probe])
         .arg(rw.p("f"))
         .output()
         .unwrap();

@@ -58,12 +58,21 @@ impl Overlay {
         Ok(fd)
     }
 
-    /// Opens the file behind `node` where it is now (upper or lower).
+    /// Opens the regular file behind `node` where it is now (upper or lower). Never blocks
+    /// (`O_NONBLOCK`, which regular files ignore) and never hands out anything else: a
+    /// name that no longer holds this node's file answers ESTALE, and the kernel looks again.
     fn open_real(&self, node: &super::WNode, flags: i32) -> Result<OwnedFd> {
-        if let Some(fd) = node.detached.get() {
-            return sys::reopen(fd.as_fd(), flags | libc::O_NOFOLLOW).map_err(Error::io("reopen"));
+        let flags = flags | libc::O_NONBLOCK;
+        let fd = match node.detached.get() {
+            // Through the fd's magic link, which must be followed (no O_NOFOLLOW here).
+            Some(fd) => sys::reopen(fd.as_fd(), flags).map_err(Error::io("reopen"))?,
+            None => self.with_place(node, |d, n| sys::openat(d, &sys::cstr(n)?, flags))?,
+        };
+        let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Error::StaleInode(node.ino.0));
         }
-        self.with_place(node, |d, n| sys::openat(d, &sys::cstr(n)?, flags))
+        Ok(fd)
     }
 
     fn new_handle(&self, node: Arc<super::WNode>, fd: OwnedFd, upper: bool) -> Opened {
@@ -213,8 +222,10 @@ impl Core for Overlay {
         }
         let start = offset.saturating_sub(2) as usize;
         for (i, (name, kind)) in listing.iter().enumerate().skip(start) {
-            // Gone since the listing was taken: left out.
-            let Some((child, st)) = self.child(&node, &dloc, name, false)? else {
+            // Gone since the listing was taken: left out. A readdirplus entry counts as a
+            // lookup from the moment the node is found (a FORGET racing with this reply
+            // must not drop it), and is given back if it does not fit.
+            let Some((child, st)) = self.child(&node, &dloc, name, plus)? else {
                 continue;
             };
             let full = add(DirEntry {
@@ -224,9 +235,9 @@ impl Core for Overlay {
                 name,
                 entry: plus.then(|| self.entry_of(st)),
             });
-            if plus && !full {
-                self.table.count(child.ino);
-            } else {
+            if plus && full {
+                self.table.forget(child.ino, 1);
+            } else if !plus {
                 self.table.drop_unreferenced(child.ino);
             }
             if full {

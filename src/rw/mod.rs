@@ -56,7 +56,6 @@ struct Resolved {
     st: Stat,
     upper: bool,
     lower: Option<Rel>,
-    is_dir: bool,
 }
 
 /// A writable union mount.
@@ -77,6 +76,18 @@ pub struct Overlay {
     upper_inos: DashMap<u64, Ino>,
     /// The upper filesystem's type, for reading file handles in origin records.
     upper_magic: i64,
+    /// Origin records on this upper can be read back into inode numbers.
+    origin_readable: bool,
+}
+
+/// True when an origin record written on this upper reads back as the inode number it names
+/// (the filesystem's handle layout is one we know): tried on the workdir itself.
+fn probe_origin(upper: &Upper, magic: i64) -> bool {
+    let work = upper.work.fd();
+    let (Ok((kind, handle)), Ok(st)) = (sys::file_handle(work, c"."), sys::fstat(work)) else {
+        return false;
+    };
+    copyup::origin_ino(&copyup::origin_record(kind, &handle), magic) == Some(st.st_ino)
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -97,7 +108,7 @@ impl Overlay {
         let table = Table::default();
         let root = WNode::new(
             Ino::ROOT,
-            true,
+            libc::S_IFDIR,
             Loc {
                 parent: None,
                 name: (*b"").into(),
@@ -108,6 +119,7 @@ impl Overlay {
         );
         let _ = root.upper_dir.set(upper.fd.clone());
         let upper_magic = sys::fs_magic(upper.fd.as_fd()).unwrap_or(0);
+        let origin_readable = probe_origin(&upper, upper_magic);
         table.insert_root(root);
         Overlay {
             stack,
@@ -121,6 +133,7 @@ impl Overlay {
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
             upper_magic,
+            origin_readable,
         }
     }
 
@@ -208,7 +221,8 @@ impl Overlay {
             .map_err(Error::io("copy-up"))?;
         log::debug!("copied up {}", String::from_utf8_lossy(rel));
         node.set_loc(|l| l.upper = true);
-        if !node.is_dir {
+        if !node.is_dir && (!same_fs || !self.origin_readable) {
+            // No origin the number can be read back from: remember it for this mount.
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
             let ust = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
             self.upper_inos.insert(ust.st_ino, node.ino);
@@ -238,7 +252,6 @@ impl Overlay {
                         st,
                         upper: true,
                         lower,
-                        is_dir: d,
                     }));
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -261,7 +274,6 @@ impl Overlay {
             st,
             upper: false,
             lower: Some(join(ld, name)),
-            is_dir: le.entry().kind == Kind::Dir,
         }))
     }
 
@@ -292,11 +304,7 @@ impl Overlay {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
             Err(e) => return Err(Error::io("getxattr origin")(e)),
         };
-        let ino = self.stack.upper_ino(origin.unwrap_or(st.st_ino));
-        if origin.is_some() {
-            self.upper_inos.insert(st.st_ino, ino);
-        }
-        Ok(ino)
+        Ok(self.stack.upper_ino(origin.unwrap_or(st.st_ino)))
     }
 
     /// The lower directory merged under upper directory `name` of `pfd`: the redirect's
@@ -363,9 +371,19 @@ impl Overlay {
             lower: r.lower,
             unlinked: false,
         };
-        let node = self
-            .table
-            .get_or_insert(r.ino, count, || WNode::new(r.ino, r.is_dir, loc.clone()));
+        let node = self.table.get_or_insert(r.ino, count, || {
+            WNode::new(r.ino, r.st.st_mode & libc::S_IFMT, loc.clone())
+        });
+        if node.fmt != r.st.st_mode & libc::S_IFMT {
+            // A number reused while the kernel still holds the node: should not happen
+            // (removed entries are kept open while referenced); say so if it does.
+            log::warn!(
+                "node {} changed type to {:o} ({:?})",
+                r.ino.0,
+                r.st.st_mode & libc::S_IFMT,
+                String::from_utf8_lossy(name)
+            );
+        }
         // Refresh where the node is, except that a copied-up node stays with its copy when
         // another (lower) hard link of its origin is looked up.
         node.set_loc(|l| {

@@ -28,6 +28,8 @@ pub struct Loc {
 pub struct WNode {
     pub ino: Ino,
     pub is_dir: bool,
+    /// The file type (`S_IFMT` bits) it was created with.
+    pub fmt: u32,
     pub loc: RwLock<Loc>,
     lookups: AtomicU64,
     /// Directories: the upper copy, opened once it exists (an fd follows renames).
@@ -37,10 +39,11 @@ pub struct WNode {
 }
 
 impl WNode {
-    pub fn new(ino: Ino, is_dir: bool, loc: Loc) -> WNode {
+    pub fn new(ino: Ino, fmt: u32, loc: Loc) -> WNode {
         WNode {
             ino,
-            is_dir,
+            is_dir: fmt == libc::S_IFDIR,
+            fmt,
             loc: RwLock::new(loc),
             lookups: AtomicU64::new(0),
             upper_dir: OnceLock::new(),

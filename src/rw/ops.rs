@@ -490,8 +490,8 @@ impl Overlay {
         } else {
             sys::linkat(pf1.as_fd(), &c1, pf2.as_fd(), &c2).map_err(Error::io("link"))?;
         }
+        // Same inode as the first name: its origin (or remembered number) is shared.
         let st = sys::lstatat(pf2.as_fd(), &c2).map_err(Error::io("lstat"))?;
-        self.upper_inos.insert(st.st_ino, node.ino);
         self.table.count(node.ino);
         Ok(self.entry_of(self.cfg.present(st, node.ino)))
     }

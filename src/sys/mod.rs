@@ -477,5 +477,6 @@ pub fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
     // SAFETY: `st` is valid for writes of a `struct statfs`; `fd` is live.
     cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstatfs succeeded and filled the struct.
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 here, not on every target
     Ok(unsafe { st.assume_init() }.f_type as i64)
 }

@@ -119,6 +119,14 @@ impl Layerfs {
         Self::mount_with(lowers, mp, &["-o", &rw])
     }
 
+    /// Kills the daemon with SIGKILL (the mount stays, dead, until Drop detaches it).
+    pub fn kill(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mp.join(rel)
     }
