@@ -500,7 +500,8 @@ impl Overlay {
     /// file, or `None` (use its name in the upper parent).
     fn attr_fd(&self, node: &WNode) -> Result<Option<OwnedFd>> {
         if let Some(fd) = node.detached.get() {
-            return sys::reopen(fd.as_fd(), libc::O_RDONLY)
+            // O_NONBLOCK: a detached fifo must not wait for a writer.
+            return sys::reopen(fd.as_fd(), libc::O_RDONLY | libc::O_NONBLOCK)
                 .map(Some)
                 .map_err(Error::io("reopen"));
         }
@@ -529,12 +530,14 @@ impl Overlay {
                 .filter(|h| h.upper.load(std::sync::atomic::Ordering::Acquire));
             let fd = match (handle, &own_fd, &pfd) {
                 (Some(h), _, _) => h.fd.read().unwrap_or_else(|p| p.into_inner()).clone(),
-                (None, Some(fd), _) => {
-                    Arc::new(sys::reopen(fd.as_fd(), libc::O_WRONLY).map_err(Error::io("reopen"))?)
-                }
-                (None, None, Some(p)) => {
-                    Arc::new(sys::openat(p.as_fd(), &c, libc::O_WRONLY).map_err(Error::io("open"))?)
-                }
+                (None, Some(fd), _) => Arc::new(
+                    sys::reopen(fd.as_fd(), libc::O_WRONLY | libc::O_NONBLOCK)
+                        .map_err(Error::io("reopen"))?,
+                ),
+                (None, None, Some(p)) => Arc::new(
+                    sys::openat(p.as_fd(), &c, libc::O_WRONLY | libc::O_NONBLOCK)
+                        .map_err(Error::io("open"))?,
+                ),
                 (None, None, None) => return Err(Error::Invalid),
             };
             sys::ftruncate(fd.as_fd(), size).map_err(Error::io("truncate"))?;
