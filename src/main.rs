@@ -76,6 +76,9 @@ pub struct RunArgs {
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+    /// The ephemeral upper of a run without `upperdir=` (set by `run`, removed at exit).
+    #[arg(skip)]
+    pub ephemeral: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -531,3 +531,44 @@ fn rootless_without_dev_fuse_access_says_what_to_do() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn writes_land_in_the_upper_and_the_ephemeral_upper_goes_away() {
+    let Some((_serial, t, lower)) =
+        setup("writes_land_in_the_upper_and_the_ephemeral_upper_goes_away")
+    else {
+        return;
+    };
+    let before = std::fs::read_dir(lower.join("bin")).unwrap().count();
+    // No upperdir=: a temporary upper, gone afterwards.
+    let o = sh(
+        &lower,
+        "echo eph > /root/f && cat /root/f && rm /bin/true && ls /bin | wc -l",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = stdout(&o);
+    assert!(out.starts_with("eph\n"), "{out}");
+    assert_eq!(out.lines().nth(1).unwrap().trim(), (before - 1).to_string());
+    assert!(!lower.join("root/f").exists() && lower.join("bin/true").exists());
+    assert_nothing_left();
+    // With upperdir=: the changes persist there, in the kernel's format.
+    let (u, w) = (t.path().join("upper"), t.path().join("work"));
+    std::fs::create_dir(&u).unwrap();
+    std::fs::create_dir(&w).unwrap();
+    let rw = format!("upperdir={},workdir={}", u.display(), w.display());
+    let o = run(
+        &lower,
+        &["-o", &rw],
+        &["sh", "-c", "echo kept > /root/f; rm /bin/true"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(u.join("root/f")).unwrap(), b"kept\n");
+    let wh = std::fs::symlink_metadata(u.join("bin/true")).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "whiteout for /bin/true"
+    );
+    assert!(!lower.join("root/f").exists());
+    assert_nothing_left();
+}

@@ -33,6 +33,8 @@ pub struct Plan {
     file_io: FileIo,
     /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
     pub remove_mountpoint: bool,
+    /// A directory tree to remove once unmounted (`layerfs run`'s ephemeral upper).
+    pub remove_after: Option<PathBuf>,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -82,8 +84,9 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     };
     let fs = match (&opts.upper, &opts.work) {
         (Some(u), Some(w)) => {
-            // Rootless: trusted.* needs CAP_SYS_ADMIN in the initial namespace.
-            let ns = if opts.userxattr || sys::geteuid() != 0 {
+            // Rootless (or root of a user namespace): trusted.* needs CAP_SYS_ADMIN in the
+            // initial user namespace.
+            let ns = if opts.userxattr || sys::geteuid() != 0 || sys::in_user_namespace() {
                 MarkNs::User
             } else {
                 MarkNs::Trusted
@@ -116,6 +119,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         fs,
         threads,
         remove_mountpoint: false,
+        remove_after: None,
         file_io: match (args.no_passthrough, args.file_io) {
             (true, _) | (_, FileIoArg::Handles) => FileIo::Handles,
             (_, FileIoArg::Cached) => FileIo::Cached,
@@ -177,6 +181,7 @@ struct Serve {
     threads: usize,
     file_io: FileIo,
     remove_mountpoint: bool,
+    remove_after: Option<PathBuf>,
 }
 
 fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
@@ -186,12 +191,14 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         threads,
         file_io,
         remove_mountpoint,
+        remove_after,
     } = plan;
     let serve = Serve {
         mountpoint,
         threads,
         file_io,
         remove_mountpoint,
+        remove_after,
     };
     match fs {
         Fs::ReadOnly(u) => mount_core(serve, u, true, report),
@@ -237,6 +244,7 @@ fn mount_core<C: Core>(
         .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
     info!("mounted on {}", plan.mountpoint.display());
     let (plan_remove, plan_mp) = (plan.remove_mountpoint, plan.mountpoint.clone());
+    let plan_after = plan.remove_after.clone();
     let mut unmounter = session.unmount_callable();
     let mp = plan.mountpoint.clone();
     std::thread::Builder::new()
@@ -265,6 +273,9 @@ fn mount_core<C: Core>(
     };
     if plan_remove {
         let _ = std::fs::remove_dir(&plan_mp);
+    }
+    if let Some(d) = &plan_after {
+        let _ = std::fs::remove_dir_all(d);
     }
     served
 }

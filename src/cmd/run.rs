@@ -25,7 +25,28 @@ use crate::{cmd::mount, MountArgs, NetMode, RunArgs};
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs the container and returns the status to exit with.
-pub fn run(args: RunArgs) -> Result<i32> {
+pub fn run(mut args: RunArgs) -> Result<i32> {
+    // Without upperdir=, writes go to a temporary upper removed at exit (podman run --rm).
+    let has_upper = args
+        .options
+        .iter()
+        .any(|o| o.split(',').any(|kv| kv.starts_with("upperdir=")));
+    if !has_upper {
+        let d = tempfile::Builder::new()
+            .prefix("layerfs-run-upper-")
+            .tempdir()
+            .context("creating a temporary upper directory")?
+            .keep();
+        for sub in ["upper", "work"] {
+            std::fs::create_dir(d.join(sub)).context("creating a temporary upper directory")?;
+        }
+        args.options.push(format!(
+            "upperdir={},workdir={}",
+            d.join("upper").display(),
+            d.join("work").display()
+        ));
+        args.ephemeral = Some(d);
+    }
     let mountpoint = tempfile::Builder::new()
         .prefix("layerfs-run-")
         .tempdir()
@@ -36,8 +57,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
     } else {
         super::rootless::run(&args, &mountpoint)
     };
-    // The daemon removes it once unmounted; this covers failures before the daemon ran.
+    // The daemon removes them once unmounted; this covers failures before the daemon ran.
     let _ = std::fs::remove_dir(&mountpoint);
+    if let Some(d) = &args.ephemeral {
+        let _ = std::fs::remove_dir_all(d);
+    }
     result
 }
 
@@ -50,6 +74,7 @@ pub fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
     };
     let mut plan = mount::prepare(&mount_args)?;
     plan.remove_mountpoint = true;
+    plan.remove_after = args.ephemeral.clone();
     let command = command(args)?;
     let spec = RootSpec {
         hostname: args.hostname.clone(),

@@ -163,3 +163,11 @@ pub fn set_identity(uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: as above.
     cvt(unsafe { libc::setuid(uid) }).map(drop)
 }
+
+/// True inside a user namespace other than the initial one (its uid map is not the
+/// identity map of every id).
+pub fn in_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+        .unwrap_or(false)
+}
