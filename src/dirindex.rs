@@ -96,6 +96,23 @@ pub struct Candidate {
     pub fd: OwnedFd,
 }
 
+impl Candidate {
+    /// Every layer's root directory, top first: the candidates of the mount root's index.
+    pub fn roots(stack: &crate::layer::Stack) -> io::Result<Vec<Candidate>> {
+        stack
+            .layers()
+            .iter()
+            .map(|l| {
+                Ok(Candidate {
+                    layer: l.idx,
+                    root: l.root.clone(),
+                    fd: sys::open_subdir(l.root.as_fd(), c".")?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// A layer's copy of an indexed directory.
 #[derive(Debug)]
 pub struct Source {

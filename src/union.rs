@@ -121,21 +121,7 @@ impl Union {
         }
         node.index(|| match &node.place {
             // The root merges every layer; the kernel ignores opaque marks on layer roots.
-            None => {
-                let srcs = self
-                    .stack
-                    .layers()
-                    .iter()
-                    .map(|l| {
-                        Ok(Candidate {
-                            layer: l.idx,
-                            root: l.root.clone(),
-                            fd: sys::open_subdir(l.root.as_fd(), c".")?,
-                        })
-                    })
-                    .collect::<std::io::Result<Vec<_>>>()?;
-                Ok((c".".to_owned(), srcs, false))
-            }
+            None => Ok((c".".to_owned(), Candidate::roots(&self.stack)?, false)),
             Some(_) => unreachable!("placed nodes are indexed by Node::placed_index"),
         })
     }

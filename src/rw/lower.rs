@@ -3,14 +3,13 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use crate::dirindex::{Candidate, DirIndex, Entry, Kind};
 use crate::layer::{Ino, Stack};
-use crate::sys::{self, Stat};
+use crate::sys::Stat;
 
 /// A path relative to the layer roots: `.` for the root, else `a/b/c`.
 pub type Rel = Box<[u8]>;
@@ -76,19 +75,8 @@ impl LowerTree {
             return Ok(Some(ix.clone()));
         }
         let built = if rel == b"." {
-            let cands = stack
-                .layers()
-                .iter()
-                .map(|l| {
-                    Ok(Candidate {
-                        layer: l.idx,
-                        root: l.root.clone(),
-                        fd: sys::open_subdir(l.root.as_fd(), c".")?,
-                    })
-                })
-                .collect::<io::Result<Vec<_>>>()?;
             // The kernel ignores opaque marks on layer roots.
-            DirIndex::build(c".".to_owned(), cands, false)?
+            DirIndex::build(c".".to_owned(), Candidate::roots(stack)?, false)?
         } else {
             let Some(e) = self.entry(stack, rel)? else {
                 return Ok(None);
