@@ -123,13 +123,7 @@ fn main() -> ExitCode {
         None => cli.mount.debug,
         _ => false,
     };
-    // After an external `umount`, fuser's own unmount-on-exit fails harmlessly with EINVAL
-    // and warns; keep that out of the default log.
-    let default_level = if debug {
-        "debug"
-    } else {
-        "warn,fuser::session=error"
-    };
+    let default_level = if debug { "debug" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_micros()
         .init();

@@ -59,9 +59,12 @@ fn daemon_exits_zero_only_once_live_and_umount_removes_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(run_layerfs(&["umount", mp.to_str().unwrap()])
-        .status
-        .success());
+    let out = run_layerfs(&["umount", mp.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -340,6 +343,57 @@ fn sigterm_unmounts_a_foreground_daemon() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
     assert_eq!(mount_type(&mp), None);
+}
+
+#[test]
+fn an_exiting_daemon_never_unmounts_the_next_mount_on_its_mountpoint() {
+    // The daemon of an externally unmounted mount must not unmount by path on its way out:
+    // by then a new mount may sit on the same mountpoint (podman remounts at one path).
+    if !require_root("an_exiting_daemon_never_unmounts_the_next_mount_on_its_mountpoint") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let l = two_layers(t.path());
+    let mp = t.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let opt = format!("lowerdir={}", l[0].display());
+    let mut old = Command::new(BIN)
+        .args(["-f", "-o", &opt, mp.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = old.id() as i32;
+    wait_mount(&mp, |t| t.is_some(), || matches!(old.try_wait(), Ok(None)));
+    // Hold the old daemon still while its mount goes and a new one takes the path.
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let out = run_layerfs(&["umount", mp.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_layerfs(&["-o", &opt, mp.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let status = old.wait().unwrap();
+    assert!(status.success(), "old daemon: {status}");
+    assert!(
+        mount_type(&mp).is_some_and(|t| t.starts_with("fuse")),
+        "the old daemon unmounted the new mount"
+    );
+    assert_eq!(std::fs::read_to_string(mp.join("f")).unwrap(), "top");
+    let out = run_layerfs(&["umount", mp.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

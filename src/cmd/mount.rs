@@ -240,36 +240,47 @@ fn mount_core<C: Core>(
             cache_dirs: true,
         },
     );
-    let mut session = fuser::Session::new(adapter, &plan.mountpoint, &config)
+    let session = fuser::Session::new(adapter, &plan.mountpoint, &config)
         .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
     info!("mounted on {}", plan.mountpoint.display());
     let (plan_remove, plan_mp) = (plan.remove_mountpoint, plan.mountpoint.clone());
     let plan_after = plan.remove_after.clone();
-    let mut unmounter = session.unmount_callable();
     let mp = plan.mountpoint.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Ok(sig) = sys::wait_signal(&signals) {
                 info!("signal {sig}: unmounting {}", mp.display());
-                if let Err(e) = unmounter.unmount() {
-                    // Busy: detach, so the mount goes once its last user leaves.
-                    warn!("unmount {}: {e}; detaching", mp.display());
-                    let _ = sys::umount(&mp, libc::MNT_DETACH);
+                if let Err(e) = crate::cmd::umount::unmount(&mp, true) {
+                    warn!("{e:#}");
                 }
             }
         })
         .context("starting the signal thread")?;
+    // Serve on fuser's threads. fuser's own unmount-at-exit goes by path, even after the
+    // mount is gone, and so could unmount the next mount on the same mountpoint; it is only
+    // let run when serving stopped with the connection still up.
+    let mut session = session.spawn().context("starting the workers")?;
     if let Some(mut r) = report.take() {
         r.write_all(&[0])
             .context("reporting the mount to the parent")?;
         drop(r);
         let _ = sys::redirect_stdio_to_null();
     }
-    let served = match session.run() {
+    let workers = std::mem::replace(&mut session.guard, std::thread::spawn(|| Ok(())));
+    let served = match workers.join() {
+        Err(_) => Err(anyhow::anyhow!("a worker panicked")),
+        // ENODEV or DESTROY: the kernel ended the connection, so the mount is gone.
+        Ok(Ok(())) => {
+            std::mem::forget(session);
+            Ok(())
+        }
         // Unmounted while requests were in flight: the kernel aborts the connection.
-        Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
-        r => r.context("serving the mount"),
+        Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+            std::mem::forget(session);
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e).context("serving the mount"),
     };
     if plan_remove {
         let _ = std::fs::remove_dir(&plan_mp);
