@@ -280,4 +280,29 @@ fn rootless_apt_get_install_then_the_upper_as_a_new_layer() {
         "{}",
         show(&o)
     );
+
+    // The layer means the same to the kernel: overlayfs (user.overlay.* marks, as written in
+    // the user namespace) over the same two lowers runs the same hello.
+    let mnt = t.path().join("kernel");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!("{two},userxattr"))
+        .arg(&mnt)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mount -t overlay of the upper and the base");
+    let o = Command::new("chroot")
+        .arg(&mnt)
+        .args(["sh", "-c", "hello && dpkg -s hello | grep Status"])
+        .output()
+        .unwrap();
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "Hello, world!\nStatus: install ok installed\n",
+        "kernel overlayfs: {}",
+        show(&o)
+    );
 }
