@@ -267,6 +267,8 @@ fn mount_core<C: Core>(
         drop(r);
         let _ = sys::redirect_stdio_to_null();
     }
+    // Take the workers' handle out (a finished stand-in takes its place) so that `session`,
+    // which owns fuser's unmount-on-drop, stays ours to drop or to forget.
     let workers = std::mem::replace(&mut session.guard, std::thread::spawn(|| Ok(())));
     let served = match workers.join() {
         Err(_) => Err(anyhow::anyhow!("a worker panicked")),

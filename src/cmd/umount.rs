@@ -19,13 +19,16 @@ pub fn run(mountpoint: &Path) -> Result<()> {
 /// mount is detached instead (it goes once its last user leaves).
 pub fn unmount(mp: &Path, detach_if_busy: bool) -> Result<()> {
     if sys::geteuid() == 0 {
-        return match sys::umount(mp, 0) {
+        let r = match sys::umount(mp, 0) {
             Err(e) if detach_if_busy && e.raw_os_error() == Some(libc::EBUSY) => {
                 sys::umount(mp, libc::MNT_DETACH)
             }
             r => r,
+        };
+        // EPERM: root of a user namespace that does not own this mount; fusermount3 may.
+        if !matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EPERM)) {
+            return r.with_context(|| format!("umount {}", mp.display()));
         }
-        .with_context(|| format!("umount {}", mp.display()));
     }
     let fusermount = |lazy: bool| {
         let mut c = Command::new("fusermount3");
