@@ -289,6 +289,12 @@ impl Core for Overlay {
     }
 
     fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, ctx: Ctx) -> Result<Entry> {
+        // A char device 0:0 is the whiteout's shape; in the upper it would hide the name
+        // instead of creating it. The kernel refuses it on the merged view (ovl_mknod), and so
+        // do we, before anything is written.
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return Err(Error::os("mknod", libc::EPERM));
+        }
         let what = match mode & libc::S_IFMT {
             libc::S_IFREG => Make::File {
                 flags: libc::O_RDONLY,

@@ -48,8 +48,11 @@ pub enum Op {
         from: String,
         to: String,
     },
-    Mkfifo {
+    /// mknod of a fifo, or of a char device 0:0 (the whiteout's shape: the kernel refuses
+    /// it with EPERM on the merged view, even for root).
+    Mknod {
         path: String,
+        kind: u32,
     },
     Chmod {
         path: String,
@@ -130,7 +133,8 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (prop::sample::select(vec!["a", "/etc", "../x"]), path())
             .prop_map(|(t, path)| Op::Symlink { target: t.to_string(), path }),
         2 => (path(), path()).prop_map(|(from, to)| Op::Link { from, to }),
-        1 => path().prop_map(|path| Op::Mkfifo { path }),
+        1 => (path(), prop::sample::select(vec![libc::S_IFIFO, libc::S_IFIFO, libc::S_IFCHR]))
+            .prop_map(|(path, kind)| Op::Mknod { path, kind }),
         2 => (path(), prop::sample::select(vec![0o644u32, 0o4755, 0o600, 0o1777]))
             .prop_map(|(path, mode)| Op::Chmod { path, mode }),
         1 => (path(), prop::sample::select(vec![0u32, 1000, 65534]))
@@ -184,7 +188,7 @@ fn paths(op: &Op) -> Vec<&str> {
         | Op::Rmdir { path }
         | Op::Unlink { path }
         | Op::Symlink { path, .. }
-        | Op::Mkfifo { path }
+        | Op::Mknod { path, .. }
         | Op::Chmod { path, .. }
         | Op::Chown { path, .. }
         | Op::Utime { path, .. }
@@ -263,7 +267,7 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
                 c(&at(path)).as_ptr(),
             )),
             Op::Link { from, to } => check(libc::link(c(&at(from)).as_ptr(), c(&at(to)).as_ptr())),
-            Op::Mkfifo { path } => check(libc::mkfifo(c(&at(path)).as_ptr(), 0o640)),
+            Op::Mknod { path, kind } => check(libc::mknod(c(&at(path)).as_ptr(), kind | 0o640, 0)),
             Op::Chmod { path, mode } => check(libc::fchmodat(
                 libc::AT_FDCWD,
                 c(&at(path)).as_ptr(),
