@@ -91,6 +91,7 @@ impl Error {
                         | libc::ENOSPC
                         | libc::EDQUOT
                         | libc::EXDEV
+                        | libc::ETXTBSY
                 )
             ),
             Error::StaleInode(_) | Error::BadHandle(_) => true,

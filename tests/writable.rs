@@ -440,3 +440,48 @@ fn bad_upper_setups_are_refused_with_one_clear_line() {
         assert!(common::mount_type(&fs::canonicalize(&mp).unwrap()).is_none());
     }
 }
+
+/// open(O_RDONLY|O_TRUNC) of a program being executed: the kernel answers ETXTBSY and
+/// leaves the file alone. Through FUSE the truncation comes with OPEN, before the kernel's
+/// own check, so the daemon must refuse it itself (it once cut the running program, which
+/// then died of SIGSEGV and let the truncation through).
+#[test]
+fn a_running_program_is_never_truncated() {
+    if !require_root("a_running_program_is_never_truncated") {
+        return;
+    }
+    let sleep = fs::read("/bin/sleep").unwrap();
+    let rw = Rw::new(|l| {
+        fs::write(l.join("lower-sleep"), &sleep).unwrap();
+        fs::set_permissions(l.join("lower-sleep"), fs::Permissions::from_mode(0o755)).unwrap();
+    });
+    fs::write(rw.p("upper-sleep"), &sleep).unwrap();
+    fs::set_permissions(rw.p("upper-sleep"), fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["lower-sleep", "upper-sleep"] {
+        let p = rw.p(name);
+        let mut child = Command::new(&p).arg("30").spawn().unwrap();
+        for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
+            let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+            // SAFETY: NUL-terminated path; a returned fd is closed right away.
+            let fd = unsafe { libc::open(c.as_ptr(), flags) };
+            let err = std::io::Error::last_os_error();
+            if fd >= 0 {
+                // SAFETY: fd was just returned by open.
+                unsafe { libc::close(fd) };
+            }
+            assert_eq!(
+                (fd, err.raw_os_error()),
+                (-1, Some(libc::ETXTBSY)),
+                "{name} opened with flags {flags:#o} while running"
+            );
+        }
+        assert_eq!(
+            child.try_wait().unwrap(),
+            None,
+            "{name}: the running program died"
+        );
+        assert_eq!(fs::read(&p).unwrap(), sleep, "{name} changed");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}

@@ -20,6 +20,9 @@ use crate::sys::{self, Stat};
 use crate::union::access_check;
 use crate::whiteout;
 
+/// The kernel's `__FMODE_EXEC`: set in the flags of the OPEN that execve sends.
+const OPEN_FOR_EXEC: i32 = 0x20;
+
 /// Open flags for the real file: no creation (done already), no append (the kernel gives
 /// every write its offset), nothing that fails on the daemon's side only.
 fn real_flags(flags: i32) -> i32 {
@@ -29,7 +32,8 @@ fn real_flags(flags: i32) -> i32 {
             | libc::O_NOCTTY
             | libc::O_APPEND
             | libc::O_DIRECT
-            | libc::O_NOATIME)
+            | libc::O_NOATIME
+            | OPEN_FOR_EXEC)
 }
 
 impl Overlay {
@@ -75,11 +79,16 @@ impl Overlay {
         Ok(fd)
     }
 
-    fn new_handle(&self, node: Arc<super::WNode>, fd: OwnedFd, upper: bool) -> Opened {
+    fn new_handle(&self, node: Arc<super::WNode>, fd: OwnedFd, upper: bool, flags: i32) -> Opened {
+        let exec = flags & OPEN_FOR_EXEC != 0;
+        if exec {
+            node.execs.fetch_add(1, Ordering::Relaxed);
+        }
         let fh = self.files.insert(Arc::new(FileH {
             node,
             fd: RwLock::new(Arc::new(fd)),
             upper: AtomicBool::new(upper),
+            exec,
         }));
         Opened {
             fh,
@@ -133,17 +142,24 @@ impl Core for Overlay {
         if node.is_dir {
             return Err(Error::IsDir);
         }
-        let write = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
-        if write {
+        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
+        let trunc = flags & libc::O_TRUNC != 0;
+        // O_TRUNC arrives with OPEN (atomic_o_trunc), and the kernel checks that the file is
+        // not being executed only after OPEN: for a write access mode it checked before, but
+        // O_RDONLY|O_TRUNC would have cut a running program. Refuse as the kernel would.
+        if read_only && trunc && node.execs.load(Ordering::Relaxed) > 0 {
+            return Err(Error::os("open O_TRUNC", libc::ETXTBSY));
+        }
+        if !read_only || trunc {
             let _g = self.exclusive();
-            self.copy_up(&node, flags & libc::O_TRUNC == 0)?;
+            self.copy_up(&node, !trunc)?;
             let fd = self.open_real(&node, real_flags(flags))?;
-            return Ok(self.new_handle(node, fd, true));
+            return Ok(self.new_handle(node, fd, true, flags));
         }
         let _g = self.shared();
         let upper = node.loc().upper;
         let fd = self.open_real(&node, real_flags(flags))?;
-        Ok(self.new_handle(node, fd, upper))
+        Ok(self.new_handle(node, fd, upper, flags))
     }
 
     fn files_immutable(&self) -> bool {
@@ -347,7 +363,7 @@ impl Core for Overlay {
         let (entry, fd) = self.make_entry(parent, name, mode, what, ctx)?;
         let node = self.node(entry.attr.st_ino)?;
         let fd = fd.ok_or(Error::os("create", libc::EIO))?;
-        Ok((entry, self.new_handle(node, fd, true)))
+        Ok((entry, self.new_handle(node, fd, true, 0)))
     }
 
     fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {

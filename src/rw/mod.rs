@@ -43,6 +43,18 @@ struct FileH {
     /// The fd is the upper file's (a read-only fd of a lower file switches to the upper copy
     /// once one exists, so it sees later writes).
     upper: AtomicBool,
+    /// Opened by execve (counted in `node.execs` until the handle goes).
+    exec: bool,
+}
+
+impl Drop for FileH {
+    fn drop(&mut self) {
+        if self.exec {
+            self.node
+                .execs
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// A directory listing taken at `opendir`: offsets are positions in it.

@@ -2,7 +2,7 @@
 //! removed while the kernel still holds it).
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use super::lower::Rel;
@@ -36,6 +36,8 @@ pub struct WNode {
     pub upper_dir: OnceLock<Arc<OwnedFd>>,
     /// Upper non-directories removed while still referenced: an `O_PATH` fd to the inode.
     pub detached: OnceLock<OwnedFd>,
+    /// Open handles the kernel took to execute this file (see `FileH::exec`).
+    pub execs: AtomicU32,
 }
 
 impl WNode {
@@ -48,6 +50,7 @@ impl WNode {
             lookups: AtomicU64::new(0),
             upper_dir: OnceLock::new(),
             detached: OnceLock::new(),
+            execs: AtomicU32::new(0),
         }
     }
 
