@@ -24,8 +24,9 @@ struct Cli {
 enum Cmd {
     /// Mount a layer stack (the same as calling layerfs without a subcommand).
     Mount(MountArgs),
-    /// Run a command with the merged stack as its root filesystem (new mount, pid, uts and
-    /// ipc namespaces; as root for now, with the stack read-only).
+    /// Run a command with the merged stack as its root filesystem: new mount, pid, uts and
+    /// ipc namespaces, rootless through a user namespace when not root; changes go to
+    /// `upperdir` if given, else to a temporary upper removed at exit.
     Run(RunArgs),
     /// Unmount a layerfs mount (`fusermount3 -u` and `umount` work too).
     Umount {
@@ -46,7 +47,7 @@ pub enum NetMode {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Mount options, as for `layerfs mount` (lowerdir=TOP:...:BOTTOM).
+    /// Mount options, as for `layerfs mount` (lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W]).
     #[arg(short = 'o', value_name = "OPTIONS", required = true)]
     options: Vec<String>,
     /// The container's hostname.
