@@ -485,3 +485,125 @@ fn a_running_program_is_never_truncated() {
         child.wait().unwrap();
     }
 }
+
+/// What an application sees when it changes the attributes of entries it removed but still
+/// holds through an `O_PATH` fd: owner and times of every kind, the mode of all but the
+/// symlink, each as (errno or 0, the new values).
+fn attribute_changes_on_removed_entries(mp: &Path) -> Vec<(String, Vec<i64>)> {
+    let mut out = Vec::new();
+    for kind in ["file", "fifo", "socket", "chardev", "symlink", "lower"] {
+        let p = mp.join(kind);
+        let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+        match kind {
+            "file" => fs::write(&p, "x").unwrap(),
+            "symlink" => std::os::unix::fs::symlink("/etc/passwd", &p).unwrap(),
+            "lower" => {}
+            _ => {
+                let fmt = match kind {
+                    "fifo" => libc::S_IFIFO,
+                    "socket" => libc::S_IFSOCK,
+                    _ => libc::S_IFCHR,
+                };
+                // SAFETY: NUL-terminated path.
+                let r = unsafe { libc::mknod(c.as_ptr(), fmt | 0o644, libc::makedev(1, 3)) };
+                assert_eq!(r, 0, "mknod {kind}: {}", std::io::Error::last_os_error());
+            }
+        }
+        // SAFETY: NUL-terminated path; the fd is closed below.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW) };
+        assert!(fd >= 0, "open {kind}");
+        fs::remove_file(&p).unwrap();
+        let errno = |r: i32| {
+            if r == 0 {
+                0
+            } else {
+                std::io::Error::last_os_error().raw_os_error().unwrap() as i64
+            }
+        };
+        let empty = c"".as_ptr();
+        // SAFETY: live fd, NUL-terminated empty name.
+        let chown = errno(unsafe { libc::fchownat(fd, empty, 1234, 5678, libc::AT_EMPTY_PATH) });
+        let times = [
+            libc::timespec {
+                tv_sec: 1_000_000,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: 2_000_000,
+                tv_nsec: 0,
+            },
+        ];
+        // SAFETY: live fd, NUL-terminated empty name, two timespecs.
+        let utime =
+            errno(unsafe { libc::utimensat(fd, empty, times.as_ptr(), libc::AT_EMPTY_PATH) });
+        let chmod = if kind == "symlink" {
+            0
+        } else {
+            let proc = CString::new(format!("/proc/self/fd/{fd}")).unwrap();
+            // SAFETY: NUL-terminated path.
+            errno(unsafe { libc::chmod(proc.as_ptr(), 0o600) })
+        };
+        // SAFETY: zeroed stat is a valid out-buffer; live fd; NUL-terminated empty name.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::fstatat(fd, empty, &mut st, libc::AT_EMPTY_PATH) };
+        assert_eq!(r, 0, "fstat {kind}");
+        // SAFETY: fd was returned by open above.
+        unsafe { libc::close(fd) };
+        let mode = if kind == "symlink" {
+            0
+        } else {
+            (st.st_mode & 0o7777) as i64
+        };
+        out.push((
+            kind.to_string(),
+            vec![
+                chown,
+                utime,
+                chmod,
+                st.st_uid as i64,
+                st.st_gid as i64,
+                st.st_mtime,
+                mode,
+            ],
+        ));
+    }
+    out
+}
+
+#[test]
+fn attributes_of_removed_entries_held_open_change_as_on_the_kernel() {
+    if !require_root("attributes_of_removed_entries_held_open_change_as_on_the_kernel") {
+        return;
+    }
+    let fill = |l: &Path| fs::write(l.join("lower"), "lower").unwrap();
+    let rw = Rw::new(fill);
+    let ours = attribute_changes_on_removed_entries(rw.m.as_ref().unwrap().mp.as_path());
+    let t = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = ["l", "u", "w", "m"]
+        .iter()
+        .map(|d| t.path().join(d))
+        .collect();
+    for d in &dirs[..3] {
+        fs::create_dir(d).unwrap();
+    }
+    fill(&dirs[0]);
+    let k = common::Kernel::mount_rw(&dirs[..1], &dirs[1], &dirs[2], &dirs[3]);
+    let mut kernel = attribute_changes_on_removed_entries(&k.mp);
+    // A removed lower file cannot be copied up any more: the kernel fails with EEXIST (the
+    // whiteout now at its name is in the way), layerfs with ENOENT; nothing changes on both.
+    let lower = kernel.iter_mut().find(|(k, _)| k == "lower").unwrap();
+    assert_eq!(
+        &lower.1[..3],
+        &[17, 17, 17],
+        "kernel on the removed lower file"
+    );
+    lower.1[..3].copy_from_slice(&[2, 2, 2]);
+    assert_eq!(ours, kernel, "layerfs (left) and kernel overlayfs (right)");
+    for (kind, v) in ours.iter().filter(|(k, _)| k != "lower") {
+        assert_eq!(
+            &v[..3],
+            &[0, 0, 0],
+            "{kind}: chown, utimens and chmod must succeed"
+        );
+    }
+}

@@ -497,13 +497,11 @@ impl Overlay {
     }
 
     /// An fd on the node's own inode for attribute changes: the upper root, a detached
-    /// file, or `None` (use its name in the upper parent).
+    /// entry (its `O_PATH` fd: opening it could block on a fifo, fail on a symlink or
+    /// socket, or open a device), or `None` (use its name in the upper parent).
     fn attr_fd(&self, node: &WNode) -> Result<Option<OwnedFd>> {
         if let Some(fd) = node.detached.get() {
-            // O_NONBLOCK: a detached fifo must not wait for a writer.
-            return sys::reopen(fd.as_fd(), libc::O_RDONLY | libc::O_NONBLOCK)
-                .map(Some)
-                .map_err(Error::io("reopen"));
+            return fd.try_clone().map(Some).map_err(Error::io("dup"));
         }
         if node.loc().parent.is_none() {
             let fd = sys::open_subdir(self.upper.fd.as_fd(), c".").map_err(Error::io("open"))?;

@@ -275,11 +275,14 @@ pub fn linkat(
 }
 
 /// Opens the object an `O_PATH` fd refers to again, with `flags` (through its
-/// `/proc/self/fd` magic link, which names the inode itself, not a path).
+/// `/proc/self/fd` magic link, which names the inode itself, not a path). The link must be
+/// followed, so an `O_NOFOLLOW` among an application's flags is dropped; a symlink inode
+/// still cannot be opened (ELOOP).
 pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
     let p = super::proc_path(fd, b"")?;
+    let flags = (flags & !libc::O_NOFOLLOW) | libc::O_CLOEXEC;
     // SAFETY: `p` is NUL-terminated; the returned fd is checked by cvt.
-    let fd = cvt(unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    let fd = cvt(unsafe { libc::open(p.as_ptr(), flags) })?;
     // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -326,31 +329,65 @@ pub fn umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
 }
 
-/// `fchmod(fd, mode)`.
+/// chmod of the inode `fd` refers to; `fd` may be `O_PATH` (through its `/proc/self/fd`
+/// magic link, which lands on the inode itself). Symlinks have no mode of their own, never
+/// call it on one.
 pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
-    // SAFETY: plain syscall on a live fd.
-    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+    let p = super::proc_path(fd, b"")?;
+    // SAFETY: `p` is NUL-terminated.
+    cvt(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
 }
 
-/// `fchown(fd, uid, gid)` (`u32::MAX`: unchanged).
+/// chown of the inode `fd` refers to, which may be `O_PATH` (`fchownat` with
+/// `AT_EMPTY_PATH`); `u32::MAX`: unchanged.
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: plain syscall on a live fd.
-    cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+    // SAFETY: the empty name is a NUL-terminated literal; `fd` is live.
+    cvt(unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) })
+        .map(drop)
 }
 
-/// `futimens(fd, [atime, mtime])` (`UTIME_NOW` / `UTIME_OMIT` in `tv_nsec` as usual).
+/// Sets the times of the inode `fd` refers to, which may be `O_PATH` (`utimensat` with
+/// `AT_EMPTY_PATH`; `UTIME_NOW` / `UTIME_OMIT` in `tv_nsec` as usual).
 pub fn futimens(
     fd: BorrowedFd<'_>,
     atime: libc::timespec,
     mtime: libc::timespec,
 ) -> io::Result<()> {
     let times = [atime, mtime];
-    // SAFETY: `times` holds two timespecs as futimens expects; `fd` is live.
-    cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+    // SAFETY: `times` holds two timespecs as utimensat expects; the empty name is a
+    // NUL-terminated literal; `fd` is live.
+    cvt(unsafe {
+        libc::utimensat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            times.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    })
+    .map(drop)
 }
 
 /// The effective group id.
 pub fn getegid() -> u32 {
     // SAFETY: getegid cannot fail.
     unsafe { libc::getegid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn reopen_follows_the_magic_link_whatever_the_flags() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), "data").unwrap();
+        let dir = std::fs::File::open(t.path()).unwrap();
+        let opath = super::super::openat(dir.as_fd(), c"f", libc::O_PATH).unwrap();
+        std::fs::remove_file(t.path().join("f")).unwrap();
+        let fd = reopen(opath.as_fd(), libc::O_RDONLY | libc::O_NOFOLLOW).unwrap();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
+        assert_eq!(s, "data");
+    }
 }
