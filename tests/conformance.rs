@@ -109,7 +109,9 @@ fn pjdfstest_passes_what_kernel_overlayfs_passes() {
     };
     let (ours, ours_failed) = {
         let m = Layerfs::mount_rw(lowers, &dirs[3], &dirs[4], &t.path().join("m"));
-        pjdfstest(&m.mp)
+        let r = pjdfstest(&m.mp);
+        m.assert_no_errors_logged();
+        r
     };
     eprintln!(
         "pjdfstest: layerfs {ours} passed, {} failed; kernel overlayfs {kernel} passed, {} failed",
@@ -161,4 +163,5 @@ fn fsx_100k_operations_on_a_file_from_a_lower_layer() {
         "the lower file is untouched"
     );
     assert!(u.join("f").is_file(), "fsx worked on the upper copy");
+    m.assert_no_errors_logged();
 }

@@ -65,6 +65,7 @@ fn threads_doing_random_operations_on_shared_and_own_files() {
                 .collect();
             assert_eq!(text, want, "own{i}");
         }
+        m.assert_no_errors_logged();
         tree::snapshot(&m.mp)
     };
     fs::create_dir(t.path().join("kw")).unwrap();

@@ -81,7 +81,7 @@ fn run_case(stack: &[spec::Layer], program: &[Op]) {
     let oci = Side::new(t.path(), "layerfs-oci", o_layers);
     let sides = [(&kernel, true), (&ours, false), (&oci, false)];
     {
-        let _mounts: Vec<Mounted> = sides.iter().map(|(s, k)| mount(s, *k)).collect();
+        let mounts: Vec<Mounted> = sides.iter().map(|(s, k)| mount(s, *k)).collect();
         for (step, op) in program.iter().enumerate() {
             let want = ops::apply(&kernel.mp, op);
             for (s, _) in &sides[1..] {
@@ -97,6 +97,11 @@ fn run_case(stack: &[spec::Layer], program: &[Op]) {
             }
         }
         compare(&sides, "after the program");
+        for m in &mounts {
+            if let Mounted::Layerfs(m) = m {
+                m.assert_no_errors_logged();
+            }
+        }
     }
     // Remounted: what each wrote to its upper means the same thing.
     {

@@ -6,8 +6,10 @@ pub mod ops;
 pub mod spec;
 pub mod tree;
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_layerfs");
@@ -80,6 +82,8 @@ fn lowerdir(lowers: &[PathBuf]) -> String {
 pub struct Layerfs {
     pub mp: PathBuf,
     child: Option<Child>,
+    /// The daemon's `ERROR` log lines so far (its stderr is echoed to the test's).
+    errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Layerfs {
@@ -97,11 +101,26 @@ impl Layerfs {
             .args(extra)
             .arg(&mp)
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn layerfs");
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let mut child = child;
+        let stderr = child.stderr.take().unwrap();
+        let seen = errors.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // eprintln! goes to the harness's capture; a raw write shows it as before.
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+                if line.contains(" ERROR ") {
+                    seen.lock().unwrap().push(line);
+                }
+            }
+        });
         let mut m = Layerfs {
             mp,
             child: Some(child),
+            errors,
         };
         // If this panics, Drop still reaps the daemon.
         let child = m.child.as_mut().unwrap();
@@ -129,6 +148,18 @@ impl Layerfs {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mp.join(rel)
+    }
+
+    /// Fails the test if the daemon logged an error: every failure an application can
+    /// cause is an ordinary errno, never a logged bug. (fuser's "Failed to send FUSE
+    /// reply" is not ours: the kernel dropped an interrupted request.)
+    pub fn assert_no_errors_logged(&self) {
+        let errors = self.errors.lock().unwrap();
+        let ours: Vec<_> = errors
+            .iter()
+            .filter(|l| !l.contains("Failed to send FUSE reply"))
+            .collect();
+        assert!(ours.is_empty(), "the daemon logged errors:\n{ours:#?}");
     }
 }
 
