@@ -60,7 +60,7 @@ impl Rw {
 fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
-    let mut v = vec![0u8; 256];
+    let mut v = vec![0u8; 4096];
     // SAFETY: NUL-terminated strings; the buffer is live and its length passed.
     let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
     (r >= 0).then(|| {
@@ -606,4 +606,38 @@ fn attributes_of_removed_entries_held_open_change_as_on_the_kernel() {
             "{kind}: chown, utimens and chmod must succeed"
         );
     }
+}
+
+/// Moving a lower directory from under a 251-byte name to the root needs an absolute
+/// redirect longer than the kernel's `redirect_max` (256): the kernel itself answers EXDEV
+/// (and `mv` copies), layerfs renames in place, and the kernel follows the long redirect
+/// when it mounts the upper.
+#[test]
+fn a_directory_rename_beyond_the_kernels_redirect_limit_is_read_by_the_kernel() {
+    if !require_root("a_directory_rename_beyond_the_kernels_redirect_limit_is_read_by_the_kernel") {
+        return;
+    }
+    let long = "x".repeat(251);
+    let src = format!("{long}/ünïcødé ✓");
+    let mut rw = Rw::new(|l| {
+        fs::create_dir_all(l.join(&src)).unwrap();
+        fs::write(l.join(&src).join("f"), "lower").unwrap();
+    });
+    fs::rename(rw.p(&src), rw.p("dir")).unwrap();
+    assert_eq!(fs::read_to_string(rw.p("dir/f")).unwrap(), "lower");
+    assert!(!rw.p(&src).exists());
+    let redirect = xattr(&rw.upper.join("dir"), "trusted.overlay.redirect").unwrap();
+    assert!(redirect.len() > 256, "{} bytes", redirect.len());
+    rw.m = None;
+    let kw = rw.t.path().join("kw");
+    fs::create_dir(&kw).unwrap();
+    let k = common::Kernel::mount_rw_with(
+        std::slice::from_ref(&rw.lower),
+        &rw.upper,
+        &kw,
+        &rw.t.path().join("k"),
+        ",redirect_dir=on",
+    );
+    assert_eq!(fs::read_to_string(k.mp.join("dir/f")).unwrap(), "lower");
+    assert_eq!(fs::read_dir(k.mp.join(&long)).unwrap().count(), 0);
 }

@@ -316,3 +316,38 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
         }
     }
 }
+
+/// What `mv` does where the kernel refuses a directory rename with EXDEV (an absolute
+/// redirect longer than its `redirect_max`, 256 bytes): copy, then remove the source. Used
+/// on the kernel side only when layerfs renamed in place, so both trees can be compared.
+/// An exchange goes through a temporary name.
+pub fn rename_as_mv(root: &Path, op: &Op) -> Outcome {
+    let Op::Rename { from, to, flags } = op else {
+        panic!("rename_as_mv: {op:?} is not a rename");
+    };
+    let mv = |a: &Path, b: &Path| {
+        let out = std::process::Command::new("mv")
+            .arg("-T")
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mv -T {} {}: {}",
+            a.display(),
+            b.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let (a, b) = (root.join(from), root.join(to));
+    if flags & libc::RENAME_EXCHANGE != 0 {
+        let tmp = root.join(".exchange-by-mv");
+        mv(&a, &tmp);
+        mv(&b, &a);
+        mv(&tmp, &b);
+    } else {
+        mv(&a, &b);
+    }
+    Outcome::Ok
+}
