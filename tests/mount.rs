@@ -313,6 +313,25 @@ fn nix_statvfs(p: &Path) -> u64 {
     unsafe { s.assume_init() }.f_blocks
 }
 
+/// A foreground daemon serving `-o opt` on `mp`, once the mount is there.
+fn foreground(opt: &str, mp: &Path) -> std::process::Child {
+    let mut child = Command::new(BIN)
+        .args(["-f", "-o", opt, mp.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_mount(mp, |t| t.is_some(), || matches!(child.try_wait(), Ok(None)));
+    child
+}
+
+fn succeeds(out: std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn sigterm_unmounts_a_foreground_daemon() {
     if !require_root("sigterm_unmounts_a_foreground_daemon") {
@@ -322,22 +341,8 @@ fn sigterm_unmounts_a_foreground_daemon() {
     let l = two_layers(t.path());
     let mp = t.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "-f",
-            "-o",
-            &format!("lowerdir={}", l[0].display()),
-            mp.to_str().unwrap(),
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = foreground(&format!("lowerdir={}", l[0].display()), &mp);
     let pid = child.id() as i32;
-    wait_mount(
-        &mp,
-        |t| t.is_some(),
-        || matches!(child.try_wait(), Ok(None)),
-    );
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let status = child.wait().unwrap();
@@ -357,28 +362,13 @@ fn an_exiting_daemon_never_unmounts_the_next_mount_on_its_mountpoint() {
     let mp = t.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
     let opt = format!("lowerdir={}", l[0].display());
-    let mut old = Command::new(BIN)
-        .args(["-f", "-o", &opt, mp.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut old = foreground(&opt, &mp);
     let pid = old.id() as i32;
-    wait_mount(&mp, |t| t.is_some(), || matches!(old.try_wait(), Ok(None)));
     // Hold the old daemon still while its mount goes and a new one takes the path.
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let out = run_layerfs(&["umount", mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run_layerfs(&["-o", &opt, mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(run_layerfs(&["umount", mp.to_str().unwrap()]));
+    succeeds(run_layerfs(&["-o", &opt, mp.to_str().unwrap()]));
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let status = old.wait().unwrap();
@@ -388,12 +378,7 @@ fn an_exiting_daemon_never_unmounts_the_next_mount_on_its_mountpoint() {
         "the old daemon unmounted the new mount"
     );
     assert_eq!(std::fs::read_to_string(mp.join("f")).unwrap(), "top");
-    let out = run_layerfs(&["umount", mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(run_layerfs(&["umount", mp.to_str().unwrap()]));
 }
 
 #[test]
