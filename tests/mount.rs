@@ -35,36 +35,16 @@ fn daemon_exits_zero_only_once_live_and_umount_removes_it() {
     let mp = t.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
     let opt = format!("lowerdir={}:{}", l[0].display(), l[1].display());
-    let out = run_layerfs(&["-o", &opt, mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(run_layerfs(&["-o", &opt, mp.to_str().unwrap()]));
     // No waiting: the parent returned, so the mount must already be there and serving.
     assert!(mount_type(&mp).is_some_and(|t| t.starts_with("fuse")));
     assert_eq!(std::fs::read_to_string(mp.join("f")).unwrap(), "top");
     assert_eq!(std::fs::read_to_string(mp.join("d/b")).unwrap(), "b");
-    let out = run_layerfs(&["umount", mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(run_layerfs(&["umount", mp.to_str().unwrap()]));
     assert_eq!(mount_type(&mp), None);
     // The `mount` subcommand is the same thing.
-    let out = run_layerfs(&["mount", "-o", &opt, mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run_layerfs(&["umount", mp.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(run_layerfs(&["mount", "-o", &opt, mp.to_str().unwrap()]));
+    succeeds(run_layerfs(&["umount", mp.to_str().unwrap()]));
 }
 
 #[test]

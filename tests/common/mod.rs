@@ -94,7 +94,7 @@ impl Layerfs {
     pub fn mount_with(lowers: &[PathBuf], mp: &Path, extra: &[&str]) -> Layerfs {
         std::fs::create_dir_all(mp).unwrap();
         let mp = std::fs::canonicalize(mp).unwrap();
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .arg("-f")
             .arg("-o")
             .arg(format!("lowerdir={}", lowerdir(lowers)))
@@ -105,7 +105,6 @@ impl Layerfs {
             .spawn()
             .expect("spawn layerfs");
         let errors = Arc::new(Mutex::new(Vec::new()));
-        let mut child = child;
         let stderr = child.stderr.take().unwrap();
         let seen = errors.clone();
         std::thread::spawn(move || {

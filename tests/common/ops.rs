@@ -321,10 +321,7 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
 /// redirect longer than its `redirect_max`, 256 bytes): copy, then remove the source. Used
 /// on the kernel side only when layerfs renamed in place, so both trees can be compared.
 /// An exchange goes through a temporary name.
-pub fn rename_as_mv(root: &Path, op: &Op) -> Outcome {
-    let Op::Rename { from, to, flags } = op else {
-        panic!("rename_as_mv: {op:?} is not a rename");
-    };
+pub fn rename_as_mv(root: &Path, from: &str, to: &str, flags: u32) -> Outcome {
     let mv = |a: &Path, b: &Path| {
         let out = std::process::Command::new("mv")
             .arg("-T")
