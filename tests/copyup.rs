@@ -8,9 +8,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use layerfs::copyup::{copy_up, CopyOpts, Workdir, TEMP_PREFIX};
+use layerfs::format::{self, MarkNs};
 use layerfs::sys;
-use layerfs::whiteout::{self, MarkNs};
+use layerfs::upper::copyup::{copy_up, CopyOpts, Workdir, TEMP_PREFIX};
 
 fn dir_fd(p: &Path) -> OwnedFd {
     sys::open_host_dir(p).unwrap()
@@ -227,9 +227,9 @@ fn the_kernel_reads_our_whiteouts_and_opaque_marks() {
     std::fs::write(d.lower.join("op/hidden"), "x").unwrap();
     std::fs::write(d.lower.join("kept"), "x").unwrap();
     let upper = dir_fd(&d.upper);
-    whiteout::write_whiteout(upper.as_fd(), c"gone").unwrap();
+    format::write_whiteout(upper.as_fd(), c"gone").unwrap();
     std::fs::create_dir(d.upper.join("op")).unwrap();
-    whiteout::write_opaque(upper.as_fd(), b"op", MarkNs::Trusted).unwrap();
+    format::write_opaque(upper.as_fd(), b"op", MarkNs::Trusted).unwrap();
     std::fs::write(d.upper.join("op/mine"), "m").unwrap();
     let k = common::Kernel::mount(&[d.upper.clone(), d.lower.clone()], &d.work.join("mnt"));
     let mut names: Vec<_> = std::fs::read_dir(&k.mp)

@@ -4,7 +4,7 @@
 
 use std::ffi::OsStr;
 
-use layerfs::dirindex;
+use layerfs::stack::dirindex;
 use layerfs::{Config, Stack, Union};
 use layerfs_fuse::Core;
 

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use layerfs::copyup::TEMP_PREFIX;
+use layerfs::format::MarkNs;
+use layerfs::upper::copyup::TEMP_PREFIX;
 use layerfs::upper::{self, UpperError};
-use layerfs::whiteout::MarkNs;
 
 fn ns() -> MarkNs {
     if layerfs::sys::geteuid() == 0 {

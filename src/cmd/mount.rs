@@ -11,8 +11,9 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use layerfs::whiteout::MarkNs;
-use layerfs::{mountinfo, sys, upper, Config, MountOptions, Overlay, Stack, Union};
+use layerfs::format::MarkNs;
+use layerfs::sys::mountinfo;
+use layerfs::{sys, upper, Config, MountOptions, Overlay, Stack, Union};
 use layerfs_fuse::fuser::{self, MountOption, SessionACL};
 use layerfs_fuse::{Adapter, AdapterOptions, Core, FileIo};
 use log::{info, warn};
@@ -70,7 +71,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     let lowers: Vec<PathBuf> = opts
         .lowers
         .iter()
-        .map(|p| layerfs::layer::resolve_against(&cwd, p))
+        .map(|p| layerfs::stack::resolve_against(&cwd, p))
         .collect();
     let mountpoint = check_mountpoint(mp)?;
     let nofile = sys::raise_nofile_limit().unwrap_or(0);
@@ -92,8 +93,8 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
                 MarkNs::Trusted
             };
             let upper = upper::open(
-                &layerfs::layer::resolve_against(&cwd, u),
-                &layerfs::layer::resolve_against(&cwd, w),
+                &layerfs::stack::resolve_against(&cwd, u),
+                &layerfs::stack::resolve_against(&cwd, w),
                 ns,
             )?;
             let dev = sys::fstat(std::os::fd::AsFd::as_fd(&*upper.fd))

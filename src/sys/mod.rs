@@ -466,6 +466,7 @@ fn sigset(signals: &[libc::c_int]) -> io::Result<libc::sigset_t> {
     Ok(set)
 }
 
+pub mod mountinfo;
 mod mutate;
 mod process;
 pub use mutate::*;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use log::debug;
 
-use crate::node::Node;
+use crate::union::node::Node;
 
 const WORKERS: usize = 3;
 const QUEUE: usize = 4096;

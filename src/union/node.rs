@@ -6,9 +6,9 @@ use std::sync::{Arc, OnceLock};
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
-use crate::dirindex::{Candidate, DirIndex, Entry};
 use crate::error::{Error, Result};
-use crate::layer::Ino;
+use crate::stack::dirindex::{Candidate, DirIndex, Entry};
+use crate::stack::Ino;
 
 /// Where a node's data lives: entry `entry` of its parent's merged index.
 #[derive(Debug)]

@@ -13,15 +13,15 @@ use std::time::Duration;
 
 use layerfs_fuse::{Core, DirEntry, Entry, Opened};
 
-use crate::dirindex::{self, Candidate, DirIndex, Kind, Xattrs};
 use crate::error::{Error, Result};
-use crate::handles::Handles;
-use crate::layer::{Ino, Stack};
-use crate::node::{Node, NodeKind, Place, Table};
+use crate::format;
 use crate::options::IdMap;
-use crate::prefetch::Prefetcher;
+use crate::stack::dirindex::{self, Candidate, DirIndex, Kind, Xattrs};
+use crate::stack::prefetch::Prefetcher;
+use crate::stack::{Ino, Stack};
 use crate::sys::{self, Stat};
-use crate::whiteout;
+use crate::union::handles::Handles;
+use crate::union::node::{Node, NodeKind, Place, Table};
 
 /// How ids and caching are presented; everything that is not the layers themselves.
 #[derive(Debug, Clone)]
@@ -411,7 +411,7 @@ impl Core for Union {
     }
 
     fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
-        if whiteout::is_private_xattr(name.as_bytes()) {
+        if format::is_private_xattr(name.as_bytes()) {
             return Err(Error::NoAttr);
         }
         let n = self.node(ino)?;

@@ -1,4 +1,10 @@
-//! The layer stack: opened layer roots, their identities, and the inode-number scheme.
+//! The layer stack: opened layer roots, their identities, and the inode-number scheme;
+//! [`dirindex`] builds one directory's merged view from its layers, [`prefetch`] indexes
+//! directories ahead of a tree walk, [`par`] overlaps cold I/O.
+
+pub mod dirindex;
+pub mod par;
+pub mod prefetch;
 
 use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use log::debug;
 
-use crate::dirindex::{self, Kind};
+use crate::stack::dirindex::{self, Kind};
 use crate::sys::{self, Stat};
 
 /// The workdir: where copies are built before they appear in the upper.
@@ -84,7 +84,7 @@ pub struct CopyOpts {
     pub fsync: bool,
     /// Record the lower file as the copy's origin in this namespace (`*.overlay.origin`),
     /// so its inode number survives the copy-up and a remount, as with the kernel.
-    pub origin: Option<crate::whiteout::MarkNs>,
+    pub origin: Option<crate::format::MarkNs>,
     /// Copy the file's data (false for an open with `O_TRUNC`: the copy starts empty).
     pub data: bool,
 }

@@ -13,10 +13,10 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::layer::LayerIdx;
-use crate::par;
+use crate::format::{self, Class};
+use crate::stack::par;
+use crate::stack::LayerIdx;
 use crate::sys::{self, Stat};
-use crate::whiteout::{self, Class};
 
 /// File type of an entry, as far as the union cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +98,7 @@ pub struct Candidate {
 
 impl Candidate {
     /// Every layer's root directory, top first: the candidates of the mount root's index.
-    pub fn roots(stack: &crate::layer::Stack) -> io::Result<Vec<Candidate>> {
+    pub fn roots(stack: &crate::stack::Stack) -> io::Result<Vec<Candidate>> {
         stack
             .layers()
             .iter()
@@ -179,7 +179,7 @@ struct Scan {
 
 /// Reads one layer's copy of a directory and classifies its entries.
 fn scan(fd: BorrowedFd<'_>, honour_opaque: bool) -> io::Result<Scan> {
-    let marks = whiteout::dir_marks(fd)?;
+    let marks = format::dir_marks(fd)?;
     let raw = sys::read_dir(fd)?;
     let mut out = Scan {
         opaque: honour_opaque && marks.opaque,
@@ -187,7 +187,7 @@ fn scan(fd: BorrowedFd<'_>, honour_opaque: bool) -> io::Result<Scan> {
         hides_below: Vec::new(),
     };
     for ent in raw {
-        match whiteout::classify(fd, marks, &ent)? {
+        match format::classify(fd, marks, &ent)? {
             Class::OciOpaque => out.opaque |= honour_opaque,
             Class::OciWhiteout(target) => out.hides_below.push(target.into()),
             Class::Whiteout => out.hides_below.push(ent.name),
@@ -419,7 +419,7 @@ pub fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
     };
     let mut x = Xattrs::default();
     for n in sys::split_xattr_list(&list) {
-        if whiteout::is_private_xattr(n) {
+        if format::is_private_xattr(n) {
             continue;
         }
         match sys::getxattr_at(dir, name, &sys::cstr(n)?) {

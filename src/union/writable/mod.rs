@@ -23,14 +23,14 @@ use std::sync::{Arc, RwLock};
 
 use dashmap::DashMap;
 
-use crate::copyup::{self, CopyOpts};
-use crate::dirindex::Kind;
 use crate::error::{Error, Result};
-use crate::handles::Handles;
-use crate::layer::{Ino, Stack};
-use crate::node::Table;
+use crate::stack::dirindex::Kind;
+use crate::stack::{Ino, Stack};
 use crate::sys::{self, Stat};
+use crate::union::handles::Handles;
+use crate::union::node::Table;
 use crate::union::Config;
+use crate::upper::copyup::{self, CopyOpts};
 use crate::upper::Upper;
 use lower::{join, root_rel, LowerTree, Rel};
 use node::{Loc, WNode};
@@ -535,7 +535,7 @@ impl Overlay {
             Err(e) => return Err(Error::io("rename whiteout")(e)),
         }
         // No RENAME_WHITEOUT here: build the whiteout in the workdir and swap it in.
-        crate::whiteout::write_whiteout(self.work(), &tmp).map_err(Error::io("mknod whiteout"))?;
+        crate::format::write_whiteout(self.work(), &tmp).map_err(Error::io("mknod whiteout"))?;
         sys::renameat2(self.work(), &tmp, pfd, &cname, libc::RENAME_EXCHANGE)
             .map_err(Error::io("rename exchange"))?;
         Ok(tmp)

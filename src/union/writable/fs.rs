@@ -13,12 +13,12 @@ use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Opened, SetAttr};
 
 use super::ops::Make;
 use super::{FileH, Overlay};
-use crate::dirindex;
 use crate::error::{Error, Result};
-use crate::layer::Ino;
+use crate::format;
+use crate::stack::dirindex;
+use crate::stack::Ino;
 use crate::sys::{self, Stat};
 use crate::union::access_check;
-use crate::whiteout;
 
 /// The kernel's `__FMODE_EXEC`: set in the flags of the OPEN that execve sends.
 const OPEN_FOR_EXEC: i32 = 0x20;
@@ -268,7 +268,7 @@ impl Core for Overlay {
     }
 
     fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
-        if whiteout::is_private_xattr(name.as_bytes()) {
+        if format::is_private_xattr(name.as_bytes()) {
             return Err(Error::NoAttr);
         }
         let xname = sys::cstr(name.as_bytes()).map_err(Error::io("name"))?;

@@ -6,13 +6,15 @@
 //! filesystem takes the xattrs the marks need (`trusted.*`, or `user.*` rootless). Leftovers
 //! of a copy interrupted by a crash are cleared from the workdir.
 
+pub mod copyup;
+
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::copyup::Workdir;
+use crate::format::MarkNs;
 use crate::sys;
-use crate::whiteout::MarkNs;
+use crate::upper::copyup::Workdir;
 
 /// An opened, checked upper layer and its workdir.
 #[derive(Debug)]

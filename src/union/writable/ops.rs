@@ -13,8 +13,8 @@ use layerfs_fuse::{Ctx, Entry, SetAttr, SetTime};
 use super::node::WNode;
 use super::{is_whiteout, Overlay};
 use crate::error::{Error, Result};
+use crate::format;
 use crate::sys::{self, Stat};
-use crate::whiteout;
 
 fn name_of(name: &OsStr) -> Result<&[u8]> {
     if !sys::is_component(name) {
@@ -174,7 +174,7 @@ impl Overlay {
                 .map_err(Error::io("create"))?;
             let swapped = (|| {
                 if matches!(what, Make::Dir) {
-                    whiteout::write_opaque(self.work(), tmp.as_bytes(), self.upper.ns)?;
+                    format::write_opaque(self.work(), tmp.as_bytes(), self.upper.ns)?;
                 }
                 sys::renameat2(self.work(), &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
             })();
@@ -249,7 +249,7 @@ impl Overlay {
             }
         } else {
             let pfd = self.ensure_upper_dir(dir)?;
-            whiteout::write_whiteout(pfd.as_fd(), &c).map_err(Error::io("mknod whiteout"))?;
+            format::write_whiteout(pfd.as_fd(), &c).map_err(Error::io("mknod whiteout"))?;
         }
         node.set_loc(|l| {
             if l.name.as_ref() == name && l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, dir)) {
@@ -312,8 +312,7 @@ impl Overlay {
                 }
             }
             None if self.lower_has_dir(new_dloc, new_name)? => {
-                whiteout::write_opaque(pfd, name, self.upper.ns)
-                    .map_err(Error::io("setxattr opaque"))
+                format::write_opaque(pfd, name, self.upper.ns).map_err(Error::io("setxattr opaque"))
             }
             None => Ok(()),
         }
@@ -442,7 +441,7 @@ impl Overlay {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {
                     sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, 0)
                         .map_err(Error::io("rename"))?;
-                    whiteout::write_whiteout(pf1.as_fd(), &c1)
+                    format::write_whiteout(pf1.as_fd(), &c1)
                         .map_err(Error::io("mknod whiteout"))?;
                 }
                 Err(e) => return Err(Error::io("rename")(e)),
@@ -582,7 +581,7 @@ impl Overlay {
         name: &OsStr,
         value: Option<(&[u8], i32)>,
     ) -> Result<()> {
-        if whiteout::is_private_xattr(name.as_bytes()) {
+        if format::is_private_xattr(name.as_bytes()) {
             return Err(Error::os("setxattr", libc::EOPNOTSUPP));
         }
         let xname = cname(name.as_bytes())?;

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use super::lower::Rel;
-use crate::layer::Ino;
-use crate::node::Counted;
+use crate::stack::Ino;
+use crate::union::node::Counted;
 
 /// Where a node is in the merged tree.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::dirindex::{Candidate, DirIndex, Entry, Kind};
-use crate::layer::{Ino, Stack};
+use crate::stack::dirindex::{Candidate, DirIndex, Entry, Kind};
+use crate::stack::{Ino, Stack};
 use crate::sys::Stat;
 
 /// A path relative to the layer roots: `.` for the root, else `a/b/c`.
