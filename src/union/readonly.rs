@@ -368,9 +368,14 @@ impl Core for Union {
                 };
                 if e.kind == Kind::Dir && !child.has_index() {
                     // A tree walk will descend here next: index it in the background.
+                    let child = child.clone();
                     self.prefetch
                         .get_or_init(Prefetcher::start)
-                        .hint(child.clone());
+                        .hint(Box::new(move || {
+                            if let Err(e) = child.placed_index() {
+                                log::debug!("prefetch of {:?}: {e}", child.ino);
+                            }
+                        }));
                 }
                 let d = DirEntry {
                     ino: child.ino.0,

@@ -95,6 +95,11 @@ impl LowerTree {
         ))
     }
 
+    /// True once the lower directory `rel` is indexed.
+    pub fn has(&self, rel: &[u8]) -> bool {
+        self.dirs.contains_key(rel)
+    }
+
     /// The lower entry at `rel` (not the root), if one is visible.
     pub fn entry(&self, stack: &Stack, rel: &[u8]) -> io::Result<Option<LowerEntry>> {
         let (parent, name) = split(rel);

@@ -15,16 +15,18 @@ mod fs;
 pub mod lower;
 mod node;
 mod ops;
+mod readdir;
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
 
 use crate::error::{Error, Result};
-use crate::stack::dirindex::Kind;
+use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
+use crate::stack::prefetch::Prefetcher;
 use crate::stack::{Ino, Stack};
 use crate::sys::{self, Stat};
 use crate::union::handles::Handles;
@@ -57,8 +59,14 @@ impl Drop for FileH {
     }
 }
 
-/// A directory listing taken at `opendir`: offsets are positions in it.
-type Listing = Vec<(Box<[u8]>, Kind)>;
+/// A directory listing taken at `opendir` (or, with no handle, at each `readdir` of an
+/// unchanging directory): offsets are positions in it.
+enum Listing {
+    /// A directory with no upper copy: its lower merged index, as it is (`rel`: its path).
+    Lower { rel: Rel, ix: Arc<DirIndex> },
+    /// Upper entries, then lower ones not hidden by an upper entry or whiteout.
+    Merged(Vec<(Box<[u8]>, Kind)>),
+}
 
 /// What a name resolves to.
 #[derive(Debug)]
@@ -70,15 +78,21 @@ struct Resolved {
     lower: Option<Rel>,
 }
 
-/// A writable union mount.
+/// A union mount: the lowers, and the upper layer when it is writable.
 pub struct Overlay {
-    stack: Stack,
-    upper: Upper,
+    stack: Arc<Stack>,
+    /// `None`: a read-only mount; every change answers EROFS.
+    upper: Option<Upper>,
     cfg: Config,
     /// No fsync of copied-up data or on request (`-o volatile`).
     volatile: bool,
-    lowers: LowerTree,
+    lowers: Arc<LowerTree>,
     table: Table<WNode>,
+    /// The top layer's root attributes (the merged root's, without an upper).
+    root_attr: Stat,
+    root_xattrs: OnceLock<Arc<Xattrs>>,
+    /// Started on first use, so its threads are born in the daemon, after the fork.
+    prefetch: OnceLock<Prefetcher>,
     files: Handles<Arc<FileH>>,
     dirs: Handles<Arc<Listing>>,
     /// The namespace lock: mutations exclusive, lookups and listings shared.
@@ -112,11 +126,28 @@ fn is_dir(st: &Stat) -> bool {
 }
 
 impl Overlay {
-    /// A writable union of `stack` (the lowers) under `upper`. The stack must have been
-    /// opened with the upper's device ([`Stack::open_with_upper`]).
-    pub fn new(stack: Stack, upper: Upper, cfg: Config, volatile: bool) -> Overlay {
-        // Modes arrive with the caller's umask applied; ours must not mask them again.
-        sys::umask(0);
+    /// A union of `stack` (the lowers), under `upper` when the mount is writable. With an
+    /// upper, the stack must have been opened with the upper's device
+    /// ([`Stack::open_with_upper`]).
+    pub fn new(
+        stack: Stack,
+        upper: Option<Upper>,
+        cfg: Config,
+        volatile: bool,
+    ) -> std::io::Result<Overlay> {
+        let top = stack
+            .layers()
+            .first()
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let root_attr = sys::fstat(top.root.as_fd())?;
+        // Keep at most half the fd limit as directory fds; the rest reopen on use.
+        if let Ok(limit) = sys::nofile_limit() {
+            dirindex::set_fd_budget((limit / 2) as usize);
+        }
+        if upper.is_some() {
+            // Modes arrive with the caller's umask applied; ours must not mask them again.
+            sys::umask(0);
+        }
         let table = Table::default();
         let root = WNode::new(
             Ino::ROOT,
@@ -124,29 +155,45 @@ impl Overlay {
             Loc {
                 parent: None,
                 name: (*b"").into(),
-                upper: true,
+                upper: upper.is_some(),
                 lower: Some(root_rel()),
                 unlinked: false,
             },
         );
-        let _ = root.upper_dir.set(upper.fd.clone());
-        let upper_magic = sys::fs_magic(upper.fd.as_fd()).unwrap_or(0);
-        let origin_readable = probe_origin(&upper, upper_magic);
+        let (mut upper_magic, mut origin_readable) = (0, false);
+        if let Some(up) = &upper {
+            let _ = root.upper_dir.set(up.fd.clone());
+            upper_magic = sys::fs_magic(up.fd.as_fd()).unwrap_or(0);
+            origin_readable = probe_origin(up, upper_magic);
+        }
         table.insert_root(root);
-        Overlay {
-            stack,
+        Ok(Overlay {
+            stack: Arc::new(stack),
             upper,
             cfg,
             volatile,
-            lowers: LowerTree::default(),
+            lowers: Arc::default(),
             table,
+            root_attr,
+            root_xattrs: OnceLock::new(),
+            prefetch: OnceLock::new(),
             files: Handles::default(),
             dirs: Handles::default(),
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
             upper_magic,
             origin_readable,
-        }
+        })
+    }
+
+    /// True on a mount without an upper layer: nothing can change.
+    pub fn read_only(&self) -> bool {
+        self.upper.is_none()
+    }
+
+    /// Refuses a change on a read-only mount.
+    fn writable(&self) -> Result<&Upper> {
+        self.upper()
     }
 
     /// Number of nodes the kernel currently references (plus the root).
@@ -166,8 +213,13 @@ impl Overlay {
         self.ns.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn work(&self) -> BorrowedFd<'_> {
-        self.upper.work.fd()
+    /// The upper layer; `Err(ReadOnly)` on a mount without one.
+    fn upper(&self) -> Result<&Upper> {
+        self.upper.as_ref().ok_or(Error::ReadOnly)
+    }
+
+    fn work(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.upper()?.work.fd())
     }
 
     /// The upper copy of directory `node` (which must have one), opened once.
@@ -221,14 +273,15 @@ impl Overlay {
         // record carries no filesystem uuid).
         let same_fs =
             Some(self.stack.layer(le.parent.layer_of(le.entry())).fsid) == self.stack.upper_fsid();
+        let up = self.upper()?;
         let opts = CopyOpts {
             fsync: !self.volatile,
-            origin: same_fs.then_some(self.upper.ns),
+            origin: same_fs.then_some(up.ns),
             data,
         };
         le.parent
             .with_dir_of(le.entry(), |d| {
-                copyup::copy_up(d, &loc.name, &st, &self.upper.work, pfd.as_fd(), opts)
+                copyup::copy_up(d, &loc.name, &st, &up.work, pfd.as_fd(), opts)
             })
             .map_err(Error::io("copy-up"))?;
         log::debug!("copied up {}", String::from_utf8_lossy(rel));
@@ -311,7 +364,7 @@ impl Overlay {
         if let Some(i) = self.upper_inos.get(&st.st_ino) {
             return Ok(*i);
         }
-        let origin = match sys::getxattr_at(pfd, name, self.upper.ns.origin()) {
+        let origin = match sys::getxattr_at(pfd, name, self.upper()?.ns.origin()) {
             Ok(v) => copyup::origin_ino(&v, self.upper_magic),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
             Err(e) => return Err(Error::io("getxattr origin")(e)),
@@ -331,7 +384,7 @@ impl Overlay {
             let d = self.lowers.dir(&self.stack, rel);
             Ok(d.map_err(Error::io("lower lookup"))?.is_some())
         };
-        match sys::getxattr_at(pfd, name, self.upper.ns.redirect()) {
+        match sys::getxattr_at(pfd, name, self.upper()?.ns.redirect()) {
             Ok(v) => {
                 let rel: Rel = match v.strip_prefix(b"/") {
                     Some(b"") => root_rel(),
@@ -357,7 +410,7 @@ impl Overlay {
     }
 
     fn is_opaque(&self, pfd: BorrowedFd<'_>, name: &[u8]) -> Result<bool> {
-        match sys::getxattr_at(pfd, name, self.upper.ns.opaque()) {
+        match sys::getxattr_at(pfd, name, self.upper()?.ns.opaque()) {
             Ok(v) => Ok(v == b"y"),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => Ok(false),
             Err(e) => Err(Error::io("getxattr opaque")(e)),
@@ -376,6 +429,38 @@ impl Overlay {
         let Some(r) = self.resolve(dir, dloc, name)? else {
             return Ok(None);
         };
+        Ok(Some(self.insert_child(dir, name, r, count)))
+    }
+
+    /// The node for entry `i` of the lower index `ix` of directory `dir` (at lower path
+    /// `rel`, with no upper copy, so the entry is what the name resolves to).
+    fn lower_child(
+        &self,
+        dir: &Arc<WNode>,
+        rel: &[u8],
+        ix: &DirIndex,
+        i: u32,
+        count: bool,
+    ) -> Result<(Arc<WNode>, Stat)> {
+        let e = ix.entry(i);
+        let st = ix.attr(e).map_err(Error::io("lstat"))?;
+        let r = Resolved {
+            ino: self.stack.ino(ix.layer_of(e), st.st_ino),
+            st,
+            upper: false,
+            lower: Some(join(rel, &e.name)),
+        };
+        Ok(self.insert_child(dir, &e.name, r, count))
+    }
+
+    /// Records resolved entry `name` of `dir` in the node table.
+    fn insert_child(
+        &self,
+        dir: &Arc<WNode>,
+        name: &[u8],
+        r: Resolved,
+        count: bool,
+    ) -> (Arc<WNode>, Stat) {
         let loc = Loc {
             parent: Some(dir.clone()),
             name: name.into(),
@@ -403,7 +488,46 @@ impl Overlay {
                 *l = loc;
             }
         });
-        Ok(Some((node, self.cfg.present(r.st, r.ino))))
+        (node, self.cfg.present(r.st, r.ino))
+    }
+
+    /// Asks for the lower directory `rel` to be indexed in the background (a tree walk is
+    /// about to enter it).
+    fn prefetch_lower(&self, rel: Rel) {
+        if self.lowers.has(&rel) {
+            return;
+        }
+        let (stack, lowers) = (self.stack.clone(), self.lowers.clone());
+        self.prefetch
+            .get_or_init(Prefetcher::start)
+            .hint(Box::new(move || {
+                if let Err(e) = lowers.dir(&stack, &rel) {
+                    // The real request will hit (and report) the same failure if it matters.
+                    log::debug!("prefetch of {:?}: {e}", String::from_utf8_lossy(&rel));
+                }
+            }));
+    }
+
+    /// The xattrs of `node`: read once for what cannot change (lower entries never copied
+    /// up, and the root of a read-only mount), else read now.
+    fn xattrs_of(&self, node: &WNode) -> Result<Arc<Xattrs>> {
+        let loc = node.loc();
+        if node.detached.get().is_none() && !loc.upper {
+            if loc.parent.is_none() {
+                if let Some(x) = self.root_xattrs.get() {
+                    return Ok(x.clone());
+                }
+                let x = Arc::new(self.with_place(node, dirindex::read_xattrs)?);
+                return Ok(self.root_xattrs.get_or_init(|| x).clone());
+            }
+            let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+            let le = self.lowers.entry(&self.stack, rel);
+            let le = le
+                .map_err(Error::io("lower lookup"))?
+                .ok_or(Error::NotFound)?;
+            return le.parent.xattrs(le.entry()).map_err(Error::io("listxattr"));
+        }
+        Ok(Arc::new(self.with_place(node, dirindex::read_xattrs)?))
     }
 
     /// The real `lstat` of `node`.
@@ -412,6 +536,9 @@ impl Overlay {
             return sys::fstat(fd.as_fd()).map_err(Error::io("fstat"));
         }
         let loc = node.loc();
+        if loc.parent.is_none() && !loc.upper {
+            return Ok(self.root_attr);
+        }
         if loc.upper {
             if let Some(fd) = node.upper_dir.get() {
                 return sys::fstat(fd.as_fd()).map_err(Error::io("fstat"));
@@ -442,7 +569,11 @@ impl Overlay {
     ) -> Result<R> {
         let loc = node.loc();
         match (&loc.parent, loc.upper) {
-            (None, _) => f(self.upper.fd.as_fd(), b"").map_err(Error::io("root")),
+            (None, true) => f(self.upper()?.fd.as_fd(), b"").map_err(Error::io("root")),
+            (None, false) => {
+                let top = &self.stack.layers()[0];
+                f(top.root.as_fd(), b"").map_err(Error::io("root"))
+            }
             (Some(p), true) => {
                 let pfd = self.upper_dir(p)?;
                 f(pfd.as_fd(), &loc.name).map_err(Error::io("upper"))
@@ -460,13 +591,22 @@ impl Overlay {
         }
     }
 
-    /// The merged entries of directory `node`: upper entries, then lower ones not hidden by
-    /// an upper entry or whiteout.
+    /// The entries of directory `node`: its lower index if it has no upper copy, else upper
+    /// entries, then lower ones not hidden by an upper entry or whiteout.
     fn list(&self, node: &WNode) -> Result<Listing> {
         let loc = node.loc();
+        if !loc.upper {
+            if let Some(rel) = loc.lower {
+                let ix = self.lowers.dir(&self.stack, &rel);
+                if let Some(ix) = ix.map_err(Error::io("lower directory"))? {
+                    return Ok(Listing::Lower { rel, ix });
+                }
+            }
+            return Ok(Listing::Merged(Vec::new()));
+        }
         let mut out = Vec::new();
         let mut seen: HashSet<Box<[u8]>> = HashSet::new();
-        if loc.upper {
+        {
             let fd = self.upper_dir(node)?;
             // A private fd: getdents moves the offset of the fd it reads.
             let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
@@ -503,7 +643,7 @@ impl Overlay {
                 }
             }
         }
-        Ok(out)
+        Ok(Listing::Merged(out))
     }
 
     /// True when a lower entry named `name` would show in `dloc` without an upper entry.
@@ -528,22 +668,23 @@ impl Overlay {
     /// in one step; returns the workdir name of what was moved.
     fn swap_for_whiteout(&self, pfd: BorrowedFd<'_>, name: &[u8]) -> Result<std::ffi::CString> {
         let cname = sys::cstr(name).map_err(Error::io("name"))?;
-        let tmp = self.upper.work.temp_name();
-        match sys::renameat2(pfd, &cname, self.work(), &tmp, libc::RENAME_WHITEOUT) {
+        let tmp = self.upper()?.work.temp_name();
+        match sys::renameat2(pfd, &cname, self.work()?, &tmp, libc::RENAME_WHITEOUT) {
             Ok(()) => return Ok(tmp),
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {}
             Err(e) => return Err(Error::io("rename whiteout")(e)),
         }
         // No RENAME_WHITEOUT here: build the whiteout in the workdir and swap it in.
-        crate::format::write_whiteout(self.work(), &tmp).map_err(Error::io("mknod whiteout"))?;
-        sys::renameat2(self.work(), &tmp, pfd, &cname, libc::RENAME_EXCHANGE)
+        crate::format::write_whiteout(self.work()?, &tmp).map_err(Error::io("mknod whiteout"))?;
+        sys::renameat2(self.work()?, &tmp, pfd, &cname, libc::RENAME_EXCHANGE)
             .map_err(Error::io("rename exchange"))?;
         Ok(tmp)
     }
 
     /// Removes a workdir temporary (a file, or a directory with its whiteouts).
     fn discard(&self, tmp: &std::ffi::CStr) {
-        if let Err(e) = copyup::remove_tree(self.work(), tmp.to_bytes()) {
+        let Ok(work) = self.work() else { return };
+        if let Err(e) = copyup::remove_tree(work, tmp.to_bytes()) {
             log::warn!("workdir: could not remove {tmp:?}: {e}");
         }
     }

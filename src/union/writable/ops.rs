@@ -168,15 +168,16 @@ impl Overlay {
         let c = cname(name)?;
         let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
         let fd = if over_whiteout {
-            let tmp = self.upper.work.temp_name();
+            let tmp = self.upper()?.work.temp_name();
             let fd = self
-                .make_at(self.work(), &tmp, &what, mode, owner, &pst)
+                .make_at(self.work()?, &tmp, &what, mode, owner, &pst)
                 .map_err(Error::io("create"))?;
+            let (work, ns) = (self.work()?, self.upper()?.ns);
             let swapped = (|| {
                 if matches!(what, Make::Dir) {
-                    format::write_opaque(self.work(), tmp.as_bytes(), self.upper.ns)?;
+                    format::write_opaque(work, tmp.as_bytes(), ns)?;
                 }
-                sys::renameat2(self.work(), &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
+                sys::renameat2(work, &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
             })();
             // Either the new entry (failed) or the whiteout (swapped) is left in the workdir.
             self.discard(&tmp);
@@ -237,8 +238,8 @@ impl Overlay {
                     Ok(()) => {}
                     // Whiteouts inside: move it out of sight, then clear it.
                     Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                        let tmp = self.upper.work.temp_name();
-                        sys::renameat2(pfd.as_fd(), &c, self.work(), &tmp, 0)
+                        let tmp = self.upper()?.work.temp_name();
+                        sys::renameat2(pfd.as_fd(), &c, self.work()?, &tmp, 0)
                             .map_err(Error::io("rename to workdir"))?;
                         self.discard(&tmp);
                     }
@@ -297,7 +298,7 @@ impl Overlay {
             Some(rel) => {
                 let natural = new_dloc.lower.as_ref().map(|l| super::join(l, new_name));
                 if natural.as_deref() == Some(rel) {
-                    match sys::removexattr_at(pfd, name, self.upper.ns.redirect()) {
+                    match sys::removexattr_at(pfd, name, self.upper()?.ns.redirect()) {
                         Ok(()) => Ok(()),
                         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
                         Err(e) => Err(Error::io("removexattr redirect")(e)),
@@ -307,12 +308,13 @@ impl Overlay {
                     if rel.as_ref() != b"." {
                         v.extend_from_slice(rel);
                     }
-                    sys::setxattr_at(pfd, name, self.upper.ns.redirect(), &v, 0)
+                    sys::setxattr_at(pfd, name, self.upper()?.ns.redirect(), &v, 0)
                         .map_err(Error::io("setxattr redirect"))
                 }
             }
             None if self.lower_has_dir(new_dloc, new_name)? => {
-                format::write_opaque(pfd, name, self.upper.ns).map_err(Error::io("setxattr opaque"))
+                format::write_opaque(pfd, name, self.upper()?.ns)
+                    .map_err(Error::io("setxattr opaque"))
             }
             None => Ok(()),
         }
@@ -480,9 +482,9 @@ impl Overlay {
         let pf2 = self.ensure_upper_dir(&dir)?;
         let (c1, c2) = (cname(&loc.name)?, cname(name)?);
         if matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st)) {
-            let tmp = self.upper.work.temp_name();
-            sys::linkat(pf1.as_fd(), &c1, self.work(), &tmp).map_err(Error::io("link"))?;
-            if let Err(e) = sys::renameat2(self.work(), &tmp, pf2.as_fd(), &c2, 0) {
+            let tmp = self.upper()?.work.temp_name();
+            sys::linkat(pf1.as_fd(), &c1, self.work()?, &tmp).map_err(Error::io("link"))?;
+            if let Err(e) = sys::renameat2(self.work()?, &tmp, pf2.as_fd(), &c2, 0) {
                 self.discard(&tmp);
                 return Err(Error::io("rename over whiteout")(e));
             }
@@ -503,7 +505,7 @@ impl Overlay {
             return fd.try_clone().map(Some).map_err(Error::io("dup"));
         }
         if node.loc().parent.is_none() {
-            let fd = sys::open_subdir(self.upper.fd.as_fd(), c".").map_err(Error::io("open"))?;
+            let fd = sys::open_subdir(self.upper()?.fd.as_fd(), c".").map_err(Error::io("open"))?;
             return Ok(Some(fd));
         }
         Ok(None)
