@@ -1,104 +1,13 @@
-//! The inode table: what the kernel holds a reference to, and where each node lives.
+//! The inode table: node id -> node, for every node the kernel holds a reference to.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 
 use crate::error::{Error, Result};
-use crate::stack::dirindex::{Candidate, DirIndex, Entry};
 use crate::stack::Ino;
-
-/// Where a node's data lives: entry `entry` of its parent's merged index.
-#[derive(Debug)]
-pub struct Place {
-    pub parent: Arc<DirIndex>,
-    /// The parent directory's node id (for `..` in listings).
-    pub parent_ino: Ino,
-    pub entry: u32,
-}
-
-impl Place {
-    pub fn entry(&self) -> &Entry {
-        self.parent.entry(self.entry)
-    }
-}
-
-/// What kind of node this is. Only directories have an index of children.
-#[derive(Debug)]
-pub enum NodeKind {
-    /// A merged directory; its index is built on first use.
-    Dir { index: OnceLock<Arc<DirIndex>> },
-    /// Anything else (file, symlink, device, fifo, socket).
-    Leaf,
-}
-
-#[derive(Debug)]
-pub struct Node {
-    pub ino: Ino,
-    /// `None` only for the root.
-    pub place: Option<Place>,
-    pub kind: NodeKind,
-    /// Kernel references (lookups not yet forgotten).
-    lookups: AtomicU64,
-}
-
-impl Node {
-    pub fn new(ino: Ino, place: Option<Place>, is_dir: bool) -> Node {
-        Node {
-            ino,
-            place,
-            kind: if is_dir {
-                NodeKind::Dir {
-                    index: OnceLock::new(),
-                }
-            } else {
-                NodeKind::Leaf
-            },
-            lookups: AtomicU64::new(0),
-        }
-    }
-
-    /// The merged index of a directory node, built on first use from `sources` (called only
-    /// then; it opens the directory in every contributing layer).
-    pub fn index(
-        &self,
-        sources: impl FnOnce() -> std::io::Result<(std::ffi::CString, Vec<Candidate>, bool)>,
-    ) -> Result<&Arc<DirIndex>> {
-        let NodeKind::Dir { index } = &self.kind else {
-            return Err(Error::NotDir);
-        };
-        if let Some(ix) = index.get() {
-            return Ok(ix);
-        }
-        let (rel, srcs, honour_opaque) = sources().map_err(Error::io("open layer directory"))?;
-        let built =
-            DirIndex::build(rel, srcs, honour_opaque).map_err(Error::io("read layer directory"))?;
-        // Two threads may build at once; one wins and the other's work is dropped.
-        Ok(index.get_or_init(|| Arc::new(built)))
-    }
-}
-
-impl Node {
-    /// The index of a directory below the root, built from its parent's index if needed.
-    pub fn placed_index(&self) -> Result<&Arc<DirIndex>> {
-        let place = self.place.as_ref().ok_or(Error::Invalid)?;
-        self.index(|| {
-            let e = place.entry();
-            Ok((
-                place.parent.child_rel(e)?,
-                place.parent.open_child_sources(e)?,
-                true,
-            ))
-        })
-    }
-
-    /// True once a directory's index exists (always false for leaves).
-    pub fn has_index(&self) -> bool {
-        matches!(&self.kind, NodeKind::Dir { index } if index.get().is_some())
-    }
-}
 
 /// A node the kernel counts references to.
 pub trait Counted {
@@ -107,18 +16,9 @@ pub trait Counted {
     fn lookups(&self) -> &AtomicU64;
 }
 
-impl Counted for Node {
-    fn ino(&self) -> Ino {
-        self.ino
-    }
-    fn lookups(&self) -> &AtomicU64 {
-        &self.lookups
-    }
-}
-
 /// Node id -> node. The root is never removed.
 #[derive(Debug)]
-pub struct Table<N = Node> {
+pub struct Table<N> {
     nodes: DashMap<Ino, Arc<N>>,
 }
 

@@ -15,9 +15,9 @@ use super::ops::Make;
 use super::{FileH, Listing, Overlay};
 use crate::error::{Error, Result};
 use crate::format;
+use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
-use crate::union::access_check;
 
 /// The kernel's `__FMODE_EXEC`: set in the flags of the OPEN that execve sends.
 const OPEN_FOR_EXEC: i32 = 0x20;
@@ -448,6 +448,44 @@ impl Core for Overlay {
         let n = sys::copy_range_at(sfd.as_fd(), src.2, dfd.as_fd(), dst.2, len)
             .map_err(Error::io("copy_file_range"))?;
         Ok(n as u32)
+    }
+}
+
+/// `access(2)`: on a read-only mount writes to files and directories are EROFS; the rest is
+/// the classic owner/group/other check (root passes, but needs an x bit to execute).
+pub fn access_check(st: &Stat, mask: i32, uid: u32, gid: u32, read_only: bool) -> Result<()> {
+    let kind = Kind::from_mode(st.st_mode);
+    if read_only && mask & libc::W_OK != 0 && matches!(kind, Kind::File | Kind::Dir | Kind::Symlink)
+    {
+        return Err(Error::ReadOnly);
+    }
+    let want = (mask & 0o7) as u32;
+    if want == 0 {
+        return Ok(());
+    }
+    let denied = || Error::Io {
+        op: "access",
+        source: std::io::Error::from_raw_os_error(libc::EACCES),
+    };
+    if uid == 0 {
+        let any_x = st.st_mode & 0o111 != 0;
+        return if want & (libc::X_OK as u32) != 0 && kind != Kind::Dir && !any_x {
+            Err(denied())
+        } else {
+            Ok(())
+        };
+    }
+    let bits = if uid == st.st_uid {
+        (st.st_mode >> 6) & 7
+    } else if gid == st.st_gid {
+        (st.st_mode >> 3) & 7
+    } else {
+        st.st_mode & 7
+    };
+    if bits & want == want {
+        Ok(())
+    } else {
+        Err(denied())
     }
 }
 
