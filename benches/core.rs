@@ -10,7 +10,7 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use layerfs::{Config, Overlay, Stack};
+use layerfs::{Config, Stack, Union};
 use layerfs_fuse::Core;
 
 fn make_stack(base: &std::path::Path, layers: usize, files_per_layer: usize) -> Vec<PathBuf> {
@@ -54,7 +54,7 @@ fn main() {
             .collect();
         let (mut first, mut hits, mut misses, mut listing) = (vec![], vec![], vec![], vec![]);
         for _ in 0..reps {
-            let u = Overlay::new(
+            let u = Union::new(
                 Stack::open(&layers).unwrap(),
                 None,
                 Config::default(),

@@ -5,13 +5,13 @@ use std::ffi::OsStr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use layerfs::{Config, Overlay, Stack};
+use layerfs::{Config, Stack, Union};
 use layerfs_fuse::{Core, DirEntry};
 
 const ROOT: u64 = 1;
 
-fn union(layers: &[PathBuf]) -> Overlay {
-    Overlay::new(Stack::open(layers).unwrap(), None, Config::default(), false).unwrap()
+fn union(layers: &[PathBuf]) -> Union {
+    Union::new(Stack::open(layers).unwrap(), None, Config::default(), false).unwrap()
 }
 
 fn layers(base: &Path, n: usize) -> Vec<PathBuf> {
@@ -24,13 +24,13 @@ fn layers(base: &Path, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-fn lookup(u: &Overlay, parent: u64, name: &str) -> Result<libc::stat, i32> {
+fn lookup(u: &Union, parent: u64, name: &str) -> Result<libc::stat, i32> {
     u.lookup(parent, OsStr::new(name))
         .map(|e| e.attr)
         .map_err(|e| e.errno())
 }
 
-fn read_all(u: &Overlay, ino: u64) -> Vec<u8> {
+fn read_all(u: &Union, ino: u64) -> Vec<u8> {
     let o = u.open(ino, libc::O_RDONLY).unwrap();
     let d = u.read(ino, o.fh, 0, 1 << 20).unwrap();
     u.release(ino, o.fh);
@@ -39,7 +39,7 @@ fn read_all(u: &Overlay, ino: u64) -> Vec<u8> {
 
 /// Lists a directory in chunks of `chunk` entries, resuming from the last offset each time,
 /// as the kernel does when its buffer fills.
-fn list(u: &Overlay, ino: u64, chunk: usize, plus: bool) -> Vec<String> {
+fn list(u: &Union, ino: u64, chunk: usize, plus: bool) -> Vec<String> {
     let o = u.opendir(ino).unwrap();
     let mut names = Vec::new();
     let mut offset = 0;

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 
 use layerfs::stack::dirindex;
-use layerfs::{Config, Overlay, Stack};
+use layerfs::{Config, Stack, Union};
 use layerfs_fuse::Core;
 
 #[test]
@@ -18,7 +18,7 @@ fn exhausted_budget_reopens_directories_and_keeps_nothing() {
     std::fs::write(top.join("a/b/f"), "top").unwrap();
     std::fs::write(bottom.join("a/b/g"), "bottom").unwrap();
     std::os::unix::fs::symlink("f", bottom.join("a/b/link")).unwrap();
-    let u = Overlay::new(
+    let u = Union::new(
         Stack::open(&[top, bottom]).unwrap(),
         None,
         Config::default(),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use layerfs::format::MarkNs;
 use layerfs::sys::mountinfo;
-use layerfs::{sys, upper, Config, MountOptions, Overlay, Stack};
+use layerfs::{sys, upper, Config, MountOptions, Stack, Union};
 use layerfs_fuse::{AdapterOptions, Core, FileIo, SessionOptions};
 use log::{info, warn};
 
@@ -22,7 +22,7 @@ use crate::{FileIoArg, MountArgs};
 /// Everything needed to mount, checked.
 pub struct Plan {
     mountpoint: PathBuf,
-    fs: Overlay,
+    fs: Union,
     threads: usize,
     file_io: FileIo,
     /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
@@ -96,9 +96,9 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
             let stack = Stack::open_with_upper(&lowers, Some(dev))?;
             // The upper changes: the kernel re-checks attributes every second.
             cfg.ttl = std::time::Duration::from_secs(1);
-            Overlay::new(stack, Some(upper), cfg, opts.volatile)
+            Union::new(stack, Some(upper), cfg, opts.volatile)
         }
-        _ => Overlay::new(Stack::open(&lowers)?, None, cfg, false),
+        _ => Union::new(Stack::open(&lowers)?, None, cfg, false),
     }
     .context("reading the top layer's root")?;
     let threads = args.threads.unwrap_or_else(|| {

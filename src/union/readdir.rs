@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use layerfs_fuse::DirEntry;
 
-use super::{Listing, Overlay, WNode};
+use super::{Listing, Node, Union};
 use crate::error::Result;
 use crate::stack::dirindex::{DirIndex, Kind};
-use crate::union::writable::node::Loc;
+use crate::union::inode::Loc;
 
 /// Receives entries until it answers true (the reply is full).
 type Add<'a> = dyn FnMut(DirEntry<'_>) -> bool + 'a;
@@ -24,12 +24,12 @@ impl Listing {
     }
 }
 
-impl Overlay {
+impl Union {
     /// Entries from `start` of the lower index `ix` of `dir`, a directory with no upper
     /// copy: each entry is what its name resolves to, so nothing is looked up again.
     pub(super) fn readdir_lower(
         &self,
-        dir: &Arc<WNode>,
+        dir: &Arc<Node>,
         rel: &[u8],
         ix: &DirIndex,
         start: usize,
@@ -88,7 +88,7 @@ impl Overlay {
     /// copy, which may have changed since the listing was taken); gone ones are left out.
     pub(super) fn readdir_resolving<'n>(
         &self,
-        dir: &Arc<WNode>,
+        dir: &Arc<Node>,
         dloc: &Loc,
         names: impl Iterator<Item = (&'n Box<[u8]>, Kind)>,
         start: usize,

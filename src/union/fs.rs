@@ -1,6 +1,6 @@
-//! The writable union as a [`Core`]: reads resolve through the upper then the lowers, file
-//! I/O goes through handles (a write open copies up first), and every namespace change is
-//! in `ops.rs`.
+//! The union as a [`Core`]: reads resolve through the upper then the lowers, file I/O goes
+//! through handles (a write open copies up first; without an upper, files can also be read
+//! handle-less), and every namespace change is in `ops.rs`.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -12,7 +12,7 @@ use std::time::Duration;
 use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Opened, SetAttr};
 
 use super::ops::Make;
-use super::{FileH, Listing, Overlay};
+use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
 use crate::format;
 use crate::stack::dirindex::Kind;
@@ -35,7 +35,7 @@ fn real_flags(flags: i32) -> i32 {
             | OPEN_FOR_EXEC)
 }
 
-impl Overlay {
+impl Union {
     pub(super) fn entry_of(&self, st: Stat) -> Entry {
         Entry {
             attr: st,
@@ -74,7 +74,7 @@ impl Overlay {
     /// Opens the regular file behind `node` where it is now (upper or lower). Never blocks
     /// (`O_NONBLOCK`, which regular files ignore) and never hands out anything else: a
     /// name that no longer holds this node's file answers ESTALE, and the kernel looks again.
-    fn open_real(&self, node: &super::WNode, flags: i32) -> Result<OwnedFd> {
+    fn open_real(&self, node: &super::Node, flags: i32) -> Result<OwnedFd> {
         let flags = flags | libc::O_NONBLOCK;
         let fd = match node.detached.get() {
             // Through the fd's magic link, which must be followed (no O_NOFOLLOW here).
@@ -88,7 +88,7 @@ impl Overlay {
         Ok(fd)
     }
 
-    fn new_handle(&self, node: Arc<super::WNode>, fd: OwnedFd, upper: bool, flags: i32) -> Opened {
+    fn new_handle(&self, node: Arc<super::Node>, fd: OwnedFd, upper: bool, flags: i32) -> Opened {
         let exec = flags & OPEN_FOR_EXEC != 0;
         if exec {
             node.execs.fetch_add(1, Ordering::Relaxed);
@@ -111,7 +111,7 @@ impl Overlay {
     }
 }
 
-impl Core for Overlay {
+impl Core for Union {
     type Error = Error;
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
@@ -320,7 +320,7 @@ impl Core for Overlay {
 
     fn setattr(&self, ino: u64, set: &SetAttr, _ctx: Ctx) -> Result<Entry> {
         self.writable()?;
-        Overlay::setattr(self, ino, set)
+        Union::setattr(self, ino, set)
     }
 
     fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, ctx: Ctx) -> Result<Entry> {
@@ -356,7 +356,7 @@ impl Core for Overlay {
 
     fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Entry> {
         self.writable()?;
-        Overlay::link(self, ino, parent, name)
+        Union::link(self, ino, parent, name)
     }
 
     fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
@@ -371,7 +371,7 @@ impl Core for Overlay {
 
     fn rename(&self, p1: u64, n1: &OsStr, p2: u64, n2: &OsStr, flags: u32) -> Result<()> {
         self.writable()?;
-        Overlay::rename(self, p1, n1, p2, n2, flags)
+        Union::rename(self, p1, n1, p2, n2, flags)
     }
 
     fn create(

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use layerfs_fuse::{Ctx, Entry, SetAttr, SetTime};
 
-use super::node::WNode;
-use super::{is_whiteout, Overlay};
+use super::inode::Node;
+use super::{is_whiteout, Union};
 use crate::error::{Error, Result};
 use crate::format;
 use crate::sys::{self, Stat};
@@ -64,7 +64,7 @@ pub(super) enum Make<'a> {
     Symlink { target: &'a [u8] },
 }
 
-impl Overlay {
+impl Union {
     /// The owner of a new entry in a directory with attributes `pst`: the caller (as the
     /// host sees it), the group of a setgid directory.
     fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
@@ -210,9 +210,9 @@ impl Overlay {
 
     fn remove_node(
         &self,
-        dir: &Arc<WNode>,
+        dir: &Arc<Node>,
         name: &[u8],
-        node: &Arc<WNode>,
+        node: &Arc<Node>,
         rmdir: bool,
     ) -> Result<()> {
         match (rmdir, node.is_dir) {
@@ -263,7 +263,7 @@ impl Overlay {
     /// Before upper entry `c` of `pfd` (node `node`) leaves the tree: keep its inode open
     /// while the kernel holds the node (open files keep working, and the number cannot be
     /// reused for a new file), and forget its number's mapping once no name is left.
-    fn keep_alive(&self, node: &WNode, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+    fn keep_alive(&self, node: &Node, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
         if node.is_dir {
             let _ = self.upper_dir(node);
             return Ok(());
@@ -285,7 +285,7 @@ impl Overlay {
     /// name where a lower directory would otherwise merge.
     fn prepare_moved_dir(
         &self,
-        node: &WNode,
+        node: &Node,
         pfd: BorrowedFd<'_>,
         name: &[u8],
         new_dloc: &super::Loc,
@@ -321,7 +321,7 @@ impl Overlay {
     }
 
     /// Removes the whiteouts an (otherwise empty) upper directory holds.
-    fn clear_whiteouts(&self, dir: &WNode) -> Result<()> {
+    fn clear_whiteouts(&self, dir: &Node) -> Result<()> {
         let fd = self.upper_dir(dir)?;
         let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
         for e in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
@@ -365,12 +365,12 @@ impl Overlay {
     #[allow(clippy::too_many_arguments)]
     fn rename_nodes(
         &self,
-        d1: &Arc<WNode>,
+        d1: &Arc<Node>,
         n1: &[u8],
-        src: &Arc<WNode>,
-        d2: &Arc<WNode>,
+        src: &Arc<Node>,
+        d2: &Arc<Node>,
         n2: &[u8],
-        dst: Option<&Arc<WNode>>,
+        dst: Option<&Arc<Node>>,
         exchange: bool,
         noreplace: bool,
     ) -> Result<()> {
@@ -500,7 +500,7 @@ impl Overlay {
     /// An fd on the node's own inode for attribute changes: the upper root, a detached
     /// entry (its `O_PATH` fd: opening it could block on a fifo, fail on a symlink or
     /// socket, or open a device), or `None` (use its name in the upper parent).
-    fn attr_fd(&self, node: &WNode) -> Result<Option<OwnedFd>> {
+    fn attr_fd(&self, node: &Node) -> Result<Option<OwnedFd>> {
         if let Some(fd) = node.detached.get() {
             return fd.try_clone().map(Some).map_err(Error::io("dup"));
         }

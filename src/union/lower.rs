@@ -1,4 +1,4 @@
-//! The lower layers of a writable mount, seen as one read-only tree: the merged index of any
+//! The lower layers of a mount, seen as one read-only tree: the merged index of any
 //! lower directory, found by its path and built once (the lowers never change while mounted).
 
 use std::ffi::CString;
