@@ -33,6 +33,8 @@ enum Cmd {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Show what each layer of an image or stack adds, changes, deletes and wastes.
+    Inspect(cmd::inspect::InspectArgs),
 }
 
 /// The container's network.
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
         Some(Cmd::Run(_)) => unreachable!("handled above"),
         Some(Cmd::Mount(m)) => cmd::mount::run(m),
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
+        Some(Cmd::Inspect(a)) => cmd::inspect::run(a),
         None => cmd::mount::run(cli.mount),
     };
     match result {

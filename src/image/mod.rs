@@ -2,4 +2,6 @@
 //! store), layer manifests, the shared layer store, commit and squash. Used by the layer
 //! tools only; the mount daemon never calls into it.
 
+pub mod inspect;
+pub mod manifest;
 pub mod source;

@@ -219,6 +219,21 @@ pub struct Entry {
     /// A renamed directory (kernel upper, `redirect_dir=on`): where its lower content lives,
     /// already resolved to an image path.
     pub redirect: Option<RelPath>,
+    /// For entries of directory layers: what identifies this version of the file on the
+    /// host, so a cached content hash can be reused while it is unchanged.
+    pub stamp: Option<Stamp>,
+}
+
+/// A file's identity and change time on the host. The kernel sets `ctime` on every change
+/// of content or metadata and nobody can set it back, so an equal stamp means an unchanged
+/// file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
+    pub size: u64,
 }
 
 impl Entry {
@@ -237,6 +252,7 @@ impl Entry {
             xattrs: Vec::new(),
             opaque: false,
             redirect: None,
+            stamp: None,
         }
     }
 }

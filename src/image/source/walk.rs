@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::entry::{Entry, Kind, RelPath};
+use super::entry::{Entry, Kind, RelPath, Stamp};
 use crate::format::{self, OciName};
 use crate::sys;
 
@@ -357,6 +357,13 @@ fn fill_stat(e: &mut Entry, st: &sys::Stat) {
         _ => Kind::File,
     };
     e.mode = st.st_mode & 0o7777;
+    e.stamp = Some(Stamp {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        ctime_sec: st.st_ctime,
+        ctime_nsec: st.st_ctime_nsec,
+        size: st.st_size as u64,
+    });
     e.uid = st.st_uid;
     e.gid = st.st_gid;
     e.mtime = st.st_mtime;
