@@ -12,10 +12,6 @@ use layerfs::MountOptions;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SourceArgs {
-    /// The image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
-    /// containers-storage:IMAGE, or a stack lowerdir=TOP:...:BOTTOM[,upperdir=U].
-    #[arg(value_name = "SOURCE")]
-    pub source: Option<String>,
     /// A layer stack in mount syntax instead of SOURCE: lowerdir=TOP:...:BOTTOM[,upperdir=U].
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
@@ -36,12 +32,33 @@ pub struct CommonArgs {
 }
 
 impl SourceArgs {
-    pub fn spec(&self) -> Result<Spec> {
-        match (&self.source, self.options.is_empty()) {
-            (Some(s), true) => Spec::parse(s),
-            (None, false) => Ok(Spec::stack(MountOptions::parse_layers(&self.options)?)),
-            (Some(_), false) => bail!("give either SOURCE or -o lowerdir=..., not both"),
-            (None, true) => bail!("no source: give SOURCE or -o lowerdir=TOP:...:BOTTOM"),
+    /// The source, from `-o` or the first of the positional `args`, and the `rest` of them
+    /// (`rest` of them expected).
+    pub fn spec(&self, args: &[String], rest: usize) -> Result<(Spec, Vec<String>)> {
+        let want = if self.options.is_empty() {
+            rest + 1
+        } else {
+            rest
+        };
+        if args.len() != want {
+            bail!(
+                "expected {}{} argument(s), got {}",
+                if self.options.is_empty() {
+                    "SOURCE"
+                } else {
+                    ""
+                },
+                if rest > 0 { " and the path" } else { "" },
+                args.len()
+            );
+        }
+        if self.options.is_empty() {
+            Ok((Spec::parse(&args[0])?, args[1..].to_vec()))
+        } else {
+            Ok((
+                Spec::stack(MountOptions::parse_layers(&self.options)?),
+                args.to_vec(),
+            ))
         }
     }
 }

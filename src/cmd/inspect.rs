@@ -27,8 +27,15 @@ pub enum SortBy {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// The image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
+    /// containers-storage:IMAGE, or lowerdir=TOP:...:BOTTOM[,upperdir=U] (or use -o).
+    #[arg(value_name = "SOURCE")]
+    pub args: Vec<String>,
     #[command(flatten)]
     pub source: SourceArgs,
+    /// List the merged view (every visible path, its layer, kind, mode, owner, size, blake3).
+    #[arg(long, conflicts_with = "tree")]
+    pub merged: bool,
     /// Print the report as JSON (schema: docs/LAYER-TOOLS.md).
     #[arg(long)]
     pub json: bool,
@@ -144,10 +151,14 @@ fn parse_percent(v: &str) -> Result<f64> {
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let spec = a.source.spec()?;
+    let (spec, _) = a.source.spec(&a.args, 0)?;
     let image = a.source.common.open(&spec)?;
     let manifests = a.source.common.manifests(&image)?;
     let (report, merged) = inspect::analyze(&image, &manifests, a.top);
+    if a.merged {
+        print!("{}", listing(&merged, a.json)?);
+        return Ok(());
+    }
     if let Some(n) = a.layer {
         if n >= image.layers.len() {
             bail!(
@@ -224,6 +235,55 @@ pub fn run(a: InspectArgs) -> Result<()> {
         eprintln!("CI: all rules pass");
     }
     Ok(())
+}
+
+/// The merged view, one line (or JSON object) per visible path.
+fn listing(merged: &inspect::Merged<'_>, json: bool) -> Result<String> {
+    let rows = merged
+        .view
+        .iter()
+        .filter(|(p, _)| !p.is_root())
+        .map(|(p, &o)| (p, o.layer, merged.record(o)));
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .map(|(p, layer, r)| {
+                serde_json::json!({
+                    "path": p.to_string(),
+                    "layer": layer,
+                    "kind": layerfs::image::inspect::merge::shown_kind(r.kind).name(),
+                    "mode": r.mode,
+                    "uid": r.uid,
+                    "gid": r.gid,
+                    "size": r.size,
+                    "rdev": r.rdev,
+                    "blake3": r.hash.map(|h| h.hex()),
+                    "link": r.link.as_ref().filter(|_| r.kind == layerfs::image::source::Kind::Symlink)
+                        .map(|l| String::from_utf8_lossy(l).into_owned()),
+                    "xattrs": r.xattrs.iter()
+                        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                })
+            })
+            .collect();
+        return Ok(serde_json::to_string_pretty(&list)? + "\n");
+    }
+    let mut out = String::new();
+    for (p, layer, r) in rows {
+        out.push_str(&format!(
+            "{} {:>5}:{:<5} {:>10} {:>3}  {}\n",
+            render::mode_string(r),
+            r.uid,
+            r.gid,
+            if r.kind == layerfs::image::source::Kind::File {
+                human(r.size)
+            } else {
+                String::new()
+            },
+            layer,
+            p
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -58,7 +58,8 @@ pub struct Record {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
-    /// Content bytes of a regular file (0 for a hard link's second name: it stores none).
+    /// Content bytes of a regular file, and of the file a hard link names (the link itself
+    /// stores none: only [`Kind::File`] records count towards a layer's bytes).
     pub size: u64,
     pub mtime: i64,
     pub rdev: u64,
@@ -374,6 +375,7 @@ fn settle(mut records: Vec<Record>) -> Vec<Record> {
             out[t].link_group = Some(g);
             out[k].hash = out[t].hash;
             out[k].mode = out[t].mode;
+            out[k].size = out[t].size;
         }
     }
     out

@@ -93,9 +93,18 @@ fn subtree_keys(view: &BTreeMap<RelPath, Origin>, p: &RelPath) -> Vec<RelPath> {
         .collect()
 }
 
-/// True when two entries show the same thing (times aside).
+/// A hard link's second name shows the same file as its first: compare them as files.
+pub fn shown_kind(k: Kind) -> Kind {
+    if k == Kind::HardLink {
+        Kind::File
+    } else {
+        k
+    }
+}
+
+/// True when two entries show the same thing (times and hard-link naming aside).
 pub fn same_entry(a: &Record, b: &Record) -> bool {
-    a.kind == b.kind
+    shown_kind(a.kind) == shown_kind(b.kind)
         && a.mode == b.mode
         && a.uid == b.uid
         && a.gid == b.gid
