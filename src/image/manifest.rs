@@ -209,11 +209,12 @@ pub fn build(
     let mut records = Vec::new();
     match &layer.location {
         Location::Blob(_) => {
+            let mut buf = vec![0u8; HASH_BUF];
             layer.walk_with(true, limits, &mut |e, content| {
                 let mut r = Record::from_entry(e);
                 if let Some(content) = content {
-                    let (hash, n) =
-                        hash_reader(content).with_context(|| format!("reading {}", e.path))?;
+                    let (hash, n) = hash_reader(content, &mut buf)
+                        .with_context(|| format!("reading {}", e.path))?;
                     if n != e.size {
                         return Err(anyhow!(
                             "{}: {n} bytes of content, header says {}",
@@ -246,12 +247,14 @@ pub fn build(
     })
 }
 
-fn hash_reader(r: &mut dyn Read) -> io::Result<(Hash, u64)> {
+/// Bytes read at a time while hashing (one buffer per thread, reused across files).
+const HASH_BUF: usize = 128 * 1024;
+
+fn hash_reader(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<(Hash, u64)> {
     let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 128 * 1024];
     let mut n = 0u64;
     loop {
-        let k = r.read(&mut buf)?;
+        let k = r.read(buf)?;
         if k == 0 {
             return Ok((Hash(*h.finalize().as_bytes()), n));
         }
@@ -294,22 +297,22 @@ fn hash_dir_files(
     let recs: &[Record] = records;
     std::thread::scope(|s| {
         for _ in 0..threads.min(todo.len()) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&i) = todo.get(k) else { break };
-                let r = &recs[i];
-                let res = (|| -> Result<Hash> {
-                    let fd = sys::open_beneath(
-                        root.as_fd(),
-                        &sys::cstr(r.path.as_bytes())?,
-                        libc::O_RDONLY,
-                    )?;
-                    let (h, n) = hash_reader(&mut File::from(fd))?;
-                    progress.bytes(n);
-                    Ok(h)
-                })()
-                .with_context(|| format!("hashing {}", r.path));
-                results.lock().expect("no panics while held").push((i, res));
+            s.spawn(|| {
+                let mut buf = vec![0u8; HASH_BUF];
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&i) = todo.get(k) else { break };
+                    let r = &recs[i];
+                    let res = (|| -> Result<Hash> {
+                        let path = sys::cstr(r.path.as_bytes())?;
+                        let fd = sys::open_beneath(root.as_fd(), &path, libc::O_RDONLY)?;
+                        let (h, n) = hash_reader(&mut File::from(fd), &mut buf)?;
+                        progress.bytes(n);
+                        Ok(h)
+                    })()
+                    .with_context(|| format!("hashing {}", r.path));
+                    results.lock().expect("no panics while held").push((i, res));
+                }
             });
         }
     });

@@ -34,8 +34,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            layer_entries: 4_000_000,
-            dir_entries: 500_000,
+            layer_entries: 2_000_000,
+            dir_entries: 200_000,
             xattrs: 128,
             xattr_value: 64 * 1024,
         }
