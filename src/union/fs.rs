@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Opened, SetAttr};
+use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
 
 use super::ops::Make;
 use super::{FileH, Listing, Union};
@@ -100,19 +100,23 @@ impl Union {
             upper: AtomicBool::new(upper),
             exec,
         }));
-        // Without an upper the file can never change: the kernel keeps its page cache and
-        // may read the layer's file directly.
-        let immutable = self.read_only();
+        // Every change to the data goes through the kernel, which keeps its page cache in
+        // step: it may keep it across opens. Without an upper the file can never change, so
+        // the kernel may also read the layer's file directly.
         Opened {
             fh,
-            keep_cache: immutable,
-            backing: immutable.then_some(fd),
+            keep_cache: true,
+            backing: self.read_only().then_some(fd),
         }
     }
 }
 
 impl Core for Union {
     type Error = Error;
+
+    fn invalidate(&self) -> Option<Invalidate> {
+        (!self.read_only()).then(|| self.invalidate.clone())
+    }
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         if !sys::is_component(name) {
@@ -208,7 +212,8 @@ impl Core for Union {
         let listing = Arc::new(self.list(&n)?);
         Ok(Opened {
             fh: self.dirs.insert(listing),
-            keep_cache: self.read_only(),
+            // Every change to a listing goes through the kernel, which then drops its copy.
+            keep_cache: true,
             backing: None,
         })
     }
