@@ -168,7 +168,7 @@ impl Core for Union {
         // not being executed only after OPEN: for a write access mode it checked before, but
         // O_RDONLY|O_TRUNC would have cut a running program. Refuse as the kernel would.
         if read_only && trunc && node.execs.load(Ordering::Relaxed) > 0 {
-            return Err(Error::os("open O_TRUNC", libc::ETXTBSY));
+            return Err(Error::Executing);
         }
         if !read_only || trunc {
             let _g = self.exclusive();
@@ -334,7 +334,7 @@ impl Core for Union {
         // instead of creating it. The kernel refuses it on the merged view (ovl_mknod), and so
         // do we, before anything is written.
         if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
-            return Err(Error::os("mknod", libc::EPERM));
+            return Err(Error::NotPermitted("mknod of a whiteout"));
         }
         let what = match mode & libc::S_IFMT {
             libc::S_IFREG => Make::File {
@@ -394,7 +394,7 @@ impl Core for Union {
         };
         let (entry, fd) = self.make_entry(parent, name, mode, what, ctx)?;
         let node = self.node(entry.attr.st_ino)?;
-        let fd = fd.ok_or(Error::os("create", libc::EIO))?;
+        let fd = fd.ok_or(Error::Bug("create made no file"))?;
         Ok((entry, self.new_handle(node, fd, true, 0)))
     }
 

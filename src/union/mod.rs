@@ -243,7 +243,7 @@ impl Union {
         let loc = node.loc();
         let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
         if !loc.upper {
-            return Err(Error::os("upper directory", libc::EIO));
+            return Err(Error::Bug("no upper copy of a directory marked upper"));
         }
         let pfd = self.upper_dir(parent)?;
         let fd = sys::open_subdir(
