@@ -33,6 +33,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
+use layerfs_fuse::{Inval, Invalidate};
 
 use crate::error::{Error, Result};
 use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
@@ -102,6 +103,8 @@ pub struct Union {
     root_xattrs: OnceLock<Arc<Xattrs>>,
     /// Started on first use, so its threads are born in the daemon, after the fork.
     prefetch: OnceLock<Prefetcher>,
+    /// Tells the kernel what changed without its knowing (a copy-up's attributes).
+    invalidate: Invalidate,
     files: Handles<Arc<FileH>>,
     dirs: Handles<Arc<Listing>>,
     /// The namespace lock: mutations exclusive, lookups and listings shared.
@@ -186,6 +189,7 @@ impl Union {
             root_attr,
             root_xattrs: OnceLock::new(),
             prefetch: OnceLock::new(),
+            invalidate: Invalidate::default(),
             files: Handles::default(),
             dirs: Handles::default(),
             ns: RwLock::new(()),
@@ -239,7 +243,7 @@ impl Union {
         let loc = node.loc();
         let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
         if !loc.upper {
-            return Err(Error::os("upper directory", libc::EIO));
+            return Err(Error::Bug("no upper copy of a directory marked upper"));
         }
         let pfd = self.upper_dir(parent)?;
         let fd = sys::open_subdir(
@@ -295,6 +299,10 @@ impl Union {
             .map_err(Error::io("copy-up"))?;
         log::debug!("copied up {}", String::from_utf8_lossy(rel));
         node.set_loc(|l| l.upper = true);
+        // The copy's ctime and blocks are its own, and the parent's upper copy changed: the
+        // kernel did not see either happen.
+        self.invalidate.send(Inval::Attr(node.ino.0));
+        self.invalidate.send(Inval::Attr(parent.ino.0));
         if !node.is_dir && (!same_fs || !self.origin_readable) {
             // No origin the number can be read back from: remember it for this mount.
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;

@@ -160,7 +160,7 @@ impl Union {
             return Err(Error::NotFound);
         }
         if self.resolve(&dir, &dloc, name)?.is_some() {
-            return Err(Error::os("create", libc::EEXIST));
+            return Err(Error::Exists);
         }
         let pfd = self.ensure_upper_dir(&dir)?;
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
@@ -189,7 +189,7 @@ impl Union {
         };
         let (_, st) = self
             .child(&dir, &dir.loc(), name, true)?
-            .ok_or(Error::os("create", libc::EIO))?;
+            .ok_or(Error::Bug("created entry not found"))?;
         Ok((self.entry_of(st), fd))
     }
 
@@ -221,7 +221,7 @@ impl Union {
             _ => {}
         }
         if rmdir && !self.list(node)?.is_empty() {
-            return Err(Error::os("rmdir", libc::ENOTEMPTY));
+            return Err(Error::NotEmpty);
         }
         let dloc = dir.loc();
         let loc = node.loc();
@@ -378,7 +378,7 @@ impl Union {
             return Err(Error::NotFound);
         }
         if noreplace && dst.is_some() {
-            return Err(Error::os("rename", libc::EEXIST));
+            return Err(Error::Exists);
         }
         if Arc::ptr_eq(d1, d2) && n1 == n2 {
             return Ok(());
@@ -393,7 +393,7 @@ impl Union {
                 return Ok(()); // two names of one file: nothing to do
             }
             if dn.is_dir && !self.list(dn)?.is_empty() {
-                return Err(Error::os("rename", libc::ENOTEMPTY));
+                return Err(Error::NotEmpty);
             }
         }
         self.copy_up(src, true)?;
@@ -467,11 +467,11 @@ impl Union {
         let _g = self.exclusive();
         let node = self.node(ino)?;
         if node.is_dir {
-            return Err(Error::os("link", libc::EPERM));
+            return Err(Error::NotPermitted("link to a directory"));
         }
         let dir = self.node(parent)?;
         if self.resolve(&dir, &dir.loc(), name)?.is_some() {
-            return Err(Error::os("link", libc::EEXIST));
+            return Err(Error::Exists);
         }
         self.copy_up(&node, true)?;
         let loc = node.loc();
@@ -584,7 +584,7 @@ impl Union {
         value: Option<(&[u8], i32)>,
     ) -> Result<()> {
         if format::is_private_xattr(name.as_bytes()) {
-            return Err(Error::os("setxattr", libc::EOPNOTSUPP));
+            return Err(Error::PrivateXattr);
         }
         let xname = cname(name.as_bytes())?;
         let _g = self.exclusive();
