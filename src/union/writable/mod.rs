@@ -373,6 +373,19 @@ impl Overlay {
         name: &[u8],
         count: bool,
     ) -> Result<Option<(Arc<WNode>, Stat)>> {
+        let c = self.child_at(dir, dloc, name, count)?;
+        Ok(c.map(|(node, st, _)| (node, st)))
+    }
+
+    /// [`Self::child`], with where the name itself is (a node with several names may act
+    /// through another one).
+    fn child_at(
+        &self,
+        dir: &Arc<WNode>,
+        dloc: &Loc,
+        name: &[u8],
+        count: bool,
+    ) -> Result<Option<(Arc<WNode>, Stat, Loc)>> {
         let Some(r) = self.resolve(dir, dloc, name)? else {
             return Ok(None);
         };
@@ -396,14 +409,8 @@ impl Overlay {
                 String::from_utf8_lossy(name)
             );
         }
-        // Refresh where the node is, except that a copied-up node stays with its copy when
-        // another (lower) hard link of its origin is looked up.
-        node.set_loc(|l| {
-            if !(l.upper && !l.unlinked && !loc.upper) {
-                *l = loc;
-            }
-        });
-        Ok(Some((node, self.cfg.present(r.st, r.ino))))
+        node.seen_at(loc.clone());
+        Ok(Some((node, self.cfg.present(r.st, r.ino), loc)))
     }
 
     /// The real `lstat` of `node`.
