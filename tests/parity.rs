@@ -28,15 +28,13 @@ impl Dirs {
     }
 }
 
-enum Mount {
-    Kernel(Kernel),
-    Layerfs(Layerfs),
-}
-
 /// The kernel and layerfs, each over its own copy of the same layers.
 struct Pair {
     _t: tempfile::TempDir,
-    sides: [(Dirs, Option<Mount>); 2],
+    /// The kernel's layers, then layerfs's.
+    sides: [Dirs; 2],
+    kernel: Option<Kernel>,
+    layerfs: Option<Layerfs>,
     lowers: usize,
 }
 
@@ -55,12 +53,14 @@ impl Pair {
                 fs::create_dir_all(&l).unwrap();
                 fill(i, &l);
             }
-            (Dirs { root }, None)
+            Dirs { root }
         };
         let sides = [side("k"), side("l")];
         let mut p = Pair {
             _t: t,
             sides,
+            kernel: None,
+            layerfs: None,
             lowers,
         };
         p.mount();
@@ -69,48 +69,27 @@ impl Pair {
 
     fn mount(&mut self) {
         let n = self.lowers;
-        let [(k, km), (l, lm)] = &mut self.sides;
-        *km = Some(Mount::Kernel(Kernel::mount_rw_with(
+        let [k, l] = &self.sides;
+        self.kernel = Some(Kernel::mount_rw_with(
             &k.lowers(n),
             &k.p("upper"),
             &k.p("work"),
             &k.p("mnt"),
             ",redirect_dir=on",
-        )));
-        *lm = Some(Mount::Layerfs(Layerfs::mount_rw(
+        ));
+        self.layerfs = Some(Layerfs::mount_rw(
             &l.lowers(n),
             &l.p("upper"),
             &l.p("work"),
             &l.p("mnt"),
-        )));
-    }
-
-    fn unmount(&mut self) {
-        for (_, m) in &mut self.sides {
-            *m = None;
-        }
-    }
-
-    /// Unmounts, makes the upper the new top lower layer (an earlier run's upper stacked as
-    /// the next layer, as a build does) with a fresh upper, and mounts again.
-    fn stack_upper(&mut self) {
-        self.unmount();
-        let n = self.lowers;
-        for (d, _) in &self.sides {
-            fs::rename(d.p("upper"), d.p(&format!("lower{n}"))).unwrap();
-            fs::remove_dir_all(d.p("work")).unwrap();
-            fs::create_dir(d.p("upper")).unwrap();
-            fs::create_dir(d.p("work")).unwrap();
-        }
-        self.lowers += 1;
-        self.mount();
+        ));
     }
 
     /// Runs `cmd` (bash, `$M` = the mount root) on both sides; fails the test when the
     /// outcomes (exit status, output, error message) differ.
     fn step(&self, cmd: &str) -> String {
         let [k, l] = [0, 1].map(|i| {
-            let m = self.sides[i].0.p("mnt");
+            let m = self.sides[i].p("mnt");
             let m = fs::canonicalize(m).unwrap();
             let out = Command::new("bash")
                 .args(["-o", "pipefail", "-c", cmd])
@@ -183,5 +162,21 @@ fn operations_on_a_file_act_on_a_name_it_still_has_after_a_link_is_removed() {
         r#"ln "$M/etc/h3" "$M/etc/h4"; mv "$M/etc/h4" "$M/h5"; unlink "$M/etc/h3""#,
         r#"setfattr -n user.k4 -v 4 "$M/h5"; getfattr --absolute-names -d -m user "$M/h5""#,
         r#"stat -c '%h %s' "$M/h5""#,
+    ]);
+}
+
+/// `touch x; ln x y; rm x; ln y x` at once (no pause): no stale entry or attribute of the
+/// removed name may refuse the link.
+#[test]
+fn a_name_removed_from_a_hard_linked_file_can_be_linked_again_at_once() {
+    if !require_root("a_name_removed_from_a_hard_linked_file_can_be_linked_again") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| write(d, "lower-file", "l\n"));
+    p.steps(&[
+        r#"cd "$M"; touch x; ln x y; rm x; ln y x; stat -c '%h %s' x y"#,
+        r#"cd "$M"; ln lower-file l2; rm lower-file; ln l2 lower-file; cat lower-file"#,
+        r#"cd "$M"; stat -c %h lower-file l2"#,
+        r#"cd "$M"; mkdir d; ln x d/x; rm x; ln d/x x; rm d/x; ln x d/x; ls d"#,
     ]);
 }
