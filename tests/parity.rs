@@ -85,6 +85,26 @@ impl Pair {
         ));
     }
 
+    fn unmount(&mut self) {
+        self.kernel = None;
+        self.layerfs = None;
+    }
+
+    /// Unmounts, makes the upper the new top lower layer (an earlier run's upper stacked as
+    /// the next layer, as a build does) with a fresh upper, and mounts again.
+    fn stack_upper(&mut self) {
+        self.unmount();
+        let n = self.lowers;
+        for d in &self.sides {
+            fs::rename(d.p("upper"), d.p(&format!("lower{n}"))).unwrap();
+            fs::remove_dir_all(d.p("work")).unwrap();
+            fs::create_dir(d.p("upper")).unwrap();
+            fs::create_dir(d.p("work")).unwrap();
+        }
+        self.lowers += 1;
+        self.mount();
+    }
+
     /// Runs `cmd` (bash, `$M` = the mount root) on both sides; fails the test when the
     /// outcomes (exit status, output, error message) differ.
     fn step(&self, cmd: &str) -> String {
@@ -178,5 +198,102 @@ fn a_name_removed_from_a_hard_linked_file_can_be_linked_again_at_once() {
         r#"cd "$M"; ln lower-file l2; rm lower-file; ln l2 lower-file; cat lower-file"#,
         r#"cd "$M"; stat -c %h lower-file l2"#,
         r#"cd "$M"; mkdir d; ln x d/x; rm x; ln d/x x; rm d/x; ln x d/x; ls d"#,
+    ]);
+}
+
+/// The merged tree, one line per entry: path, type, and a file's content.
+const TREE: &str =
+    r#"cd "$M" && find . -printf '%p %y\n' | sort && find . -type f | sort | xargs -r cat"#;
+
+/// A directory renamed on a writable mount, its upper then stacked as a lower (a build's
+/// next step): the redirect in that lower must be followed, as the kernel does, or the
+/// directory shows empty.
+#[test]
+fn directories_renamed_in_an_earlier_upper_keep_their_contents_when_it_is_stacked() {
+    if !require_root("directories_renamed_in_an_earlier_upper_keep_their_contents") {
+        return;
+    }
+    let mut p = Pair::new(1, |_, d| {
+        write(d, "a/dir100/a", "A\n");
+        write(d, "a/dir100/sub/b", "B\n");
+        write(d, "a/same/c", "C\n");
+        fs::create_dir_all(d.join("a/empty100")).unwrap();
+    });
+    p.steps(&[
+        r#"mv "$M/a/dir100" "$M/a/empty100/x""#,
+        r#"mv "$M/a/same" "$M/a/same2""#,
+        r#"echo new > "$M/a/empty100/x/n""#,
+    ]);
+    p.stack_upper();
+    p.steps(&[
+        TREE,
+        r#"cat "$M/a/empty100/x/a" "$M/a/same2/c""#,
+        // Renamed again on top of the redirected lower, then stacked once more.
+        r#"mv "$M/a/empty100/x/sub" "$M/top"; mv "$M/a/same2" "$M/a/same3""#,
+        TREE,
+    ]);
+    p.stack_upper();
+    p.step(TREE);
+}
+
+/// Redirects written by hand in lower layers (relative, absolute, chained through two
+/// layers, one through a whited-out path, one into an opaque directory), read as the kernel
+/// reads them.
+#[test]
+fn redirects_in_lower_layers_are_followed_as_the_kernel_follows_them() {
+    if !require_root("redirects_in_lower_layers_are_followed") {
+        return;
+    }
+    let p = Pair::new(3, |i, d| match i {
+        0 => {
+            write(d, "src/f", "0\n");
+            write(d, "deep/er/g", "0g\n");
+            write(d, "op/h", "0h\n");
+            write(d, "gone/i", "0i\n");
+        }
+        1 => {
+            // Relative: "rel" is what "src" was; "src" is whited out.
+            fs::create_dir_all(d.join("rel")).unwrap();
+            write(d, "rel/f1", "1\n");
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v src {0}/rel && mknod {0}/src c 0 0",
+                d.display()
+            ));
+            // Absolute, two levels down.
+            fs::create_dir_all(d.join("moved")).unwrap();
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v /deep/er {0}/moved && \
+                 mkdir {0}/deep && mknod {0}/deep/er c 0 0",
+                d.display()
+            ));
+            // Opaque beats the redirect.
+            fs::create_dir_all(d.join("op2")).unwrap();
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v /op {0}/op2 && \
+                 setfattr -n trusted.overlay.opaque -v y {0}/op2",
+                d.display()
+            ));
+            // Through a whiteout in this very layer: nothing below shows.
+            sh(&format!("mknod {}/gone c 0 0", d.display()));
+        }
+        _ => {
+            // Chained: top "chain" was layer 1's "moved" (itself "/deep/er" below).
+            fs::create_dir_all(d.join("chain")).unwrap();
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v /moved {0}/chain && mknod {0}/moved c 0 0",
+                d.display()
+            ));
+            fs::create_dir_all(d.join("g2")).unwrap();
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v /gone {}/g2",
+                d.display()
+            ));
+        }
+    });
+    p.steps(&[
+        TREE,
+        r#"ls "$M/rel" "$M/chain" "$M/op2" "$M/g2""#,
+        r#"mv "$M/chain" "$M/rel/c2"; ls "$M/rel/c2""#,
+        TREE,
     ]);
 }
