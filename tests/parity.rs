@@ -10,31 +10,53 @@ use std::process::Command;
 
 use common::{require_root, Kernel, Layerfs};
 
-/// One side's layers: `lower0` (bottom) ..., an upper and a workdir, under `root`.
+/// One side's layers: `lower0` (bottom) ... under `base`, an upper, a workdir, and the
+/// uppers stacked later as lowers under `root`.
 struct Dirs {
+    base: PathBuf,
     root: PathBuf,
+    /// How many lowers are in `base`.
+    in_base: usize,
 }
 
 impl Dirs {
     fn lowers(&self, n: usize) -> Vec<PathBuf> {
         // lowerdir lists the top first.
-        (0..n)
-            .rev()
-            .map(|i| self.root.join(format!("lower{i}")))
-            .collect()
+        (0..n).rev().map(|i| self.lower(i)).collect()
+    }
+    fn lower(&self, i: usize) -> PathBuf {
+        let dir = if i < self.in_base {
+            &self.base
+        } else {
+            &self.root
+        };
+        dir.join(format!("lower{i}"))
     }
     fn p(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
 }
 
+/// A tmpfs mounted for a test; detached in Drop.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is NUL-terminated.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 /// The kernel and layerfs, each over its own copy of the same layers.
 struct Pair {
+    // Unmounted first (fields drop in order), then the tmpfs, then the files.
+    kernel: Option<Kernel>,
+    layerfs: Option<Layerfs>,
+    _tmpfs: Option<Tmpfs>,
     _t: tempfile::TempDir,
     /// The kernel's layers, then layerfs's.
     sides: [Dirs; 2],
-    kernel: Option<Kernel>,
-    layerfs: Option<Layerfs>,
     lowers: usize,
 }
 
@@ -42,25 +64,44 @@ impl Pair {
     /// `fill(lower_index, dir)` writes each of `lowers` lower layers (the same on both
     /// sides); mounted writable with an empty upper.
     fn new(lowers: usize, fill: impl Fn(usize, &Path)) -> Pair {
+        Self::new_on(lowers, fill, false)
+    }
+
+    /// With `tmpfs_upper`, the uppers (and the lowers they become) are on a tmpfs, the
+    /// first lowers on the test directory's filesystem: a stack over two filesystems.
+    fn new_on(lowers: usize, fill: impl Fn(usize, &Path), tmpfs_upper: bool) -> Pair {
         let t = tempfile::tempdir().unwrap();
+        let tmpfs = tmpfs_upper.then(|| {
+            let m = t.path().join("tmpfs");
+            fs::create_dir(&m).unwrap();
+            sh(&format!("mount -t tmpfs layerfs-test {}", m.display()));
+            Tmpfs(m)
+        });
         let side = |name: &str| {
-            let root = t.path().join(name);
+            let base = t.path().join(name);
+            let root = tmpfs.as_ref().map_or(base.clone(), |m| m.0.join(name));
             for d in ["upper", "work", "mnt"] {
                 fs::create_dir_all(root.join(d)).unwrap();
             }
+            let d = Dirs {
+                base,
+                root,
+                in_base: lowers,
+            };
             for i in 0..lowers {
-                let l = root.join(format!("lower{i}"));
+                let l = d.lower(i);
                 fs::create_dir_all(&l).unwrap();
                 fill(i, &l);
             }
-            Dirs { root }
+            d
         };
         let sides = [side("k"), side("l")];
         let mut p = Pair {
-            _t: t,
-            sides,
             kernel: None,
             layerfs: None,
+            _tmpfs: tmpfs,
+            _t: t,
+            sides,
             lowers,
         };
         p.mount();
@@ -96,7 +137,7 @@ impl Pair {
         self.unmount();
         let n = self.lowers;
         for d in &self.sides {
-            fs::rename(d.p("upper"), d.p(&format!("lower{n}"))).unwrap();
+            fs::rename(d.p("upper"), d.lower(n)).unwrap();
             fs::remove_dir_all(d.p("work")).unwrap();
             fs::create_dir(d.p("upper")).unwrap();
             fs::create_dir(d.p("work")).unwrap();
@@ -123,6 +164,19 @@ impl Pair {
         });
         assert_eq!(k, l, "`{cmd}`: kernel (left) and layerfs (right) differ");
         k
+    }
+
+    /// Runs `cmd` on layerfs only (where it differs from the kernel on purpose); its
+    /// output.
+    fn layerfs_step(&self, cmd: &str) -> String {
+        let m = fs::canonicalize(self.sides[1].p("mnt")).unwrap();
+        let out = Command::new("bash")
+            .args(["-o", "pipefail", "-c", cmd])
+            .env("M", &m)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "`{cmd}` failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     fn steps(&self, cmds: &[&str]) {
@@ -296,4 +350,66 @@ fn redirects_in_lower_layers_are_followed_as_the_kernel_follows_them() {
         r#"mv "$M/chain" "$M/rel/c2"; ls "$M/rel/c2""#,
         TREE,
     ]);
+}
+
+/// Prints `same` or `changed` for each file: its inode number now against the one saved
+/// in `$M/../ino.NAME` (saved first with [`SAVE_INOS`]).
+const CHECK_INOS: &str = r#"cd "$M" && for f in $FILES; do
+  if [ "$(stat -c %i "$f")" = "$(cat "../ino.${f//\//_}")" ]; then echo "$f same"; else echo "$f changed"; fi
+done"#;
+const SAVE_INOS: &str =
+    r#"cd "$M" && for f in $FILES; do stat -c %i "$f" > "../ino.${f//\//_}"; done"#;
+
+/// In a stack whose lowers are earlier uppers (files copied up there, with origin records,
+/// and hard links), link, rename and copy-up of lower files keep their inode numbers where
+/// the kernel keeps them (not for a lower file with several links: the kernel's copy-up
+/// breaks the link, and the copy shows its own number), and so does a remount; on one
+/// filesystem, and with the uppers on another filesystem than the first lower.
+#[test]
+fn inode_numbers_survive_link_and_rename_in_stacks_of_earlier_uppers() {
+    if !require_root("inode_numbers_survive_link_and_rename_in_stacks_of_earlier_uppers") {
+        return;
+    }
+    for tmpfs_upper in [false, true] {
+        inode_numbers_in_stacks_of_earlier_uppers(tmpfs_upper);
+    }
+}
+
+fn inode_numbers_in_stacks_of_earlier_uppers(tmpfs_upper: bool) {
+    let fill = |_: usize, d: &Path| {
+        for f in ["a", "b", "c", "d", "e"] {
+            write(d, &format!("dir/{f}"), f);
+        }
+    };
+    let mut p = Pair::new_on(1, fill, tmpfs_upper);
+    // The first run: copy-ups (origin records), hard links, new files.
+    p.steps(&[
+        r#"cd "$M/dir" && chmod 600 a b && ln c c2 && echo n > new && ln new new2 && echo s > solo"#,
+    ]);
+    p.stack_upper();
+    // Files with one link below: the kernel keeps their numbers.
+    let files = "FILES='dir/a dir/b dir/d dir/e dir/solo'";
+    // Lower files with several links: the kernel's copy shows a new number (see
+    // SEMANTICS: layerfs keeps the links of one inode one node, and its number).
+    let linked = "FILES='dir/c dir/c2 dir/new dir/new2'";
+    let check = format!("{files}; {CHECK_INOS}");
+    p.step(&format!("{files}; {SAVE_INOS}"));
+    p.layerfs_step(&format!("{linked}; {SAVE_INOS}"));
+    p.steps(&[
+        r#"cd "$M/dir" && ln a a2 && ln d d2 && ln new new3 && ln solo solo2"#,
+        r#"cd "$M/dir" && mv b b2 && mv b2 b && mv c2 c3 && mv c3 c2 && mv e e2 && mv e2 e"#,
+        r#"cd "$M/dir" && chmod 640 new2 && touch c && mv solo s && mv s solo"#,
+        &check,
+    ]);
+    let kept = "dir/c same\ndir/c2 same\ndir/new same\ndir/new2 same";
+    assert_eq!(p.layerfs_step(&format!("{linked}; {CHECK_INOS}")), kept);
+    // Remounted: the copies' numbers come back from their origin records, also for a copy
+    // from the other filesystem.
+    p.unmount();
+    p.mount();
+    p.step(&check);
+    // Stacked again: a copy in a lower layer shows its own number (the kernel reads origin
+    // records in the upper only), on both.
+    p.stack_upper();
+    p.step(&check);
 }

@@ -86,20 +86,9 @@ pub struct Overlay {
     /// Upper inode -> node id of copied-up files (their number stays the lower one's),
     /// so every name of a hard-linked copy shows the same number.
     upper_inos: DashMap<u64, Ino>,
-    /// The upper filesystem's type, for reading file handles in origin records.
-    upper_magic: i64,
-    /// Origin records on this upper can be read back into inode numbers.
-    origin_readable: bool,
-}
-
-/// True when an origin record written on this upper reads back as the inode number it names
-/// (the filesystem's handle layout is one we know): tried on the workdir itself.
-fn probe_origin(upper: &Upper, magic: i64) -> bool {
-    let work = upper.work.fd();
-    let (Ok((kind, handle)), Ok(st)) = (sys::file_handle(work, c"."), sys::fstat(work)) else {
-        return false;
-    };
-    copyup::origin_ino(&copyup::origin_record(kind, &handle), magic) == Some(st.st_ino)
+    /// Reads origin records (of copies made now or by earlier mounts, from any lower
+    /// filesystem) back into inode numbers.
+    origins: copyup::Origins,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -130,8 +119,9 @@ impl Overlay {
             },
         );
         let _ = root.upper_dir.set(upper.fd.clone());
-        let upper_magic = sys::fs_magic(upper.fd.as_fd()).unwrap_or(0);
-        let origin_readable = probe_origin(&upper, upper_magic);
+        let upper_fs = stack.upper_fsid().map(|id| (id, upper.fd.as_fd()));
+        let lower_fs = stack.layers().iter().map(|l| (l.fsid, l.root.as_fd()));
+        let origins = copyup::Origins::new(upper_fs.into_iter().chain(lower_fs));
         table.insert_root(root);
         Overlay {
             stack,
@@ -144,8 +134,7 @@ impl Overlay {
             dirs: Handles::default(),
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
-            upper_magic,
-            origin_readable,
+            origins,
         }
     }
 
@@ -217,13 +206,10 @@ impl Overlay {
             .map_err(Error::io("lower lookup"))?
             .ok_or(Error::NotFound)?;
         let st = le.attr().map_err(Error::io("lstat"))?;
-        // The origin names the lower file by handle, on the upper's filesystem only (the
-        // record carries no filesystem uuid).
-        let same_fs =
-            Some(self.stack.layer(le.parent.layer_of(le.entry())).fsid) == self.stack.upper_fsid();
+        // The origin names the lower file by handle (null uuid, as the kernel writes it).
         let opts = CopyOpts {
             fsync: !self.volatile,
-            origin: same_fs.then_some(self.upper.ns),
+            origin: Some(self.upper.ns),
             data,
         };
         le.parent
@@ -233,11 +219,13 @@ impl Overlay {
             .map_err(Error::io("copy-up"))?;
         log::debug!("copied up {}", String::from_utf8_lossy(rel));
         node.set_loc(|l| l.upper = true);
-        if !node.is_dir && (!same_fs || !self.origin_readable) {
-            // No origin the number can be read back from: remember it for this mount.
+        if !node.is_dir {
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
             let ust = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
-            self.upper_inos.insert(ust.st_ino, node.ino);
+            if self.upper_ino(&ust, None, pfd.as_fd(), &loc.name)? != node.ino {
+                // No origin the number reads back from: remember it for this mount.
+                self.upper_inos.insert(ust.st_ino, node.ino);
+            }
         }
         Ok(())
     }
@@ -312,11 +300,14 @@ impl Overlay {
             return Ok(*i);
         }
         let origin = match sys::getxattr_at(pfd, name, self.upper.ns.origin()) {
-            Ok(v) => copyup::origin_ino(&v, self.upper_magic),
+            Ok(v) => self.origins.decode(&v),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
             Err(e) => return Err(Error::io("getxattr origin")(e)),
         };
-        Ok(self.stack.upper_ino(origin.unwrap_or(st.st_ino)))
+        Ok(match origin {
+            Some((fs, ino)) => self.stack.fs_ino(fs, ino),
+            None => self.stack.upper_ino(st.st_ino),
+        })
     }
 
     /// The lower directory merged under upper directory `name` of `pfd`: the redirect's
