@@ -413,3 +413,28 @@ fn inode_numbers_in_stacks_of_earlier_uppers(tmpfs_upper: bool) {
     p.stack_upper();
     p.step(&check);
 }
+
+/// POSIX: after rewinddir, readdir shows the directory as it is now, with names created
+/// since opendir (and without the ones removed since).
+#[test]
+fn rewinddir_shows_names_added_since_opendir() {
+    if !require_root("rewinddir_shows_names_added_since_opendir") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        write(d, "d/lower1", "1");
+        write(d, "d/lower2", "2");
+    });
+    p.step(
+        r#"perl -e '
+            my $d = "$ENV{M}/d";
+            opendir(my $h, $d) or die "opendir: $!";
+            my @first = sort grep { !/^\.\.?$/ } readdir($h);
+            for my $i (1..300) { open(my $f, ">", "$d/new$i") or die "create: $!"; }
+            unlink("$d/lower1") or die "unlink: $!";
+            rewinddir($h);
+            my @again = sort grep { !/^\.\.?$/ } readdir($h);
+            print scalar(@first), " then ", scalar(@again), " ", join(",", @again[0..3]), "\n";
+        '"#,
+    );
+}

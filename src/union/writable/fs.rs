@@ -189,9 +189,8 @@ impl Core for Overlay {
         if !n.is_dir {
             return Err(Error::NotDir);
         }
-        let listing = Arc::new(self.list(&n)?);
         Ok(Opened {
-            fh: self.dirs.insert(listing),
+            fh: self.dirs.insert(Arc::default()),
             keep_cache: false,
             backing: None,
         })
@@ -211,11 +210,20 @@ impl Core for Overlay {
     ) -> Result<()> {
         // Offsets: 1 after ".", 2 after "..", i + 3 after entry i of the opendir listing.
         let node = self.node(ino)?;
+        let _g = self.shared();
         let listing = match fh {
             0 => Arc::new(self.list(&node)?),
-            _ => self.dirs.get(fh).ok_or(Error::BadHandle(fh))?,
+            _ => {
+                let h = self.dirs.get(fh).ok_or(Error::BadHandle(fh))?;
+                let mut l = h.lock().unwrap_or_else(|p| p.into_inner());
+                match &*l {
+                    Some(l) if offset != 0 => l.clone(),
+                    // The first read, or the start again (a rewind): the directory as it
+                    // is now.
+                    _ => l.insert(Arc::new(self.list(&node)?)).clone(),
+                }
+            }
         };
-        let _g = self.shared();
         let dloc = node.loc();
         let dots: [(&[u8], u64); 2] = [
             (b".", ino),

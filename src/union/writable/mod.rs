@@ -57,8 +57,12 @@ impl Drop for FileH {
     }
 }
 
-/// A directory listing taken at `opendir`: offsets are positions in it.
+/// A directory listing: offsets are positions in it.
 type Listing = Vec<(Box<[u8]>, Kind)>;
+
+/// An open directory: its listing, taken by the first `readdir` and again by every one at
+/// offset 0 (a `rewinddir`), so a rewind shows the directory as it is now (POSIX).
+type DirH = std::sync::Mutex<Option<Arc<Listing>>>;
 
 /// What a name resolves to.
 #[derive(Debug)]
@@ -80,7 +84,7 @@ pub struct Overlay {
     lowers: LowerTree,
     table: Table<WNode>,
     files: Handles<Arc<FileH>>,
-    dirs: Handles<Arc<Listing>>,
+    dirs: Handles<Arc<DirH>>,
     /// The namespace lock: mutations exclusive, lookups and listings shared.
     ns: RwLock<()>,
     /// Upper inode -> node id of copied-up files (their number stays the lower one's),
