@@ -1,8 +1,8 @@
-//! Nodes of a writable mount: where each one lives now (it can move, be copied up or be
+//! Nodes of the merged tree: where each one lives now (it can move, be copied up or be
 //! removed while the kernel still holds it).
 //!
 //! A file with several hard links is one node with several names. The node acts through one
-//! of them ([`WNode::loc`]) and knows the others it has seen, so that removing or renaming
+//! of them ([`Node::loc`]) and knows the others it has seen, so that removing or renaming
 //! one name never leaves it acting on a name that is gone, or that a new file now holds.
 
 use std::os::fd::OwnedFd;
@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::lower::Rel;
 use crate::stack::Ino;
-use crate::union::node::Counted;
+use crate::union::table::Counted;
 
 /// Where a node is in the merged tree.
 #[derive(Debug, Clone)]
 pub struct Loc {
     /// `None` only for the root.
-    pub parent: Option<Arc<WNode>>,
+    pub parent: Option<Arc<Node>>,
     pub name: Box<[u8]>,
     /// The upper layer has this entry (created there or copied up).
     pub upper: bool,
@@ -30,7 +30,7 @@ pub struct Loc {
 
 impl Loc {
     /// True when this is name `name` of directory `dir`.
-    pub fn is(&self, dir: &Arc<WNode>, name: &[u8]) -> bool {
+    pub fn is(&self, dir: &Arc<Node>, name: &[u8]) -> bool {
         self.name.as_ref() == name && self.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, dir))
     }
 
@@ -40,7 +40,7 @@ impl Loc {
 }
 
 #[derive(Debug)]
-pub struct WNode {
+pub struct Node {
     pub ino: Ino,
     pub is_dir: bool,
     /// The file type (`S_IFMT` bits) it was created with.
@@ -57,9 +57,9 @@ pub struct WNode {
     pub execs: AtomicU32,
 }
 
-impl WNode {
-    pub fn new(ino: Ino, fmt: u32, loc: Loc) -> WNode {
-        WNode {
+impl Node {
+    pub fn new(ino: Ino, fmt: u32, loc: Loc) -> Node {
+        Node {
             ino,
             is_dir: fmt == libc::S_IFDIR,
             fmt,
@@ -107,14 +107,14 @@ impl WNode {
     }
 
     /// True when name `name` of `dir` is the only name of this node it knows.
-    pub fn only_name(&self, dir: &Arc<WNode>, name: &[u8]) -> bool {
+    pub fn only_name(&self, dir: &Arc<Node>, name: &[u8]) -> bool {
         let others = self.others();
         others.iter().all(|o| o.is(dir, name)) && self.loc().is(dir, name)
     }
 
     /// Name `name` of `dir` left the tree: the node acts through another name it has, or is
     /// removed when it has none.
-    pub fn forget_name(&self, dir: &Arc<WNode>, name: &[u8]) {
+    pub fn forget_name(&self, dir: &Arc<Node>, name: &[u8]) {
         let mut l = self.loc.write().unwrap_or_else(|p| p.into_inner());
         let mut others = self.others();
         others.retain(|o| !o.is(dir, name));
@@ -127,7 +127,7 @@ impl WNode {
     }
 
     /// Makes name `name` of `dir` (if the node has it) the one it acts through.
-    pub fn focus(&self, dir: &Arc<WNode>, name: &[u8]) {
+    pub fn focus(&self, dir: &Arc<Node>, name: &[u8]) {
         let mut l = self.loc.write().unwrap_or_else(|p| p.into_inner());
         let mut others = self.others();
         if let Some(o) = others.iter_mut().find(|o| o.is(dir, name)) {
@@ -136,7 +136,7 @@ impl WNode {
     }
 
     /// Name `from` became `to` (renamed in the upper).
-    pub fn renamed(&self, from: (&Arc<WNode>, &[u8]), to: (&Arc<WNode>, &[u8])) {
+    pub fn renamed(&self, from: (&Arc<Node>, &[u8]), to: (&Arc<Node>, &[u8])) {
         let mut l = self.loc.write().unwrap_or_else(|p| p.into_inner());
         let mut others = self.others();
         let moved = std::iter::once(&mut *l)
@@ -151,7 +151,7 @@ impl WNode {
     }
 }
 
-impl Counted for WNode {
+impl Counted for Node {
     fn ino(&self) -> Ino {
         self.ino
     }
