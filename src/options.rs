@@ -2,57 +2,7 @@
 
 use std::path::PathBuf;
 
-/// A mapping of ids as fuse-overlayfs' `uidmapping=` / `gidmapping=` give it:
-/// `CONTAINER:HOST:COUNT[:CONTAINER:HOST:COUNT...]`. The merged view shows a file owned by
-/// host id `HOST + i` as owned by `CONTAINER + i`; ids outside every range show as the
-/// overflow id 65534.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct IdMap {
-    pub ranges: Vec<(u32, u32, u32)>,
-}
-
-pub const OVERFLOW_ID: u32 = 65534;
-
-impl IdMap {
-    fn parse(s: &str) -> Result<IdMap, OptionError> {
-        let bad = || {
-            OptionError::Value(format!(
-                "id mapping {s:?}: expected CONTAINER:HOST:COUNT[:...]"
-            ))
-        };
-        let nums: Vec<u32> = s
-            .trim_start_matches(':')
-            .split(':')
-            .map(|n| n.parse::<u32>().map_err(|_| bad()))
-            .collect::<Result<_, _>>()?;
-        if nums.is_empty() || !nums.len().is_multiple_of(3) {
-            return Err(bad());
-        }
-        Ok(IdMap {
-            ranges: nums.chunks(3).map(|c| (c[0], c[1], c[2])).collect(),
-        })
-    }
-
-    /// The host id stored on disk for an id of the mount (the inverse of `to_container`).
-    pub fn to_host(&self, container: u32) -> u32 {
-        for &(c, h, n) in &self.ranges {
-            if container >= c && container - c < n {
-                return h + (container - c);
-            }
-        }
-        OVERFLOW_ID
-    }
-
-    /// The id shown in the mount for a host id stored on disk.
-    pub fn to_container(&self, host: u32) -> u32 {
-        for &(c, h, n) in &self.ranges {
-            if host >= h && host - h < n {
-                return c + (host - h);
-            }
-        }
-        OVERFLOW_ID
-    }
-}
+use crate::idmap::{IdMap, Ids};
 
 /// Everything `-o` can say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -65,10 +15,8 @@ pub struct MountOptions {
     pub volatile: bool,
     /// Marks in `user.overlay.*` instead of `trusted.overlay.*` (kernel's `userxattr`).
     pub userxattr: bool,
-    pub uid_map: Option<IdMap>,
-    pub gid_map: Option<IdMap>,
-    pub squash_to_uid: Option<u32>,
-    pub squash_to_gid: Option<u32>,
+    /// `uidmapping=`, `gidmapping=` and the squash options.
+    pub ids: Ids,
     /// Unknown options: accepted with a warning.
     pub ignored: Vec<String>,
 }
@@ -166,13 +114,19 @@ impl MountOptions {
                     "workdir" => o.work = Some(PathBuf::from(unescape(&need(value)?))),
                     "volatile" => o.volatile = true,
                     "userxattr" => o.userxattr = true,
-                    "uidmapping" => o.uid_map = Some(IdMap::parse(&need(value)?)?),
-                    "gidmapping" => o.gid_map = Some(IdMap::parse(&need(value)?)?),
-                    "squash_to_uid" => o.squash_to_uid = Some(num(value)?),
-                    "squash_to_gid" => o.squash_to_gid = Some(num(value)?),
+                    "uidmapping" => {
+                        o.ids.uid_map =
+                            Some(IdMap::parse(&need(value)?).map_err(OptionError::Value)?)
+                    }
+                    "gidmapping" => {
+                        o.ids.gid_map =
+                            Some(IdMap::parse(&need(value)?).map_err(OptionError::Value)?)
+                    }
+                    "squash_to_uid" => o.ids.squash_uid = Some(num(value)?),
+                    "squash_to_gid" => o.ids.squash_gid = Some(num(value)?),
                     "squash_to_root" => {
-                        o.squash_to_uid = Some(0);
-                        o.squash_to_gid = Some(0);
+                        o.ids.squash_uid = Some(0);
+                        o.ids.squash_gid = Some(0);
                     }
                     // Accepted for compatibility; they do not change what the mount shows.
                     "xattr_permissions"
@@ -257,12 +211,12 @@ mod tests {
             "uidmapping=:0:1000:1:1:100000:65536,gidmapping=0:1000:1",
         ])
         .unwrap();
-        let m = o.uid_map.unwrap();
-        assert_eq!(m.to_container(1000), 0);
-        assert_eq!(m.to_container(100000), 1);
-        assert_eq!(m.to_container(100005), 6);
-        assert_eq!(m.to_container(5), OVERFLOW_ID);
-        assert_eq!(o.gid_map.unwrap().ranges, vec![(0, 1000, 1)]);
+        let m = o.ids.uid_map.unwrap();
+        assert_eq!(m.show(0), 1000);
+        assert_eq!(m.show(1), 100_000);
+        assert_eq!(m.show(6), 100_005);
+        assert_eq!(m.show(70_000), crate::idmap::OVERFLOW_ID);
+        assert_eq!(o.ids.gid_map.unwrap().store(1000), 0);
     }
 
     #[test]
@@ -299,6 +253,6 @@ mod tests {
             MountOptions::parse(&["lowerdir=/a,frobnicate=3,squash_to_root,xattr_permissions=2"])
                 .unwrap();
         assert_eq!(o.ignored, vec!["frobnicate=3".to_string()]);
-        assert_eq!(o.squash_to_uid, Some(0));
+        assert_eq!(o.ids.squash_uid, Some(0));
     }
 }

@@ -372,8 +372,12 @@ fn podman_style_relative_symlinked_lowers_and_id_mapping() {
     std::fs::create_dir_all(&diff).unwrap();
     std::fs::create_dir_all(store.join("l")).unwrap();
     std::os::unix::fs::symlink("../ABCDEF/diff", store.join("l/SHORT")).unwrap();
+    // uidmapping=DISK:SHOWN:COUNT: image ids 0.. show as 100000..; an id outside every
+    // range shows as the overflow id.
     std::fs::write(diff.join("owned"), "x").unwrap();
-    std::os::unix::fs::chown(diff.join("owned"), Some(100_000), Some(100_001)).unwrap();
+    std::os::unix::fs::chown(diff.join("owned"), Some(0), Some(1)).unwrap();
+    std::fs::write(diff.join("unmapped"), "x").unwrap();
+    std::os::unix::fs::chown(diff.join("unmapped"), Some(100_000), Some(100_001)).unwrap();
     let mp = t.path().join("merged");
     std::fs::create_dir(&mp).unwrap();
     let out = Command::new(BIN)
@@ -395,9 +399,11 @@ fn podman_style_relative_symlinked_lowers_and_id_mapping() {
         "unknown options are warned about"
     );
     let md = std::fs::symlink_metadata(mp.join("owned"));
+    let unmapped = std::fs::symlink_metadata(mp.join("unmapped"));
     let _ = run_layerfs(&["umount", mp.to_str().unwrap()]);
-    let md = md.unwrap();
-    assert_eq!((md.uid(), md.gid()), (0, 1));
+    let (md, unmapped) = (md.unwrap(), unmapped.unwrap());
+    assert_eq!((md.uid(), md.gid()), (100_000, 100_001));
+    assert_eq!((unmapped.uid(), unmapped.gid()), (65_534, 65_534));
 }
 
 #[test]

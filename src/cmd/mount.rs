@@ -77,10 +77,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     let nofile = sys::raise_nofile_limit().unwrap_or(0);
     info!("open-file limit {nofile}");
     let mut cfg = Config {
-        uid_map: opts.uid_map.clone(),
-        gid_map: opts.gid_map.clone(),
-        squash_uid: opts.squash_to_uid,
-        squash_gid: opts.squash_to_gid,
+        ids: opts.ids.clone(),
         ..Config::default()
     };
     let fs = match (&opts.upper, &opts.work) {

@@ -15,7 +15,7 @@ use layerfs_fuse::{Core, DirEntry, Entry, Opened};
 
 use crate::error::{Error, Result};
 use crate::format;
-use crate::options::IdMap;
+use crate::idmap::Ids;
 use crate::stack::dirindex::{self, Candidate, DirIndex, Kind, Xattrs};
 use crate::stack::prefetch::Prefetcher;
 use crate::stack::{Ino, Stack};
@@ -26,10 +26,8 @@ use crate::union::node::{Node, NodeKind, Place, Table};
 /// How ids and caching are presented; everything that is not the layers themselves.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub uid_map: Option<IdMap>,
-    pub gid_map: Option<IdMap>,
-    pub squash_uid: Option<u32>,
-    pub squash_gid: Option<u32>,
+    /// How on-disk ids are shown and callers' ids stored (`uidmapping=`, squash options).
+    pub ids: Ids,
     /// How long the kernel may cache entries and attributes. Lower layers are immutable,
     /// so a read-only mount can afford a long time.
     pub ttl: Duration,
@@ -39,18 +37,7 @@ impl Config {
     /// The attributes the merged view shows for a real `st` with merged number `ino`.
     pub fn present(&self, mut st: Stat, ino: Ino) -> Stat {
         st.st_ino = ino.0;
-        if let Some(m) = &self.uid_map {
-            st.st_uid = m.to_container(st.st_uid);
-        }
-        if let Some(m) = &self.gid_map {
-            st.st_gid = m.to_container(st.st_gid);
-        }
-        if let Some(u) = self.squash_uid {
-            st.st_uid = u;
-        }
-        if let Some(g) = self.squash_gid {
-            st.st_gid = g;
-        }
+        (st.st_uid, st.st_gid) = self.ids.show(st.st_uid, st.st_gid);
         st
     }
 }
@@ -58,10 +45,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            uid_map: None,
-            gid_map: None,
-            squash_uid: None,
-            squash_gid: None,
+            ids: Ids::default(),
             ttl: Duration::from_secs(24 * 3600),
         }
     }
@@ -416,9 +400,8 @@ impl Core for Union {
         }
         let n = self.node(ino)?;
         let x = self.xattrs_of(&n)?;
-        x.get(name.as_bytes())
-            .map(<[u8]>::to_vec)
-            .ok_or(Error::NoAttr)
+        let v = x.get(name.as_bytes()).ok_or(Error::NoAttr)?;
+        Ok(self.cfg.ids.show_xattr(name.as_bytes(), v).into_owned())
     }
 
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {

@@ -274,11 +274,16 @@ impl Core for Overlay {
         let xname = sys::cstr(name.as_bytes()).map_err(Error::io("name"))?;
         let _g = self.shared();
         let n = self.node(ino)?;
-        self.with_place(&n, |d, name| sys::getxattr_at(d, name, &xname))
+        let v = self
+            .with_place(&n, |d, name| sys::getxattr_at(d, name, &xname))
             .map_err(|e| match e.errno() {
                 libc::ENODATA => Error::NoAttr,
                 _ => e,
-            })
+            })?;
+        Ok(match self.cfg.ids.show_xattr(name.as_bytes(), &v) {
+            std::borrow::Cow::Borrowed(_) => v,
+            std::borrow::Cow::Owned(shown) => shown,
+        })
     }
 
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {

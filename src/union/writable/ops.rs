@@ -68,18 +68,11 @@ impl Overlay {
     /// The owner of a new entry in a directory with attributes `pst`: the caller (as the
     /// host sees it), the group of a setgid directory.
     fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
-        let uid = self
-            .cfg
-            .uid_map
-            .as_ref()
-            .map_or(ctx.uid, |m| m.to_host(ctx.uid));
+        let uid = self.cfg.ids.store_uid(ctx.uid);
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
         } else {
-            self.cfg
-                .gid_map
-                .as_ref()
-                .map_or(ctx.gid, |m| m.to_host(ctx.gid))
+            self.cfg.ids.store_gid(ctx.gid)
         };
         (uid, gid)
     }
@@ -540,12 +533,8 @@ impl Overlay {
             sys::ftruncate(fd.as_fd(), size).map_err(Error::io("truncate"))?;
         }
         if set.uid.is_some() || set.gid.is_some() {
-            let uid = set.uid.map_or(u32::MAX, |u| {
-                self.cfg.uid_map.as_ref().map_or(u, |m| m.to_host(u))
-            });
-            let gid = set.gid.map_or(u32::MAX, |g| {
-                self.cfg.gid_map.as_ref().map_or(g, |m| m.to_host(g))
-            });
+            let uid = set.uid.map_or(u32::MAX, |u| self.cfg.ids.store_uid(u));
+            let gid = set.gid.map_or(u32::MAX, |g| self.cfg.ids.store_gid(g));
             match (&own_fd, &pfd) {
                 (Some(fd), _) => sys::fchown(fd.as_fd(), uid, gid),
                 (None, Some(p)) => sys::lchownat(p.as_fd(), &c, uid, gid),
@@ -598,8 +587,9 @@ impl Overlay {
                 })?;
         }
         self.copy_up(&node, true)?;
-        let r = self.with_place(&node, |d, n| match value {
-            Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, flags),
+        let value = value.map(|(v, flags)| (self.cfg.ids.store_xattr(name.as_bytes(), v), flags));
+        let r = self.with_place(&node, |d, n| match &value {
+            Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, *flags),
             None => sys::removexattr_at(d, n, &xname),
         });
         r.map_err(|e| {
