@@ -23,6 +23,16 @@ fn name_of(name: &OsStr) -> Result<&[u8]> {
     Ok(name.as_bytes())
 }
 
+/// A name a new entry is to take: `.wh.*` names are the OCI format's and would hide
+/// another entry, so they are refused (as fuse-overlayfs does).
+fn new_name_of(name: &OsStr) -> Result<&[u8]> {
+    let name = name_of(name)?;
+    if format::is_reserved(name) {
+        return Err(Error::Invalid);
+    }
+    Ok(name)
+}
+
 fn cname(name: &[u8]) -> Result<std::ffi::CString> {
     sys::cstr(name).map_err(Error::io("name"))
 }
@@ -142,7 +152,7 @@ impl Overlay {
         what: Make<'_>,
         ctx: Ctx,
     ) -> Result<(Entry, Option<OwnedFd>)> {
-        let name = name_of(name)?;
+        let name = new_name_of(name)?;
         let _g = self.exclusive();
         let dir = self.node(parent)?;
         if !dir.is_dir {
@@ -159,6 +169,7 @@ impl Overlay {
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
         let owner = self.new_owner(ctx, &pst);
         let c = cname(name)?;
+        self.kernel_whiteout_for(pfd.as_fd(), &c)?;
         let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
         let fd = if over_whiteout {
             let tmp = self.upper.work.temp_name();
@@ -183,6 +194,14 @@ impl Overlay {
             .child(&dir, &dir.loc(), name, true)?
             .ok_or(Error::os("create", libc::EIO))?;
         Ok((self.entry_of(st), fd))
+    }
+
+    /// Turns a whiteout of another form (OCI `.wh.NAME`, kernel xattr form) hiding name `c`
+    /// of upper directory `pfd` into the kernel's, before a new entry takes the name: the
+    /// upper we write stays in the kernel's format.
+    fn kernel_whiteout_for(&self, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+        let tmp = self.upper.work.temp_name();
+        format::kernel_whiteout_for(pfd, c, self.work(), &tmp).map_err(Error::io("whiteout"))
     }
 
     /// `unlink` (`rmdir: false`) or `rmdir`: removes the upper entry, and leaves a whiteout
@@ -335,7 +354,7 @@ impl Overlay {
         {
             return Err(Error::Invalid);
         }
-        let (n1, n2) = (name_of(n1)?, name_of(n2)?);
+        let (n1, n2) = (name_of(n1)?, new_name_of(n2)?);
         let _g = self.exclusive();
         let (d1, d2) = (self.node(p1)?, self.node(p2)?);
         if !d1.is_dir || !d2.is_dir {
@@ -418,6 +437,9 @@ impl Overlay {
                 }
             }
         }
+        if dst.is_none() {
+            self.kernel_whiteout_for(pf2.as_fd(), &c2)?;
+        }
         let need_whiteout = self.lower_has(&l1, n1)?;
         let dst_is_whiteout = matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st));
         if dst_is_whiteout && src.is_dir {
@@ -454,7 +476,7 @@ impl Overlay {
     }
 
     pub(super) fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Entry> {
-        let name = name_of(name)?;
+        let name = new_name_of(name)?;
         let _g = self.exclusive();
         let node = self.node(ino)?;
         if node.is_dir {
@@ -472,6 +494,7 @@ impl Overlay {
         let pf1 = self.upper_dir(loc.parent.as_ref().ok_or(Error::Invalid)?)?;
         let pf2 = self.ensure_upper_dir(&dir)?;
         let (c1, c2) = (cname(&loc.name)?, cname(name)?);
+        self.kernel_whiteout_for(pf2.as_fd(), &c2)?;
         if matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st)) {
             let tmp = self.upper.work.temp_name();
             sys::linkat(pf1.as_fd(), &c1, self.work(), &tmp).map_err(Error::io("link"))?;
