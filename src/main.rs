@@ -9,8 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 /// A userspace union filesystem with kernel overlayfs semantics, served over FUSE.
 ///
-/// `layerfs -o lowerdir=TOP:...:BOTTOM MOUNTPOINT` mounts the stack read-only; the same
-/// syntax as overlayfs and fuse-overlayfs, so podman can use layerfs as its mount_program.
+/// `layerfs -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W] MOUNTPOINT` mounts the stack:
+/// read-only without an upper, writable (changes in U, in the kernel's format) with one. The
+/// same syntax as overlayfs and fuse-overlayfs, so podman can use layerfs as its
+/// mount_program, and mount(8) as the helper of type fuse.layerfs.
 #[derive(Parser, Debug)]
 #[command(name = "layerfs", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -113,12 +115,53 @@ pub struct MountArgs {
     /// The same as `--file-io handles`.
     #[arg(long)]
     no_passthrough: bool,
-    /// Where to mount the merged view.
-    mountpoint: Option<PathBuf>,
+    /// `[SOURCE] MOUNTPOINT`: where to mount the merged view, after the mount's source name
+    /// as mount(8) and mount.fuse3 give it (`layerfs` by default; shown in
+    /// /proc/self/mountinfo).
+    #[arg(value_name = "[SOURCE] MOUNTPOINT", num_args = 1..=2)]
+    paths: Vec<PathBuf>,
+}
+
+impl MountArgs {
+    /// The mount point (the last path).
+    pub fn mountpoint(&self) -> Option<&PathBuf> {
+        self.paths.last()
+    }
+
+    /// The source, when two paths were given.
+    pub fn source(&self) -> Option<&PathBuf> {
+        (self.paths.len() == 2).then(|| &self.paths[0])
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match argv.split_first() {
+        Some((argv0, rest)) if cmd::helper::invoked_as_helper(argv0) => {
+            match cmd::helper::translate(rest) {
+                // mount -f: pretend; the options must still parse.
+                Ok(call) if call.fake => {
+                    let cli = Cli::parse_from(std::iter::once(argv0.clone()).chain(call.args));
+                    return match cli.cmd {
+                        Some(Cmd::Mount(m)) => match layerfs::MountOptions::parse(&m.options) {
+                            Ok(_) => ExitCode::SUCCESS,
+                            Err(e) => {
+                                eprintln!("layerfs: bad mount options: {e}");
+                                ExitCode::FAILURE
+                            }
+                        },
+                        _ => ExitCode::FAILURE,
+                    };
+                }
+                Ok(call) => Cli::parse_from(std::iter::once(argv0.clone()).chain(call.args)),
+                Err(e) => {
+                    eprintln!("layerfs: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => Cli::parse_from(argv),
+    };
     let debug = match &cli.cmd {
         Some(Cmd::Mount(m)) => m.debug,
         None => cli.mount.debug,

@@ -4,6 +4,97 @@ use std::path::PathBuf;
 
 use crate::idmap::{IdMap, Ids};
 
+/// The generic mount flags of mount(8), honoured as the kernel's flags of the mount (later
+/// options win: `ro,rw` is read-write). As root, set-uid programs and device nodes work by
+/// default, as on kernel overlayfs; `nosuid` / `nodev` turn them off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountFlags {
+    pub read_only: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+    pub nodiratime: bool,
+    /// `strictatime` (every access updates atime) instead of the default `relatime`.
+    pub strictatime: bool,
+    pub sync: bool,
+    pub dirsync: bool,
+}
+
+impl MountFlags {
+    /// Applies `name` if it is a generic flag; false if it is not one.
+    fn set(&mut self, name: &str) -> bool {
+        let (field, on) = match name {
+            "ro" => (&mut self.read_only, true),
+            "rw" => (&mut self.read_only, false),
+            "nosuid" => (&mut self.nosuid, true),
+            "suid" => (&mut self.nosuid, false),
+            "nodev" => (&mut self.nodev, true),
+            "dev" => (&mut self.nodev, false),
+            "noexec" => (&mut self.noexec, true),
+            "exec" => (&mut self.noexec, false),
+            "noatime" => (&mut self.noatime, true),
+            "atime" => (&mut self.noatime, false),
+            "nodiratime" => (&mut self.nodiratime, true),
+            "diratime" => (&mut self.nodiratime, false),
+            "strictatime" | "norelatime" => (&mut self.strictatime, true),
+            "nostrictatime" | "relatime" => (&mut self.strictatime, false),
+            "sync" => (&mut self.sync, true),
+            "async" => (&mut self.sync, false),
+            "dirsync" => (&mut self.dirsync, true),
+            _ => return false,
+        };
+        *field = on;
+        true
+    }
+
+    /// The kernel's `MS_*` bits for these flags.
+    pub fn ms_flags(&self) -> libc::c_ulong {
+        [
+            (self.read_only, libc::MS_RDONLY),
+            (self.nosuid, libc::MS_NOSUID),
+            (self.nodev, libc::MS_NODEV),
+            (self.noexec, libc::MS_NOEXEC),
+            (self.noatime, libc::MS_NOATIME),
+            (self.nodiratime, libc::MS_NODIRATIME),
+            (self.strictatime, libc::MS_STRICTATIME),
+            (self.sync, libc::MS_SYNCHRONOUS),
+            (self.dirsync, libc::MS_DIRSYNC),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, bit)| acc | bit)
+    }
+}
+
+/// Options mount(8), mount.fuse3, fstab and systemd pass that concern them, not the
+/// filesystem: accepted and ignored.
+fn is_mount_tool_option(key: &str) -> bool {
+    matches!(
+        key,
+        "defaults"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "users"
+            | "nouser"
+            | "owner"
+            | "group"
+            | "nofail"
+            | "_netdev"
+            | "comment"
+            | "loud"
+            | "silent"
+            | "mand"
+            | "nomand"
+            | "iversion"
+            | "noiversion"
+            | "lazytime"
+            | "nolazytime"
+            | "subtype"
+    ) || key.starts_with("x-")
+}
+
 /// Everything `-o` can say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountOptions {
@@ -17,6 +108,10 @@ pub struct MountOptions {
     pub userxattr: bool,
     /// `uidmapping=`, `gidmapping=` and the squash options.
     pub ids: Ids,
+    /// `ro`, `nosuid`, `nodev`, `noexec`, `noatime`, ...
+    pub flags: MountFlags,
+    /// `fsname=`: the mount's source as /proc/self/mountinfo shows it.
+    pub fsname: Option<String>,
     /// Unknown options: accepted with a warning.
     pub ignored: Vec<String>,
 }
@@ -94,6 +189,12 @@ impl MountOptions {
                     v.parse()
                         .map_err(|_| OptionError::Value(format!("{key}={v}: not a number")))
                 };
+                if value.is_none() && o.flags.set(&key) {
+                    continue;
+                }
+                if is_mount_tool_option(&key) {
+                    continue;
+                }
                 match key.as_str() {
                     "lowerdir" => {
                         let v = need(value)?;
@@ -113,6 +214,7 @@ impl MountOptions {
                     "upperdir" => o.upper = Some(PathBuf::from(unescape(&need(value)?))),
                     "workdir" => o.work = Some(PathBuf::from(unescape(&need(value)?))),
                     "volatile" => o.volatile = true,
+                    "fsname" => o.fsname = Some(unescape(&need(value)?)),
                     "userxattr" => o.userxattr = true,
                     "uidmapping" => {
                         o.ids.uid_map =
@@ -134,16 +236,6 @@ impl MountOptions {
                     | "fscontext"
                     | "defcontext"
                     | "rootcontext"
-                    | "ro"
-                    | "rw"
-                    | "noatime"
-                    | "relatime"
-                    | "nodev"
-                    | "nosuid"
-                    | "dev"
-                    | "suid"
-                    | "exec"
-                    | "noexec"
                     | "redirect_dir"
                     | "metacopy"
                     | "index"
@@ -245,6 +337,31 @@ mod tests {
             MountOptions::parse(&[r"lowerdir=/a\"]),
             Err(OptionError::TrailingEscape(_))
         ));
+    }
+
+    #[test]
+    fn generic_flags_later_ones_win_and_mount_tool_options_are_ignored() {
+        let o = MountOptions::parse(&[
+            "rw,lowerdir=/a,nosuid,nodev,noexec,ro,noatime,nofail,_netdev,defaults,user,auto",
+            "x-systemd.automount,x-systemd.requires=foo.mount,comment=x,dev,exec,rw,dirsync",
+        ])
+        .unwrap();
+        assert!(o.ignored.is_empty(), "{:?}", o.ignored);
+        assert_eq!(
+            o.flags,
+            MountFlags {
+                nosuid: true,
+                noatime: true,
+                dirsync: true,
+                ..MountFlags::default()
+            }
+        );
+        assert_eq!(
+            o.flags.ms_flags(),
+            libc::MS_NOSUID | libc::MS_NOATIME | libc::MS_DIRSYNC
+        );
+        let o = MountOptions::parse(&["lowerdir=/a,ro,relatime,strictatime"]).unwrap();
+        assert_eq!(o.flags.ms_flags(), libc::MS_RDONLY | libc::MS_STRICTATIME);
     }
 
     #[test]

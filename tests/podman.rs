@@ -81,8 +81,8 @@ fn podman_image_mount_uses_layerfs() {
     );
     assert_eq!(
         fstype.as_deref(),
-        Some("fuse"),
-        "podman's mount is not a FUSE (layerfs) mount"
+        Some("fuse.layerfs"),
+        "podman's mount is not a layerfs mount"
     );
     assert_eq!(motd.unwrap(), "served by layerfs\n");
     assert_eq!(

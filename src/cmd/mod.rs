@@ -1,3 +1,4 @@
+pub mod helper;
 pub mod mount;
 pub mod rootless;
 pub mod run;

@@ -69,7 +69,7 @@ pub fn run(mut args: RunArgs) -> Result<i32> {
 pub fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
     let mount_args = MountArgs {
         options: args.options.clone(),
-        mountpoint: Some(mountpoint.to_path_buf()),
+        paths: vec![mountpoint.to_path_buf()],
         ..MountArgs::default()
     };
     let mut plan = mount::prepare(&mount_args)?;
