@@ -115,6 +115,10 @@ pub struct MountArgs {
     /// The same as `--file-io handles`.
     #[arg(long)]
     no_passthrough: bool,
+    /// Append log lines to this file instead of stderr (also `LAYERFS_LOG_FILE`), so a
+    /// daemonized mount's errors are kept; an error at mount time still goes to stderr.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
     /// `[SOURCE] MOUNTPOINT`: where to mount the merged view, after the mount's source name
     /// as mount(8) and mount.fuse3 give it (`layerfs` by default; shown in
     /// /proc/self/mountinfo).
@@ -167,15 +171,46 @@ fn main() -> ExitCode {
         None => cli.mount.debug,
         _ => false,
     };
+    let log_file = match &cli.cmd {
+        Some(Cmd::Mount(m)) => m.log_file.clone(),
+        None => cli.mount.log_file.clone(),
+        _ => None,
+    }
+    .or_else(|| std::env::var_os("LAYERFS_LOG_FILE").map(PathBuf::from));
     let default_level = if debug { "debug" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_timestamp_micros()
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    logger.format_timestamp_micros();
+    if let Some(path) = &log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        match file {
+            Ok(f) => {
+                logger.target(env_logger::Target::Pipe(Box::new(f)));
+            }
+            Err(e) => {
+                let e = anyhow::Error::new(e).context(format!("log file {}", path.display()));
+                eprintln!("layerfs: {}", cmd::one_line(&e));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    logger.init();
+    // With a log file, a failure is recorded there too (stderr may be gone by then).
+    let fail = |prefix: &str, e: &anyhow::Error| {
+        let line = cmd::one_line(e);
+        if log_file.is_some() {
+            log::error!("{prefix}{line}");
+        }
+        eprintln!("{prefix}{line}");
+    };
     if let Some(Cmd::Run(r)) = cli.cmd {
         return match cmd::run::run(r) {
             Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
             Err(e) => {
-                eprintln!("layerfs run: {e:#}");
+                fail("layerfs run: ", &e);
                 ExitCode::from(layerfs::runtime::init::EXIT_RUNTIME as u8)
             }
         };
@@ -189,7 +224,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("layerfs: {e:#}");
+            fail("layerfs: ", &e);
             ExitCode::FAILURE
         }
     }

@@ -178,7 +178,7 @@ pub fn serve(plan: Plan, report: Option<OwnedFd>) -> Result<()> {
     let result = mount_and_run(plan, &mut report);
     if let (Err(e), Some(mut r)) = (&result, report.take()) {
         // The parent prints it; the daemon's own stderr is gone by now or soon.
-        let _ = write!(r, "{e:#}");
+        let _ = write!(r, "{}", super::one_line(e));
     }
     result
 }
@@ -282,7 +282,7 @@ fn mount_core<C: Core>(
             if let Ok(sig) = sys::wait_signal(&signals) {
                 info!("signal {sig}: unmounting {}", mp.display());
                 if let Err(e) = crate::cmd::umount::unmount(&mp, true) {
-                    warn!("{e:#}");
+                    warn!("{}", super::one_line(&e));
                 }
             }
         })
