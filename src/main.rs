@@ -72,8 +72,8 @@ pub struct RunArgs {
     /// root; as root it maps root's /etc/subuid range, or root alone).
     #[arg(long)]
     rootless: bool,
-    /// Bind a host path into the container: SRC:DST[:ro] (DST must exist in the image);
-    /// repeatable.
+    /// Bind a host path into the container: SRC:DST[:ro] (DST is created in the upper if
+    /// the image lacks it); repeatable.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     binds: Vec<String>,
     /// The command and its arguments (after `--`).

@@ -31,7 +31,7 @@ pub struct Plan {
     mountpoint: PathBuf,
     /// The mount's source in /proc/self/mountinfo.
     fsname: String,
-    flags: MountFlags,
+    pub flags: MountFlags,
     fs: Fs,
     threads: usize,
     file_io: FileIo,
