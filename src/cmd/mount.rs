@@ -14,17 +14,11 @@ use anyhow::{bail, Context, Result};
 use layerfs::format::MarkNs;
 use layerfs::options::MountFlags;
 use layerfs::sys::mountinfo;
-use layerfs::{sys, upper, Config, MountOptions, Overlay, Stack, Union};
+use layerfs::{sys, upper, Config, MountOptions, Stack, Union};
 use layerfs_fuse::{AdapterOptions, Core, FileIo, SessionOptions};
 use log::{info, warn};
 
 use crate::{FileIoArg, MountArgs};
-
-/// The filesystem a mount serves.
-enum Fs {
-    ReadOnly(Union),
-    Writable(Overlay),
-}
 
 /// Everything needed to mount, checked.
 pub struct Plan {
@@ -32,7 +26,7 @@ pub struct Plan {
     /// The mount's source in /proc/self/mountinfo.
     fsname: String,
     pub flags: MountFlags,
-    fs: Fs,
+    fs: Union,
     threads: usize,
     file_io: FileIo,
     /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
@@ -108,13 +102,11 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
             let stack = Stack::open_with_upper(&lowers, Some(dev))?;
             // The upper changes: the kernel re-checks attributes every second.
             cfg.ttl = std::time::Duration::from_secs(1);
-            Fs::Writable(Overlay::new(stack, upper, cfg, opts.volatile))
+            Union::new(stack, Some(upper), cfg, opts.volatile)
         }
-        _ => {
-            let stack = Stack::open(&lowers)?;
-            Fs::ReadOnly(Union::new(stack, cfg).context("reading the top layer's root")?)
-        }
-    };
+        _ => Union::new(Stack::open(&lowers)?, None, cfg, false),
+    }
+    .context("reading the top layer's root")?;
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -235,10 +227,8 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         remove_mountpoint,
         remove_after,
     };
-    match fs {
-        Fs::ReadOnly(u) => mount_core(serve, u, true, report),
-        Fs::Writable(o) => mount_core(serve, o, false, report),
-    }
+    let read_only = fs.read_only();
+    mount_core(serve, fs, read_only, report)
 }
 
 fn mount_core<C: Core>(

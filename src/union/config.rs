@@ -1,0 +1,35 @@
+//! How the merged view is presented: id mappings and kernel cache times.
+
+use std::time::Duration;
+
+use crate::idmap::Ids;
+use crate::stack::Ino;
+use crate::sys::Stat;
+
+/// How ids and caching are presented; everything that is not the layers themselves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How on-disk ids are shown and callers' ids stored (`uidmapping=`, squash options).
+    pub ids: Ids,
+    /// How long the kernel may cache entries and attributes. Lower layers are immutable,
+    /// so a read-only mount can afford a long time.
+    pub ttl: Duration,
+}
+
+impl Config {
+    /// The attributes the merged view shows for a real `st` with merged number `ino`.
+    pub fn present(&self, mut st: Stat, ino: Ino) -> Stat {
+        st.st_ino = ino.0;
+        (st.st_uid, st.st_gid) = self.ids.show(st.st_uid, st.st_gid);
+        st
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ids: Ids::default(),
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
