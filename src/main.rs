@@ -14,7 +14,13 @@ use clap::{Args, Parser, Subcommand};
 /// same syntax as overlayfs and fuse-overlayfs, so podman can use layerfs as its
 /// mount_program, and mount(8) as the helper of type fuse.layerfs.
 #[derive(Parser, Debug)]
-#[command(name = "layerfs", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "layerfs",
+    version,
+    args_conflicts_with_subcommands = true,
+    override_usage = "layerfs [OPTIONS] -o lowerdir=TOP:...:BOTTOM[,...] [SOURCE] MOUNTPOINT\n       \
+                      layerfs <COMMAND>"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,

@@ -260,7 +260,7 @@ fn mount_core<C: Core>(
     if extra != 0 {
         if let Err(e) = sys::remount_with(&plan.mountpoint, extra) {
             warn!(
-                "{}: nodiratime/strictatime not applied: {e}",
+                "{}: nodiratime/strictatime not applied (the bind remount that sets them needs root): {e}",
                 plan.mountpoint.display()
             );
         }
