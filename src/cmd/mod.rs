@@ -1,8 +1,13 @@
+pub mod cat;
+pub mod diff;
 pub mod helper;
+pub mod image_source;
+pub mod inspect;
 pub mod mount;
 pub mod rootless;
 pub mod run;
 pub mod umount;
+pub mod which;
 
 /// An error as one line for a user: each cause once (an error that already quotes its cause
 /// is not followed by it again), without the "(os error N)" tails.

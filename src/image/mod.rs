@@ -2,4 +2,9 @@
 //! store), layer manifests, the shared layer store, commit and squash. Used by the layer
 //! tools only; the mount daemon never calls into it.
 
+pub mod cat;
+pub mod diff;
+pub mod inspect;
+pub mod manifest;
 pub mod source;
+pub mod which;
