@@ -1,4 +1,9 @@
+pub mod cat;
+pub mod diff;
+pub mod image_source;
+pub mod inspect;
 pub mod mount;
 pub mod rootless;
 pub mod run;
 pub mod umount;
+pub mod which;

@@ -1,3 +1,10 @@
 //! Images and layers as files: reading image sources (OCI layouts, archives, podman's
 //! store), layer manifests, the shared layer store, commit and squash. Used by the layer
 //! tools only; the mount daemon never calls into it.
+
+pub mod cat;
+pub mod diff;
+pub mod inspect;
+pub mod manifest;
+pub mod source;
+pub mod which;
