@@ -369,6 +369,10 @@ fn foreground(opt: &str, mp: &Path) -> std::process::Child {
         .spawn()
         .unwrap();
     wait_mount(mp, |t| t.is_some(), || matches!(child.try_wait(), Ok(None)));
+    // The mount shows before the daemon has answered the kernel's INIT; a request waits for
+    // it, so once one is answered the session is up (a daemon stopped before that would
+    // find the device gone when resumed, and rightly fail).
+    std::fs::metadata(mp).unwrap();
     child
 }
 

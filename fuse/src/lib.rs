@@ -58,6 +58,8 @@ pub struct Adapter<C: Core> {
     passthrough: passthrough::Backing,
     /// Requests per opcode, when counting is on ([`counts::ENV`]).
     counts: Option<Arc<Counts>>,
+    /// The kernel caches writes (`FUSE_WRITEBACK_CACHE`), for a core whose files change.
+    writeback: bool,
 }
 
 impl<C: Core> Adapter<C> {
@@ -67,6 +69,7 @@ impl<C: Core> Adapter<C> {
             opts,
             passthrough: passthrough::Backing::default(),
             counts: None,
+            writeback: false,
         }
     }
 
@@ -74,6 +77,16 @@ impl<C: Core> Adapter<C> {
     pub fn with_counts(mut self, counts: Arc<Counts>) -> Self {
         self.counts = Some(counts);
         self
+    }
+
+    /// Open flags for the core: with the writeback cache the kernel may read pages of a
+    /// file opened write-only (to fill a partly written page), so the handle must read.
+    fn open_flags(&self, flags: i32) -> i32 {
+        if self.writeback && flags & libc::O_ACCMODE == libc::O_WRONLY {
+            (flags & !libc::O_ACCMODE) | libc::O_RDWR
+        } else {
+            flags
+        }
     }
 
     fn tally(&self, op: Op) {
@@ -142,14 +155,28 @@ impl<C: Core> Filesystem for Adapter<C> {
         let _ = config.add_capabilities(want & config.capabilities());
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
-        if self.opts.file_io == FileIo::Passthrough
+        if !self.core.files_immutable() {
+            // Files change: the kernel gathers small writes into large WRITEs and keeps
+            // size and times itself. Every data change goes through it, so its cache is the
+            // truth; fsync still reaches the core (after the kernel wrote its pages back).
+            self.writeback = config
+                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE & config.capabilities())
+                .is_ok()
+                && config
+                    .capabilities()
+                    .contains(InitFlags::FUSE_WRITEBACK_CACHE);
+        } else if self.opts.file_io == FileIo::Passthrough
             && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
         {
             let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(1).is_ok();
             self.passthrough.set_enabled(ok);
         }
-        debug!("init: passthrough {}", self.passthrough.enabled());
+        debug!(
+            "init: passthrough {}, writeback cache {}",
+            self.passthrough.enabled(),
+            self.writeback
+        );
         Ok(())
     }
 
@@ -204,7 +231,8 @@ impl<C: Core> Filesystem for Adapter<C> {
             // reads through READ with no handle (fh 0).
             return reply.error(Errno::ENOSYS);
         }
-        let opened = match call("open", || self.core.open(ino.0, flags.0)) {
+        let flags = self.open_flags(flags.0);
+        let opened = match call("open", || self.core.open(ino.0, flags)) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
         };
@@ -597,7 +625,8 @@ impl<C: Core> Filesystem for Adapter<C> {
     ) {
         self.tally(Op::Create);
         match call("create", || {
-            self.core.create(parent.0, name, mode, flags, ctx(req))
+            self.core
+                .create(parent.0, name, mode, self.open_flags(flags), ctx(req))
         }) {
             Ok((e, o)) => reply.created(
                 &e.ttl,
