@@ -438,3 +438,76 @@ fn rewinddir_shows_names_added_since_opendir() {
         '"#,
     );
 }
+
+/// POSIX ACLs as the kernel's VFS applies them: chmod updates the ACL's owner, group-or-
+/// mask and other entries; a directory's default ACL is inherited, with the mode the
+/// creator asked for cutting the mask; set-gid directories pass on their group and set-gid.
+#[test]
+fn posix_acls_and_set_gid_follow_the_kernel() {
+    if !require_root("posix_acls_and_set_gid_follow_the_kernel") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        write(d, "f", "f");
+        write(d, "g", "g");
+        fs::create_dir_all(d.join("dacl")).unwrap();
+        fs::create_dir_all(d.join("sg")).unwrap();
+        sh(&format!("setfacl -m u:1000:rwx,g:100:r {}/f", d.display()));
+        sh(&format!(
+            "chown 0:100 {0}/sg && chmod 2775 {0}/sg",
+            d.display()
+        ));
+        write(d, "dacl/old", "o");
+        fs::create_dir_all(d.join("dacl/olddir")).unwrap();
+        write(d, "sg/old", "o");
+        fs::create_dir_all(d.join("sg/olddir")).unwrap();
+        // For an unprivileged user (uid 1000, in no group): set-gid files it may write.
+        fs::create_dir_all(d.join("pub")).unwrap();
+        for f in ["pub/mine", "pub/theirs", "pub/punch", "pub/zero"] {
+            write(d, f, "0123456789");
+        }
+        sh(&format!(
+            "cd {} && chmod 777 pub && chown 1000:100 pub/mine && chmod 2775 pub/mine && \
+             chown 0:100 pub/theirs pub/punch pub/zero && chmod 2777 pub/theirs pub/punch pub/zero",
+            d.display()
+        ));
+    });
+    // The test directories must be reachable by the unprivileged user.
+    sh(&format!(
+        "chmod 755 {}",
+        p.sides[0].root.parent().unwrap().display()
+    ));
+    for d in &p.sides {
+        sh(&format!(
+            "chmod 755 {} {}",
+            d.root.display(),
+            d.p("mnt").display()
+        ));
+    }
+    let user = "setpriv --reuid=1000 --regid=1000 --clear-groups";
+    let acl = r#"getfacl -cp "$M/$F" 2>&1 | sort | tr '\n' ' '"#;
+    p.steps(&[
+        &format!(r#"F=f; chmod 440 "$M/f" && stat -c %a "$M/f" && {acl}"#),
+        &format!(r#"F=f; chmod 750 "$M/f" && stat -c %a "$M/f" && {acl}"#),
+        &format!(r#"F=g; setfacl -m u:1000:rw "$M/g" && stat -c %a "$M/g" && {acl}"#),
+        &format!(r#"F=dacl; setfacl -d -m u:1000:rwx,g::rwx,o::r "$M/dacl" && {acl}"#),
+        &format!(r#"F=dacl/new; (umask 022; touch "$M/dacl/new") && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=dacl/sub; (umask 077; mkdir "$M/dacl/sub") && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=dacl/sub/deeper; mkdir -m 700 "$M/$F" && stat -c %a "$M/$F" && {acl}"#),
+        r#"mkdir "$M/sg/sub" && touch "$M/sg/file" && stat -c '%a %g' "$M/sg/sub" "$M/sg/file""#,
+        &format!(r#"F=sg; setfacl -d -m g::rwx "$M/sg" && mkdir "$M/sg/sub2" && stat -c '%a %g' "$M/sg/sub2" && {acl}"#),
+        // Over a whiteout (a lower name removed, then made again): the same inheritance.
+        &format!(r#"F=dacl/old; rm "$M/$F" && (umask 077; touch "$M/$F") && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=dacl/olddir; rmdir "$M/$F" && mkdir -m 750 "$M/$F" && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=sg/old; rm "$M/$F" && touch "$M/$F" && stat -c '%a %g' "$M/$F" && {acl}"#),
+        &format!(r#"F=sg/olddir; rmdir "$M/$F" && mkdir "$M/$F" && stat -c '%a %g' "$M/$F" && {acl}"#),
+        // Made by an unprivileged user in a set-gid directory with a default ACL.
+        &format!(r#"chmod 777 "$M/sg" && {user} mkdir "$M/sg/u" && {user} touch "$M/sg/uf" && stat -c '%a %u %g' "$M/sg/u" "$M/sg/uf""#),
+        // chmod by the owner, not in the file's group: set-gid dropped.
+        &format!(r#"{user} chmod 2755 "$M/pub/mine"; stat -c %a "$M/pub/mine""#),
+        // Written or allocated by a user who is not the owner: set-gid dropped.
+        &format!(r#"{user} fallocate -l 20 "$M/pub/theirs"; stat -c '%a %s' "$M/pub/theirs""#),
+        &format!(r#"{user} fallocate -p -o 2 -l 2 "$M/pub/punch"; stat -c %a "$M/pub/punch""#),
+        &format!(r#"{user} fallocate -z -o 2 -l 2 "$M/pub/zero"; stat -c %a "$M/pub/zero""#),
+    ]);
+}

@@ -53,6 +53,8 @@ pub struct Adapter<C: Core> {
     core: C,
     opts: AdapterOptions,
     passthrough: passthrough::Backing,
+    /// The kernel leaves the umask of new entries to us (`FUSE_DONT_MASK`).
+    dont_mask: bool,
 }
 
 impl<C: Core> Adapter<C> {
@@ -61,6 +63,7 @@ impl<C: Core> Adapter<C> {
             core,
             opts,
             passthrough: passthrough::Backing::default(),
+            dont_mask: false,
         }
     }
 }
@@ -119,9 +122,13 @@ impl<C: Core> Filesystem for Adapter<C> {
             // system.posix_acl_access on every file, and only the first ask per inode
             // reaches us.
             | InitFlags::FUSE_POSIX_ACL
+            // The umask comes apart from the mode, so a default ACL can replace it (the
+            // kernel would otherwise cut the mode with it first).
+            | InitFlags::FUSE_DONT_MASK
             // O_TRUNC comes with OPEN, not as a separate SETATTR.
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
         let _ = config.add_capabilities(want & config.capabilities());
+        self.dont_mask = config.capabilities().contains(InitFlags::FUSE_DONT_MASK);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
         if self.opts.file_io == FileIo::Passthrough
@@ -435,13 +442,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let ctx = self.ctx_new(req, umask);
         let r = call("mknod", || {
-            self.core
-                .mknod(parent.0, name, mode, u64::from(rdev), ctx(req))
+            self.core.mknod(parent.0, name, mode, u64::from(rdev), ctx)
         });
         reply_entry(reply, r);
     }
@@ -452,10 +459,11 @@ impl<C: Core> Filesystem for Adapter<C> {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = call("mkdir", || self.core.mkdir(parent.0, name, mode, ctx(req)));
+        let ctx = self.ctx_new(req, umask);
+        let r = call("mkdir", || self.core.mkdir(parent.0, name, mode, ctx));
         reply_entry(reply, r);
     }
 
@@ -537,12 +545,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: fuser::ReplyCreate,
     ) {
+        let ctx = self.ctx_new(req, umask);
         match call("create", || {
-            self.core.create(parent.0, name, mode, flags, ctx(req))
+            self.core.create(parent.0, name, mode, flags, ctx)
         }) {
             Ok((e, o)) => reply.created(
                 &e.ttl,
@@ -663,6 +672,17 @@ fn ctx(req: &Request) -> Ctx {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        umask: 0,
+    }
+}
+
+impl<C: Core> Adapter<C> {
+    /// The context of a request creating an entry, with its umask when ours to apply.
+    fn ctx_new(&self, req: &Request, umask: u32) -> Ctx {
+        Ctx {
+            umask: if self.dont_mask { umask & 0o777 } else { 0 },
+            ..ctx(req)
+        }
     }
 }
 
