@@ -511,3 +511,111 @@ fn posix_acls_and_set_gid_follow_the_kernel() {
         &format!(r#"{user} fallocate -z -o 2 -l 2 "$M/pub/zero"; stat -c %a "$M/pub/zero""#),
     ]);
 }
+
+/// What each of the calls FUSE may not carry answers on a mount (`root`): the errno or
+/// the result, per call.
+fn special_calls(root: &Path) -> Vec<String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let res = |r: libc::c_long| -> String {
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            format!("errno {}", e.raw_os_error().unwrap_or(0))
+        } else {
+            format!("ok {r}")
+        }
+    };
+    let open = |p: &str| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(root.join(p))
+            .unwrap()
+    };
+    let (src, dst) = (open("big"), open("dst"));
+    let mut out = Vec::new();
+    // SAFETY (each call): fds are open for the call's duration; pointers are to live,
+    // properly sized values; paths are NUL-terminated.
+    unsafe {
+        const FICLONE: libc::c_ulong = 0x4004_9409;
+        let r = libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd());
+        out.push(format!("FICLONE {}", res(r as _)));
+        // struct file_dedupe_range with one destination.
+        const FIDEDUPERANGE: libc::c_ulong = 0xc018_9436;
+        let mut arg = [0u64; 3 + 4];
+        arg[1] = 4096; // src_length
+        arg[2] = 1; // dest_count (u16) + reserved
+        arg[3] = dst.as_raw_fd() as u64; // dest_fd (s64)
+        let r = libc::ioctl(src.as_raw_fd(), FIDEDUPERANGE, arg.as_mut_ptr());
+        let status = arg[6] as u32 as i32;
+        out.push(format!("FIDEDUPERANGE {} status {status}", res(r as _)));
+        for (name, mode) in [
+            ("INSERT_RANGE", libc::FALLOC_FL_INSERT_RANGE),
+            ("COLLAPSE_RANGE", libc::FALLOC_FL_COLLAPSE_RANGE),
+            (
+                "PUNCH_HOLE",
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            ),
+            ("ZERO_RANGE", libc::FALLOC_FL_ZERO_RANGE),
+        ] {
+            let r = libc::fallocate(src.as_raw_fd(), mode, 4096, 4096);
+            out.push(format!("fallocate {name} {}", res(r as _)));
+        }
+        let r = libc::open(
+            c(root).as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR,
+            0o600 as libc::c_uint,
+        );
+        out.push(format!("O_TMPFILE {}", res(if r < 0 { -1 } else { 0 })));
+        if r >= 0 {
+            libc::close(r);
+        }
+        let r = libc::renameat2(
+            libc::AT_FDCWD,
+            c(&root.join("dst")).as_ptr(),
+            libc::AT_FDCWD,
+            c(&root.join("dst2")).as_ptr(),
+            libc::RENAME_WHITEOUT,
+        );
+        out.push(format!("RENAME_WHITEOUT {}", res(r as _)));
+        let mut p = libc::pollfd {
+            fd: src.as_raw_fd(),
+            events: libc::POLLIN | libc::POLLOUT,
+            revents: 0,
+        };
+        let r = libc::poll(&mut p, 1, 0);
+        out.push(format!("poll {} revents {:#x}", res(r as _), p.revents));
+    }
+    out
+}
+
+/// Calls that FUSE carries partly or not at all: what layerfs answers, against the kernel
+/// over an upper filesystem without reflink (ext4 in CI).
+#[test]
+fn special_file_calls_answer_as_the_kernel_or_as_pinned() {
+    if !require_root("special_file_calls_answer_as_the_kernel_or_as_pinned") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        fs::write(d.join("big"), vec![7u8; 3 * 4096]).unwrap();
+        fs::write(d.join("dst"), vec![7u8; 3 * 4096]).unwrap();
+    });
+    let k = special_calls(&p.sides[0].p("mnt"));
+    let l = special_calls(&p.sides[1].p("mnt"));
+    // What FUSE cannot carry (SEMANTICS lists why): EOPNOTSUPP, where the kernel's
+    // overlay passes the call to the upper filesystem.
+    let pinned = [
+        "FIDEDUPERANGE errno 95 status 0",
+        "fallocate INSERT_RANGE errno 95",
+        "fallocate COLLAPSE_RANGE errno 95",
+        "O_TMPFILE errno 95",
+    ];
+    for (k, l) in k.iter().zip(&l) {
+        if pinned.contains(&l.as_str()) && l.split(' ').next() == k.split(' ').next() {
+            continue;
+        }
+        assert_eq!(k, l, "kernel (left), layerfs (right): {k:?} / {l:?}");
+    }
+    assert_eq!(k.len(), l.len());
+}

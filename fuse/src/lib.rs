@@ -142,6 +142,23 @@ impl<C: Core> Filesystem for Adapter<C> {
         Ok(())
     }
 
+    /// Not supported: ENOSYS makes the kernel stop asking and report every file ready
+    /// (`DEFAULT_POLLMASK`), which is what the kernel's overlay answers for the regular
+    /// files of the usual upper filesystems. Answered quietly (fuser's default logs a
+    /// warning for each call).
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match call("lookup", || self.core.lookup(parent.0, name)) {
             Ok(e) => reply.entry(&e.ttl, &attr::to_fuse(&e.attr), Generation(0)),
