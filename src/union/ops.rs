@@ -23,6 +23,16 @@ fn name_of(name: &OsStr) -> Result<&[u8]> {
     Ok(name.as_bytes())
 }
 
+/// A name a new entry is to take: `.wh.*` names are the OCI format's and would hide
+/// another entry, so they are refused (as fuse-overlayfs does).
+fn new_name_of(name: &OsStr) -> Result<&[u8]> {
+    let name = name_of(name)?;
+    if format::is_reserved(name) {
+        return Err(Error::Invalid);
+    }
+    Ok(name)
+}
+
 fn cname(name: &[u8]) -> Result<std::ffi::CString> {
     sys::cstr(name).map_err(Error::io("name"))
 }
@@ -71,18 +81,11 @@ impl Union {
     /// The owner of a new entry in a directory with attributes `pst`: the caller (as the
     /// host sees it), the group of a setgid directory.
     fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
-        let uid = self
-            .cfg
-            .uid_map
-            .as_ref()
-            .map_or(ctx.uid, |m| m.to_host(ctx.uid));
+        let uid = self.cfg.ids.store_uid(ctx.uid);
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
         } else {
-            self.cfg
-                .gid_map
-                .as_ref()
-                .map_or(ctx.gid, |m| m.to_host(ctx.gid))
+            self.cfg.ids.store_gid(ctx.gid)
         };
         (uid, gid)
     }
@@ -155,7 +158,7 @@ impl Union {
         what: Make<'_>,
         ctx: Ctx,
     ) -> Result<(Entry, Option<OwnedFd>)> {
-        let name = name_of(name)?;
+        let name = new_name_of(name)?;
         let _g = self.exclusive();
         let dir = self.node(parent)?;
         if !dir.is_dir {
@@ -166,7 +169,7 @@ impl Union {
             return Err(Error::NotFound);
         }
         if self.resolve(&dir, &dloc, name)?.is_some() {
-            return Err(Error::os("create", libc::EEXIST));
+            return Err(Error::Exists);
         }
         let pfd = self.ensure_upper_dir(&dir)?;
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
@@ -183,6 +186,7 @@ impl Union {
             None => mode & !(ctx.umask & 0o777),
         };
         let c = cname(name)?;
+        self.kernel_whiteout_for(pfd.as_fd(), &c)?;
         let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
         let fd = if over_whiteout {
             // Built in a private directory of the workdir that passes on what the parent
@@ -215,8 +219,16 @@ impl Union {
         };
         let (_, st) = self
             .child(&dir, &dir.loc(), name, true)?
-            .ok_or(Error::os("create", libc::EIO))?;
+            .ok_or(Error::Bug("created entry not found"))?;
         Ok((self.entry_of(st), fd))
+    }
+
+    /// Turns a whiteout of another form (OCI `.wh.NAME`, kernel xattr form) hiding name `c`
+    /// of upper directory `pfd` into the kernel's, before a new entry takes the name: the
+    /// upper we write stays in the kernel's format.
+    fn kernel_whiteout_for(&self, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+        let tmp = self.upper()?.work.temp_name();
+        format::kernel_whiteout_for(pfd, c, self.work()?, &tmp).map_err(Error::io("whiteout"))
     }
 
     /// `unlink` (`rmdir: false`) or `rmdir`: removes the upper entry, and leaves a whiteout
@@ -248,7 +260,7 @@ impl Union {
             _ => {}
         }
         if rmdir && !self.list(node)?.is_empty() {
-            return Err(Error::os("rmdir", libc::ENOTEMPTY));
+            return Err(Error::NotEmpty);
         }
         let dloc = dir.loc();
         let c = cname(name)?;
@@ -372,7 +384,7 @@ impl Union {
         {
             return Err(Error::Invalid);
         }
-        let (n1, n2) = (name_of(n1)?, name_of(n2)?);
+        let (n1, n2) = (name_of(n1)?, new_name_of(n2)?);
         let _g = self.exclusive();
         let (d1, d2) = (self.node(p1)?, self.node(p2)?);
         if !d1.is_dir || !d2.is_dir {
@@ -411,7 +423,7 @@ impl Union {
             return Err(Error::NotFound);
         }
         if noreplace && dst.is_some() {
-            return Err(Error::os("rename", libc::EEXIST));
+            return Err(Error::Exists);
         }
         if Arc::ptr_eq(d1, d2) && n1 == n2 {
             return Ok(());
@@ -426,7 +438,7 @@ impl Union {
                 return Ok(()); // two names of one file: nothing to do
             }
             if dn.is_dir && !self.list(dn)?.is_empty() {
-                return Err(Error::os("rename", libc::ENOTEMPTY));
+                return Err(Error::NotEmpty);
             }
         }
         self.copy_up(src, true)?;
@@ -453,6 +465,9 @@ impl Union {
                     self.clear_whiteouts(dn)?;
                 }
             }
+        }
+        if dst.is_none() {
+            self.kernel_whiteout_for(pf2.as_fd(), &c2)?;
         }
         let need_whiteout = self.lower_has(&l1, n1)?;
         let dst_is_whiteout = matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st));
@@ -486,15 +501,15 @@ impl Union {
     }
 
     pub(super) fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Entry> {
-        let name = name_of(name)?;
+        let name = new_name_of(name)?;
         let _g = self.exclusive();
         let node = self.node(ino)?;
         if node.is_dir {
-            return Err(Error::os("link", libc::EPERM));
+            return Err(Error::NotPermitted("link to a directory"));
         }
         let dir = self.node(parent)?;
         if self.resolve(&dir, &dir.loc(), name)?.is_some() {
-            return Err(Error::os("link", libc::EEXIST));
+            return Err(Error::Exists);
         }
         self.copy_up(&node, true)?;
         let loc = node.loc();
@@ -504,6 +519,7 @@ impl Union {
         let pf1 = self.upper_dir(loc.parent.as_ref().ok_or(Error::Invalid)?)?;
         let pf2 = self.ensure_upper_dir(&dir)?;
         let (c1, c2) = (cname(&loc.name)?, cname(name)?);
+        self.kernel_whiteout_for(pf2.as_fd(), &c2)?;
         if matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st)) {
             let tmp = self.upper()?.work.temp_name();
             sys::linkat(pf1.as_fd(), &c1, self.work()?, &tmp).map_err(Error::io("link"))?;
@@ -572,12 +588,8 @@ impl Union {
             sys::ftruncate(fd.as_fd(), size).map_err(Error::io("truncate"))?;
         }
         if set.uid.is_some() || set.gid.is_some() {
-            let uid = set.uid.map_or(u32::MAX, |u| {
-                self.cfg.uid_map.as_ref().map_or(u, |m| m.to_host(u))
-            });
-            let gid = set.gid.map_or(u32::MAX, |g| {
-                self.cfg.gid_map.as_ref().map_or(g, |m| m.to_host(g))
-            });
+            let uid = set.uid.map_or(u32::MAX, |u| self.cfg.ids.store_uid(u));
+            let gid = set.gid.map_or(u32::MAX, |g| self.cfg.ids.store_gid(g));
             match (&own_fd, &pfd) {
                 (Some(fd), _) => sys::fchown(fd.as_fd(), uid, gid),
                 (None, Some(p)) => sys::lchownat(p.as_fd(), &c, uid, gid),
@@ -614,7 +626,7 @@ impl Union {
         value: Option<(&[u8], i32)>,
     ) -> Result<()> {
         if format::is_private_xattr(name.as_bytes()) {
-            return Err(Error::os("setxattr", libc::EOPNOTSUPP));
+            return Err(Error::PrivateXattr);
         }
         let xname = cname(name.as_bytes())?;
         let _g = self.exclusive();
@@ -630,8 +642,9 @@ impl Union {
                 })?;
         }
         self.copy_up(&node, true)?;
-        let r = self.with_place(&node, |d, n| match value {
-            Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, flags),
+        let value = value.map(|(v, flags)| (self.cfg.ids.store_xattr(name.as_bytes(), v), flags));
+        let r = self.with_place(&node, |d, n| match &value {
+            Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, *flags),
             None => sys::removexattr_at(d, n, &xname),
         });
         r.map_err(|e| {
