@@ -438,3 +438,184 @@ fn rewinddir_shows_names_added_since_opendir() {
         '"#,
     );
 }
+
+/// POSIX ACLs as the kernel's VFS applies them: chmod updates the ACL's owner, group-or-
+/// mask and other entries; a directory's default ACL is inherited, with the mode the
+/// creator asked for cutting the mask; set-gid directories pass on their group and set-gid.
+#[test]
+fn posix_acls_and_set_gid_follow_the_kernel() {
+    if !require_root("posix_acls_and_set_gid_follow_the_kernel") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        write(d, "f", "f");
+        write(d, "g", "g");
+        fs::create_dir_all(d.join("dacl")).unwrap();
+        fs::create_dir_all(d.join("sg")).unwrap();
+        sh(&format!("setfacl -m u:1000:rwx,g:100:r {}/f", d.display()));
+        sh(&format!(
+            "chown 0:100 {0}/sg && chmod 2775 {0}/sg",
+            d.display()
+        ));
+        write(d, "dacl/old", "o");
+        fs::create_dir_all(d.join("dacl/olddir")).unwrap();
+        write(d, "sg/old", "o");
+        fs::create_dir_all(d.join("sg/olddir")).unwrap();
+        // For an unprivileged user (uid 1000, in no group): set-gid files it may write.
+        fs::create_dir_all(d.join("pub")).unwrap();
+        for f in ["pub/mine", "pub/theirs", "pub/punch", "pub/zero"] {
+            write(d, f, "0123456789");
+        }
+        sh(&format!(
+            "cd {} && chmod 777 pub && chown 1000:100 pub/mine && chmod 2775 pub/mine && \
+             chown 0:100 pub/theirs pub/punch pub/zero && chmod 2777 pub/theirs pub/punch pub/zero",
+            d.display()
+        ));
+    });
+    // The test directories must be reachable by the unprivileged user.
+    sh(&format!(
+        "chmod 755 {}",
+        p.sides[0].root.parent().unwrap().display()
+    ));
+    for d in &p.sides {
+        sh(&format!(
+            "chmod 755 {} {}",
+            d.root.display(),
+            d.p("mnt").display()
+        ));
+    }
+    let user = "setpriv --reuid=1000 --regid=1000 --clear-groups";
+    let acl = r#"getfacl -cp "$M/$F" 2>&1 | sort | tr '\n' ' '"#;
+    p.steps(&[
+        &format!(r#"F=f; chmod 440 "$M/f" && stat -c %a "$M/f" && {acl}"#),
+        &format!(r#"F=f; chmod 750 "$M/f" && stat -c %a "$M/f" && {acl}"#),
+        &format!(r#"F=g; setfacl -m u:1000:rw "$M/g" && stat -c %a "$M/g" && {acl}"#),
+        &format!(r#"F=dacl; setfacl -d -m u:1000:rwx,g::rwx,o::r "$M/dacl" && {acl}"#),
+        &format!(r#"F=dacl/new; (umask 022; touch "$M/dacl/new") && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=dacl/sub; (umask 077; mkdir "$M/dacl/sub") && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=dacl/sub/deeper; mkdir -m 700 "$M/$F" && stat -c %a "$M/$F" && {acl}"#),
+        r#"mkdir "$M/sg/sub" && touch "$M/sg/file" && stat -c '%a %g' "$M/sg/sub" "$M/sg/file""#,
+        &format!(r#"F=sg; setfacl -d -m g::rwx "$M/sg" && mkdir "$M/sg/sub2" && stat -c '%a %g' "$M/sg/sub2" && {acl}"#),
+        // Over a whiteout (a lower name removed, then made again): the same inheritance.
+        &format!(r#"F=dacl/old; rm "$M/$F" && (umask 077; touch "$M/$F") && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=dacl/olddir; rmdir "$M/$F" && mkdir -m 750 "$M/$F" && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=sg/old; rm "$M/$F" && touch "$M/$F" && stat -c '%a %g' "$M/$F" && {acl}"#),
+        &format!(r#"F=sg/olddir; rmdir "$M/$F" && mkdir "$M/$F" && stat -c '%a %g' "$M/$F" && {acl}"#),
+        // Made by an unprivileged user in a set-gid directory with a default ACL.
+        &format!(r#"chmod 777 "$M/sg" && {user} mkdir "$M/sg/u" && {user} touch "$M/sg/uf" && stat -c '%a %u %g' "$M/sg/u" "$M/sg/uf""#),
+        // chmod by the owner, not in the file's group: set-gid dropped.
+        &format!(r#"{user} chmod 2755 "$M/pub/mine"; stat -c %a "$M/pub/mine""#),
+        // Written or allocated by a user who is not the owner: set-gid dropped.
+        &format!(r#"{user} fallocate -l 20 "$M/pub/theirs"; stat -c '%a %s' "$M/pub/theirs""#),
+        &format!(r#"{user} fallocate -p -o 2 -l 2 "$M/pub/punch"; stat -c %a "$M/pub/punch""#),
+        &format!(r#"{user} fallocate -z -o 2 -l 2 "$M/pub/zero"; stat -c %a "$M/pub/zero""#),
+    ]);
+}
+
+/// What each of the calls FUSE may not carry answers on a mount (`root`): the errno or
+/// the result, per call.
+fn special_calls(root: &Path) -> Vec<String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let res = |r: libc::c_long| -> String {
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            format!("errno {}", e.raw_os_error().unwrap_or(0))
+        } else {
+            format!("ok {r}")
+        }
+    };
+    let open = |p: &str| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(root.join(p))
+            .unwrap()
+    };
+    let (src, dst) = (open("big"), open("dst"));
+    let mut out = Vec::new();
+    // SAFETY (each call): fds are open for the call's duration; pointers are to live,
+    // properly sized values; paths are NUL-terminated.
+    unsafe {
+        const FICLONE: libc::c_ulong = 0x4004_9409;
+        let r = libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd());
+        out.push(format!("FICLONE {}", res(r as _)));
+        // struct file_dedupe_range with one destination.
+        const FIDEDUPERANGE: libc::c_ulong = 0xc018_9436;
+        let mut arg = [0u64; 3 + 4];
+        arg[1] = 4096; // src_length
+        arg[2] = 1; // dest_count (u16) + reserved
+        arg[3] = dst.as_raw_fd() as u64; // dest_fd (s64)
+        let r = libc::ioctl(src.as_raw_fd(), FIDEDUPERANGE, arg.as_mut_ptr());
+        let status = arg[6] as u32 as i32;
+        out.push(format!("FIDEDUPERANGE {} status {status}", res(r as _)));
+        for (name, mode) in [
+            ("INSERT_RANGE", libc::FALLOC_FL_INSERT_RANGE),
+            ("COLLAPSE_RANGE", libc::FALLOC_FL_COLLAPSE_RANGE),
+            (
+                "PUNCH_HOLE",
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            ),
+            ("ZERO_RANGE", libc::FALLOC_FL_ZERO_RANGE),
+        ] {
+            let r = libc::fallocate(src.as_raw_fd(), mode, 4096, 4096);
+            out.push(format!("fallocate {name} {}", res(r as _)));
+        }
+        let r = libc::open(
+            c(root).as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR,
+            0o600 as libc::c_uint,
+        );
+        out.push(format!("O_TMPFILE {}", res(if r < 0 { -1 } else { 0 })));
+        if r >= 0 {
+            libc::close(r);
+        }
+        let r = libc::renameat2(
+            libc::AT_FDCWD,
+            c(&root.join("dst")).as_ptr(),
+            libc::AT_FDCWD,
+            c(&root.join("dst2")).as_ptr(),
+            libc::RENAME_WHITEOUT,
+        );
+        out.push(format!("RENAME_WHITEOUT {}", res(r as _)));
+        let mut p = libc::pollfd {
+            fd: src.as_raw_fd(),
+            events: libc::POLLIN | libc::POLLOUT,
+            revents: 0,
+        };
+        let r = libc::poll(&mut p, 1, 0);
+        out.push(format!("poll {} revents {:#x}", res(r as _), p.revents));
+    }
+    out
+}
+
+/// Calls that FUSE carries partly or not at all: what layerfs answers, against the kernel
+/// over an upper filesystem without reflink (ext4 in CI).
+#[test]
+fn special_file_calls_answer_as_the_kernel_or_as_pinned() {
+    if !require_root("special_file_calls_answer_as_the_kernel_or_as_pinned") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        fs::write(d.join("big"), vec![7u8; 3 * 4096]).unwrap();
+        fs::write(d.join("dst"), vec![7u8; 3 * 4096]).unwrap();
+    });
+    let k = special_calls(&p.sides[0].p("mnt"));
+    let l = special_calls(&p.sides[1].p("mnt"));
+    // What FUSE cannot carry (SEMANTICS lists why): EOPNOTSUPP, where the kernel's
+    // overlay passes the call to the upper filesystem.
+    let pinned = [
+        "FIDEDUPERANGE errno 95 status 0",
+        "fallocate INSERT_RANGE errno 95",
+        "fallocate COLLAPSE_RANGE errno 95",
+        "O_TMPFILE errno 95",
+    ];
+    for (k, l) in k.iter().zip(&l) {
+        if pinned.contains(&l.as_str()) && l.split(' ').next() == k.split(' ').next() {
+            continue;
+        }
+        assert_eq!(k, l, "kernel (left), layerfs (right): {k:?} / {l:?}");
+    }
+    assert_eq!(k.len(), l.len());
+}

@@ -266,7 +266,7 @@ proptest! {
     #[test]
     fn random_operations_match_kernel_overlayfs(
         stack in spec::stack(),
-        program in prop::collection::vec(ops::op(), 1..40),
+        program in prop::collection::vec(ops::op_with_acls(), 1..40),
     ) {
         if !require_root("random_operations_match_kernel_overlayfs") {
             return Ok(());
@@ -282,7 +282,7 @@ proptest! {
     #[test]
     fn long_programs_over_stacked_uppers_match_kernel_overlayfs(
         stack in spec::stack(),
-        programs in prop::collection::vec(prop::collection::vec(ops::op(), 60..300), 2..=3),
+        programs in prop::collection::vec(prop::collection::vec(ops::op_with_acls(), 60..300), 2..=3),
     ) {
         if !require_root("long_programs_over_stacked_uppers_match_kernel_overlayfs") {
             return Ok(());

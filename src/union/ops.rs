@@ -66,6 +66,9 @@ fn timespec(t: Option<SetTime>) -> libc::timespec {
     }
 }
 
+/// A directory's default ACL: what its new entries inherit.
+const ACL_DEFAULT: &CStr = c"system.posix_acl_default";
+
 /// What to make for a new entry.
 pub(super) enum Make<'a> {
     File { flags: i32 },
@@ -119,12 +122,15 @@ impl Union {
         };
         let finish = || -> io::Result<()> {
             if owner != (sys::geteuid(), fs_gid) {
+                // The mode the filesystem gave it (the request cut by a default ACL, set-gid
+                // inherited by a directory), which chown's clearing of set-id bits must
+                // not change.
+                let made = sys::lstatat(dir, name)?.st_mode & 0o7777;
                 sys::lchownat(dir, name, owner.0, owner.1)?;
-                // chown clears set-id bits the caller asked for.
-                if mode & (libc::S_ISUID | libc::S_ISGID) != 0
+                if made & (libc::S_ISUID | libc::S_ISGID) != 0
                     && !matches!(what, Make::Symlink { .. })
                 {
-                    sys::chmodat(dir, name, mode & 0o7777)?;
+                    sys::chmodat(dir, name, made)?;
                 }
             }
             Ok(())
@@ -168,25 +174,45 @@ impl Union {
         let pfd = self.ensure_upper_dir(&dir)?;
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
         let owner = self.new_owner(ctx, &pst);
+        // A default ACL on the parent replaces the umask (the upper filesystem applies it,
+        // our own umask being 0); otherwise the caller's umask applies, as in the VFS.
+        let default_acl = match sys::fgetxattr(pfd.as_fd(), ACL_DEFAULT) {
+            Ok(v) => Some(v),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::EOPNOTSUPP)) => None,
+            Err(e) => return Err(Error::io("getxattr default ACL")(e)),
+        };
+        let mode = match default_acl {
+            Some(_) => mode,
+            None => mode & !(ctx.umask & 0o777),
+        };
         let c = cname(name)?;
         self.kernel_whiteout_for(pfd.as_fd(), &c)?;
         let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
         let fd = if over_whiteout {
+            // Built in a private directory of the workdir that passes on what the parent
+            // would (its default ACL, its set-gid group), then swapped in.
             let tmp = self.upper()?.work.temp_name();
-            let fd = self
-                .make_at(self.work()?, &tmp, &what, mode, owner, &pst)
-                .map_err(Error::io("create"))?;
             let (work, ns) = (self.work()?, self.upper()?.ns);
-            let swapped = (|| {
-                if matches!(what, Make::Dir) {
-                    format::write_opaque(work, tmp.as_bytes(), ns)?;
+            sys::mkdirat(work, &tmp, 0o700).map_err(Error::io("mkdir"))?;
+            let made = (|| {
+                let tdir = sys::open_subdir(work, &tmp)?;
+                if let Some(acl) = &default_acl {
+                    sys::setxattr_at(tdir.as_fd(), b"", ACL_DEFAULT, acl, 0)?;
                 }
-                sys::renameat2(work, &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
+                if pst.st_mode & libc::S_ISGID != 0 {
+                    sys::fchown(tdir.as_fd(), u32::MAX, pst.st_gid)?;
+                    sys::fchmod(tdir.as_fd(), 0o700 | libc::S_ISGID)?;
+                }
+                let fd = self.make_at(tdir.as_fd(), &c, &what, mode, owner, &pst)?;
+                if matches!(what, Make::Dir) {
+                    format::write_opaque(tdir.as_fd(), name, ns)?;
+                }
+                sys::renameat2(tdir.as_fd(), &c, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)?;
+                Ok(fd)
             })();
-            // Either the new entry (failed) or the whiteout (swapped) is left in the workdir.
+            // Either the new entry (failed) or the whiteout (swapped) is left in it.
             self.discard(&tmp);
-            swapped.map_err(Error::io("create over whiteout"))?;
-            fd
+            made.map_err(Error::io("create over whiteout"))?
         } else {
             self.make_at(pfd.as_fd(), &c, &what, mode, owner, &pst)
                 .map_err(Error::io("create"))?
