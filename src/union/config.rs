@@ -11,8 +11,10 @@ use crate::sys::Stat;
 pub struct Config {
     /// How on-disk ids are shown and callers' ids stored (`uidmapping=`, squash options).
     pub ids: Ids,
-    /// How long the kernel may cache entries and attributes. Lower layers are immutable,
-    /// so a read-only mount can afford a long time.
+    /// How long the kernel may cache entries, negative entries and attributes. The lowers
+    /// are immutable and every change to the upper goes through the mount (the kernel then
+    /// drops what it saw change, the core tells it the rest), so both mount kinds afford a
+    /// long time.
     pub ttl: Duration,
 }
 
