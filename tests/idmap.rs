@@ -43,6 +43,8 @@ struct Case {
     chowns: Vec<(usize, Option<u32>, Option<u32>)>,
     /// A new file (or directory) created by the caller (uid, gid), in the root or in d.
     creates: Vec<(u32, u32, bool, bool)>,
+    /// chmod of lower file (index mod len): a copy-up that keeps the stored owner.
+    chmods: Vec<usize>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -60,15 +62,17 @@ fn case() -> impl Strategy<Value = Case> {
             0..4,
         ),
         proptest::collection::vec((id(), id(), any::<bool>(), any::<bool>()), 0..4),
+        proptest::collection::vec(0usize..8, 0..3),
     )
         .prop_map(
-            |(uid_map, gid_map, lower, dir_owner, chowns, creates)| Case {
+            |(uid_map, gid_map, lower, dir_owner, chowns, creates, chmods)| Case {
                 uid_map,
                 gid_map,
                 lower,
                 dir_owner,
                 chowns,
                 creates,
+                chmods,
             },
         )
 }
@@ -152,6 +156,11 @@ fn exercise(mp: &Path, c: &Case) -> (BTreeMap<PathBuf, (u32, u32)>, Vec<bool>) {
     for &(i, uid, gid) in &c.chowns {
         let f = mp.join(format!("f{}", i % c.lower.len()));
         results.push(chown(&f, uid, gid).is_ok());
+    }
+    for &i in &c.chmods {
+        let f = mp.join(format!("f{}", i % c.lower.len()));
+        let mode = std::fs::Permissions::from_mode(0o640);
+        results.push(std::fs::set_permissions(&f, mode).is_ok());
     }
     for (n, &(uid, gid, dir, in_d)) in c.creates.iter().enumerate() {
         let p = mp.join(if in_d { "d" } else { "." }).join(format!("n{n}"));
@@ -278,6 +287,7 @@ fn mapped_ids_show_and_store_like_fuse_overlayfs_in_known_cases() {
         dir_owner: (0, 0),
         chowns: vec![(0, Some(100_005), None)],
         creates: vec![(100_007, 100_008, false, false), (5, 5, true, true)],
+        chmods: vec![1],
     };
     let t = tempfile::tempdir().unwrap();
     let seen = with_layerfs(t.path(), &minimal);
@@ -287,6 +297,11 @@ fn mapped_ids_show_and_store_like_fuse_overlayfs_in_known_cases() {
     assert_eq!(seen.stored[&p("f0")], (5, 0));
     assert_eq!(seen.stored[&p("n0")], (7, 8));
     assert_eq!(seen.stored[&p("d/n1")], (65_534, 65_534));
+    assert_eq!(
+        seen.stored[&p("f1")],
+        (100_000, 100_000),
+        "copy-up keeps the stored owner"
+    );
     check(&minimal);
 
     let keep_id = Case {
@@ -296,6 +311,7 @@ fn mapped_ids_show_and_store_like_fuse_overlayfs_in_known_cases() {
         dir_owner: (0, 0),
         chowns: vec![],
         creates: vec![(1, 1, false, false), (0, 0, false, true)],
+        chmods: vec![0],
     };
     let t = tempfile::tempdir().unwrap();
     let seen = with_layerfs(t.path(), &keep_id);

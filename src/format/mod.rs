@@ -182,42 +182,6 @@ fn xattr_whiteout<'a>(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Class<'a>>
     Ok(Class::Entry)
 }
 
-/// What one layer holds at a name, looked up alone (as the kernel follows a redirect
-/// through a layer, component by component).
-#[derive(Debug)]
-pub enum Found {
-    /// Nothing: the lower layers may still have it.
-    Missing,
-    /// A whiteout (any form) or something other than a directory: the walk ends here, for
-    /// this layer and every layer below.
-    Stop,
-    /// A directory, opened, with its marks.
-    Dir(OwnedFd, DirMarks),
-}
-
-/// Looks up directory `name` in the layer directory `dir`.
-pub fn find_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Found> {
-    let mut oci = OCI_PREFIX.to_vec();
-    oci.extend_from_slice(name);
-    match sys::lstatat(dir, &sys::cstr(&oci)?) {
-        Ok(_) => return Ok(Found::Stop),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-        Err(e) => return Err(e),
-    }
-    let c = sys::cstr(name)?;
-    let st = match sys::lstatat(dir, &c) {
-        Ok(st) => st,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Found::Missing),
-        Err(e) => return Err(e),
-    };
-    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return Ok(Found::Stop);
-    }
-    let fd = sys::open_subdir(dir, &c)?;
-    let marks = dir_marks(fd.as_fd())?;
-    Ok(Found::Dir(fd, marks))
-}
-
 /// True for the names the OCI format reserves (`.wh.*`): never shown by a mount, and never
 /// created through one (a `.wh.NAME` made there would hide NAME).
 pub fn is_reserved(name: &[u8]) -> bool {
@@ -321,6 +285,42 @@ pub fn kernel_whiteout_for(
         }
         Err(e) => Err(e),
     }
+}
+
+/// What one layer holds at a name, looked up alone (as the kernel follows a redirect
+/// through a layer, component by component).
+#[derive(Debug)]
+pub enum Found {
+    /// Nothing: the lower layers may still have it.
+    Missing,
+    /// A whiteout (any form) or something other than a directory: the walk ends here, for
+    /// this layer and every layer below.
+    Stop,
+    /// A directory, opened, with its marks.
+    Dir(OwnedFd, DirMarks),
+}
+
+/// Looks up directory `name` in the layer directory `dir`.
+pub fn find_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Found> {
+    let mut oci = OCI_PREFIX.to_vec();
+    oci.extend_from_slice(name);
+    match sys::lstatat(dir, &sys::cstr(&oci)?) {
+        Ok(_) => return Ok(Found::Stop),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let c = sys::cstr(name)?;
+    let st = match sys::lstatat(dir, &c) {
+        Ok(st) => st,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Found::Missing),
+        Err(e) => return Err(e),
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Ok(Found::Stop);
+    }
+    let fd = sys::open_subdir(dir, &c)?;
+    let marks = dir_marks(fd.as_fd())?;
+    Ok(Found::Dir(fd, marks))
 }
 
 /// Which xattr namespace the union's own marks are written in: `trusted.` (the kernel's
