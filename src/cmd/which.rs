@@ -63,7 +63,13 @@ pub fn run(a: WhichArgs) -> Result<()> {
                 "{}: deleted by layer {} ({}): {} at {}",
                 w.resolved, h.layer, image.layers[h.layer].id, h.how, h.path
             ),
-            None if w.shadowed.is_empty() => bail!("{}: in no layer of {}", w.resolved, image.name),
+            None if w.shadowed.is_empty() => match &w.below_symlink {
+                Some((link, target)) => bail!(
+                    "{}: {link} is a symlink to {target} in the image (--follow / -L follows it)",
+                    w.resolved
+                ),
+                None => bail!("{}: in no layer of {}", w.resolved, image.name),
+            },
             None => println!("{}: not in the merged view", w.resolved),
         },
     }
