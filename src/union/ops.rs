@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use layerfs_fuse::{Ctx, Entry, SetAttr, SetTime};
 
-use super::node::WNode;
-use super::{is_whiteout, Overlay};
+use super::inode::Node;
+use super::{is_whiteout, Union};
 use crate::error::{Error, Result};
 use crate::format;
 use crate::sys::{self, Stat};
@@ -64,7 +64,7 @@ pub(super) enum Make<'a> {
     Symlink { target: &'a [u8] },
 }
 
-impl Overlay {
+impl Union {
     /// The owner of a new entry in a directory with attributes `pst`: the caller (as the
     /// host sees it), the group of a setgid directory.
     fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
@@ -160,7 +160,7 @@ impl Overlay {
             return Err(Error::NotFound);
         }
         if self.resolve(&dir, &dloc, name)?.is_some() {
-            return Err(Error::os("create", libc::EEXIST));
+            return Err(Error::Exists);
         }
         let pfd = self.ensure_upper_dir(&dir)?;
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
@@ -168,15 +168,16 @@ impl Overlay {
         let c = cname(name)?;
         let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
         let fd = if over_whiteout {
-            let tmp = self.upper.work.temp_name();
+            let tmp = self.upper()?.work.temp_name();
             let fd = self
-                .make_at(self.work(), &tmp, &what, mode, owner, &pst)
+                .make_at(self.work()?, &tmp, &what, mode, owner, &pst)
                 .map_err(Error::io("create"))?;
+            let (work, ns) = (self.work()?, self.upper()?.ns);
             let swapped = (|| {
                 if matches!(what, Make::Dir) {
-                    format::write_opaque(self.work(), tmp.as_bytes(), self.upper.ns)?;
+                    format::write_opaque(work, tmp.as_bytes(), ns)?;
                 }
-                sys::renameat2(self.work(), &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
+                sys::renameat2(work, &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
             })();
             // Either the new entry (failed) or the whiteout (swapped) is left in the workdir.
             self.discard(&tmp);
@@ -188,7 +189,7 @@ impl Overlay {
         };
         let (_, st) = self
             .child(&dir, &dir.loc(), name, true)?
-            .ok_or(Error::os("create", libc::EIO))?;
+            .ok_or(Error::Bug("created entry not found"))?;
         Ok((self.entry_of(st), fd))
     }
 
@@ -199,19 +200,20 @@ impl Overlay {
         let _g = self.exclusive();
         let dir = self.node(parent)?;
         let dloc = dir.loc();
-        let (node, _) = self
-            .child(&dir, &dloc, name, false)?
+        let (node, _, at) = self
+            .child_at(&dir, &dloc, name, false)?
             .ok_or(Error::NotFound)?;
-        let r = self.remove_node(&dir, name, &node, rmdir);
+        let r = self.remove_node(&dir, name, &node, &at, rmdir);
         self.table.drop_unreferenced(node.ino);
         r
     }
 
     fn remove_node(
         &self,
-        dir: &Arc<WNode>,
+        dir: &Arc<Node>,
         name: &[u8],
-        node: &Arc<WNode>,
+        node: &Arc<Node>,
+        at: &super::Loc,
         rmdir: bool,
     ) -> Result<()> {
         match (rmdir, node.is_dir) {
@@ -220,15 +222,14 @@ impl Overlay {
             _ => {}
         }
         if rmdir && !self.list(node)?.is_empty() {
-            return Err(Error::os("rmdir", libc::ENOTEMPTY));
+            return Err(Error::NotEmpty);
         }
         let dloc = dir.loc();
-        let loc = node.loc();
         let c = cname(name)?;
         let lower_visible = self.lower_has(&dloc, name)?;
-        if loc.upper {
+        if at.upper {
             let pfd = self.upper_dir(dir)?;
-            self.keep_alive(node, pfd.as_fd(), &c)?;
+            self.keep_alive(node, dir, pfd.as_fd(), &c)?;
             if lower_visible {
                 let tmp = self.swap_for_whiteout(pfd.as_fd(), name)?;
                 self.discard(&tmp);
@@ -237,8 +238,8 @@ impl Overlay {
                     Ok(()) => {}
                     // Whiteouts inside: move it out of sight, then clear it.
                     Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                        let tmp = self.upper.work.temp_name();
-                        sys::renameat2(pfd.as_fd(), &c, self.work(), &tmp, 0)
+                        let tmp = self.upper()?.work.temp_name();
+                        sys::renameat2(pfd.as_fd(), &c, self.work()?, &tmp, 0)
                             .map_err(Error::io("rename to workdir"))?;
                         self.discard(&tmp);
                     }
@@ -251,18 +252,21 @@ impl Overlay {
             let pfd = self.ensure_upper_dir(dir)?;
             format::write_whiteout(pfd.as_fd(), &c).map_err(Error::io("mknod whiteout"))?;
         }
-        node.set_loc(|l| {
-            if l.name.as_ref() == name && l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, dir)) {
-                l.unlinked = true;
-            }
-        });
+        node.forget_name(dir, name);
         Ok(())
     }
 
-    /// Before upper entry `c` of `pfd` (node `node`) leaves the tree: keep its inode open
-    /// while the kernel holds the node (open files keep working, and the number cannot be
-    /// reused for a new file), and forget its number's mapping once no name is left.
-    fn keep_alive(&self, node: &WNode, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+    /// Before upper entry `c` of `pfd` (directory `dir`, node `node`) leaves the tree: when
+    /// it is the last name the node knows, keep its inode open while the kernel holds the
+    /// node (open files keep working, and the number cannot be reused for a new file);
+    /// forget its number's mapping once the inode has no name left.
+    fn keep_alive(
+        &self,
+        node: &Node,
+        dir: &Arc<Node>,
+        pfd: BorrowedFd<'_>,
+        c: &CStr,
+    ) -> Result<()> {
         if node.is_dir {
             let _ = self.upper_dir(node);
             return Ok(());
@@ -271,8 +275,7 @@ impl Overlay {
         if st.st_nlink <= 1 {
             self.upper_inos.remove(&st.st_ino);
         }
-        let loc = node.loc();
-        if loc.name.as_ref() == c.to_bytes() && node.detached.get().is_none() {
+        if node.only_name(dir, c.to_bytes()) && node.detached.get().is_none() {
             let fd = sys::openat(pfd, c, libc::O_PATH).map_err(Error::io("open O_PATH"))?;
             let _ = node.detached.set(fd);
         }
@@ -284,7 +287,7 @@ impl Overlay {
     /// name where a lower directory would otherwise merge.
     fn prepare_moved_dir(
         &self,
-        node: &WNode,
+        node: &Node,
         pfd: BorrowedFd<'_>,
         name: &[u8],
         new_dloc: &super::Loc,
@@ -297,7 +300,7 @@ impl Overlay {
             Some(rel) => {
                 let natural = new_dloc.lower.as_ref().map(|l| super::join(l, new_name));
                 if natural.as_deref() == Some(rel) {
-                    match sys::removexattr_at(pfd, name, self.upper.ns.redirect()) {
+                    match sys::removexattr_at(pfd, name, self.upper()?.ns.redirect()) {
                         Ok(()) => Ok(()),
                         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
                         Err(e) => Err(Error::io("removexattr redirect")(e)),
@@ -307,19 +310,20 @@ impl Overlay {
                     if rel.as_ref() != b"." {
                         v.extend_from_slice(rel);
                     }
-                    sys::setxattr_at(pfd, name, self.upper.ns.redirect(), &v, 0)
+                    sys::setxattr_at(pfd, name, self.upper()?.ns.redirect(), &v, 0)
                         .map_err(Error::io("setxattr redirect"))
                 }
             }
             None if self.lower_has_dir(new_dloc, new_name)? => {
-                format::write_opaque(pfd, name, self.upper.ns).map_err(Error::io("setxattr opaque"))
+                format::write_opaque(pfd, name, self.upper()?.ns)
+                    .map_err(Error::io("setxattr opaque"))
             }
             None => Ok(()),
         }
     }
 
     /// Removes the whiteouts an (otherwise empty) upper directory holds.
-    fn clear_whiteouts(&self, dir: &WNode) -> Result<()> {
+    fn clear_whiteouts(&self, dir: &Node) -> Result<()> {
         let fd = self.upper_dir(dir)?;
         let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
         for e in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
@@ -352,6 +356,11 @@ impl Overlay {
             .child(&d1, &d1.loc(), n1, false)?
             .ok_or(Error::NotFound)?;
         let dst = self.child(&d2, &d2.loc(), n2, false)?.map(|(n, _)| n);
+        // Each node acts through the name being renamed (copy-up and rename use it).
+        src.focus(&d1, n1);
+        if let Some(d) = &dst {
+            d.focus(&d2, n2);
+        }
         let r = self.rename_nodes(&d1, n1, &src, &d2, n2, dst.as_ref(), exchange, noreplace);
         self.table.drop_unreferenced(src.ino);
         if let Some(d) = dst {
@@ -363,12 +372,12 @@ impl Overlay {
     #[allow(clippy::too_many_arguments)]
     fn rename_nodes(
         &self,
-        d1: &Arc<WNode>,
+        d1: &Arc<Node>,
         n1: &[u8],
-        src: &Arc<WNode>,
-        d2: &Arc<WNode>,
+        src: &Arc<Node>,
+        d2: &Arc<Node>,
         n2: &[u8],
-        dst: Option<&Arc<WNode>>,
+        dst: Option<&Arc<Node>>,
         exchange: bool,
         noreplace: bool,
     ) -> Result<()> {
@@ -376,7 +385,7 @@ impl Overlay {
             return Err(Error::NotFound);
         }
         if noreplace && dst.is_some() {
-            return Err(Error::os("rename", libc::EEXIST));
+            return Err(Error::Exists);
         }
         if Arc::ptr_eq(d1, d2) && n1 == n2 {
             return Ok(());
@@ -391,7 +400,7 @@ impl Overlay {
                 return Ok(()); // two names of one file: nothing to do
             }
             if dn.is_dir && !self.list(dn)?.is_empty() {
-                return Err(Error::os("rename", libc::ENOTEMPTY));
+                return Err(Error::NotEmpty);
             }
         }
         self.copy_up(src, true)?;
@@ -407,19 +416,13 @@ impl Overlay {
             self.prepare_moved_dir(dn, pf2.as_fd(), n2, &l1, n1)?;
             sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, libc::RENAME_EXCHANGE)
                 .map_err(Error::io("rename exchange"))?;
-            src.set_loc(|l| {
-                l.parent = Some(d2.clone());
-                l.name = n2.into();
-            });
-            dn.set_loc(|l| {
-                l.parent = Some(d1.clone());
-                l.name = n1.into();
-            });
+            src.renamed((d1, n1), (d2, n2));
+            dn.renamed((d2, n2), (d1, n1));
             return Ok(());
         }
         if let Some(dn) = dst {
             if dn.loc().upper {
-                self.keep_alive(dn, pf2.as_fd(), &c2)?;
+                self.keep_alive(dn, d2, pf2.as_fd(), &c2)?;
                 if dn.is_dir {
                     self.clear_whiteouts(dn)?;
                 }
@@ -449,13 +452,9 @@ impl Overlay {
         } else {
             sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, 0).map_err(Error::io("rename"))?;
         }
-        src.set_loc(|l| {
-            l.parent = Some(d2.clone());
-            l.name = n2.into();
-            l.upper = true;
-        });
+        src.renamed((d1, n1), (d2, n2));
         if let Some(dn) = dst {
-            dn.set_loc(|l| l.unlinked = true);
+            dn.forget_name(d2, n2);
         }
         Ok(())
     }
@@ -465,11 +464,11 @@ impl Overlay {
         let _g = self.exclusive();
         let node = self.node(ino)?;
         if node.is_dir {
-            return Err(Error::os("link", libc::EPERM));
+            return Err(Error::NotPermitted("link to a directory"));
         }
         let dir = self.node(parent)?;
         if self.resolve(&dir, &dir.loc(), name)?.is_some() {
-            return Err(Error::os("link", libc::EEXIST));
+            return Err(Error::Exists);
         }
         self.copy_up(&node, true)?;
         let loc = node.loc();
@@ -480,9 +479,9 @@ impl Overlay {
         let pf2 = self.ensure_upper_dir(&dir)?;
         let (c1, c2) = (cname(&loc.name)?, cname(name)?);
         if matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st)) {
-            let tmp = self.upper.work.temp_name();
-            sys::linkat(pf1.as_fd(), &c1, self.work(), &tmp).map_err(Error::io("link"))?;
-            if let Err(e) = sys::renameat2(self.work(), &tmp, pf2.as_fd(), &c2, 0) {
+            let tmp = self.upper()?.work.temp_name();
+            sys::linkat(pf1.as_fd(), &c1, self.work()?, &tmp).map_err(Error::io("link"))?;
+            if let Err(e) = sys::renameat2(self.work()?, &tmp, pf2.as_fd(), &c2, 0) {
                 self.discard(&tmp);
                 return Err(Error::io("rename over whiteout")(e));
             }
@@ -491,6 +490,13 @@ impl Overlay {
         }
         // Same inode as the first name: its origin (or remembered number) is shared.
         let st = sys::lstatat(pf2.as_fd(), &c2).map_err(Error::io("lstat"))?;
+        node.seen_at(super::Loc {
+            parent: Some(dir.clone()),
+            name: name.into(),
+            upper: true,
+            lower: loc.lower.clone(),
+            unlinked: false,
+        });
         self.table.count(node.ino);
         Ok(self.entry_of(self.cfg.present(st, node.ino)))
     }
@@ -498,12 +504,12 @@ impl Overlay {
     /// An fd on the node's own inode for attribute changes: the upper root, a detached
     /// entry (its `O_PATH` fd: opening it could block on a fifo, fail on a symlink or
     /// socket, or open a device), or `None` (use its name in the upper parent).
-    fn attr_fd(&self, node: &WNode) -> Result<Option<OwnedFd>> {
+    fn attr_fd(&self, node: &Node) -> Result<Option<OwnedFd>> {
         if let Some(fd) = node.detached.get() {
             return fd.try_clone().map(Some).map_err(Error::io("dup"));
         }
         if node.loc().parent.is_none() {
-            let fd = sys::open_subdir(self.upper.fd.as_fd(), c".").map_err(Error::io("open"))?;
+            let fd = sys::open_subdir(self.upper()?.fd.as_fd(), c".").map_err(Error::io("open"))?;
             return Ok(Some(fd));
         }
         Ok(None)
@@ -582,7 +588,7 @@ impl Overlay {
         value: Option<(&[u8], i32)>,
     ) -> Result<()> {
         if format::is_private_xattr(name.as_bytes()) {
-            return Err(Error::os("setxattr", libc::EOPNOTSUPP));
+            return Err(Error::PrivateXattr);
         }
         let xname = cname(name.as_bytes())?;
         let _g = self.exclusive();
