@@ -213,3 +213,50 @@ fn podman_store_and_its_saves_match_the_layers() {
         assert_eq!(entries(&img), want, "podman save --format {format}");
     }
 }
+
+/// A multi-platform layout: index.json names an index whose manifests are per platform; the
+/// one for this machine is read. A REF that names nothing lists the names there are.
+#[test]
+fn nested_indexes_pick_this_platform_and_refs_are_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let dirs = layer_dirs(t.path());
+    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let dir = t.path().join("oci");
+    imagekit::write_oci(&dir, &tars, &["a", "b"], Comp::Gzip, "v1");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0].clone();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    // The other platform's manifest does not exist: reading it would fail.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": missing, "size": 10,
+             "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": manifest["mediaType"], "digest": manifest["digest"], "size": manifest["size"],
+             "platform": {"os": "linux", "architecture": arch}},
+        ],
+    }))
+    .unwrap();
+    let d = imagekit::sha256(&inner);
+    std::fs::write(dir.join("blobs/sha256").join(&d[7..]), &inner).unwrap();
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": inner.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let img = open(&format!("oci:{}:multi", dir.display()));
+    assert_eq!(img.layers.len(), 2);
+    let err = source::open(
+        &format!("oci:{}:nope", dir.display()),
+        &OpenOptions::default(),
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("nope") && msg.contains("multi"), "{msg}");
+}
