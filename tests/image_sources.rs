@@ -260,3 +260,74 @@ fn nested_indexes_pick_this_platform_and_refs_are_checked() {
     let msg = format!("{err:#}");
     assert!(msg.contains("nope") && msg.contains("multi"), "{msg}");
 }
+
+fn tool(args: &[&str], cache: &Path) -> std::process::Output {
+    std::process::Command::new(common::BIN)
+        .args(args)
+        .env("LAYERFS_CACHE_DIR", cache)
+        .output()
+        .unwrap()
+}
+
+/// `which`, `cat` and `diff` on a tar image: the provider and what it shadows, a file as one
+/// layer has it, and the changes between two images.
+#[test]
+fn which_cat_and_diff_read_tar_layers() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let dirs = layer_dirs(t.path());
+    std::fs::create_dir_all(dirs[1].join("etc/sub")).unwrap();
+    std::fs::write(dirs[1].join("etc/sub/b"), b"replaced").unwrap();
+    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let (old, new) = (t.path().join("old"), t.path().join("new"));
+    imagekit::write_oci(&old, &tars[..1], &["base"], Comp::Gzip, "v1");
+    imagekit::write_oci(&new, &tars, &["base", "change"], Comp::Zstd, "v1");
+    let (old, new) = (
+        format!("oci:{}", old.display()),
+        format!("oci:{}", new.display()),
+    );
+
+    let o = tool(&["which", "--json", &new, "/etc/sub/b"], &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(w["provided_by"]["layer"], 1);
+    assert_eq!(w["provided_by"]["size"], 8);
+    assert_eq!(w["shadowed"][0]["layer"], 0);
+    assert_eq!(w["shadowed"][0]["size"], 10000);
+    let o = tool(&["which", "--json", &new, "/etc/a"], &cache);
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(w["provided_by"].is_null());
+    assert_eq!(w["hidden_by"]["layer"], 1);
+    assert_eq!(w["hidden_by"]["how"], "whiteout");
+
+    let o = tool(&["cat", &new, "/etc/sub/b"], &cache);
+    assert_eq!(o.stdout, b"replaced");
+    let o = tool(&["cat", "--layer", "0", &new, "/etc/sub/b"], &cache);
+    assert_eq!(o.stdout, vec![7u8; 10000]);
+    // A hard link's second name reads the file it names.
+    let o = tool(&["cat", "--layer", "0", &new, "/etc/a2"], &cache);
+    assert_eq!(o.stdout, b"alpha");
+    let o = tool(&["cat", &new, "/etc/a"], &cache);
+    assert_eq!(o.status.code(), Some(1));
+
+    let o = tool(&["diff", "--json", &old, &new], &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got: Vec<String> = d
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["change"].as_str().unwrap(),
+                c["path"].as_str().unwrap(),
+                c["content_changed"]
+            )
+        })
+        .collect();
+    assert!(got.contains(&"D /etc/a null".to_string()), "{got:?}");
+    assert!(got.contains(&"C /etc/sub/b true".to_string()), "{got:?}");
+    assert!(got.contains(&"A /opq/new null".to_string()), "{got:?}");
+    assert!(got.contains(&"D /opq/gone null".to_string()), "{got:?}");
+}
