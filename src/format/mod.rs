@@ -36,6 +36,12 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
         || name.starts_with(b"user.fuseoverlayfs.")
 }
 
+/// True for the xattr the kernel puts on a renamed directory (`*.overlay.redirect`): its
+/// content below lives under another name.
+pub fn is_redirect_xattr(name: &[u8]) -> bool {
+    name == b"trusted.overlay.redirect" || name == b"user.overlay.redirect"
+}
+
 /// What a layer's directory says about itself through its xattrs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DirMarks {

@@ -1,3 +1,7 @@
 //! Images and layers as files: reading image sources (OCI layouts, archives, podman's
 //! store), layer manifests, the shared layer store, commit and squash. Used by the layer
 //! tools only; the mount daemon never calls into it.
+
+pub mod pack;
+pub mod store;
+pub mod unpack;
