@@ -33,6 +33,12 @@ enum Cmd {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// List the images of the layer store.
+    Images(cmd::images::ImagesArgs),
+    /// Remove images from the layer store, and the layers no other image uses.
+    Rmi(cmd::rmi::RmiArgs),
+    /// Turn an upper directory into one OCI layer (tar, layer dir, store image, OCI image).
+    Commit(cmd::commit::CommitArgs),
 }
 
 /// The container's network.
@@ -118,7 +124,7 @@ pub struct MountArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let debug = match &cli.cmd {
         Some(Cmd::Mount(m)) => m.debug,
         None => cli.mount.debug,
@@ -137,11 +143,30 @@ fn main() -> ExitCode {
             }
         };
     }
+    let image_cmd = match cli.cmd.take() {
+        Some(Cmd::Images(a)) => Some(cmd::images::run(a)),
+        Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
+        Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),
+        other => {
+            cli.cmd = other;
+            None
+        }
+    };
+    if let Some(r) = image_cmd {
+        return match r {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("layerfs: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match cli.cmd {
         Some(Cmd::Run(_)) => unreachable!("handled above"),
         Some(Cmd::Mount(m)) => cmd::mount::run(m),
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
         None => cmd::mount::run(cli.mount),
+        Some(_) => unreachable!("image commands handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

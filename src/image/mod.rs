@@ -2,6 +2,8 @@
 //! store), layer manifests, the shared layer store, commit and squash. Used by the layer
 //! tools only; the mount daemon never calls into it.
 
+pub mod commit;
+pub mod oci_write;
 pub mod pack;
 pub mod store;
 pub mod unpack;
