@@ -129,6 +129,19 @@ fn unescape(s: &str) -> String {
 impl MountOptions {
     /// Parses every `-o` argument, in order (later values win, as with mount(8)).
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountOptions, OptionError> {
+        Self::parse_inner(args, true)
+    }
+
+    /// Parses a stack for the layer tools, which only read it: an `upperdir` needs no
+    /// `workdir` there.
+    pub fn parse_layers<S: AsRef<str>>(args: &[S]) -> Result<MountOptions, OptionError> {
+        Self::parse_inner(args, false)
+    }
+
+    fn parse_inner<S: AsRef<str>>(
+        args: &[S],
+        need_work: bool,
+    ) -> Result<MountOptions, OptionError> {
         let mut o = MountOptions::default();
         for arg in args {
             for item in split_unescaped(arg.as_ref(), ',')? {
@@ -213,7 +226,7 @@ impl MountOptions {
         if o.lowers.is_empty() {
             return Err(OptionError::NoLower);
         }
-        if o.upper.is_some() != o.work.is_some() {
+        if need_work && o.upper.is_some() != o.work.is_some() {
             return Err(OptionError::UpperWithoutWork);
         }
         Ok(o)

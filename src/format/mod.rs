@@ -180,6 +180,111 @@ pub fn write_opaque(dir: BorrowedFd<'_>, name: &[u8], ns: MarkNs) -> io::Result<
     sys::setxattr_at(dir, name, ns.opaque(), b"y", 0)
 }
 
+/// What an OCI layer tarball's entry name means (the last path component).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OciName<'a> {
+    /// An ordinary name.
+    Plain,
+    /// `.wh.NAME`: NAME is deleted (hidden in lower layers).
+    Whiteout(&'a [u8]),
+    /// `.wh..wh..opq`: the containing directory is opaque.
+    Opaque,
+}
+
+/// Classifies the last component of a tar entry's path.
+pub fn oci_name(name: &[u8]) -> OciName<'_> {
+    if name == OCI_OPAQUE {
+        OciName::Opaque
+    } else if let Some(rest) = name.strip_prefix(OCI_PREFIX) {
+        OciName::Whiteout(rest)
+    } else {
+        OciName::Plain
+    }
+}
+
+/// True for the kernel's whiteout device: a character device numbered 0:0.
+pub fn is_whiteout_device(mode: u32, rdev: u64) -> bool {
+    mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0
+}
+
+/// What an entry's full xattr list says, for walkers that read every xattr of every entry
+/// anyway (the layer tools). The mount uses [`dir_marks`] and [`classify`] instead, which
+/// avoid reading xattrs on the common path.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EntryMarks {
+    /// A directory hiding everything below it (`*.overlay.opaque=y`).
+    pub opaque: bool,
+    /// A directory that may hold kernel xattr whiteouts (`*.overlay.opaque=x` or
+    /// `*.overlay.whiteouts`).
+    pub holds_xattr_whiteouts: bool,
+    /// A regular file carrying `*.overlay.whiteout`: a whiteout if its directory holds
+    /// xattr whiteouts (see [`EntryMarks::holds_xattr_whiteouts`]).
+    pub whiteout_xattr: bool,
+    /// A renamed directory's origin (`*.overlay.redirect`), raw: absolute (`/a/b`) or a
+    /// name in the same parent directory.
+    pub redirect: Option<Vec<u8>>,
+    /// A metadata-only copy-up (`*.overlay.metacopy`): the data lives in a lower layer.
+    pub metacopy: bool,
+}
+
+/// Reads the marks out of an entry's `(name, value)` xattrs.
+pub fn entry_marks<'a>(xattrs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> EntryMarks {
+    let mut m = EntryMarks::default();
+    for (name, value) in xattrs {
+        let Some(key) = overlay_key(name) else {
+            continue;
+        };
+        match key {
+            b"opaque" => match value {
+                b"y" => m.opaque = true,
+                b"x" => m.holds_xattr_whiteouts = true,
+                _ => {}
+            },
+            b"whiteouts" => m.holds_xattr_whiteouts = true,
+            b"whiteout" => m.whiteout_xattr = true,
+            b"redirect" if !value.is_empty() => m.redirect = Some(value.to_vec()),
+            b"metacopy" => m.metacopy = true,
+            _ => {}
+        }
+    }
+    m
+}
+
+/// The part after `trusted.overlay.` / `user.overlay.` (or fuse-overlayfs' opaque name).
+fn overlay_key(name: &[u8]) -> Option<&[u8]> {
+    if name == b"user.fuseoverlayfs.opaque" {
+        return Some(b"opaque");
+    }
+    name.strip_prefix(b"trusted.overlay.")
+        .or_else(|| name.strip_prefix(b"user.overlay."))
+}
+
+/// Where a redirected directory's lower content lives, as a path relative to the layer root
+/// (no leading `/`). `parent` is the directory holding the redirected entry. An absolute
+/// redirect names the path from the root; a relative one is a sibling name. `None` for a
+/// value that would leave the root (`..`, empty components): untrusted input is ignored.
+pub fn redirect_target(parent: &[u8], value: &[u8]) -> Option<Vec<u8>> {
+    let (base, rel): (&[u8], &[u8]) = match value.strip_prefix(b"/") {
+        Some(abs) => (b"", abs),
+        None => {
+            if value.contains(&b'/') {
+                return None;
+            }
+            (parent, value)
+        }
+    };
+    let ok = |c: &[u8]| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0);
+    if !rel.split(|&b| b == b'/').all(ok) {
+        return None;
+    }
+    let mut out = base.to_vec();
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(rel);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +325,37 @@ mod tests {
         );
         assert_eq!(classify(dir.as_fd(), m, &opq).unwrap(), Class::OciOpaque);
         assert_eq!(classify(dir.as_fd(), m, &plain).unwrap(), Class::Entry);
+    }
+
+    #[test]
+    fn entry_marks_read_every_namespace() {
+        let x: Vec<(&[u8], &[u8])> = vec![
+            (b"trusted.overlay.opaque", b"y"),
+            (b"user.overlay.redirect", b"/a/b"),
+            (b"user.mime_type", b"text/plain"),
+        ];
+        let m = entry_marks(x);
+        assert!(m.opaque && !m.holds_xattr_whiteouts);
+        assert_eq!(m.redirect.as_deref(), Some(&b"/a/b"[..]));
+        let m = entry_marks([(&b"user.overlay.opaque"[..], &b"x"[..])]);
+        assert!(!m.opaque && m.holds_xattr_whiteouts);
+        assert!(entry_marks([(&b"trusted.overlay.whiteout"[..], &b""[..])]).whiteout_xattr);
+    }
+
+    #[test]
+    fn redirects_stay_inside_the_root() {
+        assert_eq!(redirect_target(b"d", b"/x/y").unwrap(), b"x/y");
+        assert_eq!(redirect_target(b"d", b"old").unwrap(), b"d/old");
+        assert_eq!(redirect_target(b"", b"old").unwrap(), b"old");
+        assert_eq!(redirect_target(b"d", b"/x/../y"), None);
+        assert_eq!(redirect_target(b"d", b"a/b"), None);
+        assert_eq!(redirect_target(b"d", b".."), None);
+    }
+
+    #[test]
+    fn oci_names() {
+        assert_eq!(oci_name(b".wh..wh..opq"), OciName::Opaque);
+        assert_eq!(oci_name(b".wh.x"), OciName::Whiteout(b"x"));
+        assert_eq!(oci_name(b"x.wh."), OciName::Plain);
     }
 }

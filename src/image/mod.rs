@@ -5,5 +5,6 @@
 pub mod commit;
 pub mod oci_write;
 pub mod pack;
+pub mod source;
 pub mod store;
 pub mod unpack;
