@@ -33,6 +33,9 @@ enum Cmd {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Import an image (OCI layout or archive, docker archive, podman's store, a stack)
+    /// into the layer store.
+    Import(cmd::import::ImportArgs),
     /// List the images of the layer store.
     Images(cmd::images::ImagesArgs),
     /// Remove images from the layer store, and the layers no other image uses.
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
         };
     }
     let image_cmd = match cli.cmd.take() {
+        Some(Cmd::Import(a)) => Some(cmd::import::run(a)),
         Some(Cmd::Images(a)) => Some(cmd::images::run(a)),
         Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
         Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),

@@ -1,6 +1,7 @@
 pub mod commit;
 pub mod imagecmd;
 pub mod images;
+pub mod import;
 pub mod mount;
 pub mod rmi;
 pub mod rootless;
