@@ -40,6 +40,8 @@ enum Cmd {
     Images(cmd::images::ImagesArgs),
     /// Remove images from the layer store, and the layers no other image uses.
     Rmi(cmd::rmi::RmiArgs),
+    /// Squash an image or a stack into one layer: its merged view, nothing hidden.
+    Squash(cmd::squash::SquashArgs),
     /// Turn an upper directory into one OCI layer (tar, layer dir, store image, OCI image).
     Commit(cmd::commit::CommitArgs),
 }
@@ -56,18 +58,25 @@ pub enum NetMode {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Mount options, as for `layerfs mount` (lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W]).
-    #[arg(short = 'o', value_name = "OPTIONS", required = true)]
+    /// Mount options, as for `layerfs mount` (lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W]);
+    /// with IMAGE, only upperdir= and workdir= (the image gives the lowers).
+    #[arg(short = 'o', value_name = "OPTIONS", required_unless_present = "image")]
     options: Vec<String>,
+    /// An image of the store (NAME[:TAG] or id), or any import SOURCE (imported on first
+    /// use); its config (env, entrypoint, cmd, workdir, user) applies, flags overriding.
+    #[arg(value_name = "IMAGE")]
+    image: Option<String>,
+    #[command(flatten)]
+    store: cmd::imagecmd::StoreArgs,
     /// The container's hostname.
     #[arg(long, default_value = "layerfs")]
     hostname: String,
     /// Set K=V in the environment (K alone copies the caller's value); repeatable.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     env: Vec<String>,
-    /// Working directory inside the container.
-    #[arg(long, default_value = "/")]
-    cwd: String,
+    /// Working directory inside the container (default: the image's, else /).
+    #[arg(long)]
+    cwd: Option<String>,
     /// Network: `host` or `none`.
     #[arg(long, value_enum, default_value_t = NetMode::Host)]
     net: NetMode,
@@ -83,8 +92,8 @@ pub struct RunArgs {
     /// repeatable.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     binds: Vec<String>,
-    /// The command and its arguments (after `--`).
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments (after `--`; default: the image's).
+    #[arg(last = true, required_unless_present = "image", value_name = "CMD")]
     command: Vec<String>,
     /// The ephemeral upper of a run without `upperdir=` (set by `run`, removed at exit).
     #[arg(skip)]
@@ -122,8 +131,14 @@ pub struct MountArgs {
     /// The same as `--file-io handles`.
     #[arg(long)]
     no_passthrough: bool,
-    /// Where to mount the merged view.
+    /// Where to mount the merged view (or, followed by MOUNTPOINT, the image to mount: a
+    /// store name or an import SOURCE).
     mountpoint: Option<PathBuf>,
+    /// The mount point, after an IMAGE.
+    #[arg(value_name = "MOUNTPOINT")]
+    image_mountpoint: Option<PathBuf>,
+    #[command(flatten)]
+    store: cmd::imagecmd::StoreArgs,
 }
 
 fn main() -> ExitCode {
@@ -137,8 +152,8 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp_micros()
         .init();
-    if let Some(Cmd::Run(r)) = cli.cmd {
-        return match cmd::run::run(r) {
+    if let Some(Cmd::Run(mut r)) = cli.cmd {
+        return match cmd::image_run::apply_run(&mut r).and_then(|()| cmd::run::run(r)) {
             Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
             Err(e) => {
                 eprintln!("layerfs run: {e:#}");
@@ -151,6 +166,7 @@ fn main() -> ExitCode {
         Some(Cmd::Images(a)) => Some(cmd::images::run(a)),
         Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
         Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),
+        Some(Cmd::Squash(a)) => Some(cmd::squash::run(a)),
         other => {
             cli.cmd = other;
             None
@@ -167,7 +183,9 @@ fn main() -> ExitCode {
     }
     let result = match cli.cmd {
         Some(Cmd::Run(_)) => unreachable!("handled above"),
-        Some(Cmd::Mount(m)) => cmd::mount::run(m),
+        Some(Cmd::Mount(mut m)) => {
+            cmd::image_run::apply_mount(&mut m).and_then(|()| cmd::mount::run(m))
+        }
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
         None => cmd::mount::run(cli.mount),
         Some(_) => unreachable!("image commands handled above"),

@@ -1,4 +1,5 @@
 pub mod commit;
+pub mod image_run;
 pub mod imagecmd;
 pub mod images;
 pub mod import;
@@ -6,4 +7,5 @@ pub mod mount;
 pub mod rmi;
 pub mod rootless;
 pub mod run;
+pub mod squash;
 pub mod umount;

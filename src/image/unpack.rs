@@ -515,8 +515,11 @@ fn write_sparse(data: &mut impl Read, fd: BorrowedFd<'_>, size: u64) -> Result<(
         if filled == 0 {
             break;
         }
-        if buf[..filled].iter().any(|&b| b != 0) {
-            sys::pwrite_all(fd, &buf[..filled], off)?;
+        // Holes at the filesystem's granularity: only 4 KiB blocks with data are written.
+        for (i, chunk) in buf[..filled].chunks(4096).enumerate() {
+            if chunk.iter().any(|&b| b != 0) {
+                sys::pwrite_all(fd, chunk, off + (i * 4096) as u64)?;
+            }
         }
         off += filled as u64;
     }
