@@ -2,20 +2,22 @@
 //! layer (see `layerfs::image::pack` for the conversion), delivered as a tar, a layer
 //! directory, a new image in the store, or an image in an OCI layout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use layerfs::image::commit::{layer_tar, Compress, LayerTar};
 use layerfs::image::oci_write::{Descriptor, LayerDesc, Layout};
-use layerfs::image::pack::Mode;
+use layerfs::image::pack::{has_redirect, Mode};
 use layerfs::image::store::{
     normalize_name, record_id, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
 };
 use layerfs::image::unpack;
 use serde::Serialize;
 
-use super::imagecmd::{as_store_owner, print_json, progress, StoreArgs};
+use super::imagecmd::{
+    as_store_owner, lowerdir_option, print_json, private_mounts, progress, Mounted, StoreArgs,
+};
 
 /// Turn an upper directory into one OCI layer: a tar, a layer directory, a new image in the
 /// store, or an image in an OCI layout.
@@ -105,7 +107,7 @@ pub struct Base {
 
 pub fn run(args: CommitArgs) -> Result<i32> {
     let dest = Dest::parse(&args.to)?;
-    let (_lowers, upper) = layer_options(&args.options)?;
+    let (lowers, upper) = layer_options(&args.options)?;
     let Some(upper) = upper else {
         bail!("commit needs -o upperdir=DIR (the layer to commit)");
     };
@@ -125,17 +127,58 @@ pub fn run(args: CommitArgs) -> Result<i32> {
             }
             None => None,
         };
+        let mut lowers = lowers.clone();
+        if lowers.is_empty() {
+            if let Some(name) = &args.from {
+                let img = store.find(name)?.context("the base image vanished")?;
+                lowers = store.lowers(&img)?;
+            }
+        }
+        // A renamed directory's content lies below: read it through a mount of the whole
+        // stack (a fresh workdir beside the upper; nothing is written through it).
+        private_mounts()?;
+        let (work, mnt);
+        let mut merged = None;
+        let mounted = if has_redirect(&upper)? {
+            if lowers.is_empty() {
+                bail!(
+                    "{}: renamed directories need the lowers (-o lowerdir=...)",
+                    upper.display()
+                );
+            }
+            let parent = upper.parent().unwrap_or(Path::new("."));
+            work = tempfile::Builder::new()
+                .prefix(".layerfs-commit-work-")
+                .tempdir_in(parent)
+                .context("creating a workdir beside the upper")?;
+            mnt = tempfile::Builder::new()
+                .prefix("layerfs-commit-")
+                .tempdir()
+                .context("creating a temporary mountpoint")?;
+            let opts = format!(
+                "{},upperdir={},workdir={}",
+                lowerdir_option(&lowers),
+                upper.display(),
+                work.path().display()
+            );
+            let m = Mounted::new(&opts, mnt.path())?;
+            merged = Some(mnt.path());
+            Some(m)
+        } else {
+            None
+        };
         let pb = progress("committing");
         let tick = |n: u64| pb.set_position(n);
         let mut tar = layer_tar(
             &upper,
             Mode::Layer,
             args.timestamp,
-            None,
+            merged,
             &store.root().join("tmp"),
             &tick,
         )?;
         pb.finish_and_clear();
+        drop(mounted);
         let history = HistoryEntry {
             created: Some(rfc3339(args.timestamp)),
             created_by: Some("layerfs commit".into()),

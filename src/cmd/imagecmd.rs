@@ -107,3 +107,49 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     writeln!(out)?;
     Ok(())
 }
+
+/// In a user namespace: a mount namespace of our own, so a FUSE mount made for reading
+/// lives and dies with it.
+pub fn private_mounts() -> Result<()> {
+    if sys::geteuid() == 0 && sys::in_user_namespace() {
+        sys::unshare(libc::CLONE_NEWNS).context("creating a mount namespace")?;
+    }
+    Ok(())
+}
+
+/// `lowerdir=A:B:...` for layer dirs given top first.
+pub fn lowerdir_option(lowers: &[PathBuf]) -> String {
+    let joined: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    format!("lowerdir={}", joined.join(":"))
+}
+
+/// A layerfs mount made by this binary, unmounted when dropped.
+pub struct Mounted<'a>(&'a std::path::Path);
+
+impl<'a> Mounted<'a> {
+    pub fn new(options: &str, mp: &'a std::path::Path) -> Result<Mounted<'a>> {
+        let exe = std::env::current_exe().context("finding the layerfs binary")?;
+        let out = std::process::Command::new(exe)
+            .arg("-o")
+            .arg(options)
+            .arg(mp)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("mounting the stack")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "mounting the stack: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(Mounted(mp))
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = super::umount::unmount(self.0, true) {
+            log::warn!("{e:#}");
+        }
+    }
+}

@@ -5,18 +5,18 @@
 //! layer is by construction what the stack shows (rootless: inside the user and mount
 //! namespaces of the store owner).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use layerfs::image::commit::{layer_tar, Compress, HashWriter};
 use layerfs::image::pack::{Mode, Packer};
 use layerfs::image::store::{HistoryEntry, RunConfig, Store};
-use layerfs::sys;
 
 use super::commit::{deliver, report, rfc3339, Base, Dest};
-use super::imagecmd::{as_store_owner, progress, StoreArgs};
+use super::imagecmd::{
+    as_store_owner, lowerdir_option, private_mounts, progress, Mounted, StoreArgs,
+};
 
 /// Squash an image or a stack into one layer (tar, layer dir, store image, OCI image).
 #[derive(Args, Debug)]
@@ -57,10 +57,7 @@ pub fn run(args: SquashArgs) -> Result<i32> {
     }
     as_store_owner(|| {
         let store = Store::open(&root)?;
-        if sys::geteuid() == 0 && sys::in_user_namespace() {
-            // Our own mount namespace: the FUSE mount lives and dies with it.
-            sys::unshare(libc::CLONE_NEWNS).context("creating a mount namespace")?;
-        }
+        private_mounts()?;
         let stacked = match stacked {
             Some(s) => s,
             None => stacked_size(&lowers)?,
@@ -69,7 +66,7 @@ pub fn run(args: SquashArgs) -> Result<i32> {
             .prefix("layerfs-squash-")
             .tempdir()
             .context("creating a temporary mountpoint")?;
-        let mounted = Mounted::new(&lowers, mnt.path())?;
+        let mounted = Mounted::new(&lowerdir_option(&lowers), mnt.path())?;
         let pb = progress("squashing");
         let mut tar = layer_tar(
             mnt.path(),
@@ -117,35 +114,4 @@ fn stacked_size(lowers: &[PathBuf]) -> Result<u64> {
         total += p.finish()?.count;
     }
     Ok(total)
-}
-
-/// A read-only layerfs mount of a stack, unmounted when dropped.
-struct Mounted<'a>(&'a Path);
-
-impl<'a> Mounted<'a> {
-    fn new(lowers: &[PathBuf], mp: &'a Path) -> Result<Mounted<'a>> {
-        let joined: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-        let exe = std::env::current_exe().context("finding the layerfs binary")?;
-        let out = Command::new(exe)
-            .arg("-o")
-            .arg(format!("lowerdir={}", joined.join(":")))
-            .arg(mp)
-            .output()
-            .context("mounting the stack")?;
-        if !out.status.success() {
-            bail!(
-                "mounting the stack: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(Mounted(mp))
-    }
-}
-
-impl Drop for Mounted<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = super::umount::unmount(self.0, true) {
-            log::warn!("{e:#}");
-        }
-    }
 }

@@ -352,6 +352,25 @@ impl<'a, W: Write> Packer<'a, W> {
     }
 }
 
+/// True if some directory under `root` carries a redirect (was renamed from elsewhere in
+/// the lowers): committing it needs the merged view.
+pub fn has_redirect(root: &Path) -> Result<bool> {
+    fn walk(dir: BorrowedFd<'_>) -> Result<bool> {
+        for ent in sys::read_dir(dir)? {
+            if ent.d_type != libc::DT_DIR {
+                continue;
+            }
+            let sub = sys::open_subdir(dir, &sys::cstr(&ent.name)?)?;
+            if redirected(sub.as_fd())? || walk(sub.as_fd())? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+    let fd = sys::open_host_dir(root).with_context(|| format!("opening {}", root.display()))?;
+    walk(fd.as_fd())
+}
+
 /// True for a directory the kernel redirected (renamed from elsewhere in the lowers).
 fn redirected(dir: BorrowedFd<'_>) -> Result<bool> {
     let list = match sys::flistxattr(dir) {
