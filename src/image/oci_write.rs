@@ -72,6 +72,10 @@ impl Layout {
         write(&mut hw)?;
         hw.flush()?;
         let (digest, size, _) = hw.finish();
+        // Readable by all, as other tools write layouts (a temp file is created 0600).
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
         tmp.persist(self.blob_path(&digest)?)
             .context("storing a blob")?;
         Ok((digest, size))
