@@ -54,7 +54,13 @@ fn main() {
             .collect();
         let (mut first, mut hits, mut misses, mut listing) = (vec![], vec![], vec![], vec![]);
         for _ in 0..reps {
-            let u = Union::new(Stack::open(&layers).unwrap(), Config::default()).unwrap();
+            let u = Union::new(
+                Stack::open(&layers).unwrap(),
+                None,
+                Config::default(),
+                false,
+            )
+            .unwrap();
             let t0 = Instant::now();
             let usr = u.lookup(1, OsStr::new("usr")).unwrap().attr.st_ino;
             let lib = u.lookup(usr, OsStr::new("lib")).unwrap().attr.st_ino;

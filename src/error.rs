@@ -102,6 +102,15 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl layerfs_fuse::ToErrno for Error {
+    fn errno(&self) -> i32 {
+        Error::errno(self)
+    }
+    fn is_unexpected(&self) -> bool {
+        Error::is_unexpected(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,4 +20,4 @@ pub mod upper;
 pub use error::{Error, Result};
 pub use options::MountOptions;
 pub use stack::{Ino, LayerIdx, Stack};
-pub use union::{Config, Overlay, Union};
+pub use union::{Config, Union};

@@ -44,6 +44,14 @@ enum Cmd {
     Squash(cmd::squash::SquashArgs),
     /// Turn an upper directory into one OCI layer (tar, layer dir, store image, OCI image).
     Commit(cmd::commit::CommitArgs),
+    /// Show what each layer of an image or stack adds, changes, deletes and wastes.
+    Inspect(cmd::inspect::InspectArgs),
+    /// Show which layer provides a path, what it shadows, or what deleted it.
+    Which(cmd::which::WhichArgs),
+    /// Compare two images or stacks (or an upper with its lowers): A/C/D per path.
+    Diff(cmd::diff::DiffArgs),
+    /// Print a file as the merged view, or one layer, has it.
+    Cat(cmd::cat::CatArgs),
 }
 
 /// The container's network.
@@ -187,6 +195,10 @@ fn main() -> ExitCode {
             cmd::image_run::apply_mount(&mut m).and_then(|()| cmd::mount::run(m))
         }
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
+        Some(Cmd::Inspect(a)) => cmd::inspect::run(a),
+        Some(Cmd::Which(a)) => cmd::which::run(a),
+        Some(Cmd::Diff(a)) => cmd::diff::run(a),
+        Some(Cmd::Cat(a)) => cmd::cat::run(a),
         None => cmd::mount::run(cli.mount),
         Some(_) => unreachable!("image commands handled above"),
     };

@@ -11,7 +11,7 @@ use layerfs_fuse::{Core, DirEntry};
 const ROOT: u64 = 1;
 
 fn union(layers: &[PathBuf]) -> Union {
-    Union::new(Stack::open(layers).unwrap(), Config::default()).unwrap()
+    Union::new(Stack::open(layers).unwrap(), None, Config::default(), false).unwrap()
 }
 
 fn layers(base: &Path, n: usize) -> Vec<PathBuf> {

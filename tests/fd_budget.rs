@@ -18,7 +18,13 @@ fn exhausted_budget_reopens_directories_and_keeps_nothing() {
     std::fs::write(top.join("a/b/f"), "top").unwrap();
     std::fs::write(bottom.join("a/b/g"), "bottom").unwrap();
     std::os::unix::fs::symlink("f", bottom.join("a/b/link")).unwrap();
-    let u = Union::new(Stack::open(&[top, bottom]).unwrap(), Config::default()).unwrap();
+    let u = Union::new(
+        Stack::open(&[top, bottom]).unwrap(),
+        None,
+        Config::default(),
+        false,
+    )
+    .unwrap();
     dirindex::set_fd_budget(0);
 
     let look = |p: u64, n: &str| u.lookup(p, OsStr::new(n)).unwrap().attr.st_ino;

@@ -5,13 +5,15 @@
 //! `fuser::Filesystem`: one small method per request, each one call into the core and one
 //! `match` that replies with data or with the error's errno ([`ToErrno`], decided by the
 //! core in one place). FUSE-only concerns live here: reply encoding, passthrough backing
-//! ids, kernel capabilities.
+//! ids, kernel capabilities, and the session set-up ([`mount`]).
 
 mod attr;
 mod core;
 mod passthrough;
+mod session;
 
 pub use crate::core::*;
+pub use crate::session::{mount, Mounted, SessionOptions};
 
 use std::ffi::OsStr;
 

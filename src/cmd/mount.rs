@@ -13,23 +13,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use layerfs::format::MarkNs;
 use layerfs::sys::mountinfo;
-use layerfs::{sys, upper, Config, MountOptions, Overlay, Stack, Union};
-use layerfs_fuse::fuser::{self, MountOption, SessionACL};
-use layerfs_fuse::{Adapter, AdapterOptions, Core, FileIo};
+use layerfs::{sys, upper, Config, MountOptions, Stack, Union};
+use layerfs_fuse::{AdapterOptions, Core, FileIo, SessionOptions};
 use log::{info, warn};
 
 use crate::{FileIoArg, MountArgs};
 
-/// The filesystem a mount serves.
-enum Fs {
-    ReadOnly(Union),
-    Writable(Overlay),
-}
-
 /// Everything needed to mount, checked.
 pub struct Plan {
     mountpoint: PathBuf,
-    fs: Fs,
+    fs: Union,
     threads: usize,
     file_io: FileIo,
     /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
@@ -103,13 +96,11 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
             let stack = Stack::open_with_upper(&lowers, Some(dev))?;
             // The upper changes: the kernel re-checks attributes every second.
             cfg.ttl = std::time::Duration::from_secs(1);
-            Fs::Writable(Overlay::new(stack, upper, cfg, opts.volatile))
+            Union::new(stack, Some(upper), cfg, opts.volatile)
         }
-        _ => {
-            let stack = Stack::open(&lowers)?;
-            Fs::ReadOnly(Union::new(stack, cfg).context("reading the top layer's root")?)
-        }
-    };
+        _ => Union::new(Stack::open(&lowers)?, None, cfg, false),
+    }
+    .context("reading the top layer's root")?;
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -201,10 +192,8 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         remove_mountpoint,
         remove_after,
     };
-    match fs {
-        Fs::ReadOnly(u) => mount_core(serve, u, true, report),
-        Fs::Writable(o) => mount_core(serve, o, false, report),
-    }
+    let read_only = fs.read_only();
+    mount_core(serve, fs, read_only, report)
 }
 
 fn mount_core<C: Core>(
@@ -213,39 +202,22 @@ fn mount_core<C: Core>(
     read_only: bool,
     report: &mut Option<std::fs::File>,
 ) -> Result<()> {
-    let root = sys::geteuid() == 0;
-    let mut config = fuser::Config::default();
-    config.mount_options = vec![
-        MountOption::FSName("layerfs".into()),
-        MountOption::Subtype("layerfs".into()),
-        MountOption::DefaultPermissions,
-    ];
-    if read_only {
-        config.mount_options.push(MountOption::RO);
-    }
-    if root {
+    let opts = SessionOptions {
+        read_only,
         // Like kernel overlayfs: setuid binaries and device nodes in images keep working.
-        config.mount_options.push(MountOption::Suid);
-        config.mount_options.push(MountOption::Dev);
-        config.acl = SessionACL::All;
-    }
-    config.n_threads = Some(plan.threads);
-    config.clone_fd = true;
-    // Signals are handled by one thread below; block them before fuser spawns its workers.
-    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-    sys::block_signals(&signals).context("blocking signals")?;
-    let adapter = Adapter::new(
-        core,
-        AdapterOptions {
+        privileged: sys::geteuid() == 0,
+        threads: plan.threads,
+        adapter: AdapterOptions {
             file_io: plan.file_io,
             cache_dirs: true,
         },
-    );
-    let session = fuser::Session::new(adapter, &plan.mountpoint, &config)
+    };
+    // Signals are handled by one thread below; block them before the workers start.
+    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    sys::block_signals(&signals).context("blocking signals")?;
+    let mounted = layerfs_fuse::mount(core, &plan.mountpoint, &opts)
         .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
     info!("mounted on {}", plan.mountpoint.display());
-    let (plan_remove, plan_mp) = (plan.remove_mountpoint, plan.mountpoint.clone());
-    let plan_after = plan.remove_after.clone();
     let mp = plan.mountpoint.clone();
     std::thread::Builder::new()
         .name("signals".into())
@@ -258,37 +230,17 @@ fn mount_core<C: Core>(
             }
         })
         .context("starting the signal thread")?;
-    // Serve on fuser's threads. fuser's own unmount-at-exit goes by path, even after the
-    // mount is gone, and so could unmount the next mount on the same mountpoint; it is only
-    // let run when serving stopped with the connection still up.
-    let mut session = session.spawn().context("starting the workers")?;
     if let Some(mut r) = report.take() {
         r.write_all(&[0])
             .context("reporting the mount to the parent")?;
         drop(r);
         let _ = sys::redirect_stdio_to_null();
     }
-    // Take the workers' handle out (a finished stand-in takes its place) so that `session`,
-    // which owns fuser's unmount-on-drop, stays ours to drop or to forget.
-    let workers = std::mem::replace(&mut session.guard, std::thread::spawn(|| Ok(())));
-    let served = match workers.join() {
-        Err(_) => Err(anyhow::anyhow!("a worker panicked")),
-        // ENODEV or DESTROY: the kernel ended the connection, so the mount is gone.
-        Ok(Ok(())) => {
-            std::mem::forget(session);
-            Ok(())
-        }
-        // Unmounted while requests were in flight: the kernel aborts the connection.
-        Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
-            std::mem::forget(session);
-            Ok(())
-        }
-        Ok(Err(e)) => Err(e).context("serving the mount"),
-    };
-    if plan_remove {
-        let _ = std::fs::remove_dir(&plan_mp);
+    let served = mounted.join().context("serving the mount");
+    if plan.remove_mountpoint {
+        let _ = std::fs::remove_dir(&plan.mountpoint);
     }
-    if let Some(d) = &plan_after {
+    if let Some(d) = &plan.remove_after {
         let _ = std::fs::remove_dir_all(d);
     }
     served

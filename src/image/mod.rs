@@ -2,9 +2,14 @@
 //! store), layer manifests, the shared layer store, commit and squash. Used by the layer
 //! tools only; the mount daemon never calls into it.
 
+pub mod cat;
 pub mod commit;
+pub mod diff;
+pub mod inspect;
+pub mod manifest;
 pub mod oci_write;
 pub mod pack;
 pub mod source;
 pub mod store;
 pub mod unpack;
+pub mod which;

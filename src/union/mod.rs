@@ -1,11 +1,700 @@
-//! The union core, FUSE-agnostic: [`readonly`] serves a mount without an upper,
-//! [`writable`] one with `upperdir=`; [`node`] is the inode table the kernel references,
-//! [`handles`] the open file and directory handles.
+//! The union core, FUSE-agnostic, one implementation for both mount kinds as in the kernel:
+//! a read-only mount is the union without an upper layer (every change answers EROFS). With
+//! an upper, changes are written in kernel overlayfs' on-disk format (whiteouts as character
+//! devices 0:0, `*.overlay.opaque`, `*.overlay.redirect`, `*.overlay.origin`), so the kernel
+//! can mount the upper we leave.
+//!
+//! The lowers are merged directory indexes, looked up by path and built once
+//! ([`lower::LowerTree`]); the upper is read directly (one `fstatat` per lookup), since it
+//! changes. Every node knows where it is ([`inode::Loc`]); a mutation takes the namespace
+//! lock exclusively, lookups and listings share it, file data takes none.
+//!
+//! - `mod.rs`: the state, name resolution, copy-up;
+//! - `fs.rs`: the [`Core`](layerfs_fuse::Core) implementation;
+//! - `readdir.rs`: listings and their offsets;
+//! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
+//! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open handles;
+//! - `config.rs`: id mappings and cache times.
 
+mod config;
+mod fs;
 pub mod handles;
-pub mod node;
-pub mod readonly;
-pub mod writable;
+mod inode;
+pub mod lower;
+mod ops;
+mod readdir;
+pub mod table;
 
-pub use readonly::{access_check, Config, Union};
-pub use writable::Overlay;
+pub use config::Config;
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use dashmap::DashMap;
+
+use crate::error::{Error, Result};
+use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
+use crate::stack::prefetch::Prefetcher;
+use crate::stack::{Ino, Stack};
+use crate::sys::{self, Stat};
+use crate::upper::copyup::{self, CopyOpts};
+use crate::upper::Upper;
+use handles::Handles;
+use inode::{Loc, Node};
+use lower::{join, root_rel, LowerTree, Rel};
+use table::Table;
+
+/// An open file.
+#[derive(Debug)]
+struct FileH {
+    node: Arc<Node>,
+    fd: RwLock<Arc<OwnedFd>>,
+    /// The fd is the upper file's (a read-only fd of a lower file switches to the upper copy
+    /// once one exists, so it sees later writes).
+    upper: AtomicBool,
+    /// Opened by execve (counted in `node.execs` until the handle goes).
+    exec: bool,
+}
+
+impl Drop for FileH {
+    fn drop(&mut self) {
+        if self.exec {
+            self.node
+                .execs
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// A directory listing taken at `opendir` (or, with no handle, at each `readdir` of an
+/// unchanging directory): offsets are positions in it.
+enum Listing {
+    /// A directory with no upper copy: its lower merged index, as it is (`rel`: its path).
+    Lower { rel: Rel, ix: Arc<DirIndex> },
+    /// Upper entries, then lower ones not hidden by an upper entry or whiteout.
+    Merged(Vec<(Box<[u8]>, Kind)>),
+}
+
+/// What a name resolves to.
+#[derive(Debug)]
+struct Resolved {
+    ino: Ino,
+    /// The real `lstat` (not yet presented).
+    st: Stat,
+    upper: bool,
+    lower: Option<Rel>,
+}
+
+/// A union mount: the lowers, and the upper layer when it is writable.
+pub struct Union {
+    stack: Arc<Stack>,
+    /// `None`: a read-only mount; every change answers EROFS.
+    upper: Option<Upper>,
+    cfg: Config,
+    /// No fsync of copied-up data or on request (`-o volatile`).
+    volatile: bool,
+    lowers: Arc<LowerTree>,
+    table: Table<Node>,
+    /// The top layer's root attributes (the merged root's, without an upper).
+    root_attr: Stat,
+    root_xattrs: OnceLock<Arc<Xattrs>>,
+    /// Started on first use, so its threads are born in the daemon, after the fork.
+    prefetch: OnceLock<Prefetcher>,
+    files: Handles<Arc<FileH>>,
+    dirs: Handles<Arc<Listing>>,
+    /// The namespace lock: mutations exclusive, lookups and listings shared.
+    ns: RwLock<()>,
+    /// Upper inode -> node id of copied-up files (their number stays the lower one's),
+    /// so every name of a hard-linked copy shows the same number.
+    upper_inos: DashMap<u64, Ino>,
+    /// The upper filesystem's type, for reading file handles in origin records.
+    upper_magic: i64,
+    /// Origin records on this upper can be read back into inode numbers.
+    origin_readable: bool,
+}
+
+/// True when an origin record written on this upper reads back as the inode number it names
+/// (the filesystem's handle layout is one we know): tried on the workdir itself.
+fn probe_origin(upper: &Upper, magic: i64) -> bool {
+    let work = upper.work.fd();
+    let (Ok((kind, handle)), Ok(st)) = (sys::file_handle(work, c"."), sys::fstat(work)) else {
+        return false;
+    };
+    copyup::origin_ino(&copyup::origin_record(kind, &handle), magic) == Some(st.st_ino)
+}
+
+/// True for a kernel whiteout (character device 0:0).
+fn is_whiteout(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+}
+
+fn is_dir(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+impl Union {
+    /// A union of `stack` (the lowers), under `upper` when the mount is writable. With an
+    /// upper, the stack must have been opened with the upper's device
+    /// ([`Stack::open_with_upper`]).
+    pub fn new(
+        stack: Stack,
+        upper: Option<Upper>,
+        cfg: Config,
+        volatile: bool,
+    ) -> std::io::Result<Union> {
+        let top = stack
+            .layers()
+            .first()
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let root_attr = sys::fstat(top.root.as_fd())?;
+        // Keep at most half the fd limit as directory fds; the rest reopen on use.
+        if let Ok(limit) = sys::nofile_limit() {
+            dirindex::set_fd_budget((limit / 2) as usize);
+        }
+        if upper.is_some() {
+            // Modes arrive with the caller's umask applied; ours must not mask them again.
+            sys::umask(0);
+        }
+        let table = Table::default();
+        let root = Node::new(
+            Ino::ROOT,
+            libc::S_IFDIR,
+            Loc {
+                parent: None,
+                name: (*b"").into(),
+                upper: upper.is_some(),
+                lower: Some(root_rel()),
+                unlinked: false,
+            },
+        );
+        let (mut upper_magic, mut origin_readable) = (0, false);
+        if let Some(up) = &upper {
+            let _ = root.upper_dir.set(up.fd.clone());
+            upper_magic = sys::fs_magic(up.fd.as_fd()).unwrap_or(0);
+            origin_readable = probe_origin(up, upper_magic);
+        }
+        table.insert_root(root);
+        Ok(Union {
+            stack: Arc::new(stack),
+            upper,
+            cfg,
+            volatile,
+            lowers: Arc::default(),
+            table,
+            root_attr,
+            root_xattrs: OnceLock::new(),
+            prefetch: OnceLock::new(),
+            files: Handles::default(),
+            dirs: Handles::default(),
+            ns: RwLock::new(()),
+            upper_inos: DashMap::new(),
+            upper_magic,
+            origin_readable,
+        })
+    }
+
+    /// True on a mount without an upper layer: nothing can change.
+    pub fn read_only(&self) -> bool {
+        self.upper.is_none()
+    }
+
+    /// Refuses a change on a read-only mount.
+    fn writable(&self) -> Result<&Upper> {
+        self.upper()
+    }
+
+    /// Number of nodes the kernel currently references (plus the root).
+    pub fn node_count(&self) -> usize {
+        self.table.len()
+    }
+
+    fn node(&self, ino: u64) -> Result<Arc<Node>> {
+        self.table.get(Ino(ino))
+    }
+
+    fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.ns.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.ns.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The upper layer; `Err(ReadOnly)` on a mount without one.
+    fn upper(&self) -> Result<&Upper> {
+        self.upper.as_ref().ok_or(Error::ReadOnly)
+    }
+
+    fn work(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.upper()?.work.fd())
+    }
+
+    /// The upper copy of directory `node` (which must have one), opened once.
+    fn upper_dir(&self, node: &Node) -> Result<Arc<OwnedFd>> {
+        if let Some(fd) = node.upper_dir.get() {
+            return Ok(fd.clone());
+        }
+        let loc = node.loc();
+        let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
+        if !loc.upper {
+            return Err(Error::os("upper directory", libc::EIO));
+        }
+        let pfd = self.upper_dir(parent)?;
+        let fd = sys::open_subdir(
+            pfd.as_fd(),
+            &sys::cstr(&loc.name).map_err(Error::io("name"))?,
+        )
+        .map_err(Error::io("open upper directory"))?;
+        Ok(node.upper_dir.get_or_init(|| Arc::new(fd)).clone())
+    }
+
+    /// The upper copy of directory `node`, copied up (with its parents) if needed.
+    fn ensure_upper_dir(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
+        if !node.loc().upper {
+            self.copy_up(node, true)?;
+        }
+        self.upper_dir(node)
+    }
+
+    /// Copies `node` up (parents first); `data: false` leaves a file empty (`O_TRUNC`).
+    /// Takes effect atomically (built in the workdir, renamed into place). The caller holds
+    /// the namespace lock exclusively.
+    fn copy_up(&self, node: &Arc<Node>, data: bool) -> Result<()> {
+        let loc = node.loc();
+        if loc.upper {
+            return Ok(());
+        }
+        if loc.unlinked {
+            return Err(Error::NotFound);
+        }
+        let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
+        let pfd = self.ensure_upper_dir(parent)?;
+        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+        let le = self
+            .lowers
+            .entry(&self.stack, rel)
+            .map_err(Error::io("lower lookup"))?
+            .ok_or(Error::NotFound)?;
+        let st = le.attr().map_err(Error::io("lstat"))?;
+        // The origin names the lower file by handle, on the upper's filesystem only (the
+        // record carries no filesystem uuid).
+        let same_fs =
+            Some(self.stack.layer(le.parent.layer_of(le.entry())).fsid) == self.stack.upper_fsid();
+        let up = self.upper()?;
+        let opts = CopyOpts {
+            fsync: !self.volatile,
+            origin: same_fs.then_some(up.ns),
+            data,
+        };
+        le.parent
+            .with_dir_of(le.entry(), |d| {
+                copyup::copy_up(d, &loc.name, &st, &up.work, pfd.as_fd(), opts)
+            })
+            .map_err(Error::io("copy-up"))?;
+        log::debug!("copied up {}", String::from_utf8_lossy(rel));
+        node.set_loc(|l| l.upper = true);
+        if !node.is_dir && (!same_fs || !self.origin_readable) {
+            // No origin the number can be read back from: remember it for this mount.
+            let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
+            let ust = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
+            self.upper_inos.insert(ust.st_ino, node.ino);
+        }
+        Ok(())
+    }
+
+    /// Resolves `name` in directory `dir` (at `dloc`): upper first (a whiteout hides), then
+    /// the lower directory merged under it.
+    fn resolve(&self, dir: &Node, dloc: &Loc, name: &[u8]) -> Result<Option<Resolved>> {
+        let lower_dir = dloc.lower.as_deref();
+        if dloc.upper {
+            let pfd = self.upper_dir(dir)?;
+            let cname = sys::cstr(name).map_err(Error::io("name"))?;
+            match sys::lstatat(pfd.as_fd(), &cname) {
+                Ok(st) if is_whiteout(&st) => return Ok(None),
+                Ok(st) => {
+                    let d = is_dir(&st);
+                    let lower = if d {
+                        self.dir_lower(pfd.as_fd(), name, lower_dir)?
+                    } else {
+                        None
+                    };
+                    let ino = self.upper_ino(&st, lower.as_deref(), pfd.as_fd(), name)?;
+                    return Ok(Some(Resolved {
+                        ino,
+                        st,
+                        upper: true,
+                        lower,
+                    }));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(Error::io("lstat upper")(e)),
+            }
+        }
+        let Some(ld) = lower_dir else {
+            return Ok(None);
+        };
+        let Some(le) = self
+            .lowers
+            .child(&self.stack, ld, name)
+            .map_err(Error::io("lower lookup"))?
+        else {
+            return Ok(None);
+        };
+        let st = le.attr().map_err(Error::io("lstat"))?;
+        Ok(Some(Resolved {
+            ino: self.stack.ino(le.parent.layer_of(le.entry()), st.st_ino),
+            st,
+            upper: false,
+            lower: Some(join(ld, name)),
+        }))
+    }
+
+    /// The number upper entry `name` of `pfd` shows: a file's copy-up origin's (recorded
+    /// in its origin xattr, which all its hard links share), a merged directory's lower
+    /// one's, else its own.
+    fn upper_ino(
+        &self,
+        st: &Stat,
+        lower: Option<&[u8]>,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+    ) -> Result<Ino> {
+        if is_dir(st) {
+            if let Some(rel) = lower {
+                let le = self.lowers.entry(&self.stack, rel);
+                if let Some(le) = le.map_err(Error::io("lower lookup"))? {
+                    return le.ino(&self.stack).map_err(Error::io("lstat"));
+                }
+            }
+            return Ok(self.stack.upper_ino(st.st_ino));
+        }
+        if let Some(i) = self.upper_inos.get(&st.st_ino) {
+            return Ok(*i);
+        }
+        let origin = match sys::getxattr_at(pfd, name, self.upper()?.ns.origin()) {
+            Ok(v) => copyup::origin_ino(&v, self.upper_magic),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
+            Err(e) => return Err(Error::io("getxattr origin")(e)),
+        };
+        Ok(self.stack.upper_ino(origin.unwrap_or(st.st_ino)))
+    }
+
+    /// The lower directory merged under upper directory `name` of `pfd`: the redirect's
+    /// target if it has one, else the same name in `lower_dir` unless it is opaque.
+    fn dir_lower(
+        &self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        lower_dir: Option<&[u8]>,
+    ) -> Result<Option<Rel>> {
+        let exists = |rel: &[u8]| -> Result<bool> {
+            let d = self.lowers.dir(&self.stack, rel);
+            Ok(d.map_err(Error::io("lower lookup"))?.is_some())
+        };
+        match sys::getxattr_at(pfd, name, self.upper()?.ns.redirect()) {
+            Ok(v) => {
+                let rel: Rel = match v.strip_prefix(b"/") {
+                    Some(b"") => root_rel(),
+                    Some(abs) => abs.into(),
+                    None => match lower_dir {
+                        Some(ld) => join(ld, &v),
+                        None => return Ok(None),
+                    },
+                };
+                return Ok(exists(&rel)?.then_some(rel));
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => {}
+            Err(e) => return Err(Error::io("getxattr redirect")(e)),
+        }
+        let Some(ld) = lower_dir else {
+            return Ok(None);
+        };
+        let rel = join(ld, name);
+        if !exists(&rel)? || self.is_opaque(pfd, name)? {
+            return Ok(None);
+        }
+        Ok(Some(rel))
+    }
+
+    fn is_opaque(&self, pfd: BorrowedFd<'_>, name: &[u8]) -> Result<bool> {
+        match sys::getxattr_at(pfd, name, self.upper()?.ns.opaque()) {
+            Ok(v) => Ok(v == b"y"),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => Ok(false),
+            Err(e) => Err(Error::io("getxattr opaque")(e)),
+        }
+    }
+
+    /// The node for `name` in `dir` (counting a kernel reference with `count`) and its
+    /// presented attributes.
+    fn child(
+        &self,
+        dir: &Arc<Node>,
+        dloc: &Loc,
+        name: &[u8],
+        count: bool,
+    ) -> Result<Option<(Arc<Node>, Stat)>> {
+        let Some(r) = self.resolve(dir, dloc, name)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.insert_child(dir, name, r, count)))
+    }
+
+    /// The node for entry `i` of the lower index `ix` of directory `dir` (at lower path
+    /// `rel`, with no upper copy, so the entry is what the name resolves to).
+    fn lower_child(
+        &self,
+        dir: &Arc<Node>,
+        rel: &[u8],
+        ix: &DirIndex,
+        i: u32,
+        count: bool,
+    ) -> Result<(Arc<Node>, Stat)> {
+        let e = ix.entry(i);
+        let st = ix.attr(e).map_err(Error::io("lstat"))?;
+        let r = Resolved {
+            ino: self.stack.ino(ix.layer_of(e), st.st_ino),
+            st,
+            upper: false,
+            lower: Some(join(rel, &e.name)),
+        };
+        Ok(self.insert_child(dir, &e.name, r, count))
+    }
+
+    /// Records resolved entry `name` of `dir` in the node table.
+    fn insert_child(
+        &self,
+        dir: &Arc<Node>,
+        name: &[u8],
+        r: Resolved,
+        count: bool,
+    ) -> (Arc<Node>, Stat) {
+        let loc = Loc {
+            parent: Some(dir.clone()),
+            name: name.into(),
+            upper: r.upper,
+            lower: r.lower,
+            unlinked: false,
+        };
+        let node = self.table.get_or_insert(r.ino, count, || {
+            Node::new(r.ino, r.st.st_mode & libc::S_IFMT, loc.clone())
+        });
+        if node.fmt != r.st.st_mode & libc::S_IFMT {
+            // A number reused while the kernel still holds the node: should not happen
+            // (removed entries are kept open while referenced); say so if it does.
+            log::warn!(
+                "node {} changed type to {:o} ({:?})",
+                r.ino.0,
+                r.st.st_mode & libc::S_IFMT,
+                String::from_utf8_lossy(name)
+            );
+        }
+        // Refresh where the node is, except that a copied-up node stays with its copy when
+        // another (lower) hard link of its origin is looked up.
+        node.set_loc(|l| {
+            if !(l.upper && !l.unlinked && !loc.upper) {
+                *l = loc;
+            }
+        });
+        (node, self.cfg.present(r.st, r.ino))
+    }
+
+    /// Asks for the lower directory `rel` to be indexed in the background (a tree walk is
+    /// about to enter it).
+    fn prefetch_lower(&self, rel: Rel) {
+        if self.lowers.has(&rel) {
+            return;
+        }
+        let (stack, lowers) = (self.stack.clone(), self.lowers.clone());
+        self.prefetch
+            .get_or_init(Prefetcher::start)
+            .hint(Box::new(move || {
+                if let Err(e) = lowers.dir(&stack, &rel) {
+                    // The real request will hit (and report) the same failure if it matters.
+                    log::debug!("prefetch of {:?}: {e}", String::from_utf8_lossy(&rel));
+                }
+            }));
+    }
+
+    /// The xattrs of `node`: read once for what cannot change (lower entries never copied
+    /// up, and the root of a read-only mount), else read now.
+    fn xattrs_of(&self, node: &Node) -> Result<Arc<Xattrs>> {
+        let loc = node.loc();
+        if node.detached.get().is_none() && !loc.upper {
+            if loc.parent.is_none() {
+                if let Some(x) = self.root_xattrs.get() {
+                    return Ok(x.clone());
+                }
+                let x = Arc::new(self.with_place(node, dirindex::read_xattrs)?);
+                return Ok(self.root_xattrs.get_or_init(|| x).clone());
+            }
+            let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+            let le = self.lowers.entry(&self.stack, rel);
+            let le = le
+                .map_err(Error::io("lower lookup"))?
+                .ok_or(Error::NotFound)?;
+            return le.parent.xattrs(le.entry()).map_err(Error::io("listxattr"));
+        }
+        Ok(Arc::new(self.with_place(node, dirindex::read_xattrs)?))
+    }
+
+    /// The real `lstat` of `node`.
+    fn real_attr(&self, node: &Node) -> Result<Stat> {
+        if let Some(fd) = node.detached.get() {
+            return sys::fstat(fd.as_fd()).map_err(Error::io("fstat"));
+        }
+        let loc = node.loc();
+        if loc.parent.is_none() && !loc.upper {
+            return Ok(self.root_attr);
+        }
+        if loc.upper {
+            if let Some(fd) = node.upper_dir.get() {
+                return sys::fstat(fd.as_fd()).map_err(Error::io("fstat"));
+            }
+            let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
+            let pfd = self.upper_dir(parent)?;
+            let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
+            return sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"));
+        }
+        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+        let le = self.lowers.entry(&self.stack, rel);
+        let le = le
+            .map_err(Error::io("lower lookup"))?
+            .ok_or(Error::NotFound)?;
+        le.attr().map_err(Error::io("lstat"))
+    }
+
+    fn attr_of(&self, node: &Node) -> Result<Stat> {
+        Ok(self.cfg.present(self.real_attr(node)?, node.ino))
+    }
+
+    /// Runs `f` on the directory holding `node` and its name there: the upper parent if the
+    /// node is in the upper, else its lower layer's directory.
+    fn with_place<R>(
+        &self,
+        node: &Node,
+        f: impl FnOnce(BorrowedFd<'_>, &[u8]) -> std::io::Result<R>,
+    ) -> Result<R> {
+        let loc = node.loc();
+        match (&loc.parent, loc.upper) {
+            (None, true) => f(self.upper()?.fd.as_fd(), b"").map_err(Error::io("root")),
+            (None, false) => {
+                let top = &self.stack.layers()[0];
+                f(top.root.as_fd(), b"").map_err(Error::io("root"))
+            }
+            (Some(p), true) => {
+                let pfd = self.upper_dir(p)?;
+                f(pfd.as_fd(), &loc.name).map_err(Error::io("upper"))
+            }
+            (Some(_), false) => {
+                let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+                let le = self.lowers.entry(&self.stack, rel);
+                let le = le
+                    .map_err(Error::io("lower lookup"))?
+                    .ok_or(Error::NotFound)?;
+                le.parent
+                    .with_dir_of(le.entry(), |d| f(d, &le.entry().name))
+                    .map_err(Error::io("lower"))
+            }
+        }
+    }
+
+    /// The entries of directory `node`: its lower index if it has no upper copy, else upper
+    /// entries, then lower ones not hidden by an upper entry or whiteout.
+    fn list(&self, node: &Node) -> Result<Listing> {
+        let loc = node.loc();
+        if !loc.upper {
+            if let Some(rel) = loc.lower {
+                let ix = self.lowers.dir(&self.stack, &rel);
+                if let Some(ix) = ix.map_err(Error::io("lower directory"))? {
+                    return Ok(Listing::Lower { rel, ix });
+                }
+            }
+            return Ok(Listing::Merged(Vec::new()));
+        }
+        let mut out = Vec::new();
+        let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+        {
+            let fd = self.upper_dir(node)?;
+            // A private fd: getdents moves the offset of the fd it reads.
+            let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
+            for ent in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
+                let kind = match Kind::from_dtype(ent.d_type) {
+                    Some(k) if k != Kind::CharDev => k,
+                    _ => {
+                        let name = sys::cstr(&ent.name).map_err(Error::io("name"))?;
+                        match sys::lstatat(d.as_fd(), &name) {
+                            Ok(st) if is_whiteout(&st) => {
+                                seen.insert(ent.name);
+                                continue;
+                            }
+                            Ok(st) => Kind::from_mode(st.st_mode),
+                            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                            Err(e) => return Err(Error::io("lstat")(e)),
+                        }
+                    }
+                };
+                seen.insert(ent.name.clone());
+                out.push((ent.name, kind));
+            }
+        }
+        if let Some(rel) = &loc.lower {
+            if let Some(ix) = self
+                .lowers
+                .dir(&self.stack, rel)
+                .map_err(Error::io("lower directory"))?
+            {
+                for e in &ix.entries {
+                    if !seen.contains(&e.name) {
+                        out.push((e.name.clone(), e.kind));
+                    }
+                }
+            }
+        }
+        Ok(Listing::Merged(out))
+    }
+
+    /// True when a lower entry named `name` would show in `dloc` without an upper entry.
+    fn lower_has(&self, dloc: &Loc, name: &[u8]) -> Result<bool> {
+        let Some(ld) = &dloc.lower else {
+            return Ok(false);
+        };
+        let le = self.lowers.child(&self.stack, ld, name);
+        Ok(le.map_err(Error::io("lower lookup"))?.is_some())
+    }
+
+    /// True when the lower directory under `dloc` has a directory `name`.
+    fn lower_has_dir(&self, dloc: &Loc, name: &[u8]) -> Result<bool> {
+        let Some(ld) = &dloc.lower else {
+            return Ok(false);
+        };
+        let le = self.lowers.child(&self.stack, ld, name);
+        Ok(matches!(le.map_err(Error::io("lower lookup"))?, Some(e) if e.entry().kind == Kind::Dir))
+    }
+
+    /// Moves upper entry `name` of `pfd` into the workdir, leaving a whiteout in its place
+    /// in one step; returns the workdir name of what was moved.
+    fn swap_for_whiteout(&self, pfd: BorrowedFd<'_>, name: &[u8]) -> Result<std::ffi::CString> {
+        let cname = sys::cstr(name).map_err(Error::io("name"))?;
+        let tmp = self.upper()?.work.temp_name();
+        match sys::renameat2(pfd, &cname, self.work()?, &tmp, libc::RENAME_WHITEOUT) {
+            Ok(()) => return Ok(tmp),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {}
+            Err(e) => return Err(Error::io("rename whiteout")(e)),
+        }
+        // No RENAME_WHITEOUT here: build the whiteout in the workdir and swap it in.
+        crate::format::write_whiteout(self.work()?, &tmp).map_err(Error::io("mknod whiteout"))?;
+        sys::renameat2(self.work()?, &tmp, pfd, &cname, libc::RENAME_EXCHANGE)
+            .map_err(Error::io("rename exchange"))?;
+        Ok(tmp)
+    }
+
+    /// Removes a workdir temporary (a file, or a directory with its whiteouts).
+    fn discard(&self, tmp: &std::ffi::CStr) {
+        let Ok(work) = self.work() else { return };
+        if let Err(e) = copyup::remove_tree(work, tmp.to_bytes()) {
+            log::warn!("workdir: could not remove {tmp:?}: {e}");
+        }
+    }
+}

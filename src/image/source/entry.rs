@@ -29,22 +29,22 @@ impl RelPath {
     /// errors, and so is a leading `/` unless `allow_absolute` (tar names are relative; an
     /// absolute one is how an archive tries to write outside the root).
     pub fn parse(raw: &[u8], allow_absolute: bool) -> Result<RelPath> {
-        let shown = String::from_utf8_lossy(raw);
+        let shown = || String::from_utf8_lossy(raw);
         if raw.len() > MAX_PATH {
-            bail!("path too long ({} bytes): {:.80}...", raw.len(), shown);
+            bail!("path too long ({} bytes): {:.80}...", raw.len(), shown());
         }
         if raw.contains(&0) {
-            bail!("path contains a NUL byte: {shown:?}");
+            bail!("path contains a NUL byte: {:?}", shown());
         }
         if raw.starts_with(b"/") && !allow_absolute {
-            bail!("absolute path in a layer: {shown:?}");
+            bail!("absolute path in a layer: {:?}", shown());
         }
         let mut out = Vec::with_capacity(raw.len());
         for c in raw.split(|&b| b == b'/') {
             match c {
                 b"" | b"." => continue,
-                b".." => bail!("path leaves the image root: {shown:?}"),
-                _ if c.len() > MAX_NAME => bail!("name too long in {shown:?}"),
+                b".." => bail!("path leaves the image root: {:?}", shown()),
+                _ if c.len() > MAX_NAME => bail!("name too long in {:?}", shown()),
                 _ => {
                     if !out.is_empty() {
                         out.push(b'/');
@@ -79,6 +79,14 @@ impl RelPath {
 
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The parent directory's bytes, without allocating.
+    pub fn parent_bytes(&self) -> &[u8] {
+        match self.0.iter().rposition(|&b| b == b'/') {
+            Some(i) => &self.0[..i],
+            None => &[],
+        }
     }
 
     /// The parent directory (the root's parent is the root).
@@ -219,6 +227,21 @@ pub struct Entry {
     /// A renamed directory (kernel upper, `redirect_dir=on`): where its lower content lives,
     /// already resolved to an image path.
     pub redirect: Option<RelPath>,
+    /// For entries of directory layers: what identifies this version of the file on the
+    /// host, so a cached content hash can be reused while it is unchanged.
+    pub stamp: Option<Stamp>,
+}
+
+/// A file's identity and change time on the host. The kernel sets `ctime` on every change
+/// of content or metadata and nobody can set it back, so an equal stamp means an unchanged
+/// file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
+    pub size: u64,
 }
 
 impl Entry {
@@ -237,6 +260,7 @@ impl Entry {
             xattrs: Vec::new(),
             opaque: false,
             redirect: None,
+            stamp: None,
         }
     }
 }

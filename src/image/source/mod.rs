@@ -61,7 +61,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 pub use blob::{BlobRef, Compression, Digest};
-pub use entry::{Entry, Kind, RelPath};
+pub use entry::{Entry, Kind, RelPath, Stamp};
 pub use walk::{Limits, Visit};
 
 use crate::options::MountOptions;

@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::entry::{Entry, Kind, RelPath};
+use super::entry::{Entry, Kind, RelPath, Stamp};
 use crate::format::{self, OciName};
 use crate::sys;
 
@@ -34,8 +34,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            layer_entries: 4_000_000,
-            dir_entries: 500_000,
+            layer_entries: 2_000_000,
+            dir_entries: 200_000,
             xattrs: 128,
             xattr_value: 64 * 1024,
         }
@@ -357,6 +357,13 @@ fn fill_stat(e: &mut Entry, st: &sys::Stat) {
         _ => Kind::File,
     };
     e.mode = st.st_mode & 0o7777;
+    e.stamp = Some(Stamp {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        ctime_sec: st.st_ctime,
+        ctime_nsec: st.st_ctime_nsec,
+        size: st.st_size as u64,
+    });
     e.uid = st.st_uid;
     e.gid = st.st_gid;
     e.mtime = st.st_mtime;

@@ -1,6 +1,6 @@
-//! The writable union as a [`Core`]: reads resolve through the upper then the lowers, file
-//! I/O goes through handles (a write open copies up first), and every namespace change is
-//! in `ops.rs`.
+//! The union as a [`Core`]: reads resolve through the upper then the lowers, file I/O goes
+//! through handles (a write open copies up first; without an upper, files can also be read
+//! handle-less), and every namespace change is in `ops.rs`.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -12,13 +12,12 @@ use std::time::Duration;
 use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Opened, SetAttr};
 
 use super::ops::Make;
-use super::{FileH, Overlay};
+use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
 use crate::format;
-use crate::stack::dirindex;
+use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
-use crate::union::access_check;
 
 /// The kernel's `__FMODE_EXEC`: set in the flags of the OPEN that execve sends.
 const OPEN_FOR_EXEC: i32 = 0x20;
@@ -36,12 +35,22 @@ fn real_flags(flags: i32) -> i32 {
             | OPEN_FOR_EXEC)
 }
 
-impl Overlay {
+impl Union {
     pub(super) fn entry_of(&self, st: Stat) -> Entry {
         Entry {
             attr: st,
             ttl: self.cfg.ttl,
         }
+    }
+
+    /// The fd for reads of `node` through handle `fh`, or (handle-less, `fh == 0`, only
+    /// where files cannot change) a fresh one.
+    fn read_fd(&self, ino: u64, fh: u64) -> Result<Arc<OwnedFd>> {
+        if fh == 0 && self.read_only() {
+            let node = self.node(ino)?;
+            return Ok(Arc::new(self.open_real(&node, libc::O_RDONLY)?));
+        }
+        self.handle_fd(fh)
     }
 
     fn handle(&self, fh: u64) -> Result<Arc<FileH>> {
@@ -65,7 +74,7 @@ impl Overlay {
     /// Opens the regular file behind `node` where it is now (upper or lower). Never blocks
     /// (`O_NONBLOCK`, which regular files ignore) and never hands out anything else: a
     /// name that no longer holds this node's file answers ESTALE, and the kernel looks again.
-    fn open_real(&self, node: &super::WNode, flags: i32) -> Result<OwnedFd> {
+    fn open_real(&self, node: &super::Node, flags: i32) -> Result<OwnedFd> {
         let flags = flags | libc::O_NONBLOCK;
         let fd = match node.detached.get() {
             // Through the fd's magic link, which must be followed (no O_NOFOLLOW here).
@@ -79,26 +88,30 @@ impl Overlay {
         Ok(fd)
     }
 
-    fn new_handle(&self, node: Arc<super::WNode>, fd: OwnedFd, upper: bool, flags: i32) -> Opened {
+    fn new_handle(&self, node: Arc<super::Node>, fd: OwnedFd, upper: bool, flags: i32) -> Opened {
         let exec = flags & OPEN_FOR_EXEC != 0;
         if exec {
             node.execs.fetch_add(1, Ordering::Relaxed);
         }
+        let fd = Arc::new(fd);
         let fh = self.files.insert(Arc::new(FileH {
             node,
-            fd: RwLock::new(Arc::new(fd)),
+            fd: RwLock::new(fd.clone()),
             upper: AtomicBool::new(upper),
             exec,
         }));
+        // Without an upper the file can never change: the kernel keeps its page cache and
+        // may read the layer's file directly.
+        let immutable = self.read_only();
         Opened {
             fh,
-            keep_cache: false,
-            backing: None,
+            keep_cache: immutable,
+            backing: immutable.then_some(fd),
         }
     }
 }
 
-impl Core for Overlay {
+impl Core for Union {
     type Error = Error;
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
@@ -144,6 +157,9 @@ impl Core for Overlay {
         }
         let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
         let trunc = flags & libc::O_TRUNC != 0;
+        if !read_only || trunc {
+            self.writable()?;
+        }
         // O_TRUNC arrives with OPEN (atomic_o_trunc), and the kernel checks that the file is
         // not being executed only after OPEN: for a write access mode it checked before, but
         // O_RDONLY|O_TRUNC would have cut a running program. Refuse as the kernel would.
@@ -163,11 +179,11 @@ impl Core for Overlay {
     }
 
     fn files_immutable(&self) -> bool {
-        false
+        self.read_only()
     }
 
-    fn read(&self, _ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        let fd = self.handle_fd(fh)?;
+    fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let fd = self.read_fd(ino, fh)?;
         let mut buf = vec![0u8; size as usize];
         let n = sys::pread_full(fd.as_fd(), &mut buf, offset).map_err(Error::io("pread"))?;
         buf.truncate(n);
@@ -178,8 +194,8 @@ impl Core for Overlay {
         self.files.remove(fh);
     }
 
-    fn lseek(&self, _ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64> {
-        let fd = self.handle_fd(fh)?;
+    fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let fd = self.read_fd(ino, fh)?;
         sys::lseek(fd.as_fd(), offset, whence).map_err(Error::io("lseek"))
     }
 
@@ -192,13 +208,13 @@ impl Core for Overlay {
         let listing = Arc::new(self.list(&n)?);
         Ok(Opened {
             fh: self.dirs.insert(listing),
-            keep_cache: false,
+            keep_cache: self.read_only(),
             backing: None,
         })
     }
 
     fn dirs_immutable(&self) -> bool {
-        false
+        self.read_only()
     }
 
     fn readdir(
@@ -209,13 +225,14 @@ impl Core for Overlay {
         plus: bool,
         add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<()> {
-        // Offsets: 1 after ".", 2 after "..", i + 3 after entry i of the opendir listing.
+        // Offsets: 1 after ".", 2 after "..", i + 3 after entry i of the listing (the
+        // handle's, or handle-less, the unchanging directory's own).
+        let _g = self.shared();
         let node = self.node(ino)?;
         let listing = match fh {
             0 => Arc::new(self.list(&node)?),
             _ => self.dirs.get(fh).ok_or(Error::BadHandle(fh))?,
         };
-        let _g = self.shared();
         let dloc = node.loc();
         let dots: [(&[u8], u64); 2] = [
             (b".", ino),
@@ -237,30 +254,20 @@ impl Core for Overlay {
             }
         }
         let start = offset.saturating_sub(2) as usize;
-        for (i, (name, kind)) in listing.iter().enumerate().skip(start) {
-            // Gone since the listing was taken: left out. A readdirplus entry counts as a
-            // lookup from the moment the node is found (a FORGET racing with this reply
-            // must not drop it), and is given back if it does not fit.
-            let Some((child, st)) = self.child(&node, &dloc, name, plus)? else {
-                continue;
-            };
-            let full = add(DirEntry {
-                ino: child.ino.0,
-                next_offset: i as u64 + 3,
-                mode: kind.mode_bits(),
-                name,
-                entry: plus.then(|| self.entry_of(st)),
-            });
-            if plus && full {
-                self.table.forget(child.ino, 1);
-            } else if !plus {
-                self.table.drop_unreferenced(child.ino);
+        match &*listing {
+            // Still no upper copy: the index entries are what the names resolve to.
+            Listing::Lower { rel, ix } if !dloc.upper => {
+                self.readdir_lower(&node, rel, ix, start, plus, add)
             }
-            if full {
-                return Ok(());
+            Listing::Lower { ix, .. } => {
+                let names = ix.entries.iter().map(|e| (&e.name, e.kind));
+                self.readdir_resolving(&node, &dloc, names, start, plus, add)
+            }
+            Listing::Merged(v) => {
+                let names = v.iter().map(|(n, k)| (n, *k));
+                self.readdir_resolving(&node, &dloc, names, start, plus, add)
             }
         }
-        Ok(())
     }
 
     fn releasedir(&self, _ino: u64, fh: u64) {
@@ -271,29 +278,40 @@ impl Core for Overlay {
         if format::is_private_xattr(name.as_bytes()) {
             return Err(Error::NoAttr);
         }
-        let xname = sys::cstr(name.as_bytes()).map_err(Error::io("name"))?;
         let _g = self.shared();
         let n = self.node(ino)?;
-        self.with_place(&n, |d, name| sys::getxattr_at(d, name, &xname))
-            .map_err(|e| match e.errno() {
-                libc::ENODATA => Error::NoAttr,
-                _ => e,
-            })
+        if n.loc().upper || n.detached.get().is_some() {
+            let xname = sys::cstr(name.as_bytes()).map_err(Error::io("name"))?;
+            return self
+                .with_place(&n, |d, name| sys::getxattr_at(d, name, &xname))
+                .map_err(|e| match e.errno() {
+                    libc::ENODATA => Error::NoAttr,
+                    _ => e,
+                });
+        }
+        let x = self.xattrs_of(&n)?;
+        x.get(name.as_bytes())
+            .map(<[u8]>::to_vec)
+            .ok_or(Error::NoAttr)
     }
 
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let _g = self.shared();
         let n = self.node(ino)?;
-        Ok(self.with_place(&n, dirindex::read_xattrs)?.list())
+        Ok(self.xattrs_of(&n)?.list())
     }
 
     fn statfs(&self, _ino: u64) -> Result<libc::statvfs> {
-        sys::fstatvfs(self.upper.fd.as_fd()).map_err(Error::io("fstatvfs"))
+        let fd = match &self.upper {
+            Some(up) => up.fd.as_fd(),
+            None => self.stack.layers()[0].root.as_fd(),
+        };
+        sys::fstatvfs(fd).map_err(Error::io("fstatvfs"))
     }
 
     fn access(&self, ino: u64, mask: i32, uid: u32, gid: u32) -> Result<()> {
         let st = self.getattr(ino)?.attr;
-        access_check(&st, mask, uid, gid, false)
+        access_check(&st, mask, uid, gid, self.read_only())
     }
 
     fn mutation_error(&self) -> Error {
@@ -301,10 +319,12 @@ impl Core for Overlay {
     }
 
     fn setattr(&self, ino: u64, set: &SetAttr, _ctx: Ctx) -> Result<Entry> {
-        Overlay::setattr(self, ino, set)
+        self.writable()?;
+        Union::setattr(self, ino, set)
     }
 
     fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, ctx: Ctx) -> Result<Entry> {
+        self.writable()?;
         // A char device 0:0 is the whiteout's shape; in the upper it would hide the name
         // instead of creating it. The kernel refuses it on the merged view (ovl_mknod), and so
         // do we, before anything is written.
@@ -321,11 +341,13 @@ impl Core for Overlay {
     }
 
     fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, ctx: Ctx) -> Result<Entry> {
+        self.writable()?;
         let mode = (mode & 0o7777) | libc::S_IFDIR;
         Ok(self.make_entry(parent, name, mode, Make::Dir, ctx)?.0)
     }
 
     fn symlink(&self, parent: u64, name: &OsStr, target: &[u8], ctx: Ctx) -> Result<Entry> {
+        self.writable()?;
         let what = Make::Symlink { target };
         Ok(self
             .make_entry(parent, name, libc::S_IFLNK | 0o777, what, ctx)?
@@ -333,19 +355,23 @@ impl Core for Overlay {
     }
 
     fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Entry> {
-        Overlay::link(self, ino, parent, name)
+        self.writable()?;
+        Union::link(self, ino, parent, name)
     }
 
     fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.writable()?;
         self.remove(parent, name, false)
     }
 
     fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.writable()?;
         self.remove(parent, name, true)
     }
 
     fn rename(&self, p1: u64, n1: &OsStr, p2: u64, n2: &OsStr, flags: u32) -> Result<()> {
-        Overlay::rename(self, p1, n1, p2, n2, flags)
+        self.writable()?;
+        Union::rename(self, p1, n1, p2, n2, flags)
     }
 
     fn create(
@@ -356,6 +382,7 @@ impl Core for Overlay {
         flags: i32,
         ctx: Ctx,
     ) -> Result<(Entry, Opened)> {
+        self.writable()?;
         let mode = (mode & 0o7777) | libc::S_IFREG;
         let what = Make::File {
             flags: real_flags(flags) & !libc::O_TRUNC,
@@ -367,6 +394,7 @@ impl Core for Overlay {
     }
 
     fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        self.writable()?;
         let h = self.handle(fh)?;
         if !h.upper.load(Ordering::Acquire) {
             return Err(Error::BadHandle(fh));
@@ -377,6 +405,7 @@ impl Core for Overlay {
     }
 
     fn fsync(&self, _ino: u64, fh: u64, datasync: bool) -> Result<()> {
+        self.writable()?;
         if self.volatile {
             return Ok(());
         }
@@ -385,6 +414,7 @@ impl Core for Overlay {
     }
 
     fn fsyncdir(&self, ino: u64, _fh: u64, datasync: bool) -> Result<()> {
+        self.writable()?;
         if self.volatile {
             return Ok(());
         }
@@ -396,24 +426,66 @@ impl Core for Overlay {
     }
 
     fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        self.writable()?;
         self.set_xattr(ino, name, Some((value, flags)))
     }
 
     fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        self.writable()?;
         self.set_xattr(ino, name, None)
     }
 
     fn fallocate(&self, _ino: u64, fh: u64, offset: u64, len: u64, mode: i32) -> Result<()> {
+        self.writable()?;
         let fd = self.handle_fd(fh)?;
         sys::fallocate(fd.as_fd(), mode, offset, len).map_err(Error::io("fallocate"))
     }
 
     fn copy_file_range(&self, src: (u64, u64, u64), dst: (u64, u64, u64), len: u64) -> Result<u32> {
+        self.writable()?;
         let (sfd, dfd) = (self.handle_fd(src.1)?, self.handle_fd(dst.1)?);
         let len = len.min(1 << 30) as usize;
         let n = sys::copy_range_at(sfd.as_fd(), src.2, dfd.as_fd(), dst.2, len)
             .map_err(Error::io("copy_file_range"))?;
         Ok(n as u32)
+    }
+}
+
+/// `access(2)`: on a read-only mount writes to files and directories are EROFS; the rest is
+/// the classic owner/group/other check (root passes, but needs an x bit to execute).
+pub fn access_check(st: &Stat, mask: i32, uid: u32, gid: u32, read_only: bool) -> Result<()> {
+    let kind = Kind::from_mode(st.st_mode);
+    if read_only && mask & libc::W_OK != 0 && matches!(kind, Kind::File | Kind::Dir | Kind::Symlink)
+    {
+        return Err(Error::ReadOnly);
+    }
+    let want = (mask & 0o7) as u32;
+    if want == 0 {
+        return Ok(());
+    }
+    let denied = || Error::Io {
+        op: "access",
+        source: std::io::Error::from_raw_os_error(libc::EACCES),
+    };
+    if uid == 0 {
+        let any_x = st.st_mode & 0o111 != 0;
+        return if want & (libc::X_OK as u32) != 0 && kind != Kind::Dir && !any_x {
+            Err(denied())
+        } else {
+            Ok(())
+        };
+    }
+    let bits = if uid == st.st_uid {
+        (st.st_mode >> 6) & 7
+    } else if gid == st.st_gid {
+        (st.st_mode >> 3) & 7
+    } else {
+        st.st_mode & 7
+    };
+    if bits & want == want {
+        Ok(())
+    } else {
+        Err(denied())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Nodes of a writable mount: where each one lives now (it can move, be copied up or be
+//! Nodes of the merged tree: where each one lives now (it can move, be copied up or be
 //! removed while the kernel still holds it).
 
 use std::os::fd::OwnedFd;
@@ -7,13 +7,13 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use super::lower::Rel;
 use crate::stack::Ino;
-use crate::union::node::Counted;
+use crate::union::table::Counted;
 
 /// Where a node is in the merged tree.
 #[derive(Debug, Clone)]
 pub struct Loc {
     /// `None` only for the root.
-    pub parent: Option<Arc<WNode>>,
+    pub parent: Option<Arc<Node>>,
     pub name: Box<[u8]>,
     /// The upper layer has this entry (created there or copied up).
     pub upper: bool,
@@ -25,7 +25,7 @@ pub struct Loc {
 }
 
 #[derive(Debug)]
-pub struct WNode {
+pub struct Node {
     pub ino: Ino,
     pub is_dir: bool,
     /// The file type (`S_IFMT` bits) it was created with.
@@ -40,9 +40,9 @@ pub struct WNode {
     pub execs: AtomicU32,
 }
 
-impl WNode {
-    pub fn new(ino: Ino, fmt: u32, loc: Loc) -> WNode {
-        WNode {
+impl Node {
+    pub fn new(ino: Ino, fmt: u32, loc: Loc) -> Node {
+        Node {
             ino,
             is_dir: fmt == libc::S_IFDIR,
             fmt,
@@ -64,7 +64,7 @@ impl WNode {
     }
 }
 
-impl Counted for WNode {
+impl Counted for Node {
     fn ino(&self) -> Ino {
         self.ino
     }

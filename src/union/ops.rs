@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use layerfs_fuse::{Ctx, Entry, SetAttr, SetTime};
 
-use super::node::WNode;
-use super::{is_whiteout, Overlay};
+use super::inode::Node;
+use super::{is_whiteout, Union};
 use crate::error::{Error, Result};
 use crate::format;
 use crate::sys::{self, Stat};
@@ -64,7 +64,7 @@ pub(super) enum Make<'a> {
     Symlink { target: &'a [u8] },
 }
 
-impl Overlay {
+impl Union {
     /// The owner of a new entry in a directory with attributes `pst`: the caller (as the
     /// host sees it), the group of a setgid directory.
     fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
@@ -168,15 +168,16 @@ impl Overlay {
         let c = cname(name)?;
         let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
         let fd = if over_whiteout {
-            let tmp = self.upper.work.temp_name();
+            let tmp = self.upper()?.work.temp_name();
             let fd = self
-                .make_at(self.work(), &tmp, &what, mode, owner, &pst)
+                .make_at(self.work()?, &tmp, &what, mode, owner, &pst)
                 .map_err(Error::io("create"))?;
+            let (work, ns) = (self.work()?, self.upper()?.ns);
             let swapped = (|| {
                 if matches!(what, Make::Dir) {
-                    format::write_opaque(self.work(), tmp.as_bytes(), self.upper.ns)?;
+                    format::write_opaque(work, tmp.as_bytes(), ns)?;
                 }
-                sys::renameat2(self.work(), &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
+                sys::renameat2(work, &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
             })();
             // Either the new entry (failed) or the whiteout (swapped) is left in the workdir.
             self.discard(&tmp);
@@ -209,9 +210,9 @@ impl Overlay {
 
     fn remove_node(
         &self,
-        dir: &Arc<WNode>,
+        dir: &Arc<Node>,
         name: &[u8],
-        node: &Arc<WNode>,
+        node: &Arc<Node>,
         rmdir: bool,
     ) -> Result<()> {
         match (rmdir, node.is_dir) {
@@ -237,8 +238,8 @@ impl Overlay {
                     Ok(()) => {}
                     // Whiteouts inside: move it out of sight, then clear it.
                     Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
-                        let tmp = self.upper.work.temp_name();
-                        sys::renameat2(pfd.as_fd(), &c, self.work(), &tmp, 0)
+                        let tmp = self.upper()?.work.temp_name();
+                        sys::renameat2(pfd.as_fd(), &c, self.work()?, &tmp, 0)
                             .map_err(Error::io("rename to workdir"))?;
                         self.discard(&tmp);
                     }
@@ -262,7 +263,7 @@ impl Overlay {
     /// Before upper entry `c` of `pfd` (node `node`) leaves the tree: keep its inode open
     /// while the kernel holds the node (open files keep working, and the number cannot be
     /// reused for a new file), and forget its number's mapping once no name is left.
-    fn keep_alive(&self, node: &WNode, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+    fn keep_alive(&self, node: &Node, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
         if node.is_dir {
             let _ = self.upper_dir(node);
             return Ok(());
@@ -284,7 +285,7 @@ impl Overlay {
     /// name where a lower directory would otherwise merge.
     fn prepare_moved_dir(
         &self,
-        node: &WNode,
+        node: &Node,
         pfd: BorrowedFd<'_>,
         name: &[u8],
         new_dloc: &super::Loc,
@@ -297,7 +298,7 @@ impl Overlay {
             Some(rel) => {
                 let natural = new_dloc.lower.as_ref().map(|l| super::join(l, new_name));
                 if natural.as_deref() == Some(rel) {
-                    match sys::removexattr_at(pfd, name, self.upper.ns.redirect()) {
+                    match sys::removexattr_at(pfd, name, self.upper()?.ns.redirect()) {
                         Ok(()) => Ok(()),
                         Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
                         Err(e) => Err(Error::io("removexattr redirect")(e)),
@@ -307,19 +308,20 @@ impl Overlay {
                     if rel.as_ref() != b"." {
                         v.extend_from_slice(rel);
                     }
-                    sys::setxattr_at(pfd, name, self.upper.ns.redirect(), &v, 0)
+                    sys::setxattr_at(pfd, name, self.upper()?.ns.redirect(), &v, 0)
                         .map_err(Error::io("setxattr redirect"))
                 }
             }
             None if self.lower_has_dir(new_dloc, new_name)? => {
-                format::write_opaque(pfd, name, self.upper.ns).map_err(Error::io("setxattr opaque"))
+                format::write_opaque(pfd, name, self.upper()?.ns)
+                    .map_err(Error::io("setxattr opaque"))
             }
             None => Ok(()),
         }
     }
 
     /// Removes the whiteouts an (otherwise empty) upper directory holds.
-    fn clear_whiteouts(&self, dir: &WNode) -> Result<()> {
+    fn clear_whiteouts(&self, dir: &Node) -> Result<()> {
         let fd = self.upper_dir(dir)?;
         let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
         for e in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
@@ -363,12 +365,12 @@ impl Overlay {
     #[allow(clippy::too_many_arguments)]
     fn rename_nodes(
         &self,
-        d1: &Arc<WNode>,
+        d1: &Arc<Node>,
         n1: &[u8],
-        src: &Arc<WNode>,
-        d2: &Arc<WNode>,
+        src: &Arc<Node>,
+        d2: &Arc<Node>,
         n2: &[u8],
-        dst: Option<&Arc<WNode>>,
+        dst: Option<&Arc<Node>>,
         exchange: bool,
         noreplace: bool,
     ) -> Result<()> {
@@ -480,9 +482,9 @@ impl Overlay {
         let pf2 = self.ensure_upper_dir(&dir)?;
         let (c1, c2) = (cname(&loc.name)?, cname(name)?);
         if matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st)) {
-            let tmp = self.upper.work.temp_name();
-            sys::linkat(pf1.as_fd(), &c1, self.work(), &tmp).map_err(Error::io("link"))?;
-            if let Err(e) = sys::renameat2(self.work(), &tmp, pf2.as_fd(), &c2, 0) {
+            let tmp = self.upper()?.work.temp_name();
+            sys::linkat(pf1.as_fd(), &c1, self.work()?, &tmp).map_err(Error::io("link"))?;
+            if let Err(e) = sys::renameat2(self.work()?, &tmp, pf2.as_fd(), &c2, 0) {
                 self.discard(&tmp);
                 return Err(Error::io("rename over whiteout")(e));
             }
@@ -498,12 +500,12 @@ impl Overlay {
     /// An fd on the node's own inode for attribute changes: the upper root, a detached
     /// entry (its `O_PATH` fd: opening it could block on a fifo, fail on a symlink or
     /// socket, or open a device), or `None` (use its name in the upper parent).
-    fn attr_fd(&self, node: &WNode) -> Result<Option<OwnedFd>> {
+    fn attr_fd(&self, node: &Node) -> Result<Option<OwnedFd>> {
         if let Some(fd) = node.detached.get() {
             return fd.try_clone().map(Some).map_err(Error::io("dup"));
         }
         if node.loc().parent.is_none() {
-            let fd = sys::open_subdir(self.upper.fd.as_fd(), c".").map_err(Error::io("open"))?;
+            let fd = sys::open_subdir(self.upper()?.fd.as_fd(), c".").map_err(Error::io("open"))?;
             return Ok(Some(fd));
         }
         Ok(None)

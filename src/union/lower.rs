@@ -1,4 +1,4 @@
-//! The lower layers of a writable mount, seen as one read-only tree: the merged index of any
+//! The lower layers of a mount, seen as one read-only tree: the merged index of any
 //! lower directory, found by its path and built once (the lowers never change while mounted).
 
 use std::ffi::CString;
@@ -93,6 +93,11 @@ impl LowerTree {
                 .or_insert_with(|| Arc::new(built))
                 .clone(),
         ))
+    }
+
+    /// True once the lower directory `rel` is indexed.
+    pub fn has(&self, rel: &[u8]) -> bool {
+        self.dirs.contains_key(rel)
     }
 
     /// The lower entry at `rel` (not the root), if one is visible.

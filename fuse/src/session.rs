@@ -1,0 +1,83 @@
+//! Mounting a [`Core`] and serving it on worker threads.
+//!
+//! [`mount`] mounts (fuser's `Session::new` returns after the kernel's INIT handshake, so the
+//! mount is live when it returns) and starts the workers; [`Mounted::join`] waits until the
+//! kernel ends the connection. fuser's own unmount-at-exit goes by path, even after the mount
+//! is gone, and so could unmount the next mount on the same mountpoint: [`Mounted::join`]
+//! lets it run only when serving stopped with the connection still up.
+
+use std::io;
+use std::path::Path;
+
+use fuser::{BackgroundSession, MountOption, SessionACL};
+
+use crate::{Adapter, AdapterOptions, Core};
+
+/// How to mount and serve.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    /// Mount read-only (`ro`).
+    pub read_only: bool,
+    /// Allow setuid binaries and device nodes and let every user in (`suid`, `dev`,
+    /// `allow_other`), like kernel overlayfs; needs root.
+    pub privileged: bool,
+    /// Worker threads (each with its own cloned /dev/fuse fd).
+    pub threads: usize,
+    pub adapter: AdapterOptions,
+}
+
+/// A live mount served by worker threads.
+pub struct Mounted {
+    session: BackgroundSession,
+}
+
+/// Mounts `core` on `mountpoint` and starts serving it. Signals the caller wants handled on
+/// its own thread must be blocked before this call: the workers inherit the mask.
+pub fn mount<C: Core>(core: C, mountpoint: &Path, opts: &SessionOptions) -> io::Result<Mounted> {
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("layerfs".into()),
+        MountOption::Subtype("layerfs".into()),
+        MountOption::DefaultPermissions,
+    ];
+    if opts.read_only {
+        config.mount_options.push(MountOption::RO);
+    }
+    if opts.privileged {
+        config.mount_options.push(MountOption::Suid);
+        config.mount_options.push(MountOption::Dev);
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads);
+    config.clone_fd = true;
+    let adapter = Adapter::new(core, opts.adapter);
+    let session = fuser::Session::new(adapter, mountpoint, &config)?;
+    Ok(Mounted {
+        session: session.spawn()?,
+    })
+}
+
+impl Mounted {
+    /// Waits until serving stops. `Ok` when the kernel ended the connection (unmounted);
+    /// the error otherwise.
+    pub fn join(self) -> io::Result<()> {
+        let mut session = self.session;
+        // Take the workers' handle out (a finished stand-in takes its place) so that
+        // `session`, which owns fuser's unmount-on-drop, stays ours to drop or to forget.
+        let workers = std::mem::replace(&mut session.guard, std::thread::spawn(|| Ok(())));
+        match workers.join() {
+            Err(_) => Err(io::Error::other("a worker panicked")),
+            // ENODEV or DESTROY: the kernel ended the connection, so the mount is gone.
+            Ok(Ok(())) => {
+                std::mem::forget(session);
+                Ok(())
+            }
+            // Unmounted while requests were in flight: the kernel aborts the connection.
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNABORTED) => {
+                std::mem::forget(session);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+        }
+    }
+}

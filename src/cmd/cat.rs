@@ -1,0 +1,42 @@
+//! `layerfs cat SOURCE [--layer N] PATH`: a file's bytes as a layer (or the merged view)
+//! has them.
+
+use anyhow::Result;
+use clap::Args;
+
+use super::image_source::SourceArgs;
+use layerfs::image::inspect::merge;
+use layerfs::image::source::RelPath;
+use layerfs::image::{cat, which};
+
+#[derive(Args, Debug)]
+pub struct CatArgs {
+    /// SOURCE (unless -o gives a stack) and the image path.
+    #[arg(value_name = "SOURCE PATH", required = true)]
+    pub args: Vec<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// The layer (0 = bottom) whose copy to print, instead of the merged view's.
+    #[arg(long, value_name = "N")]
+    pub layer: Option<usize>,
+    /// Follow symlinks inside the image (merged view only).
+    #[arg(long, short = 'L', conflicts_with = "layer")]
+    pub follow: bool,
+}
+
+pub fn run(a: CatArgs) -> Result<()> {
+    let (spec, rest) = a.source.spec(&a.args, 1)?;
+    let image = a.source.common.open(&spec)?;
+    let manifests = a.source.common.manifests(&image)?;
+    let merged = merge::merge(&manifests);
+    let path = which::resolve(
+        &merged,
+        &RelPath::parse(rest[0].as_bytes(), true)?,
+        a.follow,
+    )?;
+    let (layer, at) = cat::locate(&manifests, &merged, a.layer, &path)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    cat::copy_out(&image, layer, &at, &mut out)?;
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! `layerfs diff A [B]`: what changed from source A to source B, as `podman diff` prints
+//! it (A added, C changed, D deleted), with sizes and content-vs-metadata.
+
+use anyhow::{bail, Result};
+use clap::Args;
+
+use super::image_source::CommonArgs;
+use layerfs::image::diff;
+use layerfs::image::inspect::merge;
+use layerfs::image::manifest::human;
+use layerfs::image::source::Spec;
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The old source.
+    #[arg(value_name = "A")]
+    pub a: String,
+    /// The new source. Without it, A must be a stack with an upperdir: the upper is
+    /// compared with its lowers.
+    #[arg(value_name = "B")]
+    pub b: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: DiffArgs) -> Result<()> {
+    let (sa, sb) = match &a.b {
+        Some(b) => (Spec::parse(&a.a)?, Spec::parse(b)?),
+        None => match Spec::parse(&a.a)? {
+            Spec::Stack {
+                lowers,
+                upper: Some(u),
+            } => (
+                Spec::Stack {
+                    lowers: lowers.clone(),
+                    upper: None,
+                },
+                Spec::Stack {
+                    lowers,
+                    upper: Some(u),
+                },
+            ),
+            _ => bail!(
+                "diff with one source needs a stack with an upperdir (lowerdir=...,upperdir=U)"
+            ),
+        },
+    };
+    let (ia, ib) = (a.common.open(&sa)?, a.common.open(&sb)?);
+    let (ma, mb) = (a.common.manifests(&ia)?, a.common.manifests(&ib)?);
+    let (va, vb) = (merge::merge(&ma), merge::merge(&mb));
+    let changes = diff::diff(&va, &vb);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&changes)?);
+        return Ok(());
+    }
+    for c in &changes {
+        let sizes = match (c.size_a, c.size_b) {
+            (Some(x), Some(y)) if x != y => format!("{} -> {}", human(x), human(y)),
+            (Some(x), Some(_)) => human(x),
+            (Some(x), None) | (None, Some(x)) => human(x),
+            (None, None) => String::new(),
+        };
+        let what = match c.content_changed {
+            Some(true) => "content",
+            Some(false) => "metadata",
+            None => "",
+        };
+        println!(
+            "{} {}  {:<9} {:>10} {}",
+            c.change, c.path, c.kind, sizes, what
+        );
+    }
+    Ok(())
+}
