@@ -210,6 +210,23 @@ fn rootless_import_run_commit_run() {
     );
     assert_eq!(std::fs::read_dir(store.join("layers")).unwrap().count(), 2);
 
+    // The inspection tools read the store's layers (kernel form) as a stack.
+    let lowerdir = format!(
+        "lowerdir={}:{}",
+        store.join("layers").join(&derived[1][7..]).display(),
+        store.join("layers").join(&base[0][7..]).display()
+    );
+    let o = run_layerfs(&["inspect", "-o", &lowerdir, "--json", "--no-cache"]);
+    assert!(o.status.success(), "inspect: {}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["layers"].as_array().unwrap().len(), 2);
+    assert!(
+        v["layers"][1]["added"].as_u64().unwrap() > 0,
+        "hello's files: {v}"
+    );
+    let o = run_layerfs(&["which", "-o", &lowerdir, "/usr/bin/hello"]);
+    assert!(o.status.success(), "which: {}", show(&o));
+
     // rmi of the new image frees its own layer only.
     run(&["rmi", "debian-hello"], "rmi");
     assert_eq!(std::fs::read_dir(store.join("layers")).unwrap().count(), 1);
