@@ -645,3 +645,58 @@ fn commit_of_a_renamed_directory_carries_its_lower_content() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lowerdir"));
 }
+
+#[test]
+fn commit_of_a_kernel_metacopy_upper_takes_the_data_from_below() {
+    if !require_root("commit_of_a_kernel_metacopy_upper_takes_the_data_from_below") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    std::fs::create_dir_all(&lower).unwrap();
+    std::fs::write(lower.join("f"), "lower data").unwrap();
+    let (upper, work) = (t.path().join("upper"), t.path().join("work"));
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    {
+        let k = common::Kernel::mount_rw_with(
+            std::slice::from_ref(&lower),
+            &upper,
+            &work,
+            &t.path().join("m1"),
+            ",metacopy=on,redirect_dir=on",
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(k.mp.join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    assert!(
+        tree::xattrs(&upper.join("f"))
+            .keys()
+            .any(|k| k.ends_with("overlay.metacopy")),
+        "the kernel made a metadata-only copy"
+    );
+    let layer = t.path().join("committed");
+    let opts = format!("lowerdir={},upperdir={}", lower.display(), upper.display());
+    let store = t.path().join("store");
+    ok(
+        &run_layerfs(&[
+            "commit",
+            "-o",
+            &opts,
+            "--to",
+            &format!("dir:{}", layer.display()),
+            "--store",
+            store.to_str().unwrap(),
+        ]),
+        "commit",
+    );
+    assert_eq!(
+        std::fs::read_to_string(layer.join("f")).unwrap(),
+        "lower data"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(layer.join("f")).unwrap().mode() & 0o777,
+        0o600
+    );
+}

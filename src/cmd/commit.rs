@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use layerfs::image::commit::{layer_tar, Compress, LayerTar};
 use layerfs::image::oci_write::{Descriptor, LayerDesc, Layout};
-use layerfs::image::pack::{has_redirect, Mode};
+use layerfs::image::pack::{needs_merged, Mode};
 use layerfs::image::store::{
     normalize_name, record_id, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
 };
@@ -24,7 +24,7 @@ use super::imagecmd::{
 #[derive(Args, Debug)]
 pub struct CommitArgs {
     /// lowerdir=TOP:...:BOTTOM,upperdir=U (the mount's options; the lowers are needed only
-    /// for renamed directories, whose content lies below).
+    /// for renamed directories and metadata-only copies, whose content lies below).
     #[arg(short = 'o', value_name = "OPTIONS", required = true)]
     pub options: Vec<String>,
     /// The image the upper was made on (a store name): its config, history and layers go
@@ -139,10 +139,10 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         private_mounts()?;
         let (work, mnt);
         let mut merged = None;
-        let mounted = if has_redirect(&upper)? {
+        let mounted = if needs_merged(&upper)? {
             if lowers.is_empty() {
                 bail!(
-                    "{}: renamed directories need the lowers (-o lowerdir=...)",
+                    "{}: renamed directories and metadata-only copies keep content in the lowers; give them with -o lowerdir=...",
                     upper.display()
                 );
             }
@@ -174,6 +174,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
             Mode::Layer,
             args.timestamp,
             merged,
+            &lowers,
             &store.root().join("tmp"),
             &tick,
         )?;
@@ -311,6 +312,7 @@ pub fn deliver(
                     Mode::Layer,
                     timestamp,
                     None,
+                    &[],
                     &store.root().join("tmp"),
                     &|_| {},
                 )?;

@@ -123,6 +123,7 @@ pub fn import(store: &Store, source: &str, names: &[String]) -> Result<(ImageRec
                     Mode::Layer,
                     None,
                     None,
+                    &[],
                     &store.root().join("tmp"),
                     &|n| pb.set_position(n),
                 )?;

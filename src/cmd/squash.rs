@@ -73,6 +73,7 @@ pub fn run(args: SquashArgs) -> Result<i32> {
             Mode::Tree,
             args.timestamp,
             None,
+            &[],
             &store.root().join("tmp"),
             &|n| pb.set_position(n),
         );

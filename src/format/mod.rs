@@ -42,6 +42,12 @@ pub fn is_redirect_xattr(name: &[u8]) -> bool {
     name == b"trusted.overlay.redirect" || name == b"user.overlay.redirect"
 }
 
+/// True for the xattr the kernel puts on a metadata-only copy-up (`*.overlay.metacopy`,
+/// `metacopy=on`): the file's data still lives in a lower layer.
+pub fn is_metacopy_xattr(name: &[u8]) -> bool {
+    name == b"trusted.overlay.metacopy" || name == b"user.overlay.metacopy"
+}
+
 /// What a layer's directory says about itself through its xattrs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DirMarks {

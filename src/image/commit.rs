@@ -120,6 +120,7 @@ pub fn layer_tar(
     mode: Mode,
     timestamp: Option<i64>,
     merged: Option<&Path>,
+    lowers: &[std::path::PathBuf],
     tmp_dir: &Path,
     progress: &dyn Fn(u64),
 ) -> Result<LayerTar> {
@@ -131,6 +132,7 @@ pub fn layer_tar(
     let hw = HashWriter::new(BufWriter::new(file));
     let mut packer = Packer::new(hw, mode, timestamp)
         .with_merged(merged)
+        .with_lowers(lowers)
         .with_progress(progress);
     packer
         .add_tree(root)

@@ -48,6 +48,8 @@ pub struct Packer<'a, W: Write> {
     links: HashMap<(u64, u64), Vec<u8>>,
     /// Root of the merged view, for redirected directories of a layer.
     merged: Option<&'a Path>,
+    /// The lowers (top first), for the data of metadata-only copies.
+    lowers: &'a [std::path::PathBuf],
     pub stats: PackStats,
     progress: Option<&'a dyn Fn(u64)>,
 }
@@ -62,6 +64,7 @@ impl<'a, W: Write> Packer<'a, W> {
             timestamp,
             links: HashMap::new(),
             merged: None,
+            lowers: &[],
             stats: PackStats::default(),
             progress: None,
         }
@@ -70,6 +73,12 @@ impl<'a, W: Write> Packer<'a, W> {
     /// The merged view of the whole stack, needed when a layer has redirected directories.
     pub fn with_merged(mut self, merged: Option<&'a Path>) -> Self {
         self.merged = merged;
+        self
+    }
+
+    /// The lowers under a layer (top first): where metadata-only copies keep their data.
+    pub fn with_lowers(mut self, lowers: &'a [std::path::PathBuf]) -> Self {
+        self.lowers = lowers;
         self
     }
 
@@ -169,6 +178,21 @@ impl<'a, W: Write> Packer<'a, W> {
                 }
                 self.dir(sub.as_fd(), path, mode)
             }
+            libc::S_IFREG if mode == Mode::Layer && metacopy(dir, name)? => {
+                // Metadata here, data below: at the path the redirect names, else at the
+                // same path, in the topmost lower that has it.
+                let origin = match sys::getxattr_at(dir, name, c"trusted.overlay.redirect")
+                    .or_else(|_| sys::getxattr_at(dir, name, c"user.overlay.redirect"))
+                {
+                    Ok(r) if r.starts_with(b"/") => r[1..].to_vec(),
+                    _ => path.to_vec(),
+                };
+                let data = self.lower_file(&origin)?;
+                let mut mst = sys::fstat(data.as_fd())?;
+                mst.st_mode = st.st_mode;
+                (mst.st_uid, mst.st_gid, mst.st_mtime) = (st.st_uid, st.st_gid, st.st_mtime);
+                self.file_fd(data, path, &mst, &xattrs)
+            }
             libc::S_IFREG => self.file(dir, &cname, path, &st, &xattrs),
             libc::S_IFLNK => {
                 let target = sys::readlinkat(dir, &cname)?;
@@ -233,6 +257,37 @@ impl<'a, W: Write> Packer<'a, W> {
         xattrs: &[(String, Vec<u8>)],
     ) -> Result<()> {
         let fd = sys::openat(dir, cname, libc::O_RDONLY)?;
+        self.file_fd(fd, path, st, xattrs)
+    }
+
+    /// The topmost lower's regular file at `rel`.
+    fn lower_file(&self, rel: &[u8]) -> Result<OwnedFd> {
+        if self.lowers.is_empty() {
+            bail!(
+                "a metadata-only copy-up (metacopy xattr): its data lies in the lower \
+                 layers, give them with -o lowerdir=..."
+            );
+        }
+        let crel = sys::cstr(rel)?;
+        for l in self.lowers {
+            let root = sys::open_host_dir(l)?;
+            match sys::open_beneath(root.as_fd(), &crel, libc::O_RDONLY) {
+                Ok(fd) if sys::fstat(fd.as_fd())?.st_mode & libc::S_IFMT == libc::S_IFREG => {
+                    return Ok(fd)
+                }
+                _ => continue,
+            }
+        }
+        bail!("the data of this metadata-only copy is in none of the lowers")
+    }
+
+    fn file_fd(
+        &mut self,
+        fd: OwnedFd,
+        path: &[u8],
+        st: &sys::Stat,
+        xattrs: &[(String, Vec<u8>)],
+    ) -> Result<()> {
         let size = st.st_size as u64;
         self.stats.bytes += size;
         let segments = if (st.st_blocks as u64) * 512 < size {
@@ -354,21 +409,34 @@ impl<'a, W: Write> Packer<'a, W> {
 
 /// True if some directory under `root` carries a redirect (was renamed from elsewhere in
 /// the lowers): committing it needs the merged view.
-pub fn has_redirect(root: &Path) -> Result<bool> {
+pub fn needs_merged(root: &Path) -> Result<bool> {
     fn walk(dir: BorrowedFd<'_>) -> Result<bool> {
         for ent in sys::read_dir(dir)? {
-            if ent.d_type != libc::DT_DIR {
-                continue;
-            }
-            let sub = sys::open_subdir(dir, &sys::cstr(&ent.name)?)?;
-            if redirected(sub.as_fd())? || walk(sub.as_fd())? {
-                return Ok(true);
+            match ent.d_type {
+                libc::DT_DIR => {
+                    let sub = sys::open_subdir(dir, &sys::cstr(&ent.name)?)?;
+                    if redirected(sub.as_fd())? || walk(sub.as_fd())? {
+                        return Ok(true);
+                    }
+                }
+                _ => {}
             }
         }
         Ok(false)
     }
     let fd = sys::open_host_dir(root).with_context(|| format!("opening {}", root.display()))?;
     walk(fd.as_fd())
+}
+
+/// True for a file whose data is still below (`*.overlay.metacopy`).
+fn metacopy(dir: BorrowedFd<'_>, name: &[u8]) -> Result<bool> {
+    let list = match sys::listxattr_at(dir, name) {
+        Ok(l) => l,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let found = sys::split_xattr_list(&list).any(format::is_metacopy_xattr);
+    Ok(found)
 }
 
 /// True for a directory the kernel redirected (renamed from elsewhere in the lowers).
