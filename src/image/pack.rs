@@ -412,14 +412,11 @@ impl<'a, W: Write> Packer<'a, W> {
 pub fn needs_merged(root: &Path) -> Result<bool> {
     fn walk(dir: BorrowedFd<'_>) -> Result<bool> {
         for ent in sys::read_dir(dir)? {
-            match ent.d_type {
-                libc::DT_DIR => {
-                    let sub = sys::open_subdir(dir, &sys::cstr(&ent.name)?)?;
-                    if redirected(sub.as_fd())? || walk(sub.as_fd())? {
-                        return Ok(true);
-                    }
+            if ent.d_type == libc::DT_DIR {
+                let sub = sys::open_subdir(dir, &sys::cstr(&ent.name)?)?;
+                if redirected(sub.as_fd())? || walk(sub.as_fd())? {
+                    return Ok(true);
                 }
-                _ => {}
             }
         }
         Ok(false)
