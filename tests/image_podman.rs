@@ -217,8 +217,9 @@ fn podman_images_in_and_out() {
         ]),
         "run to change",
     );
-    let out_dir = base.join("out");
-    let out_ref = format!("oci:{}:v2", out_dir.display());
+    // Into the layout the base came from: its layer blob is referenced, not written again.
+    let out_ref = format!("oci:{}:v2", oci.display());
+    let blobs_before = std::fs::read_dir(oci.join("blobs/sha256")).unwrap().count();
     let o = format!("upperdir={}", upper.display());
     let json = ok(
         run_layerfs(&[
@@ -238,10 +239,33 @@ fn podman_images_in_and_out() {
         "commit --to oci",
     );
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert!(v["manifest_digest"]
+    let manifest_digest = v["manifest_digest"].as_str().unwrap();
+    let blob = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(oci.join("blobs/sha256").join(&d[7..])).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    let base_digest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "base")
+        .unwrap()["digest"]
         .as_str()
         .unwrap()
-        .starts_with("sha256:"));
+        .to_string();
+    let (manifest, base_manifest) = (blob(manifest_digest), blob(&base_digest));
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        manifest["layers"][0]["digest"],
+        base_manifest["layers"][0]["digest"]
+    );
+    // New blobs: the layer, the config and the manifest only.
+    assert_eq!(
+        std::fs::read_dir(oci.join("blobs/sha256")).unwrap().count(),
+        blobs_before + 3
+    );
     p.skopeo(&["copy", &out_ref, "containers-storage:localhost/changed:v2"]);
     let out = p.podman(&["run", "--rm", "localhost/changed:v2"]);
     assert_eq!(out, "changed\n", "podman run shows the committed change");

@@ -282,6 +282,7 @@ pub fn deliver(
             layers.push(LayerRecord {
                 diff_id: diff_id.clone(),
                 size: tar.size,
+                blob: None,
             });
             let mut hist = base.history;
             hist.push(history.clone());
@@ -306,6 +307,19 @@ pub fn deliver(
             // A store image's layers are written as blobs from their directories (the
             // store keeps no blobs); a blob already in the layout is not written twice.
             for l in &base.layers {
+                if let Some(b) = l.blob.as_ref().filter(|b| layout.has_blob(&b.digest)) {
+                    // The base image's own blob is in the layout already: referenced.
+                    layers.push(LayerDesc {
+                        blob: Descriptor {
+                            media_type: b.media_type.clone(),
+                            digest: b.digest.clone(),
+                            size: b.size,
+                            annotations: None,
+                        },
+                        diff_id: l.diff_id.clone(),
+                    });
+                    continue;
+                }
                 let ldir = store.layer_dir(&l.diff_id)?;
                 let mut t = layer_tar(
                     &ldir,

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use layerfs::image::commit::layer_tar;
+use layerfs::image::commit::{layer_tar, Compress};
 use layerfs::image::pack::Mode;
 use layerfs::image::source::{self, Location, OpenOptions};
 use layerfs::image::store::{
-    normalize_name, record_id, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
+    normalize_name, record_id, BlobRecord, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
 };
 use layerfs::image::unpack;
 use serde::Serialize;
@@ -96,15 +96,15 @@ pub fn import(store: &Store, source: &str, names: &[String]) -> Result<(ImageRec
         let known = layer.diff_id.as_ref().map(|d| d.as_str().to_string());
         if let Some(d) = known.as_deref().filter(|d| store.has_layer(d)) {
             // Sizes of shared layers come from the image that brought them.
-            let size = store
+            let known = store
                 .images()?
-                .iter()
-                .flat_map(|i| i.layers.iter())
-                .find(|l| l.diff_id == d)
-                .map_or(0, |l| l.size);
+                .into_iter()
+                .flat_map(|i| i.layers.into_iter())
+                .find(|l| l.diff_id == d);
             layers.push(LayerRecord {
                 diff_id: d.to_string(),
-                size,
+                size: known.as_ref().map_or(0, |l| l.size),
+                blob: blob_record(layer).or(known.and_then(|l| l.blob)),
             });
             reused.push(true);
             continue;
@@ -135,6 +135,7 @@ pub fn import(store: &Store, source: &str, names: &[String]) -> Result<(ImageRec
         layers.push(LayerRecord {
             diff_id: s.diff_id.clone(),
             size: s.size,
+            blob: blob_record(layer),
         });
         staged.push(s);
         reused.push(false);
@@ -182,6 +183,26 @@ pub fn import(store: &Store, source: &str, names: &[String]) -> Result<(ImageRec
     };
     store.publish(staged, &record)?;
     Ok((record, reused))
+}
+
+/// The blob a layer came from, with its OCI media type (from the compression: a docker
+/// archive's media types name the same bytes).
+fn blob_record(layer: &source::Layer) -> Option<BlobRecord> {
+    let (Location::Blob(_), Some(digest), Some(size)) =
+        (&layer.location, &layer.digest, layer.size)
+    else {
+        return None;
+    };
+    let compress = match layer.compression? {
+        source::Compression::None => Compress::None,
+        source::Compression::Gzip => Compress::Gzip,
+        source::Compression::Zstd => Compress::Zstd,
+    };
+    Some(BlobRecord {
+        digest: digest.as_str().to_string(),
+        media_type: compress.media_type().to_string(),
+        size,
+    })
 }
 
 /// The store image for `image` (a store name or id), importing a SOURCE on first use.

@@ -59,6 +59,18 @@ pub struct LayerRecord {
     pub diff_id: String,
     /// Bytes of the uncompressed tar.
     pub size: u64,
+    /// The compressed blob the layer was imported from, if any: an OCI layout holding it
+    /// can reference it instead of a new copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobRecord>,
+}
+
+/// A layer blob as an OCI descriptor names it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
 }
 
 /// An image in the store.
