@@ -30,6 +30,25 @@ pub enum Error {
     /// The xattr does not exist or is private to the union.
     #[error("no such attribute")]
     NoAttr,
+    /// The name is taken (create, link, a rename that must not replace).
+    #[error("entry exists")]
+    Exists,
+    /// A directory to remove or replace still has entries.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// Truncating a file that is being executed.
+    #[error("file is being executed")]
+    Executing,
+    /// Refused whoever asks, as the kernel refuses it (a hard link to a directory, a
+    /// character device 0:0, which is the whiteout's shape).
+    #[error("{0}: not permitted")]
+    NotPermitted(&'static str),
+    /// An xattr name of the union's own on-disk format (`*.overlay.*`), never settable.
+    #[error("private attribute")]
+    PrivateXattr,
+    /// A state that should be impossible; a bug of ours, answered EIO and logged.
+    #[error("internal error: {0}")]
+    Bug(&'static str),
     /// A syscall on a layer failed; `op` names it for the log.
     #[error("{op}: {source}")]
     Io {
@@ -45,14 +64,6 @@ impl Error {
         move |source| Error::Io { op, source }
     }
 
-    /// A failure with a plain errno (EEXIST, ENOTEMPTY...) decided by the union itself.
-    pub fn os(op: &'static str, code: i32) -> Error {
-        Error::Io {
-            op,
-            source: io::Error::from_raw_os_error(code),
-        }
-    }
-
     /// The errno an application sees. Exhaustive on purpose: a new variant must decide.
     pub fn errno(&self) -> i32 {
         match self {
@@ -65,6 +76,12 @@ impl Error {
             Error::BadHandle(_) => libc::EBADF,
             Error::Invalid => libc::EINVAL,
             Error::NoAttr => libc::ENODATA,
+            Error::Exists => libc::EEXIST,
+            Error::NotEmpty => libc::ENOTEMPTY,
+            Error::Executing => libc::ETXTBSY,
+            Error::NotPermitted(_) => libc::EPERM,
+            Error::PrivateXattr => libc::EOPNOTSUPP,
+            Error::Bug(_) => libc::EIO,
             // An io::Error without an OS code is a bug of ours, not the caller's: EIO.
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
@@ -94,7 +111,7 @@ impl Error {
                         | libc::ETXTBSY
                 )
             ),
-            Error::StaleInode(_) | Error::BadHandle(_) => true,
+            Error::StaleInode(_) | Error::BadHandle(_) | Error::Bug(_) => true,
             _ => false,
         }
     }
@@ -119,6 +136,10 @@ mod tests {
     fn errno_mapping() {
         assert_eq!(Error::NotFound.errno(), libc::ENOENT);
         assert_eq!(Error::ReadOnly.errno(), libc::EROFS);
+        assert_eq!(Error::Exists.errno(), libc::EEXIST);
+        assert_eq!(Error::NotEmpty.errno(), libc::ENOTEMPTY);
+        assert_eq!(Error::NotPermitted("link").errno(), libc::EPERM);
+        assert!(Error::Bug("x").is_unexpected() && !Error::Exists.is_unexpected());
         let e = Error::io("openat")(io::Error::from_raw_os_error(libc::ELOOP));
         assert_eq!(e.errno(), libc::ELOOP);
         let e = Error::io("x")(io::Error::other("no os code"));

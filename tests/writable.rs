@@ -178,6 +178,43 @@ fn read_only_fd_taken_before_copy_up_sees_later_writes() {
 }
 
 #[test]
+fn a_copy_up_is_never_seen_with_stale_attributes() {
+    if !require_root("a_copy_up_is_never_seen_with_stale_attributes") {
+        return;
+    }
+    let rw = Rw::new(|l| {
+        fs::create_dir(l.join("d")).unwrap();
+        fs::write(l.join("d/f"), b"data").unwrap();
+    });
+    // The kernel caches both nodes' attributes (for a day: every change goes through us).
+    let (d0, f0) = (
+        fs::metadata(rw.p("d")).unwrap(),
+        fs::metadata(rw.p("d/f")).unwrap(),
+    );
+    // A write open that writes nothing: a copy-up the kernel does not see change anything.
+    drop(
+        fs::OpenOptions::new()
+            .write(true)
+            .open(rw.p("d/f"))
+            .unwrap(),
+    );
+    let (ud, uf) = (
+        fs::metadata(rw.upper.join("d")).unwrap(),
+        fs::metadata(rw.upper.join("d/f")).unwrap(),
+    );
+    let (d1, f1) = (
+        fs::metadata(rw.p("d")).unwrap(),
+        fs::metadata(rw.p("d/f")).unwrap(),
+    );
+    // As on the kernel's overlay: the copies' own ctime, and the directory's upper mtime.
+    assert_eq!((f1.ctime(), f1.ctime_nsec()), (uf.ctime(), uf.ctime_nsec()));
+    assert_ne!((f1.ctime(), f1.ctime_nsec()), (f0.ctime(), f0.ctime_nsec()));
+    assert_eq!((d1.mtime(), d1.mtime_nsec()), (ud.mtime(), ud.mtime_nsec()));
+    assert_ne!((d1.mtime(), d1.mtime_nsec()), (d0.mtime(), d0.mtime_nsec()));
+    assert_eq!(f1.ino(), f0.ino(), "a copy-up keeps the number");
+}
+
+#[test]
 fn concurrent_write_opens_copy_up_once() {
     if !require_root("concurrent_write_opens_copy_up_once") {
         return;

@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 /// Maps a core error to the errno the application sees.
@@ -41,9 +41,64 @@ pub struct Opened {
     pub backing: Option<Arc<OwnedFd>>,
 }
 
+/// What the kernel must forget because the core changed it on its own (a copy-up, say),
+/// not as the direct result of the request the kernel sent.
+#[derive(Debug, Clone, Copy)]
+pub enum Inval {
+    /// The attributes of a node (its page cache stays).
+    Attr(u64),
+}
+
+/// The core's way to tell the kernel to drop what it cached; cheap to clone, a no-op until
+/// the session connects it. Delivered at once, from inside the request that made the
+/// change, so the kernel can never see the old value after our reply: dropping attributes
+/// takes no lock the kernel could be holding while it waits for that reply (dropping an
+/// entry or page-cache range would, and would have to be sent from elsewhere).
+#[derive(Clone, Default)]
+pub struct Invalidate {
+    notifier: Arc<OnceLock<fuser::Notifier>>,
+}
+
+impl std::fmt::Debug for Invalidate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.notifier.get().is_some() {
+            "Invalidate(connected)"
+        } else {
+            "Invalidate(not connected)"
+        })
+    }
+}
+
+impl Invalidate {
+    pub fn send(&self, what: Inval) {
+        let Some(n) = self.notifier.get() else { return };
+        let r = match what {
+            // A negative offset: attributes only.
+            Inval::Attr(ino) => n.inval_inode(fuser::INodeNo(ino), -1, 0),
+        };
+        match r {
+            Ok(()) => {}
+            // The kernel no longer holds the node: nothing to drop.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => log::debug!("invalidation {what:?}: {e}"),
+        }
+    }
+
+    /// Connects the session's notifier.
+    pub(crate) fn connect(&self, n: fuser::Notifier) {
+        let _ = self.notifier.set(n);
+    }
+}
+
 /// What the adapter needs from a filesystem core. Node ids are `u64`, `1` is the root.
 pub trait Core: Send + Sync + 'static {
     type Error: ToErrno;
+
+    /// Where the core sends invalidations, if it ever changes what the kernel cached on its
+    /// own (a read-only core never does).
+    fn invalidate(&self) -> Option<Invalidate> {
+        None
+    }
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry, Self::Error>;
     /// How long the kernel may remember that a name does not exist (`None`: not at all).

@@ -9,13 +9,16 @@
 
 mod attr;
 mod core;
+mod counts;
 mod passthrough;
 mod session;
 
 pub use crate::core::*;
+pub use crate::counts::{Counts, Op};
 pub use crate::session::{mount, Mounted, SessionOptions};
 
 use std::ffi::OsStr;
+use std::sync::Arc;
 
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -53,6 +56,8 @@ pub struct Adapter<C: Core> {
     core: C,
     opts: AdapterOptions,
     passthrough: passthrough::Backing,
+    /// Requests per opcode, when counting is on ([`counts::ENV`]).
+    counts: Option<Arc<Counts>>,
 }
 
 impl<C: Core> Adapter<C> {
@@ -61,6 +66,19 @@ impl<C: Core> Adapter<C> {
             core,
             opts,
             passthrough: passthrough::Backing::default(),
+            counts: None,
+        }
+    }
+
+    /// Counts requests into `counts`.
+    pub fn with_counts(mut self, counts: Arc<Counts>) -> Self {
+        self.counts = Some(counts);
+        self
+    }
+
+    fn tally(&self, op: Op) {
+        if let Some(c) = &self.counts {
+            c.add(op);
         }
     }
 }
@@ -136,6 +154,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.tally(Op::Lookup);
         match call("lookup", || self.core.lookup(parent.0, name)) {
             Ok(e) => reply.entry(&e.ttl, &attr::to_fuse(&e.attr), Generation(0)),
             Err(e) if e.code() == libc::ENOENT && self.core.negative_ttl().is_some() => {
@@ -148,10 +167,15 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.core.forget(ino.0, nlookup);
+        self.tally(Op::Forget);
+        let _ = call("forget", || {
+            self.core.forget(ino.0, nlookup);
+            Ok::<_, C::Error>(())
+        });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.tally(Op::Getattr);
         match call("getattr", || self.core.getattr(ino.0)) {
             Ok(e) => reply.attr(&e.ttl, &attr::to_fuse_with_ino(&e.attr, ino.0)),
             Err(e) => reply.error(e),
@@ -159,6 +183,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.tally(Op::Readlink);
         match call("readlink", || self.core.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
@@ -166,6 +191,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.tally(Op::Open);
         // Cached mode, or passthrough that the kernel did not grant: without passthrough,
         // handle-less opens beat handles (no OPEN/RELEASE round trips, same page cache).
         let cached = match self.opts.file_io {
@@ -219,6 +245,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.tally(Op::Read);
         match call("read", || self.core.read(ino.0, fh.0, offset, size)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
@@ -233,6 +260,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.tally(Op::Flush);
         // We buffer nothing and leave POSIX locks to the kernel, so close() needs no round
         // trip: ENOSYS makes the kernel stop sending FLUSH altogether.
         reply.error(Errno::ENOSYS);
@@ -248,9 +276,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.tally(Op::Release);
         self.passthrough.release(ino.0, fh.0);
-        self.core.release(ino.0, fh.0);
-        reply.ok();
+        let r = call("release", || {
+            self.core.release(ino.0, fh.0);
+            Ok::<_, C::Error>(())
+        });
+        reply_empty(reply, r);
     }
 
     fn lseek(
@@ -262,6 +294,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        self.tally(Op::Lseek);
         match call("lseek", || self.core.lseek(ino.0, fh.0, offset, whence)) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
@@ -269,6 +302,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.tally(Op::Opendir);
         if self.core.dirs_immutable() {
             // ENOSYS tells the kernel we keep no directory state: from now on it sends no
             // OPENDIR/RELEASEDIR (two round trips per directory saved) and caches listings
@@ -295,6 +329,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        self.tally(Op::Readdir);
         let r = call("readdir", || {
             self.core.readdir(ino.0, fh.0, offset, false, &mut |d| {
                 let kind = attr::kind(d.mode);
@@ -320,6 +355,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        self.tally(Op::Readdirplus);
         let r = call("readdirplus", || {
             self.core.readdir(ino.0, fh.0, offset, true, &mut |d| {
                 let Some(e) = d.entry else { return false };
@@ -348,11 +384,16 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.core.releasedir(ino.0, fh.0);
-        reply.ok();
+        self.tally(Op::Releasedir);
+        let r = call("releasedir", || {
+            self.core.releasedir(ino.0, fh.0);
+            Ok::<_, C::Error>(())
+        });
+        reply_empty(reply, r);
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
+        self.tally(Op::Statfs);
         match call("statfs", || self.core.statfs(ino.0)) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -369,6 +410,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        self.tally(Op::Getxattr);
         match call("getxattr", || self.core.getxattr(ino.0, name)) {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(e),
@@ -376,6 +418,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.tally(Op::Listxattr);
         match call("listxattr", || self.core.listxattr(ino.0)) {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(e),
@@ -383,6 +426,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        self.tally(Op::Access);
         match call("access", || {
             self.core.access(ino.0, mask.bits(), req.uid(), req.gid())
         }) {
@@ -410,6 +454,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.tally(Op::Setattr);
         let time = |t: fuser::TimeOrNow| match t {
             fuser::TimeOrNow::Now => SetTime::Now,
             fuser::TimeOrNow::SpecificTime(t) => SetTime::At(t),
@@ -439,6 +484,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.tally(Op::Mknod);
         let r = call("mknod", || {
             self.core
                 .mknod(parent.0, name, mode, u64::from(rdev), ctx(req))
@@ -455,15 +501,18 @@ impl<C: Core> Filesystem for Adapter<C> {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        self.tally(Op::Mkdir);
         let r = call("mkdir", || self.core.mkdir(parent.0, name, mode, ctx(req)));
         reply_entry(reply, r);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.tally(Op::Unlink);
         reply_empty(reply, call("unlink", || self.core.unlink(parent.0, name)));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.tally(Op::Rmdir);
         reply_empty(reply, call("rmdir", || self.core.rmdir(parent.0, name)));
     }
 
@@ -475,6 +524,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
+        self.tally(Op::Symlink);
         use std::os::unix::ffi::OsStrExt;
         let t = target.as_os_str().as_bytes();
         let r = call("symlink", || self.core.symlink(parent.0, name, t, ctx(req)));
@@ -491,6 +541,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.tally(Op::Rename);
         let r = call("rename", || {
             self.core
                 .rename(parent.0, name, newparent.0, newname, flags.bits())
@@ -506,6 +557,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        self.tally(Op::Link);
         let r = call("link", || self.core.link(ino.0, newparent.0, newname));
         reply_entry(reply, r);
     }
@@ -520,11 +572,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        self.tally(Op::Setxattr);
         let r = call("setxattr", || self.core.setxattr(ino.0, name, value, flags));
         reply_empty(reply, r);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.tally(Op::Removexattr);
         reply_empty(
             reply,
             call("removexattr", || self.core.removexattr(ino.0, name)),
@@ -541,6 +595,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         flags: i32,
         reply: fuser::ReplyCreate,
     ) {
+        self.tally(Op::Create);
         match call("create", || {
             self.core.create(parent.0, name, mode, flags, ctx(req))
         }) {
@@ -567,6 +622,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lock_owner: Option<LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
+        self.tally(Op::Write);
         match call("write", || self.core.write(ino.0, fh.0, offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
@@ -581,6 +637,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.tally(Op::Fsync);
         reply_empty(
             reply,
             call("fsync", || self.core.fsync(ino.0, fh.0, datasync)),
@@ -595,6 +652,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.tally(Op::Fsyncdir);
         let r = call("fsyncdir", || self.core.fsyncdir(ino.0, fh.0, datasync));
         reply_empty(reply, r);
     }
@@ -609,6 +667,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.tally(Op::Fallocate);
         let r = call("fallocate", || {
             self.core.fallocate(ino.0, fh.0, offset, length, mode)
         });
@@ -626,6 +685,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
+        self.tally(Op::Ioctl);
         // No file here is a terminal or takes device ioctls: what a plain file answers.
         reply.error(Errno::ENOTTY);
     }
@@ -643,6 +703,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flags: fuser::CopyFileRangeFlags,
         reply: fuser::ReplyWrite,
     ) {
+        self.tally(Op::CopyFileRange);
         let r = call("copy_file_range", || {
             self.core.copy_file_range(
                 (ino_in.0, fh_in.0, offset_in),

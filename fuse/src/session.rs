@@ -9,9 +9,11 @@
 use std::io;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use fuser::{BackgroundSession, MountOption, SessionACL};
 
-use crate::{Adapter, AdapterOptions, Core};
+use crate::{Adapter, AdapterOptions, Core, Counts};
 
 /// How to mount and serve.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +31,7 @@ pub struct SessionOptions {
 /// A live mount served by worker threads.
 pub struct Mounted {
     session: BackgroundSession,
+    counts: Option<Arc<Counts>>,
 }
 
 /// Mounts `core` on `mountpoint` and starts serving it. Signals the caller wants handled on
@@ -50,10 +53,19 @@ pub fn mount<C: Core>(core: C, mountpoint: &Path, opts: &SessionOptions) -> io::
     }
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
-    let adapter = Adapter::new(core, opts.adapter);
+    let invalidate = core.invalidate();
+    let mut adapter = Adapter::new(core, opts.adapter);
+    let counts = Counts::from_env().map(Arc::new);
+    if let Some(c) = &counts {
+        adapter = adapter.with_counts(c.clone());
+    }
     let session = fuser::Session::new(adapter, mountpoint, &config)?;
+    if let Some(inv) = &invalidate {
+        inv.connect(session.notifier());
+    }
     Ok(Mounted {
         session: session.spawn()?,
+        counts,
     })
 }
 
@@ -65,7 +77,11 @@ impl Mounted {
         // Take the workers' handle out (a finished stand-in takes its place) so that
         // `session`, which owns fuser's unmount-on-drop, stays ours to drop or to forget.
         let workers = std::mem::replace(&mut session.guard, std::thread::spawn(|| Ok(())));
-        match workers.join() {
+        let joined = workers.join();
+        if let Some(c) = &self.counts {
+            c.write();
+        }
+        match joined {
             Err(_) => Err(io::Error::other("a worker panicked")),
             // ENODEV or DESTROY: the kernel ended the connection, so the mount is gone.
             Ok(Ok(())) => {

@@ -69,7 +69,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     let mountpoint = check_mountpoint(mp)?;
     let nofile = sys::raise_nofile_limit().unwrap_or(0);
     info!("open-file limit {nofile}");
-    let mut cfg = Config {
+    let cfg = Config {
         uid_map: opts.uid_map.clone(),
         gid_map: opts.gid_map.clone(),
         squash_uid: opts.squash_to_uid,
@@ -94,8 +94,6 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
                 .context("upperdir")?
                 .st_dev;
             let stack = Stack::open_with_upper(&lowers, Some(dev))?;
-            // The upper changes: the kernel re-checks attributes every second.
-            cfg.ttl = std::time::Duration::from_secs(1);
             Union::new(stack, Some(upper), cfg, opts.volatile)
         }
         _ => Union::new(Stack::open(&lowers)?, None, cfg, false),

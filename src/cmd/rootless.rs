@@ -86,8 +86,7 @@ pub fn run(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
         .write(true)
         .open("/dev/fuse")
         .context("opening /dev/fuse (rootless runs need it readable and writable by all: chmod 666 /dev/fuse)")?;
-    // SAFETY: getuid/getgid cannot fail and touch no memory.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = sys::real_ids();
     let (ready_rd, ready_wr) = sys::pipe()?;
     let (go_rd, go_wr) = sys::pipe()?;
     let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD];

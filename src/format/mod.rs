@@ -8,11 +8,13 @@
 //!   `*.overlay.whiteouts` marker;
 //! - OCI/AUFS whiteout: an entry `.wh.NAME`, hiding NAME in lower layers only;
 //! - opaque directory: `{trusted,user}.overlay.opaque=y`, fuse-overlayfs'
-//!   `user.fuseoverlayfs.opaque=y`, or an OCI `.wh..wh..opq` entry.
+//!   `user.fuseoverlayfs.opaque=y`, or an OCI `.wh..wh..opq` entry;
+//! - redirected directory: `{trusted,user}.overlay.redirect`, where the layers below keep
+//!   what it merges with (absolute `/a/b` from the layer roots, or a sibling's name).
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::sys::{self, RawDirent};
 
@@ -26,6 +28,7 @@ const OPAQUE_XATTRS: [&[u8]; 3] = [
     b"user.overlay.opaque",
     b"user.fuseoverlayfs.opaque",
 ];
+const REDIRECT_XATTRS: [&[u8]; 2] = [b"trusted.overlay.redirect", b"user.overlay.redirect"];
 const DIR_WHITEOUTS_XATTRS: [&[u8]; 2] = [b"trusted.overlay.whiteouts", b"user.overlay.whiteouts"];
 const FILE_WHITEOUT_XATTRS: [&CStr; 2] = [c"trusted.overlay.whiteout", c"user.overlay.whiteout"];
 
@@ -49,12 +52,45 @@ pub fn is_metacopy_xattr(name: &[u8]) -> bool {
 }
 
 /// What a layer's directory says about itself through its xattrs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DirMarks {
     /// Hides every entry of the same directory in lower layers.
     pub opaque: bool,
     /// May contain kernel xattr whiteouts (regular files carrying `*.overlay.whiteout`).
     pub xattr_whiteouts: bool,
+    /// Where the layers below hold what this directory merges with (a renamed directory).
+    pub redirect: Option<Redirect>,
+}
+
+/// A directory's `*.overlay.redirect`, checked (it is untrusted layer content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// From the layer roots: the components of `/a/b` (none: the root).
+    Absolute(Vec<Box<[u8]>>),
+    /// Another name in the same parent directory.
+    Relative(Box<[u8]>),
+}
+
+impl Redirect {
+    /// Parses a redirect value; `None` for one the kernel would refuse (a relative value
+    /// with a `/`, `.`/`..` or NUL in a component, empty).
+    pub fn parse(v: &[u8]) -> Option<Redirect> {
+        let ok = |c: &[u8]| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0);
+        match v.strip_prefix(b"/") {
+            Some(abs) => {
+                let comps: Vec<Box<[u8]>> = abs
+                    .split(|&b| b == b'/')
+                    .filter(|c| !c.is_empty())
+                    .map(Box::from)
+                    .collect();
+                comps
+                    .iter()
+                    .all(|c| ok(c))
+                    .then_some(Redirect::Absolute(comps))
+            }
+            None => (ok(v) && !v.contains(&b'/')).then(|| Redirect::Relative(v.into())),
+        }
+    }
 }
 
 /// Reads a layer directory's marks with one `flistxattr` (plus a `fgetxattr` only when an
@@ -77,6 +113,15 @@ pub fn dir_marks(dir: BorrowedFd<'_>) -> io::Result<DirMarks> {
             }
         } else if DIR_WHITEOUTS_XATTRS.contains(&name) {
             marks.xattr_whiteouts = true;
+        } else if REDIRECT_XATTRS.contains(&name) && marks.redirect.is_none() {
+            let value = sys::fgetxattr(dir, &sys::cstr(name)?)?;
+            marks.redirect = Redirect::parse(&value);
+            if marks.redirect.is_none() {
+                log::warn!(
+                    "ignored an invalid overlay redirect {:?}",
+                    String::from_utf8_lossy(&value)
+                );
+            }
         }
     }
     Ok(marks)
@@ -100,7 +145,7 @@ pub enum Class<'a> {
 /// in a directory marked as holding xattr whiteouts.
 pub fn classify<'a>(
     dir: BorrowedFd<'_>,
-    marks: DirMarks,
+    marks: &DirMarks,
     ent: &'a RawDirent,
 ) -> io::Result<Class<'a>> {
     if let Some(rest) = ent.name.strip_prefix(OCI_PREFIX) {
@@ -140,6 +185,42 @@ fn xattr_whiteout<'a>(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Class<'a>>
         }
     }
     Ok(Class::Entry)
+}
+
+/// What one layer holds at a name, looked up alone (as the kernel follows a redirect
+/// through a layer, component by component).
+#[derive(Debug)]
+pub enum Found {
+    /// Nothing: the lower layers may still have it.
+    Missing,
+    /// A whiteout (any form) or something other than a directory: the walk ends here, for
+    /// this layer and every layer below.
+    Stop,
+    /// A directory, opened, with its marks.
+    Dir(OwnedFd, DirMarks),
+}
+
+/// Looks up directory `name` in the layer directory `dir`.
+pub fn find_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Found> {
+    let mut oci = OCI_PREFIX.to_vec();
+    oci.extend_from_slice(name);
+    match sys::lstatat(dir, &sys::cstr(&oci)?) {
+        Ok(_) => return Ok(Found::Stop),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let c = sys::cstr(name)?;
+    let st = match sys::lstatat(dir, &c) {
+        Ok(st) => st,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Found::Missing),
+        Err(e) => return Err(e),
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Ok(Found::Stop);
+    }
+    let fd = sys::open_subdir(dir, &c)?;
+    let marks = dir_marks(fd.as_fd())?;
+    Ok(Found::Dir(fd, marks))
 }
 
 /// Which xattr namespace the union's own marks are written in: `trusted.` (the kernel's
@@ -306,6 +387,30 @@ mod tests {
     }
 
     #[test]
+    fn redirects_parse_as_the_kernel_accepts_them() {
+        let abs = |v: &[&[u8]]| {
+            Some(Redirect::Absolute(
+                v.iter().map(|c| Box::from(*c)).collect(),
+            ))
+        };
+        assert_eq!(Redirect::parse(b"/a/dir100"), abs(&[b"a", b"dir100"]));
+        assert_eq!(Redirect::parse(b"//a//b/"), abs(&[b"a", b"b"]));
+        assert_eq!(Redirect::parse(b"/"), abs(&[]));
+        assert_eq!(
+            Redirect::parse(b"old"),
+            Some(Redirect::Relative((*b"old").into()))
+        );
+        for bad in [&b""[..], b"a/b", b"..", b".", b"/a/../b", b"/a/\0"] {
+            assert_eq!(
+                Redirect::parse(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn oci_names_classify_without_syscalls() {
         let dir = std::fs::File::open("/").unwrap();
         use std::os::fd::AsFd;
@@ -326,11 +431,11 @@ mod tests {
         };
         let m = DirMarks::default();
         assert_eq!(
-            classify(dir.as_fd(), m, &wh).unwrap(),
+            classify(dir.as_fd(), &m, &wh).unwrap(),
             Class::OciWhiteout(b"foo")
         );
-        assert_eq!(classify(dir.as_fd(), m, &opq).unwrap(), Class::OciOpaque);
-        assert_eq!(classify(dir.as_fd(), m, &plain).unwrap(), Class::Entry);
+        assert_eq!(classify(dir.as_fd(), &m, &opq).unwrap(), Class::OciOpaque);
+        assert_eq!(classify(dir.as_fd(), &m, &plain).unwrap(), Class::Entry);
     }
 
     #[test]

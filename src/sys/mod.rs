@@ -391,6 +391,12 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The real user and group ids, `(getuid(), getgid())`.
+pub fn real_ids() -> (u32, u32) {
+    // SAFETY: getuid(2) and getgid(2) cannot fail and touch no memory.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
 /// `fork()`. Only call while the process has a single thread.
 pub enum Fork {
     Parent(libc::pid_t),

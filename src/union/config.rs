@@ -13,8 +13,10 @@ pub struct Config {
     pub gid_map: Option<IdMap>,
     pub squash_uid: Option<u32>,
     pub squash_gid: Option<u32>,
-    /// How long the kernel may cache entries and attributes. Lower layers are immutable,
-    /// so a read-only mount can afford a long time.
+    /// How long the kernel may cache entries, negative entries and attributes. The lowers
+    /// are immutable and every change to the upper goes through the mount (the kernel then
+    /// drops what it saw change, the core tells it the rest), so both mount kinds afford a
+    /// long time.
     pub ttl: Duration,
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Opened, SetAttr};
+use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
 
 use super::ops::Make;
 use super::{FileH, Listing, Union};
@@ -100,19 +100,23 @@ impl Union {
             upper: AtomicBool::new(upper),
             exec,
         }));
-        // Without an upper the file can never change: the kernel keeps its page cache and
-        // may read the layer's file directly.
-        let immutable = self.read_only();
+        // Every change to the data goes through the kernel, which keeps its page cache in
+        // step: it may keep it across opens. Without an upper the file can never change, so
+        // the kernel may also read the layer's file directly.
         Opened {
             fh,
-            keep_cache: immutable,
-            backing: immutable.then_some(fd),
+            keep_cache: true,
+            backing: self.read_only().then_some(fd),
         }
     }
 }
 
 impl Core for Union {
     type Error = Error;
+
+    fn invalidate(&self) -> Option<Invalidate> {
+        (!self.read_only()).then(|| self.invalidate.clone())
+    }
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         if !sys::is_component(name) {
@@ -164,7 +168,7 @@ impl Core for Union {
         // not being executed only after OPEN: for a write access mode it checked before, but
         // O_RDONLY|O_TRUNC would have cut a running program. Refuse as the kernel would.
         if read_only && trunc && node.execs.load(Ordering::Relaxed) > 0 {
-            return Err(Error::os("open O_TRUNC", libc::ETXTBSY));
+            return Err(Error::Executing);
         }
         if !read_only || trunc {
             let _g = self.exclusive();
@@ -205,10 +209,12 @@ impl Core for Union {
         if !n.is_dir {
             return Err(Error::NotDir);
         }
-        let listing = Arc::new(self.list(&n)?);
         Ok(Opened {
-            fh: self.dirs.insert(listing),
-            keep_cache: self.read_only(),
+            // Listed at the first readdir and again at every readdir from offset 0 (a
+            // rewinddir shows names added since). Every change to a listing goes through the
+            // kernel, which then drops its copy.
+            fh: self.dirs.insert(Arc::default()),
+            keep_cache: true,
             backing: None,
         })
     }
@@ -231,7 +237,16 @@ impl Core for Union {
         let node = self.node(ino)?;
         let listing = match fh {
             0 => Arc::new(self.list(&node)?),
-            _ => self.dirs.get(fh).ok_or(Error::BadHandle(fh))?,
+            _ => {
+                let h = self.dirs.get(fh).ok_or(Error::BadHandle(fh))?;
+                let mut l = h.lock().unwrap_or_else(|p| p.into_inner());
+                match &*l {
+                    Some(l) if offset != 0 => l.clone(),
+                    // The first read, or the start again (a rewind): the directory as it
+                    // is now.
+                    _ => l.insert(Arc::new(self.list(&node)?)).clone(),
+                }
+            }
         };
         let dloc = node.loc();
         let dots: [(&[u8], u64); 2] = [
@@ -329,7 +344,7 @@ impl Core for Union {
         // instead of creating it. The kernel refuses it on the merged view (ovl_mknod), and so
         // do we, before anything is written.
         if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
-            return Err(Error::os("mknod", libc::EPERM));
+            return Err(Error::NotPermitted("mknod of a whiteout"));
         }
         let what = match mode & libc::S_IFMT {
             libc::S_IFREG => Make::File {
@@ -389,7 +404,7 @@ impl Core for Union {
         };
         let (entry, fd) = self.make_entry(parent, name, mode, what, ctx)?;
         let node = self.node(entry.attr.st_ino)?;
-        let fd = fd.ok_or(Error::os("create", libc::EIO))?;
+        let fd = fd.ok_or(Error::Bug("create made no file"))?;
         Ok((entry, self.new_handle(node, fd, true, 0)))
     }
 

@@ -33,6 +33,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
+use layerfs_fuse::{Inval, Invalidate};
 
 use crate::error::{Error, Result};
 use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
@@ -68,14 +69,19 @@ impl Drop for FileH {
     }
 }
 
-/// A directory listing taken at `opendir` (or, with no handle, at each `readdir` of an
-/// unchanging directory): offsets are positions in it.
+/// A directory listing taken at the first `readdir` of a handle and again at each one from
+/// offset 0 (or, with no handle, at each `readdir` of an unchanging directory): offsets are
+/// positions in it.
 enum Listing {
     /// A directory with no upper copy: its lower merged index, as it is (`rel`: its path).
     Lower { rel: Rel, ix: Arc<DirIndex> },
     /// Upper entries, then lower ones not hidden by an upper entry or whiteout.
     Merged(Vec<(Box<[u8]>, Kind)>),
 }
+
+/// An open directory: its listing, taken by the first `readdir` and again by every one at
+/// offset 0 (a `rewinddir`), so a rewind shows the directory as it is now (POSIX).
+type DirH = std::sync::Mutex<Option<Arc<Listing>>>;
 
 /// What a name resolves to.
 #[derive(Debug)]
@@ -102,27 +108,18 @@ pub struct Union {
     root_xattrs: OnceLock<Arc<Xattrs>>,
     /// Started on first use, so its threads are born in the daemon, after the fork.
     prefetch: OnceLock<Prefetcher>,
+    /// Tells the kernel what changed without its knowing (a copy-up's attributes).
+    invalidate: Invalidate,
     files: Handles<Arc<FileH>>,
-    dirs: Handles<Arc<Listing>>,
+    dirs: Handles<Arc<DirH>>,
     /// The namespace lock: mutations exclusive, lookups and listings shared.
     ns: RwLock<()>,
     /// Upper inode -> node id of copied-up files (their number stays the lower one's),
     /// so every name of a hard-linked copy shows the same number.
     upper_inos: DashMap<u64, Ino>,
-    /// The upper filesystem's type, for reading file handles in origin records.
-    upper_magic: i64,
-    /// Origin records on this upper can be read back into inode numbers.
-    origin_readable: bool,
-}
-
-/// True when an origin record written on this upper reads back as the inode number it names
-/// (the filesystem's handle layout is one we know): tried on the workdir itself.
-fn probe_origin(upper: &Upper, magic: i64) -> bool {
-    let work = upper.work.fd();
-    let (Ok((kind, handle)), Ok(st)) = (sys::file_handle(work, c"."), sys::fstat(work)) else {
-        return false;
-    };
-    copyup::origin_ino(&copyup::origin_record(kind, &handle), magic) == Some(st.st_ino)
+    /// Reads origin records (of copies made now or by earlier mounts, from any lower
+    /// filesystem) back into inode numbers.
+    origins: copyup::Origins,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -169,11 +166,12 @@ impl Union {
                 unlinked: false,
             },
         );
-        let (mut upper_magic, mut origin_readable) = (0, false);
+        let mut origins = copyup::Origins::default();
         if let Some(up) = &upper {
             let _ = root.upper_dir.set(up.fd.clone());
-            upper_magic = sys::fs_magic(up.fd.as_fd()).unwrap_or(0);
-            origin_readable = probe_origin(up, upper_magic);
+            let upper_fs = stack.upper_fsid().map(|id| (id, up.fd.as_fd()));
+            let lower_fs = stack.layers().iter().map(|l| (l.fsid, l.root.as_fd()));
+            origins = copyup::Origins::new(upper_fs.into_iter().chain(lower_fs));
         }
         table.insert_root(root);
         Ok(Union {
@@ -186,12 +184,12 @@ impl Union {
             root_attr,
             root_xattrs: OnceLock::new(),
             prefetch: OnceLock::new(),
+            invalidate: Invalidate::default(),
             files: Handles::default(),
             dirs: Handles::default(),
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
-            upper_magic,
-            origin_readable,
+            origins,
         })
     }
 
@@ -239,7 +237,7 @@ impl Union {
         let loc = node.loc();
         let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
         if !loc.upper {
-            return Err(Error::os("upper directory", libc::EIO));
+            return Err(Error::Bug("no upper copy of a directory marked upper"));
         }
         let pfd = self.upper_dir(parent)?;
         let fd = sys::open_subdir(
@@ -278,14 +276,11 @@ impl Union {
             .map_err(Error::io("lower lookup"))?
             .ok_or(Error::NotFound)?;
         let st = le.attr().map_err(Error::io("lstat"))?;
-        // The origin names the lower file by handle, on the upper's filesystem only (the
-        // record carries no filesystem uuid).
-        let same_fs =
-            Some(self.stack.layer(le.parent.layer_of(le.entry())).fsid) == self.stack.upper_fsid();
+        // The origin names the lower file by handle (null uuid, as the kernel writes it).
         let up = self.upper()?;
         let opts = CopyOpts {
             fsync: !self.volatile,
-            origin: same_fs.then_some(up.ns),
+            origin: Some(up.ns),
             data,
         };
         le.parent
@@ -295,11 +290,17 @@ impl Union {
             .map_err(Error::io("copy-up"))?;
         log::debug!("copied up {}", String::from_utf8_lossy(rel));
         node.set_loc(|l| l.upper = true);
-        if !node.is_dir && (!same_fs || !self.origin_readable) {
-            // No origin the number can be read back from: remember it for this mount.
+        // The copy's ctime and blocks are its own, and the parent's upper copy changed: the
+        // kernel did not see either happen.
+        self.invalidate.send(Inval::Attr(node.ino.0));
+        self.invalidate.send(Inval::Attr(parent.ino.0));
+        if !node.is_dir {
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
             let ust = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
-            self.upper_inos.insert(ust.st_ino, node.ino);
+            if self.upper_ino(&ust, None, pfd.as_fd(), &loc.name)? != node.ino {
+                // No origin the number reads back from: remember it for this mount.
+                self.upper_inos.insert(ust.st_ino, node.ino);
+            }
         }
         Ok(())
     }
@@ -374,11 +375,14 @@ impl Union {
             return Ok(*i);
         }
         let origin = match sys::getxattr_at(pfd, name, self.upper()?.ns.origin()) {
-            Ok(v) => copyup::origin_ino(&v, self.upper_magic),
+            Ok(v) => self.origins.decode(&v),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
             Err(e) => return Err(Error::io("getxattr origin")(e)),
         };
-        Ok(self.stack.upper_ino(origin.unwrap_or(st.st_ino)))
+        Ok(match origin {
+            Some((fs, ino)) => self.stack.fs_ino(fs, ino),
+            None => self.stack.upper_ino(st.st_ino),
+        })
     }
 
     /// The lower directory merged under upper directory `name` of `pfd`: the redirect's
@@ -435,6 +439,19 @@ impl Union {
         name: &[u8],
         count: bool,
     ) -> Result<Option<(Arc<Node>, Stat)>> {
+        let c = self.child_at(dir, dloc, name, count)?;
+        Ok(c.map(|(node, st, _)| (node, st)))
+    }
+
+    /// [`Self::child`], with where the name itself is (a node with several names may act
+    /// through another one).
+    fn child_at(
+        &self,
+        dir: &Arc<Node>,
+        dloc: &Loc,
+        name: &[u8],
+        count: bool,
+    ) -> Result<Option<(Arc<Node>, Stat, Loc)>> {
         let Some(r) = self.resolve(dir, dloc, name)? else {
             return Ok(None);
         };
@@ -459,17 +476,19 @@ impl Union {
             upper: false,
             lower: Some(join(rel, &e.name)),
         };
-        Ok(self.insert_child(dir, &e.name, r, count))
+        let (node, st, _) = self.insert_child(dir, &e.name, r, count);
+        Ok((node, st))
     }
 
-    /// Records resolved entry `name` of `dir` in the node table.
+    /// Records resolved entry `name` of `dir` in the node table; the node, its presented
+    /// attributes and where the name is.
     fn insert_child(
         &self,
         dir: &Arc<Node>,
         name: &[u8],
         r: Resolved,
         count: bool,
-    ) -> (Arc<Node>, Stat) {
+    ) -> (Arc<Node>, Stat, Loc) {
         let loc = Loc {
             parent: Some(dir.clone()),
             name: name.into(),
@@ -490,14 +509,8 @@ impl Union {
                 String::from_utf8_lossy(name)
             );
         }
-        // Refresh where the node is, except that a copied-up node stays with its copy when
-        // another (lower) hard link of its origin is looked up.
-        node.set_loc(|l| {
-            if !(l.upper && !l.unlinked && !loc.upper) {
-                *l = loc;
-            }
-        });
-        (node, self.cfg.present(r.st, r.ino))
+        node.seen_at(loc.clone());
+        (node, self.cfg.present(r.st, r.ino), loc)
     }
 
     /// Asks for the lower directory `rel` to be indexed in the background (a tree walk is

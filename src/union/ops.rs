@@ -160,7 +160,7 @@ impl Union {
             return Err(Error::NotFound);
         }
         if self.resolve(&dir, &dloc, name)?.is_some() {
-            return Err(Error::os("create", libc::EEXIST));
+            return Err(Error::Exists);
         }
         let pfd = self.ensure_upper_dir(&dir)?;
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
@@ -189,7 +189,7 @@ impl Union {
         };
         let (_, st) = self
             .child(&dir, &dir.loc(), name, true)?
-            .ok_or(Error::os("create", libc::EIO))?;
+            .ok_or(Error::Bug("created entry not found"))?;
         Ok((self.entry_of(st), fd))
     }
 
@@ -200,10 +200,10 @@ impl Union {
         let _g = self.exclusive();
         let dir = self.node(parent)?;
         let dloc = dir.loc();
-        let (node, _) = self
-            .child(&dir, &dloc, name, false)?
+        let (node, _, at) = self
+            .child_at(&dir, &dloc, name, false)?
             .ok_or(Error::NotFound)?;
-        let r = self.remove_node(&dir, name, &node, rmdir);
+        let r = self.remove_node(&dir, name, &node, &at, rmdir);
         self.table.drop_unreferenced(node.ino);
         r
     }
@@ -213,6 +213,7 @@ impl Union {
         dir: &Arc<Node>,
         name: &[u8],
         node: &Arc<Node>,
+        at: &super::Loc,
         rmdir: bool,
     ) -> Result<()> {
         match (rmdir, node.is_dir) {
@@ -221,15 +222,14 @@ impl Union {
             _ => {}
         }
         if rmdir && !self.list(node)?.is_empty() {
-            return Err(Error::os("rmdir", libc::ENOTEMPTY));
+            return Err(Error::NotEmpty);
         }
         let dloc = dir.loc();
-        let loc = node.loc();
         let c = cname(name)?;
         let lower_visible = self.lower_has(&dloc, name)?;
-        if loc.upper {
+        if at.upper {
             let pfd = self.upper_dir(dir)?;
-            self.keep_alive(node, pfd.as_fd(), &c)?;
+            self.keep_alive(node, dir, pfd.as_fd(), &c)?;
             if lower_visible {
                 let tmp = self.swap_for_whiteout(pfd.as_fd(), name)?;
                 self.discard(&tmp);
@@ -252,18 +252,21 @@ impl Union {
             let pfd = self.ensure_upper_dir(dir)?;
             format::write_whiteout(pfd.as_fd(), &c).map_err(Error::io("mknod whiteout"))?;
         }
-        node.set_loc(|l| {
-            if l.name.as_ref() == name && l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, dir)) {
-                l.unlinked = true;
-            }
-        });
+        node.forget_name(dir, name);
         Ok(())
     }
 
-    /// Before upper entry `c` of `pfd` (node `node`) leaves the tree: keep its inode open
-    /// while the kernel holds the node (open files keep working, and the number cannot be
-    /// reused for a new file), and forget its number's mapping once no name is left.
-    fn keep_alive(&self, node: &Node, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+    /// Before upper entry `c` of `pfd` (directory `dir`, node `node`) leaves the tree: when
+    /// it is the last name the node knows, keep its inode open while the kernel holds the
+    /// node (open files keep working, and the number cannot be reused for a new file);
+    /// forget its number's mapping once the inode has no name left.
+    fn keep_alive(
+        &self,
+        node: &Node,
+        dir: &Arc<Node>,
+        pfd: BorrowedFd<'_>,
+        c: &CStr,
+    ) -> Result<()> {
         if node.is_dir {
             let _ = self.upper_dir(node);
             return Ok(());
@@ -272,8 +275,7 @@ impl Union {
         if st.st_nlink <= 1 {
             self.upper_inos.remove(&st.st_ino);
         }
-        let loc = node.loc();
-        if loc.name.as_ref() == c.to_bytes() && node.detached.get().is_none() {
+        if node.only_name(dir, c.to_bytes()) && node.detached.get().is_none() {
             let fd = sys::openat(pfd, c, libc::O_PATH).map_err(Error::io("open O_PATH"))?;
             let _ = node.detached.set(fd);
         }
@@ -354,6 +356,11 @@ impl Union {
             .child(&d1, &d1.loc(), n1, false)?
             .ok_or(Error::NotFound)?;
         let dst = self.child(&d2, &d2.loc(), n2, false)?.map(|(n, _)| n);
+        // Each node acts through the name being renamed (copy-up and rename use it).
+        src.focus(&d1, n1);
+        if let Some(d) = &dst {
+            d.focus(&d2, n2);
+        }
         let r = self.rename_nodes(&d1, n1, &src, &d2, n2, dst.as_ref(), exchange, noreplace);
         self.table.drop_unreferenced(src.ino);
         if let Some(d) = dst {
@@ -378,7 +385,7 @@ impl Union {
             return Err(Error::NotFound);
         }
         if noreplace && dst.is_some() {
-            return Err(Error::os("rename", libc::EEXIST));
+            return Err(Error::Exists);
         }
         if Arc::ptr_eq(d1, d2) && n1 == n2 {
             return Ok(());
@@ -393,7 +400,7 @@ impl Union {
                 return Ok(()); // two names of one file: nothing to do
             }
             if dn.is_dir && !self.list(dn)?.is_empty() {
-                return Err(Error::os("rename", libc::ENOTEMPTY));
+                return Err(Error::NotEmpty);
             }
         }
         self.copy_up(src, true)?;
@@ -409,19 +416,13 @@ impl Union {
             self.prepare_moved_dir(dn, pf2.as_fd(), n2, &l1, n1)?;
             sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, libc::RENAME_EXCHANGE)
                 .map_err(Error::io("rename exchange"))?;
-            src.set_loc(|l| {
-                l.parent = Some(d2.clone());
-                l.name = n2.into();
-            });
-            dn.set_loc(|l| {
-                l.parent = Some(d1.clone());
-                l.name = n1.into();
-            });
+            src.renamed((d1, n1), (d2, n2));
+            dn.renamed((d2, n2), (d1, n1));
             return Ok(());
         }
         if let Some(dn) = dst {
             if dn.loc().upper {
-                self.keep_alive(dn, pf2.as_fd(), &c2)?;
+                self.keep_alive(dn, d2, pf2.as_fd(), &c2)?;
                 if dn.is_dir {
                     self.clear_whiteouts(dn)?;
                 }
@@ -451,13 +452,9 @@ impl Union {
         } else {
             sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, 0).map_err(Error::io("rename"))?;
         }
-        src.set_loc(|l| {
-            l.parent = Some(d2.clone());
-            l.name = n2.into();
-            l.upper = true;
-        });
+        src.renamed((d1, n1), (d2, n2));
         if let Some(dn) = dst {
-            dn.set_loc(|l| l.unlinked = true);
+            dn.forget_name(d2, n2);
         }
         Ok(())
     }
@@ -467,11 +464,11 @@ impl Union {
         let _g = self.exclusive();
         let node = self.node(ino)?;
         if node.is_dir {
-            return Err(Error::os("link", libc::EPERM));
+            return Err(Error::NotPermitted("link to a directory"));
         }
         let dir = self.node(parent)?;
         if self.resolve(&dir, &dir.loc(), name)?.is_some() {
-            return Err(Error::os("link", libc::EEXIST));
+            return Err(Error::Exists);
         }
         self.copy_up(&node, true)?;
         let loc = node.loc();
@@ -493,6 +490,13 @@ impl Union {
         }
         // Same inode as the first name: its origin (or remembered number) is shared.
         let st = sys::lstatat(pf2.as_fd(), &c2).map_err(Error::io("lstat"))?;
+        node.seen_at(super::Loc {
+            parent: Some(dir.clone()),
+            name: name.into(),
+            upper: true,
+            lower: loc.lower.clone(),
+            unlinked: false,
+        });
         self.table.count(node.ino);
         Ok(self.entry_of(self.cfg.present(st, node.ino)))
     }
@@ -584,7 +588,7 @@ impl Union {
         value: Option<(&[u8], i32)>,
     ) -> Result<()> {
         if format::is_private_xattr(name.as_bytes()) {
-            return Err(Error::os("setxattr", libc::EOPNOTSUPP));
+            return Err(Error::PrivateXattr);
         }
         let xname = cname(name.as_bytes())?;
         let _g = self.exclusive();

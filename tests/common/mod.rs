@@ -2,6 +2,7 @@
 //! in Drop, and tree snapshots to compare merged views.
 #![allow(dead_code)]
 
+pub mod core_ops;
 pub mod debian;
 pub mod ops;
 pub mod spec;

@@ -179,7 +179,7 @@ fn crosses_symlink(root: &Path, rel: &str) -> bool {
     false
 }
 
-fn paths(op: &Op) -> Vec<&str> {
+pub fn paths(op: &Op) -> Vec<&str> {
     match op {
         Op::Rename { from, to, .. } | Op::Link { from, to } => vec![from, to],
         Op::Write { path, .. }
