@@ -120,7 +120,7 @@ impl<'a, W: Write> Packer<'a, W> {
         for ent in &ents {
             let path = join(prefix, &ent.name);
             let class = if mode == Mode::Layer {
-                format::classify(dir, marks, ent)?
+                format::classify(dir, &marks, ent)?
             } else {
                 Class::Entry
             };
