@@ -9,10 +9,18 @@ use clap::{Args, Parser, Subcommand};
 
 /// A userspace union filesystem with kernel overlayfs semantics, served over FUSE.
 ///
-/// `layerfs -o lowerdir=TOP:...:BOTTOM MOUNTPOINT` mounts the stack read-only; the same
-/// syntax as overlayfs and fuse-overlayfs, so podman can use layerfs as its mount_program.
+/// `layerfs -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W] MOUNTPOINT` mounts the stack:
+/// read-only without an upper, writable (changes in U, in the kernel's format) with one. The
+/// same syntax as overlayfs and fuse-overlayfs, so podman can use layerfs as its
+/// mount_program, and mount(8) as the helper of type fuse.layerfs.
 #[derive(Parser, Debug)]
-#[command(name = "layerfs", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "layerfs",
+    version,
+    args_conflicts_with_subcommands = true,
+    override_usage = "layerfs [OPTIONS] -o lowerdir=TOP:...:BOTTOM[,...] [SOURCE] MOUNTPOINT\n       \
+                      layerfs <COMMAND>"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -96,8 +104,8 @@ pub struct RunArgs {
     /// root; as root it maps root's /etc/subuid range, or root alone).
     #[arg(long)]
     rootless: bool,
-    /// Bind a host path into the container: SRC:DST[:ro] (DST must exist in the image);
-    /// repeatable.
+    /// Bind a host path into the container: SRC:DST[:ro] (DST is created in the upper if
+    /// the image lacks it); repeatable.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     binds: Vec<String>,
     /// The command and its arguments (after `--`; default: the image's).
@@ -139,32 +147,104 @@ pub struct MountArgs {
     /// The same as `--file-io handles`.
     #[arg(long)]
     no_passthrough: bool,
-    /// Where to mount the merged view (or, followed by MOUNTPOINT, the image to mount: a
-    /// store name or an import SOURCE).
-    mountpoint: Option<PathBuf>,
-    /// The mount point, after an IMAGE.
-    #[arg(value_name = "MOUNTPOINT")]
-    image_mountpoint: Option<PathBuf>,
+    /// Append log lines to this file instead of stderr (also `LAYERFS_LOG_FILE`), so a
+    /// daemonized mount's errors are kept; an error at mount time still goes to stderr.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// `[SOURCE] MOUNTPOINT`: where to mount the merged view, after the mount's source name
+    /// as mount(8) and mount.fuse3 give it (`layerfs` by default; shown in
+    /// /proc/self/mountinfo).
+    #[arg(value_name = "[SOURCE] MOUNTPOINT", num_args = 1..=2)]
+    paths: Vec<PathBuf>,
     #[command(flatten)]
     store: cmd::imagecmd::StoreArgs,
 }
 
+impl MountArgs {
+    /// The mount point (the last path).
+    pub fn mountpoint(&self) -> Option<&PathBuf> {
+        self.paths.last()
+    }
+
+    /// The source, when two paths were given.
+    pub fn source(&self) -> Option<&PathBuf> {
+        (self.paths.len() == 2).then(|| &self.paths[0])
+    }
+}
+
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cli = match argv.split_first() {
+        Some((argv0, rest)) if cmd::helper::invoked_as_helper(argv0) => {
+            match cmd::helper::translate(rest) {
+                // mount -f: pretend; the options must still parse.
+                Ok(call) if call.fake => {
+                    let cli = Cli::parse_from(std::iter::once(argv0.clone()).chain(call.args));
+                    return match cli.cmd {
+                        Some(Cmd::Mount(m)) => match layerfs::MountOptions::parse(&m.options) {
+                            Ok(_) => ExitCode::SUCCESS,
+                            Err(e) => {
+                                eprintln!("layerfs: bad mount options: {e}");
+                                ExitCode::FAILURE
+                            }
+                        },
+                        _ => ExitCode::FAILURE,
+                    };
+                }
+                Ok(call) => Cli::parse_from(std::iter::once(argv0.clone()).chain(call.args)),
+                Err(e) => {
+                    eprintln!("layerfs: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => Cli::parse_from(argv),
+    };
     let debug = match &cli.cmd {
         Some(Cmd::Mount(m)) => m.debug,
         None => cli.mount.debug,
         _ => false,
     };
+    let log_file = match &cli.cmd {
+        Some(Cmd::Mount(m)) => m.log_file.clone(),
+        None => cli.mount.log_file.clone(),
+        _ => None,
+    }
+    .or_else(|| std::env::var_os("LAYERFS_LOG_FILE").map(PathBuf::from));
     let default_level = if debug { "debug" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_timestamp_micros()
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    logger.format_timestamp_micros();
+    if let Some(path) = &log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        match file {
+            Ok(f) => {
+                logger.target(env_logger::Target::Pipe(Box::new(f)));
+            }
+            Err(e) => {
+                let e = anyhow::Error::new(e).context(format!("log file {}", path.display()));
+                eprintln!("layerfs: {}", cmd::one_line(&e));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    logger.init();
+    // With a log file, a failure is recorded there too (stderr may be gone by then).
+    let fail = |prefix: &str, e: &anyhow::Error| {
+        let line = cmd::one_line(e);
+        if log_file.is_some() {
+            log::error!("{prefix}{line}");
+        }
+        eprintln!("{prefix}{line}");
+    };
     if let Some(Cmd::Run(mut r)) = cli.cmd {
         return match cmd::image_run::apply_run(&mut r).and_then(|()| cmd::run::run(r)) {
             Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
             Err(e) => {
-                eprintln!("layerfs run: {e:#}");
+                fail("layerfs run: ", &e);
                 ExitCode::from(layerfs::runtime::init::EXIT_RUNTIME as u8)
             }
         };
@@ -184,7 +264,7 @@ fn main() -> ExitCode {
         return match r {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => {
-                eprintln!("layerfs: {e:#}");
+                fail("layerfs: ", &e);
                 ExitCode::FAILURE
             }
         };
@@ -205,7 +285,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("layerfs: {e:#}");
+            fail("layerfs: ", &e);
             ExitCode::FAILURE
         }
     }

@@ -23,27 +23,30 @@ fn lowerdir(
     Ok((format!("lowerdir={}", joined.join(":")), record))
 }
 
-fn check_no_lowerdir(options: &[String], image: &str) -> Result<()> {
-    if options
+fn has_lowerdir(options: &[String]) -> bool {
+    options
         .iter()
         .any(|o| o.split(',').any(|kv| kv.starts_with("lowerdir=")))
-    {
+}
+
+fn check_no_lowerdir(options: &[String], image: &str) -> Result<()> {
+    if has_lowerdir(options) {
         bail!("{image}: an image gives the lowers; -o may only add upperdir= and workdir=");
     }
     Ok(())
 }
 
+/// `layerfs mount IMAGE MNT`: without `lowerdir=` the first path names an image, whose
+/// layers become the lowers (and whose name the mount shows as its source); with one, it is
+/// only the mount's source name, as mount(8) passes it.
 pub fn apply_mount(args: &mut MountArgs) -> Result<()> {
-    let Some(mp) = args.image_mountpoint.take() else {
+    let Some(source) = args.source() else {
         return Ok(());
     };
-    let image = args
-        .mountpoint
-        .replace(mp)
-        .expect("the first positional is present when the second is")
-        .to_string_lossy()
-        .into_owned();
-    check_no_lowerdir(&args.options, &image)?;
+    if has_lowerdir(&args.options) {
+        return Ok(());
+    }
+    let image = source.to_string_lossy().into_owned();
     let (opt, _) = lowerdir(&args.store.root(), &image)?;
     args.options.push(opt);
     Ok(())

@@ -58,7 +58,7 @@ pub fn as_store_owner(f: impl FnOnce() -> Result<i32>) -> Result<i32> {
                 f()
             })();
             let code = code.unwrap_or_else(|e| {
-                eprintln!("layerfs: {e:#}");
+                eprintln!("layerfs: {}", super::one_line(&e));
                 1
             });
             std::process::exit(code);

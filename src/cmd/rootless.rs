@@ -107,7 +107,7 @@ pub fn run(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
                 run_in(args, mountpoint)
             })();
             std::process::exit(code.unwrap_or_else(|e| {
-                eprintln!("layerfs run: {e:#}");
+                eprintln!("layerfs run: {}", super::one_line(&e));
                 layerfs::runtime::init::EXIT_RUNTIME
             }));
         }

@@ -11,12 +11,19 @@
 //!   `user.fuseoverlayfs.opaque=y`, or an OCI `.wh..wh..opq` entry;
 //! - redirected directory: `{trusted,user}.overlay.redirect`, where the layers below keep
 //!   what it merges with (absolute `/a/b` from the layer roots, or a sibling's name).
+//!
+//! Lower layers are read once, a directory at a time ([`dir_marks`], [`classify`]). A
+//! writable upper changes under the mount, so it is asked one name at a time
+//! ([`upper_whiteout`], [`upper_oci_hides`], [`upper_opaque`]); every form above is honoured
+//! there too (containers-storage leaves OCI markers in a layer's `diff/` and mounts it as
+//! the upper), while what layerfs writes is only ever the kernel's form
+//! ([`write_whiteout`], [`write_opaque`], [`kernel_whiteout_for`]).
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::sys::{self, RawDirent};
+use crate::sys::{self, RawDirent, Stat};
 
 /// Prefix of OCI whiteout names; every name with it is reserved and never shown.
 pub const OCI_PREFIX: &[u8] = b".wh.";
@@ -221,6 +228,111 @@ pub fn find_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Found> {
     let fd = sys::open_subdir(dir, &c)?;
     let marks = dir_marks(fd.as_fd())?;
     Ok(Found::Dir(fd, marks))
+}
+
+/// True for the names the OCI format reserves (`.wh.*`): never shown by a mount, and never
+/// created through one (a `.wh.NAME` made there would hide NAME).
+pub fn is_reserved(name: &[u8]) -> bool {
+    name.starts_with(OCI_PREFIX)
+}
+
+/// `.wh.NAME`, or `None` when that would exceed the longest name (then no such marker can
+/// exist).
+fn oci_marker(name: &[u8]) -> Option<CString> {
+    if OCI_PREFIX.len() + name.len() > NAME_MAX {
+        return None;
+    }
+    CString::new([OCI_PREFIX, name].concat()).ok()
+}
+
+const NAME_MAX: usize = 255;
+
+fn exists(r: io::Result<Stat>) -> io::Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENAMETOOLONG)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// True when the upper entry `name` of `dir`, whose `lstat` is `st`, is a whiteout: a
+/// character device 0:0, or an empty regular file carrying the kernel's whiteout xattr in a
+/// directory marked as holding such files. Costs a syscall only for empty regular files.
+pub fn upper_whiteout(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<bool> {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFCHR => Ok(st.st_rdev == 0),
+        libc::S_IFREG if st.st_size == 0 && dir_marks(dir)?.xattr_whiteouts => {
+            Ok(xattr_whiteout(dir, name)? == Class::Whiteout)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// True when upper directory `dir` holds an OCI `.wh.NAME`, hiding NAME in the lowers (and
+/// ending the merge of an upper directory NAME with a lower one: the layer replaced it).
+pub fn upper_oci_hides(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+    match oci_marker(name) {
+        Some(m) => exists(sys::lstatat(dir, &m)),
+        None => Ok(false),
+    }
+}
+
+/// True when the upper subdirectory `name` of `dir` is opaque, in any form: an opaque xattr
+/// (`=y`) in any namespace, or a `.wh..wh..opq` entry inside it.
+pub fn upper_opaque(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+    let list = match sys::listxattr_at(dir, name) {
+        Ok(l) => l,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for x in sys::split_xattr_list(&list) {
+        if OPAQUE_XATTRS.contains(&x) && sys::getxattr_at(dir, name, &sys::cstr(x)?)? == b"y" {
+            return Ok(true);
+        }
+    }
+    let mut marker = name.to_vec();
+    marker.push(b'/');
+    marker.extend_from_slice(OCI_OPAQUE);
+    // Beneath `dir`, no symlink followed: `name` was just seen as a directory.
+    match sys::open_beneath(dir, &sys::cstr(&marker)?, libc::O_PATH) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENAMETOOLONG)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Before a new entry takes the hidden name `name` of upper directory `dir`: turns the
+/// whiteout hiding it, in whatever form, into the kernel's (a device 0:0 at `name`), so
+/// that the creation proceeds as on the kernel. `work` is the workdir, where a replacement
+/// is built. Nothing changes when `name` is not hidden by another form.
+pub fn kernel_whiteout_for(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    work: BorrowedFd<'_>,
+    tmp: &CStr,
+) -> io::Result<()> {
+    match sys::lstatat(dir, name) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {
+            if upper_whiteout(dir, name.to_bytes(), &st)? {
+                write_whiteout(work, tmp)?;
+                sys::renameat2(work, tmp, dir, name, 0)?;
+            }
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            let Some(marker) = oci_marker(name.to_bytes()) else {
+                return Ok(());
+            };
+            if exists(sys::lstatat(dir, &marker))? {
+                // The whiteout first: the name stays hidden at every step.
+                write_whiteout(dir, name)?;
+                sys::unlinkat(dir, &marker, 0)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Which xattr namespace the union's own marks are written in: `trusted.` (the kernel's

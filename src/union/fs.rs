@@ -295,19 +295,23 @@ impl Core for Union {
         }
         let _g = self.shared();
         let n = self.node(ino)?;
+        let name = name.as_bytes();
         if n.loc().upper || n.detached.get().is_some() {
-            let xname = sys::cstr(name.as_bytes()).map_err(Error::io("name"))?;
-            return self
+            let xname = sys::cstr(name).map_err(Error::io("name"))?;
+            let v = self
                 .with_place(&n, |d, name| sys::getxattr_at(d, name, &xname))
                 .map_err(|e| match e.errno() {
                     libc::ENODATA => Error::NoAttr,
                     _ => e,
-                });
+                })?;
+            return Ok(match self.cfg.ids.show_xattr(name, &v) {
+                std::borrow::Cow::Borrowed(_) => v,
+                std::borrow::Cow::Owned(shown) => shown,
+            });
         }
         let x = self.xattrs_of(&n)?;
-        x.get(name.as_bytes())
-            .map(<[u8]>::to_vec)
-            .ok_or(Error::NoAttr)
+        let v = x.get(name).ok_or(Error::NoAttr)?;
+        Ok(self.cfg.ids.show_xattr(name, v).into_owned())
     }
 
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {

@@ -36,6 +36,7 @@ use dashmap::DashMap;
 use layerfs_fuse::{Inval, Invalidate};
 
 use crate::error::{Error, Result};
+use crate::format;
 use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
 use crate::stack::prefetch::Prefetcher;
 use crate::stack::{Ino, Stack};
@@ -308,12 +309,24 @@ impl Union {
     /// Resolves `name` in directory `dir` (at `dloc`): upper first (a whiteout hides), then
     /// the lower directory merged under it.
     fn resolve(&self, dir: &Node, dloc: &Loc, name: &[u8]) -> Result<Option<Resolved>> {
+        if format::is_reserved(name) {
+            return Ok(None);
+        }
         let lower_dir = dloc.lower.as_deref();
-        if dloc.upper {
-            let pfd = self.upper_dir(dir)?;
+        let upper_dir = if dloc.upper {
+            Some(self.upper_dir(dir)?)
+        } else {
+            None
+        };
+        if let Some(pfd) = &upper_dir {
             let cname = sys::cstr(name).map_err(Error::io("name"))?;
             match sys::lstatat(pfd.as_fd(), &cname) {
-                Ok(st) if is_whiteout(&st) => return Ok(None),
+                Ok(st)
+                    if format::upper_whiteout(pfd.as_fd(), name, &st)
+                        .map_err(Error::io("whiteout"))? =>
+                {
+                    return Ok(None)
+                }
                 Ok(st) => {
                     let d = is_dir(&st);
                     let lower = if d {
@@ -343,6 +356,11 @@ impl Union {
         else {
             return Ok(None);
         };
+        if let Some(pfd) = &upper_dir {
+            if format::upper_oci_hides(pfd.as_fd(), name).map_err(Error::io("whiteout"))? {
+                return Ok(None);
+            }
+        }
         let st = le.attr().map_err(Error::io("lstat"))?;
         Ok(Some(Resolved {
             ino: self.stack.ino(le.parent.layer_of(le.entry()), st.st_ino),
@@ -386,7 +404,8 @@ impl Union {
     }
 
     /// The lower directory merged under upper directory `name` of `pfd`: the redirect's
-    /// target if it has one, else the same name in `lower_dir` unless it is opaque.
+    /// target if it has one, else the same name in `lower_dir` unless it is opaque (in any
+    /// form) or whited out beside it (OCI `.wh.NAME`: the layer replaced the directory).
     fn dir_lower(
         &self,
         pfd: BorrowedFd<'_>,
@@ -416,18 +435,13 @@ impl Union {
             return Ok(None);
         };
         let rel = join(ld, name);
-        if !exists(&rel)? || self.is_opaque(pfd, name)? {
+        if !exists(&rel)?
+            || format::upper_oci_hides(pfd, name).map_err(Error::io("whiteout"))?
+            || format::upper_opaque(pfd, name).map_err(Error::io("opaque"))?
+        {
             return Ok(None);
         }
         Ok(Some(rel))
-    }
-
-    fn is_opaque(&self, pfd: BorrowedFd<'_>, name: &[u8]) -> Result<bool> {
-        match sys::getxattr_at(pfd, name, self.upper()?.ns.opaque()) {
-            Ok(v) => Ok(v == b"y"),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => Ok(false),
-            Err(e) => Err(Error::io("getxattr opaque")(e)),
-        }
     }
 
     /// The node for `name` in `dir` (counting a kernel reference with `count`) and its
@@ -632,13 +646,27 @@ impl Union {
             let fd = self.upper_dir(node)?;
             // A private fd: getdents moves the offset of the fd it reads.
             let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
+            // Regular files are whiteouts only in a directory marked for xattr whiteouts.
+            let xattr_whiteouts = format::dir_marks(d.as_fd())
+                .map_err(Error::io("listxattr"))?
+                .xattr_whiteouts;
             for ent in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
+                if let Some(hidden) = ent.name.strip_prefix(format::OCI_PREFIX) {
+                    // OCI markers never show; `.wh.X` hides X below (not an upper X).
+                    if ent.name.as_ref() != format::OCI_OPAQUE {
+                        seen.insert(hidden.into());
+                    }
+                    continue;
+                }
                 let kind = match Kind::from_dtype(ent.d_type) {
-                    Some(k) if k != Kind::CharDev => k,
+                    Some(k) if k != Kind::CharDev && !(xattr_whiteouts && k == Kind::File) => k,
                     _ => {
                         let name = sys::cstr(&ent.name).map_err(Error::io("name"))?;
                         match sys::lstatat(d.as_fd(), &name) {
-                            Ok(st) if is_whiteout(&st) => {
+                            Ok(st)
+                                if format::upper_whiteout(d.as_fd(), &ent.name, &st)
+                                    .map_err(Error::io("whiteout"))? =>
+                            {
                                 seen.insert(ent.name);
                                 continue;
                             }

@@ -23,6 +23,16 @@ fn name_of(name: &OsStr) -> Result<&[u8]> {
     Ok(name.as_bytes())
 }
 
+/// A name a new entry is to take: `.wh.*` names are the OCI format's and would hide
+/// another entry, so they are refused (as fuse-overlayfs does).
+fn new_name_of(name: &OsStr) -> Result<&[u8]> {
+    let name = name_of(name)?;
+    if format::is_reserved(name) {
+        return Err(Error::Invalid);
+    }
+    Ok(name)
+}
+
 fn cname(name: &[u8]) -> Result<std::ffi::CString> {
     sys::cstr(name).map_err(Error::io("name"))
 }
@@ -68,18 +78,11 @@ impl Union {
     /// The owner of a new entry in a directory with attributes `pst`: the caller (as the
     /// host sees it), the group of a setgid directory.
     fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
-        let uid = self
-            .cfg
-            .uid_map
-            .as_ref()
-            .map_or(ctx.uid, |m| m.to_host(ctx.uid));
+        let uid = self.cfg.ids.store_uid(ctx.uid);
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
         } else {
-            self.cfg
-                .gid_map
-                .as_ref()
-                .map_or(ctx.gid, |m| m.to_host(ctx.gid))
+            self.cfg.ids.store_gid(ctx.gid)
         };
         (uid, gid)
     }
@@ -149,7 +152,7 @@ impl Union {
         what: Make<'_>,
         ctx: Ctx,
     ) -> Result<(Entry, Option<OwnedFd>)> {
-        let name = name_of(name)?;
+        let name = new_name_of(name)?;
         let _g = self.exclusive();
         let dir = self.node(parent)?;
         if !dir.is_dir {
@@ -166,6 +169,7 @@ impl Union {
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
         let owner = self.new_owner(ctx, &pst);
         let c = cname(name)?;
+        self.kernel_whiteout_for(pfd.as_fd(), &c)?;
         let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
         let fd = if over_whiteout {
             let tmp = self.upper()?.work.temp_name();
@@ -191,6 +195,14 @@ impl Union {
             .child(&dir, &dir.loc(), name, true)?
             .ok_or(Error::Bug("created entry not found"))?;
         Ok((self.entry_of(st), fd))
+    }
+
+    /// Turns a whiteout of another form (OCI `.wh.NAME`, kernel xattr form) hiding name `c`
+    /// of upper directory `pfd` into the kernel's, before a new entry takes the name: the
+    /// upper we write stays in the kernel's format.
+    fn kernel_whiteout_for(&self, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+        let tmp = self.upper()?.work.temp_name();
+        format::kernel_whiteout_for(pfd, c, self.work()?, &tmp).map_err(Error::io("whiteout"))
     }
 
     /// `unlink` (`rmdir: false`) or `rmdir`: removes the upper entry, and leaves a whiteout
@@ -346,7 +358,7 @@ impl Union {
         {
             return Err(Error::Invalid);
         }
-        let (n1, n2) = (name_of(n1)?, name_of(n2)?);
+        let (n1, n2) = (name_of(n1)?, new_name_of(n2)?);
         let _g = self.exclusive();
         let (d1, d2) = (self.node(p1)?, self.node(p2)?);
         if !d1.is_dir || !d2.is_dir {
@@ -428,6 +440,9 @@ impl Union {
                 }
             }
         }
+        if dst.is_none() {
+            self.kernel_whiteout_for(pf2.as_fd(), &c2)?;
+        }
         let need_whiteout = self.lower_has(&l1, n1)?;
         let dst_is_whiteout = matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st));
         if dst_is_whiteout && src.is_dir {
@@ -460,7 +475,7 @@ impl Union {
     }
 
     pub(super) fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Entry> {
-        let name = name_of(name)?;
+        let name = new_name_of(name)?;
         let _g = self.exclusive();
         let node = self.node(ino)?;
         if node.is_dir {
@@ -478,6 +493,7 @@ impl Union {
         let pf1 = self.upper_dir(loc.parent.as_ref().ok_or(Error::Invalid)?)?;
         let pf2 = self.ensure_upper_dir(&dir)?;
         let (c1, c2) = (cname(&loc.name)?, cname(name)?);
+        self.kernel_whiteout_for(pf2.as_fd(), &c2)?;
         if matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st)) {
             let tmp = self.upper()?.work.temp_name();
             sys::linkat(pf1.as_fd(), &c1, self.work()?, &tmp).map_err(Error::io("link"))?;
@@ -546,12 +562,8 @@ impl Union {
             sys::ftruncate(fd.as_fd(), size).map_err(Error::io("truncate"))?;
         }
         if set.uid.is_some() || set.gid.is_some() {
-            let uid = set.uid.map_or(u32::MAX, |u| {
-                self.cfg.uid_map.as_ref().map_or(u, |m| m.to_host(u))
-            });
-            let gid = set.gid.map_or(u32::MAX, |g| {
-                self.cfg.gid_map.as_ref().map_or(g, |m| m.to_host(g))
-            });
+            let uid = set.uid.map_or(u32::MAX, |u| self.cfg.ids.store_uid(u));
+            let gid = set.gid.map_or(u32::MAX, |g| self.cfg.ids.store_gid(g));
             match (&own_fd, &pfd) {
                 (Some(fd), _) => sys::fchown(fd.as_fd(), uid, gid),
                 (None, Some(p)) => sys::lchownat(p.as_fd(), &c, uid, gid),
@@ -604,8 +616,9 @@ impl Union {
                 })?;
         }
         self.copy_up(&node, true)?;
-        let r = self.with_place(&node, |d, n| match value {
-            Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, flags),
+        let value = value.map(|(v, flags)| (self.cfg.ids.store_xattr(name.as_bytes(), v), flags));
+        let r = self.with_place(&node, |d, n| match &value {
+            Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, *flags),
             None => sys::removexattr_at(d, n, &xname),
         });
         r.map_err(|e| {
