@@ -41,6 +41,17 @@ enum Cmd {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Import an image (OCI layout or archive, docker archive, podman's store, a stack)
+    /// into the layer store.
+    Import(cmd::import::ImportArgs),
+    /// List the images of the layer store.
+    Images(cmd::images::ImagesArgs),
+    /// Remove images from the layer store, and the layers no other image uses.
+    Rmi(cmd::rmi::RmiArgs),
+    /// Squash an image or a stack into one layer: its merged view, nothing hidden.
+    Squash(cmd::squash::SquashArgs),
+    /// Turn an upper directory into one OCI layer (tar, layer dir, store image, OCI image).
+    Commit(cmd::commit::CommitArgs),
     /// Show what each layer of an image or stack adds, changes, deletes and wastes.
     Inspect(cmd::inspect::InspectArgs),
     /// Show which layer provides a path, what it shadows, or what deleted it.
@@ -63,18 +74,25 @@ pub enum NetMode {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Mount options, as for `layerfs mount` (lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W]).
-    #[arg(short = 'o', value_name = "OPTIONS", required = true)]
+    /// Mount options, as for `layerfs mount` (lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W]);
+    /// with IMAGE, only upperdir= and workdir= (the image gives the lowers).
+    #[arg(short = 'o', value_name = "OPTIONS", required_unless_present = "image")]
     options: Vec<String>,
+    /// An image of the store (NAME[:TAG] or id), or any import SOURCE (imported on first
+    /// use); its config (env, entrypoint, cmd, workdir, user) applies, flags overriding.
+    #[arg(value_name = "IMAGE")]
+    image: Option<String>,
+    #[command(flatten)]
+    store: cmd::imagecmd::StoreArgs,
     /// The container's hostname.
     #[arg(long, default_value = "layerfs")]
     hostname: String,
     /// Set K=V in the environment (K alone copies the caller's value); repeatable.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     env: Vec<String>,
-    /// Working directory inside the container.
-    #[arg(long, default_value = "/")]
-    cwd: String,
+    /// Working directory inside the container (default: the image's, else /).
+    #[arg(long)]
+    cwd: Option<String>,
     /// Network: `host` or `none`.
     #[arg(long, value_enum, default_value_t = NetMode::Host)]
     net: NetMode,
@@ -90,8 +108,8 @@ pub struct RunArgs {
     /// the image lacks it); repeatable.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     binds: Vec<String>,
-    /// The command and its arguments (after `--`).
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments (after `--`; default: the image's).
+    #[arg(last = true, required_unless_present = "image", value_name = "CMD")]
     command: Vec<String>,
     /// The ephemeral upper of a run without `upperdir=` (set by `run`, removed at exit).
     #[arg(skip)]
@@ -138,6 +156,8 @@ pub struct MountArgs {
     /// /proc/self/mountinfo).
     #[arg(value_name = "[SOURCE] MOUNTPOINT", num_args = 1..=2)]
     paths: Vec<PathBuf>,
+    #[command(flatten)]
+    store: cmd::imagecmd::StoreArgs,
 }
 
 impl MountArgs {
@@ -154,7 +174,7 @@ impl MountArgs {
 
 fn main() -> ExitCode {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let cli = match argv.split_first() {
+    let mut cli = match argv.split_first() {
         Some((argv0, rest)) if cmd::helper::invoked_as_helper(argv0) => {
             match cmd::helper::translate(rest) {
                 // mount -f: pretend; the options must still parse.
@@ -220,8 +240,8 @@ fn main() -> ExitCode {
         }
         eprintln!("{prefix}{line}");
     };
-    if let Some(Cmd::Run(r)) = cli.cmd {
-        return match cmd::run::run(r) {
+    if let Some(Cmd::Run(mut r)) = cli.cmd {
+        return match cmd::image_run::apply_run(&mut r).and_then(|()| cmd::run::run(r)) {
             Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
             Err(e) => {
                 fail("layerfs run: ", &e);
@@ -229,15 +249,38 @@ fn main() -> ExitCode {
             }
         };
     }
+    let image_cmd = match cli.cmd.take() {
+        Some(Cmd::Import(a)) => Some(cmd::import::run(a)),
+        Some(Cmd::Images(a)) => Some(cmd::images::run(a)),
+        Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
+        Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),
+        Some(Cmd::Squash(a)) => Some(cmd::squash::run(a)),
+        other => {
+            cli.cmd = other;
+            None
+        }
+    };
+    if let Some(r) = image_cmd {
+        return match r {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                fail("layerfs: ", &e);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = match cli.cmd {
         Some(Cmd::Run(_)) => unreachable!("handled above"),
-        Some(Cmd::Mount(m)) => cmd::mount::run(m),
+        Some(Cmd::Mount(mut m)) => {
+            cmd::image_run::apply_mount(&mut m).and_then(|()| cmd::mount::run(m))
+        }
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
         Some(Cmd::Inspect(a)) => cmd::inspect::run(a),
         Some(Cmd::Which(a)) => cmd::which::run(a),
         Some(Cmd::Diff(a)) => cmd::diff::run(a),
         Some(Cmd::Cat(a)) => cmd::cat::run(a),
         None => cmd::mount::run(cli.mount),
+        Some(_) => unreachable!("image commands handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,11 +1,18 @@
 pub mod cat;
+pub mod commit;
 pub mod diff;
 pub mod helper;
+pub mod image_run;
 pub mod image_source;
+pub mod imagecmd;
+pub mod images;
+pub mod import;
 pub mod inspect;
 pub mod mount;
+pub mod rmi;
 pub mod rootless;
 pub mod run;
+pub mod squash;
 pub mod umount;
 pub mod which;
 

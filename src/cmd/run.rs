@@ -218,7 +218,7 @@ fn command(args: &RunArgs) -> Result<Command> {
     Ok(Command {
         argv,
         env,
-        cwd: c(&args.cwd)?,
+        cwd: c(args.cwd.as_deref().unwrap_or("/"))?,
         user: args.user.as_deref().map(init::User::parse),
         // Rootful runs keep podman's default set, not everything root has.
         caps: Some(init::PODMAN_DEFAULT_CAPS.to_vec()),

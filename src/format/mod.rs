@@ -46,6 +46,18 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
         || name.starts_with(b"user.fuseoverlayfs.")
 }
 
+/// True for the xattr the kernel puts on a renamed directory (`*.overlay.redirect`): its
+/// content below lives under another name.
+pub fn is_redirect_xattr(name: &[u8]) -> bool {
+    name == b"trusted.overlay.redirect" || name == b"user.overlay.redirect"
+}
+
+/// True for the xattr the kernel puts on a metadata-only copy-up (`*.overlay.metacopy`,
+/// `metacopy=on`): the file's data still lives in a lower layer.
+pub fn is_metacopy_xattr(name: &[u8]) -> bool {
+    name == b"trusted.overlay.metacopy" || name == b"user.overlay.metacopy"
+}
+
 /// What a layer's directory says about itself through its xattrs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DirMarks {
