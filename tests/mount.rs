@@ -362,10 +362,12 @@ fn nix_statvfs(p: &Path) -> u64 {
 }
 
 /// A foreground daemon serving `-o opt` on `mp`, once the mount is there.
-fn foreground(opt: &str, mp: &Path) -> std::process::Child {
+/// A foreground daemon whose stderr goes to `log` (read when it fails).
+fn foreground(opt: &str, mp: &Path, log: &Path) -> std::process::Child {
     let mut child = Command::new(BIN)
         .args(["-f", "-o", opt, mp.to_str().unwrap()])
         .stdin(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
     wait_mount(mp, |t| t.is_some(), || matches!(child.try_wait(), Ok(None)));
@@ -393,7 +395,11 @@ fn sigterm_unmounts_a_foreground_daemon() {
     let l = two_layers(t.path());
     let mp = t.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
-    let mut child = foreground(&format!("lowerdir={}", l[0].display()), &mp);
+    let mut child = foreground(
+        &format!("lowerdir={}", l[0].display()),
+        &mp,
+        &t.path().join("daemon.log"),
+    );
     let pid = child.id() as i32;
     // SAFETY: sending a signal to our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -414,7 +420,8 @@ fn an_exiting_daemon_never_unmounts_the_next_mount_on_its_mountpoint() {
     let mp = t.path().join("mnt");
     std::fs::create_dir(&mp).unwrap();
     let opt = format!("lowerdir={}", l[0].display());
-    let mut old = foreground(&opt, &mp);
+    let log = t.path().join("old-daemon.log");
+    let mut old = foreground(&opt, &mp, &log);
     let pid = old.id() as i32;
     // Hold the old daemon still while its mount goes and a new one takes the path.
     // SAFETY: signalling our own child.
@@ -424,7 +431,11 @@ fn an_exiting_daemon_never_unmounts_the_next_mount_on_its_mountpoint() {
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let status = old.wait().unwrap();
-    assert!(status.success(), "old daemon: {status}");
+    assert!(
+        status.success(),
+        "old daemon: {status}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(
         mount_type(&mp).is_some_and(|t| t.starts_with("fuse")),
         "the old daemon unmounted the new mount"
