@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod format;
+pub mod idmap;
 pub mod image;
 pub mod options;
 pub mod runtime;

@@ -9,10 +9,18 @@ use clap::{Args, Parser, Subcommand};
 
 /// A userspace union filesystem with kernel overlayfs semantics, served over FUSE.
 ///
-/// `layerfs -o lowerdir=TOP:...:BOTTOM MOUNTPOINT` mounts the stack read-only; the same
-/// syntax as overlayfs and fuse-overlayfs, so podman can use layerfs as its mount_program.
+/// `layerfs -o lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W] MOUNTPOINT` mounts the stack:
+/// read-only without an upper, writable (changes in U, in the kernel's format) with one. The
+/// same syntax as overlayfs and fuse-overlayfs, so podman can use layerfs as its
+/// mount_program, and mount(8) as the helper of type fuse.layerfs.
 #[derive(Parser, Debug)]
-#[command(name = "layerfs", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "layerfs",
+    version,
+    args_conflicts_with_subcommands = true,
+    override_usage = "layerfs [OPTIONS] -o lowerdir=TOP:...:BOTTOM[,...] [SOURCE] MOUNTPOINT\n       \
+                      layerfs <COMMAND>"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -33,6 +41,17 @@ enum Cmd {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Import an image (OCI layout or archive, docker archive, podman's store, a stack)
+    /// into the layer store.
+    Import(cmd::import::ImportArgs),
+    /// List the images of the layer store.
+    Images(cmd::images::ImagesArgs),
+    /// Remove images from the layer store, and the layers no other image uses.
+    Rmi(cmd::rmi::RmiArgs),
+    /// Squash an image or a stack into one layer: its merged view, nothing hidden.
+    Squash(cmd::squash::SquashArgs),
+    /// Turn an upper directory into one OCI layer (tar, layer dir, store image, OCI image).
+    Commit(cmd::commit::CommitArgs),
     /// Show what each layer of an image or stack adds, changes, deletes and wastes.
     Inspect(cmd::inspect::InspectArgs),
     /// Show which layer provides a path, what it shadows, or what deleted it.
@@ -55,18 +74,25 @@ pub enum NetMode {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Mount options, as for `layerfs mount` (lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W]).
-    #[arg(short = 'o', value_name = "OPTIONS", required = true)]
+    /// Mount options, as for `layerfs mount` (lowerdir=TOP:...:BOTTOM[,upperdir=U,workdir=W]);
+    /// with IMAGE, only upperdir= and workdir= (the image gives the lowers).
+    #[arg(short = 'o', value_name = "OPTIONS", required_unless_present = "image")]
     options: Vec<String>,
+    /// An image of the store (NAME[:TAG] or id), or any import SOURCE (imported on first
+    /// use); its config (env, entrypoint, cmd, workdir, user) applies, flags overriding.
+    #[arg(value_name = "IMAGE")]
+    image: Option<String>,
+    #[command(flatten)]
+    store: cmd::imagecmd::StoreArgs,
     /// The container's hostname.
     #[arg(long, default_value = "layerfs")]
     hostname: String,
     /// Set K=V in the environment (K alone copies the caller's value); repeatable.
     #[arg(long = "env", short = 'e', value_name = "K=V")]
     env: Vec<String>,
-    /// Working directory inside the container.
-    #[arg(long, default_value = "/")]
-    cwd: String,
+    /// Working directory inside the container (default: the image's, else /).
+    #[arg(long)]
+    cwd: Option<String>,
     /// Network: `host` or `none`.
     #[arg(long, value_enum, default_value_t = NetMode::Host)]
     net: NetMode,
@@ -78,12 +104,12 @@ pub struct RunArgs {
     /// root; as root it maps root's /etc/subuid range, or root alone).
     #[arg(long)]
     rootless: bool,
-    /// Bind a host path into the container: SRC:DST[:ro] (DST must exist in the image);
-    /// repeatable.
+    /// Bind a host path into the container: SRC:DST[:ro] (DST is created in the upper if
+    /// the image lacks it); repeatable.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     binds: Vec<String>,
-    /// The command and its arguments (after `--`).
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments (after `--`; default: the image's).
+    #[arg(last = true, required_unless_present = "image", value_name = "CMD")]
     command: Vec<String>,
     /// The ephemeral upper of a run without `upperdir=` (set by `run`, removed at exit).
     #[arg(skip)]
@@ -121,44 +147,145 @@ pub struct MountArgs {
     /// The same as `--file-io handles`.
     #[arg(long)]
     no_passthrough: bool,
-    /// Where to mount the merged view.
-    mountpoint: Option<PathBuf>,
+    /// Append log lines to this file instead of stderr (also `LAYERFS_LOG_FILE`), so a
+    /// daemonized mount's errors are kept; an error at mount time still goes to stderr.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
+    /// `[SOURCE] MOUNTPOINT`: where to mount the merged view, after the mount's source name
+    /// as mount(8) and mount.fuse3 give it (`layerfs` by default; shown in
+    /// /proc/self/mountinfo).
+    #[arg(value_name = "[SOURCE] MOUNTPOINT", num_args = 1..=2)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    store: cmd::imagecmd::StoreArgs,
+}
+
+impl MountArgs {
+    /// The mount point (the last path).
+    pub fn mountpoint(&self) -> Option<&PathBuf> {
+        self.paths.last()
+    }
+
+    /// The source, when two paths were given.
+    pub fn source(&self) -> Option<&PathBuf> {
+        (self.paths.len() == 2).then(|| &self.paths[0])
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut cli = match argv.split_first() {
+        Some((argv0, rest)) if cmd::helper::invoked_as_helper(argv0) => {
+            match cmd::helper::translate(rest) {
+                // mount -f: pretend; the options must still parse.
+                Ok(call) if call.fake => {
+                    let cli = Cli::parse_from(std::iter::once(argv0.clone()).chain(call.args));
+                    return match cli.cmd {
+                        Some(Cmd::Mount(m)) => match layerfs::MountOptions::parse(&m.options) {
+                            Ok(_) => ExitCode::SUCCESS,
+                            Err(e) => {
+                                eprintln!("layerfs: bad mount options: {e}");
+                                ExitCode::FAILURE
+                            }
+                        },
+                        _ => ExitCode::FAILURE,
+                    };
+                }
+                Ok(call) => Cli::parse_from(std::iter::once(argv0.clone()).chain(call.args)),
+                Err(e) => {
+                    eprintln!("layerfs: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => Cli::parse_from(argv),
+    };
     let debug = match &cli.cmd {
         Some(Cmd::Mount(m)) => m.debug,
         None => cli.mount.debug,
         _ => false,
     };
+    let log_file = match &cli.cmd {
+        Some(Cmd::Mount(m)) => m.log_file.clone(),
+        None => cli.mount.log_file.clone(),
+        _ => None,
+    }
+    .or_else(|| std::env::var_os("LAYERFS_LOG_FILE").map(PathBuf::from));
     let default_level = if debug { "debug" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_timestamp_micros()
-        .init();
-    if let Some(Cmd::Run(r)) = cli.cmd {
-        return match cmd::run::run(r) {
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    logger.format_timestamp_micros();
+    if let Some(path) = &log_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        match file {
+            Ok(f) => {
+                logger.target(env_logger::Target::Pipe(Box::new(f)));
+            }
+            Err(e) => {
+                let e = anyhow::Error::new(e).context(format!("log file {}", path.display()));
+                eprintln!("layerfs: {}", cmd::one_line(&e));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    logger.init();
+    // With a log file, a failure is recorded there too (stderr may be gone by then).
+    let fail = |prefix: &str, e: &anyhow::Error| {
+        let line = cmd::one_line(e);
+        if log_file.is_some() {
+            log::error!("{prefix}{line}");
+        }
+        eprintln!("{prefix}{line}");
+    };
+    if let Some(Cmd::Run(mut r)) = cli.cmd {
+        return match cmd::image_run::apply_run(&mut r).and_then(|()| cmd::run::run(r)) {
             Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
             Err(e) => {
-                eprintln!("layerfs run: {e:#}");
+                fail("layerfs run: ", &e);
                 ExitCode::from(layerfs::runtime::init::EXIT_RUNTIME as u8)
+            }
+        };
+    }
+    let image_cmd = match cli.cmd.take() {
+        Some(Cmd::Import(a)) => Some(cmd::import::run(a)),
+        Some(Cmd::Images(a)) => Some(cmd::images::run(a)),
+        Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
+        Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),
+        Some(Cmd::Squash(a)) => Some(cmd::squash::run(a)),
+        other => {
+            cli.cmd = other;
+            None
+        }
+    };
+    if let Some(r) = image_cmd {
+        return match r {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                fail("layerfs: ", &e);
+                ExitCode::FAILURE
             }
         };
     }
     let result = match cli.cmd {
         Some(Cmd::Run(_)) => unreachable!("handled above"),
-        Some(Cmd::Mount(m)) => cmd::mount::run(m),
+        Some(Cmd::Mount(mut m)) => {
+            cmd::image_run::apply_mount(&mut m).and_then(|()| cmd::mount::run(m))
+        }
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
         Some(Cmd::Inspect(a)) => cmd::inspect::run(a),
         Some(Cmd::Which(a)) => cmd::which::run(a),
         Some(Cmd::Diff(a)) => cmd::diff::run(a),
         Some(Cmd::Cat(a)) => cmd::cat::run(a),
         None => cmd::mount::run(cli.mount),
+        Some(_) => unreachable!("image commands handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("layerfs: {e:#}");
+            fail("layerfs: ", &e);
             ExitCode::FAILURE
         }
     }

@@ -2,56 +2,97 @@
 
 use std::path::PathBuf;
 
-/// A mapping of ids as fuse-overlayfs' `uidmapping=` / `gidmapping=` give it:
-/// `CONTAINER:HOST:COUNT[:CONTAINER:HOST:COUNT...]`. The merged view shows a file owned by
-/// host id `HOST + i` as owned by `CONTAINER + i`; ids outside every range show as the
-/// overflow id 65534.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct IdMap {
-    pub ranges: Vec<(u32, u32, u32)>,
+use crate::idmap::{IdMap, Ids};
+
+/// The generic mount flags of mount(8), honoured as the kernel's flags of the mount (later
+/// options win: `ro,rw` is read-write). As root, set-uid programs and device nodes work by
+/// default, as on kernel overlayfs; `nosuid` / `nodev` turn them off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MountFlags {
+    pub read_only: bool,
+    pub nosuid: bool,
+    pub nodev: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+    pub nodiratime: bool,
+    /// `strictatime` (every access updates atime) instead of the default `relatime`.
+    pub strictatime: bool,
+    pub sync: bool,
+    pub dirsync: bool,
 }
 
-pub const OVERFLOW_ID: u32 = 65534;
-
-impl IdMap {
-    fn parse(s: &str) -> Result<IdMap, OptionError> {
-        let bad = || {
-            OptionError::Value(format!(
-                "id mapping {s:?}: expected CONTAINER:HOST:COUNT[:...]"
-            ))
+impl MountFlags {
+    /// Applies `name` if it is a generic flag; false if it is not one.
+    fn set(&mut self, name: &str) -> bool {
+        let (field, on) = match name {
+            "ro" => (&mut self.read_only, true),
+            "rw" => (&mut self.read_only, false),
+            "nosuid" => (&mut self.nosuid, true),
+            "suid" => (&mut self.nosuid, false),
+            "nodev" => (&mut self.nodev, true),
+            "dev" => (&mut self.nodev, false),
+            "noexec" => (&mut self.noexec, true),
+            "exec" => (&mut self.noexec, false),
+            "noatime" => (&mut self.noatime, true),
+            "atime" => (&mut self.noatime, false),
+            "nodiratime" => (&mut self.nodiratime, true),
+            "diratime" => (&mut self.nodiratime, false),
+            "strictatime" | "norelatime" => (&mut self.strictatime, true),
+            "nostrictatime" | "relatime" => (&mut self.strictatime, false),
+            "sync" => (&mut self.sync, true),
+            "async" => (&mut self.sync, false),
+            "dirsync" => (&mut self.dirsync, true),
+            _ => return false,
         };
-        let nums: Vec<u32> = s
-            .trim_start_matches(':')
-            .split(':')
-            .map(|n| n.parse::<u32>().map_err(|_| bad()))
-            .collect::<Result<_, _>>()?;
-        if nums.is_empty() || !nums.len().is_multiple_of(3) {
-            return Err(bad());
-        }
-        Ok(IdMap {
-            ranges: nums.chunks(3).map(|c| (c[0], c[1], c[2])).collect(),
-        })
+        *field = on;
+        true
     }
 
-    /// The host id stored on disk for an id of the mount (the inverse of `to_container`).
-    pub fn to_host(&self, container: u32) -> u32 {
-        for &(c, h, n) in &self.ranges {
-            if container >= c && container - c < n {
-                return h + (container - c);
-            }
-        }
-        OVERFLOW_ID
+    /// The kernel's `MS_*` bits for these flags.
+    pub fn ms_flags(&self) -> libc::c_ulong {
+        [
+            (self.read_only, libc::MS_RDONLY),
+            (self.nosuid, libc::MS_NOSUID),
+            (self.nodev, libc::MS_NODEV),
+            (self.noexec, libc::MS_NOEXEC),
+            (self.noatime, libc::MS_NOATIME),
+            (self.nodiratime, libc::MS_NODIRATIME),
+            (self.strictatime, libc::MS_STRICTATIME),
+            (self.sync, libc::MS_SYNCHRONOUS),
+            (self.dirsync, libc::MS_DIRSYNC),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |acc, (_, bit)| acc | bit)
     }
+}
 
-    /// The id shown in the mount for a host id stored on disk.
-    pub fn to_container(&self, host: u32) -> u32 {
-        for &(c, h, n) in &self.ranges {
-            if host >= h && host - h < n {
-                return c + (host - h);
-            }
-        }
-        OVERFLOW_ID
-    }
+/// Options mount(8), mount.fuse3, fstab and systemd pass that concern them, not the
+/// filesystem: accepted and ignored.
+fn is_mount_tool_option(key: &str) -> bool {
+    matches!(
+        key,
+        "defaults"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "users"
+            | "nouser"
+            | "owner"
+            | "group"
+            | "nofail"
+            | "_netdev"
+            | "comment"
+            | "loud"
+            | "silent"
+            | "mand"
+            | "nomand"
+            | "iversion"
+            | "noiversion"
+            | "lazytime"
+            | "nolazytime"
+            | "subtype"
+    ) || key.starts_with("x-")
 }
 
 /// Everything `-o` can say.
@@ -65,10 +106,12 @@ pub struct MountOptions {
     pub volatile: bool,
     /// Marks in `user.overlay.*` instead of `trusted.overlay.*` (kernel's `userxattr`).
     pub userxattr: bool,
-    pub uid_map: Option<IdMap>,
-    pub gid_map: Option<IdMap>,
-    pub squash_to_uid: Option<u32>,
-    pub squash_to_gid: Option<u32>,
+    /// `uidmapping=`, `gidmapping=` and the squash options.
+    pub ids: Ids,
+    /// `ro`, `nosuid`, `nodev`, `noexec`, `noatime`, ...
+    pub flags: MountFlags,
+    /// `fsname=`: the mount's source as /proc/self/mountinfo shows it.
+    pub fsname: Option<String>,
     /// Unknown options: accepted with a warning.
     pub ignored: Vec<String>,
 }
@@ -159,6 +202,12 @@ impl MountOptions {
                     v.parse()
                         .map_err(|_| OptionError::Value(format!("{key}={v}: not a number")))
                 };
+                if value.is_none() && o.flags.set(&key) {
+                    continue;
+                }
+                if is_mount_tool_option(&key) {
+                    continue;
+                }
                 match key.as_str() {
                     "lowerdir" => {
                         let v = need(value)?;
@@ -178,14 +227,21 @@ impl MountOptions {
                     "upperdir" => o.upper = Some(PathBuf::from(unescape(&need(value)?))),
                     "workdir" => o.work = Some(PathBuf::from(unescape(&need(value)?))),
                     "volatile" => o.volatile = true,
+                    "fsname" => o.fsname = Some(unescape(&need(value)?)),
                     "userxattr" => o.userxattr = true,
-                    "uidmapping" => o.uid_map = Some(IdMap::parse(&need(value)?)?),
-                    "gidmapping" => o.gid_map = Some(IdMap::parse(&need(value)?)?),
-                    "squash_to_uid" => o.squash_to_uid = Some(num(value)?),
-                    "squash_to_gid" => o.squash_to_gid = Some(num(value)?),
+                    "uidmapping" => {
+                        o.ids.uid_map =
+                            Some(IdMap::parse(&need(value)?).map_err(OptionError::Value)?)
+                    }
+                    "gidmapping" => {
+                        o.ids.gid_map =
+                            Some(IdMap::parse(&need(value)?).map_err(OptionError::Value)?)
+                    }
+                    "squash_to_uid" => o.ids.squash_uid = Some(num(value)?),
+                    "squash_to_gid" => o.ids.squash_gid = Some(num(value)?),
                     "squash_to_root" => {
-                        o.squash_to_uid = Some(0);
-                        o.squash_to_gid = Some(0);
+                        o.ids.squash_uid = Some(0);
+                        o.ids.squash_gid = Some(0);
                     }
                     // Accepted for compatibility; they do not change what the mount shows.
                     "xattr_permissions"
@@ -193,16 +249,6 @@ impl MountOptions {
                     | "fscontext"
                     | "defcontext"
                     | "rootcontext"
-                    | "ro"
-                    | "rw"
-                    | "noatime"
-                    | "relatime"
-                    | "nodev"
-                    | "nosuid"
-                    | "dev"
-                    | "suid"
-                    | "exec"
-                    | "noexec"
                     | "redirect_dir"
                     | "metacopy"
                     | "index"
@@ -270,12 +316,12 @@ mod tests {
             "uidmapping=:0:1000:1:1:100000:65536,gidmapping=0:1000:1",
         ])
         .unwrap();
-        let m = o.uid_map.unwrap();
-        assert_eq!(m.to_container(1000), 0);
-        assert_eq!(m.to_container(100000), 1);
-        assert_eq!(m.to_container(100005), 6);
-        assert_eq!(m.to_container(5), OVERFLOW_ID);
-        assert_eq!(o.gid_map.unwrap().ranges, vec![(0, 1000, 1)]);
+        let m = o.ids.uid_map.unwrap();
+        assert_eq!(m.show(0), 1000);
+        assert_eq!(m.show(1), 100_000);
+        assert_eq!(m.show(6), 100_005);
+        assert_eq!(m.show(70_000), crate::idmap::OVERFLOW_ID);
+        assert_eq!(o.ids.gid_map.unwrap().store(1000), 0);
     }
 
     #[test]
@@ -307,11 +353,36 @@ mod tests {
     }
 
     #[test]
+    fn generic_flags_later_ones_win_and_mount_tool_options_are_ignored() {
+        let o = MountOptions::parse(&[
+            "rw,lowerdir=/a,nosuid,nodev,noexec,ro,noatime,nofail,_netdev,defaults,user,auto",
+            "x-systemd.automount,x-systemd.requires=foo.mount,comment=x,dev,exec,rw,dirsync",
+        ])
+        .unwrap();
+        assert!(o.ignored.is_empty(), "{:?}", o.ignored);
+        assert_eq!(
+            o.flags,
+            MountFlags {
+                nosuid: true,
+                noatime: true,
+                dirsync: true,
+                ..MountFlags::default()
+            }
+        );
+        assert_eq!(
+            o.flags.ms_flags(),
+            libc::MS_NOSUID | libc::MS_NOATIME | libc::MS_DIRSYNC
+        );
+        let o = MountOptions::parse(&["lowerdir=/a,ro,relatime,strictatime"]).unwrap();
+        assert_eq!(o.flags.ms_flags(), libc::MS_RDONLY | libc::MS_STRICTATIME);
+    }
+
+    #[test]
     fn unknown_options_are_kept_for_a_warning() {
         let o =
             MountOptions::parse(&["lowerdir=/a,frobnicate=3,squash_to_root,xattr_permissions=2"])
                 .unwrap();
         assert_eq!(o.ignored, vec!["frobnicate=3".to_string()]);
-        assert_eq!(o.squash_to_uid, Some(0));
+        assert_eq!(o.ids.squash_uid, Some(0));
     }
 }

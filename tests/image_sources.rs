@@ -213,3 +213,121 @@ fn podman_store_and_its_saves_match_the_layers() {
         assert_eq!(entries(&img), want, "podman save --format {format}");
     }
 }
+
+/// A multi-platform layout: index.json names an index whose manifests are per platform; the
+/// one for this machine is read. A REF that names nothing lists the names there are.
+#[test]
+fn nested_indexes_pick_this_platform_and_refs_are_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let dirs = layer_dirs(t.path());
+    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let dir = t.path().join("oci");
+    imagekit::write_oci(&dir, &tars, &["a", "b"], Comp::Gzip, "v1");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0].clone();
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    // The other platform's manifest does not exist: reading it would fail.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": missing, "size": 10,
+             "platform": {"os": "linux", "architecture": "s390x"}},
+            {"mediaType": manifest["mediaType"], "digest": manifest["digest"], "size": manifest["size"],
+             "platform": {"os": "linux", "architecture": arch}},
+        ],
+    }))
+    .unwrap();
+    let d = imagekit::sha256(&inner);
+    std::fs::write(dir.join("blobs/sha256").join(&d[7..]), &inner).unwrap();
+    let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": inner.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    let img = open(&format!("oci:{}:multi", dir.display()));
+    assert_eq!(img.layers.len(), 2);
+    let err = source::open(
+        &format!("oci:{}:nope", dir.display()),
+        &OpenOptions::default(),
+    )
+    .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("nope") && msg.contains("multi"), "{msg}");
+}
+
+fn tool(args: &[&str], cache: &Path) -> std::process::Output {
+    std::process::Command::new(common::BIN)
+        .args(args)
+        .env("LAYERFS_CACHE_DIR", cache)
+        .output()
+        .unwrap()
+}
+
+/// `which`, `cat` and `diff` on a tar image: the provider and what it shadows, a file as one
+/// layer has it, and the changes between two images.
+#[test]
+fn which_cat_and_diff_read_tar_layers() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    let dirs = layer_dirs(t.path());
+    std::fs::create_dir_all(dirs[1].join("etc/sub")).unwrap();
+    std::fs::write(dirs[1].join("etc/sub/b"), b"replaced").unwrap();
+    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let (old, new) = (t.path().join("old"), t.path().join("new"));
+    imagekit::write_oci(&old, &tars[..1], &["base"], Comp::Gzip, "v1");
+    imagekit::write_oci(&new, &tars, &["base", "change"], Comp::Zstd, "v1");
+    let (old, new) = (
+        format!("oci:{}", old.display()),
+        format!("oci:{}", new.display()),
+    );
+
+    let o = tool(&["which", "--json", &new, "/etc/sub/b"], &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(w["provided_by"]["layer"], 1);
+    assert_eq!(w["provided_by"]["size"], 8);
+    assert_eq!(w["shadowed"][0]["layer"], 0);
+    assert_eq!(w["shadowed"][0]["size"], 10000);
+    let o = tool(&["which", "--json", &new, "/etc/a"], &cache);
+    let w: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(w["provided_by"].is_null());
+    assert_eq!(w["hidden_by"]["layer"], 1);
+    assert_eq!(w["hidden_by"]["how"], "whiteout");
+
+    let o = tool(&["cat", &new, "/etc/sub/b"], &cache);
+    assert_eq!(o.stdout, b"replaced");
+    let o = tool(&["cat", "--layer", "0", &new, "/etc/sub/b"], &cache);
+    assert_eq!(o.stdout, vec![7u8; 10000]);
+    // A hard link's second name reads the file it names.
+    let o = tool(&["cat", "--layer", "0", &new, "/etc/a2"], &cache);
+    assert_eq!(o.stdout, b"alpha");
+    let o = tool(&["cat", &new, "/etc/a"], &cache);
+    assert_eq!(o.status.code(), Some(1));
+
+    let o = tool(&["diff", "--json", &old, &new], &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got: Vec<String> = d
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["change"].as_str().unwrap(),
+                c["path"].as_str().unwrap(),
+                c["content_changed"]
+            )
+        })
+        .collect();
+    assert!(got.contains(&"D /etc/a null".to_string()), "{got:?}");
+    assert!(got.contains(&"C /etc/sub/b true".to_string()), "{got:?}");
+    assert!(got.contains(&"A /opq/new null".to_string()), "{got:?}");
+    assert!(got.contains(&"D /opq/gone null".to_string()), "{got:?}");
+}

@@ -99,6 +99,14 @@ fn bad_invocations_fail_with_one_clear_line_and_mount_nothing() {
         ),
         (vec![mps.into()], "lowerdir"),
         (vec!["-o".into(), good.clone()], "mountpoint"),
+        (
+            vec![
+                "-o".into(),
+                format!("{good},upperdir=/nonexistent/u,workdir=/nonexistent/w"),
+                mps.into(),
+            ],
+            "upperdir /nonexistent/u: No such file or directory (create it first: mkdir -p /nonexistent/u)",
+        ),
     ];
     for (args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -114,6 +122,11 @@ fn bad_invocations_fail_with_one_clear_line_and_mount_nothing() {
             1,
             "{args:?}: not one line: {err:?}"
         );
+        // The cause once, in words, without "(os error N)".
+        assert!(!err.contains("os error"), "{args:?}: {err:?}");
+        for cause in ["No such file or directory", "Not a directory"] {
+            assert!(err.matches(cause).count() <= 1, "{args:?}: {err:?}");
+        }
         assert_eq!(mount_type(&mp), None, "{args:?} left a mount");
     }
     // Busy: something is already mounted there.
@@ -121,6 +134,61 @@ fn bad_invocations_fail_with_one_clear_line_and_mount_nothing() {
     let out = run_layerfs(&["-o", &good, mps]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("busy"), "{err}");
+}
+
+/// `--log-file` / `LAYERFS_LOG_FILE`: the daemon's log lines, written after it detached
+/// from the terminal, land in the file; a failure at mount time goes to stderr and the file.
+#[test]
+fn a_daemonized_mount_logs_to_its_log_file() {
+    if !require_root("a_daemonized_mount_logs_to_its_log_file") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let l = two_layers(t.path());
+    let mp = t.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let log = t.path().join("layerfs.log");
+    let lower = format!("lowerdir={}", l[0].display());
+    let out = Command::new(BIN)
+        .env("LAYERFS_LOG_FILE", &log)
+        .env("RUST_LOG", "layerfs=info")
+        .args(["-o", &lower])
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "logged to stderr: {out:?}");
+    let _ = run_layerfs(&["umount", mp.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("mounted on"), "{text}");
+
+    let out = Command::new(BIN)
+        .arg("--log-file")
+        .arg(&log)
+        .args(["-o", "lowerdir=/nonexistent/layer"])
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/layer"), "{err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("lower directory /nonexistent/layer"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args(["--log-file", "/nonexistent/dir/log", "-o", &lower])
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("log file /nonexistent/dir/log"));
+    assert_eq!(mount_type(&mp), None);
 }
 
 #[test]
@@ -376,8 +444,12 @@ fn podman_style_relative_symlinked_lowers_and_id_mapping() {
     std::fs::create_dir_all(&diff).unwrap();
     std::fs::create_dir_all(store.join("l")).unwrap();
     std::os::unix::fs::symlink("../ABCDEF/diff", store.join("l/SHORT")).unwrap();
+    // uidmapping=DISK:SHOWN:COUNT: image ids 0.. show as 100000..; an id outside every
+    // range shows as the overflow id.
     std::fs::write(diff.join("owned"), "x").unwrap();
-    std::os::unix::fs::chown(diff.join("owned"), Some(100_000), Some(100_001)).unwrap();
+    std::os::unix::fs::chown(diff.join("owned"), Some(0), Some(1)).unwrap();
+    std::fs::write(diff.join("unmapped"), "x").unwrap();
+    std::os::unix::fs::chown(diff.join("unmapped"), Some(100_000), Some(100_001)).unwrap();
     let mp = t.path().join("merged");
     std::fs::create_dir(&mp).unwrap();
     let out = Command::new(BIN)
@@ -399,9 +471,11 @@ fn podman_style_relative_symlinked_lowers_and_id_mapping() {
         "unknown options are warned about"
     );
     let md = std::fs::symlink_metadata(mp.join("owned"));
+    let unmapped = std::fs::symlink_metadata(mp.join("unmapped"));
     let _ = run_layerfs(&["umount", mp.to_str().unwrap()]);
-    let md = md.unwrap();
-    assert_eq!((md.uid(), md.gid()), (0, 1));
+    let (md, unmapped) = (md.unwrap(), unmapped.unwrap());
+    assert_eq!((md.uid(), md.gid()), (100_000, 100_001));
+    assert_eq!((unmapped.uid(), unmapped.gid()), (65_534, 65_534));
 }
 
 #[test]

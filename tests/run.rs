@@ -1,5 +1,5 @@
 //! `layerfs run` on a busybox-static root: namespaces, mounts, pid 1, exit statuses and
-//! cleanup. Needs root (rootless runs are not implemented yet).
+//! cleanup, as root and rootless (from an unprivileged user).
 
 mod common;
 
@@ -322,13 +322,20 @@ fn user_binds_and_the_default_capability_set() {
     // podman's default bounding set for root too, not everything root has.
     let o = run(&root, &[], &["grep", "CapBnd", "/proc/self/status"]);
     assert_eq!(stdout(&o).trim(), "CapBnd:\t00000000800405fb");
+    // A missing target is made (in the run's upper); a directory cannot go onto a file.
     let o = run(
         &root,
         &["--bind", &format!("{}:/nope", data.display())],
+        &["cat", "/nope/file"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(
+        &root,
+        &["--bind", &format!("{}:/etc/passwd", data.display())],
         &["true"],
     );
     assert_eq!(o.status.code(), Some(125));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nope"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/etc/passwd"));
     assert_nothing_left();
 }
 
@@ -570,5 +577,116 @@ fn writes_land_in_the_upper_and_the_ephemeral_upper_goes_away() {
         "whiteout for /bin/true"
     );
     assert!(!lower.join("root/f").exists());
+    assert_nothing_left();
+}
+
+/// A root filesystem with nothing but /bin (busybox), as `podman import` of a bare
+/// tarball gives.
+fn bare_root(base: &Path) -> PathBuf {
+    let root = base.join("bare");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for app in ["sh", "ls", "cat", "touch", "test", "id", "grep", "mount"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
+    }
+    root
+}
+
+const BARE_SCRIPT: &str = "ls -d /proc /dev /sys /tmp /etc/resolv.conf /etc/hosts /mnt/data/file \
+     && test -c /dev/null && test -e /proc/self/status && echo ok";
+
+/// The mount points a bare root lacks are made in the run's upper, like runc does: in the
+/// ephemeral upper, in a persistent one (and never in the image), as root and rootless;
+/// with `-o ro` the root is read-only once they exist.
+#[test]
+fn a_root_with_only_bin_gets_its_mount_points_in_the_upper() {
+    if !require_root("a_root_with_only_bin_gets_its_mount_points_in_the_upper") {
+        return;
+    }
+    let _serial = serial();
+    let t = tempfile::tempdir().unwrap();
+    readable_by_all(t.path());
+    let root = bare_root(t.path());
+    let data = t.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("file"), "x").unwrap();
+    let bind = format!("{}:/mnt/data", data.display());
+
+    let o = run(&root, &["--bind", &bind], &["sh", "-c", BARE_SCRIPT]);
+    assert_eq!(stdout(&o).lines().last(), Some("ok"), "{o:?}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A persistent upper keeps them; the image does not get them.
+    let (u, w) = (t.path().join("u"), t.path().join("w"));
+    std::fs::create_dir(&u).unwrap();
+    std::fs::create_dir(&w).unwrap();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        root.display(),
+        u.display(),
+        w.display()
+    );
+    let o = Command::new(BIN)
+        .args([
+            "run",
+            "-o",
+            &opts,
+            "--bind",
+            &bind,
+            "--",
+            "sh",
+            "-c",
+            BARE_SCRIPT,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o).lines().last(), Some("ok"), "{o:?}");
+    for p in ["proc", "dev", "sys", "tmp", "mnt/data"] {
+        assert!(u.join(p).is_dir(), "{p} not in the upper");
+    }
+    for p in ["etc/resolv.conf", "etc/hosts"] {
+        assert!(u.join(p).is_file(), "{p} not in the upper");
+    }
+    let image: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(image, ["bin"], "the image was written");
+
+    // -o ro: mount points made first, then the root is read-only.
+    let o = run(
+        &root,
+        &["-o", "ro"],
+        &[
+            "sh",
+            "-c",
+            "ls -d /proc /tmp && touch /tmp/ok && (touch /x 2>/dev/null || echo refused)",
+        ],
+    );
+    assert_eq!(stdout(&o).lines().last(), Some("refused"), "{o:?}");
+
+    // Rootless, from a user with a subordinate range.
+    let _fuse = common::DevFuseOpen::new();
+    let (uid, gid) = common::test_user();
+    let opt = format!("lowerdir={}", root.display());
+    let o = run_as(
+        uid,
+        gid,
+        t.path(),
+        &[
+            "run",
+            "-o",
+            &opt,
+            "--bind",
+            &bind,
+            "--",
+            "sh",
+            "-c",
+            BARE_SCRIPT,
+        ],
+    );
+    assert_eq!(stdout(&o).lines().last(), Some("ok"), "{o:?}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_nothing_left();
 }

@@ -13,66 +13,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::debian::{cache_dir, debian_base, world_traversable};
 use common::{require_root, BIN};
-
-fn cache_dir() -> PathBuf {
-    let d = PathBuf::from(
-        std::env::var_os("LAYERFS_TEST_CACHE").unwrap_or("/var/tmp/layerfs-test-cache".into()),
-    );
-    std::fs::create_dir_all(&d).unwrap();
-    world_traversable(&d);
-    d
-}
-
-fn world_traversable(p: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-/// The first Debian mirror in the host's apt sources, else deb.debian.org.
-fn mirror() -> String {
-    let mut text = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        for e in dir.flatten() {
-            text += &std::fs::read_to_string(e.path()).unwrap_or_default();
-        }
-    }
-    text.split_whitespace()
-        .find(|w| w.starts_with("http") && w.trim_end_matches('/').ends_with("/debian"))
-        .unwrap_or("http://deb.debian.org/debian")
-        .to_string()
-}
-
-/// `debootstrap --variant=minbase bookworm`, once; owned by host root like any image
-/// unpacked by root.
-fn debian_base() -> PathBuf {
-    let base = cache_dir().join("bookworm-minbase");
-    let done = cache_dir().join("bookworm-minbase.done");
-    if done.exists() {
-        return base;
-    }
-    let _ = std::fs::remove_dir_all(&base);
-    let m = mirror();
-    eprintln!(
-        "debootstrap --variant=minbase bookworm {} {m} (once, cached)",
-        base.display()
-    );
-    let o = Command::new("debootstrap")
-        .args(["--variant=minbase", "bookworm"])
-        .arg(&base)
-        .arg(&m)
-        .stdin(Stdio::null())
-        .output()
-        .expect("debootstrap is installed (scripts/test installs it)");
-    assert!(
-        o.status.success(),
-        "debootstrap failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    std::fs::write(&done, "").unwrap();
-    base
-}
 
 /// Host id for image id `id` under the rootless map: 0 -> the user, n -> start + n - 1.
 fn shift(id: u32, own: u32, start: u32) -> u32 {

@@ -5,6 +5,12 @@
 //!
 //! The kernel runs with `redirect_dir=on`, so it renames merged directories as layerfs
 //! does (without it the kernel answers EXDEV and `mv` falls back to copying).
+//!
+//! Two kinds of cases: short programs (1-40 steps) on a generated stack, and long ones
+//! (hundreds of steps) in generations: each side's upper, once a program ends, becomes the
+//! top lower of the next generation (a build's next step), so later programs run over
+//! lowers holding redirects, origin records, opaque directories and whiteouts written by
+//! each implementation. Inode numbers must survive each remount where the kernel's do.
 
 mod common;
 
@@ -17,10 +23,19 @@ use common::{require_root, Kernel, Layerfs};
 use proptest::prelude::*;
 
 fn cases() -> u32 {
-    std::env::var("LAYERFS_RW_CASES")
+    env_cases("LAYERFS_RW_CASES", 40)
+}
+
+/// Cases of the long, generational test.
+fn long_cases() -> u32 {
+    env_cases("LAYERFS_RW_LONG_CASES", 3)
+}
+
+fn env_cases(var: &str, default: u32) -> u32 {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40)
+        .unwrap_or(default)
 }
 
 const KERNEL_OPTS: &str = ",redirect_dir=on";
@@ -48,6 +63,53 @@ impl Side {
         }
         s
     }
+
+    /// Makes the upper the top lower (generation `g`) under a fresh upper and workdir.
+    /// Hard links in it are broken first, the same way on every side: a lower file with
+    /// several names is a documented difference (SEMANTICS: layerfs keeps one node per
+    /// inode number), which these cases would otherwise meet at every step.
+    fn stack_upper(&mut self, g: usize) {
+        let layer = self.upper.with_file_name(format!("gen{g}"));
+        std::fs::rename(&self.upper, &layer).unwrap();
+        break_hard_links(&layer);
+        std::fs::remove_dir_all(&self.work).unwrap();
+        for p in [&self.upper, &self.work] {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        self.lowers.insert(0, layer);
+    }
+}
+
+/// Replaces every name but the first (in walk order) of a file with several links by a
+/// copy of it (`cp -a`: data, mode, owner, times, xattrs).
+fn break_hard_links(root: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for p in names {
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                todo.push(p);
+            } else if md.is_file() && md.nlink() > 1 && !seen.insert(md.ino()) {
+                let tmp = p.with_file_name(".unlink-copy");
+                let ok = std::process::Command::new("cp")
+                    .args(["-a", "--"])
+                    .arg(&p)
+                    .arg(&tmp)
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "cp -a {}", p.display());
+                std::fs::rename(&tmp, &p).unwrap();
+            }
+        }
+    }
 }
 
 /// A live mount of either kind; held for its Drop (the unmount).
@@ -71,51 +133,24 @@ fn mount(s: &Side, kernel: bool) -> Mounted {
     }
 }
 
-fn run_case(stack: &[spec::Layer], program: &[Op]) {
+/// Runs each program on its generation (the first on the generated stack, each next one
+/// with the previous upper stacked as the top lower), comparing all along.
+fn run_case(stack: &[spec::Layer], programs: &[Vec<Op>]) {
     let stack = spec::without_hardlinks(stack);
     let t = tempfile::tempdir().unwrap();
     let k_layers = spec::write_stack(&t.path().join("layers"), &stack, Form::Kernel);
     let o_layers = spec::write_stack(&t.path().join("layers"), &stack, Form::Oci);
-    let kernel = Side::new(t.path(), "kernel", k_layers.clone());
-    let ours = Side::new(t.path(), "layerfs", k_layers.clone());
-    let oci = Side::new(t.path(), "layerfs-oci", o_layers);
-    let sides = [(&kernel, true), (&ours, false), (&oci, false)];
-    {
-        let mounts: Vec<Mounted> = sides.iter().map(|(s, k)| mount(s, *k)).collect();
-        for (step, op) in program.iter().enumerate() {
-            let mut want = ops::apply(&kernel.mp, op);
-            let mut got = vec![];
-            for (s, _) in &sides[1..] {
-                got.push(ops::apply(&s.mp, op));
-            }
-            // layerfs renames directories the kernel cannot (EXDEV): compare with `mv`.
-            if let Op::Rename { from, to, flags } = op {
-                if want == Outcome::Errno(libc::EXDEV) && got.iter().all(|g| *g == Outcome::Ok) {
-                    want = ops::rename_as_mv(&kernel.mp, from, to, *flags);
-                }
-            }
-            for ((s, _), got) in sides[1..].iter().zip(got) {
-                assert_eq!(
-                    want, got,
-                    "step {step}: {op:?}: kernel {want:?}, {} {got:?}",
-                    s.name
-                );
-            }
-            if step % 4 == 3 || step + 1 == program.len() {
-                compare(&sides, &format!("after step {step} ({op:?})"));
+    let mut kernel = Side::new(t.path(), "kernel", k_layers.clone());
+    let mut ours = Side::new(t.path(), "layerfs", k_layers);
+    let mut oci = Side::new(t.path(), "layerfs-oci", o_layers);
+    for (g, program) in programs.iter().enumerate() {
+        if g > 0 {
+            for s in [&mut kernel, &mut ours, &mut oci] {
+                s.stack_upper(g);
             }
         }
-        compare(&sides, "after the program");
-        for m in &mounts {
-            if let Mounted::Layerfs(m) = m {
-                m.assert_no_errors_logged();
-            }
-        }
-    }
-    // Remounted: what each wrote to its upper means the same thing.
-    {
-        let _mounts: Vec<Mounted> = sides.iter().map(|(s, k)| mount(s, *k)).collect();
-        compare(&sides, "after remounting");
+        let sides = [(&kernel, true), (&ours, false), (&oci, false)];
+        run_generation(&sides, program, &format!("generation {g}: "));
     }
     // The kernel reads layerfs's upper as layerfs showed it.
     let expected = {
@@ -124,7 +159,7 @@ fn run_case(stack: &[spec::Layer], program: &[Op]) {
     };
     let compat = Side {
         name: "kernel-on-layerfs-upper".into(),
-        lowers: k_layers,
+        lowers: ours.lowers.clone(),
         upper: ours.upper.clone(),
         work: t.path().join("compat-work"),
         mp: t.path().join("compat-mnt"),
@@ -144,15 +179,75 @@ fn run_case(stack: &[spec::Layer], program: &[Op]) {
     assert_no_debris(&oci.work);
 }
 
-fn compare(sides: &[(&Side, bool)], when: &str) {
-    let expected = tree::snapshot(&sides[0].0.mp);
-    for (s, _) in &sides[1..] {
-        tree::assert_same(
-            &expected,
-            &tree::snapshot(&s.mp),
-            &format!("{} vs kernel {when}", s.name),
+/// One program on mounts of `sides` (the kernel first), then a remount of all.
+fn run_generation(sides: &[(&Side, bool)], program: &[Op], gen: &str) {
+    let kernel = sides[0].0;
+    let before = {
+        let mounts: Vec<Mounted> = sides.iter().map(|(s, k)| mount(s, *k)).collect();
+        for (step, op) in program.iter().enumerate() {
+            let mut want = ops::apply(&kernel.mp, op);
+            let mut got = vec![];
+            for (s, _) in &sides[1..] {
+                got.push(ops::apply(&s.mp, op));
+            }
+            // layerfs renames directories the kernel cannot (EXDEV): compare with `mv`.
+            if let Op::Rename { from, to, flags } = op {
+                if want == Outcome::Errno(libc::EXDEV) && got.iter().all(|g| *g == Outcome::Ok) {
+                    want = ops::rename_as_mv(&kernel.mp, from, to, *flags);
+                }
+            }
+            for ((s, _), got) in sides[1..].iter().zip(got) {
+                assert_eq!(
+                    want, got,
+                    "{gen}step {step}: {op:?}: kernel {want:?}, {} {got:?}",
+                    s.name
+                );
+            }
+            // Long programs compare less often: a tree walk per step would dominate.
+            let every = if program.len() > 60 { 16 } else { 4 };
+            if step % every == every - 1 || step + 1 == program.len() {
+                compare(sides, &format!("{gen}after step {step} ({op:?})"));
+            }
+        }
+        let before = compare(sides, &format!("{gen}after the program"));
+        for m in &mounts {
+            if let Mounted::Layerfs(m) = m {
+                m.assert_no_errors_logged();
+            }
+        }
+        before
+    };
+    // Remounted: what each wrote to its upper means the same thing, and the inode numbers
+    // that survive the remount on the kernel survive it on layerfs.
+    let _mounts: Vec<Mounted> = sides.iter().map(|(s, k)| mount(s, *k)).collect();
+    let after = compare(sides, &format!("{gen}after remounting"));
+    let changed = |b: &tree::Tree, a: &tree::Tree| -> Vec<PathBuf> {
+        a.ino
+            .iter()
+            .filter(|(p, i)| b.ino.get(*p).is_some_and(|j| j != *i))
+            .map(|(p, _)| p.clone())
+            .collect()
+    };
+    let want = changed(&before[0], &after[0]);
+    for (i, (s, _)) in sides.iter().enumerate().skip(1) {
+        assert_eq!(
+            want,
+            changed(&before[i], &after[i]),
+            "{gen}paths whose inode number a remount changed: kernel (left), {} (right)",
+            s.name
         );
     }
+}
+
+/// Compares every side's tree with the kernel's; the trees, the kernel's first.
+fn compare(sides: &[(&Side, bool)], when: &str) -> Vec<tree::Tree> {
+    let mut trees = vec![tree::snapshot(&sides[0].0.mp)];
+    for (s, _) in &sides[1..] {
+        let t = tree::snapshot(&s.mp);
+        tree::assert_same(&trees[0], &t, &format!("{} vs kernel {when}", s.name));
+        trees.push(t);
+    }
+    trees
 }
 
 /// Nothing of ours is left in a workdir once its operations are done.
@@ -171,11 +266,27 @@ proptest! {
     #[test]
     fn random_operations_match_kernel_overlayfs(
         stack in spec::stack(),
-        program in prop::collection::vec(ops::op(), 1..40),
+        program in prop::collection::vec(ops::op_with_acls(), 1..40),
     ) {
         if !require_root("random_operations_match_kernel_overlayfs") {
             return Ok(());
         }
-        run_case(&stack, &program);
+        run_case(&stack, &[program]);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: long_cases(), max_shrink_iters: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Long programs, in two or three generations (each upper stacked as the next lower).
+    #[test]
+    fn long_programs_over_stacked_uppers_match_kernel_overlayfs(
+        stack in spec::stack(),
+        programs in prop::collection::vec(prop::collection::vec(ops::op_with_acls(), 60..300), 2..=3),
+    ) {
+        if !require_root("long_programs_over_stacked_uppers_match_kernel_overlayfs") {
+            return Ok(());
+        }
+        run_case(&stack, &programs);
     }
 }

@@ -261,6 +261,9 @@ pub struct Ctx {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+    /// The caller's umask, for a new entry, when the kernel left applying it to us
+    /// (`FUSE_DONT_MASK`: it is not applied under a default ACL); else 0 (already applied).
+    pub umask: u32,
 }
 
 /// A time to set: a given one or the current one.

@@ -56,6 +56,8 @@ pub struct Adapter<C: Core> {
     core: C,
     opts: AdapterOptions,
     passthrough: passthrough::Backing,
+    /// The kernel leaves the umask of new entries to us (`FUSE_DONT_MASK`).
+    dont_mask: bool,
     /// Requests per opcode, when counting is on ([`counts::ENV`]).
     counts: Option<Arc<Counts>>,
     /// The kernel caches writes (`FUSE_WRITEBACK_CACHE`), for a core whose files change.
@@ -68,6 +70,7 @@ impl<C: Core> Adapter<C> {
             core,
             opts,
             passthrough: passthrough::Backing::default(),
+            dont_mask: false,
             counts: None,
             writeback: false,
         }
@@ -150,9 +153,13 @@ impl<C: Core> Filesystem for Adapter<C> {
             // system.posix_acl_access on every file, and only the first ask per inode
             // reaches us.
             | InitFlags::FUSE_POSIX_ACL
+            // The umask comes apart from the mode, so a default ACL can replace it (the
+            // kernel would otherwise cut the mode with it first).
+            | InitFlags::FUSE_DONT_MASK
             // O_TRUNC comes with OPEN, not as a separate SETATTR.
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
         let _ = config.add_capabilities(want & config.capabilities());
+        self.dont_mask = config.capabilities().contains(InitFlags::FUSE_DONT_MASK);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
         if !self.core.files_immutable() {
@@ -178,6 +185,23 @@ impl<C: Core> Filesystem for Adapter<C> {
             self.writeback
         );
         Ok(())
+    }
+
+    /// Not supported: ENOSYS makes the kernel stop asking and report every file ready
+    /// (`DEFAULT_POLLMASK`), which is what the kernel's overlay answers for the regular
+    /// files of the usual upper filesystems. Answered quietly (fuser's default logs a
+    /// warning for each call).
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -508,14 +532,14 @@ impl<C: Core> Filesystem for Adapter<C> {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         self.tally(Op::Mknod);
+        let ctx = self.ctx_new(req, umask);
         let r = call("mknod", || {
-            self.core
-                .mknod(parent.0, name, mode, u64::from(rdev), ctx(req))
+            self.core.mknod(parent.0, name, mode, u64::from(rdev), ctx)
         });
         reply_entry(reply, r);
     }
@@ -526,11 +550,12 @@ impl<C: Core> Filesystem for Adapter<C> {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         self.tally(Op::Mkdir);
-        let r = call("mkdir", || self.core.mkdir(parent.0, name, mode, ctx(req)));
+        let ctx = self.ctx_new(req, umask);
+        let r = call("mkdir", || self.core.mkdir(parent.0, name, mode, ctx));
         reply_entry(reply, r);
     }
 
@@ -619,14 +644,15 @@ impl<C: Core> Filesystem for Adapter<C> {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: fuser::ReplyCreate,
     ) {
         self.tally(Op::Create);
+        let ctx = self.ctx_new(req, umask);
         match call("create", || {
             self.core
-                .create(parent.0, name, mode, self.open_flags(flags), ctx(req))
+                .create(parent.0, name, mode, self.open_flags(flags), ctx)
         }) {
             Ok((e, o)) => reply.created(
                 &e.ttl,
@@ -753,6 +779,17 @@ fn ctx(req: &Request) -> Ctx {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        umask: 0,
+    }
+}
+
+impl<C: Core> Adapter<C> {
+    /// The context of a request creating an entry, with its umask when ours to apply.
+    fn ctx_new(&self, req: &Request, umask: u32) -> Ctx {
+        Ctx {
+            umask: if self.dont_mask { umask & 0o777 } else { 0 },
+            ..ctx(req)
+        }
     }
 }
 

@@ -16,10 +16,16 @@ use fuser::{BackgroundSession, MountOption, SessionACL};
 use crate::{Adapter, AdapterOptions, Core, Counts};
 
 /// How to mount and serve.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SessionOptions {
+    /// The mount's source, as /proc/self/mountinfo shows it (the type is `fuse.layerfs`).
+    pub fsname: String,
     /// Mount read-only (`ro`).
     pub read_only: bool,
+    /// The kernel's per-mount flags (`MS_NOSUID`, `MS_NODEV`, `MS_NOEXEC`, `MS_NOATIME`,
+    /// `MS_RDONLY`, `MS_SYNCHRONOUS`, `MS_DIRSYNC`) the mount gets; other bits are left to
+    /// the caller (a bind remount).
+    pub flags: libc::c_ulong,
     /// Allow setuid binaries and device nodes and let every user in (`suid`, `dev`,
     /// `allow_other`), like kernel overlayfs; needs root.
     pub privileged: bool,
@@ -39,16 +45,34 @@ pub struct Mounted {
 pub fn mount<C: Core>(core: C, mountpoint: &Path, opts: &SessionOptions) -> io::Result<Mounted> {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        MountOption::FSName("layerfs".into()),
-        MountOption::Subtype("layerfs".into()),
+        MountOption::FSName(opts.fsname.clone()),
+        // fuser's own `Subtype` only reaches fusermount3; as a data option the kernel takes
+        // it too when fuser mounts directly (as root), so the type reads `fuse.layerfs`.
+        MountOption::CUSTOM("subtype=layerfs".into()),
         MountOption::DefaultPermissions,
     ];
-    if opts.read_only {
+    let flag = |bit: libc::c_ulong| opts.flags & bit != 0;
+    if opts.read_only || flag(libc::MS_RDONLY) {
         config.mount_options.push(MountOption::RO);
     }
-    if opts.privileged {
+    // fuser mounts nosuid and nodev unless told otherwise.
+    if opts.privileged && !flag(libc::MS_NOSUID) {
         config.mount_options.push(MountOption::Suid);
+    }
+    if opts.privileged && !flag(libc::MS_NODEV) {
         config.mount_options.push(MountOption::Dev);
+    }
+    for (bit, o) in [
+        (libc::MS_NOEXEC, MountOption::NoExec),
+        (libc::MS_NOATIME, MountOption::NoAtime),
+        (libc::MS_SYNCHRONOUS, MountOption::Sync),
+        (libc::MS_DIRSYNC, MountOption::DirSync),
+    ] {
+        if flag(bit) {
+            config.mount_options.push(o);
+        }
+    }
+    if opts.privileged {
         config.acl = SessionACL::All;
     }
     config.n_threads = Some(opts.threads);

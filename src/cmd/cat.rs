@@ -37,6 +37,16 @@ pub fn run(a: CatArgs) -> Result<()> {
     let (layer, at) = cat::locate(&manifests, &merged, a.layer, &path)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    cat::copy_out(&image, layer, &at, &mut out)?;
-    Ok(())
+    match cat::copy_out(&image, layer, &at, &mut out) {
+        // The reader went away (`| head`): not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other.map(|_| ()),
+    }
 }

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::image_source::CommonArgs;
+use super::image_source::{emit, CommonArgs};
 use layerfs::image::diff;
 use layerfs::image::inspect::merge;
 use layerfs::image::manifest::human;
@@ -53,9 +53,9 @@ pub fn run(a: DiffArgs) -> Result<()> {
     let (va, vb) = (merge::merge(&ma), merge::merge(&mb));
     let changes = diff::diff(&va, &vb);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&changes)?);
-        return Ok(());
+        return emit(&(serde_json::to_string_pretty(&changes)? + "\n"));
     }
+    let mut out = String::new();
     for c in &changes {
         let sizes = match (c.size_a, c.size_b) {
             (Some(x), Some(y)) if x != y => format!("{} -> {}", human(x), human(y)),
@@ -68,10 +68,10 @@ pub fn run(a: DiffArgs) -> Result<()> {
             Some(false) => "metadata",
             None => "",
         };
-        println!(
-            "{} {}  {:<9} {:>10} {}",
+        out.push_str(&format!(
+            "{} {}  {:<9} {:>10} {}\n",
             c.change, c.path, c.kind, sizes, what
-        );
+        ));
     }
-    Ok(())
+    emit(&out)
 }

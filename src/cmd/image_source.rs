@@ -86,6 +86,17 @@ impl CommonArgs {
     }
 }
 
+/// Writes a tool's output to stdout. A reader that went away (`| head`) is not an error:
+/// the output simply ends there.
+pub fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// `20MB` (10^6), `20MiB` / `20M` (2^20), `512k`, `1.5GB`, plain bytes.
 pub fn parse_size(s: &str) -> Result<u64> {
     let t = s.trim();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::image_source::{parse_size, SourceArgs};
+use super::image_source::{emit, parse_size, SourceArgs};
 use layerfs::image::inspect::{self, render, Change, Report};
 use layerfs::image::manifest::human;
 use layerfs::image::source::RelPath;
@@ -156,7 +156,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let manifests = a.source.common.manifests(&image)?;
     let (report, merged) = inspect::analyze(&image, &manifests, a.top);
     if a.merged {
-        print!("{}", listing(&merged, a.json)?);
+        emit(&listing(&merged, a.json)?)?;
         return Ok(());
     }
     if let Some(n) = a.layer {
@@ -198,9 +198,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&list)?);
+            emit(&(serde_json::to_string_pretty(&list)? + "\n"))?;
         } else {
-            print!("{}", render::tree(&merged, layer, &opts));
+            emit(&render::tree(&merged, layer, &opts))?;
         }
         return Ok(());
     }
@@ -220,15 +220,15 @@ pub fn run(a: InspectArgs) -> Result<()> {
     if let Some(e) = a.min_efficiency {
         rules.min_efficiency = Some(e);
     }
+    if a.ci && rules == Rules::default() {
+        bail!("--ci needs a rule: --max-wasted-bytes, --max-wasted-percent, --min-efficiency or --ci-config");
+    }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     } else {
-        print!("{}", render::table(&report));
+        emit(&render::table(&report))?;
     }
     if a.ci {
-        if rules == Rules::default() {
-            bail!("--ci needs a rule: --max-wasted-bytes, --max-wasted-percent, --min-efficiency or --ci-config");
-        }
         if let Some(broken) = rules.check(&report) {
             bail!("CI rule broken: {broken}");
         }

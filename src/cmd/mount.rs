@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layerfs::format::MarkNs;
+use layerfs::options::MountFlags;
 use layerfs::sys::mountinfo;
 use layerfs::{sys, upper, Config, MountOptions, Stack, Union};
 use layerfs_fuse::{AdapterOptions, Core, FileIo, SessionOptions};
@@ -22,6 +23,9 @@ use crate::{FileIoArg, MountArgs};
 /// Everything needed to mount, checked.
 pub struct Plan {
     mountpoint: PathBuf,
+    /// The mount's source in /proc/self/mountinfo.
+    fsname: String,
+    pub flags: MountFlags,
     fs: Union,
     threads: usize,
     file_io: FileIo,
@@ -53,10 +57,15 @@ pub fn run(args: MountArgs) -> Result<()> {
 }
 
 pub fn prepare(args: &MountArgs) -> Result<Plan> {
-    let Some(mp) = &args.mountpoint else {
+    let Some(mp) = args.mountpoint() else {
         bail!("no mountpoint given (usage: layerfs -o lowerdir=TOP:...:BOTTOM MOUNTPOINT)");
     };
     let opts = MountOptions::parse(&args.options).context("bad mount options")?;
+    let fsname = fsname(
+        opts.fsname
+            .clone()
+            .or_else(|| args.source().map(|s| s.to_string_lossy().into_owned())),
+    );
     for o in &opts.ignored {
         warn!("ignoring unknown mount option {o:?}");
     }
@@ -70,10 +79,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     let nofile = sys::raise_nofile_limit().unwrap_or(0);
     info!("open-file limit {nofile}");
     let cfg = Config {
-        uid_map: opts.uid_map.clone(),
-        gid_map: opts.gid_map.clone(),
-        squash_uid: opts.squash_to_uid,
-        squash_gid: opts.squash_to_gid,
+        ids: opts.ids.clone(),
         ..Config::default()
     };
     let fs = match (&opts.upper, &opts.work) {
@@ -106,6 +112,8 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     });
     Ok(Plan {
         mountpoint,
+        fsname,
+        flags: opts.flags,
         fs,
         threads,
         remove_mountpoint: false,
@@ -160,14 +168,37 @@ pub fn serve(plan: Plan, report: Option<OwnedFd>) -> Result<()> {
     let result = mount_and_run(plan, &mut report);
     if let (Err(e), Some(mut r)) = (&result, report.take()) {
         // The parent prints it; the daemon's own stderr is gone by now or soon.
-        let _ = write!(r, "{e:#}");
+        let _ = write!(r, "{}", super::one_line(e));
     }
     result
+}
+
+/// The source name a mount shows: `name` made safe for a mount option (no comma, no
+/// backslash, no white space), `layerfs` when absent or empty.
+fn fsname(name: Option<String>) -> String {
+    let clean: String = name
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c == ',' || c == '\\' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        "layerfs".into()
+    } else {
+        clean
+    }
 }
 
 /// A plan without its filesystem.
 struct Serve {
     mountpoint: PathBuf,
+    fsname: String,
+    flags: MountFlags,
     threads: usize,
     file_io: FileIo,
     remove_mountpoint: bool,
@@ -177,6 +208,8 @@ struct Serve {
 fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
     let Plan {
         mountpoint,
+        fsname,
+        flags,
         fs,
         threads,
         file_io,
@@ -185,6 +218,8 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
     } = plan;
     let serve = Serve {
         mountpoint,
+        fsname,
+        flags,
         threads,
         file_io,
         remove_mountpoint,
@@ -201,7 +236,9 @@ fn mount_core<C: Core>(
     report: &mut Option<std::fs::File>,
 ) -> Result<()> {
     let opts = SessionOptions {
+        fsname: plan.fsname.clone(),
         read_only,
+        flags: plan.flags.ms_flags(),
         // Like kernel overlayfs: setuid binaries and device nodes in images keep working.
         privileged: sys::geteuid() == 0,
         threads: plan.threads,
@@ -216,6 +253,16 @@ fn mount_core<C: Core>(
     let mounted = layerfs_fuse::mount(core, &plan.mountpoint, &opts)
         .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
     info!("mounted on {}", plan.mountpoint.display());
+    // Flags fuser cannot pass to the kernel: a bind remount adds them to the mount.
+    let extra = plan.flags.ms_flags() & (libc::MS_NODIRATIME | libc::MS_STRICTATIME);
+    if extra != 0 {
+        if let Err(e) = sys::remount_with(&plan.mountpoint, extra) {
+            warn!(
+                "{}: nodiratime/strictatime not applied (the bind remount that sets them needs root): {e}",
+                plan.mountpoint.display()
+            );
+        }
+    }
     let mp = plan.mountpoint.clone();
     std::thread::Builder::new()
         .name("signals".into())
@@ -223,7 +270,7 @@ fn mount_core<C: Core>(
             if let Ok(sig) = sys::wait_signal(&signals) {
                 info!("signal {sig}: unmounting {}", mp.display());
                 if let Err(e) = crate::cmd::umount::unmount(&mp, true) {
-                    warn!("{e:#}");
+                    warn!("{}", super::one_line(&e));
                 }
             }
         })

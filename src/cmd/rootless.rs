@@ -39,7 +39,7 @@ fn user_name(uid: u32) -> Option<String> {
 
 /// Maps `pid`'s user namespace with newuidmap/newgidmap: 0 -> the caller, 1.. -> the
 /// subordinate range. Returns why it could not, if it could not.
-fn map_full(pid: libc::pid_t, uid: u32, gid: u32) -> std::result::Result<(), String> {
+pub(crate) fn map_full(pid: libc::pid_t, uid: u32, gid: u32) -> std::result::Result<(), String> {
     let name = user_name(uid);
     let subuid = subordinate("/etc/subuid", name.as_deref(), uid).ok_or_else(|| {
         format!(
@@ -107,7 +107,7 @@ pub fn run(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
                 run_in(args, mountpoint)
             })();
             std::process::exit(code.unwrap_or_else(|e| {
-                eprintln!("layerfs run: {e:#}");
+                eprintln!("layerfs run: {}", super::one_line(&e));
                 layerfs::runtime::init::EXIT_RUNTIME
             }));
         }

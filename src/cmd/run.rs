@@ -69,10 +69,13 @@ pub fn run(mut args: RunArgs) -> Result<i32> {
 pub fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
     let mount_args = MountArgs {
         options: args.options.clone(),
-        mountpoint: Some(mountpoint.to_path_buf()),
+        paths: vec![mountpoint.to_path_buf()],
         ..MountArgs::default()
     };
     let mut plan = mount::prepare(&mount_args)?;
+    // `ro`: the root is made read-only inside the container, after its mount points were
+    // made in the upper (runc's read-only root); the FUSE mount itself stays writable.
+    let read_only = std::mem::take(&mut plan.flags.read_only);
     plan.remove_mountpoint = true;
     plan.remove_after = args.ephemeral.clone();
     let command = command(args)?;
@@ -87,6 +90,7 @@ pub fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
             .iter()
             .map(|b| parse_bind(b))
             .collect::<Result<_>>()?,
+        read_only,
     };
 
     // The FUSE daemon: our child, in the host's namespaces, gone when we are.
@@ -214,7 +218,7 @@ fn command(args: &RunArgs) -> Result<Command> {
     Ok(Command {
         argv,
         env,
-        cwd: c(&args.cwd)?,
+        cwd: c(args.cwd.as_deref().unwrap_or("/"))?,
         user: args.user.as_deref().map(init::User::parse),
         // Rootful runs keep podman's default set, not everything root has.
         caps: Some(init::PODMAN_DEFAULT_CAPS.to_vec()),

@@ -4,11 +4,12 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::image_source::SourceArgs;
+use super::image_source::{emit, SourceArgs};
 use layerfs::image::inspect::merge;
 use layerfs::image::manifest::human;
 use layerfs::image::source::RelPath;
 use layerfs::image::which::{self, Copy};
+use std::fmt::Write as _;
 
 #[derive(Args, Debug)]
 pub struct WhichArgs {
@@ -50,25 +51,38 @@ pub fn run(a: WhichArgs) -> Result<()> {
     let path = RelPath::parse(rest[0].as_bytes(), true)?;
     let w = which::which(&merged, &path, a.follow)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&w)?);
-        return Ok(());
+        return emit(&(serde_json::to_string_pretty(&w)? + "\n"));
     }
+    let mut out = String::new();
     if w.resolved != w.path {
-        println!("{} resolves to {}", w.path, w.resolved);
+        let _ = writeln!(out, "{} resolves to {}", w.path, w.resolved);
     }
     match &w.provided_by {
-        Some(c) => println!("{}: {}", w.resolved, line(c, &image)),
+        Some(c) => {
+            let _ = writeln!(out, "{}: {}", w.resolved, line(c, &image));
+        }
         None => match &w.hidden_by {
-            Some(h) => println!(
-                "{}: deleted by layer {} ({}): {} at {}",
-                w.resolved, h.layer, image.layers[h.layer].id, h.how, h.path
-            ),
-            None if w.shadowed.is_empty() => bail!("{}: in no layer of {}", w.resolved, image.name),
-            None => println!("{}: not in the merged view", w.resolved),
+            Some(h) => {
+                let _ = writeln!(
+                    out,
+                    "{}: deleted by layer {} ({}): {} at {}",
+                    w.resolved, h.layer, image.layers[h.layer].id, h.how, h.path
+                );
+            }
+            None if w.shadowed.is_empty() => match &w.below_symlink {
+                Some((link, target)) => bail!(
+                    "{}: {link} is a symlink to {target} in the image (--follow / -L follows it)",
+                    w.resolved
+                ),
+                None => bail!("{}: in no layer of {}", w.resolved, image.name),
+            },
+            None => {
+                let _ = writeln!(out, "{}: not in the merged view", w.resolved);
+            }
         },
     }
     for c in &w.shadowed {
-        println!("  shadows {}", line(c, &image));
+        let _ = writeln!(out, "  shadows {}", line(c, &image));
     }
-    Ok(())
+    emit(&out)
 }

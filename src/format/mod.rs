@@ -8,13 +8,22 @@
 //!   `*.overlay.whiteouts` marker;
 //! - OCI/AUFS whiteout: an entry `.wh.NAME`, hiding NAME in lower layers only;
 //! - opaque directory: `{trusted,user}.overlay.opaque=y`, fuse-overlayfs'
-//!   `user.fuseoverlayfs.opaque=y`, or an OCI `.wh..wh..opq` entry.
+//!   `user.fuseoverlayfs.opaque=y`, or an OCI `.wh..wh..opq` entry;
+//! - redirected directory: `{trusted,user}.overlay.redirect`, where the layers below keep
+//!   what it merges with (absolute `/a/b` from the layer roots, or a sibling's name).
+//!
+//! Lower layers are read once, a directory at a time ([`dir_marks`], [`classify`]). A
+//! writable upper changes under the mount, so it is asked one name at a time
+//! ([`upper_whiteout`], [`upper_oci_hides`], [`upper_opaque`]); every form above is honoured
+//! there too (containers-storage leaves OCI markers in a layer's `diff/` and mounts it as
+//! the upper), while what layerfs writes is only ever the kernel's form
+//! ([`write_whiteout`], [`write_opaque`], [`kernel_whiteout_for`]).
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::sys::{self, RawDirent};
+use crate::sys::{self, RawDirent, Stat};
 
 /// Prefix of OCI whiteout names; every name with it is reserved and never shown.
 pub const OCI_PREFIX: &[u8] = b".wh.";
@@ -26,6 +35,7 @@ const OPAQUE_XATTRS: [&[u8]; 3] = [
     b"user.overlay.opaque",
     b"user.fuseoverlayfs.opaque",
 ];
+const REDIRECT_XATTRS: [&[u8]; 2] = [b"trusted.overlay.redirect", b"user.overlay.redirect"];
 const DIR_WHITEOUTS_XATTRS: [&[u8]; 2] = [b"trusted.overlay.whiteouts", b"user.overlay.whiteouts"];
 const FILE_WHITEOUT_XATTRS: [&CStr; 2] = [c"trusted.overlay.whiteout", c"user.overlay.whiteout"];
 
@@ -36,13 +46,58 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
         || name.starts_with(b"user.fuseoverlayfs.")
 }
 
+/// True for the xattr the kernel puts on a renamed directory (`*.overlay.redirect`): its
+/// content below lives under another name.
+pub fn is_redirect_xattr(name: &[u8]) -> bool {
+    name == b"trusted.overlay.redirect" || name == b"user.overlay.redirect"
+}
+
+/// True for the xattr the kernel puts on a metadata-only copy-up (`*.overlay.metacopy`,
+/// `metacopy=on`): the file's data still lives in a lower layer.
+pub fn is_metacopy_xattr(name: &[u8]) -> bool {
+    name == b"trusted.overlay.metacopy" || name == b"user.overlay.metacopy"
+}
+
 /// What a layer's directory says about itself through its xattrs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DirMarks {
     /// Hides every entry of the same directory in lower layers.
     pub opaque: bool,
     /// May contain kernel xattr whiteouts (regular files carrying `*.overlay.whiteout`).
     pub xattr_whiteouts: bool,
+    /// Where the layers below hold what this directory merges with (a renamed directory).
+    pub redirect: Option<Redirect>,
+}
+
+/// A directory's `*.overlay.redirect`, checked (it is untrusted layer content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirect {
+    /// From the layer roots: the components of `/a/b` (none: the root).
+    Absolute(Vec<Box<[u8]>>),
+    /// Another name in the same parent directory.
+    Relative(Box<[u8]>),
+}
+
+impl Redirect {
+    /// Parses a redirect value; `None` for one the kernel would refuse (a relative value
+    /// with a `/`, `.`/`..` or NUL in a component, empty).
+    pub fn parse(v: &[u8]) -> Option<Redirect> {
+        let ok = |c: &[u8]| !c.is_empty() && c != b"." && c != b".." && !c.contains(&0);
+        match v.strip_prefix(b"/") {
+            Some(abs) => {
+                let comps: Vec<Box<[u8]>> = abs
+                    .split(|&b| b == b'/')
+                    .filter(|c| !c.is_empty())
+                    .map(Box::from)
+                    .collect();
+                comps
+                    .iter()
+                    .all(|c| ok(c))
+                    .then_some(Redirect::Absolute(comps))
+            }
+            None => (ok(v) && !v.contains(&b'/')).then(|| Redirect::Relative(v.into())),
+        }
+    }
 }
 
 /// Reads a layer directory's marks with one `flistxattr` (plus a `fgetxattr` only when an
@@ -65,6 +120,15 @@ pub fn dir_marks(dir: BorrowedFd<'_>) -> io::Result<DirMarks> {
             }
         } else if DIR_WHITEOUTS_XATTRS.contains(&name) {
             marks.xattr_whiteouts = true;
+        } else if REDIRECT_XATTRS.contains(&name) && marks.redirect.is_none() {
+            let value = sys::fgetxattr(dir, &sys::cstr(name)?)?;
+            marks.redirect = Redirect::parse(&value);
+            if marks.redirect.is_none() {
+                log::warn!(
+                    "ignored an invalid overlay redirect {:?}",
+                    String::from_utf8_lossy(&value)
+                );
+            }
         }
     }
     Ok(marks)
@@ -88,7 +152,7 @@ pub enum Class<'a> {
 /// in a directory marked as holding xattr whiteouts.
 pub fn classify<'a>(
     dir: BorrowedFd<'_>,
-    marks: DirMarks,
+    marks: &DirMarks,
     ent: &'a RawDirent,
 ) -> io::Result<Class<'a>> {
     if let Some(rest) = ent.name.strip_prefix(OCI_PREFIX) {
@@ -128,6 +192,147 @@ fn xattr_whiteout<'a>(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Class<'a>>
         }
     }
     Ok(Class::Entry)
+}
+
+/// True for the names the OCI format reserves (`.wh.*`): never shown by a mount, and never
+/// created through one (a `.wh.NAME` made there would hide NAME).
+pub fn is_reserved(name: &[u8]) -> bool {
+    name.starts_with(OCI_PREFIX)
+}
+
+/// `.wh.NAME`, or `None` when that would exceed the longest name (then no such marker can
+/// exist).
+fn oci_marker(name: &[u8]) -> Option<CString> {
+    if OCI_PREFIX.len() + name.len() > NAME_MAX {
+        return None;
+    }
+    CString::new([OCI_PREFIX, name].concat()).ok()
+}
+
+const NAME_MAX: usize = 255;
+
+fn exists(r: io::Result<Stat>) -> io::Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENAMETOOLONG)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// True when the upper entry `name` of `dir`, whose `lstat` is `st`, is a whiteout: a
+/// character device 0:0, or an empty regular file carrying the kernel's whiteout xattr in a
+/// directory marked as holding such files. Costs a syscall only for empty regular files.
+pub fn upper_whiteout(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<bool> {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFCHR => Ok(st.st_rdev == 0),
+        libc::S_IFREG if st.st_size == 0 && dir_marks(dir)?.xattr_whiteouts => {
+            Ok(xattr_whiteout(dir, name)? == Class::Whiteout)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// True when upper directory `dir` holds an OCI `.wh.NAME`, hiding NAME in the lowers (and
+/// ending the merge of an upper directory NAME with a lower one: the layer replaced it).
+pub fn upper_oci_hides(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+    match oci_marker(name) {
+        Some(m) => exists(sys::lstatat(dir, &m)),
+        None => Ok(false),
+    }
+}
+
+/// True when the upper subdirectory `name` of `dir` is opaque, in any form: an opaque xattr
+/// (`=y`) in any namespace, or a `.wh..wh..opq` entry inside it.
+pub fn upper_opaque(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
+    let list = match sys::listxattr_at(dir, name) {
+        Ok(l) => l,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for x in sys::split_xattr_list(&list) {
+        if OPAQUE_XATTRS.contains(&x) && sys::getxattr_at(dir, name, &sys::cstr(x)?)? == b"y" {
+            return Ok(true);
+        }
+    }
+    let mut marker = name.to_vec();
+    marker.push(b'/');
+    marker.extend_from_slice(OCI_OPAQUE);
+    // Beneath `dir`, no symlink followed: `name` was just seen as a directory.
+    match sys::open_beneath(dir, &sys::cstr(&marker)?, libc::O_PATH) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENAMETOOLONG)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Before a new entry takes the hidden name `name` of upper directory `dir`: turns the
+/// whiteout hiding it, in whatever form, into the kernel's (a device 0:0 at `name`), so
+/// that the creation proceeds as on the kernel. `work` is the workdir, where a replacement
+/// is built. Nothing changes when `name` is not hidden by another form.
+pub fn kernel_whiteout_for(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    work: BorrowedFd<'_>,
+    tmp: &CStr,
+) -> io::Result<()> {
+    match sys::lstatat(dir, name) {
+        Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => {
+            if upper_whiteout(dir, name.to_bytes(), &st)? {
+                write_whiteout(work, tmp)?;
+                sys::renameat2(work, tmp, dir, name, 0)?;
+            }
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            let Some(marker) = oci_marker(name.to_bytes()) else {
+                return Ok(());
+            };
+            if exists(sys::lstatat(dir, &marker))? {
+                // The whiteout first: the name stays hidden at every step.
+                write_whiteout(dir, name)?;
+                sys::unlinkat(dir, &marker, 0)?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What one layer holds at a name, looked up alone (as the kernel follows a redirect
+/// through a layer, component by component).
+#[derive(Debug)]
+pub enum Found {
+    /// Nothing: the lower layers may still have it.
+    Missing,
+    /// A whiteout (any form) or something other than a directory: the walk ends here, for
+    /// this layer and every layer below.
+    Stop,
+    /// A directory, opened, with its marks.
+    Dir(OwnedFd, DirMarks),
+}
+
+/// Looks up directory `name` in the layer directory `dir`.
+pub fn find_dir(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Found> {
+    let mut oci = OCI_PREFIX.to_vec();
+    oci.extend_from_slice(name);
+    match sys::lstatat(dir, &sys::cstr(&oci)?) {
+        Ok(_) => return Ok(Found::Stop),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let c = sys::cstr(name)?;
+    let st = match sys::lstatat(dir, &c) {
+        Ok(st) => st,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Found::Missing),
+        Err(e) => return Err(e),
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Ok(Found::Stop);
+    }
+    let fd = sys::open_subdir(dir, &c)?;
+    let marks = dir_marks(fd.as_fd())?;
+    Ok(Found::Dir(fd, marks))
 }
 
 /// Which xattr namespace the union's own marks are written in: `trusted.` (the kernel's
@@ -294,6 +499,30 @@ mod tests {
     }
 
     #[test]
+    fn redirects_parse_as_the_kernel_accepts_them() {
+        let abs = |v: &[&[u8]]| {
+            Some(Redirect::Absolute(
+                v.iter().map(|c| Box::from(*c)).collect(),
+            ))
+        };
+        assert_eq!(Redirect::parse(b"/a/dir100"), abs(&[b"a", b"dir100"]));
+        assert_eq!(Redirect::parse(b"//a//b/"), abs(&[b"a", b"b"]));
+        assert_eq!(Redirect::parse(b"/"), abs(&[]));
+        assert_eq!(
+            Redirect::parse(b"old"),
+            Some(Redirect::Relative((*b"old").into()))
+        );
+        for bad in [&b""[..], b"a/b", b"..", b".", b"/a/../b", b"/a/\0"] {
+            assert_eq!(
+                Redirect::parse(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn oci_names_classify_without_syscalls() {
         let dir = std::fs::File::open("/").unwrap();
         use std::os::fd::AsFd;
@@ -314,11 +543,11 @@ mod tests {
         };
         let m = DirMarks::default();
         assert_eq!(
-            classify(dir.as_fd(), m, &wh).unwrap(),
+            classify(dir.as_fd(), &m, &wh).unwrap(),
             Class::OciWhiteout(b"foo")
         );
-        assert_eq!(classify(dir.as_fd(), m, &opq).unwrap(), Class::OciOpaque);
-        assert_eq!(classify(dir.as_fd(), m, &plain).unwrap(), Class::Entry);
+        assert_eq!(classify(dir.as_fd(), &m, &opq).unwrap(), Class::OciOpaque);
+        assert_eq!(classify(dir.as_fd(), &m, &plain).unwrap(), Class::Entry);
     }
 
     #[test]

@@ -364,6 +364,27 @@ fn settle(mut records: Vec<Record>) -> Vec<Record> {
         out.push(rec);
         i = j;
     }
+    // Parents a tar did not list (extraction creates them): plain directories.
+    let mut implicit: Vec<Record> = Vec::new();
+    let mut seen: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    for r in &out {
+        for a in r.path.ancestors() {
+            if seen.contains(a) {
+                continue;
+            }
+            seen.insert(a.to_vec());
+            let a = RelPath::from_normalised(a.to_vec());
+            if out.binary_search_by(|x| x.path.cmp(&a)).is_err() {
+                let mut d = Record::from_entry(&Entry::new(a, Kind::Dir));
+                d.mode = 0o755;
+                implicit.push(d);
+            }
+        }
+    }
+    if !implicit.is_empty() {
+        out.extend(implicit);
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     // Hard links: a group per target file; the second names take the target's hash.
     let mut groups: HashMap<Vec<u8>, u32> = HashMap::new();
     for k in 0..out.len() {
@@ -528,4 +549,60 @@ fn one(layer: &Layer, limits: Limits, cache: &Cache, progress: &Progress) -> Res
         cache.store(layer, &m);
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(path: &str, kind: Kind) -> Record {
+        let mut r = Record::from_entry(&Entry::new(
+            RelPath::parse(path.as_bytes(), false).unwrap(),
+            kind,
+        ));
+        if kind == Kind::HardLink {
+            r.link = Some(b"a/f".to_vec());
+        }
+        r
+    }
+
+    #[test]
+    fn settle_folds_a_tar_into_one_record_per_path() {
+        let mut f1 = rec("a/f", Kind::File);
+        f1.size = 1;
+        let mut f2 = rec("a/f", Kind::File);
+        f2.size = 2;
+        f2.hash = Some(Hash([7; 32]));
+        let out = settle(vec![
+            rec("d", Kind::Whiteout),
+            rec("d", Kind::Dir),
+            f1,
+            f2,
+            rec("a/g", Kind::HardLink),
+            rec("o", Kind::OpaqueMark),
+            rec("x/y/z", Kind::Whiteout),
+        ]);
+        let paths: Vec<String> = out.iter().map(|r| r.path.to_string()).collect();
+        assert_eq!(
+            paths,
+            ["/a", "/a/f", "/a/g", "/d", "/o", "/x", "/x/y", "/x/y/z"]
+        );
+        let get = |p: &str| out.iter().find(|r| r.path.to_string() == p).unwrap();
+        assert!(
+            get("/d").opaque && get("/d").kind == Kind::Dir,
+            "whiteout + dir = opaque dir"
+        );
+        assert_eq!(get("/a/f").size, 2, "the later duplicate wins");
+        assert_eq!(get("/a/g").hash, get("/a/f").hash);
+        assert_eq!(get("/a/g").size, 2);
+        assert!(
+            get("/a/g").link_group.is_some() && get("/a/g").link_group == get("/a/f").link_group
+        );
+        assert!(get("/o").opaque && get("/o").kind == Kind::Dir);
+        assert_eq!(
+            (get("/x/y").kind, get("/x/y").mode),
+            (Kind::Dir, 0o755),
+            "implicit parent"
+        );
+    }
 }

@@ -3,8 +3,13 @@
 //! tools only; the mount daemon never calls into it.
 
 pub mod cat;
+pub mod commit;
 pub mod diff;
 pub mod inspect;
 pub mod manifest;
+pub mod oci_write;
+pub mod pack;
 pub mod source;
+pub mod store;
+pub mod unpack;
 pub mod which;

@@ -63,6 +63,9 @@ pub struct Which {
     pub shadowed: Vec<Copy>,
     /// For a path the merged view does not show: what hides it.
     pub hidden_by: Option<HiddenBy>,
+    /// For a path below a symlink of the merged view (not followed): that symlink and its
+    /// target, e.g. `/bin` → `usr/bin` in a merged-/usr image.
+    pub below_symlink: Option<(String, String)>,
 }
 
 /// Resolves `path` in the merged view, following symlinks inside the image when `follow`
@@ -135,7 +138,20 @@ pub fn which(merged: &Merged<'_>, path: &RelPath, follow: bool) -> Result<Which>
     } else {
         None
     };
+    let below_symlink = resolved
+        .ancestors()
+        .map(|a| RelPath::from_normalised(a.to_vec()))
+        .find_map(|a| {
+            let (_, r) = merged.lookup(&a)?;
+            (r.kind == Kind::Symlink).then(|| {
+                (
+                    a.to_string(),
+                    String::from_utf8_lossy(r.link.as_deref().unwrap_or_default()).into_owned(),
+                )
+            })
+        });
     Ok(Which {
+        below_symlink,
         path: path.to_string(),
         resolved: resolved.to_string(),
         provided_by: shown.map(|(o, r)| Copy::of(o.layer, r)),

@@ -18,9 +18,11 @@ pub struct RootSpec {
     pub hostname: String,
     /// Host files bound over the image's (when the image has them): resolv.conf, hosts.
     pub host_files: Vec<(PathBuf, String)>,
-    /// User binds: host path, target relative to the root (must exist in the image),
-    /// read-only.
+    /// User binds: host path, target relative to the root (created when the image lacks
+    /// it), read-only.
     pub binds: Vec<(PathBuf, String, bool)>,
+    /// Make the root read-only once built (`-o ro`).
+    pub read_only: bool,
 }
 
 /// The primitive steps, with targets relative to the new root.
@@ -57,10 +59,12 @@ pub trait RootOps {
 /// Why a root could not be built; the runtime reports it and exits 125.
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
-    #[error("the image has no /{0} directory to mount on")]
-    Missing(&'static str),
-    #[error("--bind target /{0} does not exist in the image (the stack is read-only: it cannot be created)")]
-    NoBindTarget(String),
+    #[error("/{0} in the image is not a directory, so nothing can be mounted there")]
+    NotDir(String),
+    #[error("/{0} in the image is a directory: a file cannot be bound onto it")]
+    NotFile(String),
+    #[error("cannot create the mount point /{rel} in the container's upper: {source}")]
+    MountPoint { rel: String, source: io::Error },
     #[error("{step}: {source}")]
     Step { step: String, source: io::Error },
 }
@@ -76,10 +80,15 @@ pub fn build(ops: &mut dyn RootOps, spec: &RootSpec) -> Result<(), RootError> {
     };
     // Nothing below may leak back into the host's mount table.
     ops.make_private().map_err(step("making / private"))?;
-    for d in ["proc", "dev"] {
-        if !ops.is_dir(d) {
-            return Err(RootError::Missing(if d == "proc" { "proc" } else { "dev" }));
-        }
+    // Mount points the image lacks are made in the run's upper, as runc makes them in the
+    // container's writable layer (an image may hold nothing but /bin).
+    for (d, mode) in [
+        ("proc", 0o555),
+        ("dev", 0o755),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+    ] {
+        ensure_dir(ops, d, mode)?;
     }
     // /proc of the container's own pid namespace (we are its pid 1 or its child).
     ops.mount("proc", "proc", "proc", NOSUID_NODEV_NOEXEC, "")
@@ -130,29 +139,32 @@ pub fn build(ops: &mut dyn RootOps, spec: &RootSpec) -> Result<(), RootError> {
         ops.symlink(target, &format!("dev/{name}"))
             .map_err(step(&format!("linking /dev/{name}")))?;
     }
-    if ops.is_dir("sys") {
-        ops.bind("/sys", "sys", true)
-            .map_err(step("binding /sys"))?;
-    }
-    if ops.is_dir("tmp") {
-        ops.mount(
-            "tmpfs",
-            "tmp",
-            "tmpfs",
-            libc::MS_NOSUID | libc::MS_NODEV,
-            "mode=1777",
-        )
-        .map_err(step("mounting /tmp"))?;
-    }
+    ops.bind("/sys", "sys", true)
+        .map_err(step("binding /sys"))?;
+    ops.mount(
+        "tmpfs",
+        "tmp",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        "mode=1777",
+    )
+    .map_err(step("mounting /tmp"))?;
     for (host, rel) in &spec.host_files {
-        if ops.is_file(rel) && host.exists() {
+        // A symlink in the image (resolv.conf -> ../run/...) is left alone: never followed.
+        if host.exists() && (ops.is_file(rel) || !ops.exists(rel)) {
+            ensure_file(ops, rel)?;
             ops.bind(&host.to_string_lossy(), rel, false)
                 .map_err(step(&format!("binding /{rel}")))?;
         }
     }
     for (host, rel, ro) in &spec.binds {
+        // A missing target takes the kind of what is bound onto it.
         if !ops.exists(rel) {
-            return Err(RootError::NoBindTarget(rel.clone()));
+            if std::fs::metadata(host).is_ok_and(|m| m.is_dir()) {
+                ensure_dir(ops, rel, 0o755)?;
+            } else {
+                ensure_file(ops, rel)?;
+            }
         }
         ops.bind(&host.to_string_lossy(), rel, true)
             .map_err(step(&format!("binding {} on /{rel}", host.display())))?;
@@ -161,10 +173,52 @@ pub fn build(ops: &mut dyn RootOps, spec: &RootSpec) -> Result<(), RootError> {
                 .map_err(step(&format!("making /{rel} read-only")))?;
         }
     }
+    if spec.read_only {
+        // runc's read-only root: made so once its mount points exist; the mounts on it
+        // (/proc, /dev, /tmp, binds) keep their own flags.
+        ops.remount_ro(".")
+            .map_err(step("making the root read-only"))?;
+    }
     ops.sethostname(&spec.hostname)
         .map_err(step("setting the hostname"))?;
     ops.pivot().map_err(step("switching to the new root"))?;
     Ok(())
+}
+
+/// Makes `rel` a directory (and its missing parents) where the image has nothing there.
+fn ensure_dir(ops: &mut dyn RootOps, rel: &str, mode: u32) -> Result<(), RootError> {
+    if ops.is_dir(rel) {
+        return Ok(());
+    }
+    if ops.exists(rel) {
+        return Err(RootError::NotDir(rel.to_string()));
+    }
+    if let Some((parent, _)) = rel.rsplit_once('/') {
+        ensure_dir(ops, parent, 0o755)?;
+    }
+    ops.mkdir(rel, mode)
+        .map_err(|source| RootError::MountPoint {
+            rel: rel.to_string(),
+            source,
+        })
+}
+
+/// Makes `rel` an empty file (and its missing parent directories) where the image has
+/// nothing there, to bind a file onto.
+fn ensure_file(ops: &mut dyn RootOps, rel: &str) -> Result<(), RootError> {
+    if ops.is_dir(rel) {
+        return Err(RootError::NotFile(rel.to_string()));
+    }
+    if ops.exists(rel) {
+        return Ok(());
+    }
+    if let Some((parent, _)) = rel.rsplit_once('/') {
+        ensure_dir(ops, parent, 0o755)?;
+    }
+    ops.touch(rel).map_err(|source| RootError::MountPoint {
+        rel: rel.to_string(),
+        source,
+    })
 }
 
 /// The real steps, on the root directory `root` (an fd of the merged mount).
@@ -337,10 +391,12 @@ mod tests {
         }
         fn mkdir(&mut self, rel: &str, _m: u32) -> io::Result<()> {
             self.steps.push(format!("mkdir {rel}"));
+            self.dirs.push(rel.to_string().leak());
             Ok(())
         }
         fn touch(&mut self, rel: &str) -> io::Result<()> {
             self.steps.push(format!("touch {rel}"));
+            self.files.push(rel.to_string().leak());
             Ok(())
         }
         fn symlink(&mut self, t: &str, rel: &str) -> io::Result<()> {
@@ -362,6 +418,7 @@ mod tests {
             hostname: "box".into(),
             host_files: vec![("/etc/hosts".into(), "etc/hosts".into())],
             binds: vec![("/srv/data".into(), "data".into(), true)],
+            read_only: false,
         }
     }
 
@@ -391,48 +448,78 @@ mod tests {
         assert!(pos(&r, "hostname box") < pos(&r, "pivot"));
         assert!(pos(&r, "bind -r /srv/data data") < pos(&r, "ro data"));
         assert!(pos(&r, "ro data") < pos(&r, "pivot"));
+        assert!(!r.steps.iter().any(|s| s == "ro ."));
+        let mut r = Recorder::default();
+        build(
+            &mut r,
+            &RootSpec {
+                read_only: true,
+                ..spec()
+            },
+        )
+        .unwrap();
+        assert!(pos(&r, "mkdir proc") < pos(&r, "ro ."));
+        assert!(pos(&r, "ro data") < pos(&r, "ro ."));
+        assert!(pos(&r, "ro .") < pos(&r, "pivot"));
     }
 
     #[test]
-    fn optional_parts_are_skipped_and_required_ones_reported() {
+    fn missing_mount_points_are_created_before_their_mounts() {
+        let mut r = Recorder::default();
+        let spec = RootSpec {
+            binds: vec![
+                ("/".into(), "mnt/host/root".into(), false),
+                ("/etc/hostname".into(), "etc/name".into(), true),
+            ],
+            ..spec()
+        };
+        build(&mut r, &spec).unwrap();
+        for (made, mounted) in [
+            ("mkdir proc", "mount proc proc"),
+            ("mkdir dev", "mount tmpfs dev"),
+            ("mkdir sys", "bind -r /sys sys"),
+            ("mkdir tmp", "mount tmpfs tmp"),
+            ("touch etc/hosts", "bind /etc/hosts etc/hosts"),
+            ("mkdir mnt/host/root", "bind -r / mnt/host/root"),
+            ("touch etc/name", "bind -r /etc/hostname etc/name"),
+        ] {
+            assert!(pos(&r, made) < pos(&r, mounted), "{made} before {mounted}");
+        }
+        // Parents first, each once.
+        assert!(pos(&r, "mkdir mnt") < pos(&r, "mkdir mnt/host"));
+        assert!(pos(&r, "mkdir mnt/host") < pos(&r, "mkdir mnt/host/root"));
+        assert!(pos(&r, "mkdir etc") < pos(&r, "touch etc/hosts"));
+        assert_eq!(r.steps.iter().filter(|s| *s == "mkdir etc").count(), 1);
+    }
+
+    #[test]
+    fn what_is_there_is_used_and_what_cannot_be_a_mount_point_is_reported() {
         let mut r = Recorder {
-            dirs: vec!["proc", "dev", "data"],
+            dirs: vec!["proc", "dev", "sys", "tmp", "data", "etc"],
+            files: vec!["etc/hosts"],
             ..Default::default()
         };
         build(&mut r, &spec()).unwrap();
-        for absent in [
-            "bind -r /sys sys",
-            "mount tmpfs tmp",
-            "bind /etc/hosts etc/hosts",
-        ] {
-            assert!(
-                !r.steps.iter().any(|s| s == absent),
-                "{absent} with no target in the image: {:?}",
-                r.steps
-            );
-        }
+        assert!(!r
+            .steps
+            .iter()
+            .any(|s| s.starts_with("mkdir ") && !s.starts_with("mkdir dev/")));
+        assert!(!r.steps.iter().any(|s| s == "touch etc/hosts"));
+        // /proc is a file (or a symlink) in the image: refused before anything is mounted.
         let mut r = Recorder {
             dirs: vec!["dev"],
+            files: vec!["proc"],
             ..Default::default()
         };
         let e = build(&mut r, &spec()).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "the image has no /proc directory to mount on"
+            "/proc in the image is not a directory, so nothing can be mounted there"
         );
         assert!(
             r.steps.iter().all(|s| s == "private /"),
             "nothing mounted before the check: {:?}",
             r.steps
-        );
-        let mut r = Recorder {
-            dirs: vec!["proc", "dev"],
-            ..Default::default()
-        };
-        let e = build(&mut r, &spec()).unwrap_err();
-        assert!(
-            matches!(e, RootError::NoBindTarget(ref t) if t == "data"),
-            "{e}"
         );
     }
 }

@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::format::{self, Class};
+use crate::format::{self, Class, DirMarks, Found, Redirect};
 use crate::stack::par;
 use crate::stack::LayerIdx;
 use crate::sys::{self, Stat};
@@ -94,11 +94,21 @@ pub struct Candidate {
     /// The layer's root directory.
     pub root: Arc<OwnedFd>,
     pub fd: OwnedFd,
+    /// Its path in the layer, when not the merged directory's own (reached by a redirect).
+    pub path: Option<CString>,
+    /// Its marks, when already read.
+    pub marks: Option<DirMarks>,
+    /// Every layer's root, by [`LayerIdx`] (absolute redirects start there).
+    pub roots: Roots,
 }
+
+/// Every layer's root directory, by [`LayerIdx`].
+pub type Roots = Arc<[Arc<OwnedFd>]>;
 
 impl Candidate {
     /// Every layer's root directory, top first: the candidates of the mount root's index.
     pub fn roots(stack: &crate::stack::Stack) -> io::Result<Vec<Candidate>> {
+        let roots: Roots = stack.layers().iter().map(|l| l.root.clone()).collect();
         stack
             .layers()
             .iter()
@@ -107,6 +117,9 @@ impl Candidate {
                     layer: l.idx,
                     root: l.root.clone(),
                     fd: sys::open_subdir(l.root.as_fd(), c".")?,
+                    path: None,
+                    marks: None,
+                    roots: roots.clone(),
                 })
             })
             .collect()
@@ -118,6 +131,8 @@ impl Candidate {
 pub struct Source {
     pub layer: LayerIdx,
     root: Arc<OwnedFd>,
+    /// Its path in the layer, when not the index's (reached by a redirect).
+    path: Option<CString>,
     /// Kept open within the fd budget; otherwise reopened for each use.
     fd: Option<OwnedFd>,
 }
@@ -178,8 +193,11 @@ struct Scan {
 }
 
 /// Reads one layer's copy of a directory and classifies its entries.
-fn scan(fd: BorrowedFd<'_>, honour_opaque: bool) -> io::Result<Scan> {
-    let marks = format::dir_marks(fd)?;
+fn scan(fd: BorrowedFd<'_>, marks: Option<&DirMarks>, honour_opaque: bool) -> io::Result<Scan> {
+    let marks = match marks {
+        Some(m) => m.clone(),
+        None => format::dir_marks(fd)?,
+    };
     let raw = sys::read_dir(fd)?;
     let mut out = Scan {
         opaque: honour_opaque && marks.opaque,
@@ -187,7 +205,7 @@ fn scan(fd: BorrowedFd<'_>, honour_opaque: bool) -> io::Result<Scan> {
         hides_below: Vec::new(),
     };
     for ent in raw {
-        match format::classify(fd, marks, &ent)? {
+        match format::classify(fd, &marks, &ent)? {
             Class::OciOpaque => out.opaque |= honour_opaque,
             Class::OciWhiteout(target) => out.hides_below.push(target.into()),
             Class::Whiteout => out.hides_below.push(ent.name),
@@ -214,6 +232,7 @@ pub struct DirIndex {
     /// so readdir offsets are positions in this vector and stay valid.
     pub entries: Vec<Entry>,
     by_name: HashMap<Box<[u8]>, u32>,
+    roots: Roots,
 }
 
 impl DirIndex {
@@ -227,8 +246,11 @@ impl DirIndex {
         // Each layer's copy is read on its own (in parallel on deep stacks), then merged
         // top-down. Layers below an opaque one are read for nothing; opaque is rare.
         let scans = par::map(&candidates, PARALLEL_LAYERS, |c| {
-            scan(c.fd.as_fd(), honour_opaque)
+            scan(c.fd.as_fd(), c.marks.as_ref(), honour_opaque)
         });
+        let roots = candidates
+            .first()
+            .map_or_else(|| Arc::from(Vec::new()), |c| c.roots.clone());
         let mut sources = Vec::with_capacity(candidates.len());
         let mut entries: Vec<Entry> = Vec::new();
         let mut by_name: HashMap<Box<[u8]>, u32> = HashMap::new();
@@ -285,6 +307,7 @@ impl DirIndex {
             sources.push(Source {
                 layer: src.layer,
                 root: src.root,
+                path: src.path,
                 fd: keep.then_some(src.fd),
             });
             if scan.opaque {
@@ -296,6 +319,7 @@ impl DirIndex {
             sources,
             entries,
             by_name,
+            roots,
         })
     }
 
@@ -325,7 +349,7 @@ impl DirIndex {
             None => {
                 let fd = sys::open_beneath(
                     src.root.as_fd(),
-                    &self.rel,
+                    src.path.as_ref().unwrap_or(&self.rel),
                     libc::O_RDONLY | libc::O_DIRECTORY,
                 )?;
                 f(fd.as_fd())
@@ -386,21 +410,159 @@ impl DirIndex {
         sys::cstr(&p)
     }
 
+    /// Source `si`'s path in its layer.
+    fn source_path(&self, si: u16) -> &CString {
+        self.sources[si as usize].path.as_ref().unwrap_or(&self.rel)
+    }
+
+    /// The path of child `name` in source `si`'s layer, when it differs from the child
+    /// index's own.
+    fn child_path(&self, si: u16, name: &[u8]) -> io::Result<Option<CString>> {
+        match &self.sources[si as usize].path {
+            None => Ok(None),
+            Some(p) => Ok(Some(sys::cstr(&join(p.as_bytes(), name))?)),
+        }
+    }
+
     /// Opens, for a directory entry `e`, its copy in every merging layer: the candidates
-    /// of the child's own index.
+    /// of the child's own index. A copy carrying a redirect (a renamed directory) merges,
+    /// in the layers below it, with what the redirect names instead of the same name, as
+    /// the kernel follows it (`redirect_dir` lookups).
     pub fn open_child_sources(&self, e: &Entry) -> io::Result<Vec<Candidate>> {
         let name = sys::cstr(&e.name)?;
-        par::map(&e.merge, PARALLEL_LAYERS, |&si| {
+        let mut out = par::map(&e.merge, PARALLEL_LAYERS, |&si| {
             let src = &self.sources[si as usize];
+            let fd = self.with_source(si, |d| sys::open_subdir(d, &name))?;
             Ok(Candidate {
                 layer: src.layer,
                 root: src.root.clone(),
-                fd: self.with_source(si, |d| sys::open_subdir(d, &name))?,
+                marks: Some(format::dir_marks(fd.as_fd())?),
+                fd,
+                path: self.child_path(si, &e.name)?,
+                roots: self.roots.clone(),
             })
         })
         .into_iter()
-        .collect()
+        .collect::<io::Result<Vec<Candidate>>>()?;
+        // The kernel checks opaque first: an opaque copy ends the merge, redirect or not.
+        let first = out.iter().position(|c| {
+            c.marks
+                .as_ref()
+                .is_some_and(|m| m.opaque || m.redirect.is_some())
+        });
+        if let Some(k) = first {
+            out.truncate(k + 1);
+            let m = out[k].marks.as_ref().filter(|m| !m.opaque);
+            if let Some(r) = m.and_then(|m| m.redirect.clone()) {
+                let layer = out[k].layer;
+                out.extend(self.follow(r, layer)?);
+            }
+        }
+        Ok(out)
     }
+
+    /// The directories a redirect found in layer `from` names in every layer below it,
+    /// walked as the kernel walks them (`ovl_lookup_layer`): component by component from
+    /// the layer root (absolute) or in this directory's copy in that layer (relative); a
+    /// whiteout or a non-directory ends the walk for every layer; an opaque directory ends
+    /// it after its layer; a redirect on the way changes the path for the layers below.
+    fn follow(&self, r: Redirect, from: LayerIdx) -> io::Result<Vec<Candidate>> {
+        let mut path: Vec<Box<[u8]>> = Vec::new();
+        let mut absolute = false;
+        let set = |r: Redirect, path: &mut Vec<Box<[u8]>>, absolute: &mut bool, at: usize| {
+            match r {
+                Redirect::Absolute(c) => {
+                    // The rest of the walk keeps its components: only the prefix changes.
+                    let rest = path.split_off(at + 1);
+                    *path = c;
+                    path.extend(rest);
+                    *absolute = true;
+                }
+                Redirect::Relative(n) => path[at] = n,
+            }
+        };
+        match r {
+            Redirect::Absolute(c) => {
+                path = c;
+                absolute = true;
+            }
+            Redirect::Relative(n) => path.push(n),
+        }
+        let mut out = Vec::new();
+        for li in (from.0 as usize + 1)..self.roots.len() {
+            let layer = LayerIdx(li as u16);
+            // Where the walk starts in this layer, and that start's path.
+            let (start, mut at_path): (OwnedFd, Vec<u8>) = if absolute {
+                (sys::open_subdir(self.roots[li].as_fd(), c".")?, Vec::new())
+            } else {
+                let Some(si) = self.sources.iter().position(|s| s.layer == layer) else {
+                    continue;
+                };
+                let si = si as u16;
+                let fd = self.with_source(si, |d| sys::open_subdir(d, c"."))?;
+                (fd, self.source_path(si).as_bytes().to_vec())
+            };
+            let mut cur = start;
+            let mut stop = false;
+            let mut found = None;
+            let comps = path.clone();
+            for (i, c) in comps.iter().enumerate() {
+                let last = i + 1 == comps.len();
+                match format::find_dir(cur.as_fd(), c)? {
+                    Found::Missing => break,
+                    Found::Stop => {
+                        stop = true;
+                        break;
+                    }
+                    Found::Dir(fd, marks) => {
+                        at_path = join(&at_path, c);
+                        if marks.opaque {
+                            stop = true;
+                        } else if let Some(r) = marks.redirect.clone() {
+                            set(r, &mut path, &mut absolute, i);
+                        }
+                        if last {
+                            found = Some((fd, marks));
+                        } else {
+                            cur = fd;
+                        }
+                    }
+                }
+            }
+            if comps.is_empty() {
+                // An absolute redirect to the root.
+                let fd = sys::open_subdir(self.roots[li].as_fd(), c".")?;
+                found = Some((fd, DirMarks::default()));
+                at_path = b".".to_vec();
+            }
+            if let Some((fd, marks)) = found {
+                out.push(Candidate {
+                    layer,
+                    root: self.roots[li].clone(),
+                    fd,
+                    path: Some(sys::cstr(&at_path)?),
+                    marks: Some(marks),
+                    roots: self.roots.clone(),
+                });
+            }
+            if stop {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `dir/name`, where `dir` may be empty or `.` (the root).
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() || dir == b"." {
+        return name.to_vec();
+    }
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
 }
 
 impl Drop for DirIndex {

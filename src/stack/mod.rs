@@ -156,6 +156,12 @@ impl Stack {
         self.inos.map(self.upper_fsid.unwrap_or(0), real_ino)
     }
 
+    /// The merged inode number of the object `real_ino` on filesystem `fsid` (an index of
+    /// the inode scheme, as in [`Layer::fsid`]).
+    pub fn fs_ino(&self, fsid: u16, real_ino: u64) -> Ino {
+        self.inos.map(fsid, real_ino)
+    }
+
     /// The merged inode number of the object `real_ino` in layer `idx`.
     pub fn ino(&self, idx: LayerIdx, real_ino: u64) -> Ino {
         self.inos.map(self.layer(idx).fsid, real_ino)

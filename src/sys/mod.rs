@@ -374,6 +374,17 @@ pub fn nofile_limit() -> io::Result<u64> {
     Ok(unsafe { lim.assume_init() }.rlim_cur)
 }
 
+/// `flock(fd, op)` (`LOCK_EX`, `LOCK_SH`, `LOCK_UN`, `| LOCK_NB`), retried on EINTR.
+pub fn flock(fd: BorrowedFd<'_>, op: libc::c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: plain syscall on a live fd.
+        match cvt(unsafe { libc::flock(fd.as_raw_fd(), op) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r.map(drop),
+        }
+    }
+}
+
 /// Effective uid of this process.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid(2) cannot fail and touches no memory.

@@ -26,6 +26,37 @@ pub fn mount(
         .map(drop)
 }
 
+/// Adds the per-mount flags `add` (`MS_NODIRATIME`, `MS_STRICTATIME`, ...) to the mount at
+/// `path` with a bind remount, keeping the flags it has (read back with `statvfs`, whose
+/// `ST_*` bits are the `MS_*` ones).
+pub fn remount_with(path: &std::path::Path, add: libc::c_ulong) -> io::Result<()> {
+    let p = CString::new(path.as_os_str().as_encoded_bytes())?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `p` is NUL-terminated and `st` is valid for writes of a `struct statvfs`.
+    cvt(unsafe { libc::statvfs(p.as_ptr(), st.as_mut_ptr()) })?;
+    // SAFETY: statvfs succeeded and filled the struct.
+    let have = unsafe { st.assume_init() }.f_flag;
+    let kept = have
+        & (libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC
+            | libc::MS_NOATIME
+            | libc::MS_NODIRATIME
+            | libc::MS_RELATIME);
+    let mut flags = kept | add;
+    if add & libc::MS_STRICTATIME != 0 {
+        flags &= !(libc::MS_RELATIME | libc::MS_NOATIME);
+    }
+    mount(
+        None,
+        &p,
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | flags,
+        None,
+    )
+}
+
 /// The `/proc/self/fd/N` path of `fd`: mounting there mounts onto the object the fd holds,
 /// which was opened without following symlinks (the runc way).
 pub fn fd_target(fd: BorrowedFd<'_>) -> CString {

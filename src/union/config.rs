@@ -2,17 +2,15 @@
 
 use std::time::Duration;
 
-use crate::options::IdMap;
+use crate::idmap::Ids;
 use crate::stack::Ino;
 use crate::sys::Stat;
 
 /// How ids and caching are presented; everything that is not the layers themselves.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub uid_map: Option<IdMap>,
-    pub gid_map: Option<IdMap>,
-    pub squash_uid: Option<u32>,
-    pub squash_gid: Option<u32>,
+    /// How on-disk ids are shown and callers' ids stored (`uidmapping=`, squash options).
+    pub ids: Ids,
     /// How long the kernel may cache entries, negative entries and attributes. The lowers
     /// are immutable and every change to the upper goes through the mount (the kernel then
     /// drops what it saw change, the core tells it the rest), so both mount kinds afford a
@@ -24,18 +22,7 @@ impl Config {
     /// The attributes the merged view shows for a real `st` with merged number `ino`.
     pub fn present(&self, mut st: Stat, ino: Ino) -> Stat {
         st.st_ino = ino.0;
-        if let Some(m) = &self.uid_map {
-            st.st_uid = m.to_container(st.st_uid);
-        }
-        if let Some(m) = &self.gid_map {
-            st.st_gid = m.to_container(st.st_gid);
-        }
-        if let Some(u) = self.squash_uid {
-            st.st_uid = u;
-        }
-        if let Some(g) = self.squash_gid {
-            st.st_gid = g;
-        }
+        (st.st_uid, st.st_gid) = self.ids.show(st.st_uid, st.st_gid);
         st
     }
 }
@@ -43,10 +30,7 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            uid_map: None,
-            gid_map: None,
-            squash_uid: None,
-            squash_gid: None,
+            ids: Ids::default(),
             ttl: Duration::from_secs(24 * 3600),
         }
     }

@@ -209,10 +209,11 @@ impl Core for Union {
         if !n.is_dir {
             return Err(Error::NotDir);
         }
-        let listing = Arc::new(self.list(&n)?);
         Ok(Opened {
-            fh: self.dirs.insert(listing),
-            // Every change to a listing goes through the kernel, which then drops its copy.
+            // Listed at the first readdir and again at every readdir from offset 0 (a
+            // rewinddir shows names added since). Every change to a listing goes through the
+            // kernel, which then drops its copy.
+            fh: self.dirs.insert(Arc::default()),
             keep_cache: true,
             backing: None,
         })
@@ -236,7 +237,16 @@ impl Core for Union {
         let node = self.node(ino)?;
         let listing = match fh {
             0 => Arc::new(self.list(&node)?),
-            _ => self.dirs.get(fh).ok_or(Error::BadHandle(fh))?,
+            _ => {
+                let h = self.dirs.get(fh).ok_or(Error::BadHandle(fh))?;
+                let mut l = h.lock().unwrap_or_else(|p| p.into_inner());
+                match &*l {
+                    Some(l) if offset != 0 => l.clone(),
+                    // The first read, or the start again (a rewind): the directory as it
+                    // is now.
+                    _ => l.insert(Arc::new(self.list(&node)?)).clone(),
+                }
+            }
         };
         let dloc = node.loc();
         let dots: [(&[u8], u64); 2] = [
@@ -285,19 +295,23 @@ impl Core for Union {
         }
         let _g = self.shared();
         let n = self.node(ino)?;
+        let name = name.as_bytes();
         if n.loc().upper || n.detached.get().is_some() {
-            let xname = sys::cstr(name.as_bytes()).map_err(Error::io("name"))?;
-            return self
+            let xname = sys::cstr(name).map_err(Error::io("name"))?;
+            let v = self
                 .with_place(&n, |d, name| sys::getxattr_at(d, name, &xname))
                 .map_err(|e| match e.errno() {
                     libc::ENODATA => Error::NoAttr,
                     _ => e,
-                });
+                })?;
+            return Ok(match self.cfg.ids.show_xattr(name, &v) {
+                std::borrow::Cow::Borrowed(_) => v,
+                std::borrow::Cow::Owned(shown) => shown,
+            });
         }
         let x = self.xattrs_of(&n)?;
-        x.get(name.as_bytes())
-            .map(<[u8]>::to_vec)
-            .ok_or(Error::NoAttr)
+        let v = x.get(name).ok_or(Error::NoAttr)?;
+        Ok(self.cfg.ids.show_xattr(name, v).into_owned())
     }
 
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {

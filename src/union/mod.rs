@@ -36,6 +36,7 @@ use dashmap::DashMap;
 use layerfs_fuse::{Inval, Invalidate};
 
 use crate::error::{Error, Result};
+use crate::format;
 use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
 use crate::stack::prefetch::Prefetcher;
 use crate::stack::{Ino, Stack};
@@ -69,14 +70,19 @@ impl Drop for FileH {
     }
 }
 
-/// A directory listing taken at `opendir` (or, with no handle, at each `readdir` of an
-/// unchanging directory): offsets are positions in it.
+/// A directory listing taken at the first `readdir` of a handle and again at each one from
+/// offset 0 (or, with no handle, at each `readdir` of an unchanging directory): offsets are
+/// positions in it.
 enum Listing {
     /// A directory with no upper copy: its lower merged index, as it is (`rel`: its path).
     Lower { rel: Rel, ix: Arc<DirIndex> },
     /// Upper entries, then lower ones not hidden by an upper entry or whiteout.
     Merged(Vec<(Box<[u8]>, Kind)>),
 }
+
+/// An open directory: its listing, taken by the first `readdir` and again by every one at
+/// offset 0 (a `rewinddir`), so a rewind shows the directory as it is now (POSIX).
+type DirH = std::sync::Mutex<Option<Arc<Listing>>>;
 
 /// What a name resolves to.
 #[derive(Debug)]
@@ -106,26 +112,15 @@ pub struct Union {
     /// Tells the kernel what changed without its knowing (a copy-up's attributes).
     invalidate: Invalidate,
     files: Handles<Arc<FileH>>,
-    dirs: Handles<Arc<Listing>>,
+    dirs: Handles<Arc<DirH>>,
     /// The namespace lock: mutations exclusive, lookups and listings shared.
     ns: RwLock<()>,
     /// Upper inode -> node id of copied-up files (their number stays the lower one's),
     /// so every name of a hard-linked copy shows the same number.
     upper_inos: DashMap<u64, Ino>,
-    /// The upper filesystem's type, for reading file handles in origin records.
-    upper_magic: i64,
-    /// Origin records on this upper can be read back into inode numbers.
-    origin_readable: bool,
-}
-
-/// True when an origin record written on this upper reads back as the inode number it names
-/// (the filesystem's handle layout is one we know): tried on the workdir itself.
-fn probe_origin(upper: &Upper, magic: i64) -> bool {
-    let work = upper.work.fd();
-    let (Ok((kind, handle)), Ok(st)) = (sys::file_handle(work, c"."), sys::fstat(work)) else {
-        return false;
-    };
-    copyup::origin_ino(&copyup::origin_record(kind, &handle), magic) == Some(st.st_ino)
+    /// Reads origin records (of copies made now or by earlier mounts, from any lower
+    /// filesystem) back into inode numbers.
+    origins: copyup::Origins,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -172,11 +167,12 @@ impl Union {
                 unlinked: false,
             },
         );
-        let (mut upper_magic, mut origin_readable) = (0, false);
+        let mut origins = copyup::Origins::default();
         if let Some(up) = &upper {
             let _ = root.upper_dir.set(up.fd.clone());
-            upper_magic = sys::fs_magic(up.fd.as_fd()).unwrap_or(0);
-            origin_readable = probe_origin(up, upper_magic);
+            let upper_fs = stack.upper_fsid().map(|id| (id, up.fd.as_fd()));
+            let lower_fs = stack.layers().iter().map(|l| (l.fsid, l.root.as_fd()));
+            origins = copyup::Origins::new(upper_fs.into_iter().chain(lower_fs));
         }
         table.insert_root(root);
         Ok(Union {
@@ -194,8 +190,7 @@ impl Union {
             dirs: Handles::default(),
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
-            upper_magic,
-            origin_readable,
+            origins,
         })
     }
 
@@ -282,14 +277,11 @@ impl Union {
             .map_err(Error::io("lower lookup"))?
             .ok_or(Error::NotFound)?;
         let st = le.attr().map_err(Error::io("lstat"))?;
-        // The origin names the lower file by handle, on the upper's filesystem only (the
-        // record carries no filesystem uuid).
-        let same_fs =
-            Some(self.stack.layer(le.parent.layer_of(le.entry())).fsid) == self.stack.upper_fsid();
+        // The origin names the lower file by handle (null uuid, as the kernel writes it).
         let up = self.upper()?;
         let opts = CopyOpts {
             fsync: !self.volatile,
-            origin: same_fs.then_some(up.ns),
+            origin: Some(up.ns),
             data,
         };
         le.parent
@@ -303,11 +295,13 @@ impl Union {
         // kernel did not see either happen.
         self.invalidate.send(Inval::Attr(node.ino.0));
         self.invalidate.send(Inval::Attr(parent.ino.0));
-        if !node.is_dir && (!same_fs || !self.origin_readable) {
-            // No origin the number can be read back from: remember it for this mount.
+        if !node.is_dir {
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
             let ust = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
-            self.upper_inos.insert(ust.st_ino, node.ino);
+            if self.upper_ino(&ust, None, pfd.as_fd(), &loc.name)? != node.ino {
+                // No origin the number reads back from: remember it for this mount.
+                self.upper_inos.insert(ust.st_ino, node.ino);
+            }
         }
         Ok(())
     }
@@ -315,12 +309,24 @@ impl Union {
     /// Resolves `name` in directory `dir` (at `dloc`): upper first (a whiteout hides), then
     /// the lower directory merged under it.
     fn resolve(&self, dir: &Node, dloc: &Loc, name: &[u8]) -> Result<Option<Resolved>> {
+        if format::is_reserved(name) {
+            return Ok(None);
+        }
         let lower_dir = dloc.lower.as_deref();
-        if dloc.upper {
-            let pfd = self.upper_dir(dir)?;
+        let upper_dir = if dloc.upper {
+            Some(self.upper_dir(dir)?)
+        } else {
+            None
+        };
+        if let Some(pfd) = &upper_dir {
             let cname = sys::cstr(name).map_err(Error::io("name"))?;
             match sys::lstatat(pfd.as_fd(), &cname) {
-                Ok(st) if is_whiteout(&st) => return Ok(None),
+                Ok(st)
+                    if format::upper_whiteout(pfd.as_fd(), name, &st)
+                        .map_err(Error::io("whiteout"))? =>
+                {
+                    return Ok(None)
+                }
                 Ok(st) => {
                     let d = is_dir(&st);
                     let lower = if d {
@@ -350,6 +356,11 @@ impl Union {
         else {
             return Ok(None);
         };
+        if let Some(pfd) = &upper_dir {
+            if format::upper_oci_hides(pfd.as_fd(), name).map_err(Error::io("whiteout"))? {
+                return Ok(None);
+            }
+        }
         let st = le.attr().map_err(Error::io("lstat"))?;
         Ok(Some(Resolved {
             ino: self.stack.ino(le.parent.layer_of(le.entry()), st.st_ino),
@@ -382,15 +393,19 @@ impl Union {
             return Ok(*i);
         }
         let origin = match sys::getxattr_at(pfd, name, self.upper()?.ns.origin()) {
-            Ok(v) => copyup::origin_ino(&v, self.upper_magic),
+            Ok(v) => self.origins.decode(&v),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
             Err(e) => return Err(Error::io("getxattr origin")(e)),
         };
-        Ok(self.stack.upper_ino(origin.unwrap_or(st.st_ino)))
+        Ok(match origin {
+            Some((fs, ino)) => self.stack.fs_ino(fs, ino),
+            None => self.stack.upper_ino(st.st_ino),
+        })
     }
 
     /// The lower directory merged under upper directory `name` of `pfd`: the redirect's
-    /// target if it has one, else the same name in `lower_dir` unless it is opaque.
+    /// target if it has one, else the same name in `lower_dir` unless it is opaque (in any
+    /// form) or whited out beside it (OCI `.wh.NAME`: the layer replaced the directory).
     fn dir_lower(
         &self,
         pfd: BorrowedFd<'_>,
@@ -420,18 +435,13 @@ impl Union {
             return Ok(None);
         };
         let rel = join(ld, name);
-        if !exists(&rel)? || self.is_opaque(pfd, name)? {
+        if !exists(&rel)?
+            || format::upper_oci_hides(pfd, name).map_err(Error::io("whiteout"))?
+            || format::upper_opaque(pfd, name).map_err(Error::io("opaque"))?
+        {
             return Ok(None);
         }
         Ok(Some(rel))
-    }
-
-    fn is_opaque(&self, pfd: BorrowedFd<'_>, name: &[u8]) -> Result<bool> {
-        match sys::getxattr_at(pfd, name, self.upper()?.ns.opaque()) {
-            Ok(v) => Ok(v == b"y"),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => Ok(false),
-            Err(e) => Err(Error::io("getxattr opaque")(e)),
-        }
     }
 
     /// The node for `name` in `dir` (counting a kernel reference with `count`) and its
@@ -443,6 +453,19 @@ impl Union {
         name: &[u8],
         count: bool,
     ) -> Result<Option<(Arc<Node>, Stat)>> {
+        let c = self.child_at(dir, dloc, name, count)?;
+        Ok(c.map(|(node, st, _)| (node, st)))
+    }
+
+    /// [`Self::child`], with where the name itself is (a node with several names may act
+    /// through another one).
+    fn child_at(
+        &self,
+        dir: &Arc<Node>,
+        dloc: &Loc,
+        name: &[u8],
+        count: bool,
+    ) -> Result<Option<(Arc<Node>, Stat, Loc)>> {
         let Some(r) = self.resolve(dir, dloc, name)? else {
             return Ok(None);
         };
@@ -467,17 +490,19 @@ impl Union {
             upper: false,
             lower: Some(join(rel, &e.name)),
         };
-        Ok(self.insert_child(dir, &e.name, r, count))
+        let (node, st, _) = self.insert_child(dir, &e.name, r, count);
+        Ok((node, st))
     }
 
-    /// Records resolved entry `name` of `dir` in the node table.
+    /// Records resolved entry `name` of `dir` in the node table; the node, its presented
+    /// attributes and where the name is.
     fn insert_child(
         &self,
         dir: &Arc<Node>,
         name: &[u8],
         r: Resolved,
         count: bool,
-    ) -> (Arc<Node>, Stat) {
+    ) -> (Arc<Node>, Stat, Loc) {
         let loc = Loc {
             parent: Some(dir.clone()),
             name: name.into(),
@@ -498,14 +523,8 @@ impl Union {
                 String::from_utf8_lossy(name)
             );
         }
-        // Refresh where the node is, except that a copied-up node stays with its copy when
-        // another (lower) hard link of its origin is looked up.
-        node.set_loc(|l| {
-            if !(l.upper && !l.unlinked && !loc.upper) {
-                *l = loc;
-            }
-        });
-        (node, self.cfg.present(r.st, r.ino))
+        node.seen_at(loc.clone());
+        (node, self.cfg.present(r.st, r.ino), loc)
     }
 
     /// Asks for the lower directory `rel` to be indexed in the background (a tree walk is
@@ -627,13 +646,27 @@ impl Union {
             let fd = self.upper_dir(node)?;
             // A private fd: getdents moves the offset of the fd it reads.
             let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
+            // Regular files are whiteouts only in a directory marked for xattr whiteouts.
+            let xattr_whiteouts = format::dir_marks(d.as_fd())
+                .map_err(Error::io("listxattr"))?
+                .xattr_whiteouts;
             for ent in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
+                if let Some(hidden) = ent.name.strip_prefix(format::OCI_PREFIX) {
+                    // OCI markers never show; `.wh.X` hides X below (not an upper X).
+                    if ent.name.as_ref() != format::OCI_OPAQUE {
+                        seen.insert(hidden.into());
+                    }
+                    continue;
+                }
                 let kind = match Kind::from_dtype(ent.d_type) {
-                    Some(k) if k != Kind::CharDev => k,
+                    Some(k) if k != Kind::CharDev && !(xattr_whiteouts && k == Kind::File) => k,
                     _ => {
                         let name = sys::cstr(&ent.name).map_err(Error::io("name"))?;
                         match sys::lstatat(d.as_fd(), &name) {
-                            Ok(st) if is_whiteout(&st) => {
+                            Ok(st)
+                                if format::upper_whiteout(d.as_fd(), &ent.name, &st)
+                                    .map_err(Error::io("whiteout"))? =>
+                            {
                                 seen.insert(ent.name);
                                 continue;
                             }

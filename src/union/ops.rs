@@ -23,6 +23,16 @@ fn name_of(name: &OsStr) -> Result<&[u8]> {
     Ok(name.as_bytes())
 }
 
+/// A name a new entry is to take: `.wh.*` names are the OCI format's and would hide
+/// another entry, so they are refused (as fuse-overlayfs does).
+fn new_name_of(name: &OsStr) -> Result<&[u8]> {
+    let name = name_of(name)?;
+    if format::is_reserved(name) {
+        return Err(Error::Invalid);
+    }
+    Ok(name)
+}
+
 fn cname(name: &[u8]) -> Result<std::ffi::CString> {
     sys::cstr(name).map_err(Error::io("name"))
 }
@@ -56,6 +66,9 @@ fn timespec(t: Option<SetTime>) -> libc::timespec {
     }
 }
 
+/// A directory's default ACL: what its new entries inherit.
+const ACL_DEFAULT: &CStr = c"system.posix_acl_default";
+
 /// What to make for a new entry.
 pub(super) enum Make<'a> {
     File { flags: i32 },
@@ -68,18 +81,11 @@ impl Union {
     /// The owner of a new entry in a directory with attributes `pst`: the caller (as the
     /// host sees it), the group of a setgid directory.
     fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
-        let uid = self
-            .cfg
-            .uid_map
-            .as_ref()
-            .map_or(ctx.uid, |m| m.to_host(ctx.uid));
+        let uid = self.cfg.ids.store_uid(ctx.uid);
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
         } else {
-            self.cfg
-                .gid_map
-                .as_ref()
-                .map_or(ctx.gid, |m| m.to_host(ctx.gid))
+            self.cfg.ids.store_gid(ctx.gid)
         };
         (uid, gid)
     }
@@ -116,12 +122,15 @@ impl Union {
         };
         let finish = || -> io::Result<()> {
             if owner != (sys::geteuid(), fs_gid) {
+                // The mode the filesystem gave it (the request cut by a default ACL, set-gid
+                // inherited by a directory), which chown's clearing of set-id bits must
+                // not change.
+                let made = sys::lstatat(dir, name)?.st_mode & 0o7777;
                 sys::lchownat(dir, name, owner.0, owner.1)?;
-                // chown clears set-id bits the caller asked for.
-                if mode & (libc::S_ISUID | libc::S_ISGID) != 0
+                if made & (libc::S_ISUID | libc::S_ISGID) != 0
                     && !matches!(what, Make::Symlink { .. })
                 {
-                    sys::chmodat(dir, name, mode & 0o7777)?;
+                    sys::chmodat(dir, name, made)?;
                 }
             }
             Ok(())
@@ -149,7 +158,7 @@ impl Union {
         what: Make<'_>,
         ctx: Ctx,
     ) -> Result<(Entry, Option<OwnedFd>)> {
-        let name = name_of(name)?;
+        let name = new_name_of(name)?;
         let _g = self.exclusive();
         let dir = self.node(parent)?;
         if !dir.is_dir {
@@ -165,24 +174,45 @@ impl Union {
         let pfd = self.ensure_upper_dir(&dir)?;
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
         let owner = self.new_owner(ctx, &pst);
+        // A default ACL on the parent replaces the umask (the upper filesystem applies it,
+        // our own umask being 0); otherwise the caller's umask applies, as in the VFS.
+        let default_acl = match sys::fgetxattr(pfd.as_fd(), ACL_DEFAULT) {
+            Ok(v) => Some(v),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::EOPNOTSUPP)) => None,
+            Err(e) => return Err(Error::io("getxattr default ACL")(e)),
+        };
+        let mode = match default_acl {
+            Some(_) => mode,
+            None => mode & !(ctx.umask & 0o777),
+        };
         let c = cname(name)?;
+        self.kernel_whiteout_for(pfd.as_fd(), &c)?;
         let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
         let fd = if over_whiteout {
+            // Built in a private directory of the workdir that passes on what the parent
+            // would (its default ACL, its set-gid group), then swapped in.
             let tmp = self.upper()?.work.temp_name();
-            let fd = self
-                .make_at(self.work()?, &tmp, &what, mode, owner, &pst)
-                .map_err(Error::io("create"))?;
             let (work, ns) = (self.work()?, self.upper()?.ns);
-            let swapped = (|| {
-                if matches!(what, Make::Dir) {
-                    format::write_opaque(work, tmp.as_bytes(), ns)?;
+            sys::mkdirat(work, &tmp, 0o700).map_err(Error::io("mkdir"))?;
+            let made = (|| {
+                let tdir = sys::open_subdir(work, &tmp)?;
+                if let Some(acl) = &default_acl {
+                    sys::setxattr_at(tdir.as_fd(), b"", ACL_DEFAULT, acl, 0)?;
                 }
-                sys::renameat2(work, &tmp, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)
+                if pst.st_mode & libc::S_ISGID != 0 {
+                    sys::fchown(tdir.as_fd(), u32::MAX, pst.st_gid)?;
+                    sys::fchmod(tdir.as_fd(), 0o700 | libc::S_ISGID)?;
+                }
+                let fd = self.make_at(tdir.as_fd(), &c, &what, mode, owner, &pst)?;
+                if matches!(what, Make::Dir) {
+                    format::write_opaque(tdir.as_fd(), name, ns)?;
+                }
+                sys::renameat2(tdir.as_fd(), &c, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)?;
+                Ok(fd)
             })();
-            // Either the new entry (failed) or the whiteout (swapped) is left in the workdir.
+            // Either the new entry (failed) or the whiteout (swapped) is left in it.
             self.discard(&tmp);
-            swapped.map_err(Error::io("create over whiteout"))?;
-            fd
+            made.map_err(Error::io("create over whiteout"))?
         } else {
             self.make_at(pfd.as_fd(), &c, &what, mode, owner, &pst)
                 .map_err(Error::io("create"))?
@@ -193,6 +223,14 @@ impl Union {
         Ok((self.entry_of(st), fd))
     }
 
+    /// Turns a whiteout of another form (OCI `.wh.NAME`, kernel xattr form) hiding name `c`
+    /// of upper directory `pfd` into the kernel's, before a new entry takes the name: the
+    /// upper we write stays in the kernel's format.
+    fn kernel_whiteout_for(&self, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+        let tmp = self.upper()?.work.temp_name();
+        format::kernel_whiteout_for(pfd, c, self.work()?, &tmp).map_err(Error::io("whiteout"))
+    }
+
     /// `unlink` (`rmdir: false`) or `rmdir`: removes the upper entry, and leaves a whiteout
     /// where a lower entry of that name would show again.
     pub(super) fn remove(&self, parent: u64, name: &OsStr, rmdir: bool) -> Result<()> {
@@ -200,10 +238,10 @@ impl Union {
         let _g = self.exclusive();
         let dir = self.node(parent)?;
         let dloc = dir.loc();
-        let (node, _) = self
-            .child(&dir, &dloc, name, false)?
+        let (node, _, at) = self
+            .child_at(&dir, &dloc, name, false)?
             .ok_or(Error::NotFound)?;
-        let r = self.remove_node(&dir, name, &node, rmdir);
+        let r = self.remove_node(&dir, name, &node, &at, rmdir);
         self.table.drop_unreferenced(node.ino);
         r
     }
@@ -213,6 +251,7 @@ impl Union {
         dir: &Arc<Node>,
         name: &[u8],
         node: &Arc<Node>,
+        at: &super::Loc,
         rmdir: bool,
     ) -> Result<()> {
         match (rmdir, node.is_dir) {
@@ -224,12 +263,11 @@ impl Union {
             return Err(Error::NotEmpty);
         }
         let dloc = dir.loc();
-        let loc = node.loc();
         let c = cname(name)?;
         let lower_visible = self.lower_has(&dloc, name)?;
-        if loc.upper {
+        if at.upper {
             let pfd = self.upper_dir(dir)?;
-            self.keep_alive(node, pfd.as_fd(), &c)?;
+            self.keep_alive(node, dir, pfd.as_fd(), &c)?;
             if lower_visible {
                 let tmp = self.swap_for_whiteout(pfd.as_fd(), name)?;
                 self.discard(&tmp);
@@ -252,18 +290,21 @@ impl Union {
             let pfd = self.ensure_upper_dir(dir)?;
             format::write_whiteout(pfd.as_fd(), &c).map_err(Error::io("mknod whiteout"))?;
         }
-        node.set_loc(|l| {
-            if l.name.as_ref() == name && l.parent.as_ref().is_some_and(|p| Arc::ptr_eq(p, dir)) {
-                l.unlinked = true;
-            }
-        });
+        node.forget_name(dir, name);
         Ok(())
     }
 
-    /// Before upper entry `c` of `pfd` (node `node`) leaves the tree: keep its inode open
-    /// while the kernel holds the node (open files keep working, and the number cannot be
-    /// reused for a new file), and forget its number's mapping once no name is left.
-    fn keep_alive(&self, node: &Node, pfd: BorrowedFd<'_>, c: &CStr) -> Result<()> {
+    /// Before upper entry `c` of `pfd` (directory `dir`, node `node`) leaves the tree: when
+    /// it is the last name the node knows, keep its inode open while the kernel holds the
+    /// node (open files keep working, and the number cannot be reused for a new file);
+    /// forget its number's mapping once the inode has no name left.
+    fn keep_alive(
+        &self,
+        node: &Node,
+        dir: &Arc<Node>,
+        pfd: BorrowedFd<'_>,
+        c: &CStr,
+    ) -> Result<()> {
         if node.is_dir {
             let _ = self.upper_dir(node);
             return Ok(());
@@ -272,8 +313,7 @@ impl Union {
         if st.st_nlink <= 1 {
             self.upper_inos.remove(&st.st_ino);
         }
-        let loc = node.loc();
-        if loc.name.as_ref() == c.to_bytes() && node.detached.get().is_none() {
+        if node.only_name(dir, c.to_bytes()) && node.detached.get().is_none() {
             let fd = sys::openat(pfd, c, libc::O_PATH).map_err(Error::io("open O_PATH"))?;
             let _ = node.detached.set(fd);
         }
@@ -344,7 +384,7 @@ impl Union {
         {
             return Err(Error::Invalid);
         }
-        let (n1, n2) = (name_of(n1)?, name_of(n2)?);
+        let (n1, n2) = (name_of(n1)?, new_name_of(n2)?);
         let _g = self.exclusive();
         let (d1, d2) = (self.node(p1)?, self.node(p2)?);
         if !d1.is_dir || !d2.is_dir {
@@ -354,6 +394,11 @@ impl Union {
             .child(&d1, &d1.loc(), n1, false)?
             .ok_or(Error::NotFound)?;
         let dst = self.child(&d2, &d2.loc(), n2, false)?.map(|(n, _)| n);
+        // Each node acts through the name being renamed (copy-up and rename use it).
+        src.focus(&d1, n1);
+        if let Some(d) = &dst {
+            d.focus(&d2, n2);
+        }
         let r = self.rename_nodes(&d1, n1, &src, &d2, n2, dst.as_ref(), exchange, noreplace);
         self.table.drop_unreferenced(src.ino);
         if let Some(d) = dst {
@@ -409,23 +454,20 @@ impl Union {
             self.prepare_moved_dir(dn, pf2.as_fd(), n2, &l1, n1)?;
             sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, libc::RENAME_EXCHANGE)
                 .map_err(Error::io("rename exchange"))?;
-            src.set_loc(|l| {
-                l.parent = Some(d2.clone());
-                l.name = n2.into();
-            });
-            dn.set_loc(|l| {
-                l.parent = Some(d1.clone());
-                l.name = n1.into();
-            });
+            src.renamed((d1, n1), (d2, n2));
+            dn.renamed((d2, n2), (d1, n1));
             return Ok(());
         }
         if let Some(dn) = dst {
             if dn.loc().upper {
-                self.keep_alive(dn, pf2.as_fd(), &c2)?;
+                self.keep_alive(dn, d2, pf2.as_fd(), &c2)?;
                 if dn.is_dir {
                     self.clear_whiteouts(dn)?;
                 }
             }
+        }
+        if dst.is_none() {
+            self.kernel_whiteout_for(pf2.as_fd(), &c2)?;
         }
         let need_whiteout = self.lower_has(&l1, n1)?;
         let dst_is_whiteout = matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st));
@@ -451,19 +493,15 @@ impl Union {
         } else {
             sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, 0).map_err(Error::io("rename"))?;
         }
-        src.set_loc(|l| {
-            l.parent = Some(d2.clone());
-            l.name = n2.into();
-            l.upper = true;
-        });
+        src.renamed((d1, n1), (d2, n2));
         if let Some(dn) = dst {
-            dn.set_loc(|l| l.unlinked = true);
+            dn.forget_name(d2, n2);
         }
         Ok(())
     }
 
     pub(super) fn link(&self, ino: u64, parent: u64, name: &OsStr) -> Result<Entry> {
-        let name = name_of(name)?;
+        let name = new_name_of(name)?;
         let _g = self.exclusive();
         let node = self.node(ino)?;
         if node.is_dir {
@@ -481,6 +519,7 @@ impl Union {
         let pf1 = self.upper_dir(loc.parent.as_ref().ok_or(Error::Invalid)?)?;
         let pf2 = self.ensure_upper_dir(&dir)?;
         let (c1, c2) = (cname(&loc.name)?, cname(name)?);
+        self.kernel_whiteout_for(pf2.as_fd(), &c2)?;
         if matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st)) {
             let tmp = self.upper()?.work.temp_name();
             sys::linkat(pf1.as_fd(), &c1, self.work()?, &tmp).map_err(Error::io("link"))?;
@@ -493,6 +532,13 @@ impl Union {
         }
         // Same inode as the first name: its origin (or remembered number) is shared.
         let st = sys::lstatat(pf2.as_fd(), &c2).map_err(Error::io("lstat"))?;
+        node.seen_at(super::Loc {
+            parent: Some(dir.clone()),
+            name: name.into(),
+            upper: true,
+            lower: loc.lower.clone(),
+            unlinked: false,
+        });
         self.table.count(node.ino);
         Ok(self.entry_of(self.cfg.present(st, node.ino)))
     }
@@ -542,12 +588,8 @@ impl Union {
             sys::ftruncate(fd.as_fd(), size).map_err(Error::io("truncate"))?;
         }
         if set.uid.is_some() || set.gid.is_some() {
-            let uid = set.uid.map_or(u32::MAX, |u| {
-                self.cfg.uid_map.as_ref().map_or(u, |m| m.to_host(u))
-            });
-            let gid = set.gid.map_or(u32::MAX, |g| {
-                self.cfg.gid_map.as_ref().map_or(g, |m| m.to_host(g))
-            });
+            let uid = set.uid.map_or(u32::MAX, |u| self.cfg.ids.store_uid(u));
+            let gid = set.gid.map_or(u32::MAX, |g| self.cfg.ids.store_gid(g));
             match (&own_fd, &pfd) {
                 (Some(fd), _) => sys::fchown(fd.as_fd(), uid, gid),
                 (None, Some(p)) => sys::lchownat(p.as_fd(), &c, uid, gid),
@@ -600,8 +642,9 @@ impl Union {
                 })?;
         }
         self.copy_up(&node, true)?;
-        let r = self.with_place(&node, |d, n| match value {
-            Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, flags),
+        let value = value.map(|(v, flags)| (self.cfg.ids.store_xattr(name.as_bytes(), v), flags));
+        let r = self.with_place(&node, |d, n| match &value {
+            Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, *flags),
             None => sys::removexattr_at(d, n, &xname),
         });
         r.map_err(|e| {

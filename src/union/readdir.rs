@@ -1,5 +1,5 @@
 //! Listing a directory: `.` and `..` come from the node; the entries from a [`Listing`]
-//! taken at `opendir` (or, handle-less on a read-only mount, from the directory's index,
+//! taken at the handle's first `readdir` and again at each from offset 0 (or, handle-less on a read-only mount, from the directory's index,
 //! which never changes). Offsets are positions: 1 after `.`, 2 after `..`, `i + 3` after
 //! entry `i`.
 

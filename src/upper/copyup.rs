@@ -101,31 +101,69 @@ pub fn origin_record(handle_type: i32, handle: &[u8]) -> Vec<u8> {
 }
 
 /// The inode number an origin record (as [`origin_record`] writes it, and the kernel) names,
-/// for a lower file on the upper's own filesystem (null uuid) whose type `fs_magic` has a
-/// handle layout we know (ext2/3/4, tmpfs, xfs, btrfs). `None` otherwise.
+/// if the file is on a filesystem of type `fs_magic` with a handle layout we know (ext2/3/4,
+/// tmpfs, xfs, btrfs: type and length must both fit). `None` otherwise. Only null-uuid
+/// records, which is what the kernel writes (also when the lower is on another filesystem).
 pub fn origin_ino(record: &[u8], fs_magic: i64) -> Option<u64> {
-    if record.len() < 21 || record[1] != 0xfb || record[5..21].iter().any(|&b| b != 0) {
+    if record.len() < 21
+        || record[1] != 0xfb
+        || usize::from(record[2]) != record.len()
+        || record[5..21].iter().any(|&b| b != 0)
+    {
         return None;
     }
     let (kind, h) = (record[4], &record[21..]);
-    let word = |i: usize| -> Option<u64> {
-        h.get(i * 4..i * 4 + 4)
-            .map(|b| u64::from(u32::from_ne_bytes(b.try_into().expect("4 bytes"))))
+    let word = |i: usize| -> u64 {
+        u64::from(u32::from_ne_bytes(
+            h[i * 4..i * 4 + 4].try_into().expect("4 bytes"),
+        ))
     };
     const EXT: i64 = 0xEF53;
     const TMPFS: i64 = 0x0102_1994;
     const XFS: i64 = 0x5846_5342;
     const BTRFS: i64 = 0x9123_683E;
-    match (fs_magic, kind) {
+    match (fs_magic, kind, h.len()) {
         // struct fid.i32: ino, gen[, parent ino, parent gen]
-        (EXT, 1 | 2) | (XFS, 1 | 2) => word(0),
+        (EXT | XFS, 1, 8) | (EXT | XFS, 2, 16) => Some(word(0)),
         // shmem_encode_fh: gen, ino low, ino high
-        (TMPFS, 1) => Some(word(1)? | word(2)? << 32),
-        // xfs 64-bit inodes: ino low, ino high, gen
-        (XFS, 0x81 | 0x82) => Some(word(0)? | word(1)? << 32),
-        // btrfs_fid: objectid (u64) first
-        (BTRFS, 0x4d..=0x4f) => Some(word(0)? | word(1)? << 32),
+        (TMPFS, 1, 12) => Some(word(1) | word(2) << 32),
+        // xfs 64-bit inodes: ino low, ino high, gen[, parent's]
+        (XFS, 0x81, 12) | (XFS, 0x82, 24) => Some(word(0) | word(1) << 32),
+        // btrfs_fid: objectid (u64) first; 5, 8 or 10 words
+        (BTRFS, 0x4d, 20) | (BTRFS, 0x4e, 32) | (BTRFS, 0x4f, 40) => Some(word(0) | word(1) << 32),
         _ => None,
+    }
+}
+
+/// Reads origin records back into inode numbers over the filesystems of one mount: the
+/// record names no filesystem (null uuid), so it is read on each whose handle layout fits,
+/// and trusted only when exactly one fits.
+#[derive(Debug, Default)]
+pub struct Origins {
+    /// Each filesystem of the mount: its index in the inode scheme and its type.
+    fs: Vec<(u16, i64)>,
+}
+
+impl Origins {
+    /// `fs`: (inode-scheme index, any directory fd on it) for every filesystem of the mount.
+    pub fn new<'a>(fs: impl IntoIterator<Item = (u16, BorrowedFd<'a>)>) -> Origins {
+        let mut out: Vec<(u16, i64)> = Vec::new();
+        for (id, fd) in fs {
+            if !out.iter().any(|&(i, _)| i == id) {
+                out.push((id, sys::fs_magic(fd).unwrap_or(0)));
+            }
+        }
+        Origins { fs: out }
+    }
+
+    /// The filesystem (inode-scheme index) and inode number `record` names, if certain.
+    pub fn decode(&self, record: &[u8]) -> Option<(u16, u64)> {
+        let mut fits = self
+            .fs
+            .iter()
+            .filter_map(|&(id, magic)| Some((id, origin_ino(record, magic)?)));
+        let first = fits.next()?;
+        fits.next().is_none().then_some(first)
     }
 }
 
@@ -208,14 +246,18 @@ fn build(
         }
     }
     if let Some(ns) = opts.origin {
-        let (kind, handle) = sys::file_handle(src_dir, &cname)?;
-        sys::setxattr_at(
-            work.fd(),
-            tmp.as_bytes(),
-            ns.origin(),
-            &origin_record(kind, &handle),
-            0,
-        )?;
+        match sys::file_handle(src_dir, &cname) {
+            Ok((kind, handle)) => sys::setxattr_at(
+                work.fd(),
+                tmp.as_bytes(),
+                ns.origin(),
+                &origin_record(kind, &handle),
+                0,
+            )?,
+            // A lower filesystem without file handles: no origin, as with the kernel.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::ENOSYS)) => {}
+            Err(e) => return Err(e),
+        }
     }
     sys::lchownat(work.fd(), tmp, st.st_uid, st.st_gid)?;
     if kind != Kind::Symlink {
@@ -310,6 +352,17 @@ mod tests {
             Some(st.st_ino),
             "fs magic {magic:#x}"
         );
+        // Read over the filesystems of a mount: certain only when one layout fits.
+        let two = |m: i64| Origins {
+            fs: vec![(0, magic), (1, m)],
+        };
+        let other_type = if magic == 0x0102_1994 {
+            0xEF53
+        } else {
+            0x0102_1994
+        };
+        assert_eq!(two(other_type).decode(&rec), Some((0, st.st_ino)));
+        assert_eq!(two(magic).decode(&rec), None, "two filesystems of one type");
         // A record from another filesystem (non-null uuid) is not ours to read.
         let mut other = rec.clone();
         other[5] = 1;

@@ -27,7 +27,7 @@ pub struct Upper {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpperError {
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}: {source}{}", create_hint(source, path))]
     Open {
         what: &'static str,
         path: PathBuf,
@@ -49,6 +49,15 @@ pub enum UpperError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// For a directory that does not exist: how to make it.
+fn create_hint(e: &std::io::Error, path: &Path) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        format!(" (create it first: mkdir -p {})", path.display())
+    } else {
+        String::new()
+    }
 }
 
 fn open_dir(what: &'static str, path: &Path) -> Result<(OwnedFd, PathBuf, u64), UpperError> {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod core_ops;
+pub mod debian;
 pub mod ops;
 pub mod spec;
 pub mod tree;

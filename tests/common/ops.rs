@@ -78,6 +78,13 @@ pub enum Op {
     Read {
         path: String,
     },
+    /// setfacl: an access ACL (or a directory's default ACL) naming user 1000 and group
+    /// 100, with permissions from `perms` (3 bits each: user 1000, group 100, mask).
+    SetAcl {
+        path: String,
+        default: bool,
+        perms: u16,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -148,6 +155,16 @@ pub fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// [`op`], and setfacl now and then (mounted tests only: the core replay has no ACL logic
+/// of the kernel's VFS to stand in for it).
+pub fn op_with_acls() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        24 => op(),
+        1 => (path(), any::<bool>(), 0u16..0o777)
+            .prop_map(|(path, default, perms)| Op::SetAcl { path, default, perms }),
+    ]
+}
+
 fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
 }
@@ -194,6 +211,7 @@ pub fn paths(op: &Op) -> Vec<&str> {
         | Op::Utime { path, .. }
         | Op::SetXattr { path, .. }
         | Op::RemoveXattr { path, .. }
+        | Op::SetAcl { path, .. }
         | Op::Read { path } => vec![path],
     }
 }
@@ -212,6 +230,27 @@ fn open_nofollow(p: &Path, flags: i32) -> Result<std::fs::File, i32> {
     }
     // SAFETY: a fresh fd nobody else owns.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+}
+
+/// A POSIX ACL xattr value (`posix_acl_xattr` version 2): owner rw-, user 1000, group
+/// rwx... as `perms` says, group 100, mask, other r--.
+fn acl_value(perms: u16) -> Vec<u8> {
+    let (u, g, m) = ((perms >> 6) & 7, (perms >> 3) & 7, perms & 7);
+    let entries: [(u16, u16, u32); 6] = [
+        (0x01, 6, u32::MAX), // ACL_USER_OBJ
+        (0x02, u, 1000),     // ACL_USER
+        (0x04, 5, u32::MAX), // ACL_GROUP_OBJ
+        (0x08, g, 100),      // ACL_GROUP
+        (0x10, m, u32::MAX), // ACL_MASK
+        (0x20, 4, u32::MAX), // ACL_OTHER
+    ];
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
 }
 
 /// Runs `op` on the tree mounted at `root`.
@@ -299,6 +338,25 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
                 c(&at(path)).as_ptr(),
                 CString::new(name.as_str()).unwrap().as_ptr(),
             )),
+            Op::SetAcl {
+                path,
+                default,
+                perms,
+            } => {
+                let name = if *default {
+                    c"system.posix_acl_default"
+                } else {
+                    c"system.posix_acl_access"
+                };
+                let v = acl_value(*perms);
+                check(libc::lsetxattr(
+                    c(&at(path)).as_ptr(),
+                    name.as_ptr(),
+                    v.as_ptr().cast(),
+                    v.len(),
+                    0,
+                ))
+            }
             Op::Read { path } => match open_nofollow(&at(path), libc::O_RDONLY) {
                 Ok(f) => {
                     let md = f.metadata().unwrap();

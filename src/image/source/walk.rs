@@ -147,7 +147,12 @@ pub fn walk_tar(
             OciName::Plain => {}
         }
         e.kind = match ty {
-            tar::EntryType::Regular | tar::EntryType::Continuous => Kind::File,
+            // A global pax header describes the archive, not an entry.
+            tar::EntryType::XGlobalHeader => continue,
+            // GNU sparse files read back with their holes filled: a regular file.
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                Kind::File
+            }
             tar::EntryType::Directory => Kind::Dir,
             tar::EntryType::Symlink => Kind::Symlink,
             tar::EntryType::Link => Kind::HardLink,

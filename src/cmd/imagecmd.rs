@@ -1,0 +1,155 @@
+//! What the image commands (import, images, rmi, commit, squash) share: the store option,
+//! running as the store's owner (rootless: root of a user namespace holding the caller's
+//! subordinate ids, as rootless podman stores layers), progress bars.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use layerfs::image::store::Store;
+use layerfs::sys::{self, Fork};
+
+/// `--store DIR`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// The layer store (default: $XDG_DATA_HOME/layerfs, or /var/lib/layerfs as root).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store's directory; resolved before entering a user namespace (where HOME is the
+    /// same but the uid is 0).
+    pub fn root(&self) -> PathBuf {
+        self.store.clone().unwrap_or_else(Store::default_root)
+    }
+
+    pub fn open(&self) -> Result<Store> {
+        Store::open(&self.root())
+    }
+}
+
+/// Runs `f` with the ids the store's files carry: directly as root; otherwise as root of a
+/// new user namespace mapping the caller to 0 and its /etc/subuid range to 1.. (what
+/// `layerfs run` and rootless podman use), so the layers' owners are kept. Returns `f`'s
+/// exit status.
+pub fn as_store_owner(f: impl FnOnce() -> Result<i32>) -> Result<i32> {
+    if sys::geteuid() == 0 {
+        return f();
+    }
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (ready_rd, ready_wr) = sys::pipe()?;
+    let (go_rd, go_wr) = sys::pipe()?;
+    match sys::fork().context("starting the user namespace")? {
+        Fork::Child => {
+            drop((ready_rd, go_wr));
+            let _ = sys::set_parent_death_signal(libc::SIGKILL);
+            let code = (|| -> Result<i32> {
+                sys::unshare(libc::CLONE_NEWUSER).context("creating a user namespace")?;
+                std::fs::File::from(ready_wr).write_all(b"u")?;
+                let mut ok = [0u8; 1];
+                std::fs::File::from(go_rd).read_exact(&mut ok)?;
+                if ok[0] != b'1' {
+                    anyhow::bail!("could not map the subordinate ids");
+                }
+                f()
+            })();
+            let code = code.unwrap_or_else(|e| {
+                eprintln!("layerfs: {}", super::one_line(&e));
+                1
+            });
+            std::process::exit(code);
+        }
+        Fork::Parent(child) => {
+            drop((ready_wr, go_rd));
+            let mut b = [0u8; 1];
+            std::fs::File::from(ready_rd)
+                .read_exact(&mut b)
+                .context("waiting for the user namespace")?;
+            let mapped = super::rootless::map_full(child, uid, gid);
+            std::fs::File::from(go_wr).write_all(if mapped.is_ok() { b"1" } else { b"0" })?;
+            let status = sys::waitpid(child, 0)?
+                .map(|(_, s)| s.status())
+                .unwrap_or(1);
+            if let Err(why) = mapped {
+                anyhow::bail!(
+                    "{why}: a rootless store needs the caller's subordinate ids \
+                     (/etc/subuid, /etc/subgid and newuidmap from the uidmap package)"
+                );
+            }
+            Ok(status)
+        }
+    }
+}
+
+/// A byte-counting progress bar on a terminal, hidden otherwise.
+pub fn progress(msg: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec})")
+            .expect("valid template"),
+    );
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}
+
+/// Prints `value` as JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// In a user namespace: a mount namespace of our own, so a FUSE mount made for reading
+/// lives and dies with it.
+pub fn private_mounts() -> Result<()> {
+    if sys::geteuid() == 0 && sys::in_user_namespace() {
+        sys::unshare(libc::CLONE_NEWNS).context("creating a mount namespace")?;
+    }
+    Ok(())
+}
+
+/// `lowerdir=A:B:...` for layer dirs given top first.
+pub fn lowerdir_option(lowers: &[PathBuf]) -> String {
+    let joined: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    format!("lowerdir={}", joined.join(":"))
+}
+
+/// A layerfs mount made by this binary, unmounted when dropped.
+pub struct Mounted<'a>(&'a std::path::Path);
+
+impl<'a> Mounted<'a> {
+    pub fn new(options: &str, mp: &'a std::path::Path) -> Result<Mounted<'a>> {
+        let exe = std::env::current_exe().context("finding the layerfs binary")?;
+        let out = std::process::Command::new(exe)
+            .arg("-o")
+            .arg(options)
+            .arg(mp)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("mounting the stack")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "mounting the stack: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(Mounted(mp))
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = super::umount::unmount(self.0, true) {
+            log::warn!("{e:#}");
+        }
+    }
+}

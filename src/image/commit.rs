@@ -1,0 +1,151 @@
+//! A directory tree (an upper, a store layer, a merged view) as one layer tar, and that tar
+//! compressed: the common part of `commit` and `squash`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Seek, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest as _, Sha256};
+
+use super::pack::{Mode, PackStats, Packer};
+
+/// Layer compression.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compress {
+    None,
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl Compress {
+    /// The OCI media type of a layer compressed this way.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compress::None => "application/vnd.oci.image.layer.v1.tar",
+            Compress::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compress::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
+/// Counts and hashes what is written through it.
+pub struct HashWriter<W> {
+    inner: W,
+    hash: Sha256,
+    pub count: u64,
+}
+
+impl<W: Write> HashWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashWriter {
+            inner,
+            hash: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// `sha256:<hex>`, the byte count and the writer.
+    pub fn finish(self) -> (String, u64, W) {
+        (
+            format!("sha256:{:x}", self.hash.finalize()),
+            self.count,
+            self.inner,
+        )
+    }
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// An uncompressed layer tar in a temporary file.
+pub struct LayerTar {
+    pub file: File,
+    /// `sha256:` of the uncompressed tar (the config's diff_id).
+    pub diff_id: String,
+    pub size: u64,
+    pub stats: PackStats,
+}
+
+impl LayerTar {
+    /// The tar from its start.
+    pub fn reader(&mut self) -> Result<&mut File> {
+        self.file.rewind()?;
+        Ok(&mut self.file)
+    }
+
+    /// Writes the tar compressed to `out`; returns the blob's digest and size.
+    pub fn compress_to(&mut self, how: Compress, out: impl Write) -> Result<(String, u64)> {
+        let mut hw = HashWriter::new(out);
+        let src = self.reader()?;
+        match how {
+            Compress::None => {
+                io::copy(src, &mut hw)?;
+            }
+            Compress::Gzip => {
+                // Fixed header fields (no name, no time): the same tar gives the same blob.
+                let mut gz = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(&mut hw, flate2::Compression::default());
+                io::copy(src, &mut gz)?;
+                gz.finish()?;
+            }
+            Compress::Zstd => {
+                let mut z = zstd::Encoder::new(&mut hw, 3)?;
+                io::copy(src, &mut z)?;
+                z.finish()?;
+            }
+        }
+        hw.flush()?;
+        let (d, n, _) = hw.finish();
+        Ok((d, n))
+    }
+}
+
+/// Writes the tree `root` as a layer tar into a temporary file in `tmp_dir`.
+pub fn layer_tar(
+    root: &Path,
+    mode: Mode,
+    timestamp: Option<i64>,
+    merged: Option<&Path>,
+    lowers: &[std::path::PathBuf],
+    tmp_dir: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<LayerTar> {
+    if !root.is_dir() {
+        bail!("{}: not a directory", root.display());
+    }
+    let file = tempfile::tempfile_in(tmp_dir)
+        .with_context(|| format!("creating a temporary file in {}", tmp_dir.display()))?;
+    let hw = HashWriter::new(BufWriter::new(file));
+    let mut packer = Packer::new(hw, mode, timestamp)
+        .with_merged(merged)
+        .with_lowers(lowers)
+        .with_progress(progress);
+    packer
+        .add_tree(root)
+        .with_context(|| format!("archiving {}", root.display()))?;
+    let stats = packer.stats;
+    let hw = packer.finish()?;
+    let (diff_id, size, buf) = hw.finish();
+    let mut file = buf.into_inner().map_err(|e| e.into_error())?;
+    file.flush()?;
+    Ok(LayerTar {
+        file,
+        diff_id,
+        size,
+        stats,
+    })
+}

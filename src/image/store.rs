@@ -1,0 +1,399 @@
+//! The layer store: unpacked layers shared by every image that has them.
+//!
+//! ```text
+//! STORE/layers/<hex of diff_id>/   a layer, unpacked, in the kernel's format (a lowerdir)
+//! STORE/images/<hex of id>.json    an image: names, layer diff_ids bottom first, run config
+//! STORE/tmp/                       layers being unpacked (same filesystem: renamed in place)
+//! STORE/lock                       flock, held while layers or images change
+//! ```
+//!
+//! A layer is unpacked into `tmp/`, its uncompressed bytes hashed on the way; only when the
+//! whole stream was read and its digest matched is it renamed to `layers/<hex>`, and only
+//! when every layer of an image is there is the image's record written (atomically, by
+//! rename). A failure anywhere leaves the store as it was: staged layers are removed when
+//! dropped.
+
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::unpack;
+use crate::sys;
+
+/// What `run` takes from an image config (OCI `config` object).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunConfig {
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub working_dir: String,
+    #[serde(default)]
+    pub user: String,
+}
+
+/// One step of the image's history (as in the OCI config).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
+}
+
+/// A layer of an image record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerRecord {
+    /// `sha256:<hex>` of the uncompressed tar.
+    pub diff_id: String,
+    /// Bytes of the uncompressed tar.
+    pub size: u64,
+    /// The compressed blob the layer was imported from, if any: an OCI layout holding it
+    /// can reference it instead of a new copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<BlobRecord>,
+}
+
+/// A layer blob as an OCI descriptor names it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BlobRecord {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// An image in the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ImageRecord {
+    /// `sha256:<hex>`: the config digest for imported images, else a digest of the record.
+    pub id: String,
+    pub names: Vec<String>,
+    /// Bottom first.
+    pub layers: Vec<LayerRecord>,
+    pub config: RunConfig,
+    #[serde(default)]
+    pub history: Vec<HistoryEntry>,
+    #[serde(default)]
+    pub created: Option<String>,
+    /// Where it came from (the import source, or `commit`).
+    #[serde(default)]
+    pub source: String,
+}
+
+/// A layer unpacked into the store's `tmp/`, removed when dropped unless published.
+pub struct Staged {
+    path: Option<PathBuf>,
+    pub diff_id: String,
+    pub size: u64,
+    pub stats: unpack::Stats,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            if let Err(e) = remove_tree(&p) {
+                log::warn!("removing {}: {e:#}", p.display());
+            }
+        }
+    }
+}
+
+/// Removes a directory tree without following symlinks.
+pub fn remove_tree(p: &Path) -> Result<()> {
+    let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+        bail!("refusing to remove {}", p.display());
+    };
+    let dir = sys::open_host_dir(parent)?;
+    use std::os::unix::ffi::OsStrExt;
+    match unpack::remove_entry(dir.as_fd(), name.as_bytes()) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+/// Hashes (and counts) what is read through it.
+pub struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    pub count: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    pub fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// Reads the rest of the stream (a tar's trailing padding counts too) and returns the
+    /// `sha256:` digest of everything.
+    pub fn finish(mut self) -> io::Result<(String, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((format!("sha256:{:x}", self.hash.finalize()), self.count))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// The hex part of `sha256:<hex>`, checked (it names a directory).
+pub fn digest_hex(d: &str) -> Result<&str> {
+    match d.strip_prefix("sha256:") {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(h),
+        _ => bail!("{d:?} is not a sha256 digest"),
+    }
+}
+
+/// The store.
+pub struct Store {
+    root: PathBuf,
+}
+
+/// The held store lock.
+pub struct Lock(#[allow(dead_code)] std::fs::File);
+
+impl Store {
+    /// `$XDG_DATA_HOME/layerfs` (or `~/.local/share/layerfs`), `/var/lib/layerfs` as root.
+    pub fn default_root() -> PathBuf {
+        if sys::geteuid() == 0 && !sys::in_user_namespace() {
+            return PathBuf::from("/var/lib/layerfs");
+        }
+        match std::env::var_os("XDG_DATA_HOME") {
+            Some(d) if !d.is_empty() => PathBuf::from(d).join("layerfs"),
+            _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into()))
+                .join(".local/share/layerfs"),
+        }
+    }
+
+    pub fn open(root: &Path) -> Result<Store> {
+        for sub in ["layers", "images", "tmp"] {
+            std::fs::create_dir_all(root.join(sub))
+                .with_context(|| format!("creating the store {}", root.display()))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the store's lock (blocking while another layerfs changes it).
+    pub fn lock(&self) -> Result<Lock> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("lock"))
+            .with_context(|| format!("opening {}/lock", self.root.display()))?;
+        sys::flock(f.as_fd(), libc::LOCK_EX).context("locking the store")?;
+        Ok(Lock(f))
+    }
+
+    /// The directory of a layer (which may not exist).
+    pub fn layer_dir(&self, diff_id: &str) -> Result<PathBuf> {
+        Ok(self.root.join("layers").join(digest_hex(diff_id)?))
+    }
+
+    pub fn has_layer(&self, diff_id: &str) -> bool {
+        self.layer_dir(diff_id).is_ok_and(|p| p.is_dir())
+    }
+
+    /// Unpacks the uncompressed layer tar `tar` into `tmp/`, checking its digest against
+    /// `expected` when given. Reads the stream to its end (where the sources check their
+    /// own blob digests).
+    pub fn stage(
+        &self,
+        tar: impl Read,
+        expected: Option<&str>,
+        opts: &unpack::Options,
+    ) -> Result<Staged> {
+        let tmp = tempfile::Builder::new()
+            .prefix("layer-")
+            .tempdir_in(self.root.join("tmp"))
+            .context("creating a staging directory in the store")?
+            .keep();
+        let mut staged = Staged {
+            path: Some(tmp.clone()),
+            diff_id: String::new(),
+            size: 0,
+            stats: unpack::Stats::default(),
+        };
+        let fd = sys::open_host_dir(&tmp)?;
+        let mut hashing = Hashing::new(tar);
+        staged.stats = unpack::unpack(&mut hashing, fd.as_fd(), opts)?;
+        let (digest, size) = hashing.finish().context("reading the layer")?;
+        if let Some(want) = expected {
+            if want != digest {
+                bail!("layer digest mismatch: expected {want}, read {digest}");
+            }
+        }
+        staged.diff_id = digest;
+        staged.size = size;
+        Ok(staged)
+    }
+
+    /// Moves staged layers into place (a layer already present is kept and the copy
+    /// dropped) and writes the image record, taking the names from any image that had them.
+    pub fn publish(&self, staged: Vec<Staged>, record: &ImageRecord) -> Result<()> {
+        let _lock = self.lock()?;
+        for mut s in staged {
+            let dst = self.layer_dir(&s.diff_id)?;
+            if dst.exists() {
+                continue; // dropped: its tmp dir is removed
+            }
+            let src = s.path.take().expect("staged layers have a path");
+            std::fs::rename(&src, &dst)
+                .with_context(|| format!("moving the layer into {}", dst.display()))?;
+        }
+        for l in &record.layers {
+            if !self.has_layer(&l.diff_id) {
+                bail!("layer {} is not in the store", l.diff_id);
+            }
+        }
+        for mut other in self.images()? {
+            if other.id == record.id {
+                continue;
+            }
+            let before = other.names.len();
+            other.names.retain(|n| !record.names.contains(n));
+            if other.names.len() != before {
+                self.write_record(&other)?;
+            }
+        }
+        self.write_record(record)
+    }
+
+    fn write_record(&self, record: &ImageRecord) -> Result<()> {
+        let path = self
+            .root
+            .join("images")
+            .join(format!("{}.json", digest_hex(&record.id)?));
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
+    }
+
+    /// Every image, sorted by name.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let mut out = Vec::new();
+        for ent in std::fs::read_dir(self.root.join("images"))? {
+            let p = ent?.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                let text = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                out.push(
+                    serde_json::from_slice(&text)
+                        .with_context(|| format!("parsing {}", p.display()))?,
+                );
+            }
+        }
+        out.sort_by(|a: &ImageRecord, b| a.names.cmp(&b.names).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    /// The image named `name` (`NAME[:TAG]`, `:latest` implied), or whose id starts with it.
+    pub fn find(&self, name: &str) -> Result<Option<ImageRecord>> {
+        let full = normalize_name(name);
+        let images = self.images()?;
+        if let Some(i) = images.iter().find(|i| i.names.contains(&full)) {
+            return Ok(Some(i.clone()));
+        }
+        let id = name.strip_prefix("sha256:").unwrap_or(name);
+        if id.len() >= 6 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: Vec<_> = images
+                .into_iter()
+                .filter(|i| i.id.trim_start_matches("sha256:").starts_with(id))
+                .collect();
+            match hits.len() {
+                0 => {}
+                1 => return Ok(hits.into_iter().next()),
+                _ => bail!("{name}: more than one image id starts with it"),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Layer directories of an image, top first (the order of `lowerdir=`).
+    pub fn lowers(&self, image: &ImageRecord) -> Result<Vec<PathBuf>> {
+        image
+            .layers
+            .iter()
+            .rev()
+            .map(|l| self.layer_dir(&l.diff_id))
+            .collect()
+    }
+
+    /// Removes the image and every layer no other image uses; returns the removed layers.
+    pub fn remove(&self, name: &str) -> Result<(ImageRecord, Vec<String>)> {
+        let _lock = self.lock()?;
+        let Some(image) = self.find(name)? else {
+            bail!("{name}: no such image in {}", self.root.display());
+        };
+        let path = self
+            .root
+            .join("images")
+            .join(format!("{}.json", digest_hex(&image.id)?));
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        let used: std::collections::HashSet<String> = self
+            .images()?
+            .into_iter()
+            .flat_map(|i| i.layers.into_iter().map(|l| l.diff_id))
+            .collect();
+        let mut removed = Vec::new();
+        for l in &image.layers {
+            if used.contains(&l.diff_id) || removed.contains(&l.diff_id) {
+                continue;
+            }
+            let dir = self.layer_dir(&l.diff_id)?;
+            // Renamed aside first, so a crash never leaves a half-removed layer in place.
+            let trash = self
+                .root
+                .join("tmp")
+                .join(format!("rm-{}", digest_hex(&l.diff_id)?));
+            if std::fs::rename(&dir, &trash).is_ok() {
+                remove_tree(&trash)?;
+            }
+            removed.push(l.diff_id.clone());
+        }
+        Ok((image, removed))
+    }
+}
+
+/// `NAME` → `NAME:latest`; a name with a tag or digest is kept.
+pub fn normalize_name(name: &str) -> String {
+    let last = name.rsplit('/').next().unwrap_or(name);
+    if last.contains(':') || last.contains('@') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    }
+}
+
+/// The id of an image that has no config blob of its own yet: the digest of its record.
+pub fn record_id(layers: &[LayerRecord], config: &RunConfig, history: &[HistoryEntry]) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&(layers, config, history)).expect("serializable"));
+    format!("sha256:{:x}", h.finalize())
+}

@@ -1,0 +1,621 @@
+//! Kernel parity, side by side: the same shell steps on kernel overlayfs (`redirect_dir=on`)
+//! and on layerfs over copies of the same layers, every step's outcome compared. Each test
+//! here is a reduced case where layerfs once differed.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{require_root, Kernel, Layerfs};
+
+/// One side's layers: `lower0` (bottom) ... under `base`, an upper, a workdir, and the
+/// uppers stacked later as lowers under `root`.
+struct Dirs {
+    base: PathBuf,
+    root: PathBuf,
+    /// How many lowers are in `base`.
+    in_base: usize,
+}
+
+impl Dirs {
+    fn lowers(&self, n: usize) -> Vec<PathBuf> {
+        // lowerdir lists the top first.
+        (0..n).rev().map(|i| self.lower(i)).collect()
+    }
+    fn lower(&self, i: usize) -> PathBuf {
+        let dir = if i < self.in_base {
+            &self.base
+        } else {
+            &self.root
+        };
+        dir.join(format!("lower{i}"))
+    }
+    fn p(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+/// A tmpfs mounted for a test; detached in Drop.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is NUL-terminated.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The kernel and layerfs, each over its own copy of the same layers.
+struct Pair {
+    // Unmounted first (fields drop in order), then the tmpfs, then the files.
+    kernel: Option<Kernel>,
+    layerfs: Option<Layerfs>,
+    _tmpfs: Option<Tmpfs>,
+    _t: tempfile::TempDir,
+    /// The kernel's layers, then layerfs's.
+    sides: [Dirs; 2],
+    lowers: usize,
+}
+
+impl Pair {
+    /// `fill(lower_index, dir)` writes each of `lowers` lower layers (the same on both
+    /// sides); mounted writable with an empty upper.
+    fn new(lowers: usize, fill: impl Fn(usize, &Path)) -> Pair {
+        Self::new_on(lowers, fill, false)
+    }
+
+    /// With `tmpfs_upper`, the uppers (and the lowers they become) are on a tmpfs, the
+    /// first lowers on the test directory's filesystem: a stack over two filesystems.
+    fn new_on(lowers: usize, fill: impl Fn(usize, &Path), tmpfs_upper: bool) -> Pair {
+        let t = tempfile::tempdir().unwrap();
+        let tmpfs = tmpfs_upper.then(|| {
+            let m = t.path().join("tmpfs");
+            fs::create_dir(&m).unwrap();
+            sh(&format!("mount -t tmpfs layerfs-test {}", m.display()));
+            Tmpfs(m)
+        });
+        let side = |name: &str| {
+            let base = t.path().join(name);
+            let root = tmpfs.as_ref().map_or(base.clone(), |m| m.0.join(name));
+            for d in ["upper", "work", "mnt"] {
+                fs::create_dir_all(root.join(d)).unwrap();
+            }
+            let d = Dirs {
+                base,
+                root,
+                in_base: lowers,
+            };
+            for i in 0..lowers {
+                let l = d.lower(i);
+                fs::create_dir_all(&l).unwrap();
+                fill(i, &l);
+            }
+            d
+        };
+        let sides = [side("k"), side("l")];
+        let mut p = Pair {
+            kernel: None,
+            layerfs: None,
+            _tmpfs: tmpfs,
+            _t: t,
+            sides,
+            lowers,
+        };
+        p.mount();
+        p
+    }
+
+    fn mount(&mut self) {
+        let n = self.lowers;
+        let [k, l] = &self.sides;
+        self.kernel = Some(Kernel::mount_rw_with(
+            &k.lowers(n),
+            &k.p("upper"),
+            &k.p("work"),
+            &k.p("mnt"),
+            ",redirect_dir=on",
+        ));
+        self.layerfs = Some(Layerfs::mount_rw(
+            &l.lowers(n),
+            &l.p("upper"),
+            &l.p("work"),
+            &l.p("mnt"),
+        ));
+    }
+
+    fn unmount(&mut self) {
+        self.kernel = None;
+        self.layerfs = None;
+    }
+
+    /// Unmounts, makes the upper the new top lower layer (an earlier run's upper stacked as
+    /// the next layer, as a build does) with a fresh upper, and mounts again.
+    fn stack_upper(&mut self) {
+        self.unmount();
+        let n = self.lowers;
+        for d in &self.sides {
+            fs::rename(d.p("upper"), d.lower(n)).unwrap();
+            fs::remove_dir_all(d.p("work")).unwrap();
+            fs::create_dir(d.p("upper")).unwrap();
+            fs::create_dir(d.p("work")).unwrap();
+        }
+        self.lowers += 1;
+        self.mount();
+    }
+
+    /// Runs `cmd` (bash, `$M` = the mount root) on both sides; fails the test when the
+    /// outcomes (exit status, output, error message) differ.
+    fn step(&self, cmd: &str) -> String {
+        let [k, l] = [0, 1].map(|i| {
+            let m = self.sides[i].p("mnt");
+            let m = fs::canonicalize(m).unwrap();
+            let out = Command::new("bash")
+                .args(["-o", "pipefail", "-c", cmd])
+                .env("M", &m)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            let text = text.replace(m.to_str().unwrap(), "$M");
+            format!("{} {}", out.status.code().unwrap_or(-1), text.trim())
+        });
+        assert_eq!(k, l, "`{cmd}`: kernel (left) and layerfs (right) differ");
+        k
+    }
+
+    /// Runs `cmd` on layerfs only (where it differs from the kernel on purpose); its
+    /// output.
+    fn layerfs_step(&self, cmd: &str) -> String {
+        let m = fs::canonicalize(self.sides[1].p("mnt")).unwrap();
+        let out = Command::new("bash")
+            .args(["-o", "pipefail", "-c", cmd])
+            .env("M", &m)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "`{cmd}` failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn steps(&self, cmds: &[&str]) {
+        for c in cmds {
+            self.step(c);
+        }
+    }
+}
+
+/// Runs a setup command, which must succeed.
+fn sh(cmd: &str) {
+    let st = Command::new("bash").args(["-c", cmd]).status().unwrap();
+    assert!(st.success(), "`{cmd}` failed");
+}
+
+fn write(dir: &Path, rel: &str, data: &str) {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+/// Was `../shared/repros/hardlink-removed-name.sh`: after `ln X Y; unlink Y`, xattr calls
+/// and opens of X went to the removed name Y (ENOENT, EPERM over the whiteout there, or the
+/// other file once Y was created again, e.g. a `security.capability` on the wrong binary).
+#[test]
+fn operations_on_a_file_act_on_a_name_it_still_has_after_a_link_is_removed() {
+    if !require_root("operations_on_a_file_act_on_a_name_it_still_has") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        write(d, "etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+        write(d, "etc/hostname", "box\n");
+        for f in ["etc/passwd", "etc/hostname"] {
+            sh(&format!("setfattr -n user.k1 -v 1 {}", d.join(f).display()));
+        }
+    });
+    p.steps(&[
+        r#"ln "$M/etc/passwd" "$M/etc/p2""#,
+        r#"unlink "$M/etc/p2""#,
+        r#"setfattr -n user.k0 -v 0x76 "$M/etc/passwd""#,
+        r#"setfattr -x user.k1 "$M/etc/passwd""#,
+        r#"getfattr --absolute-names -d -m user "$M/etc/passwd""#,
+        r#"chown 1000:1000 "$M/etc/passwd""#,
+        r#"cat "$M/etc/passwd""#,
+        r#"truncate -s 3 "$M/etc/passwd"; cat "$M/etc/passwd""#,
+        r#"ln "$M/etc/hostname" "$M/etc/h2""#,
+        r#"unlink "$M/etc/h2""#,
+        r#"touch "$M/etc/h2""#,
+        r#"setfattr -n user.k2 -v 0x85 "$M/etc/hostname""#,
+        r#"getfattr --absolute-names -d -m user "$M/etc/h2" "$M/etc/hostname""#,
+        // The first name removed, the link kept: the file lives on under the link.
+        r#"ln "$M/etc/hostname" "$M/etc/h3"; unlink "$M/etc/hostname""#,
+        r#"setfattr -n user.k3 -v 3 "$M/etc/h3"; echo more >> "$M/etc/h3""#,
+        r#"touch "$M/etc/hostname"; getfattr --absolute-names -d -m user "$M/etc/hostname""#,
+        r#"cat "$M/etc/h3"; getfattr --absolute-names -d -m user "$M/etc/h3""#,
+        // A renamed link, then the other name removed.
+        r#"ln "$M/etc/h3" "$M/etc/h4"; mv "$M/etc/h4" "$M/h5"; unlink "$M/etc/h3""#,
+        r#"setfattr -n user.k4 -v 4 "$M/h5"; getfattr --absolute-names -d -m user "$M/h5""#,
+        r#"stat -c '%h %s' "$M/h5""#,
+    ]);
+}
+
+/// `touch x; ln x y; rm x; ln y x` at once (no pause): no stale entry or attribute of the
+/// removed name may refuse the link.
+#[test]
+fn a_name_removed_from_a_hard_linked_file_can_be_linked_again_at_once() {
+    if !require_root("a_name_removed_from_a_hard_linked_file_can_be_linked_again") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| write(d, "lower-file", "l\n"));
+    p.steps(&[
+        r#"cd "$M"; touch x; ln x y; rm x; ln y x; stat -c '%h %s' x y"#,
+        r#"cd "$M"; ln lower-file l2; rm lower-file; ln l2 lower-file; cat lower-file"#,
+        r#"cd "$M"; stat -c %h lower-file l2"#,
+        r#"cd "$M"; mkdir d; ln x d/x; rm x; ln d/x x; rm d/x; ln x d/x; ls d"#,
+    ]);
+}
+
+/// The merged tree, one line per entry: path, type, and a file's content.
+const TREE: &str =
+    r#"cd "$M" && find . -printf '%p %y\n' | sort && find . -type f | sort | xargs -r cat"#;
+
+/// A directory renamed on a writable mount, its upper then stacked as a lower (a build's
+/// next step): the redirect in that lower must be followed, as the kernel does, or the
+/// directory shows empty.
+#[test]
+fn directories_renamed_in_an_earlier_upper_keep_their_contents_when_it_is_stacked() {
+    if !require_root("directories_renamed_in_an_earlier_upper_keep_their_contents") {
+        return;
+    }
+    let mut p = Pair::new(1, |_, d| {
+        write(d, "a/dir100/a", "A\n");
+        write(d, "a/dir100/sub/b", "B\n");
+        write(d, "a/same/c", "C\n");
+        fs::create_dir_all(d.join("a/empty100")).unwrap();
+    });
+    p.steps(&[
+        r#"mv "$M/a/dir100" "$M/a/empty100/x""#,
+        r#"mv "$M/a/same" "$M/a/same2""#,
+        r#"echo new > "$M/a/empty100/x/n""#,
+    ]);
+    p.stack_upper();
+    p.steps(&[
+        TREE,
+        r#"cat "$M/a/empty100/x/a" "$M/a/same2/c""#,
+        // Renamed again on top of the redirected lower, then stacked once more.
+        r#"mv "$M/a/empty100/x/sub" "$M/top"; mv "$M/a/same2" "$M/a/same3""#,
+        TREE,
+    ]);
+    p.stack_upper();
+    p.step(TREE);
+}
+
+/// Redirects written by hand in lower layers (relative, absolute, chained through two
+/// layers, one through a whited-out path, one into an opaque directory), read as the kernel
+/// reads them.
+#[test]
+fn redirects_in_lower_layers_are_followed_as_the_kernel_follows_them() {
+    if !require_root("redirects_in_lower_layers_are_followed") {
+        return;
+    }
+    let p = Pair::new(3, |i, d| match i {
+        0 => {
+            write(d, "src/f", "0\n");
+            write(d, "deep/er/g", "0g\n");
+            write(d, "op/h", "0h\n");
+            write(d, "gone/i", "0i\n");
+        }
+        1 => {
+            // Relative: "rel" is what "src" was; "src" is whited out.
+            fs::create_dir_all(d.join("rel")).unwrap();
+            write(d, "rel/f1", "1\n");
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v src {0}/rel && mknod {0}/src c 0 0",
+                d.display()
+            ));
+            // Absolute, two levels down.
+            fs::create_dir_all(d.join("moved")).unwrap();
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v /deep/er {0}/moved && \
+                 mkdir {0}/deep && mknod {0}/deep/er c 0 0",
+                d.display()
+            ));
+            // Opaque beats the redirect.
+            fs::create_dir_all(d.join("op2")).unwrap();
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v /op {0}/op2 && \
+                 setfattr -n trusted.overlay.opaque -v y {0}/op2",
+                d.display()
+            ));
+            // Through a whiteout in this very layer: nothing below shows.
+            sh(&format!("mknod {}/gone c 0 0", d.display()));
+        }
+        _ => {
+            // Chained: top "chain" was layer 1's "moved" (itself "/deep/er" below).
+            fs::create_dir_all(d.join("chain")).unwrap();
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v /moved {0}/chain && mknod {0}/moved c 0 0",
+                d.display()
+            ));
+            fs::create_dir_all(d.join("g2")).unwrap();
+            sh(&format!(
+                "setfattr -n trusted.overlay.redirect -v /gone {}/g2",
+                d.display()
+            ));
+        }
+    });
+    p.steps(&[
+        TREE,
+        r#"ls "$M/rel" "$M/chain" "$M/op2" "$M/g2""#,
+        r#"mv "$M/chain" "$M/rel/c2"; ls "$M/rel/c2""#,
+        TREE,
+    ]);
+}
+
+/// Prints `same` or `changed` for each file: its inode number now against the one saved
+/// in `$M/../ino.NAME` (saved first with [`SAVE_INOS`]).
+const CHECK_INOS: &str = r#"cd "$M" && for f in $FILES; do
+  if [ "$(stat -c %i "$f")" = "$(cat "../ino.${f//\//_}")" ]; then echo "$f same"; else echo "$f changed"; fi
+done"#;
+const SAVE_INOS: &str =
+    r#"cd "$M" && for f in $FILES; do stat -c %i "$f" > "../ino.${f//\//_}"; done"#;
+
+/// In a stack whose lowers are earlier uppers (files copied up there, with origin records,
+/// and hard links), link, rename and copy-up of lower files keep their inode numbers where
+/// the kernel keeps them (not for a lower file with several links: the kernel's copy-up
+/// breaks the link, and the copy shows its own number), and so does a remount; on one
+/// filesystem, and with the uppers on another filesystem than the first lower.
+#[test]
+fn inode_numbers_survive_link_and_rename_in_stacks_of_earlier_uppers() {
+    if !require_root("inode_numbers_survive_link_and_rename_in_stacks_of_earlier_uppers") {
+        return;
+    }
+    for tmpfs_upper in [false, true] {
+        inode_numbers_in_stacks_of_earlier_uppers(tmpfs_upper);
+    }
+}
+
+fn inode_numbers_in_stacks_of_earlier_uppers(tmpfs_upper: bool) {
+    let fill = |_: usize, d: &Path| {
+        for f in ["a", "b", "c", "d", "e"] {
+            write(d, &format!("dir/{f}"), f);
+        }
+    };
+    let mut p = Pair::new_on(1, fill, tmpfs_upper);
+    // The first run: copy-ups (origin records), hard links, new files.
+    p.steps(&[
+        r#"cd "$M/dir" && chmod 600 a b && ln c c2 && echo n > new && ln new new2 && echo s > solo"#,
+    ]);
+    p.stack_upper();
+    // Files with one link below: the kernel keeps their numbers.
+    let files = "FILES='dir/a dir/b dir/d dir/e dir/solo'";
+    // Lower files with several links: the kernel's copy shows a new number (see
+    // SEMANTICS: layerfs keeps the links of one inode one node, and its number).
+    let linked = "FILES='dir/c dir/c2 dir/new dir/new2'";
+    let check = format!("{files}; {CHECK_INOS}");
+    p.step(&format!("{files}; {SAVE_INOS}"));
+    p.layerfs_step(&format!("{linked}; {SAVE_INOS}"));
+    p.steps(&[
+        r#"cd "$M/dir" && ln a a2 && ln d d2 && ln new new3 && ln solo solo2"#,
+        r#"cd "$M/dir" && mv b b2 && mv b2 b && mv c2 c3 && mv c3 c2 && mv e e2 && mv e2 e"#,
+        r#"cd "$M/dir" && chmod 640 new2 && touch c && mv solo s && mv s solo"#,
+        &check,
+    ]);
+    let kept = "dir/c same\ndir/c2 same\ndir/new same\ndir/new2 same";
+    assert_eq!(p.layerfs_step(&format!("{linked}; {CHECK_INOS}")), kept);
+    // Remounted: the copies' numbers come back from their origin records, also for a copy
+    // from the other filesystem.
+    p.unmount();
+    p.mount();
+    p.step(&check);
+    // Stacked again: a copy in a lower layer shows its own number (the kernel reads origin
+    // records in the upper only), on both.
+    p.stack_upper();
+    p.step(&check);
+}
+
+/// POSIX: after rewinddir, readdir shows the directory as it is now, with names created
+/// since opendir (and without the ones removed since).
+#[test]
+fn rewinddir_shows_names_added_since_opendir() {
+    if !require_root("rewinddir_shows_names_added_since_opendir") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        write(d, "d/lower1", "1");
+        write(d, "d/lower2", "2");
+    });
+    p.step(
+        r#"perl -e '
+            my $d = "$ENV{M}/d";
+            opendir(my $h, $d) or die "opendir: $!";
+            my @first = sort grep { !/^\.\.?$/ } readdir($h);
+            for my $i (1..300) { open(my $f, ">", "$d/new$i") or die "create: $!"; }
+            unlink("$d/lower1") or die "unlink: $!";
+            rewinddir($h);
+            my @again = sort grep { !/^\.\.?$/ } readdir($h);
+            print scalar(@first), " then ", scalar(@again), " ", join(",", @again[0..3]), "\n";
+        '"#,
+    );
+}
+
+/// POSIX ACLs as the kernel's VFS applies them: chmod updates the ACL's owner, group-or-
+/// mask and other entries; a directory's default ACL is inherited, with the mode the
+/// creator asked for cutting the mask; set-gid directories pass on their group and set-gid.
+#[test]
+fn posix_acls_and_set_gid_follow_the_kernel() {
+    if !require_root("posix_acls_and_set_gid_follow_the_kernel") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        write(d, "f", "f");
+        write(d, "g", "g");
+        fs::create_dir_all(d.join("dacl")).unwrap();
+        fs::create_dir_all(d.join("sg")).unwrap();
+        sh(&format!("setfacl -m u:1000:rwx,g:100:r {}/f", d.display()));
+        sh(&format!(
+            "chown 0:100 {0}/sg && chmod 2775 {0}/sg",
+            d.display()
+        ));
+        write(d, "dacl/old", "o");
+        fs::create_dir_all(d.join("dacl/olddir")).unwrap();
+        write(d, "sg/old", "o");
+        fs::create_dir_all(d.join("sg/olddir")).unwrap();
+        // For an unprivileged user (uid 1000, in no group): set-gid files it may write.
+        fs::create_dir_all(d.join("pub")).unwrap();
+        for f in ["pub/mine", "pub/theirs", "pub/punch", "pub/zero"] {
+            write(d, f, "0123456789");
+        }
+        sh(&format!(
+            "cd {} && chmod 777 pub && chown 1000:100 pub/mine && chmod 2775 pub/mine && \
+             chown 0:100 pub/theirs pub/punch pub/zero && chmod 2777 pub/theirs pub/punch pub/zero",
+            d.display()
+        ));
+    });
+    // The test directories must be reachable by the unprivileged user.
+    sh(&format!(
+        "chmod 755 {}",
+        p.sides[0].root.parent().unwrap().display()
+    ));
+    for d in &p.sides {
+        sh(&format!(
+            "chmod 755 {} {}",
+            d.root.display(),
+            d.p("mnt").display()
+        ));
+    }
+    let user = "setpriv --reuid=1000 --regid=1000 --clear-groups";
+    let acl = r#"getfacl -cp "$M/$F" 2>&1 | sort | tr '\n' ' '"#;
+    p.steps(&[
+        &format!(r#"F=f; chmod 440 "$M/f" && stat -c %a "$M/f" && {acl}"#),
+        &format!(r#"F=f; chmod 750 "$M/f" && stat -c %a "$M/f" && {acl}"#),
+        &format!(r#"F=g; setfacl -m u:1000:rw "$M/g" && stat -c %a "$M/g" && {acl}"#),
+        &format!(r#"F=dacl; setfacl -d -m u:1000:rwx,g::rwx,o::r "$M/dacl" && {acl}"#),
+        &format!(r#"F=dacl/new; (umask 022; touch "$M/dacl/new") && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=dacl/sub; (umask 077; mkdir "$M/dacl/sub") && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=dacl/sub/deeper; mkdir -m 700 "$M/$F" && stat -c %a "$M/$F" && {acl}"#),
+        r#"mkdir "$M/sg/sub" && touch "$M/sg/file" && stat -c '%a %g' "$M/sg/sub" "$M/sg/file""#,
+        &format!(r#"F=sg; setfacl -d -m g::rwx "$M/sg" && mkdir "$M/sg/sub2" && stat -c '%a %g' "$M/sg/sub2" && {acl}"#),
+        // Over a whiteout (a lower name removed, then made again): the same inheritance.
+        &format!(r#"F=dacl/old; rm "$M/$F" && (umask 077; touch "$M/$F") && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=dacl/olddir; rmdir "$M/$F" && mkdir -m 750 "$M/$F" && stat -c %a "$M/$F" && {acl}"#),
+        &format!(r#"F=sg/old; rm "$M/$F" && touch "$M/$F" && stat -c '%a %g' "$M/$F" && {acl}"#),
+        &format!(r#"F=sg/olddir; rmdir "$M/$F" && mkdir "$M/$F" && stat -c '%a %g' "$M/$F" && {acl}"#),
+        // Made by an unprivileged user in a set-gid directory with a default ACL.
+        &format!(r#"chmod 777 "$M/sg" && {user} mkdir "$M/sg/u" && {user} touch "$M/sg/uf" && stat -c '%a %u %g' "$M/sg/u" "$M/sg/uf""#),
+        // chmod by the owner, not in the file's group: set-gid dropped.
+        &format!(r#"{user} chmod 2755 "$M/pub/mine"; stat -c %a "$M/pub/mine""#),
+        // Written or allocated by a user who is not the owner: set-gid dropped.
+        &format!(r#"{user} fallocate -l 20 "$M/pub/theirs"; stat -c '%a %s' "$M/pub/theirs""#),
+        &format!(r#"{user} fallocate -p -o 2 -l 2 "$M/pub/punch"; stat -c %a "$M/pub/punch""#),
+        &format!(r#"{user} fallocate -z -o 2 -l 2 "$M/pub/zero"; stat -c %a "$M/pub/zero""#),
+    ]);
+}
+
+/// What each of the calls FUSE may not carry answers on a mount (`root`): the errno or
+/// the result, per call.
+fn special_calls(root: &Path) -> Vec<String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let res = |r: libc::c_long| -> String {
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            format!("errno {}", e.raw_os_error().unwrap_or(0))
+        } else {
+            format!("ok {r}")
+        }
+    };
+    let open = |p: &str| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(root.join(p))
+            .unwrap()
+    };
+    let (src, dst) = (open("big"), open("dst"));
+    let mut out = Vec::new();
+    // SAFETY (each call): fds are open for the call's duration; pointers are to live,
+    // properly sized values; paths are NUL-terminated.
+    unsafe {
+        const FICLONE: libc::c_ulong = 0x4004_9409;
+        let r = libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd());
+        out.push(format!("FICLONE {}", res(r as _)));
+        // struct file_dedupe_range with one destination.
+        const FIDEDUPERANGE: libc::c_ulong = 0xc018_9436;
+        let mut arg = [0u64; 3 + 4];
+        arg[1] = 4096; // src_length
+        arg[2] = 1; // dest_count (u16) + reserved
+        arg[3] = dst.as_raw_fd() as u64; // dest_fd (s64)
+        let r = libc::ioctl(src.as_raw_fd(), FIDEDUPERANGE, arg.as_mut_ptr());
+        let status = arg[6] as u32 as i32;
+        out.push(format!("FIDEDUPERANGE {} status {status}", res(r as _)));
+        for (name, mode) in [
+            ("INSERT_RANGE", libc::FALLOC_FL_INSERT_RANGE),
+            ("COLLAPSE_RANGE", libc::FALLOC_FL_COLLAPSE_RANGE),
+            (
+                "PUNCH_HOLE",
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            ),
+            ("ZERO_RANGE", libc::FALLOC_FL_ZERO_RANGE),
+        ] {
+            let r = libc::fallocate(src.as_raw_fd(), mode, 4096, 4096);
+            out.push(format!("fallocate {name} {}", res(r as _)));
+        }
+        let r = libc::open(
+            c(root).as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR,
+            0o600 as libc::c_uint,
+        );
+        out.push(format!("O_TMPFILE {}", res(if r < 0 { -1 } else { 0 })));
+        if r >= 0 {
+            libc::close(r);
+        }
+        let r = libc::renameat2(
+            libc::AT_FDCWD,
+            c(&root.join("dst")).as_ptr(),
+            libc::AT_FDCWD,
+            c(&root.join("dst2")).as_ptr(),
+            libc::RENAME_WHITEOUT,
+        );
+        out.push(format!("RENAME_WHITEOUT {}", res(r as _)));
+        let mut p = libc::pollfd {
+            fd: src.as_raw_fd(),
+            events: libc::POLLIN | libc::POLLOUT,
+            revents: 0,
+        };
+        let r = libc::poll(&mut p, 1, 0);
+        out.push(format!("poll {} revents {:#x}", res(r as _), p.revents));
+    }
+    out
+}
+
+/// Calls that FUSE carries partly or not at all: what layerfs answers, against the kernel
+/// over an upper filesystem without reflink (ext4 in CI).
+#[test]
+fn special_file_calls_answer_as_the_kernel_or_as_pinned() {
+    if !require_root("special_file_calls_answer_as_the_kernel_or_as_pinned") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        fs::write(d.join("big"), vec![7u8; 3 * 4096]).unwrap();
+        fs::write(d.join("dst"), vec![7u8; 3 * 4096]).unwrap();
+    });
+    let k = special_calls(&p.sides[0].p("mnt"));
+    let l = special_calls(&p.sides[1].p("mnt"));
+    // What FUSE cannot carry (SEMANTICS lists why): EOPNOTSUPP, where the kernel's
+    // overlay passes the call to the upper filesystem.
+    let pinned = [
+        "FIDEDUPERANGE errno 95 status 0",
+        "fallocate INSERT_RANGE errno 95",
+        "fallocate COLLAPSE_RANGE errno 95",
+        "O_TMPFILE errno 95",
+    ];
+    for (k, l) in k.iter().zip(&l) {
+        if pinned.contains(&l.as_str()) && l.split(' ').next() == k.split(' ').next() {
+            continue;
+        }
+        assert_eq!(k, l, "kernel (left), layerfs (right): {k:?} / {l:?}");
+    }
+    assert_eq!(k.len(), l.len());
+}
