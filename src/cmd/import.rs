@@ -1,7 +1,7 @@
 //! `layerfs import SOURCE`: an image's layers unpacked into the store (each once, shared by
 //! every image that has it), its config and layer list kept under its names.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -27,6 +27,10 @@ pub struct ImportArgs {
     pub name: Vec<String>,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// podman's store root for containers-storage: (default: /var/lib/containers/storage as
+    /// root, ~/.local/share/containers/storage otherwise).
+    #[arg(long, value_name = "DIR")]
+    pub storage_root: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -53,7 +57,11 @@ pub fn run(args: ImportArgs) -> Result<i32> {
         let store = Store::open(&root)?;
         let mut names = args.name.clone();
         names.push(args.source.clone());
-        let (record, reused) = import(&store, &args.source, &names)?;
+        let opts = OpenOptions {
+            storage_root: args.storage_root.clone(),
+            ..OpenOptions::default()
+        };
+        let (record, reused) = import(&store, &args.source, &names, &opts)?;
         if args.json {
             print_json(&Imported {
                 id: &record.id,
@@ -85,8 +93,13 @@ pub fn run(args: ImportArgs) -> Result<i32> {
 /// Imports `source` into `store` under `names`; returns the record and, per layer, whether
 /// the store already had it. Nothing is published unless every layer unpacked and matched
 /// its digest.
-pub fn import(store: &Store, source: &str, names: &[String]) -> Result<(ImageRecord, Vec<bool>)> {
-    let img = source::open(source, &OpenOptions::default())?;
+pub fn import(
+    store: &Store,
+    source: &str,
+    names: &[String],
+    open: &OpenOptions,
+) -> Result<(ImageRecord, Vec<bool>)> {
+    let img = source::open(source, open)?;
     let opts = unpack::Options::for_this_process();
     let mut staged = Vec::new();
     let mut layers = Vec::new();
@@ -218,7 +231,12 @@ pub fn resolve(store_root: &Path, image: &str) -> Result<(Store, ImageRecord)> {
     let img = image.to_string();
     let code = as_store_owner(move || {
         let store = Store::open(&root)?;
-        import(&store, &img, std::slice::from_ref(&img))?;
+        import(
+            &store,
+            &img,
+            std::slice::from_ref(&img),
+            &OpenOptions::default(),
+        )?;
         Ok(0)
     })?;
     if code != 0 {
