@@ -11,6 +11,7 @@ mod attr;
 mod core;
 mod counts;
 mod passthrough;
+mod reply;
 mod session;
 
 pub use crate::core::*;
@@ -25,9 +26,11 @@ use fuser::{
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
     ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use log::{debug, error};
+use log::debug;
 
 pub use fuser;
+
+use reply::{call, ctx, reply_empty, reply_entry, reply_xattr};
 
 /// How file data reaches applications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,45 +99,6 @@ impl<C: Core> Adapter<C> {
         if let Some(c) = &self.counts {
             c.add(op);
         }
-    }
-}
-
-/// Runs one call into the core. A panic is caught, logged and answered with EIO, so the
-/// worker thread survives a bug; a failure becomes its errno, logged as it deserves. The one
-/// place where either is decided.
-fn call<T, E: ToErrno>(op: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, Errno> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(errno_of(op, &e)),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            error!("{op}: internal error ({msg}); answered EIO");
-            Err(Errno::EIO)
-        }
-    }
-}
-
-/// The errno of `e`, logged as it deserves (once, here).
-fn errno_of<E: ToErrno>(op: &str, e: &E) -> Errno {
-    if e.is_unexpected() {
-        error!("{op}: {e}");
-    } else {
-        debug!("{op}: {e}");
-    }
-    Errno::from_i32(e.errno())
-}
-
-fn reply_xattr(reply: ReplyXattr, data: &[u8], size: u32) {
-    if size == 0 {
-        reply.size(data.len() as u32);
-    } else if data.len() > size as usize {
-        reply.error(Errno::ERANGE);
-    } else {
-        reply.data(data);
     }
 }
 
@@ -773,16 +737,6 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 }
 
-/// The caller of a request, for the core.
-fn ctx(req: &Request) -> Ctx {
-    Ctx {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-        umask: 0,
-    }
-}
-
 impl<C: Core> Adapter<C> {
     /// The context of a request creating an entry, with its umask when ours to apply.
     fn ctx_new(&self, req: &Request, umask: u32) -> Ctx {
@@ -790,20 +744,6 @@ impl<C: Core> Adapter<C> {
             umask: if self.dont_mask { umask & 0o777 } else { 0 },
             ..ctx(req)
         }
-    }
-}
-
-fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
-    match r {
-        Ok(e) => reply.entry(&e.ttl, &attr::to_fuse(&e.attr), Generation(0)),
-        Err(e) => reply.error(e),
-    }
-}
-
-fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
-    match r {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(e),
     }
 }
 
