@@ -39,8 +39,7 @@ pub fn as_store_owner(f: impl FnOnce() -> Result<i32>) -> Result<i32> {
     if sys::geteuid() == 0 {
         return f();
     }
-    // SAFETY: getuid/getgid cannot fail and touch no memory.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = sys::real_ids();
     let (ready_rd, ready_wr) = sys::pipe()?;
     let (go_rd, go_wr) = sys::pipe()?;
     match sys::fork().context("starting the user namespace")? {
