@@ -255,6 +255,32 @@ fn a_name_removed_from_a_hard_linked_file_can_be_linked_again_at_once() {
     ]);
 }
 
+/// A lower file with two names, one name written (copied up), then a remount: the copy
+/// shows its own content and number, the other name the lower's, looked up in either
+/// order. (Within one mount both names still share one node: SEMANTICS.)
+#[test]
+fn after_a_remount_a_copied_up_name_of_a_lower_hard_link_shows_its_own_content() {
+    if !require_root("after_a_remount_a_copied_up_name_of_a_lower_hard_link") {
+        return;
+    }
+    let mut p = Pair::new(1, |_, d| {
+        write(d, "f", "data\n");
+        fs::create_dir(d.join("c")).unwrap();
+        fs::hard_link(d.join("f"), d.join("c/f")).unwrap();
+    });
+    p.step(r#"echo more >> "$M/f""#);
+    for order in [["c/f", "f"], ["f", "c/f"]] {
+        p.unmount();
+        p.mount();
+        let cmd = format!(
+            r#"cd "$M"; stat -c '%n %h %s' {a} {b}; cat {a} {b}"#,
+            a = order[0],
+            b = order[1]
+        );
+        p.step(&cmd);
+    }
+}
+
 /// The merged tree, one line per entry: path, type, and a file's content.
 const TREE: &str =
     r#"cd "$M" && find . -printf '%p %y\n' | sort && find . -type f | sort | xargs -r cat"#;

@@ -80,8 +80,9 @@ impl Side {
     }
 }
 
-/// Replaces every name but the first (in walk order) of a file with several links by a
-/// copy of it (`cp -a`: data, mode, owner, times, xattrs).
+/// Replaces every name but the first (in walk order) of a non-directory with several links
+/// (regular files, symlinks, fifos, devices alike) by a copy of it (`cp -a`: data or
+/// target, mode, owner, times, xattrs).
 fn break_hard_links(root: &Path) {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
@@ -96,7 +97,7 @@ fn break_hard_links(root: &Path) {
             let md = std::fs::symlink_metadata(&p).unwrap();
             if md.is_dir() {
                 todo.push(p);
-            } else if md.is_file() && md.nlink() > 1 && !seen.insert(md.ino()) {
+            } else if md.nlink() > 1 && !seen.insert(md.ino()) {
                 let tmp = p.with_file_name(".unlink-copy");
                 let ok = std::process::Command::new("cp")
                     .args(["-a", "--"])

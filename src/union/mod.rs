@@ -334,7 +334,10 @@ impl Union {
                     } else {
                         None
                     };
-                    let ino = self.upper_ino(&st, lower.as_deref(), pfd.as_fd(), name)?;
+                    let mut ino = self.upper_ino(&st, lower.as_deref(), pfd.as_fd(), name)?;
+                    if !d && !self.upper_inos.contains_key(&st.st_ino) {
+                        ino = self.origin_if_single_link(ino, &st, lower_dir, name)?;
+                    }
                     return Ok(Some(Resolved {
                         ino,
                         st,
@@ -368,6 +371,38 @@ impl Union {
             upper: false,
             lower: Some(join(ld, name)),
         }))
+    }
+
+    /// `ino`, an upper file's number read from its origin record, unless the lower file
+    /// still at the copy's name is that origin and has several links: then the copy's own
+    /// number, as the kernel (it shows a copy with its origin's number only when the lower
+    /// had one link, so the other names of a lower hard link stay apart from the copy, and
+    /// a remount never makes the copy show the lower's content through a shared node).
+    fn origin_if_single_link(
+        &self,
+        ino: Ino,
+        st: &Stat,
+        lower_dir: Option<&[u8]>,
+        name: &[u8],
+    ) -> Result<Ino> {
+        let own = self.stack.upper_ino(st.st_ino);
+        let Some(ld) = lower_dir.filter(|_| ino != own) else {
+            return Ok(ino);
+        };
+        let Some(le) = self
+            .lowers
+            .child(&self.stack, ld, name)
+            .map_err(Error::io("lower lookup"))?
+        else {
+            return Ok(ino);
+        };
+        let lst = le.attr().map_err(Error::io("lstat"))?;
+        let lino = self.stack.ino(le.parent.layer_of(le.entry()), lst.st_ino);
+        Ok(if lst.st_nlink > 1 && !is_dir(&lst) && lino == ino {
+            own
+        } else {
+            ino
+        })
     }
 
     /// The number upper entry `name` of `pfd` shows: a file's copy-up origin's (recorded
