@@ -2,14 +2,14 @@
 //! running as the store's owner (rootless: root of a user namespace holding the caller's
 //! subordinate ids, as rootless podman stores layers), progress bars.
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use layerfs::image::store::Store;
-use layerfs::sys::{self, Fork};
+use layerfs::sys;
 
 /// `--store DIR`.
 #[derive(Args, Debug, Clone, Default)]
@@ -39,49 +39,21 @@ pub fn as_store_owner(f: impl FnOnce() -> Result<i32>) -> Result<i32> {
     if sys::geteuid() == 0 {
         return f();
     }
-    let (uid, gid) = sys::real_ids();
-    let (ready_rd, ready_wr) = sys::pipe()?;
-    let (go_rd, go_wr) = sys::pipe()?;
-    match sys::fork().context("starting the user namespace")? {
-        Fork::Child => {
-            drop((ready_rd, go_wr));
-            let _ = sys::set_parent_death_signal(libc::SIGKILL);
-            let code = (|| -> Result<i32> {
-                sys::unshare(libc::CLONE_NEWUSER).context("creating a user namespace")?;
-                std::fs::File::from(ready_wr).write_all(b"u")?;
-                let mut ok = [0u8; 1];
-                std::fs::File::from(go_rd).read_exact(&mut ok)?;
-                if ok[0] != b'1' {
-                    anyhow::bail!("could not map the subordinate ids");
-                }
-                f()
-            })();
-            let code = code.unwrap_or_else(|e| {
-                eprintln!("layerfs: {}", super::one_line(&e));
-                1
-            });
-            std::process::exit(code);
+    let child = |mapped: bool| -> Result<i32> {
+        if !mapped {
+            anyhow::bail!("could not map the subordinate ids");
         }
-        Fork::Parent(child) => {
-            drop((ready_wr, go_rd));
-            let mut b = [0u8; 1];
-            std::fs::File::from(ready_rd)
-                .read_exact(&mut b)
-                .context("waiting for the user namespace")?;
-            let mapped = super::rootless::map_full(child, uid, gid);
-            std::fs::File::from(go_wr).write_all(if mapped.is_ok() { b"1" } else { b"0" })?;
-            let status = sys::waitpid(child, 0)?
-                .map(|(_, s)| s.status())
-                .unwrap_or(1);
-            if let Err(why) = mapped {
-                anyhow::bail!(
-                    "{why}: a rootless store needs the caller's subordinate ids \
-                     (/etc/subuid, /etc/subgid and newuidmap from the uidmap package)"
-                );
-            }
-            Ok(status)
-        }
+        f()
+    };
+    let (pid, mapped) = super::rootless::fork_mapped("layerfs", 1, child)?;
+    let status = sys::waitpid(pid, 0)?.map(|(_, s)| s.status()).unwrap_or(1);
+    if let Err(why) = mapped {
+        anyhow::bail!(
+            "{why}: a rootless store needs the caller's subordinate ids \
+             (/etc/subuid, /etc/subgid and newuidmap from the uidmap package)"
+        );
     }
+    Ok(status)
 }
 
 /// A byte-counting progress bar on a terminal, hidden otherwise.

@@ -87,10 +87,38 @@ pub fn run(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
         .open("/dev/fuse")
         .context("opening /dev/fuse (rootless runs need it readable and writable by all: chmod 666 /dev/fuse)")?;
     let (uid, gid) = sys::real_ids();
-    let (ready_rd, ready_wr) = sys::pipe()?;
-    let (go_rd, go_wr) = sys::pipe()?;
     let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD];
     sys::block_signals(&signals).context("blocking signals")?;
+    let child = |full: bool| -> Result<i32> {
+        if !full {
+            map_self(uid, gid).context("mapping the caller's own ids")?;
+        }
+        sys::unshare(libc::CLONE_NEWNS).context("creating a mount namespace")?;
+        run_in(args, mountpoint)
+    };
+    let (pid, mapped) = fork_mapped("layerfs run", layerfs::runtime::init::EXIT_RUNTIME, child)?;
+    if let Err(why) = mapped {
+        warn!(
+            "{why}: mapping only uid {uid} (as root) in the container; \
+             setgroups, changing to other users and chown to other ids will fail there"
+        );
+    }
+    wait_forwarding(pid, &signals)
+}
+
+/// Forks a child into a new user namespace, which the parent maps to the caller (0) and its
+/// subordinate ranges (1..) while the child waits on a pipe. The child then runs
+/// `f(mapped)` (`mapped`: the full map is in place; else no map yet, for `f` to make one or
+/// refuse) and exits with its code, or prints its error after `prefix` and exits with
+/// `fail`. Returns the child's pid and the full map's outcome.
+pub(crate) fn fork_mapped(
+    prefix: &str,
+    fail: i32,
+    f: impl FnOnce(bool) -> Result<i32>,
+) -> Result<(libc::pid_t, std::result::Result<(), String>)> {
+    let (uid, gid) = sys::real_ids();
+    let (ready_rd, ready_wr) = sys::pipe()?;
+    let (go_rd, go_wr) = sys::pipe()?;
     match sys::fork().context("starting the user namespace")? {
         Fork::Child => {
             drop((ready_rd, go_wr));
@@ -100,15 +128,11 @@ pub fn run(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
                 std::fs::File::from(ready_wr).write_all(b"u")?;
                 let mut full = [0u8; 1];
                 std::fs::File::from(go_rd).read_exact(&mut full)?;
-                if full[0] != b'1' {
-                    map_self(uid, gid).context("mapping the caller's own ids")?;
-                }
-                sys::unshare(libc::CLONE_NEWNS).context("creating a mount namespace")?;
-                run_in(args, mountpoint)
+                f(full[0] == b'1')
             })();
             std::process::exit(code.unwrap_or_else(|e| {
-                eprintln!("layerfs run: {}", super::one_line(&e));
-                layerfs::runtime::init::EXIT_RUNTIME
+                eprintln!("{prefix}: {}", super::one_line(&e));
+                fail
             }));
         }
         Fork::Parent(child) => {
@@ -117,18 +141,9 @@ pub fn run(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
             std::fs::File::from(ready_rd)
                 .read_exact(&mut b)
                 .context("waiting for the user namespace")?;
-            let full = match map_full(child, uid, gid) {
-                Ok(()) => true,
-                Err(why) => {
-                    warn!(
-                        "{why}: mapping only uid {uid} (as root) in the container; \
-                         setgroups, changing to other users and chown to other ids will fail there"
-                    );
-                    false
-                }
-            };
-            std::fs::File::from(go_wr).write_all(if full { b"1" } else { b"0" })?;
-            wait_forwarding(child, &signals)
+            let mapped = map_full(child, uid, gid);
+            std::fs::File::from(go_wr).write_all(if mapped.is_ok() { b"1" } else { b"0" })?;
+            Ok((child, mapped))
         }
     }
 }
