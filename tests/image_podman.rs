@@ -126,6 +126,24 @@ fn rootfs(base: &Path) -> PathBuf {
     root
 }
 
+/// [`rootfs`] as a tarball for `podman import`.
+fn rootfs_tar(base: &Path) -> PathBuf {
+    let root = rootfs(base);
+    let tar = base.join("rootfs.tar");
+    ok(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .output()
+            .unwrap(),
+        "tar",
+    );
+    tar
+}
+
 /// Snapshots compare trees up to the merged root's own metadata, which is the mount's.
 fn same(expected: &tree::Tree, actual: &tree::Tree, what: &str) {
     let mut a = tree::Tree {
@@ -148,19 +166,7 @@ fn podman_images_in_and_out() {
     let p = Podman::new(base);
     let store = base.join("store");
     let store = store.to_str().unwrap();
-    let root = rootfs(base);
-    let tar = base.join("rootfs.tar");
-    ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .output()
-            .unwrap(),
-        "tar",
-    );
+    let tar = rootfs_tar(base);
     p.podman(&[
         "import",
         "--change",
@@ -357,19 +363,7 @@ fn containers_storage_import_mounts_as_podman_does() {
     let p = Podman::new(base);
     let store = base.join("store");
     let store = store.to_str().unwrap();
-    let root = rootfs(base);
-    let tar = base.join("rootfs.tar");
-    ok(
-        Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .output()
-            .unwrap(),
-        "tar",
-    );
+    let tar = rootfs_tar(base);
     p.podman(&["import", tar.to_str().unwrap(), "localhost/base:1"]);
     // A second layer, made by podman itself: a file deleted (a whiteout), a directory
     // removed and made again (opaque), a file changed and one added.
