@@ -157,14 +157,23 @@ def bench_deep_find(n, reps, results, kinds):
                 f"{statistics.median(results[(f'{kind}: find, {n} layers (warm)', impl)])*1000:.1f}ms")
 
 
+PY_OP = "python3 start + imports (chroot)"
+PY_CMD = f"chroot . /usr/bin/python3.11 -c 'import {PY_IMPORTS}'"
+DEEP_FIND = 128  # layers
+
+
+def python_stack(layers):
+    """The directory of the layers and the python row's stack in it, top first: the real
+    stack with the python layer below the whiteouts."""
+    layer = build_python_layer(layers)
+    rel = [os.path.basename(x) for x in layers]
+    return os.path.dirname(layers[0]), rel[:2] + [os.path.basename(layer)] + rel[2:]
+
+
 def bench_python(layers, reps, results, kinds):
     """python3.11 start + imports in a chroot of the real stack plus the python layer."""
-    layer = build_python_layer(layers)
-    cwd = os.path.dirname(layers[0])
-    rel = [os.path.basename(x) for x in layers]
-    stack = rel[:2] + [os.path.basename(layer)] + rel[2:]
-    cmd = f"chroot . /usr/bin/python3.11 -c 'import {PY_IMPORTS}'"
-    op = "python3 start + imports (chroot)"
+    cwd, stack = python_stack(layers)
+    cmd, op = PY_CMD, PY_OP
     for kind in kinds:
         for impl in IMPLS:
             for _ in range(reps):
