@@ -148,17 +148,28 @@ fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
     Ok(abs)
 }
 
-/// The parent side of daemonizing: relay the child's verdict.
+/// The parent side of daemonizing: relay the child's verdict. The "\0" of a live mount is
+/// taken as soon as it arrives (not at the pipe's end of file, which waits for the daemon to
+/// be scheduled again and close its end); an error's text is read to the end.
 pub fn wait_for_child(rd: OwnedFd) -> Result<()> {
-    let mut msg = Vec::new();
-    std::fs::File::from(rd)
-        .read_to_end(&mut msg)
-        .context("waiting for the daemon")?;
-    match msg.as_slice() {
-        [0] => Ok(()),
-        [] => bail!("the daemon exited before the mount was live"),
-        text => bail!("{}", String::from_utf8_lossy(text).trim_end()),
+    let mut pipe = std::fs::File::from(rd);
+    let mut first = [0u8; 1];
+    let n = loop {
+        match pipe.read(&mut first) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.context("waiting for the daemon")?,
+        }
+    };
+    if n == 0 {
+        bail!("the daemon exited before the mount was live");
     }
+    if first[0] == 0 {
+        return Ok(());
+    }
+    let mut msg = first.to_vec();
+    pipe.read_to_end(&mut msg)
+        .context("waiting for the daemon")?;
+    bail!("{}", String::from_utf8_lossy(&msg).trim_end())
 }
 
 /// Mounts and serves until unmounted. `report` (daemon mode) receives "\0" once the mount
@@ -263,8 +274,17 @@ fn mount_core<C: Core>(
             );
         }
     }
+    // The mount is live and served: release the parent now. The signal thread comes after
+    // (a signal arriving before it waits is kept pending: they are blocked) so that the
+    // caller, podman, does not wait for one more thread to be created and scheduled.
+    if let Some(mut r) = report.take() {
+        r.write_all(&[0])
+            .context("reporting the mount to the parent")?;
+        drop(r);
+        let _ = sys::redirect_stdio_to_null();
+    }
     let mp = plan.mountpoint.clone();
-    std::thread::Builder::new()
+    let started = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if let Ok(sig) = sys::wait_signal(&signals) {
@@ -273,13 +293,13 @@ fn mount_core<C: Core>(
                     warn!("{}", super::one_line(&e));
                 }
             }
-        })
-        .context("starting the signal thread")?;
-    if let Some(mut r) = report.take() {
-        r.write_all(&[0])
-            .context("reporting the mount to the parent")?;
-        drop(r);
-        let _ = sys::redirect_stdio_to_null();
+        });
+    if let Err(e) = started {
+        // Too late to fail the mount: it serves on, unmounted by umount instead of signals.
+        warn!(
+            "no signal thread ({e}): SIGTERM will not unmount {}",
+            plan.mountpoint.display()
+        );
     }
     let served = mounted.join().context("serving the mount");
     if plan.remove_mountpoint {
