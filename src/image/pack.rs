@@ -388,6 +388,10 @@ impl<'a, W: Write> Packer<'a, W> {
         if xattrs.is_empty() {
             return Ok(());
         }
+        // A PAX keyword ends at its first '=': such a name would read back as another one.
+        if let Some((k, _)) = xattrs.iter().find(|(k, _)| k.contains('=')) {
+            bail!("xattr {k:?}: a name holding '=' cannot be written as a PAX record");
+        }
         let keys: Vec<(String, &[u8])> = xattrs
             .iter()
             .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
