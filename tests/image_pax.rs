@@ -1,6 +1,7 @@
 //! Xattr values holding newlines (and `=`, NUL) through layer tars, end to end: PAX
-//! records are length-prefixed, so such a value must survive our writer, GNU tar's, and
-//! every reader (import, inspect, commit and squash into a directory).
+//! records are length-prefixed, so such a value must survive our writer, GNU tar's and
+//! bsdtar's, and every reader (ours: import, inspect, commit and squash into a directory;
+//! theirs: GNU tar and bsdtar extracting our commit).
 
 mod common;
 mod imagekit;
@@ -98,31 +99,48 @@ fn newline_xattrs_round_trip_through_layer_tars() {
         ]),
         "commit --to tar",
     );
-    let x = t.path().join("gnu-x");
-    std::fs::create_dir(&x).unwrap();
-    let o = Command::new("tar")
-        .args(["--xattrs", "--xattrs-include=*", "-xpf"])
-        .arg(&ours)
-        .arg("-C")
-        .arg(&x)
-        .output()
-        .unwrap();
-    ok(&o, "GNU tar -x of our tar");
-    check(&x, &long, "GNU tar reading our tar");
+    // GNU tar and bsdtar (libarchive) read it.
+    for (tool, args) in [
+        ("tar", &["--xattrs", "--xattrs-include=*", "-xpf"][..]),
+        ("bsdtar", &["--xattrs", "-xpf"][..]),
+    ] {
+        let x = t.path().join(format!("{tool}-x"));
+        std::fs::create_dir(&x).unwrap();
+        let o = Command::new(tool)
+            .args(args)
+            .arg(&ours)
+            .arg("-C")
+            .arg(&x)
+            .output()
+            .unwrap();
+        ok(&o, &format!("{tool} -x of our tar"));
+        check(&x, &long, &format!("{tool} reading our tar"));
+    }
 
-    // GNU tar's writer (POSIX format: xattrs as SCHILY.xattr records).
+    // Their writers (POSIX format: xattrs as SCHILY.xattr records; bsdtar adds base64
+    // LIBARCHIVE.xattr ones).
     let gnu = t.path().join("gnu.tar");
-    let o = Command::new("tar")
-        .args(["--xattrs", "--xattrs-include=*", "--format=posix", "-cf"])
-        .arg(&gnu)
-        .arg("-C")
-        .arg(&src)
-        .arg(".")
-        .output()
-        .unwrap();
-    ok(&o, "GNU tar -c");
+    let bsd = t.path().join("bsd.tar");
+    for (tool, args, out) in [
+        (
+            "tar",
+            &["--xattrs", "--xattrs-include=*", "--format=posix", "-cf"][..],
+            &gnu,
+        ),
+        ("bsdtar", &["--xattrs", "--format=pax", "-cf"][..], &bsd),
+    ] {
+        let o = Command::new(tool)
+            .args(args)
+            .arg(out)
+            .arg("-C")
+            .arg(&src)
+            .arg(".")
+            .output()
+            .unwrap();
+        ok(&o, &format!("{tool} -c"));
+    }
 
-    for (name, tar) in [("ours", &ours), ("gnu", &gnu)] {
+    for (name, tar) in [("ours", &ours), ("gnu", &gnu), ("bsd", &bsd)] {
         let layout = t.path().join(format!("oci-{name}"));
         let bytes = std::fs::read(tar).unwrap();
         imagekit::write_oci(&layout, &[bytes], &["ADD"], imagekit::Comp::Gzip, "v1");

@@ -12,7 +12,7 @@
 
 pub mod pax;
 
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tar::{EntryType, GnuExtSparseHeader, GnuSparseHeader, Header};
@@ -59,6 +59,10 @@ pub struct TarReader<R> {
     sparse: Option<Sparse>,
     members: u64,
     done: bool,
+    /// Where the current member's data starts in the stream.
+    data_at: u64,
+    /// Passes over `n` bytes, returning how many there were.
+    skip: fn(&mut R, u64) -> io::Result<u64>,
 }
 
 struct Sparse {
@@ -79,14 +83,39 @@ impl<R: Read> TarReader<R> {
             sparse: None,
             members: 0,
             done: false,
+            data_at: 0,
+            skip: |r, n| io::copy(&mut r.take(n), &mut io::sink()),
         }
+    }
+
+    /// Where the current member's data starts in the stream (a sparse member's stored
+    /// data; a plain member's data is `size` bytes from there).
+    pub fn data_offset(&self) -> u64 {
+        self.data_at
     }
 
     /// The stream, positioned after the end-of-archive block (or wherever reading stopped).
     pub fn into_inner(self) -> R {
         self.r
     }
+}
 
+impl<R: Read + Seek> TarReader<R> {
+    /// A reader of a file read in place: data not read is seeked over (a member cut short
+    /// at the end of the file is then not noticed here, but by whoever reads its data).
+    pub fn new_seekable(r: R) -> TarReader<R> {
+        TarReader {
+            skip: |r, n| {
+                let n_i64 = i64::try_from(n).map_err(io::Error::other)?;
+                r.seek(SeekFrom::Current(n_i64))?;
+                Ok(n)
+            },
+            ..TarReader::new(r)
+        }
+    }
+}
+
+impl<R: Read> TarReader<R> {
     /// The next member, or `None` at the end of the archive.
     pub fn next_entry(&mut self) -> Result<Option<Entry>> {
         if self.done {
@@ -214,6 +243,7 @@ impl<R: Read> TarReader<R> {
         }
         self.left = stored;
         self.pad = padding(stored);
+        self.data_at = self.pos;
         Ok(Entry {
             header,
             kind,
@@ -345,8 +375,7 @@ impl<R: Read> TarReader<R> {
         self.sparse = None;
         let want = self.left + self.pad;
         if want > 0 {
-            let n = io::copy(&mut (&mut self.r).take(want), &mut io::sink())
-                .context("reading the layer tar")?;
+            let n = (self.skip)(&mut self.r, want).context("reading the layer tar")?;
             self.pos += n;
             if n < want {
                 bail!(
