@@ -91,6 +91,79 @@ pub fn format_record(key: &[u8], value: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The keyword of the record for the xattr `name`: `SCHILY.xattr.` and the name with `%`
+/// and `=` escaped as `%25` and `%3D` (a keyword ends at its first `=`), as GNU tar and
+/// libarchive write them.
+pub fn xattr_keyword(name: &[u8]) -> Vec<u8> {
+    let mut k = b"SCHILY.xattr.".to_vec();
+    for &b in name {
+        match b {
+            b'%' => k.extend_from_slice(b"%25"),
+            b'=' => k.extend_from_slice(b"%3D"),
+            _ => k.push(b),
+        }
+    }
+    k
+}
+
+/// The inverse of the escaping in [`xattr_keyword`], and of libarchive's (which escapes
+/// more: `%20` for a space...): every `%` and two hex digits is that byte; any other `%`
+/// stays as it is.
+fn xattr_name(escaped: &[u8]) -> Result<Vec<u8>> {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let mut out = Vec::with_capacity(escaped.len());
+    let mut i = 0;
+    while i < escaped.len() {
+        match escaped[i..] {
+            [b'%', h, l, ..] if hex(h).is_some() && hex(l).is_some() => {
+                out.push(hex(h).unwrap_or(0) << 4 | hex(l).unwrap_or(0));
+                i += 3;
+            }
+            _ => {
+                out.push(escaped[i]);
+                i += 1;
+            }
+        }
+    }
+    if out.is_empty() || out.contains(&0) {
+        bail!(
+            "PAX xattr name {:?} is empty or holds a NUL",
+            String::from_utf8_lossy(escaped)
+        );
+    }
+    Ok(out)
+}
+
+/// Standard base64 (libarchive's xattr values), padding optional.
+fn base64(s: &[u8]) -> Result<Vec<u8>> {
+    let s = s.strip_suffix(b"==").or(s.strip_suffix(b"=")).unwrap_or(s);
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in s {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => bail!("PAX xattr value is not base64"),
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits >= 6 {
+        bail!("PAX xattr value is not base64 (its length)");
+    }
+    Ok(out)
+}
+
 /// What the records of one entry's extended header say about it (later records of the same
 /// keyword win, as POSIX has it).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -133,12 +206,18 @@ impl Pax {
                 // A time that does not parse is dropped (the header's whole seconds stay).
                 b"mtime" => p.mtime = time(r.value).or(p.mtime),
                 k => {
-                    if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
-                        if name.is_empty() {
-                            bail!("PAX xattr record without a name");
-                        }
-                        p.xattrs.retain(|(n, _)| n != name);
-                        p.xattrs.push((name.to_vec(), r.value.to_vec()));
+                    // libarchive writes each xattr twice, as SCHILY (raw value) and as
+                    // LIBARCHIVE (base64 value): both give the same pair.
+                    let xattr = if let Some(name) = k.strip_prefix(b"SCHILY.xattr.") {
+                        Some((xattr_name(name)?, r.value.to_vec()))
+                    } else if let Some(name) = k.strip_prefix(b"LIBARCHIVE.xattr.") {
+                        Some((xattr_name(name)?, base64(r.value)?))
+                    } else {
+                        None
+                    };
+                    if let Some((name, value)) = xattr {
+                        p.xattrs.retain(|(n, _)| *n != name);
+                        p.xattrs.push((name, value));
                     }
                 }
             }
@@ -258,6 +337,60 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn xattr_names_with_percent_and_equals() {
+        for name in [
+            &b"user.a=b"[..],
+            b"user.50%",
+            b"user.%3D=%25%",
+            b"user.plain",
+        ] {
+            let k = xattr_keyword(name);
+            assert!(!k.contains(&b'='), "{k:?}");
+            let p = Pax::parse(&format_record(&k, b"v")).unwrap();
+            assert_eq!(p.xattrs, vec![(name.to_vec(), b"v".to_vec())]);
+        }
+        // As GNU tar writes it; a `%` not followed by two hex digits stays.
+        let p = Pax::parse(&format_record(b"SCHILY.xattr.user.a%3Db%4%zz%", b"v")).unwrap();
+        assert_eq!(p.xattrs[0].0, b"user.a=b%4%zz%");
+        // As bsdtar writes it: both records, the same pair.
+        let mut data = Vec::new();
+        data.extend(format_record(
+            b"LIBARCHIVE.xattr.user.a%3Db%2050%25",
+            b"AApl",
+        ));
+        data.extend(format_record(b"SCHILY.xattr.user.a%3Db%2050%25", b"\0\ne"));
+        let p = Pax::parse(&data).unwrap();
+        assert_eq!(
+            p.xattrs,
+            vec![(b"user.a=b 50%".to_vec(), b"\0\ne".to_vec())]
+        );
+        for bad in [
+            &b"SCHILY.xattr.%00"[..],
+            b"LIBARCHIVE.xattr.",
+            b"SCHILY.xattr.",
+        ] {
+            assert!(Pax::parse(&format_record(bad, b"")).is_err());
+        }
+        assert!(Pax::parse(&format_record(b"LIBARCHIVE.xattr.user.x", b"a*")).is_err());
+    }
+
+    #[test]
+    fn base64_values() {
+        for (enc, dec) in [
+            (&b""[..], &b""[..]),
+            (b"YQ==", b"a"),
+            (b"YQ", b"a"),
+            (b"YQpi", b"a\nb"),
+            (b"ZXE=", b"eq"),
+            (b"AAD/", b"\0\0\xff"),
+        ] {
+            assert_eq!(base64(enc).unwrap(), dec, "{enc:?}");
+        }
+        assert!(base64(b"Y").is_err());
+        assert!(base64(b"Y!").is_err());
     }
 
     #[test]
