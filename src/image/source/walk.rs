@@ -138,8 +138,6 @@ pub fn walk_tar(
             OciName::Plain => {}
         }
         e.kind = match ty {
-            // A global pax header describes the archive, not an entry.
-            tar::EntryType::XGlobalHeader => continue,
             // GNU sparse files read back with their holes filled: a regular file.
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 Kind::File
@@ -150,7 +148,8 @@ pub fn walk_tar(
             tar::EntryType::Char => Kind::CharDev,
             tar::EntryType::Block => Kind::BlockDev,
             tar::EntryType::Fifo => Kind::Fifo,
-            // Extension headers are consumed by the reader; anything else is unknown.
+            // Extension headers (PAX local and global, GNU long names) are consumed by the
+            // reader; anything else is unknown.
             other => bail!(
                 "{path}: unsupported tar entry type {:?}",
                 other.as_byte() as char
