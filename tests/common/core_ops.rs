@@ -136,7 +136,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                     if let Some(e) = open_check(&st, true) {
                         return Err(Outcome::Errno(e));
                     }
-                    (st.st_ino, u.open(st.st_ino, flags).map_err(errno)?.fh)
+                    (st.st_ino, u.open(st.st_ino, flags, CTX).map_err(errno)?.fh)
                 }
                 None => {
                     let flags = flags | libc::O_CREAT;
@@ -153,7 +153,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                 // The kernel places an append at the size it knows.
                 WriteHow::Append => u.getattr(ino).map_err(errno)?.attr.st_size as u64,
             };
-            let r = u.write(ino, fh, off, data);
+            let r = u.write(ino, fh, off, data, CTX, false);
             u.release(ino, fh);
             done(r)
         }
@@ -163,7 +163,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if let Some(e) = open_check(&st, true) {
                 return Err(Outcome::Errno(e));
             }
-            let fh = u.open(st.st_ino, libc::O_WRONLY).map_err(errno)?.fh;
+            let fh = u.open(st.st_ino, libc::O_WRONLY, CTX).map_err(errno)?.fh;
             let set = SetAttr {
                 size: Some(*len),
                 fh: Some(fh),
@@ -273,7 +273,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if fmt(&st) != libc::S_IFREG {
                 return Ok(Outcome::Ok);
             }
-            let fh = u.open(st.st_ino, libc::O_RDONLY).map_err(errno)?.fh;
+            let fh = u.open(st.st_ino, libc::O_RDONLY, CTX).map_err(errno)?.fh;
             let r = read_all(u, st.st_ino, fh);
             u.release(st.st_ino, fh);
             match r {
@@ -366,7 +366,7 @@ fn walk(u: &Union, ino: u64, st: libc::stat, rel: &Path, t: &mut Tree) {
     let f = fmt(&st);
     let is_dir = f == libc::S_IFDIR;
     let content = (f == libc::S_IFREG).then(|| {
-        let fh = u.open(ino, libc::O_RDONLY).unwrap().fh;
+        let fh = u.open(ino, libc::O_RDONLY, CTX).unwrap().fh;
         let d = read_all(u, ino, fh).unwrap();
         u.release(ino, fh);
         d
