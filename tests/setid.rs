@@ -37,9 +37,11 @@ const CHANGES: [Change; 7] = [
     Change::ChownNothing,
 ];
 
-/// The modes of the files changed: set-user-id and set-group-id with group execute (both
-/// go), set-group-id without it (it stays, marking mandatory locking).
-const MODES: [u32; 2] = [0o6777, 0o6767];
+/// The modes of the files changed, and whether each has a file capability: set-user-id and
+/// set-group-id with group execute (both go), set-group-id without it (it stays for a
+/// member of the file's group, marking mandatory locking), and set-user-id given by a chmod
+/// alone after the file was written (the kernel must forget that it found the file clean).
+const MODES: [(u32, bool); 3] = [(0o6777, true), (0o6767, true), (0o4777, false)];
 
 fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap()
@@ -119,11 +121,16 @@ fn dirs(base: &Path) -> [PathBuf; 4] {
     d
 }
 
-/// Gives `path` mode `mode` and a file capability (set through the mount, so the overlay
-/// stores it as it would any other).
-fn prepare(path: &Path, mode: u32) {
+/// Gives `path` mode `mode` and, with `cap`, a file capability (set through the mount, so
+/// the overlay stores it as it would any other).
+fn prepare(path: &Path, (mode, cap): (u32, bool)) {
     if !path.exists() {
         fs::write(path, b"0123456789").unwrap();
+    }
+    if !cap {
+        fs::write(path, b"0123456789").unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        return;
     }
     let ok = std::process::Command::new("setcap")
         .args(["cap_net_raw+ep"])
@@ -151,7 +158,7 @@ fn set_id_bits_and_capabilities_go_as_with_kernel_overlayfs() {
     let mut names = Vec::new();
     for (who, _) in whos {
         for c in CHANGES {
-            for mode in MODES {
+            for (mode, _) in MODES {
                 names.push(format!("{who}-{c:?}-{mode:o}"));
             }
         }
@@ -174,14 +181,14 @@ fn set_id_bits_and_capabilities_go_as_with_kernel_overlayfs() {
     let mut differ = Vec::new();
     for (who, id) in whos {
         for c in CHANGES {
-            for mode in MODES {
+            for (mode, cap) in MODES {
                 for place in ["lower", "upper"] {
                     let name = format!("{place}-{who}-{c:?}-{mode:o}");
                     let [mut k, l] = [&kernel.mp, &layerfs.mp].map(|m| {
                         let rc = change(id, c, &m.join(&name), &m.join("src"));
                         (rc, outcome(&m.join(&name)))
                     });
-                    if id.is_some() && matches!(c, Change::ChownNothing) {
+                    if id.is_some() && cap && matches!(c, Change::ChownNothing) {
                         // Pinned: refused (EPERM) on both, but before the request reaches
                         // layerfs the kernel's FUSE has already removed the capability
                         // (setattr_prepare's killpriv; the mode change that refuses comes
