@@ -124,22 +124,25 @@ fn dirs(base: &Path) -> [PathBuf; 4] {
 /// Gives `path` mode `mode` and, with `cap`, a file capability (set through the mount, so
 /// the overlay stores it as it would any other).
 fn prepare(path: &Path, (mode, cap): (u32, bool)) {
-    if !path.exists() {
+    // Without a capability the file is written through the mount first: the kernel then
+    // knows it clean, and must forget that when the chmod below gives it a set-id bit.
+    if !cap || !path.exists() {
         fs::write(path, b"0123456789").unwrap();
     }
     if !cap {
-        fs::write(path, b"0123456789").unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
         return;
     }
-    let ok = std::process::Command::new("setcap")
-        .args(["cap_net_raw+ep"])
-        .arg(path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "setcap {path:?}");
-    // After setcap: setting a capability does not keep set-id bits everywhere.
+    // A v2 file capability: effective, permitted cap_net_raw (bit 13).
+    let mut cap = [0u8; 20];
+    cap[..4].copy_from_slice(&0x0200_0001u32.to_le_bytes());
+    cap[4..8].copy_from_slice(&(1u32 << 13).to_le_bytes());
+    let p = cstr(path);
+    let name = c"security.capability";
+    // SAFETY: NUL-terminated path and name, a buffer of the given length.
+    let r = unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), cap.as_ptr().cast(), 20, 0) };
+    assert_eq!(r, 0, "setting a file capability on {path:?}: {}", errno());
+    // After the capability: setting one does not keep set-id bits everywhere.
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
