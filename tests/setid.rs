@@ -209,6 +209,7 @@ fn set_id_bits_and_capabilities_go_as_with_kernel_overlayfs() {
             }
         }
     }
+    layerfs.assert_no_errors_logged();
     // What reached the upper, too (not only what the kernel cached).
     drop(kernel);
     drop(layerfs);
@@ -259,6 +260,7 @@ fn session(chown: bool) -> std::collections::BTreeMap<String, u64> {
         assert_eq!(unsafe { libc::fchown(f.as_raw_fd(), 1, 1) }, 0);
     }
     drop(f);
+    m.assert_no_errors_logged();
     drop(m);
     counts(&file)
 }
