@@ -238,7 +238,10 @@ fn main() -> ExitCode {
         if log_file.is_some() {
             log::error!("{prefix}{line}");
         }
-        eprintln!("{prefix}{line}");
+        // A daemon's start-up error went to the parent over the pipe: printed there, once.
+        if e.downcast_ref::<cmd::mount::Reported>().is_none() {
+            eprintln!("{prefix}{line}");
+        }
     };
     if let Some(Cmd::Run(mut r)) = cli.cmd {
         return match cmd::image_run::apply_run(&mut r).and_then(|()| cmd::run::run(r)) {

@@ -129,6 +129,22 @@ fn bad_invocations_fail_with_one_clear_line_and_mount_nothing() {
         }
         assert_eq!(mount_type(&mp), None, "{args:?} left a mount");
     }
+    // A failure in the daemon (after the fork): its mount(2) gets /dev/null for /dev/fuse,
+    // in a mount namespace of its own. The parent prints it, once.
+    let script = format!(
+        "mount --bind /dev/null /dev/fuse && exec {} -o {good} {mps}",
+        BIN
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run unshare");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("mounting on"), "{err:?}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
+    assert_eq!(mount_type(&mp), None, "a failed daemon left a mount");
     // Busy: something is already mounted there.
     let _m = Layerfs::mount(&l, &mp);
     let out = run_layerfs(&["-o", &good, mps]);

@@ -56,6 +56,19 @@ pub fn run(args: MountArgs) -> Result<()> {
     }
 }
 
+/// An error the daemon already sent to the parent, which prints it: the daemon only logs it
+/// (to the log file, if any), so the user sees it once.
+#[derive(Debug)]
+pub struct Reported(pub anyhow::Error);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", super::one_line(&self.0))
+    }
+}
+
+impl std::error::Error for Reported {}
+
 pub fn prepare(args: &MountArgs) -> Result<Plan> {
     let Some(mp) = args.mountpoint() else {
         bail!("no mountpoint given (usage: layerfs -o lowerdir=TOP:...:BOTTOM MOUNTPOINT)");
@@ -177,11 +190,14 @@ pub fn wait_for_child(rd: OwnedFd) -> Result<()> {
 pub fn serve(plan: Plan, report: Option<OwnedFd>) -> Result<()> {
     let mut report = report.map(std::fs::File::from);
     let result = mount_and_run(plan, &mut report);
-    if let (Err(e), Some(mut r)) = (&result, report.take()) {
-        // The parent prints it; the daemon's own stderr is gone by now or soon.
-        let _ = write!(r, "{}", super::one_line(e));
+    match (result, report.take()) {
+        (Err(e), Some(mut r)) => {
+            // The parent prints it; the daemon's own stderr is gone by now or soon.
+            let _ = write!(r, "{}", super::one_line(&e));
+            Err(Reported(e).into())
+        }
+        (result, _) => result,
     }
-    result
 }
 
 /// The source name a mount shows: `name` made safe for a mount option (no comma, no
