@@ -37,8 +37,16 @@ pub struct Opened {
     pub fh: u64,
     /// The data cannot change behind the kernel's back: keep its page cache.
     pub keep_cache: bool,
-    /// The real file, for kernel passthrough of reads when the kernel allows it.
-    pub backing: Option<Arc<OwnedFd>>,
+    /// The real file, for kernel passthrough when the kernel allows it.
+    pub backing: Option<BackingFile>,
+}
+
+/// A real file the kernel may read (and write) directly, bypassing the core.
+pub struct BackingFile {
+    pub fd: Arc<OwnedFd>,
+    /// Which file it is (`st_dev`, `st_ino`): the kernel wants every passthrough open of a
+    /// node to use one and the same backing file.
+    pub file: (u64, u64),
 }
 
 /// What the kernel must forget because the core changed it on its own (a copy-up, say),

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
+use layerfs_fuse::{BackingFile, Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
 
 use super::ops::Make;
 use super::{FileH, Listing, Union};
@@ -48,7 +48,7 @@ impl Union {
     fn read_fd(&self, ino: u64, fh: u64) -> Result<Arc<OwnedFd>> {
         if fh == 0 && self.read_only() {
             let node = self.node(ino)?;
-            return Ok(Arc::new(self.open_real(&node, libc::O_RDONLY)?));
+            return Ok(Arc::new(self.open_real(&node, libc::O_RDONLY)?.0));
         }
         self.handle_fd(fh)
     }
@@ -63,7 +63,7 @@ impl Union {
         let h = self.handle(fh)?;
         if !h.upper.load(Ordering::Acquire) && h.node.loc().upper {
             let _g = self.shared();
-            let fd = self.open_real(&h.node, libc::O_RDONLY)?;
+            let (fd, _) = self.open_real(&h.node, libc::O_RDONLY)?;
             *h.fd.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fd);
             h.upper.store(true, Ordering::Release);
         }
@@ -74,7 +74,7 @@ impl Union {
     /// Opens the regular file behind `node` where it is now (upper or lower). Never blocks
     /// (`O_NONBLOCK`, which regular files ignore) and never hands out anything else: a
     /// name that no longer holds this node's file answers ESTALE, and the kernel looks again.
-    fn open_real(&self, node: &super::Node, flags: i32) -> Result<OwnedFd> {
+    fn open_real(&self, node: &super::Node, flags: i32) -> Result<(OwnedFd, Stat)> {
         let flags = flags | libc::O_NONBLOCK;
         let fd = match node.detached.get() {
             // Through the fd's magic link, which must be followed (no O_NOFOLLOW here).
@@ -85,10 +85,16 @@ impl Union {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Error::StaleInode(node.ino.0));
         }
-        Ok(fd)
+        Ok((fd, st))
     }
 
-    fn new_handle(&self, node: Arc<super::Node>, fd: OwnedFd, upper: bool, flags: i32) -> Opened {
+    fn new_handle(
+        &self,
+        node: Arc<super::Node>,
+        (fd, st): (OwnedFd, Stat),
+        upper: bool,
+        flags: i32,
+    ) -> Opened {
         let exec = flags & OPEN_FOR_EXEC != 0;
         if exec {
             node.execs.fetch_add(1, Ordering::Relaxed);
@@ -101,12 +107,19 @@ impl Union {
             exec,
         }));
         // Every change to the data goes through the kernel, which keeps its page cache in
-        // step: it may keep it across opens. Without an upper the file can never change, so
-        // the kernel may also read the layer's file directly.
+        // step: it may keep it across opens. The kernel may also read and write the real file
+        // directly, where it stays the node's file for good: an upper file, or any file of a
+        // mount without an upper. Not a lower file that a write open can still copy up: the
+        // kernel binds one backing file to an inode while any passthrough open of it lives,
+        // and would fail that write open (the lower file is no place for its writes).
+        let backing = (upper || self.read_only()).then(|| BackingFile {
+            fd: fd.clone(),
+            file: (st.st_dev, st.st_ino),
+        });
         Opened {
             fh,
             keep_cache: true,
-            backing: self.read_only().then_some(fd),
+            backing,
         }
     }
 }
@@ -409,7 +422,8 @@ impl Core for Union {
         let (entry, fd) = self.make_entry(parent, name, mode, what, ctx)?;
         let node = self.node(entry.attr.st_ino)?;
         let fd = fd.ok_or(Error::Bug("create made no file"))?;
-        Ok((entry, self.new_handle(node, fd, true, 0)))
+        let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
+        Ok((entry, self.new_handle(node, (fd, st), true, 0)))
     }
 
     fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {

@@ -94,9 +94,20 @@ impl Layerfs {
     }
 
     pub fn mount_with(lowers: &[PathBuf], mp: &Path, extra: &[&str]) -> Layerfs {
+        Self::mount_env(lowers, mp, extra, &[])
+    }
+
+    /// `mount_with`, the daemon started with `env` added to its environment.
+    pub fn mount_env(
+        lowers: &[PathBuf],
+        mp: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Layerfs {
         std::fs::create_dir_all(mp).unwrap();
         let mp = std::fs::canonicalize(mp).unwrap();
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("-f")
             .arg("-o")
             .arg(format!("lowerdir={}", lowerdir(lowers)))
