@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -43,11 +42,11 @@ impl Dirs {
         (u, w)
     }
 
-    fn layerfs(&self, env: &[(&str, &OsStr)]) -> Layerfs {
+    fn layerfs(&self, env: &[(&str, &Path)]) -> Layerfs {
         let (u, w) = self.upper("layerfs");
         let rw = format!("upperdir={},workdir={}", u.display(), w.display());
         let mp = self.t.path().join("layerfs");
-        Layerfs::mount_env(std::slice::from_ref(&self.lower), &mp, &["-o", &rw], env)
+        Layerfs::mount_with_env(std::slice::from_ref(&self.lower), &mp, &["-o", &rw], env)
     }
 
     fn kernel(&self) -> Kernel {
@@ -79,7 +78,7 @@ fn upper_and_created_files_are_read_and_written_without_requests() {
     }
     let d = Dirs::new();
     let count_file = d.t.path().join("counts");
-    let m = d.layerfs(&[("LAYERFS_REQUEST_COUNTS", count_file.as_os_str())]);
+    let m = d.layerfs(&[("LAYERFS_REQUEST_COUNTS", &count_file)]);
     // A created file, written in 4 KiB pieces, read back through a second open.
     let block = [b'x'; 4096];
     let mut f = File::create(m.path("new")).unwrap();

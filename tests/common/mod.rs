@@ -94,15 +94,15 @@ impl Layerfs {
     }
 
     pub fn mount_with(lowers: &[PathBuf], mp: &Path, extra: &[&str]) -> Layerfs {
-        Self::mount_env(lowers, mp, extra, &[])
+        Self::mount_with_env(lowers, mp, extra, &[])
     }
 
-    /// `mount_with`, the daemon started with `env` added to its environment.
-    pub fn mount_env(
+    /// `mount_with`, the daemon run with `env` added to its environment.
+    pub fn mount_with_env(
         lowers: &[PathBuf],
         mp: &Path,
         extra: &[&str],
-        env: &[(&str, &std::ffi::OsStr)],
+        env: &[(&str, &Path)],
     ) -> Layerfs {
         std::fs::create_dir_all(mp).unwrap();
         let mp = std::fs::canonicalize(mp).unwrap();
