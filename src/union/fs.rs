@@ -203,49 +203,28 @@ impl Core for Union {
         sys::lseek(fd.as_fd(), offset, whence).map_err(Error::io("lseek"))
     }
 
-    fn opendir(&self, ino: u64) -> Result<Opened> {
-        let _g = self.shared();
-        let n = self.node(ino)?;
-        if !n.is_dir {
-            return Err(Error::NotDir);
-        }
-        Ok(Opened {
-            // Listed at the first readdir and again at every readdir from offset 0 (a
-            // rewinddir shows names added since). Every change to a listing goes through the
-            // kernel, which then drops its copy.
-            fh: self.dirs.insert(Arc::default()),
-            keep_cache: true,
-            backing: None,
-        })
-    }
-
-    fn dirs_immutable(&self) -> bool {
-        self.read_only()
-    }
-
     fn readdir(
         &self,
         ino: u64,
-        fh: u64,
         offset: u64,
         plus: bool,
         add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<()> {
-        // Offsets: 1 after ".", 2 after "..", i + 3 after entry i of the listing (the
-        // handle's, or handle-less, the unchanging directory's own).
+        // Offsets: 1 after ".", 2 after "..", i + 3 after entry i of the directory's
+        // listing, taken at offset 0 (a first read, a rewind, or the kernel's cache of it
+        // dropped after a change) and continued at later offsets.
         let _g = self.shared();
         let node = self.node(ino)?;
-        let listing = match fh {
-            0 => Arc::new(self.list(&node)?),
-            _ => {
-                let h = self.dirs.get(fh).ok_or(Error::BadHandle(fh))?;
-                let mut l = h.lock().unwrap_or_else(|p| p.into_inner());
-                match &*l {
-                    Some(l) if offset != 0 => l.clone(),
-                    // The first read, or the start again (a rewind): the directory as it
-                    // is now.
-                    _ => l.insert(Arc::new(self.list(&node)?)).clone(),
-                }
+        if !node.is_dir {
+            return Err(Error::NotDir);
+        }
+        let listing = {
+            let mut l = node.listing.lock().unwrap_or_else(|p| p.into_inner());
+            match &*l {
+                Some(l) if offset != 0 => l.clone(),
+                // From the start, or a later offset with nothing taken (a `seekdir` in a
+                // process the kernel has no cached listing for): the directory as it is now.
+                _ => l.insert(Arc::new(self.list(&node)?)).clone(),
             }
         };
         let dloc = node.loc();
@@ -283,10 +262,6 @@ impl Core for Union {
                 self.readdir_resolving(&node, &dloc, names, start, plus, add)
             }
         }
-    }
-
-    fn releasedir(&self, _ino: u64, fh: u64) {
-        self.dirs.remove(fh);
     }
 
     fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {

@@ -1,7 +1,8 @@
 //! Listing a directory: `.` and `..` come from the node; the entries from a [`Listing`]
-//! taken at the handle's first `readdir` and again at each from offset 0 (or, handle-less on a read-only mount, from the directory's index,
-//! which never changes). Offsets are positions: 1 after `.`, 2 after `..`, `i + 3` after
-//! entry `i`.
+//! kept on the directory's node, taken at each `readdir` from offset 0 and continued by the
+//! later ones (directories have no handles: the kernel caches listings itself and asks
+//! from offset 0 again only when its copy is gone or the directory changed). Offsets are
+//! positions: 1 after `.`, 2 after `..`, `i + 3` after entry `i`.
 
 use std::sync::Arc;
 

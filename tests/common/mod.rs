@@ -94,9 +94,20 @@ impl Layerfs {
     }
 
     pub fn mount_with(lowers: &[PathBuf], mp: &Path, extra: &[&str]) -> Layerfs {
+        Self::mount_env(lowers, mp, extra, &[])
+    }
+
+    /// [`Self::mount_with`], the daemon's environment with `env` added.
+    pub fn mount_env(
+        lowers: &[PathBuf],
+        mp: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Layerfs {
         std::fs::create_dir_all(mp).unwrap();
         let mp = std::fs::canonicalize(mp).unwrap();
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .arg("-f")
             .arg("-o")
             .arg(format!("lowerdir={}", lowerdir(lowers)))
@@ -137,6 +148,20 @@ impl Layerfs {
     pub fn mount_rw(lowers: &[PathBuf], upper: &Path, work: &Path, mp: &Path) -> Layerfs {
         let rw = format!("upperdir={},workdir={}", upper.display(), work.display());
         Self::mount_with(lowers, mp, &["-o", &rw])
+    }
+
+    /// A writable mount whose daemon writes its request counts per opcode to `counts` when
+    /// it exits (`LAYERFS_REQUEST_COUNTS`); read them with [`request_counts`].
+    pub fn mount_rw_counted(
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        mp: &Path,
+        counts: &Path,
+    ) -> Layerfs {
+        let rw = format!("upperdir={},workdir={}", upper.display(), work.display());
+        let env = [("LAYERFS_REQUEST_COUNTS", counts.as_os_str())];
+        Self::mount_env(lowers, mp, &["-o", &rw], &env)
     }
 
     /// Kills the daemon with SIGKILL (the mount stays, dead, until Drop detaches it).
@@ -183,6 +208,16 @@ impl Drop for Layerfs {
             let _ = child.wait();
         }
     }
+}
+
+/// The counts a daemon mounted with [`Layerfs::mount_rw_counted`] wrote when it exited
+/// (after its `Layerfs` was dropped): opcode -> requests.
+pub fn request_counts(file: &Path) -> std::collections::BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(file).expect("the daemon wrote no request counts");
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(op, n)| (op.to_string(), n.parse().unwrap()))
+        .collect()
 }
 
 /// A kernel overlayfs mount of the same lowers; unmounted in Drop.
