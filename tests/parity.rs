@@ -646,12 +646,16 @@ fn special_file_calls_answer_as_the_kernel_or_as_pinned() {
     assert_eq!(k.len(), l.len());
 }
 
-/// Every name of each directory in `$@` with whether its listed number (`d_ino`) is what
-/// `stat` shows, sorted.
-const LIST: &str = r#"list() { for d in "$@"; do echo "$d:"; ls -ai "$M/$d" | while read -r i n; do
-    case "$n" in .|..) continue;; esac
-    [ "$i" = "$(stat -c %i "$M/$d/$n")" ] && echo " $n" || echo " $n listed as another inode"
-  done | sort; done; }; list"#;
+/// Every name of each directory in `$@`, sorted, with whether the number `readdir` gives
+/// (`d_ino`; `ls -i` shows `stat`'s) is the one `lstat` shows.
+const LIST: &str = r#"python3 -c '
+import os, sys
+for d in sys.argv[1:]:
+    print(d + ":")
+    for e in sorted(os.scandir(os.environ["M"] + "/" + d), key=lambda e: e.name):
+        same = e.inode() == os.lstat(e.path).st_ino
+        print(" " + e.name + ("" if same else " listed as another inode"))
+'"#;
 
 /// Listings are cached by the kernel on writable mounts too (no directory handles): after
 /// every kind of change, made in the directory or by a copy-up, rename or removal around
