@@ -409,10 +409,10 @@ fn ctx() -> layerfs_fuse::Ctx {
 }
 
 /// Directories have no handles: a read from a later offset continues the listing the
-/// read from offset 0 took, even when the directory changed in between (no unchanged name
-/// repeated or skipped), a read from 0 takes the directory as it is now, and a read from a
-/// later offset with nothing taken yet (a `seekdir` in a new process) starts from the
-/// position in a listing taken then.
+/// read from offset 0 took, even when the directory changed and another reader started
+/// over in between (no unchanged name repeated or skipped), a read from 0 takes the
+/// directory as it is now, and a read from a later offset with nothing taken yet (a
+/// `seekdir` in a new process) starts from the position in a listing taken then.
 #[test]
 fn listings_without_handles_continue_by_position_and_restart_at_offset_zero() {
     let t = tempfile::tempdir().unwrap();
@@ -428,12 +428,16 @@ fn listings_without_handles_continue_by_position_and_restart_at_offset_zero() {
     let (first, at) = read_from(&u, d, 0, 12);
     let (read, unread) = (first[5].clone(), "f39".to_string());
     assert!(!first.contains(&unread));
-    // Changes in between: a copy-up of the directory, a new name, a removed name already
-    // read and one not yet read.
+    // Changes in between: a copy-up of the directory, a new name, two removed names
+    // already read and one not yet read (positions after them move by one).
     u.mknod(d, OsStr::new("new"), libc::S_IFREG | 0o644, 0, ctx())
         .unwrap();
     u.unlink(d, OsStr::new(&read)).unwrap();
+    u.unlink(d, OsStr::new(&first[6])).unwrap();
     u.unlink(d, OsStr::new(&unread)).unwrap();
+    // Another reader starts over in between (after the change: a new listing).
+    let (other, _) = read_from(&u, d, 0, 5);
+    assert_eq!(other.len(), 5);
     let (rest, _) = read_from(&u, d, at, usize::MAX);
     let mut all: Vec<String> = first.iter().chain(&rest).cloned().collect();
     all.sort();
@@ -446,7 +450,7 @@ fn listings_without_handles_continue_by_position_and_restart_at_offset_zero() {
     // From offset 0: the directory as it is now.
     let (now, _) = read_from(&u, d, 0, usize::MAX);
     assert!(now.contains(&"new".to_string()) && !now.contains(&read));
-    assert_eq!(now.len(), 2 + 39);
+    assert_eq!(now.len(), 2 + 38);
     // A second union over the same layers (a new mount): a read from a later offset with
     // no listing taken starts there, in a listing taken now.
     all = now.clone();

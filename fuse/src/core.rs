@@ -118,11 +118,11 @@ pub trait Core: Send + Sync + 'static {
     /// each one `add` accepts counts as a lookup.
     ///
     /// Directories have no handles (the adapter answers OPENDIR with ENOSYS, so the kernel
-    /// opens them without asking and caches their listings itself): the core keeps one
-    /// listing per directory, taken afresh at every call from offset 0 (the kernel asks
-    /// from 0 only when its own copy is missing or the directory changed), and a call
-    /// from a later offset continues that listing (offsets are positions in it, so one
-    /// taken by another process still resumes in the right place).
+    /// opens them without asking and caches their listings itself): the core keeps the
+    /// listings itself, takes one afresh at every call from offset 0 (the kernel asks from
+    /// 0 only when its own copy is missing or the directory changed), and a call from a
+    /// later offset continues the listing that offset came from (offsets are the core's
+    /// own; one saved by another process must still resume in the right place).
     fn readdir(
         &self,
         ino: u64,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
 
 use super::ops::Make;
+use super::readdir::Cursor;
 use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
 use crate::format;
@@ -210,34 +211,30 @@ impl Core for Union {
         plus: bool,
         add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<()> {
-        // Offsets: 1 after ".", 2 after "..", i + 3 after entry i of the directory's
-        // listing, taken at offset 0 (a first read, a rewind, or the kernel's cache of it
-        // dropped after a change) and continued at later offsets.
+        // The directory's listing: taken at offset 0 (a first read, a rewind, or the
+        // kernel's cache of it dropped after a change), continued at later offsets.
         let _g = self.shared();
         let node = self.node(ino)?;
         if !node.is_dir {
             return Err(Error::NotDir);
         }
-        let listing = {
-            let mut l = node.listing.lock().unwrap_or_else(|p| p.into_inner());
-            match &*l {
-                Some(l) if offset != 0 => l.clone(),
-                // From the start, or a later offset with nothing taken (a `seekdir` in a
-                // process the kernel has no cached listing for): the directory as it is now.
-                _ => l.insert(Arc::new(self.list(&node)?)).clone(),
-            }
-        };
+        let (gen, listing) = node
+            .listings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .at(offset, || self.list(&node))?;
+        let (at, pos) = Cursor::new(gen, offset);
         let dloc = node.loc();
         let dots: [(&[u8], u64); 2] = [
             (b".", ino),
             (b"..", dloc.parent.as_ref().map_or(Ino::ROOT, |p| p.ino).0),
         ];
         for (i, (name, dino)) in dots.into_iter().enumerate() {
-            if offset <= i as u64 {
+            if pos <= i as u64 {
                 let st = self.attr_of(&node)?;
                 let e = DirEntry {
                     ino: dino,
-                    next_offset: i as u64 + 1,
+                    next_offset: at.offset(i as u64 + 1),
                     mode: libc::S_IFDIR,
                     name,
                     entry: Some(self.entry_of(st)),
@@ -247,19 +244,18 @@ impl Core for Union {
                 }
             }
         }
-        let start = offset.saturating_sub(2) as usize;
         match &*listing {
             // Still no upper copy: the index entries are what the names resolve to.
             Listing::Lower { rel, ix } if !dloc.upper => {
-                self.readdir_lower(&node, rel, ix, start, plus, add)
+                self.readdir_lower(&node, rel, ix, at, plus, add)
             }
             Listing::Lower { ix, .. } => {
                 let names = ix.entries.iter().map(|e| (&e.name, e.kind));
-                self.readdir_resolving(&node, &dloc, names, start, plus, add)
+                self.readdir_resolving(&node, &dloc, names, at, plus, add)
             }
             Listing::Merged(v) => {
                 let names = v.iter().map(|(n, k)| (n, *k));
-                self.readdir_resolving(&node, &dloc, names, start, plus, add)
+                self.readdir_resolving(&node, &dloc, names, at, plus, add)
             }
         }
     }

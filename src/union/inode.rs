@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::lower::Rel;
-use super::Listing;
+use super::readdir::Listings;
 use crate::stack::Ino;
 use crate::union::table::Counted;
 
@@ -56,9 +56,9 @@ pub struct Node {
     pub detached: OnceLock<OwnedFd>,
     /// Open handles the kernel took to execute this file (see `FileH::exec`).
     pub execs: AtomicU32,
-    /// Directories: the listing the last `readdir` from offset 0 took, which later
-    /// offsets continue (directories have no handles).
-    pub(super) listing: Mutex<Option<Arc<Listing>>>,
+    /// Directories: the listings readers are going through (directories have no
+    /// handles).
+    pub(super) listings: Mutex<Listings>,
 }
 
 impl Node {
@@ -73,7 +73,7 @@ impl Node {
             upper_dir: OnceLock::new(),
             detached: OnceLock::new(),
             execs: AtomicU32::new(0),
-            listing: Mutex::new(None),
+            listings: Mutex::default(),
         }
     }
 

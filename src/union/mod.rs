@@ -71,7 +71,7 @@ impl Drop for FileH {
 }
 
 /// A directory's listing, taken by a `readdir` from offset 0 and kept on its node for the
-/// reads that continue it: offsets are positions in it.
+/// reads that continue it (`readdir::Listings`): offsets carry positions in it.
 #[derive(Debug)]
 enum Listing {
     /// A directory with no upper copy: its lower merged index, as it is (`rel`: its path).
