@@ -43,6 +43,10 @@ pub enum Error {
     /// character device 0:0, which is the whiteout's shape).
     #[error("{0}: not permitted")]
     NotPermitted(&'static str),
+    /// A mode change by a caller who neither owns the file nor holds `CAP_FOWNER` (the
+    /// set-id bits a chown(-1, -1) drops), refused as the VFS refuses it.
+    #[error("not the owner")]
+    NotOwner,
     /// An xattr name of the union's own on-disk format (`*.overlay.*`), never settable.
     #[error("private attribute")]
     PrivateXattr,
@@ -79,7 +83,7 @@ impl Error {
             Error::Exists => libc::EEXIST,
             Error::NotEmpty => libc::ENOTEMPTY,
             Error::Executing => libc::ETXTBSY,
-            Error::NotPermitted(_) => libc::EPERM,
+            Error::NotPermitted(_) | Error::NotOwner => libc::EPERM,
             Error::PrivateXattr => libc::EOPNOTSUPP,
             Error::Bug(_) => libc::EIO,
             // An io::Error without an OS code is a bug of ours, not the caller's: EIO.

@@ -8,6 +8,14 @@ use std::path::{Path, PathBuf};
 use layerfs::{Config, Stack, Union};
 use layerfs_fuse::{Core, DirEntry};
 
+/// The caller of opens (a root thread; read-only mounts never ask).
+const CALLER: layerfs_fuse::Ctx = layerfs_fuse::Ctx {
+    uid: 0,
+    gid: 0,
+    pid: 0,
+    umask: 0,
+};
+
 const ROOT: u64 = 1;
 
 fn union(layers: &[PathBuf]) -> Union {
@@ -31,7 +39,7 @@ fn lookup(u: &Union, parent: u64, name: &str) -> Result<libc::stat, i32> {
 }
 
 fn read_all(u: &Union, ino: u64) -> Vec<u8> {
-    let o = u.open(ino, libc::O_RDONLY).unwrap();
+    let o = u.open(ino, libc::O_RDONLY, CALLER).unwrap();
     let d = u.read(ino, o.fh, 0, 1 << 20).unwrap();
     u.release(ino, o.fh);
     d
@@ -279,7 +287,9 @@ fn read_only_mount_refuses_writes() {
     let st = lookup(&u, ROOT, "f").unwrap();
     for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
         assert_eq!(
-            u.open(st.st_ino, flags).map(|_| ()).map_err(|e| e.errno()),
+            u.open(st.st_ino, flags, CALLER)
+                .map(|_| ())
+                .map_err(|e| e.errno()),
             Err(libc::EROFS)
         );
     }
@@ -307,7 +317,7 @@ fn symlinks_in_layers_are_never_followed() {
         // Looking below a symlink or opening it must fail, not reach the target.
         assert_eq!(lookup(&u, st.st_ino, "secret"), Err(libc::ENOTDIR));
         assert_eq!(
-            u.open(st.st_ino, libc::O_RDONLY)
+            u.open(st.st_ino, libc::O_RDONLY, CALLER)
                 .map(|_| ())
                 .map_err(|e| e.errno()),
             Err(libc::ELOOP)

@@ -8,6 +8,14 @@ use layerfs::stack::dirindex;
 use layerfs::{Config, Stack, Union};
 use layerfs_fuse::Core;
 
+/// The caller of opens (a root thread; read-only mounts never ask).
+const CALLER: layerfs_fuse::Ctx = layerfs_fuse::Ctx {
+    uid: 0,
+    gid: 0,
+    pid: 0,
+    umask: 0,
+};
+
 #[test]
 fn exhausted_budget_reopens_directories_and_keeps_nothing() {
     let t = tempfile::tempdir().unwrap();
@@ -31,7 +39,7 @@ fn exhausted_budget_reopens_directories_and_keeps_nothing() {
     let b = look(look(1, "a"), "b");
     for (name, want) in [("f", "top"), ("g", "bottom")] {
         let ino = look(b, name);
-        let o = u.open(ino, libc::O_RDONLY).unwrap();
+        let o = u.open(ino, libc::O_RDONLY, CALLER).unwrap();
         assert_eq!(u.read(ino, o.fh, 0, 100).unwrap(), want.as_bytes());
         u.release(ino, o.fh);
     }

@@ -106,7 +106,8 @@ pub trait Core: Send + Sync + 'static {
     fn forget(&self, ino: u64, nlookup: u64);
     fn getattr(&self, ino: u64) -> Result<Entry, Self::Error>;
     fn readlink(&self, ino: u64) -> Result<Vec<u8>, Self::Error>;
-    fn open(&self, ino: u64, flags: i32) -> Result<Opened, Self::Error>;
+    /// Opens a file; `ctx` is the caller's (an `O_TRUNC` open may take set-id bits away).
+    fn open(&self, ino: u64, flags: i32, ctx: Ctx) -> Result<Opened, Self::Error>;
     /// True when file contents can never change (no upper layer): then files can be read
     /// without a handle, `read` and `lseek` being called with `fh == 0`.
     fn files_immutable(&self) -> bool;
@@ -207,8 +208,27 @@ pub trait Core: Send + Sync + 'static {
         let _ = (parent, name, mode, flags, ctx);
         Err(self.mutation_error())
     }
-    fn write(&self, ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Self::Error> {
-        let _ = (ino, fh, offset, data);
+    /// True when the core drops the set-id bits a write, truncation or chown takes away,
+    /// exactly as the VFS would (then the kernel leaves that to it: `FUSE_HANDLE_KILLPRIV_V2`,
+    /// and stops asking for `security.capability` before every write). The core is then told
+    /// which writes come from a caller without `CAP_FSETID` (`kill_setid`); for truncation
+    /// (`setattr` with a size, an `O_TRUNC` open) and an empty `setattr` (the kernel's own
+    /// change before fallocate, copy_file_range and cached writes) it must find out itself,
+    /// from the caller's `Ctx::pid`; on chown the set-id bits go whoever asks.
+    fn drops_setid_bits(&self) -> bool {
+        false
+    }
+    /// `kill_setid`: the caller (`ctx`) lacks `CAP_FSETID` (see [`Core::drops_setid_bits`]).
+    fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        ctx: Ctx,
+        kill_setid: bool,
+    ) -> Result<u32, Self::Error> {
+        let _ = (ino, fh, offset, data, ctx, kill_setid);
         Err(self.mutation_error())
     }
     fn fsync(&self, ino: u64, fh: u64, datasync: bool) -> Result<(), Self::Error> {
@@ -285,4 +305,7 @@ pub struct SetAttr {
     pub mtime: Option<SetTime>,
     /// The open file the change came through (ftruncate, fchmod...), if any.
     pub fh: Option<u64>,
+    /// The change time is to be set (with the kernel's writeback cache). Alone, it is a
+    /// chown that changes no id, which drops set-id bits.
+    pub ctime: bool,
 }

@@ -120,6 +120,13 @@ impl<C: Core> Filesystem for Adapter<C> {
             | InitFlags::FUSE_DONT_MASK
             // O_TRUNC comes with OPEN, not as a separate SETATTR.
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        // Set-id bits are the core's to drop: the kernel then stops asking for
+        // security.capability before every write (and for attributes before a chown).
+        let want = if !self.core.files_immutable() && self.core.drops_setid_bits() {
+            want | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+        } else {
+            want
+        };
         let _ = config.add_capabilities(want & config.capabilities());
         self.dont_mask = config.capabilities().contains(InitFlags::FUSE_DONT_MASK);
         let _ = config.set_max_readahead(1 << 20);
@@ -142,9 +149,13 @@ impl<C: Core> Filesystem for Adapter<C> {
             self.passthrough.set_enabled(ok);
         }
         debug!(
-            "init: passthrough {}, writeback cache {}",
+            "init: passthrough {}, writeback cache {}, set-id bits ours {}",
             self.passthrough.enabled(),
-            self.writeback
+            self.writeback,
+            config
+                .capabilities()
+                .contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+                && want.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
         );
         Ok(())
     }
@@ -203,7 +214,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.tally(Op::Open);
         // Cached mode, or passthrough that the kernel did not grant: without passthrough,
         // handle-less opens beat handles (no OPEN/RELEASE round trips, same page cache).
@@ -218,7 +229,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             return reply.error(Errno::ENOSYS);
         }
         let flags = self.open_flags(flags.0);
-        let opened = match call("open", || self.core.open(ino.0, flags)) {
+        let opened = match call("open", || self.core.open(ino.0, flags, ctx(req))) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
         };
@@ -434,7 +445,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         size: Option<u64>,
         atime: Option<fuser::TimeOrNow>,
         mtime: Option<fuser::TimeOrNow>,
-        _ctime: Option<std::time::SystemTime>,
+        ctime: Option<std::time::SystemTime>,
         fh: Option<FileHandle>,
         _crtime: Option<std::time::SystemTime>,
         _chgtime: Option<std::time::SystemTime>,
@@ -455,6 +466,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             atime: atime.map(time),
             mtime: mtime.map(time),
             fh: fh.map(|f| f.0),
+            ctime: ctime.is_some(),
         };
         match call("setattr", || self.core.setattr(ino.0, &set, ctx(req))) {
             Ok(e) => reply.attr(&e.ttl, &attr::to_fuse_with_ino(&e.attr, ino.0)),
@@ -603,18 +615,21 @@ impl<C: Core> Filesystem for Adapter<C> {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: fuser::WriteFlags,
+        write_flags: fuser::WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
         self.tally(Op::Write);
-        match call("write", || self.core.write(ino.0, fh.0, offset, data)) {
+        let kill = write_flags.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match call("write", || {
+            self.core.write(ino.0, fh.0, offset, data, ctx(req), kill)
+        }) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }

@@ -58,7 +58,7 @@ impl Core for Fake {
     fn readlink(&self, _i: u64) -> Result<Vec<u8>, Fail> {
         Err(Fail(libc::EINVAL))
     }
-    fn open(&self, _i: u64, _f: i32) -> Result<Opened, Fail> {
+    fn open(&self, _i: u64, _f: i32, _c: layerfs_fuse::Ctx) -> Result<Opened, Fail> {
         Err(Fail(libc::EACCES))
     }
     fn files_immutable(&self) -> bool {

@@ -202,3 +202,83 @@ pub fn in_user_namespace() -> bool {
         .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
         .unwrap_or(false)
 }
+
+/// `CAP_FOWNER`: acts as the owner of any file (chmod of another's file).
+pub const CAP_FOWNER: u32 = 3;
+/// `CAP_FSETID`: keeps set-id bits across writes, truncation and group changes.
+pub const CAP_FSETID: u32 = 4;
+
+/// The inode number of the initial user namespace's nsfs file (`PROC_USER_INIT_INO`, fixed
+/// by the kernel's ABI).
+const USER_INIT_INO: u64 = 0xEFFF_FFFD;
+
+/// What the VFS weighs of a thread when a file's set-id bits are at stake.
+#[derive(Debug, Clone, Default)]
+pub struct Creds {
+    /// Effective capabilities that count as the kernel's `capable()`: those of a thread of
+    /// the initial user namespace (a root inside another one has none of them).
+    pub caps: u64,
+    pub fsuid: u32,
+    pub fsgid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Creds {
+    pub fn capable(&self, cap: u32) -> bool {
+        self.caps & (1 << cap) != 0
+    }
+
+    /// The kernel's `in_group_p`: the filesystem group or a supplementary one.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.fsgid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// The credentials of thread `tid`, as this process's pid namespace numbers it (FUSE's
+/// request pid). `None` when it cannot be asked: 0 (a caller our namespace cannot see), a
+/// `/proc` of another pid namespace, a thread that has gone.
+pub fn thread_creds(tid: u32) -> Option<Creds> {
+    if tid == 0 || !proc_is_ours() {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let ids = |name: &str| -> Option<Vec<u32>> {
+        field(name)?
+            .split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect()
+    };
+    // Real, effective, saved, filesystem.
+    let (uids, gids) = (ids("Uid")?, ids("Gid")?);
+    let mut caps = u64::from_str_radix(field("CapEff")?, 16).ok()?;
+    if caps != 0 {
+        use std::os::unix::fs::MetadataExt;
+        let ns = std::fs::metadata(format!("/proc/{tid}/ns/user")).ok()?;
+        if ns.ino() != USER_INIT_INO {
+            caps = 0;
+        }
+    }
+    Some(Creds {
+        caps,
+        fsuid: *uids.get(3)?,
+        fsgid: *gids.get(3)?,
+        groups: ids("Groups")?,
+    })
+}
+
+/// True when `/proc` shows this process's pid namespace (its `self` is our pid).
+fn proc_is_ours() -> bool {
+    static OURS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OURS.get_or_init(|| {
+        std::fs::read_link("/proc/self")
+            .ok()
+            .and_then(|p| p.to_str()?.parse::<u32>().ok())
+            == Some(std::process::id())
+    })
+}

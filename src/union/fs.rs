@@ -12,6 +12,7 @@ use std::time::Duration;
 use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
 
 use super::ops::Make;
+use super::privs::Changer;
 use super::readdir::Cursor;
 use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
@@ -155,7 +156,7 @@ impl Core for Union {
         self.with_place(&n, |d, name| sys::readlinkat(d, &sys::cstr(name)?))
     }
 
-    fn open(&self, ino: u64, flags: i32) -> Result<Opened> {
+    fn open(&self, ino: u64, flags: i32, ctx: Ctx) -> Result<Opened> {
         let node = self.node(ino)?;
         if node.is_dir {
             return Err(Error::IsDir);
@@ -175,6 +176,9 @@ impl Core for Union {
             let _g = self.exclusive();
             self.copy_up(&node, !trunc)?;
             let fd = self.open_real(&node, real_flags(flags))?;
+            if trunc {
+                self.drop_setid(ino, fd.as_fd(), Changer::thread(ctx.pid))?;
+            }
             return Ok(self.new_handle(node, fd, true, flags));
         }
         let _g = self.shared();
@@ -308,9 +312,9 @@ impl Core for Union {
         Error::ReadOnly
     }
 
-    fn setattr(&self, ino: u64, set: &SetAttr, _ctx: Ctx) -> Result<Entry> {
+    fn setattr(&self, ino: u64, set: &SetAttr, ctx: Ctx) -> Result<Entry> {
         self.writable()?;
-        Union::setattr(self, ino, set)
+        Union::setattr(self, ino, set, Changer::thread(ctx.pid))
     }
 
     fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, ctx: Ctx) -> Result<Entry> {
@@ -383,13 +387,33 @@ impl Core for Union {
         Ok((entry, self.new_handle(node, fd, true, 0)))
     }
 
-    fn write(&self, _ino: u64, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+    fn drops_setid_bits(&self) -> bool {
+        true
+    }
+
+    fn write(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        ctx: Ctx,
+        kill_setid: bool,
+    ) -> Result<u32> {
         self.writable()?;
         let h = self.handle(fh)?;
         if !h.upper.load(Ordering::Acquire) {
             return Err(Error::BadHandle(fh));
         }
         let fd = h.fd.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if kill_setid {
+            // Before the data lands: never new contents under the old bits.
+            let by = Changer {
+                tid: ctx.pid,
+                lacks_fsetid: true,
+            };
+            self.drop_setid(ino, fd.as_fd(), by)?;
+        }
         let n = sys::pwrite(fd.as_fd(), data, offset).map_err(Error::io("pwrite"))?;
         Ok(n as u32)
     }

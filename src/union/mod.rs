@@ -22,6 +22,7 @@ pub mod handles;
 mod inode;
 pub mod lower;
 mod ops;
+mod privs;
 mod readdir;
 pub mod table;
 

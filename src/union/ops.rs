@@ -11,6 +11,7 @@ use std::sync::Arc;
 use layerfs_fuse::{Ctx, Entry, SetAttr, SetTime};
 
 use super::inode::Node;
+use super::privs::{mode_after_chown, mode_after_write, Changer};
 use super::{is_whiteout, Union};
 use crate::error::{Error, Result};
 use crate::format;
@@ -557,7 +558,9 @@ impl Union {
         Ok(None)
     }
 
-    pub(super) fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Entry> {
+    /// Changes attributes; `by` asked (a truncation, or the kernel's empty change before
+    /// other data changes, may take set-id bits away: see `privs`).
+    pub(super) fn setattr(&self, ino: u64, set: &SetAttr, by: Changer) -> Result<Entry> {
         let _g = self.exclusive();
         let node = self.node(ino)?;
         self.copy_up(&node, set.size != Some(0))?;
@@ -585,8 +588,25 @@ impl Union {
                 ),
                 (None, None, None) => return Err(Error::Invalid),
             };
+            self.drop_setid(ino, fd.as_fd(), by)?;
             sys::ftruncate(fd.as_fd(), size).map_err(Error::io("truncate"))?;
         }
+        // Nothing to change: the change time alone is a chown(-1, -1); nothing at all, the
+        // kernel's own call before a change of data it does not mark (fallocate,
+        // copy_file_range, a cached or backing-file write). Either may take set-id bits
+        // away. (Without the writeback cache a chown(-1, -1) has no change time either and
+        // counts as the latter.)
+        let empty = set.mode.is_none()
+            && set.uid.is_none()
+            && set.gid.is_none()
+            && set.size.is_none()
+            && set.atime.is_none()
+            && set.mtime.is_none();
+        let mode = match set.mode {
+            None if empty && set.ctime => mode_after_chown(&self.attr_of(&node)?, by)?,
+            None if empty => mode_after_write(&self.attr_of(&node)?, by),
+            m => m,
+        };
         if set.uid.is_some() || set.gid.is_some() {
             let uid = set.uid.map_or(u32::MAX, |u| self.cfg.ids.store_uid(u));
             let gid = set.gid.map_or(u32::MAX, |g| self.cfg.ids.store_gid(g));
@@ -597,7 +617,7 @@ impl Union {
             }
             .map_err(Error::io("chown"))?;
         }
-        if let Some(mode) = set.mode {
+        if let Some(mode) = mode {
             match (&own_fd, &pfd) {
                 (Some(fd), _) => sys::fchmod(fd.as_fd(), mode & 0o7777),
                 (None, Some(p)) => sys::chmodat(p.as_fd(), &c, mode & 0o7777),

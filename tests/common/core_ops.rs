@@ -15,13 +15,16 @@ use super::ops::{Op, Outcome, WriteHow};
 use super::tree::{Meta, Tree};
 
 const ROOT: u64 = 1;
-const CTX: Ctx = Ctx {
-    uid: 0,
-    gid: 0,
-    pid: 1,
-    // Modes below come with the umask applied, as without FUSE_DONT_MASK.
-    umask: 0,
-};
+/// The caller: this process (root; a truncation asks its capabilities through `/proc`).
+fn ctx() -> Ctx {
+    Ctx {
+        uid: 0,
+        gid: 0,
+        pid: std::process::id(),
+        // Modes below come with the umask applied, as without FUSE_DONT_MASK.
+        umask: 0,
+    }
+}
 
 fn fmt(st: &libc::stat) -> u32 {
     st.st_mode & libc::S_IFMT
@@ -136,13 +139,16 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                     if let Some(e) = open_check(&st, true) {
                         return Err(Outcome::Errno(e));
                     }
-                    (st.st_ino, u.open(st.st_ino, flags).map_err(errno)?.fh)
+                    (
+                        st.st_ino,
+                        u.open(st.st_ino, flags, ctx()).map_err(errno)?.fh,
+                    )
                 }
                 None => {
                     let flags = flags | libc::O_CREAT;
                     let mode = libc::S_IFREG | (0o644 & !mask);
                     let (e, o) = u
-                        .create(at.parent, at.name, mode, flags, CTX)
+                        .create(at.parent, at.name, mode, flags, ctx())
                         .map_err(errno)?;
                     (e.attr.st_ino, o.fh)
                 }
@@ -153,7 +159,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                 // The kernel places an append at the size it knows.
                 WriteHow::Append => u.getattr(ino).map_err(errno)?.attr.st_size as u64,
             };
-            let r = u.write(ino, fh, off, data);
+            let r = u.write(ino, fh, off, data, ctx(), false);
             u.release(ino, fh);
             done(r)
         }
@@ -163,13 +169,13 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if let Some(e) = open_check(&st, true) {
                 return Err(Outcome::Errno(e));
             }
-            let fh = u.open(st.st_ino, libc::O_WRONLY).map_err(errno)?.fh;
+            let fh = u.open(st.st_ino, libc::O_WRONLY, ctx()).map_err(errno)?.fh;
             let set = SetAttr {
                 size: Some(*len),
                 fh: Some(fh),
                 ..SetAttr::default()
             };
-            let r = u.setattr(st.st_ino, &set, CTX);
+            let r = u.setattr(st.st_ino, &set, ctx());
             u.release(st.st_ino, fh);
             done(r)
         }
@@ -178,7 +184,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if at.st.is_some() {
                 return Err(Outcome::Errno(libc::EEXIST));
             }
-            done(u.mkdir(at.parent, at.name, mode & !mask, CTX))
+            done(u.mkdir(at.parent, at.name, mode & !mask, ctx()))
         }
         Op::Rmdir { path } => {
             let at = resolve(u, path)?;
@@ -202,7 +208,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if at.st.is_some() {
                 return Err(Outcome::Errno(libc::EEXIST));
             }
-            done(u.symlink(at.parent, at.name, target.as_bytes(), CTX))
+            done(u.symlink(at.parent, at.name, target.as_bytes(), ctx()))
         }
         Op::Link { from, to } => {
             let src = resolve(u, from)?;
@@ -221,7 +227,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if at.st.is_some() {
                 return Err(Outcome::Errno(libc::EEXIST));
             }
-            done(u.mknod(at.parent, at.name, kind | (0o640 & !mask), 0, CTX))
+            done(u.mknod(at.parent, at.name, kind | (0o640 & !mask), 0, ctx()))
         }
         Op::Chmod { path, mode } => {
             let st = existing(u, path)?;
@@ -232,7 +238,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                 mode: Some(*mode),
                 ..SetAttr::default()
             };
-            done(u.setattr(st.st_ino, &set, CTX))
+            done(u.setattr(st.st_ino, &set, ctx()))
         }
         Op::Chown { path, uid } => {
             let st = existing(u, path)?;
@@ -241,7 +247,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                 gid: Some(*uid),
                 ..SetAttr::default()
             };
-            done(u.setattr(st.st_ino, &set, CTX))
+            done(u.setattr(st.st_ino, &set, ctx()))
         }
         Op::Utime { path, secs } => {
             let st = existing(u, path)?;
@@ -251,7 +257,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                 mtime: Some(SetTime::At(t)),
                 ..SetAttr::default()
             };
-            done(u.setattr(st.st_ino, &set, CTX))
+            done(u.setattr(st.st_ino, &set, ctx()))
         }
         Op::SetXattr { path, name, value } => {
             let st = existing(u, path)?;
@@ -273,7 +279,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if fmt(&st) != libc::S_IFREG {
                 return Ok(Outcome::Ok);
             }
-            let fh = u.open(st.st_ino, libc::O_RDONLY).map_err(errno)?.fh;
+            let fh = u.open(st.st_ino, libc::O_RDONLY, ctx()).map_err(errno)?.fh;
             let r = read_all(u, st.st_ino, fh);
             u.release(st.st_ino, fh);
             match r {
@@ -366,7 +372,7 @@ fn walk(u: &Union, ino: u64, st: libc::stat, rel: &Path, t: &mut Tree) {
     let f = fmt(&st);
     let is_dir = f == libc::S_IFDIR;
     let content = (f == libc::S_IFREG).then(|| {
-        let fh = u.open(ino, libc::O_RDONLY).unwrap().fh;
+        let fh = u.open(ino, libc::O_RDONLY, ctx()).unwrap().fh;
         let d = read_all(u, ino, fh).unwrap();
         u.release(ino, fh);
         d

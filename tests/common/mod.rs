@@ -94,15 +94,15 @@ impl Layerfs {
     }
 
     pub fn mount_with(lowers: &[PathBuf], mp: &Path, extra: &[&str]) -> Layerfs {
-        Self::mount_env(lowers, mp, extra, &[])
+        Self::mount_with_env(lowers, mp, extra, &[])
     }
 
-    /// [`Self::mount_with`], the daemon's environment with `env` added.
-    pub fn mount_env(
+    /// `mount_with`, the daemon run with `env` added to its environment.
+    pub fn mount_with_env(
         lowers: &[PathBuf],
         mp: &Path,
         extra: &[&str],
-        env: &[(&str, &std::ffi::OsStr)],
+        env: &[(&str, &Path)],
     ) -> Layerfs {
         std::fs::create_dir_all(mp).unwrap();
         let mp = std::fs::canonicalize(mp).unwrap();
@@ -160,8 +160,8 @@ impl Layerfs {
         counts: &Path,
     ) -> Layerfs {
         let rw = format!("upperdir={},workdir={}", upper.display(), work.display());
-        let env = [("LAYERFS_REQUEST_COUNTS", counts.as_os_str())];
-        Self::mount_env(lowers, mp, &["-o", &rw], &env)
+        let env = [("LAYERFS_REQUEST_COUNTS", counts)];
+        Self::mount_with_env(lowers, mp, &["-o", &rw], &env)
     }
 
     /// Kills the daemon with SIGKILL (the mount stays, dead, until Drop detaches it).

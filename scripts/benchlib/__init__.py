@@ -1,0 +1,1 @@
+"""The rows of scripts/bench (its docstring says what each measures)."""
