@@ -1,4 +1,4 @@
-//! Tables of open file and directory handles, keyed by the number handed to the kernel.
+//! Tables of open handles (files; directories have none), keyed by the number handed to the kernel.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
