@@ -11,5 +11,6 @@ pub mod oci_write;
 pub mod pack;
 pub mod source;
 pub mod store;
+pub mod tarread;
 pub mod unpack;
 pub mod which;

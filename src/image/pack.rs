@@ -22,6 +22,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
+use super::tarread::pax::xattr_keyword;
 use crate::format::{self, Class};
 use crate::sys;
 
@@ -390,7 +391,14 @@ impl<'a, W: Write> Packer<'a, W> {
         }
         let keys: Vec<(String, &[u8])> = xattrs
             .iter()
-            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+            .map(|(k, v)| {
+                let key = xattr_keyword(k.as_bytes());
+                // Escaping keeps the name's UTF-8 intact: only ASCII bytes are replaced.
+                (
+                    String::from_utf8(key).expect("UTF-8 in, UTF-8 out"),
+                    v.as_slice(),
+                )
+            })
             .collect();
         self.tar
             .append_pax_extensions(keys.iter().map(|(k, v)| (k.as_str(), *v)))?;

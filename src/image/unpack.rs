@@ -19,6 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use anyhow::{anyhow, bail, Context, Result};
 use log::debug;
 
+use super::tarread::{self, TarReader};
 use crate::format::{self, MarkNs};
 use crate::sys;
 
@@ -192,16 +193,15 @@ pub fn unpack(tar: impl Read, root: BorrowedFd<'_>, opts: &Options) -> Result<St
         opaque: HashSet::new(),
         parent: None,
     };
-    let mut archive = tar::Archive::new(tar);
-    for entry in archive.entries().context("reading the layer tar")? {
-        let mut entry = entry.context("reading the layer tar")?;
-        let raw = entry.path_bytes().into_owned();
+    let mut reader = TarReader::new(tar);
+    while let Some(entry) = reader.next_entry().context("reading the layer tar")? {
+        let raw = entry.path.clone();
         let path = clean_path(&raw, &opts.limits)?;
         u.stats.entries += 1;
         if u.stats.entries > opts.limits.max_entries {
             bail!("more than {} entries in one layer", opts.limits.max_entries);
         }
-        u.entry(&mut entry, path.clone())
+        u.entry(&entry, &mut reader, path.clone())
             .with_context(|| format!("entry {:?}", String::from_utf8_lossy(&raw)))?;
     }
     let stats = u.stats;
@@ -219,9 +219,14 @@ impl Unpacker<'_> {
         Ok(self.parent.as_ref().expect("just set").1.as_fd())
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, path: Vec<Vec<u8>>) -> Result<()> {
+    fn entry<R: Read>(
+        &mut self,
+        entry: &tarread::Entry,
+        reader: &mut TarReader<R>,
+        path: Vec<Vec<u8>>,
+    ) -> Result<()> {
         use tar::EntryType as T;
-        let kind = entry.header().entry_type();
+        let kind = entry.kind;
         let meta = self.meta(entry)?;
         let Some((name, parent)) = path.split_last() else {
             if kind == T::Directory {
@@ -260,7 +265,7 @@ impl Unpacker<'_> {
                 return Ok(());
             }
             T::Regular | T::Continuous | T::GNUSparse => {
-                let size = entry.size();
+                let size = entry.size;
                 let limits = self.opts.limits;
                 if size > limits.max_file_size {
                     bail!(
@@ -274,30 +279,31 @@ impl Unpacker<'_> {
                 }
                 let pfd = self.parent_fd(parent)?;
                 let fd = sys::create_excl(pfd, &cname, libc::O_WRONLY, 0o600)?;
-                write_sparse(entry, fd.as_fd(), size)?;
+                write_sparse(&mut reader.data(), fd.as_fd(), size)?;
             }
             T::Symlink => {
                 let target = entry
-                    .link_name_bytes()
+                    .link
+                    .as_deref()
                     .ok_or_else(|| anyhow!("symlink without a target"))?;
-                let target = c(&target)?;
+                let target = c(target)?;
                 sys::symlinkat(&target, self.parent_fd(parent)?, &cname)?;
             }
             T::Link => {
                 let target = entry
-                    .link_name_bytes()
+                    .link
+                    .as_deref()
                     .ok_or_else(|| anyhow!("hard link without a target"))?;
-                let tpath = clean_path(&target, &self.opts.limits)?;
+                let tpath = clean_path(target, &self.opts.limits)?;
                 let Some((tname, tparent)) = tpath.split_last() else {
                     bail!("hard link to the layer's root");
                 };
                 let tdir = open_dir(self.root, tparent, false).with_context(|| {
-                    format!("hard link target {}", String::from_utf8_lossy(&target))
+                    format!("hard link target {}", String::from_utf8_lossy(target))
                 })?;
                 let pfd = self.parent_fd(parent)?;
-                sys::linkat(tdir.as_fd(), &c(tname)?, pfd, &cname).with_context(|| {
-                    format!("hard link to {}", String::from_utf8_lossy(&target))
-                })?;
+                sys::linkat(tdir.as_fd(), &c(tname)?, pfd, &cname)
+                    .with_context(|| format!("hard link to {}", String::from_utf8_lossy(target)))?;
                 // The link shares the target's inode and metadata.
                 return Ok(());
             }
@@ -308,7 +314,7 @@ impl Unpacker<'_> {
                     _ => (libc::S_IFIFO, false),
                 };
                 let rdev = if dev {
-                    let h = entry.header();
+                    let h = &entry.header;
                     let major = h.device_major()?.unwrap_or(0);
                     let minor = h.device_minor()?.unwrap_or(0);
                     libc::makedev(major, minor)
@@ -362,39 +368,19 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
-        let h = entry.header();
+    fn meta(&self, entry: &tarread::Entry) -> Result<Meta> {
         let mut meta = Meta {
-            mode: h.mode()? & 0o7777,
-            uid: u32::try_from(h.uid()?).context("uid beyond 32 bits")?,
-            gid: u32::try_from(h.gid()?).context("gid beyond 32 bits")?,
-            mtime: h.mtime()? as i64,
+            mode: entry.mode & 0o7777,
+            uid: u32::try_from(entry.uid).context("uid beyond 32 bits")?,
+            gid: u32::try_from(entry.gid).context("gid beyond 32 bits")?,
+            mtime: entry.mtime,
+            mtime_nsec: entry.mtime_nsec,
             ..Meta::default()
         };
-        if let Some(pax) = entry.pax_extensions()? {
-            for ext in pax {
-                let ext = ext?;
-                let Ok(key) = ext.key() else { continue };
-                let value = ext.value_bytes();
-                if let Some(x) = key.strip_prefix("SCHILY.xattr.") {
-                    if let Some(keep) = self.keep_xattr(x, value)? {
-                        meta.xattrs.push(keep);
-                    }
-                } else if key == "mtime" {
-                    if let Some((s, ns)) = parse_pax_time(value) {
-                        (meta.mtime, meta.mtime_nsec) = (s, ns);
-                    }
-                } else if key == "uid" || key == "gid" {
-                    let id: u32 = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|v| v.parse().ok())
-                        .ok_or_else(|| anyhow!("bad PAX {key}"))?;
-                    *(if key == "uid" {
-                        &mut meta.uid
-                    } else {
-                        &mut meta.gid
-                    }) = id;
-                }
+        for (name, value) in &entry.xattrs {
+            let name = std::str::from_utf8(name).context("xattr name not UTF-8")?;
+            if let Some(keep) = self.keep_xattr(name, value)? {
+                meta.xattrs.push(keep);
             }
         }
         Ok(meta)
@@ -530,19 +516,6 @@ fn write_sparse(data: &mut impl Read, fd: BorrowedFd<'_>, size: u64) -> Result<(
     Ok(())
 }
 
-/// A PAX time: `SECONDS[.FRACTION]`.
-fn parse_pax_time(v: &[u8]) -> Option<(i64, i64)> {
-    let s = std::str::from_utf8(v).ok()?;
-    let (sec, frac) = s.split_once('.').unwrap_or((s, ""));
-    let sec: i64 = sec.parse().ok()?;
-    let mut digits: String = frac.chars().take(9).collect();
-    while digits.len() < 9 {
-        digits.push('0');
-    }
-    let nsec: i64 = digits.parse().ok()?;
-    Some((sec, if sec < 0 && nsec > 0 { -nsec } else { nsec }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,11 +531,5 @@ mod tests {
         assert!(clean_path(b"/etc/passwd", &l).is_err());
         assert!(clean_path(b"a/../../x", &l).is_err());
         assert!(clean_path(&[b'a'; 5000], &l).is_err());
-    }
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(parse_pax_time(b"12.5"), Some((12, 500_000_000)));
-        assert_eq!(parse_pax_time(b"7"), Some((7, 0)));
     }
 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::blob::{BlobRef, Compression, Digest};
 use super::entry::RelPath;
 use super::{attach_config, read_json_bytes, Image, ImageConfig, Layer, Limits, Location};
+use crate::image::tarread::TarReader;
 use crate::sys;
 
 /// Members an archive may have before it is called absurd.
@@ -94,41 +95,42 @@ impl TarFiles {
         }
         drop(f);
         let f = File::open(file)?;
-        let mut archive = tar::Archive::new(BufReader::new(f));
+        let mut archive = TarReader::new_seekable(BufReader::new(f));
         let mut members = HashMap::new();
-        for item in archive
-            .entries_with_seek()
+        while let Some(e) = archive
+            .next_entry()
             .with_context(|| format!("reading {}", file.display()))?
         {
-            let e = item.with_context(|| format!("reading {}", file.display()))?;
             if members.len() >= MAX_MEMBERS {
                 bail!("{}: more than {MAX_MEMBERS} members", file.display());
             }
-            let path = RelPath::parse(&e.path_bytes(), false)
-                .with_context(|| format!("{}", file.display()))?;
-            let member = match e.header().entry_type() {
+            let path =
+                RelPath::parse(&e.path, false).with_context(|| format!("{}", file.display()))?;
+            let member = match e.kind {
                 tar::EntryType::Regular | tar::EntryType::Continuous => Member::Data {
-                    offset: e.raw_file_position(),
-                    len: e.size(),
+                    offset: archive.data_offset(),
+                    len: e.size,
                 },
                 tar::EntryType::Symlink => {
                     let target = e
-                        .link_name_bytes()
+                        .link
+                        .as_deref()
                         .ok_or_else(|| anyhow!("{path}: empty link"))?;
                     // A link inside the archive (docker save links repeated layers); relative
                     // to the link's directory, never leaving the archive.
                     let mut joined = path.parent().as_bytes().to_vec();
                     joined.push(b'/');
-                    joined.extend_from_slice(&target);
+                    joined.extend_from_slice(target);
                     Member::Link(
                         resolve_dots(&joined).with_context(|| format!("{path}: link target"))?,
                     )
                 }
                 tar::EntryType::Link => {
                     let target = e
-                        .link_name_bytes()
+                        .link
+                        .as_deref()
                         .ok_or_else(|| anyhow!("{path}: empty link"))?;
-                    Member::Link(RelPath::parse(&target, false)?)
+                    Member::Link(RelPath::parse(target, false)?)
                 }
                 _ => continue,
             };

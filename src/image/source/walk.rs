@@ -17,6 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::entry::{Entry, Kind, RelPath, Stamp};
 use crate::format::{self, OciName};
+use crate::image::tarread::TarReader;
 use crate::sys;
 
 /// What the walkers accept before calling a layer absurd.
@@ -94,35 +95,25 @@ pub fn walk_tar(
     limits: Limits,
     visit: &mut Visit<'_>,
 ) -> Result<()> {
-    let mut archive = tar::Archive::new(&mut *tar);
+    let mut reader = TarReader::new(&mut *tar);
     let mut count = Counter::new(limits);
     // Symlinks of this layer: a later entry below one would be written through it.
     let mut symlinks: HashSet<Vec<u8>> = HashSet::new();
-    for item in archive.entries().context("reading the layer tar")? {
-        let mut te = item.context("reading a tar header")?;
-        let raw = te.path_bytes().into_owned();
-        let path = RelPath::parse(&raw, false)?;
+    while let Some(te) = reader.next_entry().context("reading the layer tar")? {
+        let path = RelPath::parse(&te.path, false)?;
         if let Some(via) = path.ancestors().find(|a| symlinks.contains(*a)) {
             bail!(
                 "{path}: goes through {}, a symlink of the same layer",
                 RelPath::from_normalised(via.to_vec())
             );
         }
-        let header = te.header();
-        let ty = header.entry_type();
+        let header = &te.header;
+        let ty = te.kind;
         let mut e = Entry::new(path.clone(), Kind::File);
-        e.mode = header.mode().unwrap_or(0) & 0o7777;
-        e.uid = header
-            .uid()
-            .ok()
-            .and_then(|u| u32::try_from(u).ok())
-            .unwrap_or(0);
-        e.gid = header
-            .gid()
-            .ok()
-            .and_then(|g| u32::try_from(g).ok())
-            .unwrap_or(0);
-        e.mtime = header.mtime().map(|t| t as i64).unwrap_or(0);
+        e.mode = te.mode & 0o7777;
+        e.uid = u32::try_from(te.uid).with_context(|| format!("{path}: uid beyond 32 bits"))?;
+        e.gid = u32::try_from(te.gid).with_context(|| format!("{path}: gid beyond 32 bits"))?;
+        e.mtime = te.mtime;
         // The OCI marks live in the last component's name.
         match format::oci_name(path.name()) {
             OciName::Opaque => {
@@ -147,8 +138,6 @@ pub fn walk_tar(
             OciName::Plain => {}
         }
         e.kind = match ty {
-            // A global pax header describes the archive, not an entry.
-            tar::EntryType::XGlobalHeader => continue,
             // GNU sparse files read back with their holes filled: a regular file.
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 Kind::File
@@ -159,7 +148,8 @@ pub fn walk_tar(
             tar::EntryType::Char => Kind::CharDev,
             tar::EntryType::Block => Kind::BlockDev,
             tar::EntryType::Fifo => Kind::Fifo,
-            // Extension headers are consumed by the tar crate; anything else is unknown.
+            // Extension headers (PAX local and global, GNU long names) are consumed by the
+            // reader; anything else is unknown.
             other => bail!(
                 "{path}: unsupported tar entry type {:?}",
                 other.as_byte() as char
@@ -169,19 +159,21 @@ pub fn walk_tar(
             bail!("the layer's root entry is not a directory");
         }
         match e.kind {
-            Kind::File => e.size = te.size(),
+            Kind::File => e.size = te.size,
             Kind::Symlink => {
                 let target = te
-                    .link_name_bytes()
+                    .link
+                    .clone()
                     .ok_or_else(|| anyhow!("{path}: symlink without a target"))?;
-                e.link = Some(target.into_owned());
+                e.link = Some(target);
                 symlinks.insert(path.as_bytes().to_vec());
             }
             Kind::HardLink => {
                 let target = te
-                    .link_name_bytes()
+                    .link
+                    .as_deref()
                     .ok_or_else(|| anyhow!("{path}: hard link without a target"))?;
-                let target = RelPath::parse(&target, false)
+                let target = RelPath::parse(target, false)
                     .with_context(|| format!("{path}: hard link target"))?;
                 if target.is_root() || target == path {
                     bail!("{path}: hard link to {target}");
@@ -198,23 +190,18 @@ pub fn walk_tar(
             }
             _ => {}
         }
-        if let Some(exts) = te.pax_extensions().context("reading pax headers")? {
-            for ext in exts {
-                let ext = ext.context("reading a pax header")?;
-                if let Some(name) = ext.key_bytes().strip_prefix(b"SCHILY.xattr.") {
-                    push_xattr(&mut e, name, ext.value_bytes(), &limits)?;
-                }
-            }
+        for (name, value) in &te.xattrs {
+            push_xattr(&mut e, name, value, &limits)?;
         }
         finish_xattrs(&mut e, None);
         count.add(&path)?;
         if e.kind == Kind::File && want_content {
-            visit(&e, Some(&mut te))?;
+            visit(&e, Some(&mut reader.data()))?;
         } else {
             visit(&e, None)?;
         }
     }
-    let tar = archive.into_inner();
+    let tar = reader.into_inner();
     // Past the end-of-archive blocks: drain padding so digest checks see the whole blob.
     io::copy(tar, &mut io::sink()).context("reading the end of the layer")?;
     Ok(())
