@@ -50,8 +50,6 @@ pub enum FileIo {
 #[derive(Debug, Clone, Copy)]
 pub struct AdapterOptions {
     pub file_io: FileIo,
-    /// Let the kernel cache directory listings (`FOPEN_CACHE_DIR`).
-    pub cache_dirs: bool,
 }
 
 /// `fuser::Filesystem` over a [`Core`].
@@ -327,37 +325,27 @@ impl<C: Core> Filesystem for Adapter<C> {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.tally(Op::Opendir);
-        if self.core.dirs_immutable() {
-            // ENOSYS tells the kernel we keep no directory state: from now on it sends no
-            // OPENDIR/RELEASEDIR (two round trips per directory saved) and caches listings
-            // itself (it then opens directories with KEEP_CACHE | CACHE_DIR).
-            return reply.error(Errno::ENOSYS);
-        }
-        match call("opendir", || self.core.opendir(ino.0)) {
-            Ok(o) => {
-                let mut fl = FopenFlags::empty();
-                if o.keep_cache && self.opts.cache_dirs {
-                    fl |= FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR;
-                }
-                reply.opened(FileHandle(o.fh), fl)
-            }
-            Err(e) => reply.error(e),
-        }
+        // ENOSYS tells the kernel we keep no directory state: from now on it sends no
+        // OPENDIR/RELEASEDIR (two round trips per directory saved), opens directories with
+        // KEEP_CACHE | CACHE_DIR and caches listings itself, and READDIR comes with fh 0.
+        // The kernel drops its copy of a listing when it changes the directory itself;
+        // what changes without its knowing, the core tells it ([`Invalidate`]).
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         self.tally(Op::Readdir);
         let r = call("readdir", || {
-            self.core.readdir(ino.0, fh.0, offset, false, &mut |d| {
+            self.core.readdir(ino.0, offset, false, &mut |d| {
                 let kind = attr::kind(d.mode);
                 reply.add(
                     INodeNo(d.ino),
@@ -377,13 +365,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         self.tally(Op::Readdirplus);
         let r = call("readdirplus", || {
-            self.core.readdir(ino.0, fh.0, offset, true, &mut |d| {
+            self.core.readdir(ino.0, offset, true, &mut |d| {
                 let Some(e) = d.entry else { return false };
                 let fa = attr::to_fuse_with_ino(&e.attr, d.ino);
                 reply.add(
@@ -400,22 +388,6 @@ impl<C: Core> Filesystem for Adapter<C> {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.tally(Op::Releasedir);
-        let r = call("releasedir", || {
-            self.core.releasedir(ino.0, fh.0);
-            Ok::<_, C::Error>(())
-        });
-        reply_empty(reply, r);
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {

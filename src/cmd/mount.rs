@@ -247,7 +247,6 @@ fn mount_core<C: Core>(
         threads: plan.threads,
         adapter: AdapterOptions {
             file_io: plan.file_io,
-            cache_dirs: true,
         },
     };
     // Signals are handled by one thread below; block them before the workers start.

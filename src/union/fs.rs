@@ -13,6 +13,7 @@ use layerfs_fuse::{BackingFile, Core, Ctx, DirEntry, Entry, Invalidate, Opened, 
 
 use super::ops::Make;
 use super::privs::Changer;
+use super::readdir::Cursor;
 use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
 use crate::format;
@@ -220,62 +221,37 @@ impl Core for Union {
         sys::lseek(fd.as_fd(), offset, whence).map_err(Error::io("lseek"))
     }
 
-    fn opendir(&self, ino: u64) -> Result<Opened> {
-        let _g = self.shared();
-        let n = self.node(ino)?;
-        if !n.is_dir {
-            return Err(Error::NotDir);
-        }
-        Ok(Opened {
-            // Listed at the first readdir and again at every readdir from offset 0 (a
-            // rewinddir shows names added since). Every change to a listing goes through the
-            // kernel, which then drops its copy.
-            fh: self.dirs.insert(Arc::default()),
-            keep_cache: true,
-            backing: None,
-        })
-    }
-
-    fn dirs_immutable(&self) -> bool {
-        self.read_only()
-    }
-
     fn readdir(
         &self,
         ino: u64,
-        fh: u64,
         offset: u64,
         plus: bool,
         add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<()> {
-        // Offsets: 1 after ".", 2 after "..", i + 3 after entry i of the listing (the
-        // handle's, or handle-less, the unchanging directory's own).
+        // The directory's listing: taken at offset 0 (a first read, a rewind, or the
+        // kernel's cache of it dropped after a change), continued at later offsets.
         let _g = self.shared();
         let node = self.node(ino)?;
-        let listing = match fh {
-            0 => Arc::new(self.list(&node)?),
-            _ => {
-                let h = self.dirs.get(fh).ok_or(Error::BadHandle(fh))?;
-                let mut l = h.lock().unwrap_or_else(|p| p.into_inner());
-                match &*l {
-                    Some(l) if offset != 0 => l.clone(),
-                    // The first read, or the start again (a rewind): the directory as it
-                    // is now.
-                    _ => l.insert(Arc::new(self.list(&node)?)).clone(),
-                }
-            }
-        };
+        if !node.is_dir {
+            return Err(Error::NotDir);
+        }
+        let (gen, listing) = node
+            .listings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .at(offset, || self.list(&node))?;
+        let (at, pos) = Cursor::new(gen, offset);
         let dloc = node.loc();
         let dots: [(&[u8], u64); 2] = [
             (b".", ino),
             (b"..", dloc.parent.as_ref().map_or(Ino::ROOT, |p| p.ino).0),
         ];
         for (i, (name, dino)) in dots.into_iter().enumerate() {
-            if offset <= i as u64 {
+            if pos <= i as u64 {
                 let st = self.attr_of(&node)?;
                 let e = DirEntry {
                     ino: dino,
-                    next_offset: i as u64 + 1,
+                    next_offset: at.offset(i as u64 + 1),
                     mode: libc::S_IFDIR,
                     name,
                     entry: Some(self.entry_of(st)),
@@ -285,25 +261,20 @@ impl Core for Union {
                 }
             }
         }
-        let start = offset.saturating_sub(2) as usize;
         match &*listing {
             // Still no upper copy: the index entries are what the names resolve to.
             Listing::Lower { rel, ix } if !dloc.upper => {
-                self.readdir_lower(&node, rel, ix, start, plus, add)
+                self.readdir_lower(&node, rel, ix, at, plus, add)
             }
             Listing::Lower { ix, .. } => {
                 let names = ix.entries.iter().map(|e| (&e.name, e.kind));
-                self.readdir_resolving(&node, &dloc, names, start, plus, add)
+                self.readdir_resolving(&node, &dloc, names, at, plus, add)
             }
             Listing::Merged(v) => {
                 let names = v.iter().map(|(n, k)| (n, *k));
-                self.readdir_resolving(&node, &dloc, names, start, plus, add)
+                self.readdir_resolving(&node, &dloc, names, at, plus, add)
             }
         }
-    }
-
-    fn releasedir(&self, _ino: u64, fh: u64) {
-        self.dirs.remove(fh);
     }
 
     fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
