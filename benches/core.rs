@@ -77,7 +77,7 @@ fn main() {
             misses.push(t0.elapsed());
             let t0 = Instant::now();
             let mut count = 0;
-            u.readdir(lib, 0, 0, true, &mut |_| {
+            u.readdir(lib, 0, true, &mut |_| {
                 count += 1;
                 false
             })

@@ -48,12 +48,11 @@ fn read_all(u: &Union, ino: u64) -> Vec<u8> {
 /// Lists a directory in chunks of `chunk` entries, resuming from the last offset each time,
 /// as the kernel does when its buffer fills.
 fn list(u: &Union, ino: u64, chunk: usize, plus: bool) -> Vec<String> {
-    let o = u.opendir(ino).unwrap();
     let mut names = Vec::new();
     let mut offset = 0;
     loop {
         let mut got = 0;
-        u.readdir(ino, o.fh, offset, plus, &mut |d: DirEntry<'_>| {
+        u.readdir(ino, offset, plus, &mut |d: DirEntry<'_>| {
             if got == chunk {
                 return true;
             }
@@ -67,7 +66,6 @@ fn list(u: &Union, ino: u64, chunk: usize, plus: bool) -> Vec<String> {
             break;
         }
     }
-    u.releasedir(ino, o.fh);
     names
 }
 
@@ -193,7 +191,7 @@ fn readdirplus_entries_that_do_not_fit_leave_no_node_behind() {
     let u = union(&l);
     // One reply with room for 4 entries (".", "..", two files) and a reader that stops.
     let mut taken = 0;
-    u.readdir(ROOT, 0, 0, true, &mut |_| {
+    u.readdir(ROOT, 0, true, &mut |_| {
         if taken == 4 {
             return true;
         }
@@ -324,7 +322,8 @@ fn symlinks_in_layers_are_never_followed() {
                 .map_err(|e| e.errno()),
             Err(libc::ELOOP)
         );
-        assert!(u.opendir(st.st_ino).is_err());
+        let listed = u.readdir(st.st_ino, 0, false, &mut |_| false);
+        assert_eq!(listed.map_err(|e| e.errno()), Err(libc::ENOTDIR));
     }
     assert_eq!(
         u.readlink(lookup(&u, ROOT, "rel").unwrap().st_ino).unwrap(),
@@ -371,4 +370,103 @@ fn many_layers_index_once() {
         assert_eq!(read_all(&u, st.st_ino), format!("{i}").as_bytes());
     }
     assert_eq!(list(&u, usr.st_ino, usize::MAX, false).len(), 130);
+}
+
+/// A writable union over `lowers`, with its upper and workdir under `base`. Trusted
+/// xattrs: root only (`None` otherwise, after saying so, or failing under
+/// `LAYERFS_NO_SKIP`).
+fn rw_union(test: &str, base: &Path, lowers: &[PathBuf]) -> Option<Union> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("LAYERFS_NO_SKIP").is_none(),
+            "{test}: needs root"
+        );
+        eprintln!("SKIP {test}: needs root (trusted xattrs in the upper)");
+        return None;
+    }
+    let (up, work) = (base.join("upper"), base.join("work"));
+    std::fs::create_dir_all(&up).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let upper = layerfs::upper::open(&up, &work, layerfs::format::MarkNs::Trusted).unwrap();
+    let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&up).unwrap());
+    let stack = Stack::open_with_upper(lowers, Some(dev)).unwrap();
+    Some(Union::new(stack, Some(upper), Config::default(), true).unwrap())
+}
+
+/// Up to `n` entries from `offset` on, with the offset to continue from.
+fn read_from(u: &Union, ino: u64, offset: u64, n: usize) -> (Vec<String>, u64) {
+    let (mut names, mut next) = (Vec::new(), offset);
+    u.readdir(ino, offset, false, &mut |d: DirEntry<'_>| {
+        if names.len() == n {
+            return true;
+        }
+        next = d.next_offset;
+        names.push(String::from_utf8(d.name.to_vec()).unwrap());
+        false
+    })
+    .unwrap();
+    (names, next)
+}
+
+fn ctx() -> layerfs_fuse::Ctx {
+    layerfs_fuse::Ctx {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+        umask: 0,
+    }
+}
+
+/// Directories have no handles: a read from a later offset continues the listing the
+/// read from offset 0 took, even when the directory changed and another reader started
+/// over in between (no unchanged name repeated or skipped), a read from 0 takes the
+/// directory as it is now, and a read from a later offset with nothing taken yet (a
+/// `seekdir` in a new process) starts from the position in a listing taken then.
+#[test]
+fn listings_without_handles_continue_by_position_and_restart_at_offset_zero() {
+    let t = tempfile::tempdir().unwrap();
+    let l = layers(t.path(), 1);
+    std::fs::create_dir(l[0].join("d")).unwrap();
+    for i in 0..40 {
+        std::fs::write(l[0].join(format!("d/f{i:02}")), "").unwrap();
+    }
+    let Some(u) = rw_union("listings_without_handles", t.path(), &l) else {
+        return;
+    };
+    let d = lookup(&u, ROOT, "d").unwrap().st_ino;
+    let (first, at) = read_from(&u, d, 0, 12);
+    let (read, unread) = (first[5].clone(), "f39".to_string());
+    assert!(!first.contains(&unread));
+    // Changes in between: a copy-up of the directory, a new name, two removed names
+    // already read and one not yet read (positions after them move by one).
+    u.mknod(d, OsStr::new("new"), libc::S_IFREG | 0o644, 0, ctx())
+        .unwrap();
+    u.unlink(d, OsStr::new(&read)).unwrap();
+    u.unlink(d, OsStr::new(&first[6])).unwrap();
+    u.unlink(d, OsStr::new(&unread)).unwrap();
+    // Another reader starts over in between (after the change: a new listing).
+    let (other, _) = read_from(&u, d, 0, 5);
+    assert_eq!(other.len(), 5);
+    let (rest, _) = read_from(&u, d, at, usize::MAX);
+    let mut all: Vec<String> = first.iter().chain(&rest).cloned().collect();
+    all.sort();
+    let want: Vec<String> = [".", ".."]
+        .into_iter()
+        .map(String::from)
+        .chain((0..39).map(|i| format!("f{i:02}")))
+        .collect();
+    assert_eq!(all, want, "continued in the listing taken at offset 0");
+    // From offset 0: the directory as it is now.
+    let (now, _) = read_from(&u, d, 0, usize::MAX);
+    assert!(now.contains(&"new".to_string()) && !now.contains(&read));
+    assert_eq!(now.len(), 2 + 38);
+    // A second union over the same layers (a new mount): a read from a later offset with
+    // no listing taken starts there, in a listing taken now.
+    all = now.clone();
+    drop(u);
+    let u = rw_union("listings_without_handles", t.path(), &l).unwrap();
+    let d = lookup(&u, ROOT, "d").unwrap().st_ino;
+    let (tail, _) = read_from(&u, d, 20, usize::MAX);
+    assert_eq!(tail, all[20..], "resumed at position 20 in a fresh listing");
 }

@@ -645,3 +645,84 @@ fn special_file_calls_answer_as_the_kernel_or_as_pinned() {
     }
     assert_eq!(k.len(), l.len());
 }
+
+/// Every name of each directory in `$@`, sorted, with whether the number `readdir` gives
+/// (`d_ino`; `ls -i` shows `stat`'s) is the one `lstat` shows.
+const LIST: &str = r#"python3 -c '
+import os, sys
+for d in sys.argv[1:]:
+    print(d + ":")
+    for e in sorted(os.scandir(os.environ["M"] + "/" + d), key=lambda e: e.name):
+        same = e.inode() == os.lstat(e.path).st_ino
+        print(" " + e.name + ("" if same else " listed as another inode"))
+'"#;
+
+/// Listings are cached by the kernel on writable mounts too (no directory handles): after
+/// every kind of change, made in the directory or by a copy-up, rename or removal around
+/// it, a listing shows the names and numbers the kernel's overlayfs shows.
+#[test]
+fn listings_stay_right_after_every_kind_of_change() {
+    if !require_root("listings_stay_right_after_every_kind_of_change") {
+        return;
+    }
+    let p = Pair::new(2, |i, d| {
+        for f in ["a", "b", "c", "x"] {
+            write(d, &format!("d/{f}{i}"), f);
+        }
+        write(d, &format!("d2/f{i}"), "f");
+        write(d, &format!("e/k{i}"), "k");
+        write(d, &format!("e/sub/s{i}"), "s");
+    });
+    let l = |dirs: &str| format!("{LIST} {dirs}");
+    let first = p.step(&l("d"));
+    assert_eq!(first, "0 d:\n a0\n a1\n b0\n b1\n c0\n c1\n x0\n x1");
+    p.steps(&[
+        &l("d d2 e e/sub ."),
+        &format!("touch $M/d/new; {}", l("d")),
+        &format!("rm $M/d/a0 $M/d/a1; {}", l("d")),
+        &format!("mv $M/d/b1 $M/d/b9; {}", l("d")),
+        &format!("mv $M/d/c0 $M/e/c0; {}", l("d e")),
+        &format!("mkdir $M/d/sub; {}", l("d")),
+        &format!("rmdir $M/d/sub; {}", l("d")),
+        // Copy-ups: of the directory itself, then of a file in it.
+        &format!("chmod 700 $M/d2; {}", l("d2 .")),
+        &format!("echo more >> $M/d2/f1; {}", l("d2")),
+        // A merged directory renamed (a redirect), and a lower one with it.
+        &format!("mv $M/e $M/e2; {}", l(". e2 e2/sub")),
+        &format!("mv $M/e2/sub $M/d/sub; {}", l("d d/sub e2")),
+        &format!("rm -r $M/d2; {}", l(".")),
+        &format!("mkdir $M/d2; touch $M/d2/only; {}", l(". d2")),
+    ]);
+}
+
+/// A position saved with `telldir` resumes in a new process on a new mount (no listing
+/// cached anywhere: the kernel asks from that offset at once) where the first one was.
+#[test]
+fn seekdir_in_a_new_process_resumes_a_merged_listing() {
+    if !require_root("seekdir_in_a_new_process_resumes_a_merged_listing") {
+        return;
+    }
+    let mut p = Pair::new(1, |_, d| {
+        for i in 0..400 {
+            write(d, &format!("big/lower-entry-with-a-long-name-{i:03}"), "");
+        }
+    });
+    let save = |m: &str| {
+        format!(
+            r#"for i in $(seq 0 99); do touch "$M/big/upper-{m}-$i"; done
+            perl -e 'opendir(my $h, "$ENV{{M}}/big") or die; readdir($h) for 1..250;
+                print telldir($h), "\n"; print "$_\n" for readdir($h);' > "$M/../{m}-pos""#
+        )
+    };
+    p.step(&save("x"));
+    p.unmount();
+    p.mount();
+    let resumed = p.step(
+        r#"pos=$(head -1 "$M/../x-pos"); tail -n +2 "$M/../x-pos" > "$M/../x-want"
+        perl -e 'opendir(my $h, "$ENV{M}/big") or die; seekdir($h, $ARGV[0]);
+            print "$_\n" for readdir($h);' "$pos" > "$M/../x-got"
+        cmp "$M/../x-want" "$M/../x-got" && wc -l < "$M/../x-got""#,
+    );
+    // 2 dots and 500 names, 250 read before the position.
+    assert_eq!(resumed, "0 252");
+}

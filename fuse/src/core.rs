@@ -37,8 +37,16 @@ pub struct Opened {
     pub fh: u64,
     /// The data cannot change behind the kernel's back: keep its page cache.
     pub keep_cache: bool,
-    /// The real file, for kernel passthrough of reads when the kernel allows it.
-    pub backing: Option<Arc<OwnedFd>>,
+    /// The real file, for kernel passthrough when the kernel allows it.
+    pub backing: Option<BackingFile>,
+}
+
+/// A real file the kernel may read (and write) directly, bypassing the core.
+pub struct BackingFile {
+    pub fd: Arc<OwnedFd>,
+    /// Which file it is (`st_dev`, `st_ino`): the kernel wants every passthrough open of a
+    /// node to use one and the same backing file.
+    pub file: (u64, u64),
 }
 
 /// What the kernel must forget because the core changed it on its own (a copy-up, say),
@@ -114,22 +122,23 @@ pub trait Core: Send + Sync + 'static {
     fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Self::Error>;
     fn release(&self, ino: u64, fh: u64);
     fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64, Self::Error>;
-    fn opendir(&self, ino: u64) -> Result<Opened, Self::Error>;
-    /// True when directory listings can never change (no upper layer): then no handle is
-    /// needed, and `readdir` is called with `fh == 0`.
-    fn dirs_immutable(&self) -> bool;
-    /// Lists entries from `offset` on, calling `add` for each until it returns true (the
-    /// reply buffer is full). With `plus`, entries carry attributes and each one `add`
-    /// accepts counts as a lookup.
+    /// Lists entries of directory `ino` from `offset` on, calling `add` for each until it
+    /// returns true (the reply buffer is full). With `plus`, entries carry attributes and
+    /// each one `add` accepts counts as a lookup.
+    ///
+    /// Directories have no handles (the adapter answers OPENDIR with ENOSYS, so the kernel
+    /// opens them without asking and caches their listings itself): the core keeps the
+    /// listings itself, takes one afresh at every call from offset 0 (the kernel asks from
+    /// 0 only when its own copy is missing or the directory changed), and a call from a
+    /// later offset continues the listing that offset came from (offsets are the core's
+    /// own; one saved by another process must still resume in the right place).
     fn readdir(
         &self,
         ino: u64,
-        fh: u64,
         offset: u64,
         plus: bool,
         add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<(), Self::Error>;
-    fn releasedir(&self, ino: u64, fh: u64);
     fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, Self::Error>;
     /// The NUL-separated name list.
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>, Self::Error>;

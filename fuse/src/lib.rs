@@ -50,8 +50,6 @@ pub enum FileIo {
 #[derive(Debug, Clone, Copy)]
 pub struct AdapterOptions {
     pub file_io: FileIo,
-    /// Let the kernel cache directory listings (`FOPEN_CACHE_DIR`).
-    pub cache_dirs: bool,
 }
 
 /// `fuser::Filesystem` over a [`Core`].
@@ -133,7 +131,15 @@ impl<C: Core> Filesystem for Adapter<C> {
         self.dont_mask = config.capabilities().contains(InitFlags::FUSE_DONT_MASK);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
-        if !self.core.files_immutable() {
+        // Passthrough where the kernel grants it, for both kinds of mount: the kernel then
+        // reads and writes the real files itself. It refuses passthrough together with the
+        // writeback cache (fs/fuse/inode.c), which a writable mount takes otherwise.
+        let passthrough = self.opts.file_io == FileIo::Passthrough
+            && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
+        self.passthrough.set_enabled(passthrough);
+        if !passthrough && !self.core.files_immutable() {
             // Files change: the kernel gathers small writes into large WRITEs and keeps
             // size and times itself. Every data change goes through it, so its cache is the
             // truth; fsync still reaches the core (after the kernel wrote its pages back).
@@ -143,12 +149,6 @@ impl<C: Core> Filesystem for Adapter<C> {
                 && config
                     .capabilities()
                     .contains(InitFlags::FUSE_WRITEBACK_CACHE);
-        } else if self.opts.file_io == FileIo::Passthrough
-            && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
-        {
-            let ok = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-                && config.set_max_stack_depth(1).is_ok();
-            self.passthrough.set_enabled(ok);
         }
         debug!(
             "init: passthrough {}, writeback cache {}, set-id bits ours {}",
@@ -240,22 +240,19 @@ impl<C: Core> Filesystem for Adapter<C> {
         if opened.keep_cache {
             fl |= FopenFlags::FOPEN_KEEP_CACHE;
         }
-        if let Some(fd) = opened
-            .backing
-            .as_ref()
-            .filter(|_| self.passthrough.enabled())
-        {
-            match self.passthrough.open(ino.0, opened.fh, fd, &reply) {
+        if self.passthrough.enabled() {
+            let backing = opened.backing.as_ref();
+            let id = self
+                .passthrough
+                .open(ino.0, opened.fh, backing, |fd| reply.open_backing(fd));
+            if let Some(id) = id {
                 // The kernel refuses (EIO at open) cache flags such as KEEP_CACHE on a
                 // passthrough open: the page cache is the backing file's own.
-                Some(id) => {
-                    return reply.opened_passthrough(
-                        FileHandle(opened.fh),
-                        FopenFlags::empty(),
-                        &id,
-                    )
-                }
-                None => debug!("open: passthrough refused for {}, serving reads", ino.0),
+                return reply.opened_passthrough(
+                    FileHandle(opened.fh),
+                    FopenFlags::FOPEN_NOFLUSH,
+                    &id,
+                );
             }
         }
         reply.opened(FileHandle(opened.fh), fl);
@@ -304,7 +301,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         reply: ReplyEmpty,
     ) {
         self.tally(Op::Release);
-        self.passthrough.release(ino.0, fh.0);
+        self.passthrough.release(fh.0);
         let r = call("release", || {
             self.core.release(ino.0, fh.0);
             Ok::<_, C::Error>(())
@@ -328,37 +325,27 @@ impl<C: Core> Filesystem for Adapter<C> {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.tally(Op::Opendir);
-        if self.core.dirs_immutable() {
-            // ENOSYS tells the kernel we keep no directory state: from now on it sends no
-            // OPENDIR/RELEASEDIR (two round trips per directory saved) and caches listings
-            // itself (it then opens directories with KEEP_CACHE | CACHE_DIR).
-            return reply.error(Errno::ENOSYS);
-        }
-        match call("opendir", || self.core.opendir(ino.0)) {
-            Ok(o) => {
-                let mut fl = FopenFlags::empty();
-                if o.keep_cache && self.opts.cache_dirs {
-                    fl |= FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR;
-                }
-                reply.opened(FileHandle(o.fh), fl)
-            }
-            Err(e) => reply.error(e),
-        }
+        // ENOSYS tells the kernel we keep no directory state: from now on it sends no
+        // OPENDIR/RELEASEDIR (two round trips per directory saved), opens directories with
+        // KEEP_CACHE | CACHE_DIR and caches listings itself, and READDIR comes with fh 0.
+        // The kernel drops its copy of a listing when it changes the directory itself;
+        // what changes without its knowing, the core tells it ([`Invalidate`]).
+        reply.error(Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
         self.tally(Op::Readdir);
         let r = call("readdir", || {
-            self.core.readdir(ino.0, fh.0, offset, false, &mut |d| {
+            self.core.readdir(ino.0, offset, false, &mut |d| {
                 let kind = attr::kind(d.mode);
                 reply.add(
                     INodeNo(d.ino),
@@ -378,13 +365,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
         self.tally(Op::Readdirplus);
         let r = call("readdirplus", || {
-            self.core.readdir(ino.0, fh.0, offset, true, &mut |d| {
+            self.core.readdir(ino.0, offset, true, &mut |d| {
                 let Some(e) = d.entry else { return false };
                 let fa = attr::to_fuse_with_ino(&e.attr, d.ino);
                 reply.add(
@@ -401,22 +388,6 @@ impl<C: Core> Filesystem for Adapter<C> {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.tally(Op::Releasedir);
-        let r = call("releasedir", || {
-            self.core.releasedir(ino.0, fh.0);
-            Ok::<_, C::Error>(())
-        });
-        reply_empty(reply, r);
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
@@ -630,13 +601,27 @@ impl<C: Core> Filesystem for Adapter<C> {
             self.core
                 .create(parent.0, name, mode, self.open_flags(flags), ctx)
         }) {
-            Ok((e, o)) => reply.created(
-                &e.ttl,
-                &attr::to_fuse(&e.attr),
-                Generation(0),
-                FileHandle(o.fh),
-                FopenFlags::FOPEN_NOFLUSH,
-            ),
+            Ok((e, o)) => {
+                let (attr, fh) = (attr::to_fuse(&e.attr), FileHandle(o.fh));
+                let fl = FopenFlags::FOPEN_NOFLUSH;
+                if self.passthrough.enabled() {
+                    let backing = o.backing.as_ref();
+                    let id = self
+                        .passthrough
+                        .open(e.attr.st_ino, o.fh, backing, |fd| reply.open_backing(fd));
+                    if let Some(id) = id {
+                        return reply.created_passthrough(
+                            &e.ttl,
+                            &attr,
+                            Generation(0),
+                            fh,
+                            fl,
+                            &id,
+                        );
+                    }
+                }
+                reply.created(&e.ttl, &attr, Generation(0), fh, fl)
+            }
             Err(e) => reply.error(e),
         }
     }

@@ -71,27 +71,15 @@ impl Core for Fake {
     fn lseek(&self, _i: u64, _fh: u64, _o: i64, _w: i32) -> Result<i64, Fail> {
         Err(Fail(libc::EINVAL))
     }
-    fn opendir(&self, _i: u64) -> Result<Opened, Fail> {
-        Ok(Opened {
-            fh: 0,
-            keep_cache: false,
-            backing: None,
-        })
-    }
-    fn dirs_immutable(&self) -> bool {
-        false
-    }
     fn readdir(
         &self,
         _i: u64,
-        _fh: u64,
         _o: u64,
         _p: bool,
         _add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<(), Fail> {
         Ok(())
     }
-    fn releasedir(&self, _i: u64, _fh: u64) {}
     fn getxattr(&self, _i: u64, _n: &OsStr) -> Result<Vec<u8>, Fail> {
         Err(Fail(libc::ENODATA))
     }
@@ -128,7 +116,6 @@ fn a_panicking_core_call_is_answered_eio_and_the_worker_survives() {
         Fake,
         AdapterOptions {
             file_io: FileIo::Handles,
-            cache_dirs: false,
         },
     );
     let session = fuser::spawn_mount(adapter, t.path(), &config).expect("mount");

@@ -134,9 +134,12 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         file_io: match (args.no_passthrough, args.file_io) {
             (true, _) | (_, FileIoArg::Handles) => FileIo::Handles,
             (_, FileIoArg::Cached) => FileIo::Cached,
-            // Passthrough needs CAP_SYS_ADMIN (the adapter also falls back when the kernel
-            // does not grant it); without it, handle-less cached files are the fastest.
-            (_, FileIoArg::Passthrough) if sys::geteuid() == 0 => FileIo::Passthrough,
+            // Passthrough needs CAP_SYS_ADMIN in the initial user namespace (the adapter
+            // also falls back when the kernel does not grant it); without it, handle-less
+            // cached files are the fastest, and a writable mount takes the writeback cache.
+            (_, FileIoArg::Passthrough) if sys::geteuid() == 0 && !sys::in_user_namespace() => {
+                FileIo::Passthrough
+            }
             (_, FileIoArg::Passthrough) => FileIo::Cached,
         },
     })
@@ -271,7 +274,6 @@ fn mount_core<C: Core>(
         threads: plan.threads,
         adapter: AdapterOptions {
             file_io: plan.file_io,
-            cache_dirs: true,
         },
     };
     // Signals are handled by one thread below; block them before the workers start.

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
+use layerfs_fuse::{BackingFile, Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
 
 use super::ops::Make;
 use super::privs::Changer;
+use super::readdir::Cursor;
 use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
 use crate::format;
@@ -49,7 +50,7 @@ impl Union {
     fn read_fd(&self, ino: u64, fh: u64) -> Result<Arc<OwnedFd>> {
         if fh == 0 && self.read_only() {
             let node = self.node(ino)?;
-            return Ok(Arc::new(self.open_real(&node, libc::O_RDONLY)?));
+            return Ok(Arc::new(self.open_real(&node, libc::O_RDONLY)?.0));
         }
         self.handle_fd(fh)
     }
@@ -64,7 +65,7 @@ impl Union {
         let h = self.handle(fh)?;
         if !h.upper.load(Ordering::Acquire) && h.node.loc().upper {
             let _g = self.shared();
-            let fd = self.open_real(&h.node, libc::O_RDONLY)?;
+            let (fd, _) = self.open_real(&h.node, libc::O_RDONLY)?;
             *h.fd.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fd);
             h.upper.store(true, Ordering::Release);
         }
@@ -75,7 +76,7 @@ impl Union {
     /// Opens the regular file behind `node` where it is now (upper or lower). Never blocks
     /// (`O_NONBLOCK`, which regular files ignore) and never hands out anything else: a
     /// name that no longer holds this node's file answers ESTALE, and the kernel looks again.
-    fn open_real(&self, node: &super::Node, flags: i32) -> Result<OwnedFd> {
+    fn open_real(&self, node: &super::Node, flags: i32) -> Result<(OwnedFd, Stat)> {
         let flags = flags | libc::O_NONBLOCK;
         let fd = match node.detached.get() {
             // Through the fd's magic link, which must be followed (no O_NOFOLLOW here).
@@ -86,10 +87,16 @@ impl Union {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Error::StaleInode(node.ino.0));
         }
-        Ok(fd)
+        Ok((fd, st))
     }
 
-    fn new_handle(&self, node: Arc<super::Node>, fd: OwnedFd, upper: bool, flags: i32) -> Opened {
+    fn new_handle(
+        &self,
+        node: Arc<super::Node>,
+        (fd, st): (OwnedFd, Stat),
+        upper: bool,
+        flags: i32,
+    ) -> Opened {
         let exec = flags & OPEN_FOR_EXEC != 0;
         if exec {
             node.execs.fetch_add(1, Ordering::Relaxed);
@@ -102,12 +109,19 @@ impl Union {
             exec,
         }));
         // Every change to the data goes through the kernel, which keeps its page cache in
-        // step: it may keep it across opens. Without an upper the file can never change, so
-        // the kernel may also read the layer's file directly.
+        // step: it may keep it across opens. The kernel may also read and write the real file
+        // directly, where it stays the node's file for good: an upper file, or any file of a
+        // mount without an upper. Not a lower file that a write open can still copy up: the
+        // kernel binds one backing file to an inode while any passthrough open of it lives,
+        // and would fail that write open (the lower file is no place for its writes).
+        let backing = (upper || self.read_only()).then(|| BackingFile {
+            fd: fd.clone(),
+            file: (st.st_dev, st.st_ino),
+        });
         Opened {
             fh,
             keep_cache: true,
-            backing: self.read_only().then_some(fd),
+            backing,
         }
     }
 }
@@ -176,7 +190,7 @@ impl Core for Union {
             self.copy_up(&node, !trunc)?;
             let fd = self.open_real(&node, real_flags(flags))?;
             if trunc {
-                self.drop_setid(ino, fd.as_fd(), Changer::thread(ctx.pid))?;
+                self.drop_setid(ino, fd.0.as_fd(), Changer::thread(ctx.pid))?;
             }
             return Ok(self.new_handle(node, fd, true, flags));
         }
@@ -207,62 +221,37 @@ impl Core for Union {
         sys::lseek(fd.as_fd(), offset, whence).map_err(Error::io("lseek"))
     }
 
-    fn opendir(&self, ino: u64) -> Result<Opened> {
-        let _g = self.shared();
-        let n = self.node(ino)?;
-        if !n.is_dir {
-            return Err(Error::NotDir);
-        }
-        Ok(Opened {
-            // Listed at the first readdir and again at every readdir from offset 0 (a
-            // rewinddir shows names added since). Every change to a listing goes through the
-            // kernel, which then drops its copy.
-            fh: self.dirs.insert(Arc::default()),
-            keep_cache: true,
-            backing: None,
-        })
-    }
-
-    fn dirs_immutable(&self) -> bool {
-        self.read_only()
-    }
-
     fn readdir(
         &self,
         ino: u64,
-        fh: u64,
         offset: u64,
         plus: bool,
         add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<()> {
-        // Offsets: 1 after ".", 2 after "..", i + 3 after entry i of the listing (the
-        // handle's, or handle-less, the unchanging directory's own).
+        // The directory's listing: taken at offset 0 (a first read, a rewind, or the
+        // kernel's cache of it dropped after a change), continued at later offsets.
         let _g = self.shared();
         let node = self.node(ino)?;
-        let listing = match fh {
-            0 => Arc::new(self.list(&node)?),
-            _ => {
-                let h = self.dirs.get(fh).ok_or(Error::BadHandle(fh))?;
-                let mut l = h.lock().unwrap_or_else(|p| p.into_inner());
-                match &*l {
-                    Some(l) if offset != 0 => l.clone(),
-                    // The first read, or the start again (a rewind): the directory as it
-                    // is now.
-                    _ => l.insert(Arc::new(self.list(&node)?)).clone(),
-                }
-            }
-        };
+        if !node.is_dir {
+            return Err(Error::NotDir);
+        }
+        let (gen, listing) = node
+            .listings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .at(offset, || self.list(&node))?;
+        let (at, pos) = Cursor::new(gen, offset);
         let dloc = node.loc();
         let dots: [(&[u8], u64); 2] = [
             (b".", ino),
             (b"..", dloc.parent.as_ref().map_or(Ino::ROOT, |p| p.ino).0),
         ];
         for (i, (name, dino)) in dots.into_iter().enumerate() {
-            if offset <= i as u64 {
+            if pos <= i as u64 {
                 let st = self.attr_of(&node)?;
                 let e = DirEntry {
                     ino: dino,
-                    next_offset: i as u64 + 1,
+                    next_offset: at.offset(i as u64 + 1),
                     mode: libc::S_IFDIR,
                     name,
                     entry: Some(self.entry_of(st)),
@@ -272,25 +261,20 @@ impl Core for Union {
                 }
             }
         }
-        let start = offset.saturating_sub(2) as usize;
         match &*listing {
             // Still no upper copy: the index entries are what the names resolve to.
             Listing::Lower { rel, ix } if !dloc.upper => {
-                self.readdir_lower(&node, rel, ix, start, plus, add)
+                self.readdir_lower(&node, rel, ix, at, plus, add)
             }
             Listing::Lower { ix, .. } => {
                 let names = ix.entries.iter().map(|e| (&e.name, e.kind));
-                self.readdir_resolving(&node, &dloc, names, start, plus, add)
+                self.readdir_resolving(&node, &dloc, names, at, plus, add)
             }
             Listing::Merged(v) => {
                 let names = v.iter().map(|(n, k)| (n, *k));
-                self.readdir_resolving(&node, &dloc, names, start, plus, add)
+                self.readdir_resolving(&node, &dloc, names, at, plus, add)
             }
         }
-    }
-
-    fn releasedir(&self, _ino: u64, fh: u64) {
-        self.dirs.remove(fh);
     }
 
     fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
@@ -413,7 +397,8 @@ impl Core for Union {
         let (entry, fd) = self.make_entry(parent, name, mode, what, ctx)?;
         let node = self.node(entry.attr.st_ino)?;
         let fd = fd.ok_or(Error::Bug("create made no file"))?;
-        Ok((entry, self.new_handle(node, fd, true, 0)))
+        let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
+        Ok((entry, self.new_handle(node, (fd, st), true, 0)))
     }
 
     fn drops_setid_bits(&self) -> bool {

@@ -1,4 +1,5 @@
-//! Tables of open file and directory handles, keyed by the number handed to the kernel.
+//! Tables of open handles (files: directories have none), keyed by the number the kernel
+//! holds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

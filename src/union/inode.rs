@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::lower::Rel;
+use super::readdir::Listings;
 use crate::stack::Ino;
 use crate::union::table::Counted;
 
@@ -55,6 +56,9 @@ pub struct Node {
     pub detached: OnceLock<OwnedFd>,
     /// Open handles the kernel took to execute this file (see `FileH::exec`).
     pub execs: AtomicU32,
+    /// Directories: the listings readers are going through (directories have no
+    /// handles).
+    pub(super) listings: Mutex<Listings>,
 }
 
 impl Node {
@@ -69,6 +73,7 @@ impl Node {
             upper_dir: OnceLock::new(),
             detached: OnceLock::new(),
             execs: AtomicU32::new(0),
+            listings: Mutex::default(),
         }
     }
 

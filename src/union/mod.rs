@@ -13,7 +13,7 @@
 //! - `fs.rs`: the [`Core`](layerfs_fuse::Core) implementation;
 //! - `readdir.rs`: listings and their offsets;
 //! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
-//! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open handles;
+//! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open file handles;
 //! - `config.rs`: id mappings and cache times.
 
 mod config;
@@ -71,19 +71,15 @@ impl Drop for FileH {
     }
 }
 
-/// A directory listing taken at the first `readdir` of a handle and again at each one from
-/// offset 0 (or, with no handle, at each `readdir` of an unchanging directory): offsets are
-/// positions in it.
+/// A directory's listing, taken by a `readdir` from offset 0 and kept on its node for the
+/// reads that continue it (`readdir::Listings`): offsets carry positions in it.
+#[derive(Debug)]
 enum Listing {
     /// A directory with no upper copy: its lower merged index, as it is (`rel`: its path).
     Lower { rel: Rel, ix: Arc<DirIndex> },
     /// Upper entries, then lower ones not hidden by an upper entry or whiteout.
     Merged(Vec<(Box<[u8]>, Kind)>),
 }
-
-/// An open directory: its listing, taken by the first `readdir` and again by every one at
-/// offset 0 (a `rewinddir`), so a rewind shows the directory as it is now (POSIX).
-type DirH = std::sync::Mutex<Option<Arc<Listing>>>;
 
 /// What a name resolves to.
 #[derive(Debug)]
@@ -113,7 +109,6 @@ pub struct Union {
     /// Tells the kernel what changed without its knowing (a copy-up's attributes).
     invalidate: Invalidate,
     files: Handles<Arc<FileH>>,
-    dirs: Handles<Arc<DirH>>,
     /// The namespace lock: mutations exclusive, lookups and listings shared.
     ns: RwLock<()>,
     /// Upper inode -> node id of copied-up files (their number stays the lower one's),
@@ -188,7 +183,6 @@ impl Union {
             prefetch: OnceLock::new(),
             invalidate: Invalidate::default(),
             files: Handles::default(),
-            dirs: Handles::default(),
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
             origins,

@@ -404,16 +404,14 @@ fn walk(u: &Union, ino: u64, st: libc::stat, rel: &Path, t: &mut Tree) {
     if !is_dir {
         return;
     }
-    let fh = u.opendir(ino).unwrap().fh;
     let mut names = Vec::new();
-    u.readdir(ino, fh, 0, false, &mut |d| {
+    u.readdir(ino, 0, false, &mut |d| {
         if d.name != b"." && d.name != b".." {
             names.push(d.name.to_vec());
         }
         false
     })
     .unwrap();
-    u.releasedir(ino, fh);
     names.sort();
     for n in names {
         let name = OsStr::from_bytes(&n);

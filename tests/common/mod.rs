@@ -150,6 +150,20 @@ impl Layerfs {
         Self::mount_with(lowers, mp, &["-o", &rw])
     }
 
+    /// A writable mount whose daemon writes its request counts per opcode to `counts` when
+    /// it exits (`LAYERFS_REQUEST_COUNTS`); read them with [`request_counts`].
+    pub fn mount_rw_counted(
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        mp: &Path,
+        counts: &Path,
+    ) -> Layerfs {
+        let rw = format!("upperdir={},workdir={}", upper.display(), work.display());
+        let env = [("LAYERFS_REQUEST_COUNTS", counts)];
+        Self::mount_with_env(lowers, mp, &["-o", &rw], &env)
+    }
+
     /// Kills the daemon with SIGKILL (the mount stays, dead, until Drop detaches it).
     pub fn kill(&mut self) {
         if let Some(child) = self.child.as_mut() {
@@ -194,6 +208,16 @@ impl Drop for Layerfs {
             let _ = child.wait();
         }
     }
+}
+
+/// The counts a daemon mounted with [`Layerfs::mount_rw_counted`] wrote when it exited
+/// (after its `Layerfs` was dropped): opcode -> requests.
+pub fn request_counts(file: &Path) -> std::collections::BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(file).expect("the daemon wrote no request counts");
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(op, n)| (op.to_string(), n.parse().unwrap()))
+        .collect()
 }
 
 /// A kernel overlayfs mount of the same lowers; unmounted in Drop.

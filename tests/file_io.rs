@@ -1,0 +1,193 @@
+//! File data on writable mounts: where the kernel grants passthrough (root), the data of
+//! upper and created files goes straight to the upper file (no READ or WRITE requests), and
+//! every open of a file keeps seeing what the kernel's overlay shows, a copy-up while the
+//! lower file is open or mapped included (side by side with `mount -t overlay`).
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use common::{require_root, Kernel, Layerfs};
+
+/// Layer dirs for one mount: a lower with files `a`, `b`, `c`, `m`, an upper and a workdir.
+struct Dirs {
+    t: tempfile::TempDir,
+    lower: PathBuf,
+}
+
+impl Dirs {
+    fn new() -> Dirs {
+        let t = tempfile::tempdir().unwrap();
+        let lower = t.path().join("l");
+        fs::create_dir(&lower).unwrap();
+        for (name, data) in [("a", "lower a\n"), ("b", "lower b\n"), ("c", "lower c\n")] {
+            fs::write(lower.join(name), data).unwrap();
+        }
+        fs::write(lower.join("m"), vec![b'm'; 8192]).unwrap();
+        Dirs { t, lower }
+    }
+
+    /// A fresh upper and workdir named after `tag`.
+    fn upper(&self, tag: &str) -> (PathBuf, PathBuf) {
+        let (u, w) = (
+            self.t.path().join(format!("u-{tag}")),
+            self.t.path().join(format!("w-{tag}")),
+        );
+        fs::create_dir(&u).unwrap();
+        fs::create_dir(&w).unwrap();
+        (u, w)
+    }
+
+    fn layerfs(&self, env: &[(&str, &Path)]) -> Layerfs {
+        let (u, w) = self.upper("layerfs");
+        let rw = format!("upperdir={},workdir={}", u.display(), w.display());
+        let mp = self.t.path().join("layerfs");
+        Layerfs::mount_with_env(std::slice::from_ref(&self.lower), &mp, &["-o", &rw], env)
+    }
+
+    fn kernel(&self) -> Kernel {
+        let (u, w) = self.upper("kernel");
+        let mp = self.t.path().join("kernel");
+        Kernel::mount_rw(std::slice::from_ref(&self.lower), &u, &w, &mp)
+    }
+}
+
+fn counts(file: &Path) -> HashMap<String, u64> {
+    fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(op, n)| (op.to_string(), n.trim().parse().unwrap()))
+        .collect()
+}
+
+fn read_at(f: &File, len: usize) -> String {
+    let mut buf = vec![0; len];
+    let n = f.read_at(&mut buf, 0).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn upper_and_created_files_are_read_and_written_without_requests() {
+    if !require_root("upper_and_created_files_are_read_and_written_without_requests") {
+        return;
+    }
+    let d = Dirs::new();
+    let count_file = d.t.path().join("counts");
+    let m = d.layerfs(&[("LAYERFS_REQUEST_COUNTS", &count_file)]);
+    // A created file, written in 4 KiB pieces, read back through a second open.
+    let block = [b'x'; 4096];
+    let mut f = File::create(m.path("new")).unwrap();
+    for _ in 0..256 {
+        f.write_all(&block).unwrap();
+    }
+    f.sync_all().unwrap();
+    let mut back = Vec::new();
+    File::open(m.path("new"))
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert_eq!(back.len(), 1 << 20);
+    assert!(back.iter().all(|&b| b == b'x'));
+    drop(f);
+    // A lower file opened for writing (copied up), then read and written again.
+    let f = OpenOptions::new().write(true).open(m.path("a")).unwrap();
+    f.write_at(b"UPPER", 0).unwrap();
+    drop(f);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("a"))
+        .unwrap();
+    f.write_at(b"again", 8).unwrap();
+    assert_eq!(read_at(&f, 64), "UPPER a\nagain");
+    assert_eq!(fs::read_to_string(m.path("a")).unwrap(), "UPPER a\nagain");
+    drop(f);
+    m.assert_no_errors_logged();
+    drop(m);
+    let c = counts(&count_file);
+    assert!(c.get("create").copied().unwrap_or(0) >= 1, "{c:?}");
+    assert!(c.get("open").copied().unwrap_or(0) >= 3, "{c:?}");
+    for op in ["read", "write"] {
+        assert_eq!(c.get(op).copied().unwrap_or(0), 0, "{op} requests: {c:?}");
+    }
+}
+
+/// Opens, copy-ups and maps that mix modes, with what each step saw.
+fn copy_up_while_open(root: &Path) -> Vec<String> {
+    let mut seen = Vec::new();
+    let p = |n: &str| root.join(n);
+    // A read-only open of a lower file, then a write open (copy-up) while it is open.
+    let ro = File::open(p("a")).unwrap();
+    seen.push(format!("ro before: {}", read_at(&ro, 64)));
+    let w = OpenOptions::new().write(true).open(p("a")).unwrap();
+    w.write_at(b"WRITTEN", 0).unwrap();
+    seen.push(format!("ro after write: {}", read_at(&ro, 64)));
+    let ro2 = File::open(p("a")).unwrap();
+    seen.push(format!("new ro: {}", read_at(&ro2, 64)));
+    drop((ro, ro2, w));
+    seen.push(format!(
+        "closed, reread: {}",
+        fs::read_to_string(p("a")).unwrap()
+    ));
+    // O_TRUNC of a lower file held open read-only.
+    let ro = File::open(p("b")).unwrap();
+    let mut t = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(p("b"))
+        .unwrap();
+    t.write_all(b"short").unwrap();
+    seen.push(format!("ro after trunc: {}", read_at(&ro, 64)));
+    drop((ro, t));
+    // A shared writable mapping of an upper file, read back with read().
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p("c"))
+        .unwrap();
+    // SAFETY: the file is not truncated while mapped (only this test touches it).
+    let mut map = unsafe { memmap2::MmapMut::map_mut(&f).unwrap() };
+    map[..6].copy_from_slice(b"MAPPED");
+    map.flush().unwrap();
+    seen.push(format!(
+        "after mmap write: {}",
+        fs::read_to_string(p("c")).unwrap()
+    ));
+    drop((map, f));
+    // A read-only mapping of a lower file, then a copy-up and a write.
+    let f = File::open(p("m")).unwrap();
+    // SAFETY: as above.
+    let map = unsafe { memmap2::Mmap::map(&f).unwrap() };
+    let w = OpenOptions::new().write(true).open(p("m")).unwrap();
+    w.write_at(b"W", 0).unwrap();
+    seen.push(format!("read after mapped copy-up: {}", read_at(&f, 2)));
+    seen.push(format!("mapping: {}{}", map[0] as char, map[8191] as char));
+    drop((map, f, w));
+    seen
+}
+
+#[test]
+fn copy_up_while_open_or_mapped_shows_what_the_kernel_shows() {
+    if !require_root("copy_up_while_open_or_mapped_shows_what_the_kernel_shows") {
+        return;
+    }
+    let d = Dirs::new();
+    let kernel = {
+        let k = d.kernel();
+        copy_up_while_open(&k.mp)
+    };
+    let m = d.layerfs(&[]);
+    let mut ours = copy_up_while_open(&m.mp);
+    m.assert_no_errors_logged();
+    // The one difference: a mapping made before the copy-up shows the copy's later writes
+    // (the kernel's maps the lower file itself). Mapping the lower file would need a
+    // passthrough open of it, which the kernel would not let the write open follow.
+    assert_eq!(kernel.last().map(String::as_str), Some("mapping: mm"));
+    assert_eq!(ours.pop().as_deref(), Some("mapping: Wm"));
+    assert_eq!(ours[..], kernel[..kernel.len() - 1]);
+}
