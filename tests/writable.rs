@@ -207,11 +207,13 @@ fn a_copy_up_is_never_seen_with_stale_attributes() {
         fs::metadata(rw.p("d")).unwrap(),
         fs::metadata(rw.p("d/f")).unwrap(),
     );
-    // As on the kernel's overlay: the directory shows its upper copy's mtime, which the
-    // copy-up changed (the kernel only learns it from the invalidation).
+    // As on the kernel's overlay (checked side by side): the directory shows its upper
+    // copy's times; the copy-up of `f` put its mtime back, the copy-up of `d` itself moved
+    // its ctime (the kernel only learns that from the invalidation).
     assert_eq!((d1.mtime(), d1.mtime_nsec()), (ud.mtime(), ud.mtime_nsec()));
-    assert_ne!((d1.mtime(), d1.mtime_nsec()), (d0.mtime(), d0.mtime_nsec()));
+    assert_eq!((d1.mtime(), d1.mtime_nsec()), (d0.mtime(), d0.mtime_nsec()));
     assert_eq!((d1.ctime(), d1.ctime_nsec()), (ud.ctime(), ud.ctime_nsec()));
+    assert_ne!((d1.ctime(), d1.ctime_nsec()), (d0.ctime(), d0.ctime_nsec()));
     // As root the mount has passthrough, not the writeback cache: the file shows its copy's
     // ctime, as on the kernel's overlay. (Without passthrough the writeback cache owns a
     // regular file's times, and its ctime stays as it was: docs/SEMANTICS.md.)
@@ -739,4 +741,57 @@ fn a_warm_find_sends_no_directory_requests() {
         .collect();
     assert!(warm.values().all(|&n| n == 0), "warm find sent {warm:?}");
     assert!(once.get("opendir").copied().unwrap_or(0) <= 1, "{once:?}");
+}
+
+/// A copy-up puts its parent's times back (as the kernel's overlay does: `ovl_do_copy_up`),
+/// so the kernel's cached attributes of the parent stay good and `chmod -R` over lower files
+/// costs no GETATTR of the directory per file (it cost one before: the parent was
+/// invalidated after every copy-up, and the next lookup's permission check asked again).
+#[test]
+fn a_copy_up_keeps_its_parents_times_and_costs_no_getattr_of_it() {
+    if !require_root("a_copy_up_keeps_its_parents_times_and_costs_no_getattr_of_it") {
+        return;
+    }
+    let mut rw = Rw::new(|l| {
+        for f in 0..30 {
+            let p = l.join(format!("d/f{f}"));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, "x").unwrap();
+        }
+    });
+    rw.m = None;
+    let mtime = |m: &fs::Metadata| (m.mtime(), m.mtime_nsec());
+    let lower_mtime = mtime(&fs::metadata(rw.lower.join("d")).unwrap());
+    let mp = rw.t.path().join("m");
+    let counts = rw.t.path().join("counts");
+    let m = common::Layerfs::mount_rw_counted(
+        std::slice::from_ref(&rw.lower),
+        &rw.upper,
+        &rw.work,
+        &mp,
+        &counts,
+    );
+    let st = Command::new("chmod")
+        .arg("-R")
+        .arg("o+w")
+        .arg(m.mp.join("d"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let shown = fs::metadata(m.mp.join("d")).unwrap();
+    drop(m);
+    let c = common::request_counts(&counts);
+    assert_eq!(c.get("setattr").copied(), Some(31), "{c:?}");
+    // At most the mount root's and the directory's first ones.
+    assert!(c.get("getattr").copied().unwrap_or(0) <= 2, "{c:?}");
+    // The directory's mtime is the lower's, in the upper and through the mount.
+    let upper = fs::metadata(rw.upper.join("d")).unwrap();
+    assert_eq!(mtime(&upper), lower_mtime);
+    assert_eq!(mtime(&shown), lower_mtime);
+    for f in 0..30 {
+        let mode = fs::metadata(rw.upper.join(format!("d/f{f}")))
+            .unwrap()
+            .mode();
+        assert_eq!(mode & 0o002, 0o002, "f{f}");
+    }
 }

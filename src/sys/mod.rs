@@ -16,6 +16,19 @@ use std::path::Path;
 /// `struct stat` as the kernel fills it.
 pub type Stat = libc::stat;
 
+/// The access and modification times of `st`, as `utimensat` takes them.
+pub fn times_of(st: &Stat) -> (libc::timespec, libc::timespec) {
+    let at = libc::timespec {
+        tv_sec: st.st_atime,
+        tv_nsec: st.st_atime_nsec,
+    };
+    let mt = libc::timespec {
+        tv_sec: st.st_mtime,
+        tv_nsec: st.st_mtime_nsec,
+    };
+    (at, mt)
+}
+
 pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())

@@ -279,6 +279,9 @@ impl Union {
             origin: Some(up.ns),
             data,
         };
+        // The parent's times before the copy lands in it, put back after (as the kernel's
+        // overlay does): a copy-up changes no name in the parent as the mount shows it.
+        let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
         le.parent
             .with_dir_of(le.entry(), |d| {
                 copyup::copy_up(d, &loc.name, &st, &up.work, pfd.as_fd(), opts)
@@ -286,10 +289,16 @@ impl Union {
             .map_err(Error::io("copy-up"))?;
         log::debug!("copied up {}", String::from_utf8_lossy(rel));
         node.set_loc(|l| l.upper = true);
-        // The copy's ctime and blocks are its own, and the parent's upper copy changed: the
-        // kernel did not see either happen.
+        let (at, mt) = sys::times_of(&pst);
+        if let Err(e) = sys::futimens(pfd.as_fd(), at, mt) {
+            // Best effort, as on the kernel: the copy is in place either way.
+            log::debug!("restoring the times of {:?}'s parent: {e}", loc.name);
+        }
+        // The copy's ctime and blocks are its own: the kernel did not see that happen. The
+        // parent's times are as they were (its ctime moved, which the kernel's cache keeps
+        // until the next change it sees there: not dropped, as that would cost every later
+        // lookup in the directory a GETATTR under `default_permissions`).
         self.invalidate.send(Inval::Attr(node.ino.0));
-        self.invalidate.send(Inval::Attr(parent.ino.0));
         if !node.is_dir {
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
             let ust = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;

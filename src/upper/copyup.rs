@@ -263,14 +263,7 @@ fn build(
     if kind != Kind::Symlink {
         sys::chmodat(work.fd(), tmp, st.st_mode & 0o7777)?;
     }
-    let at = libc::timespec {
-        tv_sec: st.st_atime,
-        tv_nsec: st.st_atime_nsec,
-    };
-    let mt = libc::timespec {
-        tv_sec: st.st_mtime,
-        tv_nsec: st.st_mtime_nsec,
-    };
+    let (at, mt) = sys::times_of(st);
     sys::lutimesat(work.fd(), tmp, at, mt)?;
     if let (Some(fd), true) = (data, opts.fsync) {
         sys::fsync(fd.as_fd(), false)?;
