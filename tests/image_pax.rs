@@ -6,11 +6,10 @@
 mod common;
 mod imagekit;
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
 
+use common::spec::setxattr;
 use common::{require_root, run_layerfs, tree};
 
 const VALUE: &[u8] = b"line one\nline two\n13 path=evil\n=\0end\n";
@@ -23,22 +22,6 @@ fn ok(o: &std::process::Output, what: &str) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn setxattr(path: &Path, name: &str, value: &[u8]) {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: both strings are NUL-terminated; the value is valid for its length.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(r, 0, "setxattr {name} on {}", path.display());
 }
 
 /// A tree whose files carry newline xattrs, one under a name too long for a plain header.

@@ -12,6 +12,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::spec::setxattr;
 use common::{require_root, run_layerfs, Layerfs};
 
 /// One lower layer, an upper, a workdir and a layerfs mount of them.
@@ -70,22 +71,6 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
     })
 }
 
-fn set_xattr(path: &Path, name: &str, value: &[u8]) {
-    let p = CString::new(path.as_os_str().as_bytes()).unwrap();
-    let n = CString::new(name).unwrap();
-    // SAFETY: NUL-terminated strings; the value slice is live.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    assert_eq!(r, 0, "setxattr {name}: {}", std::io::Error::last_os_error());
-}
-
 #[test]
 fn copy_up_keeps_mode_owner_times_xattrs_holes_and_inode_number() {
     if !require_root("copy_up_keeps_mode_owner_times_xattrs_holes_and_inode_number") {
@@ -97,7 +82,7 @@ fn copy_up_keeps_mode_owner_times_xattrs_holes_and_inode_number() {
         f.write_all_at_end(b"tail");
         std::os::unix::fs::chown(l.join("f"), Some(1000), Some(1000)).unwrap();
         fs::set_permissions(l.join("f"), fs::Permissions::from_mode(0o4755)).unwrap();
-        set_xattr(&l.join("f"), "user.k", b"v");
+        setxattr(&l.join("f"), "user.k", b"v");
         let t = libc::timespec {
             tv_sec: 1_000_000_000,
             tv_nsec: 123_456_789,
@@ -108,7 +93,7 @@ fn copy_up_keeps_mode_owner_times_xattrs_holes_and_inode_number() {
     });
     let before = fs::metadata(rw.p("f")).unwrap();
     // setxattr copies up without touching data or times.
-    set_xattr(&rw.p("f"), "user.new", b"1");
+    setxattr(&rw.p("f"), "user.new", b"1");
     let up = fs::metadata(rw.upper.join("f")).unwrap();
     let low = fs::metadata(rw.lower.join("f")).unwrap();
     assert_eq!(up.mode(), low.mode(), "mode (setuid kept)");

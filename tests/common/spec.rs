@@ -98,7 +98,8 @@ pub fn deep_stack() -> impl Strategy<Value = Vec<Layer>> {
     prop::collection::vec(prop::collection::btree_map(name(), node(), 0..4), 17..=24)
 }
 
-fn setxattr(path: &Path, name: &str, value: &[u8]) {
+/// Sets xattr `name` on `path` itself (not a symlink's target); panics naming both on failure.
+pub fn setxattr(path: &Path, name: &str, value: &[u8]) {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     let n = CString::new(name).unwrap();
     // SAFETY: both strings are NUL-terminated; value pointer/len describe a live slice.
