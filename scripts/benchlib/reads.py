@@ -18,6 +18,24 @@ REAL_OPS = {
 }
 
 
+def cold_warm(kind, impl, stack, cwd, mp, op, cmd, reps, results):
+    """`cmd` on a fresh mount of `stack` after dropping the caches (cold), then again on the
+    same mount (warm); a fresh empty upper per mount on the writable kind."""
+    for _ in range(reps):
+        extra = upper_extra(cwd) if kind == "rw" else ""
+        drop_caches()
+        m = Mount(impl, stack, cwd, mp, extra)
+        try:
+            cold = timed(cmd, mp)
+            warm = timed(cmd, mp)
+        finally:
+            m.close()
+        results.setdefault((f"{kind}: {op} (cold)", impl), []).append(cold)
+        results.setdefault((f"{kind}: {op} (warm)", impl), []).append(warm)
+    log(f"  {kind} {impl:15} {op:11} cold {statistics.median(results[(f'{kind}: {op} (cold)', impl)]):.3f}s"
+        f"  warm {statistics.median(results[(f'{kind}: {op} (warm)', impl)]):.3f}s")
+
+
 def bench_real(layers, reps, results, kinds):
     cwd = os.path.dirname(layers[0])
     rel = [os.path.basename(x) for x in layers]
@@ -25,19 +43,7 @@ def bench_real(layers, reps, results, kinds):
     for kind in kinds:
         for impl in IMPLS:
             for op, cmd in REAL_OPS.items():
-                for _ in range(reps):
-                    extra = upper_extra(cwd) if kind == "rw" else ""
-                    drop_caches()
-                    m = Mount(impl, rel, cwd, mp, extra)
-                    try:
-                        cold = timed(cmd, mp)
-                        warm = timed(cmd, mp)
-                    finally:
-                        m.close()
-                    results.setdefault((f"{kind}: {op} (cold)", impl), []).append(cold)
-                    results.setdefault((f"{kind}: {op} (warm)", impl), []).append(warm)
-                log(f"  {kind} {impl:15} {op:11} cold {statistics.median(results[(f'{kind}: {op} (cold)', impl)]):.3f}s"
-                    f"  warm {statistics.median(results[(f'{kind}: {op} (warm)', impl)]):.3f}s")
+                cold_warm(kind, impl, rel, cwd, mp, op, cmd, reps, results)
 
 
 def count_requests(impl, lowers, cwd, ops, kinds, rows):
@@ -176,19 +182,7 @@ def bench_python(layers, reps, results, kinds):
     cmd, op = PY_CMD, PY_OP
     for kind in kinds:
         for impl in IMPLS:
-            for _ in range(reps):
-                extra = upper_extra(cwd) if kind == "rw" else ""
-                drop_caches()
-                m = Mount(impl, stack, cwd, MNT, extra)
-                try:
-                    cold = timed(cmd, MNT)
-                    warm = timed(cmd, MNT)
-                finally:
-                    m.close()
-                results.setdefault((f"{kind}: {op} (cold)", impl), []).append(cold)
-                results.setdefault((f"{kind}: {op} (warm)", impl), []).append(warm)
-            log(f"  {kind} {impl:15} python cold {statistics.median(results[(f'{kind}: {op} (cold)', impl)]):.3f}s"
-                f"  warm {statistics.median(results[(f'{kind}: {op} (warm)', impl)]):.3f}s")
+            cold_warm(kind, impl, stack, cwd, MNT, op, cmd, reps, results)
 
 
 def mount_and_stat(impl, lowers, cwd, extra, path):
