@@ -19,6 +19,20 @@ use super::imagecmd::{
     as_store_owner, lowerdir_option, print_json, private_mounts, progress, Mounted, StoreArgs,
 };
 
+/// Where a made layer goes and how it is written (commit and squash).
+#[derive(Args, Debug)]
+pub struct LayerOutArgs {
+    /// tar:FILE (or a plain path), dir:DIR, store:NAME[:TAG], oci:DIR:TAG.
+    #[arg(long, value_name = "DEST")]
+    pub to: String,
+    /// Compression of a tar or OCI layer (default: none for tar, gzip for oci).
+    #[arg(long, value_enum)]
+    pub compress: Option<Compress>,
+    /// Pin every entry's mtime (and the image's creation time) to these Unix seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub timestamp: Option<i64>,
+}
+
 /// Turn an upper directory into one OCI layer: a tar, a layer directory, a new image in the
 /// store, or an image in an OCI layout.
 #[derive(Args, Debug)]
@@ -31,15 +45,8 @@ pub struct CommitArgs {
     /// into store and OCI outputs; its layers are the lowers if none are given.
     #[arg(long, value_name = "IMAGE")]
     pub from: Option<String>,
-    /// tar:FILE (or a plain path), dir:DIR, store:NAME[:TAG], oci:DIR:TAG.
-    #[arg(long, value_name = "DEST")]
-    pub to: String,
-    /// Compression of a tar or OCI layer (default: none for tar, gzip for oci).
-    #[arg(long, value_enum)]
-    pub compress: Option<Compress>,
-    /// Pin every entry's mtime (and the image's creation time) to these Unix seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub timestamp: Option<i64>,
+    #[command(flatten)]
+    pub out: LayerOutArgs,
     /// The history entry's comment.
     #[arg(long, short = 'm')]
     pub message: Option<String>,
@@ -106,7 +113,7 @@ pub struct Base {
 }
 
 pub fn run(args: CommitArgs) -> Result<i32> {
-    let dest = Dest::parse(&args.to)?;
+    let dest = Dest::parse(&args.out.to)?;
     let (lowers, upper) = layer_options(&args.options)?;
     let Some(upper) = upper else {
         bail!("commit needs -o upperdir=DIR (the layer to commit)");
@@ -172,7 +179,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         let mut tar = layer_tar(
             &upper,
             Mode::Layer,
-            args.timestamp,
+            args.out.timestamp,
             merged,
             &lowers,
             &store.root().join("tmp"),
@@ -181,7 +188,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         pb.finish_and_clear();
         drop(mounted);
         let history = HistoryEntry {
-            created: Some(rfc3339(args.timestamp)),
+            created: Some(rfc3339(args.out.timestamp)),
             created_by: Some("layerfs commit".into()),
             comment: args.message.clone(),
             empty_layer: false,
@@ -192,8 +199,8 @@ pub fn run(args: CommitArgs) -> Result<i32> {
             &dest,
             base,
             history,
-            args.compress,
-            args.timestamp,
+            args.out.compress,
+            args.out.timestamp,
         )?;
         report(&out, args.json)?;
         Ok(0)

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use layerfs::image::commit::{layer_tar, Compress, HashWriter};
+use layerfs::image::commit::{layer_tar, HashWriter};
 use layerfs::image::pack::{Mode, Packer};
 use layerfs::image::store::{HistoryEntry, RunConfig, Store};
 
-use super::commit::{deliver, report, rfc3339, Base, Dest};
+use super::commit::{deliver, report, rfc3339, Base, Dest, LayerOutArgs};
 use super::imagecmd::{
     as_store_owner, lowerdir_option, private_mounts, progress, Mounted, StoreArgs,
 };
@@ -23,15 +23,8 @@ use super::imagecmd::{
 pub struct SquashArgs {
     /// A store image (NAME[:TAG] or id), an import SOURCE, or lowerdir=TOP:...:BOTTOM.
     pub source: String,
-    /// tar:FILE (or a plain path), dir:DIR, store:NAME[:TAG], oci:DIR:TAG.
-    #[arg(long, value_name = "DEST")]
-    pub to: String,
-    /// Compression of a tar or OCI layer (default: none for tar, gzip for oci).
-    #[arg(long, value_enum)]
-    pub compress: Option<Compress>,
-    /// Pin every entry's mtime (and the image's creation time) to these Unix seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub timestamp: Option<i64>,
+    #[command(flatten)]
+    pub out: LayerOutArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Print JSON instead of text.
@@ -40,7 +33,7 @@ pub struct SquashArgs {
 }
 
 pub fn run(args: SquashArgs) -> Result<i32> {
-    let dest = Dest::parse(&args.to)?;
+    let dest = Dest::parse(&args.out.to)?;
     let root = args.store.root();
     // The stack: top first, with the stacked size when the store knows it.
     let (lowers, config, stacked): (Vec<PathBuf>, RunConfig, Option<u64>) =
@@ -71,7 +64,7 @@ pub fn run(args: SquashArgs) -> Result<i32> {
         let mut tar = layer_tar(
             mnt.path(),
             Mode::Tree,
-            args.timestamp,
+            args.out.timestamp,
             None,
             &[],
             &store.root().join("tmp"),
@@ -81,7 +74,7 @@ pub fn run(args: SquashArgs) -> Result<i32> {
         drop(mounted);
         let tar = tar.as_mut().map_err(|e| anyhow::anyhow!("{e:#}"))?;
         let history = HistoryEntry {
-            created: Some(rfc3339(args.timestamp)),
+            created: Some(rfc3339(args.out.timestamp)),
             created_by: Some(format!("layerfs squash {}", args.source)),
             comment: None,
             empty_layer: false,
@@ -97,8 +90,8 @@ pub fn run(args: SquashArgs) -> Result<i32> {
             &dest,
             Some(base),
             history,
-            args.compress,
-            args.timestamp,
+            args.out.compress,
+            args.out.timestamp,
         )?;
         out.bytes_saved = Some(stacked as i64 - tar.size as i64);
         report(&out, args.json)?;
