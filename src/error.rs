@@ -47,6 +47,10 @@ pub enum Error {
     /// set-id bits a chown(-1, -1) drops), refused as the VFS refuses it.
     #[error("not the owner")]
     NotOwner,
+    /// A permission check failed for this caller (`access(2)`'s classic owner/group/other
+    /// check), as the VFS refuses it.
+    #[error("permission denied")]
+    Denied,
     /// An xattr name of the union's own on-disk format (`*.overlay.*`), never settable.
     #[error("private attribute")]
     PrivateXattr,
@@ -84,6 +88,7 @@ impl Error {
             Error::NotEmpty => libc::ENOTEMPTY,
             Error::Executing => libc::ETXTBSY,
             Error::NotPermitted(_) | Error::NotOwner => libc::EPERM,
+            Error::Denied => libc::EACCES,
             Error::PrivateXattr => libc::EOPNOTSUPP,
             Error::Bug(_) => libc::EIO,
             // An io::Error without an OS code is a bug of ours, not the caller's: EIO.

@@ -491,14 +491,10 @@ pub fn access_check(st: &Stat, mask: i32, uid: u32, gid: u32, read_only: bool) -
     if want == 0 {
         return Ok(());
     }
-    let denied = || Error::Io {
-        op: "access",
-        source: std::io::Error::from_raw_os_error(libc::EACCES),
-    };
     if uid == 0 {
         let any_x = st.st_mode & 0o111 != 0;
         return if want & (libc::X_OK as u32) != 0 && kind != Kind::Dir && !any_x {
-            Err(denied())
+            Err(Error::Denied)
         } else {
             Ok(())
         };
@@ -513,7 +509,7 @@ pub fn access_check(st: &Stat, mask: i32, uid: u32, gid: u32, read_only: bool) -
     if bits & want == want {
         Ok(())
     } else {
-        Err(denied())
+        Err(Error::Denied)
     }
 }
 
