@@ -52,6 +52,15 @@ pub fn is_redirect_xattr(name: &[u8]) -> bool {
     name == b"trusted.overlay.redirect" || name == b"user.overlay.redirect"
 }
 
+/// The `*.overlay.redirect` value of the entry `name` in `dir` (a renamed directory, or a
+/// metacopy file whose data lives at another path), trusted namespace first; `None` when
+/// it has none.
+pub fn redirect_of(dir: BorrowedFd<'_>, name: &[u8]) -> Option<Vec<u8>> {
+    [MarkNs::Trusted, MarkNs::User]
+        .into_iter()
+        .find_map(|ns| sys::getxattr_at(dir, name, ns.redirect()).ok())
+}
+
 /// True for the xattr the kernel puts on a metadata-only copy-up (`*.overlay.metacopy`,
 /// `metacopy=on`): the file's data still lives in a lower layer.
 pub fn is_metacopy_xattr(name: &[u8]) -> bool {

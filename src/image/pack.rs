@@ -182,10 +182,8 @@ impl<'a, W: Write> Packer<'a, W> {
             libc::S_IFREG if mode == Mode::Layer && metacopy(dir, name)? => {
                 // Metadata here, data below: at the path the redirect names, else at the
                 // same path, in the topmost lower that has it.
-                let origin = match sys::getxattr_at(dir, name, c"trusted.overlay.redirect")
-                    .or_else(|_| sys::getxattr_at(dir, name, c"user.overlay.redirect"))
-                {
-                    Ok(r) if r.starts_with(b"/") => r[1..].to_vec(),
+                let origin = match format::redirect_of(dir, name) {
+                    Some(r) if r.starts_with(b"/") => r[1..].to_vec(),
                     _ => path.to_vec(),
                 };
                 let data = self.lower_file(&origin)?;

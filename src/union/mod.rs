@@ -121,7 +121,7 @@ pub struct Union {
 
 /// True for a kernel whiteout (character device 0:0).
 fn is_whiteout(st: &Stat) -> bool {
-    st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == 0
+    format::is_whiteout_device(st.st_mode, st.st_rdev)
 }
 
 fn is_dir(st: &Stat) -> bool {
@@ -141,7 +141,7 @@ impl Union {
         let top = stack
             .layers()
             .first()
-            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+            .ok_or_else(|| std::io::Error::other("a mount needs at least one lower layer"))?;
         let root_attr = sys::fstat(top.root.as_fd())?;
         // Keep at most half the fd limit as directory fds; the rest reopen on use.
         if let Ok(limit) = sys::nofile_limit() {
