@@ -1,6 +1,6 @@
 //! Outside conformance suites on a writable mount: pjdfstest (POSIX behaviour, compared with
 //! the same run on kernel overlayfs) and fsx (file data exerciser) on a file that starts in
-//! a lower layer. Both tools come from crates.io (`cargo install pjdfstest fsx`, done by
+//! a lower layer. Both tools come from the Rust package registry (`cargo install pjdfstest fsx`, done by
 //! scripts/test); a missing tool fails the test rather than skipping it.
 
 mod common;

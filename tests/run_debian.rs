@@ -3,7 +3,7 @@
 //! that run left as two lowers, and `hello` from the new stack.
 //!
 //! The base is downloaded once and cached in /var/tmp (`LAYERFS_TEST_CACHE`); the test needs
-//! the Debian mirror named in the host's apt sources (or deb.debian.org).
+//! the Debian mirror named in the host's apt sources (or `LAYERFS_DEBIAN_MIRROR`).
 
 mod common;
 

@@ -19,8 +19,11 @@ pub fn world_traversable(p: &Path) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The first Debian mirror in the host's apt sources, else deb.debian.org.
+/// The first Debian mirror in the host's apt sources (`LAYERFS_DEBIAN_MIRROR` overrides it).
 pub fn mirror() -> String {
+    if let Ok(m) = std::env::var("LAYERFS_DEBIAN_MIRROR") {
+        return m;
+    }
     let mut text = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
     if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
         for e in dir.flatten() {
@@ -29,7 +32,7 @@ pub fn mirror() -> String {
     }
     text.split_whitespace()
         .find(|w| w.starts_with("http") && w.trim_end_matches('/').ends_with("/debian"))
-        .unwrap_or("http://deb.debian.org/debian")
+        .expect("no Debian mirror in /etc/apt/sources.list*: set LAYERFS_DEBIAN_MIRROR")
         .to_string()
 }
 

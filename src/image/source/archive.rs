@@ -191,14 +191,17 @@ struct DockerManifest {
     layers: Vec<String>,
 }
 
-/// True when `tag` names `want`, allowing the implied registry / `:latest` parts.
+/// True when `tag` names `want`, allowing the implied registry / `:latest` parts: a first
+/// component that is a registry host (it holds a `.` or a `:`, or is `localhost`, the
+/// reference grammar's rule) and a `library/` namespace after it are left out of the match.
 pub(super) fn tag_matches(tag: &str, want: &str) -> bool {
     let norm = |s: &str| -> String {
-        let s = s
-            .strip_prefix("docker.io/library/")
-            .or_else(|| s.strip_prefix("docker.io/"))
-            .or_else(|| s.strip_prefix("localhost/"))
-            .unwrap_or(s);
+        let s = match s.split_once('/') {
+            Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => {
+                rest.strip_prefix("library/").unwrap_or(rest)
+            }
+            _ => s,
+        };
         let last = s.rsplit('/').next().unwrap_or(s);
         if last.contains(':') || last.contains('@') {
             s.to_string()
@@ -294,7 +297,11 @@ mod tests {
     #[test]
     fn tags() {
         assert!(tag_matches("localhost/foo:latest", "foo"));
-        assert!(tag_matches("docker.io/library/debian:12", "debian:12"));
+        assert!(tag_matches(
+            "registry.example:5000/library/debian:12",
+            "debian:12"
+        ));
+        assert!(tag_matches("registry.example/team/app", "team/app:latest"));
         assert!(!tag_matches("foo:1", "foo"));
     }
 
