@@ -1,0 +1,786 @@
+//! The state of `explore`, with no terminal: which layer and row are selected, what is
+//! collapsed, hidden or filtered, and the popups. Keys become [`Action`]s (keys.rs), the
+//! model applies them, the view (view.rs) only draws it; so every behaviour is unit-tested
+//! here without a terminal.
+
+use std::collections::{BTreeMap, HashSet};
+
+use layerfs::image::inspect::merge::{self, Change};
+use layerfs::image::inspect::Report;
+use layerfs::image::manifest::Manifest;
+use layerfs::image::source::RelPath;
+use layerfs::image::which;
+
+use super::tree::{Compare, Tree};
+
+/// The focused pane (Tab switches, as in dive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Layers,
+    Tree,
+}
+
+/// One row of the layer pane.
+#[derive(Debug, Clone)]
+pub struct LayerRow {
+    pub id: String,
+    /// The history's `created_by`, else the layer id.
+    pub command: String,
+    pub bytes: u64,
+    pub added: usize,
+    pub modified: usize,
+    pub deleted: usize,
+    pub wasted: u64,
+}
+
+/// One line of the wasted-files table: a path, how many hidden copies, their bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waste {
+    pub path: String,
+    pub count: usize,
+    pub bytes: u64,
+}
+
+/// What the user asked for, whatever the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    SwitchPane,
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    CompareLayer,
+    CompareAll,
+    ToggleCollapse,
+    ToggleCollapseAll,
+    Toggle(Change),
+    ToggleUnmodified,
+    ToggleAttributes,
+    SortBySize,
+    FilterStart,
+    FilterChar(char),
+    FilterBackspace,
+    FilterDone,
+    FilterClear,
+    Which,
+    Preview,
+    Help,
+    ClosePopup,
+    Nothing,
+}
+
+/// Work the model cannot do by itself (it reads no layer content).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Quit,
+    /// Read `path` as layer `layer` stores it and call [`Model::show_preview`].
+    Preview {
+        layer: usize,
+        path: RelPath,
+    },
+}
+
+/// A text box over the panes (Esc closes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Popup {
+    pub title: String,
+    pub lines: Vec<String>,
+}
+
+/// A visible row of the tree pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub node: usize,
+    /// `├── ` / `└── ` / `│   ` prefix.
+    pub prefix: String,
+}
+
+/// Which change classes the tree hides (dive's Ctrl+A / R / M / U toggles).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hidden {
+    pub added: bool,
+    pub removed: bool,
+    pub modified: bool,
+    pub unmodified: bool,
+}
+
+impl Hidden {
+    fn hides(&self, mark: Option<Change>) -> bool {
+        match mark {
+            Some(Change::Added) => self.added,
+            Some(Change::Deleted) => self.removed,
+            Some(Change::Modified) => self.modified,
+            None => self.unmodified,
+        }
+    }
+}
+
+pub struct Model {
+    pub name: String,
+    pub layers: Vec<LayerRow>,
+    /// (image bytes, merged bytes, reclaimable bytes, efficiency 0..1)
+    pub totals: (u64, u64, u64, f64),
+    pub wasted: Vec<Waste>,
+    manifests: Vec<Manifest>,
+    pub layer: usize,
+    pub pane: Pane,
+    pub compare: Compare,
+    pub hidden: Hidden,
+    pub attributes: bool,
+    pub by_size: bool,
+    pub filter: String,
+    pub editing_filter: bool,
+    collapsed: HashSet<RelPath>,
+    pub tree: Tree,
+    pub rows: Vec<Row>,
+    /// Selected row of the tree pane.
+    pub cursor: usize,
+    /// First tree row drawn (kept by the view so the cursor stays on screen).
+    pub scroll: usize,
+    /// Tree rows a page holds (set by the view from the terminal's size).
+    pub page: usize,
+    pub popup: Option<Popup>,
+}
+
+impl Model {
+    /// A model of the image `name`: its layers' manifests (bottom first) and `inspect`'s
+    /// report on them (layer rows, totals, wasted files).
+    pub fn new(name: String, manifests: Vec<Manifest>, report: &Report) -> Model {
+        let layers = report
+            .layers
+            .iter()
+            .map(|l| LayerRow {
+                id: l.id.clone(),
+                command: l
+                    .created_by
+                    .clone()
+                    .unwrap_or_else(|| l.id.clone())
+                    .replace('\n', " "),
+                bytes: l.bytes_added,
+                added: l.added,
+                modified: l.modified,
+                deleted: l.deleted,
+                wasted: l.bytes_wasted,
+            })
+            .collect();
+        let mut by_path: BTreeMap<&str, Waste> = BTreeMap::new();
+        for w in &report.wasted {
+            let e = by_path.entry(&w.path).or_insert_with(|| Waste {
+                path: w.path.clone(),
+                count: 0,
+                bytes: 0,
+            });
+            e.count += 1;
+            e.bytes += w.size;
+        }
+        let mut wasted: Vec<Waste> = by_path.into_values().collect();
+        wasted.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.path.cmp(&b.path)));
+        let t = &report.totals;
+        let mut m = Model {
+            name,
+            layers,
+            totals: (
+                t.image_bytes,
+                t.merged_bytes,
+                t.reclaimable_bytes,
+                t.efficiency,
+            ),
+            wasted,
+            tree: Tree::build(&manifests, 0, Compare::Layer),
+            manifests,
+            layer: 0,
+            pane: Pane::Layers,
+            compare: Compare::Layer,
+            hidden: Hidden::default(),
+            attributes: true,
+            by_size: false,
+            filter: String::new(),
+            editing_filter: false,
+            collapsed: HashSet::new(),
+            rows: Vec::new(),
+            cursor: 0,
+            scroll: 0,
+            page: 20,
+            popup: None,
+        };
+        m.refresh_rows();
+        m
+    }
+
+    /// The layers' manifests, bottom first.
+    pub fn manifests(&self) -> &[Manifest] {
+        &self.manifests
+    }
+
+    /// The node under the cursor.
+    pub fn selected(&self) -> Option<&super::tree::Node> {
+        self.rows.get(self.cursor).map(|r| &self.tree.nodes[r.node])
+    }
+
+    pub fn is_collapsed(&self, path: &RelPath) -> bool {
+        self.collapsed.contains(path)
+    }
+
+    /// Applies `a`; what the caller must do next, if anything.
+    pub fn apply(&mut self, a: Action) -> Option<Request> {
+        if self.popup.is_some() {
+            match a {
+                Action::Quit => return Some(Request::Quit),
+                Action::Nothing => {}
+                _ => self.popup = None,
+            }
+            return None;
+        }
+        match a {
+            Action::Quit => return Some(Request::Quit),
+            Action::SwitchPane => {
+                self.pane = match self.pane {
+                    Pane::Layers => Pane::Tree,
+                    Pane::Tree => Pane::Layers,
+                }
+            }
+            Action::Up => self.step(-1),
+            Action::Down => self.step(1),
+            Action::PageUp => self.step(-(self.page.max(1) as isize)),
+            Action::PageDown => self.step(self.page.max(1) as isize),
+            Action::Home => self.step(isize::MIN / 2),
+            Action::End => self.step(isize::MAX / 2),
+            Action::CompareLayer => self.set_compare(Compare::Layer),
+            Action::CompareAll => self.set_compare(Compare::All),
+            Action::ToggleCollapse => {
+                if let Some(n) = self.selected().filter(|n| n.is_dir()) {
+                    let p = n.path.clone();
+                    if !self.collapsed.remove(&p) {
+                        self.collapsed.insert(p);
+                    }
+                    self.refresh_rows();
+                }
+            }
+            Action::ToggleCollapseAll => {
+                if self.collapsed.is_empty() {
+                    self.collapsed = self
+                        .tree
+                        .nodes
+                        .iter()
+                        .skip(1)
+                        .filter(|n| n.is_dir())
+                        .map(|n| n.path.clone())
+                        .collect();
+                } else {
+                    self.collapsed.clear();
+                }
+                self.refresh_rows();
+            }
+            Action::Toggle(c) => {
+                let h = &mut self.hidden;
+                let flag = match c {
+                    Change::Added => &mut h.added,
+                    Change::Deleted => &mut h.removed,
+                    Change::Modified => &mut h.modified,
+                };
+                *flag = !*flag;
+                self.refresh_rows();
+            }
+            Action::ToggleUnmodified => {
+                self.hidden.unmodified = !self.hidden.unmodified;
+                self.refresh_rows();
+            }
+            Action::ToggleAttributes => self.attributes = !self.attributes,
+            Action::SortBySize => {
+                self.by_size = !self.by_size;
+                self.refresh_rows();
+            }
+            Action::FilterStart => self.editing_filter = true,
+            Action::FilterChar(c) => {
+                self.filter.push(c);
+                self.refresh_rows();
+            }
+            Action::FilterBackspace => {
+                self.filter.pop();
+                self.refresh_rows();
+            }
+            Action::FilterDone => self.editing_filter = false,
+            Action::FilterClear => {
+                self.editing_filter = false;
+                self.filter.clear();
+                self.refresh_rows();
+            }
+            Action::Which => self.popup = self.which(),
+            Action::Preview => {
+                let n = self.selected()?;
+                if n.is_dir() {
+                    return None;
+                }
+                let (mark, layer, path) = (n.mark, n.layer, n.path.clone());
+                return match (mark, layer) {
+                    (Some(Change::Deleted), _) | (_, None) => {
+                        self.popup = Some(Popup {
+                            title: path.to_string(),
+                            lines: vec![format!("deleted in layer {}", self.layer)],
+                        });
+                        None
+                    }
+                    (_, Some(layer)) => Some(Request::Preview { layer, path }),
+                };
+            }
+            Action::Help => {
+                self.popup = Some(Popup {
+                    title: "Keys".into(),
+                    lines: super::keys::HELP.iter().map(|s| s.to_string()).collect(),
+                })
+            }
+            Action::ClosePopup | Action::Nothing => {}
+        }
+        None
+    }
+
+    /// Shows the result of a [`Request::Preview`]: the first bytes of the file (a hex
+    /// summary when binary), `total` its size.
+    pub fn show_preview(&mut self, layer: usize, path: &RelPath, head: &[u8], total: u64) {
+        let mut lines: Vec<String> = Vec::new();
+        if head.contains(&0) {
+            lines.push(format!("binary file, {total} bytes; first bytes:"));
+            for chunk in head.chunks(16).take(16) {
+                let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+                lines.push(hex.join(" "));
+            }
+        } else {
+            let text = String::from_utf8_lossy(head);
+            lines.extend(text.lines().map(|l| l.replace('\t', "    ")));
+            if (head.len() as u64) < total {
+                lines.push(format!("… ({} of {total} bytes shown)", head.len()));
+            }
+        }
+        self.popup = Some(Popup {
+            title: format!("{path} as layer {layer} has it"),
+            lines,
+        });
+    }
+
+    /// Shows an error in a popup (a failed preview).
+    pub fn show_error(&mut self, title: String, e: &anyhow::Error) {
+        self.popup = Some(Popup {
+            title,
+            lines: vec![super::super::one_line(e)],
+        });
+    }
+
+    /// `which` of the selected path over the whole image.
+    fn which(&self) -> Option<Popup> {
+        let n = self.selected()?;
+        let merged = merge::merge(&self.manifests);
+        let ids: Vec<String> = self.layers.iter().map(|l| l.id.clone()).collect();
+        let lines = match which::which(&merged, &n.path, false)
+            .and_then(|w| super::super::which::text(&w, &ids, &self.name))
+        {
+            Ok(t) => t.lines().map(str::to_string).collect(),
+            Err(e) => vec![super::super::one_line(&e)],
+        };
+        Some(Popup {
+            title: format!("which {}", n.path),
+            lines,
+        })
+    }
+
+    fn step(&mut self, by: isize) {
+        match self.pane {
+            Pane::Layers => {
+                let last = self.layers.len().saturating_sub(1) as isize;
+                let to = (self.layer as isize).saturating_add(by).clamp(0, last) as usize;
+                if to != self.layer {
+                    self.layer = to;
+                    self.rebuild();
+                }
+            }
+            Pane::Tree => {
+                let last = self.rows.len().saturating_sub(1) as isize;
+                self.cursor = (self.cursor as isize).saturating_add(by).clamp(0, last) as usize;
+            }
+        }
+    }
+
+    fn set_compare(&mut self, c: Compare) {
+        if self.compare != c {
+            self.compare = c;
+            self.rebuild();
+        }
+    }
+
+    /// A new tree for the selected layer and comparison; the cursor stays on its path.
+    fn rebuild(&mut self) {
+        self.tree = Tree::build(&self.manifests, self.layer, self.compare);
+        self.refresh_rows();
+    }
+
+    /// True when node `i` passes the change toggles and the path filter by itself.
+    fn passes(&self, i: usize) -> bool {
+        let n = &self.tree.nodes[i];
+        !self.hidden.hides(n.mark)
+            && (self.filter.is_empty() || n.path.to_string().contains(&self.filter))
+    }
+
+    /// Recomputes the visible rows: a node shows when it passes, or when something below
+    /// it does (its ancestors give the context); collapsed directories hide their children.
+    pub fn refresh_rows(&mut self) {
+        let keep = self.selected().map(|n| n.path.clone());
+        let mut shown = vec![false; self.tree.nodes.len()];
+        for i in self.tree.post_order() {
+            let n = &self.tree.nodes[i];
+            shown[i] = self.passes(i) || n.children.iter().any(|&c| shown[c]);
+        }
+        let mut rows = Vec::new();
+        // (node, prefix of its children)
+        let mut stack: Vec<(usize, String)> = Vec::new();
+        let kids = |i: usize| -> Vec<usize> {
+            let mut k: Vec<usize> = self.tree.nodes[i]
+                .children
+                .iter()
+                .copied()
+                .filter(|&c| shown[c])
+                .collect();
+            if self.by_size {
+                k.sort_by(|&a, &b| self.tree.nodes[b].size.cmp(&self.tree.nodes[a].size));
+            }
+            k
+        };
+        let top = kids(0);
+        for (j, &c) in top.iter().enumerate().rev() {
+            stack.push((
+                c,
+                if j + 1 == top.len() {
+                    "└── "
+                } else {
+                    "├── "
+                }
+                .to_string(),
+            ));
+        }
+        while let Some((i, prefix)) = stack.pop() {
+            let n = &self.tree.nodes[i];
+            rows.push(Row {
+                node: i,
+                prefix: prefix.clone(),
+            });
+            if !n.is_dir() || self.collapsed.contains(&n.path) {
+                continue;
+            }
+            let base: String = prefix.replace("├── ", "│   ").replace("└── ", "    ");
+            let k = kids(i);
+            for (j, &c) in k.iter().enumerate().rev() {
+                let tail = if j + 1 == k.len() {
+                    "└── "
+                } else {
+                    "├── "
+                };
+                stack.push((c, format!("{base}{tail}")));
+            }
+        }
+        self.rows = rows;
+        self.cursor = keep
+            .and_then(|p| {
+                self.rows
+                    .iter()
+                    .position(|r| self.tree.nodes[r.node].path == p)
+            })
+            .unwrap_or(self.cursor)
+            .min(self.rows.len().saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::super::tree::tests::sample;
+    use super::*;
+    use layerfs::image::inspect::{LayerReport, Totals, WastedPath};
+
+    /// A report of `n` layers (`layer{i}`, made by `RUN step {i}`) with three wasted files.
+    pub fn report(n: usize) -> Report {
+        Report {
+            schema: "test",
+            source: "sample".into(),
+            layers: (0..n)
+                .map(|i| LayerReport {
+                    index: i,
+                    id: format!("layer{i}"),
+                    digest: None,
+                    diff_id: None,
+                    media_type: None,
+                    blob_size: None,
+                    created_by: Some(format!("RUN step {i}")),
+                    entries: 0,
+                    added: i,
+                    modified: 0,
+                    deleted: 0,
+                    bytes_added: 0,
+                    bytes_wasted: 0,
+                    files_wasted: 0,
+                    duplicate_files: 0,
+                    duplicate_bytes: 0,
+                })
+                .collect(),
+            totals: Totals {
+                layers: n,
+                image_bytes: 0,
+                merged_bytes: 0,
+                merged_entries: 0,
+                reclaimable_bytes: 0,
+                reclaimable_percent: 0.0,
+                efficiency: 1.0,
+                duplicate_bytes: 0,
+            },
+            wasted: vec![
+                WastedPath {
+                    path: "a".into(),
+                    layer: 0,
+                    size: 5,
+                    hidden_by: 1,
+                    how: "deleted",
+                },
+                WastedPath {
+                    path: "b".into(),
+                    layer: 0,
+                    size: 7,
+                    hidden_by: 1,
+                    how: "deleted",
+                },
+                WastedPath {
+                    path: "a".into(),
+                    layer: 1,
+                    size: 5,
+                    hidden_by: 2,
+                    how: "overwritten",
+                },
+            ],
+            duplicates: vec![],
+        }
+    }
+
+    fn model() -> Model {
+        Model::new("sample".into(), sample(), &report(3))
+    }
+
+    fn paths(m: &Model) -> Vec<String> {
+        m.rows
+            .iter()
+            .map(|r| {
+                let n = &m.tree.nodes[r.node];
+                format!(
+                    "{}{}",
+                    &n.path.to_string()[1..],
+                    n.mark.map_or(String::new(), |c| format!(" {}", c.letter()))
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wasted_files_are_grouped_by_path_biggest_first() {
+        let m = model();
+        assert_eq!(
+            m.wasted,
+            vec![
+                Waste {
+                    path: "a".into(),
+                    count: 2,
+                    bytes: 10
+                },
+                Waste {
+                    path: "b".into(),
+                    count: 1,
+                    bytes: 7
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn selecting_a_layer_shows_its_tree_with_marks() {
+        let mut m = model();
+        assert_eq!(paths(&m)[0], "etc A");
+        m.apply(Action::Down);
+        assert_eq!(m.layer, 1);
+        assert_eq!(
+            paths(&m),
+            vec![
+                "etc",
+                "etc/hosts M",
+                "etc/new A",
+                "etc/passwd D",
+                "usr",
+                "usr/bin",
+                "usr/bin/big",
+                "usr/bin/small"
+            ]
+        );
+        m.apply(Action::End);
+        assert_eq!(m.layer, 2);
+        m.apply(Action::Up);
+        m.apply(Action::Home);
+        assert_eq!(m.layer, 0);
+    }
+
+    #[test]
+    fn tree_cursor_collapse_and_collapse_all() {
+        let mut m = model();
+        m.apply(Action::Down);
+        m.apply(Action::SwitchPane);
+        assert_eq!(m.pane, Pane::Tree);
+        m.apply(Action::Down);
+        assert_eq!(&m.selected().unwrap().path.to_string()[1..], "etc/hosts");
+        m.apply(Action::Up);
+        m.apply(Action::ToggleCollapse);
+        assert_eq!(
+            paths(&m),
+            vec!["etc", "usr", "usr/bin", "usr/bin/big", "usr/bin/small"]
+        );
+        m.apply(Action::ToggleCollapse);
+        assert_eq!(m.rows.len(), 8);
+        m.apply(Action::ToggleCollapseAll);
+        assert_eq!(paths(&m), vec!["etc", "usr"]);
+        m.apply(Action::ToggleCollapseAll);
+        assert_eq!(m.rows.len(), 8);
+        // Collapsing a file does nothing.
+        m.apply(Action::End);
+        m.apply(Action::ToggleCollapse);
+        assert_eq!(m.rows.len(), 8);
+        assert_eq!(
+            &m.selected().unwrap().path.to_string()[1..],
+            "usr/bin/small"
+        );
+    }
+
+    #[test]
+    fn change_toggles_keep_the_ancestors_of_what_shows() {
+        let mut m = model();
+        m.apply(Action::Down);
+        m.apply(Action::ToggleUnmodified);
+        assert_eq!(
+            paths(&m),
+            vec!["etc", "etc/hosts M", "etc/new A", "etc/passwd D"]
+        );
+        m.apply(Action::Toggle(Change::Added));
+        m.apply(Action::Toggle(Change::Deleted));
+        assert_eq!(paths(&m), vec!["etc", "etc/hosts M"]);
+        m.apply(Action::Toggle(Change::Modified));
+        assert!(m.rows.is_empty());
+        assert!(m.selected().is_none());
+        m.apply(Action::ToggleUnmodified);
+        assert_eq!(m.rows.len(), 5, "{:?}", paths(&m));
+    }
+
+    #[test]
+    fn the_path_filter_keeps_matches_and_their_ancestors() {
+        let mut m = model();
+        m.apply(Action::Down);
+        m.apply(Action::FilterStart);
+        assert!(m.editing_filter);
+        for c in "bi".chars() {
+            m.apply(Action::FilterChar(c));
+        }
+        assert_eq!(
+            paths(&m),
+            vec!["usr", "usr/bin", "usr/bin/big", "usr/bin/small"]
+        );
+        m.apply(Action::FilterChar('g'));
+        assert_eq!(paths(&m), vec!["usr", "usr/bin", "usr/bin/big"]);
+        m.apply(Action::FilterBackspace);
+        m.apply(Action::FilterDone);
+        assert!(!m.editing_filter);
+        assert_eq!(m.filter, "bi");
+        m.apply(Action::FilterClear);
+        assert_eq!(m.rows.len(), 8);
+    }
+
+    #[test]
+    fn sort_by_size_puts_big_subtrees_first_and_the_cursor_follows_its_path() {
+        let mut m = model();
+        m.apply(Action::Down);
+        m.apply(Action::SwitchPane);
+        m.apply(Action::Down);
+        m.apply(Action::SortBySize);
+        assert_eq!(
+            paths(&m),
+            vec![
+                "usr",
+                "usr/bin",
+                "usr/bin/big",
+                "usr/bin/small",
+                "etc",
+                "etc/passwd D",
+                "etc/hosts M",
+                "etc/new A"
+            ]
+        );
+        assert_eq!(&m.selected().unwrap().path.to_string()[1..], "etc/hosts");
+    }
+
+    #[test]
+    fn which_and_preview_of_the_selected_path() {
+        let mut m = model();
+        m.apply(Action::Down);
+        m.apply(Action::SwitchPane);
+        m.apply(Action::Down);
+        m.apply(Action::Which);
+        let p = m.popup.clone().unwrap();
+        assert_eq!(p.title, "which /etc/hosts");
+        assert!(
+            p.lines[0].starts_with("/etc/hosts: layer 1 (layer1): file"),
+            "{:?}",
+            p.lines
+        );
+        assert!(
+            p.lines[1].contains("shadows layer 0 (layer0)"),
+            "{:?}",
+            p.lines
+        );
+        // Any key closes a popup and does nothing else.
+        m.apply(Action::Down);
+        assert!(m.popup.is_none());
+        assert_eq!(&m.selected().unwrap().path.to_string()[1..], "etc/hosts");
+        assert_eq!(
+            m.apply(Action::Preview),
+            Some(Request::Preview {
+                layer: 1,
+                path: RelPath::parse(b"etc/hosts", false).unwrap()
+            })
+        );
+        m.show_preview(
+            1,
+            &RelPath::parse(b"etc/hosts", false).unwrap(),
+            b"127.0.0.1 x\n",
+            40,
+        );
+        let p = m.popup.clone().unwrap();
+        assert_eq!(p.lines, vec!["127.0.0.1 x", "… (12 of 40 bytes shown)"]);
+        m.apply(Action::ClosePopup);
+        // A deleted path has nothing to preview.
+        m.apply(Action::End);
+        m.apply(Action::Up);
+        m.apply(Action::Up);
+        m.apply(Action::Up);
+        m.apply(Action::Up);
+        assert_eq!(&m.selected().unwrap().path.to_string()[1..], "etc/passwd");
+        assert_eq!(m.apply(Action::Preview), None);
+        assert_eq!(m.popup.as_ref().unwrap().lines, vec!["deleted in layer 1"]);
+        m.apply(Action::ClosePopup);
+        m.apply(Action::Which);
+        let p = m.popup.clone().unwrap();
+        assert!(p.lines[0].contains("deleted by layer 1"), "{:?}", p.lines);
+    }
+
+    #[test]
+    fn compare_all_marks_against_the_base_layer() {
+        let mut m = model();
+        m.apply(Action::End);
+        m.apply(Action::CompareAll);
+        let p = paths(&m);
+        assert!(p.contains(&"etc/new A".to_string()), "{p:?}");
+        assert!(p.contains(&"usr/bin/big D".to_string()), "{p:?}");
+        m.apply(Action::CompareLayer);
+        let p = paths(&m);
+        assert!(p.contains(&"etc/new".to_string()), "{p:?}");
+    }
+}
