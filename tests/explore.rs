@@ -7,6 +7,7 @@ mod imagekit;
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{eventually, BIN};
@@ -29,8 +30,13 @@ impl Tmux {
     /// Runs `cmd` in a detached 120x36 session; the pane stays after the program exits so
     /// its exit status can be read.
     fn start(cmd: &str) -> Tmux {
+        static N: AtomicUsize = AtomicUsize::new(0);
         let t = Tmux {
-            socket: format!("layerfs-explore-test-{}", std::process::id()),
+            socket: format!(
+                "layerfs-explore-test-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ),
         };
         let o = t
             .tmux()
@@ -66,6 +72,13 @@ impl Tmux {
         String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
     }
 
+    /// Polls the screen until it shows every text of `all` and none of `none`.
+    fn shows(&self, what: &str, all: &[&str], none: &[&str]) -> String {
+        self.wait(what, |s| {
+            all.iter().all(|t| s.contains(t)) && !none.iter().any(|t| s.contains(t))
+        })
+    }
+
     /// Polls the screen until `ok` holds for it (15 s at most); the screen it held on.
     fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -80,6 +93,21 @@ impl Tmux {
             );
             std::thread::yield_now();
         }
+    }
+
+    /// Waits for the program to exit and checks that its status was 0.
+    fn exited_ok(&self) {
+        // tmux sees the pty close before it reaps the child: wait for the status too.
+        eventually("explore exits", || {
+            self.format("#{pane_dead}") == "1" && !self.format("#{pane_dead_status}").is_empty()
+        });
+        let status = self.format("#{pane_dead_status}");
+        assert_eq!(
+            status,
+            "0",
+            "exit status; the screen:\n{}",
+            self.screen(false)
+        );
     }
 
     fn format(&self, f: &str) -> String {
@@ -132,21 +160,35 @@ fn explore_in_tmux_walks_layers_toggles_filters_and_shows_which_and_a_preview() 
         "{BIN} explore --no-cache oci:{}:v1",
         oci.display()
     ));
-    let s = tmux.wait("the first screen", |s| {
-        s.contains("Image efficiency score") && s.contains("RUN rm -rf /usr")
-    });
-    assert!(s.contains("Current layer contents (layer 0)"), "{s}");
-    assert!(s.contains("ADD rootfs /"), "{s}");
-    // The 200 kB file is wasted (deleted by layer 2): it tops the wasted list.
-    assert!(s.contains("195.3 KiB  /usr/bin/big"), "{s}");
+    // The whole first screen (ratatui draws row by row: wait for everything checked).
+    tmux.shows(
+        "the first screen",
+        &[
+            "Current layer contents (layer 0)",
+            "ADD rootfs /",
+            "RUN rm -rf /usr",
+            "Image efficiency score: 0.0 %",
+            // The 200 kB file is wasted (deleted by layer 2): it tops the wasted list.
+            "195.3 KiB  /usr/bin/big",
+            "?  Help",
+        ],
+        &[],
+    );
 
     // Layer 1: its changes marked, A/M/D counts in the layer list.
     tmux.keys(&["Down"]);
-    let s = tmux.wait("layer 1", |s| s.contains("(layer 1)"));
-    assert!(s.contains("+1 ~1 -1  RUN edit-etc"), "{s}");
-    for name in ["├── hosts", "├── new", "└── passwd", "└── big"] {
-        assert!(s.contains(name), "{name}: {s}");
-    }
+    tmux.shows(
+        "layer 1",
+        &[
+            "(layer 1)",
+            "+1 ~1 -1  RUN edit-etc",
+            "├── hosts",
+            "├── new",
+            "└── passwd",
+            "└── big",
+        ],
+        &[],
+    );
     // Colours: added green, modified yellow, deleted red (colour 2, 3, 1: tmux writes
     // them as 256-colour indexes).
     let colours = tmux.screen(true);
@@ -164,39 +206,97 @@ fn explore_in_tmux_walks_layers_toggles_filters_and_shows_which_and_a_preview() 
 
     // Tab to the tree, Ctrl+U hides unmodified files: /usr goes, /etc stays.
     tmux.keys(&["Tab", "C-u"]);
-    let s = tmux.wait("unmodified hidden", |s| !s.contains("── big"));
-    assert!(s.contains("├── new"), "{s}");
+    tmux.shows("unmodified hidden", &["├── new", "Unmodified"], &["── big"]);
 
     // which of /etc/hosts: layer 1 provides it, it shadows layer 0's.
     tmux.keys(&["Down", "w"]);
-    let s = tmux.wait("which popup", |s| s.contains("which /etc/hosts"));
-    assert!(s.contains("/etc/hosts: layer 1"), "{s}");
-    assert!(s.contains("shadows layer 0"), "{s}");
+    tmux.shows(
+        "which popup",
+        &["which /etc/hosts", "/etc/hosts: layer 1", "shadows layer 0"],
+        &[],
+    );
+    // (A key right after Escape would read as Alt+key: wait for the Escape to land.)
     tmux.keys(&["Escape"]);
-    tmux.wait("popup closed", |s| !s.contains("which /etc/hosts"));
+    tmux.shows("popup closed", &[], &["which /etc/hosts"]);
 
     // Preview: the file as layer 1 has it (read from the gzip blob).
     tmux.keys(&["p"]);
-    let s = tmux.wait("preview", |s| s.contains("as layer 1 has it"));
-    assert!(s.contains("127.0.0.2 changed-by-layer-1"), "{s}");
+    tmux.shows(
+        "preview",
+        &["as layer 1 has it", "127.0.0.2 changed-by-layer-1"],
+        &[],
+    );
     tmux.keys(&["Escape"]);
+    tmux.shows("preview closed", &[], &["as layer 1 has it"]);
 
     // Ctrl+F filter: only the paths matching, and their ancestors.
     tmux.keys(&["C-f", "n", "e", "w", "Enter"]);
-    let s = tmux.wait("filter", |s| {
-        s.contains("Path filter:  new") && !s.contains("── hosts")
-    });
-    assert!(s.contains("└── new"), "{s}");
+    tmux.shows(
+        "filter",
+        &["Path filter:  new", "└── etc/", "    └── new"],
+        &["── hosts"],
+    );
 
     // Space collapses /etc (cursor back on it), q quits with status 0.
-    // (A key right after Escape would read as Alt+key: wait for the Escape to land.)
     tmux.keys(&["Escape"]);
-    tmux.wait("filter cleared", |s| !s.contains("Path filter"));
+    tmux.shows("filter cleared", &["^F  Filter"], &["Path filter"]);
     tmux.keys(&["Home", "Space"]);
-    tmux.wait("collapsed", |s| s.contains("⊕ etc/"));
+    tmux.shows("collapsed", &["⊕ etc/"], &["── new"]);
     tmux.keys(&["q"]);
-    eventually("explore exits", || tmux.format("#{pane_dead}") == "1");
-    assert_eq!(tmux.format("#{pane_dead_status}"), "0");
+    tmux.exited_ok();
+}
+
+#[test]
+fn explore_with_diff_shows_two_images_side_by_side() {
+    let t = tempfile::tempdir().unwrap();
+    let new = fixture(t.path());
+    // The same image without its last layer (RUN rm -rf /usr).
+    let tars: Vec<Vec<u8>> = (0..2)
+        .map(|i| imagekit::tar_dir(&t.path().join(format!("l{i}"))))
+        .collect();
+    let old = t.path().join("old");
+    imagekit::write_oci(
+        &old,
+        &tars,
+        &["ADD rootfs /", "RUN edit-etc"],
+        Comp::Zstd,
+        "v0",
+    );
+    let tmux = Tmux::start(&format!(
+        "{BIN} explore --no-cache oci:{}:v0 --diff oci:{}:v1",
+        old.display(),
+        new.display()
+    ));
+    tmux.shows(
+        "the first screen",
+        &["Image efficiency score", " d  Diff"],
+        &[],
+    );
+    tmux.keys(&["d"]);
+    let s = tmux.shows(
+        "the diff",
+        &[
+            "(1 added, 0 changed, 3 deleted)",
+            "/usr/bin/big",
+            "/tmp",
+            "Back to the layers",
+        ],
+        &[],
+    );
+    let big = s.lines().find(|l| l.contains("/usr/bin/big")).expect(&s);
+    assert!(
+        big.contains("D -rw-r--r--") && big.contains("195.3 KiB"),
+        "{big}"
+    );
+    assert!(
+        s.lines()
+            .any(|l| l.contains("drwxr-xr-x") && l.contains("/tmp")),
+        "{s}"
+    );
+    tmux.keys(&["d"]);
+    tmux.wait("back to the layers", |s| s.contains("Image details"));
+    tmux.keys(&["C-c"]);
+    tmux.exited_ok();
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Keys of `explore`: dive's bindings where dive has one (Tab, Ctrl+F, Space, Ctrl+Space,
 //! Ctrl+A / R / M / U / B, Ctrl+L, PageUp / PageDown, Ctrl+C), plus `w` (which), `p`
-//! (preview, as `cat`), `s` (sort by size), `/` (filter), `?` (help) and vi's j / k.
+//! (preview, as `cat`), `s` (sort by size), `/` (filter), `d` (diff with `--diff B`),
+//! `?` (help) and vi's j / k.
 //! A terminal sends Ctrl+M as Enter, so Enter toggles modified files as in dive.
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
@@ -29,6 +30,8 @@ pub const HELP: &[&str] = &[
     "s            sort by size (biggest first) / by name",
     "w            which: every layer's copy and what hides it",
     "p            preview the file as the selected layer has it",
+    "",
+    "d            with --diff B: the two images side by side (d again: back)",
 ];
 
 /// The action of `key` in the model's current state.
@@ -62,6 +65,7 @@ pub fn action(m: &Model, key: KeyEvent) -> Action {
         KeyCode::Home | KeyCode::Char('g') => Action::Home,
         KeyCode::End | KeyCode::Char('G') => Action::End,
         KeyCode::Char('?') => Action::Help,
+        KeyCode::Char('d') if !ctrl => Action::ToggleDiff,
         _ => Action::Nothing,
     };
     if common != Action::Nothing {

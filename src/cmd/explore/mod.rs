@@ -11,6 +11,7 @@
 //! `inspect`'s progress bar while they are built), never on the tars: only a preview reads
 //! a file's bytes.
 
+pub mod diff;
 pub mod keys;
 pub mod model;
 pub mod tree;
@@ -26,7 +27,7 @@ use super::image_source::SourceArgs;
 use layerfs::image::cat;
 use layerfs::image::inspect::{self, merge};
 use layerfs::image::manifest::Manifest;
-use layerfs::image::source::{Image, RelPath};
+use layerfs::image::source::{Image, RelPath, Spec};
 use model::{Model, Request};
 
 #[derive(Args, Debug)]
@@ -36,6 +37,9 @@ pub struct ExploreArgs {
     pub args: Vec<String>,
     #[command(flatten)]
     pub source: SourceArgs,
+    /// A second source to compare with, side by side (`d` shows it).
+    #[arg(long, value_name = "SOURCE")]
+    pub diff: Option<String>,
 }
 
 /// Bytes of a file a preview shows.
@@ -80,7 +84,24 @@ pub fn run(a: ExploreArgs) -> Result<()> {
     let image = a.source.common.open(&spec)?;
     let manifests = a.source.common.manifests(&image)?;
     let (report, _) = inspect::analyze(&image, &manifests, usize::MAX);
+    let other = match &a.diff {
+        Some(b) => {
+            let ib = a.source.common.open(&Spec::parse(b)?)?;
+            let mb = a.source.common.manifests(&ib)?;
+            Some((ib.name, mb))
+        }
+        None => None,
+    };
+    let diff = other.as_ref().map(|(name, mb)| {
+        diff::DiffModel::new(
+            image.name.clone(),
+            name.clone(),
+            &merge::merge(&manifests),
+            &merge::merge(mb),
+        )
+    });
     let mut model = Model::new(image.name.clone(), manifests, &report);
+    model.diff = diff;
     let mut terminal = ratatui::init();
     let res = event_loop(&mut terminal, &mut model, &image);
     ratatui::restore();

@@ -53,6 +53,12 @@ fn selected_style(focused: bool) -> Style {
 pub fn draw(f: &mut Frame, m: &mut Model) {
     let [main, status] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(1)]).areas(f.area());
+    if m.diff.as_ref().is_some_and(|d| d.shown) {
+        draw_diff(f, m, main);
+        draw_status(f, m, status);
+        draw_popup(f, m);
+        return;
+    }
     let [left, right] =
         Layout::horizontal([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(main);
     let layer_rows = (m.layers.len() as u16 + 3).min(left.height / 2).max(4);
@@ -62,6 +68,10 @@ pub fn draw(f: &mut Frame, m: &mut Model) {
     draw_details(f, m, details);
     draw_tree(f, m, right);
     draw_status(f, m, status);
+    draw_popup(f, m);
+}
+
+fn draw_popup(f: &mut Frame, m: &Model) {
     if let Some(p) = &m.popup {
         let area = centered(f.area(), 80, 70);
         let lines: Vec<Line> = p.lines.iter().map(|l| Line::raw(l.clone())).collect();
@@ -71,6 +81,68 @@ pub fn draw(f: &mut Frame, m: &mut Model) {
             area,
         );
     }
+}
+
+/// The two images side by side: each changed path with the entry each image has.
+fn draw_diff(f: &mut Frame, m: &mut Model, area: Rect) {
+    let Some(d) = m.diff.as_mut() else { return };
+    let (added, changed, deleted) = d.counts();
+    let title = format!(
+        " Diff: {} → {} ({added} added, {changed} changed, {deleted} deleted) ",
+        d.a_name, d.b_name
+    );
+    let block = pane_block(title, true);
+    d.page = area.height.saturating_sub(3).max(1) as usize;
+    if d.cursor < d.scroll {
+        d.scroll = d.cursor;
+    } else if d.cursor >= d.scroll + d.page {
+        d.scroll = d.cursor + 1 - d.page;
+    }
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(inner);
+    let bold = Style::default().add_modifier(Modifier::BOLD);
+    let mut l = vec![Line::styled(format!("A: {}", d.a_name), bold)];
+    let mut r = vec![Line::styled(format!("B: {}", d.b_name), bold)];
+    for (vi, &ri) in d.visible.iter().enumerate().skip(d.scroll).take(d.page) {
+        let row = &d.rows[ri];
+        let cell = |s: &Option<super::diff::Side>| match s {
+            Some(s) => format!("{} {:>10}  {}", s.attrs, s.size, row.path),
+            None => String::new(),
+        };
+        let (ls, rs) = match row.change {
+            'A' => (Style::default(), colour(Some(Change::Added))),
+            'D' => (colour(Some(Change::Deleted)), Style::default()),
+            _ => (
+                colour(Some(Change::Modified)),
+                colour(Some(Change::Modified)),
+            ),
+        };
+        let sel = if vi == d.cursor {
+            selected_style(true)
+        } else {
+            Style::default()
+        };
+        let what = if row.what.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", row.what)
+        };
+        l.push(Line::styled(
+            format!("{} {}", row.change, cell(&row.a)),
+            ls.patch(sel),
+        ));
+        r.push(Line::styled(
+            format!("{}{what}", cell(&row.b)),
+            rs.patch(sel),
+        ));
+    }
+    if d.visible.is_empty() {
+        l.push(Line::raw("(no differences match)"));
+    }
+    f.render_widget(Paragraph::new(l), left);
+    f.render_widget(Paragraph::new(r), right);
 }
 
 fn centered(r: Rect, w_pct: u16, h_pct: u16) -> Rect {
@@ -243,8 +315,18 @@ fn draw_status(f: &mut Frame, m: &Model, area: Rect) {
         return;
     }
     hint("^C", "Quit", true);
+    if m.diff.as_ref().is_some_and(|d| d.shown) {
+        hint("d", "Back to the layers", true);
+        hint("^F", "Filter", true);
+        hint("?", "Help", true);
+        f.render_widget(Paragraph::new(Line::from(spans)), area);
+        return;
+    }
     hint("Tab", "Switch", true);
     hint("^F", "Filter", true);
+    if m.diff.is_some() {
+        hint("d", "Diff", true);
+    }
     match m.pane {
         Pane::Layers => {
             hint("^L", "Layer changes", m.compare == Compare::Layer);
@@ -358,6 +440,44 @@ mod tests {
         let screen = lines.join("\n");
         assert!(screen.contains(" Keys "), "{screen}");
         assert!(screen.contains("w            which"), "{screen}");
+    }
+
+    #[test]
+    fn the_diff_shows_both_images_side_by_side() {
+        let mut m = model();
+        let ms = sample();
+        let (a, b) = (
+            layerfs::image::inspect::merge::merge(&ms[..1]),
+            layerfs::image::inspect::merge::merge(&ms[..2]),
+        );
+        m.diff = Some(super::super::diff::DiffModel::new(
+            "old".into(),
+            "new".into(),
+            &a,
+            &b,
+        ));
+        m.apply(Action::ToggleDiff);
+        let (lines, buf) = render(&mut m);
+        let screen = lines.join("\n");
+        assert!(
+            screen.contains("Diff: old → new (1 added, 1 changed, 1 deleted)"),
+            "{screen}"
+        );
+        let (_, y) = find(&lines, "C -rw-r--r--").expect(&screen);
+        // Both sides of the changed file on one line, its sizes on each side.
+        assert!(lines[y].matches("/etc/hosts").count() == 2, "{}", lines[y]);
+        assert!(
+            lines[y].contains("10 B") && lines[y].contains("11 B"),
+            "{}",
+            lines[y]
+        );
+        assert!(lines[y].contains("(content)"), "{}", lines[y]);
+        let (x, y) = find(&lines, "D -rw-r--r--").expect(&screen);
+        assert_eq!(buf[(x as u16, y as u16)].fg, Color::Red);
+        assert!(screen.contains(" d  Back to the layers"), "{screen}");
+        m.apply(Action::ToggleDiff);
+        let (lines, _) = render(&mut m);
+        assert!(lines.join("\n").contains("Image details"));
     }
 
     #[test]
