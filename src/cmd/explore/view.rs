@@ -209,18 +209,32 @@ fn draw_details(f: &mut Frame, m: &Model, area: Rect) {
         format!("{:>5} {:>12}  Path", "Count", "Total Space"),
         bold,
     ));
-    for w in &m.wasted {
+    // Paths keep their end (the file name) when the pane is too narrow.
+    let room = (area.width as usize).saturating_sub(2 + 20);
+    for w in m.wasted.iter().take(area.height as usize) {
         lines.push(Line::raw(format!(
             "{:>5} {:>12}  {}",
             w.count,
             human(w.bytes),
-            w.path
+            tail(&w.path, room)
         )));
     }
     f.render_widget(
         Paragraph::new(lines).block(pane_block(" Image details ".into(), false)),
         area,
     );
+}
+
+/// `s`, or `…` and its last `width - 1` characters.
+pub fn tail(s: &str, width: usize) -> String {
+    let n = s.chars().count();
+    if n <= width {
+        return s.to_string();
+    }
+    let keep = width.saturating_sub(1);
+    let mut out = String::from("…");
+    out.extend(s.chars().skip(n - keep));
+    out
 }
 
 fn draw_tree(f: &mut Frame, m: &mut Model, area: Rect) {
@@ -425,6 +439,12 @@ mod tests {
         assert!(screen.contains("├── ⊕ etc/"), "{screen}");
         assert!(!screen.contains("passwd"), "{screen}");
         assert!(screen.contains(" ^U  Unmodified"), "{screen}");
+    }
+
+    #[test]
+    fn long_paths_keep_their_end() {
+        assert_eq!(tail("/usr/share/locale", 8), "…/locale");
+        assert_eq!(tail("/etc", 8), "/etc");
     }
 
     #[test]
