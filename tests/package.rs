@@ -42,18 +42,33 @@ fn ok(o: &Output, what: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// `dpkg ARGS`, retried while another dpkg / apt holds the lock (other engineers' set-ups
-/// install packages on a shared machine); bounded.
+/// `dpkg ARGS` under dpkg's frontend lock, as apt runs it: the lock is waited for (other
+/// engineers' set-ups install packages on a shared machine), then dpkg is told it is held.
 fn dpkg(args: &[&str]) -> Output {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    loop {
-        let o = run(Command::new("dpkg").args(args));
-        let err = String::from_utf8_lossy(&o.stderr);
-        if o.status.success() || !err.contains("lock") || std::time::Instant::now() > deadline {
-            return o;
-        }
-        std::thread::yield_now();
-    }
+    let lock = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open("/var/lib/dpkg/lock-frontend")
+        .unwrap();
+    let fl = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: fcntl on an fd we own with a valid flock struct; blocks until apt / dpkg let go.
+    assert_eq!(
+        unsafe { libc::fcntl(lock.as_raw_fd(), libc::F_SETLKW, &fl) },
+        0
+    );
+    let o = run(Command::new("dpkg")
+        .env("DPKG_FRONTEND_LOCKED", "1")
+        .args(args));
+    drop(lock);
+    o
 }
 
 fn installed() -> bool {
@@ -67,6 +82,8 @@ struct Installed {
     _lock: fs::File,
     marker: String,
     mp: PathBuf,
+    /// Whether /etc/fstab existed before (if not, it is removed again).
+    had_fstab: bool,
 }
 
 impl Drop for Installed {
@@ -75,6 +92,9 @@ impl Drop for Installed {
             let _ = Command::new("umount").arg("-l").arg(&self.mp).status();
         }
         remove_fstab_lines(&self.marker);
+        if !self.had_fstab && fs::read("/etc/fstab").is_ok_and(|t| t.is_empty()) {
+            let _ = fs::remove_file("/etc/fstab");
+        }
         if installed() {
             let _ = dpkg(&["-r", "layerfs"]);
         }
@@ -129,6 +149,7 @@ fn the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cle
         _lock: lock,
         marker: format!("layerfs-package-test-{}", std::process::id()),
         mp: mp.clone(),
+        had_fstab: Path::new("/etc/fstab").exists(),
     };
 
     // Build (cargo-deb on the debug binary) and install.
