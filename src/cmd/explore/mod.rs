@@ -18,6 +18,7 @@ pub mod tree;
 pub mod view;
 
 use std::io::{IsTerminal, Write};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -114,22 +115,31 @@ fn event_loop(
     image: &Image,
 ) -> Result<()> {
     loop {
+        model.settle();
         terminal.draw(|f| view::draw(f, model))?;
-        let Event::Key(key) = event::read()? else {
-            continue; // a resize: draw again
-        };
-        if key.kind != KeyEventKind::Press {
-            continue;
-        }
-        match model.apply(keys::action(model, key)) {
-            None => {}
-            Some(Request::Quit) => return Ok(()),
-            Some(Request::Preview { layer, path }) => {
-                match preview(image, model.manifests(), layer, &path) {
-                    Ok((head, total)) => model.show_preview(layer, &path, &head, total),
-                    Err(e) => model.show_error(path.to_string(), &e),
+        // Act on the next event and on every one already waiting (keys typed ahead, a held
+        // arrow), then build the selected layer's tree once and draw.
+        let mut ev = event::read()?;
+        loop {
+            if let Event::Key(key) = ev {
+                if key.kind == KeyEventKind::Press {
+                    match model.act(keys::action(model, key)) {
+                        None => {}
+                        Some(Request::Quit) => return Ok(()),
+                        Some(Request::Preview { layer, path }) => {
+                            match preview(image, model.manifests(), layer, &path) {
+                                Ok((head, total)) => model.show_preview(layer, &path, &head, total),
+                                Err(e) => model.show_error(path.to_string(), &e),
+                            }
+                        }
+                    }
                 }
             }
+            // Anything else (a resize) only needs a new drawing.
+            if !event::poll(Duration::ZERO)? {
+                break;
+            }
+            ev = event::read()?;
         }
     }
 }

@@ -148,6 +148,10 @@ pub struct Model {
     pub popup: Option<Popup>,
     /// The comparison with a second image (`--diff B`).
     pub diff: Option<DiffModel>,
+    /// The tree is not the selected layer's and comparison's yet.
+    stale: bool,
+    /// Trees built so far.
+    pub builds: usize,
 }
 
 impl Model {
@@ -211,6 +215,8 @@ impl Model {
             page: 20,
             popup: None,
             diff: None,
+            stale: false,
+            builds: 1,
         };
         m.refresh_rows();
         m
@@ -230,8 +236,32 @@ impl Model {
         self.collapsed.contains(path)
     }
 
-    /// Applies `a`; what the caller must do next, if anything.
+    /// Applies `a` and brings the tree up to date; what the caller must do next, if anything.
+    #[cfg(test)]
     pub fn apply(&mut self, a: Action) -> Option<Request> {
+        let r = self.act(a);
+        self.settle();
+        r
+    }
+
+    /// Applies `a`, leaving a layer change's tree to [`Model::settle`]: the event loop acts
+    /// on every key already typed (a held Down arrow) and rebuilds the tree once.
+    pub fn act(&mut self, a: Action) -> Option<Request> {
+        let moves_layer = self.pane == Pane::Layers
+            && matches!(
+                a,
+                Action::Up
+                    | Action::Down
+                    | Action::PageUp
+                    | Action::PageDown
+                    | Action::Home
+                    | Action::End
+                    | Action::CompareAll
+                    | Action::CompareLayer
+            );
+        if !moves_layer {
+            self.settle();
+        }
         if self.popup.is_some() {
             match a {
                 Action::Quit => return Some(Request::Quit),
@@ -442,7 +472,7 @@ impl Model {
                 let to = (self.layer as isize).saturating_add(by).clamp(0, last) as usize;
                 if to != self.layer {
                     self.layer = to;
-                    self.rebuild();
+                    self.stale = true;
                 }
             }
             Pane::Tree => {
@@ -455,14 +485,19 @@ impl Model {
     fn set_compare(&mut self, c: Compare) {
         if self.compare != c {
             self.compare = c;
-            self.rebuild();
+            self.stale = true;
         }
     }
 
-    /// A new tree for the selected layer and comparison; the cursor stays on its path.
-    fn rebuild(&mut self) {
-        self.tree = Tree::build(&self.manifests, self.layer, self.compare);
-        self.refresh_rows();
+    /// Builds the tree of the selected layer and comparison if they changed since it was
+    /// built; the cursor stays on its path.
+    pub fn settle(&mut self) {
+        if self.stale {
+            self.stale = false;
+            self.builds += 1;
+            self.tree = Tree::build(&self.manifests, self.layer, self.compare);
+            self.refresh_rows();
+        }
     }
 
     /// True when node `i` passes the change toggles and the path filter by itself.

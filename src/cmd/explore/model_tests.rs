@@ -318,3 +318,21 @@ fn keys_go_to_the_diff_while_it_is_shown() {
     assert!(!m.diff.as_ref().unwrap().shown);
     assert_eq!(m.pane, Pane::Layers);
 }
+
+#[test]
+fn layer_moves_typed_ahead_build_one_tree() {
+    let mut m = model();
+    assert_eq!(m.builds, 1);
+    m.act(Action::Down);
+    m.act(Action::Down);
+    m.act(Action::Up);
+    assert_eq!(m.builds, 1, "no tree built while keys are pending");
+    m.settle();
+    assert_eq!((m.layer, m.builds), (1, 2));
+    assert!(paths(&m).contains(&"etc/new A".to_string()));
+    // An action that needs the tree settles it first.
+    m.act(Action::Down);
+    m.act(Action::SwitchPane);
+    assert_eq!(m.builds, 3);
+    assert!(paths(&m).contains(&"usr D".to_string()), "{:?}", paths(&m));
+}
