@@ -65,12 +65,14 @@ enum Cmd {
     Explore(cmd::explore::ExploreArgs),
     /// Print a shell completion script (bash, zsh, fish) to stdout.
     Completions {
+        /// The shell: bash, zsh or fish.
         #[arg(value_enum)]
         shell: cmd::packaging::Shell,
     },
     /// Write the man pages (layerfs.1 and one per subcommand) into DIR (for packaging).
     #[command(hide = true)]
     ManPages {
+        /// Where to write them (created if missing).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },

@@ -75,7 +75,7 @@ fn node_of(path: RelPath, r: Option<&Record>, layer: Option<usize>, mark: Option
 impl Tree {
     /// The tree of layer `layer` (bottom = 0) of `manifests`, marked as `compare` says.
     pub fn build(manifests: &[Manifest], layer: usize, compare: Compare) -> Tree {
-        let upto = &manifests[..=layer.min(manifests.len().saturating_sub(1))];
+        let upto = &manifests[..(layer + 1).min(manifests.len())];
         let merged = merge::merge(upto);
         let rec = |o: Origin| &upto[o.layer].records[o.idx];
         // path -> (change, the entry before the change)
@@ -314,6 +314,13 @@ pub(crate) mod tests {
         let etc = t.find(&RelPath::parse(b"etc", false).unwrap()).unwrap();
         assert_eq!(t.nodes[etc].size, 18);
         assert_eq!(t.nodes[0].size, 18 + 1005);
+    }
+
+    #[test]
+    fn an_image_without_layers_is_an_empty_tree() {
+        let t = Tree::build(&[], 0, Compare::All);
+        assert_eq!(t.nodes.len(), 1);
+        assert!(t.nodes[0].children.is_empty());
     }
 
     #[test]
