@@ -204,6 +204,16 @@ fn explore_in_tmux_walks_layers_toggles_filters_and_shows_which_and_a_preview() 
         assert!(line.contains(code), "{name} not coloured {code}: {line:?}");
     }
 
+    // Ctrl+A: every change since the base layer (the same here at layer 1); Ctrl+L: back.
+    tmux.keys(&["C-a"]);
+    tmux.shows(
+        "aggregated",
+        &["Aggregated contents (layer 1)", "aggregated changes"],
+        &[],
+    );
+    tmux.keys(&["C-l"]);
+    tmux.shows("layer changes", &["Current layer contents (layer 1)"], &[]);
+
     // Tab to the tree, Ctrl+U hides unmodified files: /usr goes, /etc stays.
     tmux.keys(&["Tab", "C-u"]);
     tmux.shows("unmodified hidden", &["├── new", "Unmodified"], &["── big"]);
@@ -242,6 +252,15 @@ fn explore_in_tmux_walks_layers_toggles_filters_and_shows_which_and_a_preview() 
     tmux.shows("filter cleared", &["^F  Filter"], &["Path filter"]);
     tmux.keys(&["Home", "Space"]);
     tmux.shows("collapsed", &["⊕ etc/"], &["── new"]);
+    // Ctrl+Space: with something collapsed, expands everything; Ctrl+B hides attributes.
+    tmux.keys(&["C-Space"]);
+    tmux.shows("expanded", &["── new"], &["⊕ etc/"]);
+    tmux.keys(&["C-b"]);
+    tmux.shows(
+        "no attributes",
+        &["└── etc/"],
+        &["Permission", "-rw-r--r--"],
+    );
     tmux.keys(&["q"]);
     tmux.exited_ok();
 }
