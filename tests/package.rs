@@ -153,15 +153,16 @@ fn the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cle
     };
 
     // Build (cargo-deb on the debug binary) and install.
-    ok(
+    let out = ok(
         &run(Command::new(Path::new(REPO).join("scripts/package")).arg("--dev")),
         "scripts/package --dev",
     );
-    let deb = fs::read_dir(Path::new(REPO).join("target/debian"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .expect("a .deb under target/debian");
+    // cargo deb prints the package's path last.
+    let deb = PathBuf::from(out.lines().last().unwrap_or_default().trim());
+    assert!(
+        deb.extension().is_some_and(|x| x == "deb") && deb.exists(),
+        "no .deb named by scripts/package: {out}"
+    );
     ok(&dpkg(&["-i", deb.to_str().unwrap()]), "dpkg -i");
     assert!(installed());
     let listed = ok(
