@@ -181,6 +181,13 @@ fn the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cle
     );
     assert!(v.starts_with("layerfs "), "{v}");
 
+    // The installed bash completion completes subcommands.
+    let o = run(Command::new("bash").arg("-c").arg(
+        "source /usr/share/bash-completion/completions/layerfs; COMP_WORDS=(layerfs exp); \
+         COMP_CWORD=1; _layerfs layerfs exp layerfs; echo \"${COMPREPLY[@]}\"",
+    ));
+    assert_eq!(ok(&o, "bash completion").trim(), "explore");
+
     // man layerfs, and a subcommand's page.
     for (page, text) in [("layerfs", "explore"), ("layerfs-explore", "SOURCE")] {
         let o = run(Command::new("man")
