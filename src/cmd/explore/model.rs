@@ -152,7 +152,14 @@ pub struct Model {
     stale: bool,
     /// Trees built so far.
     pub builds: usize,
+    /// The layer and comparison `tree` is of.
+    built: (usize, Compare),
+    /// Trees shown before, most recent last (going back to a layer is instant).
+    recent: Vec<((usize, Compare), Tree)>,
 }
+
+/// Trees kept besides the one shown.
+const RECENT_TREES: usize = 3;
 
 impl Model {
     /// A model of the image `name`: its layers' manifests (bottom first) and `inspect`'s
@@ -217,6 +224,8 @@ impl Model {
             diff: None,
             stale: false,
             builds: 1,
+            built: (0, Compare::Layer),
+            recent: Vec::new(),
         };
         m.refresh_rows();
         m
@@ -492,12 +501,25 @@ impl Model {
     /// Builds the tree of the selected layer and comparison if they changed since it was
     /// built; the cursor stays on its path.
     pub fn settle(&mut self) {
-        if self.stale {
-            self.stale = false;
-            self.builds += 1;
-            self.tree = Tree::build(&self.manifests, self.layer, self.compare);
-            self.refresh_rows();
+        if !self.stale {
+            return;
         }
+        self.stale = false;
+        let want = (self.layer, self.compare);
+        let tree = match self.recent.iter().position(|(k, _)| *k == want) {
+            Some(i) => self.recent.remove(i).1,
+            None => {
+                self.builds += 1;
+                Tree::build(&self.manifests, self.layer, self.compare)
+            }
+        };
+        let old = std::mem::replace(&mut self.tree, tree);
+        self.recent.push((self.built, old));
+        if self.recent.len() > RECENT_TREES {
+            self.recent.remove(0);
+        }
+        self.built = want;
+        self.refresh_rows();
     }
 
     /// True when node `i` passes the change toggles and the path filter by itself.

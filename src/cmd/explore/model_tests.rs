@@ -335,4 +335,17 @@ fn layer_moves_typed_ahead_build_one_tree() {
     m.act(Action::SwitchPane);
     assert_eq!(m.builds, 3);
     assert!(paths(&m).contains(&"usr D".to_string()), "{:?}", paths(&m));
+    // Back to layers seen recently: their trees are kept, none is built.
+    m.apply(Action::SwitchPane);
+    m.apply(Action::Up);
+    m.apply(Action::Up);
+    assert_eq!((m.layer, m.builds), (0, 3));
+    assert_eq!(paths(&m)[0], "etc A");
+    m.apply(Action::CompareAll);
+    m.apply(Action::End);
+    assert_eq!(
+        m.builds, 5,
+        "layer 2 aggregated is new, and layer 0 aggregated"
+    );
+    assert!(paths(&m).contains(&"usr/bin/big D".to_string()));
 }
