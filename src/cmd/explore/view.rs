@@ -7,7 +7,7 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use layerfs::image::inspect::merge::Change;
@@ -77,7 +77,9 @@ fn draw_popup(f: &mut Frame, m: &Model) {
         let lines: Vec<Line> = p.lines.iter().map(|l| Line::raw(l.clone())).collect();
         f.render_widget(Clear, area);
         f.render_widget(
-            Paragraph::new(lines).block(pane_block(format!(" {} ", p.title), true)),
+            Paragraph::new(lines)
+                .wrap(Wrap { trim: false })
+                .block(pane_block(format!(" {} ", p.title), true)),
             area,
         );
     }
