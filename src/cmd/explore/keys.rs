@@ -15,7 +15,8 @@ pub const HELP: &[&str] = &[
     "Tab          switch between the layer and file tree panes",
     "Up/Down j/k  move; PageUp/PageDown a page; Home/End first/last",
     "Ctrl+F or /  filter paths (Enter keeps it, Esc clears it)",
-    "q, Ctrl+C    quit; ? this help; any key closes a popup",
+    "q, Ctrl+C    quit; ? this help",
+    "             in a popup: arrows / pages scroll, any other key closes it",
     "",
     "Layer pane",
     "Ctrl+L       mark the selected layer's changes (default)",
@@ -41,7 +42,13 @@ pub fn action(m: &Model, key: KeyEvent) -> Action {
         return Action::Quit;
     }
     if m.popup.is_some() {
-        return Action::ClosePopup;
+        return match key.code {
+            KeyCode::Up | KeyCode::Char('k') => Action::Up,
+            KeyCode::Down | KeyCode::Char('j') => Action::Down,
+            KeyCode::PageUp => Action::PageUp,
+            KeyCode::PageDown => Action::PageDown,
+            _ => Action::ClosePopup,
+        };
     }
     if m.editing_filter {
         return match key.code {

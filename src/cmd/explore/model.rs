@@ -146,6 +146,8 @@ pub struct Model {
     /// Tree rows a page holds (set by the view from the terminal's size).
     pub page: usize,
     pub popup: Option<Popup>,
+    /// Lines of the popup scrolled past (arrows and pages scroll a popup).
+    pub popup_scroll: usize,
     /// The comparison with a second image (`--diff B`).
     pub diff: Option<DiffModel>,
     /// The tree is not the selected layer's and comparison's yet.
@@ -221,6 +223,7 @@ impl Model {
             scroll: 0,
             page: 20,
             popup: None,
+            popup_scroll: 0,
             diff: None,
             stale: false,
             builds: 1,
@@ -272,10 +275,19 @@ impl Model {
             self.settle();
         }
         if self.popup.is_some() {
+            let page = self.page.max(1);
+            let s = &mut self.popup_scroll;
             match a {
                 Action::Quit => return Some(Request::Quit),
                 Action::Nothing => {}
-                _ => self.popup = None,
+                Action::Up => *s = s.saturating_sub(1),
+                Action::Down => *s += 1,
+                Action::PageUp => *s = s.saturating_sub(page),
+                Action::PageDown => *s += page,
+                _ => {
+                    self.popup = None;
+                    self.popup_scroll = 0;
+                }
             }
             return None;
         }

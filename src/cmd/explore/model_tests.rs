@@ -245,9 +245,16 @@ fn which_and_preview_of_the_selected_path() {
         "{:?}",
         p.lines
     );
-    // Any key closes a popup and does nothing else.
+    // Arrows scroll a popup; any other key closes it and does nothing else.
     m.apply(Action::Down);
+    m.apply(Action::PageDown);
+    assert_eq!(m.popup_scroll, 1 + m.page);
+    m.apply(Action::Up);
+    assert_eq!(m.popup_scroll, m.page);
+    assert!(m.popup.is_some());
+    m.apply(Action::ToggleCollapse);
     assert!(m.popup.is_none());
+    assert_eq!(m.popup_scroll, 0);
     assert_eq!(&m.selected().unwrap().path.to_string()[1..], "etc/hosts");
     assert_eq!(
         m.apply(Action::Preview),

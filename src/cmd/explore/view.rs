@@ -79,6 +79,7 @@ fn draw_popup(f: &mut Frame, m: &Model) {
         f.render_widget(
             Paragraph::new(lines)
                 .wrap(Wrap { trim: false })
+                .scroll((m.popup_scroll.min(u16::MAX as usize) as u16, 0))
                 .block(pane_block(format!(" {} ", p.title), true)),
             area,
         );
