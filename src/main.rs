@@ -5,7 +5,7 @@ mod cmd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// A userspace union filesystem with kernel overlayfs semantics, served over FUSE.
 ///
@@ -60,6 +60,22 @@ enum Cmd {
     Diff(cmd::diff::DiffArgs),
     /// Print a file as the merged view, or one layer, has it.
     Cat(cmd::cat::CatArgs),
+    /// Browse an image interactively: its layers beside each layer's tree of changes
+    /// (dive's view), the wasted space, and which layer has a path.
+    Explore(cmd::explore::ExploreArgs),
+    /// Print a shell completion script (bash, zsh, fish) to stdout.
+    Completions {
+        /// The shell: bash, zsh or fish.
+        #[arg(value_enum)]
+        shell: cmd::packaging::Shell,
+    },
+    /// Write the man pages (layerfs.1 and one per subcommand) into DIR (for packaging).
+    #[command(hide = true)]
+    ManPages {
+        /// Where to write them (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// The container's network.
@@ -282,6 +298,9 @@ fn main() -> ExitCode {
         Some(Cmd::Which(a)) => cmd::which::run(a),
         Some(Cmd::Diff(a)) => cmd::diff::run(a),
         Some(Cmd::Cat(a)) => cmd::cat::run(a),
+        Some(Cmd::Explore(a)) => cmd::explore::run(a),
+        Some(Cmd::Completions { shell }) => cmd::packaging::completions(Cli::command(), shell),
+        Some(Cmd::ManPages { dir }) => cmd::packaging::man_pages(Cli::command(), &dir).map(|_| ()),
         None => cmd::mount::run(cli.mount),
         Some(_) => unreachable!("image commands handled above"),
     };

@@ -1,6 +1,7 @@
 pub mod cat;
 pub mod commit;
 pub mod diff;
+pub mod explore;
 pub mod helper;
 pub mod image_run;
 pub mod image_source;
@@ -9,6 +10,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod mount;
+pub mod packaging;
 pub mod rmi;
 pub mod rootless;
 pub mod run;

@@ -8,7 +8,7 @@ use super::image_source::{emit, SourceArgs};
 use layerfs::image::inspect::merge;
 use layerfs::image::manifest::human;
 use layerfs::image::source::RelPath;
-use layerfs::image::which::{self, Copy};
+use layerfs::image::which::{self, Copy, Which};
 use std::fmt::Write as _;
 
 #[derive(Args, Debug)]
@@ -26,10 +26,11 @@ pub struct WhichArgs {
     pub json: bool,
 }
 
-fn line(c: &Copy, image: &layerfs::image::source::Image) -> String {
+/// One copy, naming its layer by position and id (`ids`: every layer's id, bottom first).
+fn line(c: &Copy, ids: &[String]) -> String {
     let mut s = format!(
         "layer {} ({}): {} mode {:o} owner {}:{}",
-        c.layer, image.layers[c.layer].id, c.kind, c.mode, c.uid, c.gid
+        c.layer, ids[c.layer], c.kind, c.mode, c.uid, c.gid
     );
     if c.kind == "file" || c.kind == "hardlink" {
         s.push_str(&format!(" size {} ({} bytes)", human(c.size), c.size));
@@ -53,20 +54,27 @@ pub fn run(a: WhichArgs) -> Result<()> {
     if a.json {
         return emit(&(serde_json::to_string_pretty(&w)? + "\n"));
     }
+    let ids: Vec<String> = image.layers.iter().map(|l| l.id.clone()).collect();
+    emit(&text(&w, &ids, &image.name)?)
+}
+
+/// The human answer (`explore` shows the same lines): `ids` are the layers' ids, bottom
+/// first; `name` is the image's. An error for a path no layer has.
+pub fn text(w: &Which, ids: &[String], name: &str) -> Result<String> {
     let mut out = String::new();
     if w.resolved != w.path {
         let _ = writeln!(out, "{} resolves to {}", w.path, w.resolved);
     }
     match &w.provided_by {
         Some(c) => {
-            let _ = writeln!(out, "{}: {}", w.resolved, line(c, &image));
+            let _ = writeln!(out, "{}: {}", w.resolved, line(c, ids));
         }
         None => match &w.hidden_by {
             Some(h) => {
                 let _ = writeln!(
                     out,
                     "{}: deleted by layer {} ({}): {} at {}",
-                    w.resolved, h.layer, image.layers[h.layer].id, h.how, h.path
+                    w.resolved, h.layer, ids[h.layer], h.how, h.path
                 );
             }
             None if w.shadowed.is_empty() => match &w.below_symlink {
@@ -74,7 +82,7 @@ pub fn run(a: WhichArgs) -> Result<()> {
                     "{}: {link} is a symlink to {target} in the image (--follow / -L follows it)",
                     w.resolved
                 ),
-                None => bail!("{}: in no layer of {}", w.resolved, image.name),
+                None => bail!("{}: in no layer of {name}", w.resolved),
             },
             None => {
                 let _ = writeln!(out, "{}: not in the merged view", w.resolved);
@@ -82,7 +90,7 @@ pub fn run(a: WhichArgs) -> Result<()> {
         },
     }
     for c in &w.shadowed {
-        let _ = writeln!(out, "  shadows {}", line(c, &image));
+        let _ = writeln!(out, "  shadows {}", line(c, ids));
     }
-    emit(&out)
+    Ok(out)
 }

@@ -10,9 +10,13 @@ use crate::image::source::{Kind, RelPath};
 
 /// `drwxr-xr-x`-style mode of a record.
 pub fn mode_string(r: &Record) -> String {
+    kind_mode_string(r.kind, r.mode)
+}
+
+/// `drwxr-xr-x`-style string of a kind and mode bits.
+pub fn kind_mode_string(kind: Kind, m: u32) -> String {
     let mut s = String::with_capacity(10);
-    s.push(r.kind.letter());
-    let m = r.mode;
+    s.push(kind.letter());
     for (shift, special, sch) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
         let bits = (m >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
