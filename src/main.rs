@@ -18,14 +18,43 @@ use clap::{Args, Parser, Subcommand};
     name = "layerfs",
     version,
     args_conflicts_with_subcommands = true,
-    override_usage = "layerfs [OPTIONS] -o lowerdir=TOP:...:BOTTOM[,...] [SOURCE] MOUNTPOINT\n       \
-                      layerfs <COMMAND>"
+    arg_required_else_help = true,
+    override_usage = USAGE
 )]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
     mount: MountArgs,
+}
+
+const USAGE: &str =
+    "layerfs [OPTIONS] -o lowerdir=TOP:...:BOTTOM[,...] [SOURCE] MOUNTPOINT\n       \
+                     layerfs <COMMAND>";
+
+/// The subcommands alone: parsing with it gives clap's own error (and suggestion) for a
+/// first word that is neither a subcommand nor an option.
+#[derive(Parser, Debug)]
+#[command(name = "layerfs", version, override_usage = USAGE)]
+struct CmdOnly {
+    #[command(subcommand)]
+    _cmd: Cmd,
+}
+
+/// Parses the command line. `layerfs WORD ...` without `-o` is no mount (a mount needs
+/// `lowerdir=`): WORD was meant as a subcommand, and clap says which one it resembles
+/// instead of the mount complaining about missing options.
+fn parse(argv: Vec<std::ffi::OsString>) -> Cli {
+    let cli = Cli::parse_from(argv.iter());
+    let first_is_word = argv
+        .get(1)
+        .is_some_and(|a| !a.to_string_lossy().starts_with('-'));
+    if cli.cmd.is_none() && cli.mount.options.is_empty() && first_is_word {
+        if let Err(e) = CmdOnly::try_parse_from(argv.iter()) {
+            e.exit();
+        }
+    }
+    cli
 }
 
 #[derive(Subcommand, Debug)]
@@ -198,7 +227,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        _ => Cli::parse_from(argv),
+        _ => parse(argv),
     };
     let debug = match &cli.cmd {
         Some(Cmd::Mount(m)) => m.debug,
