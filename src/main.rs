@@ -287,6 +287,10 @@ fn main() -> ExitCode {
         Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
         Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),
         Some(Cmd::Squash(a)) => Some(cmd::squash::run(a)),
+        Some(Cmd::Inspect(a)) => Some(cmd::inspect::run(a)),
+        Some(Cmd::Which(a)) => Some(cmd::which::run(a)),
+        Some(Cmd::Diff(a)) => Some(cmd::diff::run(a)),
+        Some(Cmd::Cat(a)) => Some(cmd::cat::run(a)),
         other => {
             cli.cmd = other;
             None
@@ -307,10 +311,6 @@ fn main() -> ExitCode {
             cmd::image_run::apply_mount(&mut m).and_then(|()| cmd::mount::run(m))
         }
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
-        Some(Cmd::Inspect(a)) => cmd::inspect::run(a),
-        Some(Cmd::Which(a)) => cmd::which::run(a),
-        Some(Cmd::Diff(a)) => cmd::diff::run(a),
-        Some(Cmd::Cat(a)) => cmd::cat::run(a),
         None => cmd::mount::run(cli.mount),
         Some(_) => unreachable!("image commands handled above"),
     };

@@ -123,9 +123,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         let store = Store::open(&root)?;
         let base = match &args.from {
             Some(name) => {
-                let img = store
-                    .find(name)?
-                    .with_context(|| format!("{name}: no such image in {}", root.display()))?;
+                let (_, img) = super::image_source::store_image(name, &root)?;
                 Some(Base {
                     layers: img.layers,
                     config: img.config,
@@ -137,7 +135,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         let mut lowers = lowers.clone();
         if lowers.is_empty() {
             if let Some(name) = &args.from {
-                let img = store.find(name)?.context("the base image vanished")?;
+                let (_, img) = super::image_source::store_image(name, &root)?;
                 lowers = store.lowers(&img)?;
             }
         }

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::image_source::{emit, CommonArgs};
+use super::image_source::{emit, CommonArgs, Named};
 use layerfs::image::diff;
 use layerfs::image::inspect::merge;
 use layerfs::image::manifest::human;
@@ -26,29 +26,35 @@ pub struct DiffArgs {
     pub json: bool,
 }
 
-pub fn run(a: DiffArgs) -> Result<()> {
+pub fn run(a: DiffArgs) -> Result<i32> {
     let (sa, sb) = match &a.b {
-        Some(b) => (Spec::parse(&a.a)?, Spec::parse(b)?),
-        None => match Spec::parse(&a.a)? {
-            Spec::Stack {
+        Some(b) => (a.common.resolve(&a.a)?, a.common.resolve(b)?),
+        None => match a.common.resolve(&a.a)? {
+            Named::Source(Spec::Stack {
                 lowers,
                 upper: Some(u),
-            } => (
-                Spec::Stack {
+            }) => (
+                Named::Source(Spec::Stack {
                     lowers: lowers.clone(),
                     upper: None,
-                },
-                Spec::Stack {
+                }),
+                Named::Source(Spec::Stack {
                     lowers,
                     upper: Some(u),
-                },
+                }),
             ),
             _ => bail!(
                 "diff with one source needs a stack with an upperdir (lowerdir=...,upperdir=U)"
             ),
         },
     };
-    let (ia, ib) = (a.common.open(&sa)?, a.common.open(&sb)?);
+    a.common
+        .reading(&[&sa, &sb], || show(&a, &sa, &sb).map(|()| 0))
+}
+
+fn show(a: &DiffArgs, sa: &Named, sb: &Named) -> Result<()> {
+    let nb = a.b.as_deref().unwrap_or(&a.a);
+    let (ia, ib) = (a.common.open(sa, &a.a)?, a.common.open(sb, nb)?);
     let (ma, mb) = (a.common.manifests(&ia)?, a.common.manifests(&ib)?);
     let (va, vb) = (merge::merge(&ma), merge::merge(&mb));
     let changes = diff::diff(&va, &vb);

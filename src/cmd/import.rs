@@ -1,7 +1,7 @@
 //! `layerfs import SOURCE`: an image's layers unpacked into the store (each once, shared by
 //! every image that has it), its config and layer list kept under its names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -216,34 +216,4 @@ fn blob_record(layer: &source::Layer) -> Option<BlobRecord> {
         media_type: compress.media_type().to_string(),
         size,
     })
-}
-
-/// The store image for `image` (a store name or id), importing a SOURCE on first use.
-pub fn resolve(store_root: &Path, image: &str) -> Result<(Store, ImageRecord)> {
-    let store = Store::open(store_root)?;
-    if let Some(r) = store.find(image)? {
-        return Ok((store, r));
-    }
-    if source::Spec::parse(image).is_err() {
-        anyhow::bail!("{image}: no such image in {}", store_root.display());
-    }
-    let root = store_root.to_path_buf();
-    let img = image.to_string();
-    let code = as_store_owner(move || {
-        let store = Store::open(&root)?;
-        import(
-            &store,
-            &img,
-            std::slice::from_ref(&img),
-            &OpenOptions::default(),
-        )?;
-        Ok(0)
-    })?;
-    if code != 0 {
-        anyhow::bail!("{image}: import failed");
-    }
-    let r = store
-        .find(image)?
-        .with_context(|| format!("{image}: not in the store after importing it"))?;
-    Ok((store, r))
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use super::image_source::{emit, parse_size, SourceArgs};
+use super::image_source::{emit, parse_size, Named, SourceArgs};
 use layerfs::image::inspect::{self, render, Change, Report};
 use layerfs::image::manifest::human;
 use layerfs::image::source::RelPath;
@@ -150,9 +150,16 @@ fn parse_percent(v: &str) -> Result<f64> {
         .with_context(|| format!("not a percentage: {v:?}"))
 }
 
-pub fn run(a: InspectArgs) -> Result<()> {
-    let (spec, _) = a.source.spec(&a.args, 0)?;
-    let image = a.source.common.open(&spec)?;
+pub fn run(a: InspectArgs) -> Result<i32> {
+    let (named, _) = a.source.spec(&a.args, 0)?;
+    a.source
+        .common
+        .reading(&[&named], || show(&a, &named).map(|()| 0))
+}
+
+fn show(a: &InspectArgs, named: &Named) -> Result<()> {
+    let name = a.args.first().map_or("the stack", String::as_str);
+    let image = a.source.common.open(named, name)?;
     let manifests = a.source.common.manifests(&image)?;
     let (report, merged) = inspect::analyze(&image, &manifests, a.top);
     if a.merged {

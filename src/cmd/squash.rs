@@ -41,7 +41,7 @@ pub fn run(args: SquashArgs) -> Result<i32> {
             let (lowers, _) = super::commit::layer_options(std::slice::from_ref(&args.source))?;
             (lowers, RunConfig::default(), None)
         } else {
-            let (store, record) = super::import::resolve(&root, &args.source)?;
+            let (store, record) = super::image_source::store_image(&args.source, &root)?;
             let size = record.layers.iter().map(|l| l.size).sum();
             (store.lowers(&record)?, record.config, Some(size))
         };
