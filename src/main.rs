@@ -41,14 +41,16 @@ struct CmdOnly {
     _cmd: Cmd,
 }
 
-/// Parses the command line. `layerfs WORD ...` without `-o` is no mount (a mount needs
-/// `lowerdir=`): WORD was meant as a subcommand, and clap says which one it resembles
-/// instead of the mount complaining about missing options.
+/// Parses the command line. `layerfs WORD ...` without `-o`, WORD no path, is no mount (a
+/// mount needs `lowerdir=`): WORD was meant as a subcommand, and clap says which one it
+/// resembles instead of the mount complaining about missing options.
 fn parse(argv: Vec<std::ffi::OsString>) -> Cli {
     let cli = Cli::parse_from(argv.iter());
-    let first_is_word = argv
-        .get(1)
-        .is_some_and(|a| !a.to_string_lossy().starts_with('-'));
+    // A path (a slash, or a name that exists) is a mount point missing its options.
+    let first_is_word = argv.get(1).is_some_and(|a| {
+        let s = a.to_string_lossy();
+        !s.starts_with('-') && !s.contains('/') && !std::path::Path::new(a).exists()
+    });
     if cli.cmd.is_none() && cli.mount.options.is_empty() && first_is_word {
         if let Err(e) = CmdOnly::try_parse_from(argv.iter()) {
             e.exit();

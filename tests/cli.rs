@@ -139,3 +139,91 @@ fn images_one_row_per_image_with_its_names_in_inspect_s_units() {
         "{names:?}"
     );
 }
+
+/// `layerfs inspect ARGS` run in `dir` (where a `.dive-ci` may lie), caching nothing.
+fn inspect_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(common::BIN)
+        .arg("inspect")
+        .arg("--no-cache")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn ci_rules_are_range_checked_read_from_dive_ci_and_exit_as_dive() {
+    let t = tempfile::tempdir().unwrap();
+    // A base, a layer adding 1 MiB, a layer deleting it: 1 MiB wasted, all of what the
+    // layers above the base added (dive's "user" bytes).
+    let l: Vec<_> = (0..3).map(|i| t.path().join(format!("l{i}"))).collect();
+    for d in &l {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(l[0].join("keep"), vec![b'k'; 4096]).unwrap();
+    std::fs::write(l[1].join("big"), vec![b'b'; 1 << 20]).unwrap();
+    std::fs::write(l[2].join(".wh.big"), "").unwrap();
+    let src = format!(
+        "lowerdir={}:{}:{}",
+        l[2].display(),
+        l[1].display(),
+        l[0].display()
+    );
+    let code = |o: &std::process::Output| o.status.code();
+    let err = |o: &std::process::Output| text(&o.stderr);
+    // Out of range: refused before reading anything, exit 2, as clap's usage errors.
+    for bad in [
+        &["--min-efficiency", "1.5"][..],
+        &["--max-user-wasted", "-0.5"],
+        &["--max-wasted-percent", "150"],
+        &["--max-wasted-bytes", "lots"],
+    ] {
+        let mut args = vec!["--ci"];
+        args.extend(bad);
+        args.push(&src);
+        let o = inspect_in(t.path(), &args);
+        assert_eq!(code(&o), Some(2), "{bad:?}: {}", err(&o));
+        assert!(o.stdout.is_empty(), "{bad:?}");
+    }
+    // dive's .dive-ci, read from the current directory.
+    let dive_ci = t.path().join(".dive-ci");
+    let write = |s: &str| std::fs::write(&dive_ci, s).unwrap();
+    write(
+        "rules:\n  # If the efficiency is measured below X%, mark as failed.\n  \
+         lowestEfficiency: 0.9\n  highestWastedBytes: disabled\n  \
+         highestUserWastedPercent: disabled\n",
+    );
+    let o = inspect_in(t.path(), &["--ci", &src]);
+    assert_eq!(code(&o), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("min-efficiency"), "{}", err(&o));
+    write("rules:\n  lowestEfficiency: disabled\n  highestUserWastedPercent: 0.5\n");
+    let o = inspect_in(t.path(), &["--ci", &src]);
+    assert_eq!(code(&o), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("highestUserWastedPercent"), "{}", err(&o));
+    write("rules:\n  lowestEfficiency: disabled\n  highestWastedBytes: 2MB\n");
+    let o = inspect_in(t.path(), &["--ci", &src]);
+    assert_eq!(code(&o), Some(0), "{}", err(&o));
+    // Flags win over the file.
+    let o = inspect_in(t.path(), &["--ci", "--max-wasted-bytes", "1KiB", &src]);
+    assert_eq!(code(&o), Some(1), "{}", err(&o));
+    // A bad file is bad input: exit 2, one line naming the file and the key.
+    for bad in [
+        "rules:\n  lowestEfficiency: 2\n",
+        "rules:\n  lowestEfficency: 0.9\n",
+        "rules: [\n",
+    ] {
+        write(bad);
+        let o = inspect_in(t.path(), &["--ci", &src]);
+        assert_eq!(code(&o), Some(2), "{bad}: {}", err(&o));
+        assert!(err(&o).contains(".dive-ci"), "{}", err(&o));
+        assert_eq!(err(&o).trim().lines().count(), 1, "{}", err(&o));
+    }
+    std::fs::remove_file(&dive_ci).unwrap();
+    // An image that cannot be read stops the check: 2, not a rule's 1.
+    let o = inspect_in(
+        t.path(),
+        &["--ci", "--min-efficiency", "0.5", "oci:/nonexistent-i17b"],
+    );
+    assert_eq!(code(&o), Some(2), "{}", err(&o));
+}
