@@ -218,6 +218,9 @@ fn ci_rules_are_range_checked_read_from_dive_ci_and_exit_as_dive() {
         assert_eq!(code(&o), Some(2), "{bad}: {}", err(&o));
         assert!(err(&o).contains(".dive-ci"), "{}", err(&o));
         assert_eq!(err(&o).trim().lines().count(), 1, "{}", err(&o));
+        // Outside CI mode the file is not read (as dive).
+        let o = inspect_in(t.path(), &[&src]);
+        assert_eq!(code(&o), Some(0), "{bad}: {}", err(&o));
     }
     std::fs::remove_file(&dive_ci).unwrap();
     // An image that cannot be read stops the check: 2, not a rule's 1.

@@ -159,11 +159,11 @@ impl Rules {
         Ok(())
     }
 
-    /// The file's rules under the flags' (flags win). Without `--ci-config`, dive's
-    /// `.dive-ci` in the current directory is read when it exists.
-    pub fn load(file: Option<&Path>, flags: Rules) -> Result<Rules> {
+    /// The file's rules under the flags' (flags win). In CI mode without `--ci-config`,
+    /// dive's `.dive-ci` in the current directory is read when it exists (as dive does).
+    pub fn load(file: Option<&Path>, flags: Rules, ci: bool) -> Result<Rules> {
         let default = Path::new(".dive-ci");
-        let file = file.or(default.exists().then_some(default));
+        let file = file.or((ci && default.exists()).then_some(default));
         let mut r = match file {
             Some(f) => {
                 let text = std::fs::read_to_string(f)

@@ -100,6 +100,7 @@ pub fn run(a: InspectArgs) -> Result<i32> {
             min_efficiency: a.min_efficiency,
             max_user_wasted: a.max_user_wasted,
         },
+        ci,
     );
     let rules = match rules {
         Ok(r) if ci && r == Rules::default() => Err(anyhow::anyhow!(
