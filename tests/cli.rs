@@ -230,3 +230,59 @@ fn ci_rules_are_range_checked_read_from_dive_ci_and_exit_as_dive() {
     );
     assert_eq!(code(&o), Some(2), "{}", err(&o));
 }
+
+/// squash's "bytes saved" is inspect's "reclaimable": file content, not tar bytes; one
+/// layer squashed saves nothing (not "-512 bytes").
+#[test]
+fn squash_saves_what_inspect_calls_reclaimable() {
+    if !require_root("squash_saves_what_inspect_calls_reclaimable") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (l0, l1) = (t.path().join("l0"), t.path().join("l1"));
+    std::fs::create_dir_all(l0.join("d")).unwrap();
+    std::fs::create_dir_all(&l1).unwrap();
+    std::fs::write(l0.join("a"), vec![b'a'; 100_000]).unwrap();
+    std::fs::write(l0.join("b"), vec![b'b'; 5_000]).unwrap();
+    std::fs::hard_link(l0.join("b"), l0.join("h")).unwrap();
+    std::fs::write(l0.join("d/f"), vec![b'f'; 3_000]).unwrap();
+    std::fs::write(l0.join("small"), "x").unwrap();
+    // Overwrite a, delete b (its content stays visible as h), delete d.
+    std::fs::write(l1.join("a"), vec![b'A'; 200]).unwrap();
+    std::fs::write(l1.join(".wh.b"), "").unwrap();
+    std::fs::write(l1.join(".wh.d"), "").unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let o = run_layerfs(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let stacks = [
+        (
+            format!("lowerdir={}:{}", l1.display(), l0.display()),
+            103_000,
+        ),
+        (format!("lowerdir={}", l0.display()), 0),
+    ];
+    for (i, (stack, want)) in stacks.iter().enumerate() {
+        let reclaimable = json(&["inspect", "--json", "--no-cache", stack])["totals"]
+            ["reclaimable_bytes"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(reclaimable, *want, "{stack}");
+        let out = t.path().join(format!("sq{i}.tar"));
+        let v = json(&[
+            "squash",
+            stack,
+            "--json",
+            "--store",
+            t.path().join("store").to_str().unwrap(),
+            "--to",
+            &format!("tar:{}", out.display()),
+        ]);
+        assert_eq!(
+            v["bytes_saved"].as_i64(),
+            Some(*want as i64),
+            "{stack}: {v}"
+        );
+    }
+}

@@ -228,7 +228,11 @@ pub fn report(out: &Outcome, json: bool) -> Result<()> {
         println!("image {id}");
     }
     if let Some(saved) = out.bytes_saved {
-        println!("{saved} bytes saved against the stacked layers");
+        println!(
+            "{saved} bytes ({}) of file content saved against the stacked layers \
+             (inspect's reclaimable)",
+            layerfs::image::manifest::human(saved.max(0) as u64)
+        );
     }
     Ok(())
 }
