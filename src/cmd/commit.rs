@@ -292,6 +292,7 @@ pub fn deliver(
                 diff_id: diff_id.clone(),
                 size: tar.size,
                 blob: None,
+                skipped_devices: staged.stats.skipped_devices.clone(),
             });
             let mut hist = base.history;
             hist.push(history.clone());

@@ -57,7 +57,20 @@ fn show(a: &DiffArgs, sa: &Named, sb: &Named) -> Result<()> {
     let (ia, ib) = (a.common.open(sa, &a.a)?, a.common.open(sb, nb)?);
     let (ma, mb) = (a.common.manifests(&ia)?, a.common.manifests(&ib)?);
     let (va, vb) = (merge::merge(&ma), merge::merge(&mb));
-    let changes = diff::diff(&va, &vb);
+    let mut changes = diff::diff(&va, &vb);
+    // A store image imported rootless lacks the device nodes its layers have: not a
+    // deletion by any layer, so said as what it is.
+    let (skipped_a, skipped_b) = (skipped_devices(sa), skipped_devices(sb));
+    for c in &mut changes {
+        let skipped = match c.change {
+            'D' => &skipped_b,
+            'A' => &skipped_a,
+            _ => continue,
+        };
+        if skipped.contains(&c.path) {
+            c.note = Some("a device node the rootless import could not create in the store");
+        }
+    }
     if a.json {
         return emit(&(serde_json::to_string_pretty(&changes)? + "\n"));
     }
@@ -74,10 +87,26 @@ fn show(a: &DiffArgs, sa: &Named, sb: &Named) -> Result<()> {
             Some(false) => "metadata",
             None => "",
         };
-        out.push_str(&format!(
-            "{} {}  {:<9} {:>10} {}\n",
+        let line = format!(
+            "{} {}  {:<9} {:>10} {}",
             c.change, c.path, c.kind, sizes, what
-        ));
+        );
+        match c.note {
+            Some(n) => out.push_str(&format!("{}  ({n})\n", line.trim_end())),
+            None => out.push_str(&format!("{line}\n")),
+        }
     }
     emit(&out)
+}
+
+/// The device nodes a rootless import left out of a store image's layers.
+fn skipped_devices(n: &Named) -> std::collections::HashSet<String> {
+    match n {
+        Named::Store { record, .. } => record
+            .layers
+            .iter()
+            .flat_map(|l| l.skipped_devices.iter().cloned())
+            .collect(),
+        Named::Source(_) => Default::default(),
+    }
 }

@@ -117,6 +117,10 @@ pub fn import(
             layers.push(LayerRecord {
                 diff_id: d.to_string(),
                 size: known.as_ref().map_or(0, |l| l.size),
+                skipped_devices: known
+                    .as_ref()
+                    .map(|l| l.skipped_devices.clone())
+                    .unwrap_or_default(),
                 blob: blob_record(layer).or(known.and_then(|l| l.blob)),
             });
             reused.push(true);
@@ -149,6 +153,7 @@ pub fn import(
             diff_id: s.diff_id.clone(),
             size: s.size,
             blob: blob_record(layer),
+            skipped_devices: s.stats.skipped_devices.clone(),
         });
         staged.push(s);
         reused.push(false);
