@@ -111,10 +111,7 @@ fn images_one_row_per_image_with_its_names_in_inspect_s_units() {
         }
     }
     let row_a = lines.iter().find(|l| l.contains(long)).expect("long name");
-    assert!(
-        row_a.contains(&format!("{a}")),
-        "both names on one row: {row_a}"
-    );
+    assert!(row_a.contains(a.as_str()), "both names on one row: {row_a}");
     // 3 MiB of file data: the tar is a little larger, shown in inspect's binary units.
     assert!(row_a.contains(" MiB"), "{row_a}");
     assert!(!out.contains(" MB") && !out.contains(" kB"), "{out}");

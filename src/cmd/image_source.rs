@@ -40,7 +40,10 @@ pub struct CommonArgs {
 /// What a SOURCE string names.
 pub enum Named {
     /// An image of the layer store.
-    Store { store: Store, record: ImageRecord },
+    Store {
+        store: Store,
+        record: Box<ImageRecord>,
+    },
     /// A source read in place (an OCI layout or archive, a docker archive, podman's
     /// store, a stack).
     Source(Spec),
@@ -64,13 +67,19 @@ fn is_transport(s: &str) -> bool {
 pub fn resolve(s: &str, store_root: &Path) -> Result<Named> {
     if let Some(name) = s.strip_prefix("store:") {
         let (store, record) = find(name, store_root)?;
-        return Ok(Named::Store { store, record });
+        return Ok(Named::Store {
+            store,
+            record: Box::new(record),
+        });
     }
     if is_transport(s) {
         return Ok(Named::Source(Spec::parse(s)?));
     }
     let (store, record) = find(s, store_root)?;
-    Ok(Named::Store { store, record })
+    Ok(Named::Store {
+        store,
+        record: Box::new(record),
+    })
 }
 
 const KINDS: &str = "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], \
@@ -120,7 +129,7 @@ fn find(name: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
 /// so the second use finds it).
 pub fn store_image(s: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
     if let Named::Store { store, record } = resolve(s, store_root)? {
-        return Ok((store, record));
+        return Ok((store, *record));
     }
     let store = Store::open(store_root)?;
     if let Some(r) = store.find(s)? {
