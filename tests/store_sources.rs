@@ -126,6 +126,20 @@ fn store_names_in_every_tool_as_root() {
         show(&o)
     );
 
+    // import of a store image only names it (as `podman tag`): one image, both names.
+    let o = with_store(&["import", "store:demo", "--name", "again"]);
+    assert!(o.status.success(), "import store:demo: {}", show(&o));
+    let o = with_store(&["images", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    let names = v[0]["names"].to_string();
+    assert!(
+        names.contains("again:latest") && names.contains("demo:latest"),
+        "{names}"
+    );
+    let o = with_store(&["which", "again", "/etc/hostname"]);
+    assert!(o.status.success(), "{}", show(&o));
+
     // The commands that need layer directories take both forms too.
     let tar = t.path().join("squashed.tar");
     let o = with_store(&[

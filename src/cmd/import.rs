@@ -14,13 +14,15 @@ use layerfs::image::store::{
 use layerfs::image::unpack;
 use serde::Serialize;
 
+use super::image_source::Named;
 use super::imagecmd::{as_store_owner, print_json, progress, StoreArgs};
 
 /// Import an image into the layer store.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
-    /// containers-storage:IMAGE or lowerdir=TOP:...:BOTTOM.
+    /// containers-storage:IMAGE or lowerdir=TOP:...:BOTTOM; a store image (store:NAME or
+    /// NAME) is only given the --name names.
     pub source: String,
     /// Name the image NAME[:TAG] in the store (it is always findable by SOURCE too).
     #[arg(long)]
@@ -53,15 +55,33 @@ struct ImportedLayer {
 
 pub fn run(args: ImportArgs) -> Result<i32> {
     let root = args.store.root();
+    // A store image already is imported: `import store:NAME --name NEW` (or a bare NAME)
+    // only gives it the new names.
+    let named = super::image_source::resolve(&args.source, &root)?;
     as_store_owner(|| {
         let store = Store::open(&root)?;
-        let mut names = args.name.clone();
-        names.push(args.source.clone());
-        let opts = OpenOptions {
-            storage_root: args.storage_root.clone(),
-            ..OpenOptions::default()
+        let (record, reused) = match &named {
+            Named::Store { record, .. } => {
+                let mut record = (**record).clone();
+                for n in args.name.iter().map(|n| normalize_name(n)) {
+                    if !record.names.contains(&n) {
+                        record.names.push(n);
+                    }
+                }
+                store.publish(Vec::new(), &record)?;
+                let reused = vec![true; record.layers.len()];
+                (record, reused)
+            }
+            Named::Source(_) => {
+                let mut names = args.name.clone();
+                names.push(args.source.clone());
+                let opts = OpenOptions {
+                    storage_root: args.storage_root.clone(),
+                    ..OpenOptions::default()
+                };
+                import(&store, &args.source, &names, &opts)?
+            }
         };
-        let (record, reused) = import(&store, &args.source, &names, &opts)?;
         if args.json {
             print_json(&Imported {
                 id: &record.id,
