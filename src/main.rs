@@ -44,7 +44,8 @@ struct CmdOnly {
 /// Parses the command line. `layerfs WORD ...` without `-o`, WORD no path, is no mount (a
 /// mount needs `lowerdir=`): WORD was meant as a subcommand, and clap says which one it
 /// resembles instead of the mount complaining about missing options.
-fn parse(argv: Vec<std::ffi::OsString>) -> Cli {
+fn parse(mut argv: Vec<std::ffi::OsString>) -> Cli {
+    store_after_subcommand(&mut argv);
     let cli = Cli::parse_from(argv.iter());
     // A path (a slash, or a name that exists) is a mount point missing its options.
     let first_is_word = argv.get(1).is_some_and(|a| {
@@ -57,6 +58,28 @@ fn parse(argv: Vec<std::ffi::OsString>) -> Cli {
         }
     }
     cli
+}
+
+/// `layerfs --store DIR COMMAND ...` as `layerfs COMMAND --store DIR ...`: the top level's
+/// options are the mount's (a subcommand after them would be read as a mount point).
+fn store_after_subcommand(argv: &mut Vec<std::ffi::OsString>) {
+    use clap::CommandFactory;
+    let is_cmd = |a: Option<&std::ffi::OsString>| {
+        a.is_some_and(|a| {
+            Cli::command()
+                .get_subcommands()
+                .any(|c| a.to_str() == Some(c.get_name()))
+        })
+    };
+    let n = match argv.get(1).and_then(|a| a.to_str()) {
+        Some("--store") => 2,
+        Some(a) if a.starts_with("--store=") => 1,
+        _ => return,
+    };
+    if is_cmd(argv.get(1 + n)) {
+        let store: Vec<_> = argv.drain(1..1 + n).collect();
+        argv.splice(2..2, store);
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -117,6 +117,11 @@ fn images_one_row_per_image_with_its_names_in_inspect_s_units() {
     assert!(!out.contains(" MB") && !out.contains(" kB"), "{out}");
     let row_b = lines.iter().find(|l| l.contains("short:latest")).unwrap();
     assert!(row_b.contains(" KiB"), "{row_b}");
+    // --store before the subcommand, as podman takes --root.
+    let o = run_layerfs(&["--store", store, "which", "short", "/small"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = run_layerfs(&[&format!("--store={store}"), "images"]);
+    assert_eq!(text(&o.stdout), out);
     // inspect says the same units.
     let o = run_layerfs(&["inspect", &a]);
     assert!(text(&o.stdout).contains("3.0 MiB"), "{}", text(&o.stdout));
