@@ -77,7 +77,7 @@ pub struct InspectArgs {
     pub max_user_wasted: Option<f64>,
     /// A rules file: dive's `.dive-ci` (YAML, `rules:` lowestEfficiency,
     /// highestWastedBytes, highestUserWastedPercent) or `key = value` lines with the flags'
-    /// names; flags win. Default: ./.dive-ci when it exists.
+    /// names; flags win. Default in CI mode: ./.dive-ci when it exists.
     #[arg(long, value_name = "FILE")]
     pub ci_config: Option<PathBuf>,
 }
@@ -121,9 +121,11 @@ pub fn run(a: InspectArgs) -> Result<i32> {
         Ok(n) => n,
         Err(e) => return ci_code(Err(e)),
     };
-    a.source
+    let shown = a
+        .source
         .common
-        .reading(&[&named], || ci_code(show(&a, &named, &rules)))
+        .reading(&[&named], || ci_code(show(&a, &named, &rules)));
+    ci_code(shown)
 }
 
 fn show(a: &InspectArgs, named: &Named, rules: &Rules) -> Result<i32> {
