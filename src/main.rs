@@ -18,14 +18,68 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
     name = "layerfs",
     version,
     args_conflicts_with_subcommands = true,
-    override_usage = "layerfs [OPTIONS] -o lowerdir=TOP:...:BOTTOM[,...] [SOURCE] MOUNTPOINT\n       \
-                      layerfs <COMMAND>"
+    arg_required_else_help = true,
+    override_usage = USAGE
 )]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
     mount: MountArgs,
+}
+
+const USAGE: &str =
+    "layerfs [OPTIONS] -o lowerdir=TOP:...:BOTTOM[,...] [SOURCE] MOUNTPOINT\n       \
+                     layerfs <COMMAND>";
+
+/// The subcommands alone: parsing with it gives clap's own error (and suggestion) for a
+/// first word that is neither a subcommand nor an option.
+#[derive(Parser, Debug)]
+#[command(name = "layerfs", version, override_usage = USAGE)]
+struct CmdOnly {
+    #[command(subcommand)]
+    _cmd: Cmd,
+}
+
+/// Parses the command line. `layerfs WORD ...` without `-o`, WORD no path, is no mount (a
+/// mount needs `lowerdir=`): WORD was meant as a subcommand, and clap says which one it
+/// resembles instead of the mount complaining about missing options.
+fn parse(mut argv: Vec<std::ffi::OsString>) -> Cli {
+    store_after_subcommand(&mut argv);
+    let cli = Cli::parse_from(argv.iter());
+    // A path (a slash, or a name that exists) is a mount point missing its options.
+    let first_is_word = argv.get(1).is_some_and(|a| {
+        let s = a.to_string_lossy();
+        !s.starts_with('-') && !s.contains('/') && !std::path::Path::new(a).exists()
+    });
+    if cli.cmd.is_none() && cli.mount.options.is_empty() && first_is_word {
+        if let Err(e) = CmdOnly::try_parse_from(argv.iter()) {
+            e.exit();
+        }
+    }
+    cli
+}
+
+/// `layerfs --store DIR COMMAND ...` as `layerfs COMMAND --store DIR ...`: the top level's
+/// options are the mount's (a subcommand after them would be read as a mount point).
+fn store_after_subcommand(argv: &mut Vec<std::ffi::OsString>) {
+    use clap::CommandFactory;
+    let is_cmd = |a: Option<&std::ffi::OsString>| {
+        a.is_some_and(|a| {
+            Cli::command()
+                .get_subcommands()
+                .any(|c| a.to_str() == Some(c.get_name()))
+        })
+    };
+    let n = match argv.get(1).and_then(|a| a.to_str()) {
+        Some("--store") => 2,
+        Some(a) if a.starts_with("--store=") => 1,
+        _ => return,
+    };
+    if is_cmd(argv.get(1 + n)) {
+        let store: Vec<_> = argv.drain(1..1 + n).collect();
+        argv.splice(2..2, store);
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -214,7 +268,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        _ => Cli::parse_from(argv),
+        _ => parse(argv),
     };
     let debug = match &cli.cmd {
         Some(Cmd::Mount(m)) => m.debug,
@@ -274,6 +328,10 @@ fn main() -> ExitCode {
         Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
         Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),
         Some(Cmd::Squash(a)) => Some(cmd::squash::run(a)),
+        Some(Cmd::Inspect(a)) => Some(cmd::inspect::run(a)),
+        Some(Cmd::Which(a)) => Some(cmd::which::run(a)),
+        Some(Cmd::Diff(a)) => Some(cmd::diff::run(a)),
+        Some(Cmd::Cat(a)) => Some(cmd::cat::run(a)),
         other => {
             cli.cmd = other;
             None
@@ -294,10 +352,6 @@ fn main() -> ExitCode {
             cmd::image_run::apply_mount(&mut m).and_then(|()| cmd::mount::run(m))
         }
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
-        Some(Cmd::Inspect(a)) => cmd::inspect::run(a),
-        Some(Cmd::Which(a)) => cmd::which::run(a),
-        Some(Cmd::Diff(a)) => cmd::diff::run(a),
-        Some(Cmd::Cat(a)) => cmd::cat::run(a),
         Some(Cmd::Explore(a)) => cmd::explore::run(a),
         Some(Cmd::Completions { shell }) => cmd::packaging::completions(Cli::command(), shell),
         Some(Cmd::ManPages { dir }) => cmd::packaging::man_pages(Cli::command(), &dir).map(|_| ()),

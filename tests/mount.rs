@@ -571,3 +571,101 @@ fn rootless_mount_as_an_unprivileged_user() {
         "whiteout ignored in a rootless mount"
     );
 }
+
+/// Layers that are one directory or nest: where the kernel refuses the mount (ELOOP,
+/// "conflicting" / "overlapping lowerdir path" in its log), layerfs refuses it with one
+/// line saying the same; where the kernel mounts an upper or workdir inside a lower but
+/// answers ELOOP for the path leading to it, layerfs refuses at mount time.
+#[test]
+fn overlapping_layers_are_refused_like_the_kernel() {
+    if !require_root("overlapping_layers_are_refused_like_the_kernel") {
+        return;
+    }
+    let t = tempfile::Builder::new()
+        .prefix("layerfs-i17b-overlap-")
+        .tempdir()
+        .unwrap();
+    let d = |p: &str| -> String {
+        let p = t.path().join(p);
+        std::fs::create_dir_all(&p).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (l, l2, u, w) = (d("l"), d("l2"), d("u"), d("w"));
+    let cases: Vec<(&str, String, &str, bool)> = vec![
+        // (case, options, layerfs's words, the kernel mounts it)
+        (
+            "upper = lower",
+            format!("lowerdir={l},upperdir={l},workdir={w}"),
+            "conflicting lowerdir path",
+            false,
+        ),
+        (
+            "lower in upper",
+            format!("lowerdir={},upperdir={u},workdir={w}", d("u/l")),
+            "overlapping lowerdir path",
+            false,
+        ),
+        (
+            "lower in work",
+            format!("lowerdir={},upperdir={u},workdir={w}", d("w/l")),
+            "overlapping lowerdir path",
+            false,
+        ),
+        (
+            "a lower twice",
+            format!("lowerdir={l}:{l}"),
+            "conflicting lowerdir path",
+            false,
+        ),
+        (
+            "lower in lower",
+            format!("lowerdir={l}:{}", d("l/x")),
+            "overlapping lowerdir path",
+            false,
+        ),
+        (
+            "upper in lower",
+            format!("lowerdir={l2}:{l},upperdir={},workdir={w}", d("l/u")),
+            "overlapping lowerdir path",
+            true,
+        ),
+        (
+            "work in lower",
+            format!("lowerdir={l},upperdir={u},workdir={}", d("l/w")),
+            "overlapping lowerdir path",
+            true,
+        ),
+    ];
+    for (case, opts, words, kernel_mounts) in cases {
+        let kmp = d("kmnt");
+        let k = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts, &kmp])
+            .output()
+            .unwrap();
+        if k.status.success() {
+            // The kernel's answer for the nested upper or workdir: ELOOP on its path.
+            let inner = Path::new(&kmp).join(if case == "work in lower" { "w" } else { "u" });
+            assert_eq!(
+                errno_of(std::fs::metadata(&inner)),
+                Some(libc::ELOOP),
+                "{case}"
+            );
+            assert!(Command::new("umount").arg(&kmp).status().unwrap().success());
+        }
+        assert_eq!(k.status.success(), kernel_mounts, "{case}: kernel mount");
+        let mp = d("mnt");
+        let o = run_layerfs(&["-o", &opts, &mp]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if o.status.success() {
+            let _ = run_layerfs(&["umount", &mp]);
+        }
+        assert!(!o.status.success(), "{case}: layerfs mounted {opts}");
+        assert!(
+            err.contains(words) && err.trim().lines().count() == 1,
+            "{case}: {err}"
+        );
+        std::fs::remove_dir_all(&w).unwrap();
+        std::fs::create_dir(&w).unwrap();
+        d("w/l");
+    }
+}

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::image_source::SourceArgs;
+use super::image_source::{Named, SourceArgs};
 use layerfs::image::inspect::merge;
 use layerfs::image::source::RelPath;
 use layerfs::image::{cat, which};
@@ -24,16 +24,19 @@ pub struct CatArgs {
     pub follow: bool,
 }
 
-pub fn run(a: CatArgs) -> Result<()> {
-    let (spec, rest) = a.source.spec(&a.args, 1)?;
-    let image = a.source.common.open(&spec)?;
+pub fn run(a: CatArgs) -> Result<i32> {
+    let (named, rest) = a.source.spec(&a.args, 1)?;
+    a.source
+        .common
+        .reading(&[&named], || show(&a, &named, &rest[0]).map(|()| 0))
+}
+
+fn show(a: &CatArgs, named: &Named, path: &str) -> Result<()> {
+    let name = a.args.first().map_or("the stack", String::as_str);
+    let image = a.source.common.open(named, name)?;
     let manifests = a.source.common.manifests(&image)?;
     let merged = merge::merge(&manifests);
-    let path = which::resolve(
-        &merged,
-        &RelPath::parse(rest[0].as_bytes(), true)?,
-        a.follow,
-    )?;
+    let path = which::resolve(&merged, &RelPath::parse(path.as_bytes(), true)?, a.follow)?;
     let (layer, at) = cat::locate(&manifests, &merged, a.layer, &path)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -123,9 +123,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         let store = Store::open(&root)?;
         let base = match &args.from {
             Some(name) => {
-                let img = store
-                    .find(name)?
-                    .with_context(|| format!("{name}: no such image in {}", root.display()))?;
+                let (_, img) = super::image_source::store_image(name, &root)?;
                 Some(Base {
                     layers: img.layers,
                     config: img.config,
@@ -137,7 +135,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         let mut lowers = lowers.clone();
         if lowers.is_empty() {
             if let Some(name) = &args.from {
-                let img = store.find(name)?.context("the base image vanished")?;
+                let (_, img) = super::image_source::store_image(name, &root)?;
                 lowers = store.lowers(&img)?;
             }
         }
@@ -230,7 +228,11 @@ pub fn report(out: &Outcome, json: bool) -> Result<()> {
         println!("image {id}");
     }
     if let Some(saved) = out.bytes_saved {
-        println!("{saved} bytes saved against the stacked layers");
+        println!(
+            "{saved} bytes ({}) of file content saved against the stacked layers \
+             (inspect's reclaimable)",
+            layerfs::image::manifest::human(saved.max(0) as u64)
+        );
     }
     Ok(())
 }
@@ -290,6 +292,7 @@ pub fn deliver(
                 diff_id: diff_id.clone(),
                 size: tar.size,
                 blob: None,
+                skipped_devices: staged.stats.skipped_devices.clone(),
             });
             let mut hist = base.history;
             hist.push(history.clone());

@@ -6,7 +6,7 @@
 
 use anyhow::{bail, Result};
 
-use super::import::resolve;
+use super::image_source::store_image;
 use crate::{MountArgs, RunArgs};
 
 /// The `lowerdir=` option for an image's layers (top first).
@@ -14,7 +14,7 @@ fn lowerdir(
     store_root: &std::path::Path,
     image: &str,
 ) -> Result<(String, layerfs::image::store::ImageRecord)> {
-    let (store, record) = resolve(store_root, image)?;
+    let (store, record) = store_image(image, store_root)?;
     let lowers = store.lowers(&record)?;
     if lowers.is_empty() {
         bail!("{image}: the image has no layers");

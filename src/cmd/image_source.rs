@@ -1,14 +1,18 @@
-//! The source arguments every layer tool takes (`inspect`, `which`, `diff`, `cat`), and
-//! what opening one costs (manifests from the cache, a progress bar on a terminal).
+//! The source arguments every layer tool takes (`inspect`, `which`, `diff`, `cat`), what
+//! opening one costs (manifests from the cache, a progress bar on a terminal), and the one
+//! reading of SOURCE strings every command shares ([`resolve`], [`store_image`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use layerfs::image::manifest::{self, Cache, Manifest, Progress};
-use layerfs::image::source::{Image, OpenOptions, Spec};
+use layerfs::image::source::{layerstore, Image, OpenOptions, Spec};
+use layerfs::image::store::{normalize_name, ImageRecord, Store};
 use layerfs::MountOptions;
+
+use super::imagecmd::{as_store_owner, StoreArgs};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SourceArgs {
@@ -29,12 +33,133 @@ pub struct CommonArgs {
     /// Do not read or write the manifest cache.
     #[arg(long)]
     pub no_cache: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// What a SOURCE string names.
+pub enum Named {
+    /// An image of the layer store.
+    Store {
+        store: Store,
+        record: Box<ImageRecord>,
+    },
+    /// A source read in place (an OCI layout or archive, a docker archive, podman's
+    /// store, a stack).
+    Source(Spec),
+}
+
+/// The source kinds written with a prefix (skopeo's transport names) or in mount syntax.
+fn is_transport(s: &str) -> bool {
+    let kind = s.split_once(':').map_or("", |(k, _)| k);
+    matches!(
+        kind,
+        "oci" | "oci-archive" | "docker-archive" | "containers-storage"
+    ) || s.contains("lowerdir=")
+}
+
+/// Reads a SOURCE string, the same way for every command:
+/// - `store:NAME`: the image NAME[:TAG] (or id prefix) of the layer store at `store_root`;
+/// - `oci:...`, `oci-archive:...`, `docker-archive:...`, `containers-storage:...` and
+///   `lowerdir=...`: that source, read in place;
+/// - anything else: an image of the layer store; an unknown name is an error naming the
+///   store's images (and the closest one).
+pub fn resolve(s: &str, store_root: &Path) -> Result<Named> {
+    if let Some(name) = s.strip_prefix("store:") {
+        let (store, record) = find(name, store_root)?;
+        return Ok(Named::Store {
+            store,
+            record: Box::new(record),
+        });
+    }
+    if is_transport(s) {
+        return Ok(Named::Source(Spec::parse(s)?));
+    }
+    let (store, record) = find(s, store_root)?;
+    Ok(Named::Store {
+        store,
+        record: Box::new(record),
+    })
+}
+
+const KINDS: &str = "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], \
+                     containers-storage:IMAGE, lowerdir=TOP:...:BOTTOM";
+
+/// The store image `name`, or an error listing the store's images with the closest first.
+fn find(name: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
+    if name.is_empty() {
+        bail!("store: needs an image name or id");
+    }
+    // Looking never creates a store.
+    let empty = || {
+        anyhow::anyhow!(
+            "{name}: no such image (the store {} has none) and no source ({KINDS})",
+            store_root.display()
+        )
+    };
+    if !store_root.join("images").is_dir() {
+        return Err(empty());
+    }
+    let store = Store::open(store_root)?;
+    if let Some(r) = store.find(name)? {
+        return Ok((store, r));
+    }
+    let names: Vec<String> = store.images()?.into_iter().flat_map(|i| i.names).collect();
+    if names.is_empty() {
+        return Err(empty());
+    }
+    let want = normalize_name(name);
+    let closest = names
+        .iter()
+        .map(|n| (strsim::levenshtein(n, &want), n))
+        .min()
+        .filter(|(d, n)| *d <= want.len().max(n.len()) / 3)
+        .map(|(_, n)| format!("; did you mean {n}?"))
+        .unwrap_or_default();
+    bail!(
+        "{name}: no such image in the store {} (it has {}){closest}",
+        store_root.display(),
+        names.join(", ")
+    )
+}
+
+/// The store image a SOURCE names, for the commands that need its layer directories
+/// (`mount`, `run`, `squash`, `commit --from`): a store name as [`resolve`] reads it, or a
+/// source imported on first use (`import` keeps the source as one of the image's names,
+/// so the second use finds it).
+pub fn store_image(s: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
+    if let Named::Store { store, record } = resolve(s, store_root)? {
+        return Ok((store, *record));
+    }
+    let store = Store::open(store_root)?;
+    if let Some(r) = store.find(s)? {
+        return Ok((store, r));
+    }
+    let root = store_root.to_path_buf();
+    let img = s.to_string();
+    let code = as_store_owner(move || {
+        let store = Store::open(&root)?;
+        super::import::import(
+            &store,
+            &img,
+            std::slice::from_ref(&img),
+            &OpenOptions::default(),
+        )?;
+        Ok(0)
+    })?;
+    if code != 0 {
+        bail!("{s}: import failed");
+    }
+    let r = store
+        .find(s)?
+        .with_context(|| format!("{s}: not in the store after importing it"))?;
+    Ok((store, r))
 }
 
 impl SourceArgs {
     /// The source, from `-o` or the first of the positional `args`, and the `rest` of them
     /// (`rest` of them expected).
-    pub fn spec(&self, args: &[String], rest: usize) -> Result<(Spec, Vec<String>)> {
+    pub fn spec(&self, args: &[String], rest: usize) -> Result<(Named, Vec<String>)> {
         let want = if self.options.is_empty() {
             rest + 1
         } else {
@@ -53,10 +178,10 @@ impl SourceArgs {
             );
         }
         if self.options.is_empty() {
-            Ok((Spec::parse(&args[0])?, args[1..].to_vec()))
+            Ok((self.common.resolve(&args[0])?, args[1..].to_vec()))
         } else {
             Ok((
-                Spec::stack(MountOptions::parse_layers(&self.options)?),
+                Named::Source(Spec::stack(MountOptions::parse_layers(&self.options)?)),
                 args.to_vec(),
             ))
         }
@@ -64,12 +189,33 @@ impl SourceArgs {
 }
 
 impl CommonArgs {
-    pub fn open(&self, spec: &Spec) -> Result<Image> {
-        let opts = OpenOptions {
-            storage_root: self.storage_root.clone(),
-            ..Default::default()
-        };
-        spec.open(&opts)
+    pub fn resolve(&self, s: &str) -> Result<Named> {
+        resolve(s, &self.store.root())
+    }
+
+    pub fn open(&self, named: &Named, name: &str) -> Result<Image> {
+        match named {
+            Named::Store { store, record } => layerstore::open(store, record, name),
+            Named::Source(spec) => {
+                let opts = OpenOptions {
+                    storage_root: self.storage_root.clone(),
+                    ..Default::default()
+                };
+                spec.open(&opts)
+            }
+        }
+    }
+
+    /// Runs a tool's `f` where it can read every source in `named`: rootless, a store
+    /// image's layers hold files of subordinate ids in 0700 directories, so `f` runs as
+    /// root of the store owner's user namespace (as `podman unshare` does); otherwise, and
+    /// as root, directly. The manifest cache stays the caller's ([`Cache::default_dir`]).
+    pub fn reading(&self, named: &[&Named], f: impl FnOnce() -> Result<i32>) -> Result<i32> {
+        let in_store = named.iter().any(|n| matches!(n, Named::Store { .. }));
+        if !in_store || layerfs::sys::geteuid() == 0 {
+            return f();
+        }
+        as_store_owner(f)
     }
 
     /// Every layer's manifest, from the cache where valid.

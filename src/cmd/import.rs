@@ -1,7 +1,7 @@
 //! `layerfs import SOURCE`: an image's layers unpacked into the store (each once, shared by
 //! every image that has it), its config and layer list kept under its names.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -14,13 +14,15 @@ use layerfs::image::store::{
 use layerfs::image::unpack;
 use serde::Serialize;
 
+use super::image_source::Named;
 use super::imagecmd::{as_store_owner, print_json, progress, StoreArgs};
 
 /// Import an image into the layer store.
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
-    /// containers-storage:IMAGE or lowerdir=TOP:...:BOTTOM.
+    /// containers-storage:IMAGE or lowerdir=TOP:...:BOTTOM; a store image (store:NAME or
+    /// NAME) is only given the --name names.
     pub source: String,
     /// Name the image NAME[:TAG] in the store (it is always findable by SOURCE too).
     #[arg(long)]
@@ -53,15 +55,33 @@ struct ImportedLayer {
 
 pub fn run(args: ImportArgs) -> Result<i32> {
     let root = args.store.root();
+    // A store image already is imported: `import store:NAME --name NEW` (or a bare NAME)
+    // only gives it the new names.
+    let named = super::image_source::resolve(&args.source, &root)?;
     as_store_owner(|| {
         let store = Store::open(&root)?;
-        let mut names = args.name.clone();
-        names.push(args.source.clone());
-        let opts = OpenOptions {
-            storage_root: args.storage_root.clone(),
-            ..OpenOptions::default()
+        let (record, reused) = match &named {
+            Named::Store { record, .. } => {
+                let mut record = (**record).clone();
+                for n in args.name.iter().map(|n| normalize_name(n)) {
+                    if !record.names.contains(&n) {
+                        record.names.push(n);
+                    }
+                }
+                store.publish(Vec::new(), &record)?;
+                let reused = vec![true; record.layers.len()];
+                (record, reused)
+            }
+            Named::Source(_) => {
+                let mut names = args.name.clone();
+                names.push(args.source.clone());
+                let opts = OpenOptions {
+                    storage_root: args.storage_root.clone(),
+                    ..OpenOptions::default()
+                };
+                import(&store, &args.source, &names, &opts)?
+            }
         };
-        let (record, reused) = import(&store, &args.source, &names, &opts)?;
         if args.json {
             print_json(&Imported {
                 id: &record.id,
@@ -117,6 +137,10 @@ pub fn import(
             layers.push(LayerRecord {
                 diff_id: d.to_string(),
                 size: known.as_ref().map_or(0, |l| l.size),
+                skipped_devices: known
+                    .as_ref()
+                    .map(|l| l.skipped_devices.clone())
+                    .unwrap_or_default(),
                 blob: blob_record(layer).or(known.and_then(|l| l.blob)),
             });
             reused.push(true);
@@ -149,6 +173,7 @@ pub fn import(
             diff_id: s.diff_id.clone(),
             size: s.size,
             blob: blob_record(layer),
+            skipped_devices: s.stats.skipped_devices.clone(),
         });
         staged.push(s);
         reused.push(false);
@@ -216,34 +241,4 @@ fn blob_record(layer: &source::Layer) -> Option<BlobRecord> {
         media_type: compress.media_type().to_string(),
         size,
     })
-}
-
-/// The store image for `image` (a store name or id), importing a SOURCE on first use.
-pub fn resolve(store_root: &Path, image: &str) -> Result<(Store, ImageRecord)> {
-    let store = Store::open(store_root)?;
-    if let Some(r) = store.find(image)? {
-        return Ok((store, r));
-    }
-    if source::Spec::parse(image).is_err() {
-        anyhow::bail!("{image}: no such image in {}", store_root.display());
-    }
-    let root = store_root.to_path_buf();
-    let img = image.to_string();
-    let code = as_store_owner(move || {
-        let store = Store::open(&root)?;
-        import(
-            &store,
-            &img,
-            std::slice::from_ref(&img),
-            &OpenOptions::default(),
-        )?;
-        Ok(0)
-    })?;
-    if code != 0 {
-        anyhow::bail!("{image}: import failed");
-    }
-    let r = store
-        .find(image)?
-        .with_context(|| format!("{image}: not in the store after importing it"))?;
-    Ok((store, r))
 }

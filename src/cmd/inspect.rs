@@ -3,11 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 
-use super::image_source::{emit, parse_size, SourceArgs};
-use layerfs::image::inspect::{self, render, Change, Report};
+use super::ci_rules::{self, Rules};
+use super::image_source::{emit, Named, SourceArgs};
+use layerfs::image::inspect::{self, render, Change};
 use layerfs::image::manifest::human;
 use layerfs::image::source::RelPath;
 
@@ -57,107 +58,84 @@ pub struct InspectArgs {
     /// Only paths under this image path in the tree (repeatable).
     #[arg(long = "path", value_name = "PATH", requires = "tree")]
     pub paths: Vec<String>,
-    /// CI mode: check the rules below and exit 1 naming the first one broken.
+    /// CI mode: check the rules below; exit 1 naming the first one broken, 2 when the
+    /// rules or the image cannot be read (as dive).
     #[arg(long)]
     pub ci: bool,
     /// Rule: at most this many wasted bytes (20MB, 20MiB, 1048576).
-    #[arg(long, value_name = "SIZE")]
-    pub max_wasted_bytes: Option<String>,
-    /// Rule: at most this percent of the image wasted.
-    #[arg(long, value_name = "PERCENT")]
+    #[arg(long, value_name = "SIZE", value_parser = ci_rules::size)]
+    pub max_wasted_bytes: Option<u64>,
+    /// Rule: at most this percent (0..100) of the image wasted.
+    #[arg(long, value_name = "PERCENT", value_parser = ci_rules::percent)]
     pub max_wasted_percent: Option<f64>,
     /// Rule: an efficiency (merged / image bytes) of at least this (0..1).
-    #[arg(long, value_name = "RATIO")]
+    #[arg(long, value_name = "RATIO", value_parser = ci_rules::ratio)]
     pub min_efficiency: Option<f64>,
-    /// A file of rules, `key = value` per line with the flags' names (flags win).
+    /// Rule: at most this ratio (0..1) of the bytes the layers above the bottom one add
+    /// wasted (dive's highestUserWastedPercent).
+    #[arg(long, value_name = "RATIO", value_parser = ci_rules::ratio)]
+    pub max_user_wasted: Option<f64>,
+    /// A rules file: dive's `.dive-ci` (YAML, `rules:` lowestEfficiency,
+    /// highestWastedBytes, highestUserWastedPercent) or `key = value` lines with the flags'
+    /// names; flags win. Default in CI mode: ./.dive-ci when it exists.
     #[arg(long, value_name = "FILE")]
     pub ci_config: Option<PathBuf>,
 }
 
-/// The CI rules, from flags and a config file.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Rules {
-    pub max_wasted_bytes: Option<u64>,
-    pub max_wasted_percent: Option<f64>,
-    pub min_efficiency: Option<f64>,
+pub fn run(a: InspectArgs) -> Result<i32> {
+    let ci = a.ci;
+    // In CI mode exit 1 means a rule broke: anything else that stops the check is 2.
+    let ci_code = |r: Result<i32>| match r {
+        Err(e) if ci => {
+            eprintln!("layerfs: {}", super::one_line(&e));
+            Ok(2)
+        }
+        r => r,
+    };
+    let rules = Rules::load(
+        a.ci_config.as_deref(),
+        Rules {
+            max_wasted_bytes: a.max_wasted_bytes,
+            max_wasted_percent: a.max_wasted_percent,
+            min_efficiency: a.min_efficiency,
+            max_user_wasted: a.max_user_wasted,
+        },
+        ci,
+    );
+    let rules = match rules {
+        Ok(r) if ci && r == Rules::default() => Err(anyhow::anyhow!(
+            "--ci needs a rule: --max-wasted-bytes, --max-wasted-percent, --min-efficiency, \
+             --max-user-wasted, --ci-config or a .dive-ci file"
+        )),
+        r => r,
+    };
+    // A bad rule is bad input with or without --ci.
+    let rules = match rules {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("layerfs: {}", super::one_line(&e));
+            return Ok(2);
+        }
+    };
+    let (named, _) = match a.source.spec(&a.args, 0) {
+        Ok(n) => n,
+        Err(e) => return ci_code(Err(e)),
+    };
+    let shown = a
+        .source
+        .common
+        .reading(&[&named], || ci_code(show(&a, &named, &rules)));
+    ci_code(shown)
 }
 
-impl Rules {
-    /// Parses `key = value` (or `key: value`) lines; `#` starts a comment; keys are the
-    /// flags' names with `-` or `_`.
-    pub fn parse_file(text: &str) -> Result<Rules> {
-        let mut r = Rules::default();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() || line.starts_with('[') {
-                continue;
-            }
-            let (k, v) = line
-                .split_once('=')
-                .or_else(|| line.split_once(':'))
-                .with_context(|| format!("line {}: expected key = value", n + 1))?;
-            let v = v.trim().trim_matches('"');
-            match k.trim().replace('_', "-").as_str() {
-                "max-wasted-bytes" => r.max_wasted_bytes = Some(parse_size(v)?),
-                "max-wasted-percent" => r.max_wasted_percent = Some(parse_percent(v)?),
-                "min-efficiency" => {
-                    r.min_efficiency = Some(v.parse().with_context(|| format!("line {}", n + 1))?)
-                }
-                other => bail!("line {}: unknown rule {other:?}", n + 1),
-            }
-        }
-        Ok(r)
-    }
-
-    /// Checks the report; the first broken rule as a sentence.
-    pub fn check(&self, r: &Report) -> Option<String> {
-        let t = &r.totals;
-        if let Some(max) = self.max_wasted_bytes {
-            if t.reclaimable_bytes > max {
-                return Some(format!(
-                    "max-wasted-bytes: {} bytes ({}) wasted, the limit is {max} bytes ({})",
-                    t.reclaimable_bytes,
-                    human(t.reclaimable_bytes),
-                    human(max)
-                ));
-            }
-        }
-        if let Some(max) = self.max_wasted_percent {
-            if t.reclaimable_percent > max {
-                return Some(format!(
-                    "max-wasted-percent: {:.2}% of the image wasted, the limit is {max}%",
-                    t.reclaimable_percent
-                ));
-            }
-        }
-        if let Some(min) = self.min_efficiency {
-            if t.efficiency < min {
-                return Some(format!(
-                    "min-efficiency: efficiency {:.4}, the minimum is {min}",
-                    t.efficiency
-                ));
-            }
-        }
-        None
-    }
-}
-
-fn parse_percent(v: &str) -> Result<f64> {
-    v.trim()
-        .trim_end_matches('%')
-        .trim()
-        .parse()
-        .with_context(|| format!("not a percentage: {v:?}"))
-}
-
-pub fn run(a: InspectArgs) -> Result<()> {
-    let (spec, _) = a.source.spec(&a.args, 0)?;
-    let image = a.source.common.open(&spec)?;
+fn show(a: &InspectArgs, named: &Named, rules: &Rules) -> Result<i32> {
+    let name = a.args.first().map_or("the stack", String::as_str);
+    let image = a.source.common.open(named, name)?;
     let manifests = a.source.common.manifests(&image)?;
     let (report, merged) = inspect::analyze(&image, &manifests, a.top);
     if a.merged {
         emit(&listing(&merged, a.json)?)?;
-        return Ok(());
+        return Ok(0);
     }
     if let Some(n) = a.layer {
         if n >= image.layers.len() {
@@ -202,26 +180,7 @@ pub fn run(a: InspectArgs) -> Result<()> {
         } else {
             emit(&render::tree(&merged, layer, &opts))?;
         }
-        return Ok(());
-    }
-    let mut rules = match &a.ci_config {
-        Some(f) => Rules::parse_file(
-            &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-        )
-        .with_context(|| format!("{}", f.display()))?,
-        None => Rules::default(),
-    };
-    if let Some(s) = &a.max_wasted_bytes {
-        rules.max_wasted_bytes = Some(parse_size(s)?);
-    }
-    if let Some(p) = a.max_wasted_percent {
-        rules.max_wasted_percent = Some(p);
-    }
-    if let Some(e) = a.min_efficiency {
-        rules.min_efficiency = Some(e);
-    }
-    if a.ci && rules == Rules::default() {
-        bail!("--ci needs a rule: --max-wasted-bytes, --max-wasted-percent, --min-efficiency or --ci-config");
+        return Ok(0);
     }
     if a.json {
         emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
@@ -230,11 +189,12 @@ pub fn run(a: InspectArgs) -> Result<()> {
     }
     if a.ci {
         if let Some(broken) = rules.check(&report) {
-            bail!("CI rule broken: {broken}");
+            eprintln!("layerfs: CI rule broken: {broken}");
+            return Ok(1);
         }
         eprintln!("CI: all rules pass");
     }
-    Ok(())
+    Ok(0)
 }
 
 /// The merged view, one line (or JSON object) per visible path.
@@ -284,21 +244,4 @@ fn listing(merged: &inspect::Merged<'_>, json: bool) -> Result<String> {
         ));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rule_files() {
-        let r = Rules::parse_file(
-            "# dive-like\nmax-wasted-bytes = 20MB\nmax_wasted_percent: 5%\nmin-efficiency = 0.9\n",
-        )
-        .unwrap();
-        assert_eq!(r.max_wasted_bytes, Some(20_000_000));
-        assert_eq!(r.max_wasted_percent, Some(5.0));
-        assert_eq!(r.min_efficiency, Some(0.9));
-        assert!(Rules::parse_file("nonsense = 1").is_err());
-    }
 }

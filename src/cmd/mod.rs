@@ -1,4 +1,5 @@
 pub mod cat;
+pub mod ci_rules;
 pub mod commit;
 pub mod diff;
 pub mod explore;

@@ -88,6 +88,15 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         .iter()
         .map(|p| layerfs::stack::resolve_against(&cwd, p))
         .collect();
+    {
+        // Canonical paths for the overlap check; a path that does not resolve is reported
+        // when it is opened below.
+        let canon = |p: &Path| std::fs::canonicalize(layerfs::stack::resolve_against(&cwd, p));
+        let lowers: Vec<PathBuf> = lowers.iter().filter_map(|l| canon(l).ok()).collect();
+        let upper = opts.upper.as_deref().and_then(|u| canon(u).ok());
+        let work = opts.work.as_deref().and_then(|w| canon(w).ok());
+        layerfs::stack::check_overlaps(&lowers, upper.as_deref(), work.as_deref())?;
+    }
     let mountpoint = check_mountpoint(mp)?;
     let nofile = sys::raise_nofile_limit().unwrap_or(0);
     info!("open-file limit {nofile}");

@@ -5,12 +5,13 @@
 //! layer is by construction what the stack shows (rootless: inside the user and mount
 //! namespaces of the store owner).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use layerfs::image::commit::{layer_tar, HashWriter};
-use layerfs::image::pack::{Mode, Packer};
+use layerfs::image::commit::layer_tar;
+use layerfs::image::pack::Mode;
+use layerfs::image::source::{walk, Kind, Limits};
 use layerfs::image::store::{HistoryEntry, RunConfig, Store};
 
 use super::commit::{deliver, report, rfc3339, Base, Dest, LayerOutArgs};
@@ -35,26 +36,24 @@ pub struct SquashArgs {
 pub fn run(args: SquashArgs) -> Result<i32> {
     let dest = Dest::parse(&args.out.to)?;
     let root = args.store.root();
-    // The stack: top first, with the stacked size when the store knows it.
-    let (lowers, config, stacked): (Vec<PathBuf>, RunConfig, Option<u64>) =
-        if args.source.contains("lowerdir=") {
-            let (lowers, _) = super::commit::layer_options(std::slice::from_ref(&args.source))?;
-            (lowers, RunConfig::default(), None)
-        } else {
-            let (store, record) = super::import::resolve(&root, &args.source)?;
-            let size = record.layers.iter().map(|l| l.size).sum();
-            (store.lowers(&record)?, record.config, Some(size))
-        };
+    // The stack: top first.
+    let (lowers, config): (Vec<PathBuf>, RunConfig) = if args.source.contains("lowerdir=") {
+        let (lowers, _) = super::commit::layer_options(std::slice::from_ref(&args.source))?;
+        (lowers, RunConfig::default())
+    } else {
+        let (store, record) = super::image_source::store_image(&args.source, &root)?;
+        (store.lowers(&record)?, record.config)
+    };
     if lowers.is_empty() {
         bail!("{}: no layers", args.source);
     }
     as_store_owner(|| {
         let store = Store::open(&root)?;
         private_mounts()?;
-        let stacked = match stacked {
-            Some(s) => s,
-            None => stacked_size(&lowers)?,
-        };
+        let stacked = lowers
+            .iter()
+            .map(|l| content_bytes(l))
+            .sum::<Result<u64>>()?;
         let mnt = tempfile::Builder::new()
             .prefix("layerfs-squash-")
             .tempdir()
@@ -93,19 +92,27 @@ pub fn run(args: SquashArgs) -> Result<i32> {
             args.out.compress,
             args.out.timestamp,
         )?;
-        out.bytes_saved = Some(stacked as i64 - tar.size as i64);
+        // File content, as inspect counts it: what the layers store less what the squashed
+        // layer stores is exactly inspect's "reclaimable" (never negative: the squashed
+        // layer's files are a subset of the stack's).
+        out.bytes_saved = Some(stacked.saturating_sub(tar.stats.bytes) as i64);
         report(&out, args.json)?;
         Ok(0)
     })
 }
 
-/// The bytes of the layers as tars (what the stacked image ships).
-fn stacked_size(lowers: &[PathBuf]) -> Result<u64> {
+/// The file content a layer directory stores, each hard-linked file once: inspect's "bytes
+/// added" of the layer (tar headers and padding are not content).
+fn content_bytes(dir: &Path) -> Result<u64> {
+    let fd =
+        layerfs::sys::open_host_dir(dir).with_context(|| format!("layer {}", dir.display()))?;
     let mut total = 0;
-    for l in lowers {
-        let mut p = Packer::new(HashWriter::new(std::io::sink()), Mode::Layer, None);
-        p.add_tree(l)?;
-        total += p.finish()?.count;
-    }
+    walk::walk_dir(fd, false, Limits::default(), &mut |e, _| {
+        if e.kind == Kind::File {
+            total += e.size;
+        }
+        Ok(())
+    })
+    .with_context(|| format!("layer {}", dir.display()))?;
     Ok(total)
 }

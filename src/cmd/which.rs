@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
-use super::image_source::{emit, SourceArgs};
+use super::image_source::{emit, Named, SourceArgs};
 use layerfs::image::inspect::merge;
 use layerfs::image::manifest::human;
 use layerfs::image::source::RelPath;
@@ -44,12 +44,19 @@ fn line(c: &Copy, ids: &[String]) -> String {
     s
 }
 
-pub fn run(a: WhichArgs) -> Result<()> {
-    let (spec, rest) = a.source.spec(&a.args, 1)?;
-    let image = a.source.common.open(&spec)?;
+pub fn run(a: WhichArgs) -> Result<i32> {
+    let (named, rest) = a.source.spec(&a.args, 1)?;
+    a.source
+        .common
+        .reading(&[&named], || show(&a, &named, &rest[0]).map(|()| 0))
+}
+
+fn show(a: &WhichArgs, named: &Named, path: &str) -> Result<()> {
+    let name = a.args.first().map_or("the stack", String::as_str);
+    let image = a.source.common.open(named, name)?;
     let manifests = a.source.common.manifests(&image)?;
     let merged = merge::merge(&manifests);
-    let path = RelPath::parse(rest[0].as_bytes(), true)?;
+    let path = RelPath::parse(path.as_bytes(), true)?;
     let w = which::which(&merged, &path, a.follow)?;
     if a.json {
         return emit(&(serde_json::to_string_pretty(&w)? + "\n"));

@@ -19,6 +19,10 @@ pub struct DiffEntry {
     /// For `C`: true when the content (or kind, or symlink target) changed, false when
     /// only metadata did (mode, owner, xattrs).
     pub content_changed: Option<bool>,
+    /// Why the change is not what it seems (a device node a rootless import could not
+    /// store), set by the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
 }
 
 fn size(r: &Record) -> Option<u64> {
@@ -59,6 +63,7 @@ pub fn diff(a: &Merged<'_>, b: &Merged<'_>) -> Vec<DiffEntry> {
                         size_a: size(r),
                         size_b: None,
                         content_changed: None,
+                        note: None,
                     },
                 )
             }
@@ -74,6 +79,7 @@ pub fn diff(a: &Merged<'_>, b: &Merged<'_>) -> Vec<DiffEntry> {
                         size_a: None,
                         size_b: size(r),
                         content_changed: None,
+                        note: None,
                     },
                 )
             }
@@ -93,6 +99,7 @@ pub fn diff(a: &Merged<'_>, b: &Merged<'_>) -> Vec<DiffEntry> {
                         size_a: size(ra),
                         size_b: size(rb),
                         content_changed: Some(content_differs(ra, rb)),
+                        note: None,
                     },
                 )
             }

@@ -417,7 +417,8 @@ impl Cache {
         if let Some(d) = std::env::var_os("LAYERFS_CACHE_DIR").filter(|v| !v.is_empty()) {
             return Some(PathBuf::from(d));
         }
-        if sys::geteuid() == 0 {
+        // Root of a user namespace (a rootless tool reading the store) is still the user.
+        if sys::geteuid() == 0 && !sys::in_user_namespace() {
             return Some(PathBuf::from("/var/cache/layerfs"));
         }
         let base = std::env::var_os("XDG_CACHE_HOME")

@@ -63,6 +63,10 @@ pub struct LayerRecord {
     /// can reference it instead of a new copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blob: Option<BlobRecord>,
+    /// Device nodes of the layer that a rootless import could not create (`/dev/null`):
+    /// absent from the layer directory, though the layer has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_devices: Vec<String>,
 }
 
 /// A layer blob as an OCI descriptor names it.

@@ -17,7 +17,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use anyhow::{anyhow, bail, Context, Result};
-use log::debug;
+use log::{debug, warn};
 
 use super::tarread::{self, TarReader};
 use crate::format::{self, MarkNs};
@@ -73,11 +73,12 @@ impl Options {
 }
 
 /// What an extraction wrote.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub entries: u64,
     pub bytes: u64,
-    pub skipped_devices: u64,
+    /// Device nodes a user namespace could not create, as `/dev/null` (rootless only).
+    pub skipped_devices: Vec<String>,
 }
 
 /// Metadata applied once everything is written (a directory's mode may forbid writing into
@@ -204,7 +205,7 @@ pub fn unpack(tar: impl Read, root: BorrowedFd<'_>, opts: &Options) -> Result<St
         u.entry(&entry, &mut reader, path.clone())
             .with_context(|| format!("entry {:?}", String::from_utf8_lossy(&raw)))?;
     }
-    let stats = u.stats;
+    let stats = std::mem::take(&mut u.stats);
     u.finish()?;
     Ok(stats)
 }
@@ -324,8 +325,14 @@ impl Unpacker<'_> {
                 // A user namespace cannot make devices (char 0:0, a whiteout, excepted):
                 // rootless podman skips them the same way.
                 if dev && self.opts.rootless && rdev != 0 {
-                    debug!("skipping device node {} (rootless)", shown(&path));
-                    self.stats.skipped_devices += 1;
+                    let shown = format!("/{}", shown(&path));
+                    warn!(
+                        "{shown}: device node {}:{} not imported (a user namespace cannot \
+                         create device nodes; rootless podman skips them too)",
+                        libc::major(rdev),
+                        libc::minor(rdev)
+                    );
+                    self.stats.skipped_devices.push(shown);
                     return Ok(());
                 }
                 sys::mknodat(self.parent_fd(parent)?, &cname, fmt | 0o600, rdev)?;

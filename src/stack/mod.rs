@@ -59,6 +59,66 @@ pub enum LayerError {
     NotDir { path: PathBuf },
     #[error("too many layers ({0}); at most 65535 are supported")]
     TooMany(usize),
+    /// Two layers that are one directory (the kernel: "conflicting lowerdir path", ELOOP).
+    #[error("lowerdir {path}: conflicting lowerdir path: it is also {other}")]
+    Conflicting { path: PathBuf, other: String },
+    /// A layer inside another (the kernel: "overlapping lowerdir path", ELOOP).
+    #[error("{inner_what} {inner} is inside {outer_what} {outer}: overlapping lowerdir path")]
+    Overlapping {
+        inner_what: &'static str,
+        inner: PathBuf,
+        outer_what: &'static str,
+        outer: PathBuf,
+    },
+}
+
+/// Refuses layers that are one directory or nest, as kernel overlayfs refuses them at mount
+/// time (checked side by side on 6.18): a lowerdir given twice or equal to the upperdir is
+/// "conflicting"; a lowerdir inside another lowerdir, the upperdir or the workdir is
+/// "overlapping". The kernel mounts an upperdir or workdir *inside* a lowerdir, and then
+/// answers ELOOP for the path in the merged view that leads to it ("overlapping layers");
+/// layerfs refuses that too, at mount time, rather than serve a view holding its own
+/// upper. Paths are canonical (symlinks resolved); `work` without `upper` is ignored.
+pub fn check_overlaps(
+    lowers: &[PathBuf],
+    upper: Option<&Path>,
+    work: Option<&Path>,
+) -> Result<(), LayerError> {
+    let mut layers: Vec<(&'static str, &Path)> = Vec::new();
+    if let Some(u) = upper {
+        layers.push(("upperdir", u));
+        layers.extend(work.map(|w| ("workdir", w)));
+    }
+    for l in lowers {
+        for &(what, other) in &layers {
+            let lower = ("lowerdir", l.as_path());
+            if l == other {
+                return Err(LayerError::Conflicting {
+                    path: l.clone(),
+                    other: if what == "lowerdir" {
+                        "another lowerdir".into()
+                    } else {
+                        format!("the {what}")
+                    },
+                });
+            }
+            let (inner, outer) = if l.starts_with(other) {
+                (lower, (what, other))
+            } else if other.starts_with(l) {
+                ((what, other), lower)
+            } else {
+                continue;
+            };
+            return Err(LayerError::Overlapping {
+                inner_what: inner.0,
+                inner: inner.1.to_path_buf(),
+                outer_what: outer.0,
+                outer: outer.1.to_path_buf(),
+            });
+        }
+        layers.push(("lowerdir", l));
+    }
+    Ok(())
 }
 
 /// The ordered lower layers of one mount.
@@ -241,6 +301,47 @@ pub fn resolve_against(cwd: &Path, p: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlapping_layers_are_refused_as_the_kernel_refuses_them() {
+        let p = |s: &str| PathBuf::from(s);
+        let check = |l: &[&str], u: Option<&str>, w: Option<&str>| {
+            let l: Vec<PathBuf> = l.iter().map(|s| p(s)).collect();
+            check_overlaps(&l, u.map(Path::new), w.map(Path::new)).map_err(|e| e.to_string())
+        };
+        assert!(check(&["/t/a", "/t/b"], Some("/t/u"), Some("/t/w")).is_ok());
+        // Siblings with a common prefix are not nested.
+        assert!(check(&["/t/ab", "/t/a"], Some("/t/a-upper"), Some("/t/w")).is_ok());
+        let e = check(&["/t/a"], Some("/t/a"), Some("/t/w")).unwrap_err();
+        assert_eq!(
+            e,
+            "lowerdir /t/a: conflicting lowerdir path: it is also the upperdir"
+        );
+        let e = check(&["/t/u/l"], Some("/t/u"), Some("/t/w")).unwrap_err();
+        assert_eq!(
+            e,
+            "lowerdir /t/u/l is inside upperdir /t/u: overlapping lowerdir path"
+        );
+        let e = check(&["/t/l"], Some("/t/l/u"), Some("/t/w")).unwrap_err();
+        assert_eq!(
+            e,
+            "upperdir /t/l/u is inside lowerdir /t/l: overlapping lowerdir path"
+        );
+        assert!(check(&["/t/w/l"], Some("/t/u"), Some("/t/w"))
+            .unwrap_err()
+            .contains("inside workdir /t/w"));
+        assert!(check(&["/t/l"], Some("/t/u"), Some("/t/l/w"))
+            .unwrap_err()
+            .contains("workdir /t/l/w is inside lowerdir /t/l"));
+        assert!(check(&["/t/l", "/t/l"], None, None)
+            .unwrap_err()
+            .contains("it is also another lowerdir"));
+        assert!(check(&["/t/l", "/t/l/x"], None, None)
+            .unwrap_err()
+            .contains("overlapping"));
+        // A workdir alone (no upper) is not a layer.
+        assert!(check(&["/t/l"], None, Some("/t/l")).is_ok());
+    }
 
     #[test]
     fn single_filesystem_keeps_real_numbers() {

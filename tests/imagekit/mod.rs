@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -84,6 +84,12 @@ pub fn tar_dir(dir: &Path) -> Vec<u8> {
                 walk(b, root, &r, seen);
             } else {
                 h.set_size(0);
+                // set_metadata leaves a device's numbers 0 (a whiteout's): keep them.
+                if ft.is_char_device() || ft.is_block_device() {
+                    let rdev = md.rdev();
+                    h.set_device_major(libc::major(rdev)).unwrap();
+                    h.set_device_minor(libc::minor(rdev)).unwrap();
+                }
                 b.append_data(&mut h, &r, std::io::empty()).unwrap();
             }
         }

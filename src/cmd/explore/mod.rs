@@ -24,11 +24,11 @@ use anyhow::{bail, Result};
 use clap::Args;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
-use super::image_source::SourceArgs;
+use super::image_source::{Named, SourceArgs};
 use layerfs::image::cat;
 use layerfs::image::inspect::{self, merge};
 use layerfs::image::manifest::Manifest;
-use layerfs::image::source::{Image, RelPath, Spec};
+use layerfs::image::source::{Image, RelPath};
 use model::{Model, Request};
 
 #[derive(Args, Debug)]
@@ -78,20 +78,36 @@ fn preview(
 }
 
 pub fn run(a: ExploreArgs) -> Result<()> {
-    let (spec, _) = a.source.spec(&a.args, 0)?;
+    let (named, _) = a.source.spec(&a.args, 0)?;
     if !std::io::stdout().is_terminal() {
         bail!("explore needs a terminal (`layerfs inspect` prints the same numbers)");
     }
-    let image = a.source.common.open(&spec)?;
+    let other = a
+        .diff
+        .as_deref()
+        .map(|b| a.source.common.resolve(b))
+        .transpose()?;
+    let sources: Vec<&Named> = std::iter::once(&named).chain(other.as_ref()).collect();
+    a.source
+        .common
+        .reading(&sources, || explore(&a, &named, other.as_ref()).map(|()| 0))
+        .map(|_| ())
+}
+
+/// The view itself, where every source can be read (rootless store images: inside the
+/// store owner's user namespace, `CommonArgs::reading`).
+fn explore(a: &ExploreArgs, named: &Named, other: Option<&Named>) -> Result<()> {
+    let name = a.args.first().map_or("the stack", String::as_str);
+    let image = a.source.common.open(named, name)?;
     let manifests = a.source.common.manifests(&image)?;
     let (report, _) = inspect::analyze(&image, &manifests, usize::MAX);
-    let other = match &a.diff {
-        Some(b) => {
-            let ib = a.source.common.open(&Spec::parse(b)?)?;
+    let other = match (other, &a.diff) {
+        (Some(nb), Some(b)) => {
+            let ib = a.source.common.open(nb, b)?;
             let mb = a.source.common.manifests(&ib)?;
             Some((ib.name, mb))
         }
-        None => None,
+        _ => None,
     };
     let diff = other.as_ref().map(|(name, mb)| {
         diff::DiffModel::new(

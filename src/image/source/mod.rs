@@ -14,6 +14,10 @@
 //! - a layer stack in mount syntax, `lowerdir=TOP:...:BOTTOM[,upperdir=U]` (as after `-o`):
 //!   directories with every whiteout form the mount reads, an upper with redirects.
 //!
+//! An image of layerfs's own store (`store:NAME`, or a bare NAME) is opened by
+//! [`layerstore::open`]; the command line decides which strings name one
+//! (`src/cmd/image_source.rs`).
+//!
 //! # API
 //! ```no_run
 //! # use layerfs::image::source::{self, OpenOptions, Kind};
@@ -49,6 +53,7 @@
 mod archive;
 pub mod blob;
 pub mod entry;
+pub mod layerstore;
 mod oci;
 mod storage;
 pub mod walk;
