@@ -231,6 +231,18 @@ fn podman_images_in_and_out() {
         ]),
         "run to change",
     );
+    // A file with holes (all-zero blocks are holes once imported or copied up): written
+    // with its zeros, as containers/storage refuses GNU sparse members.
+    let holes = upper.join("etc/holes");
+    let f = std::fs::File::create(&holes).unwrap();
+    f.set_len(1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"in the middle", 512 << 10).unwrap();
+    drop(f);
+    let md5 = ok(
+        Command::new("md5sum").arg(&holes).output().unwrap(),
+        "md5sum",
+    );
+    let md5 = md5.split_whitespace().next().unwrap().to_string();
     // Into the layout the base came from: its layer blob is referenced, not written again.
     let out_ref = format!("oci:{}:v2", oci.display());
     let blobs_before = std::fs::read_dir(oci.join("blobs/sha256")).unwrap().count();
@@ -288,6 +300,15 @@ fn podman_images_in_and_out() {
         out, "new\n",
         "the opaque directory hides the base's files in podman"
     );
+    let out = p.podman(&[
+        "run",
+        "--rm",
+        "localhost/changed:v2",
+        "/bin/busybox",
+        "md5sum",
+        "/etc/holes",
+    ]);
+    assert_eq!(out.split_whitespace().next(), Some(md5.as_str()), "{out}");
     let history = p.podman(&[
         "history",
         "--format",
