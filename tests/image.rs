@@ -90,7 +90,7 @@ fn finish(mut t: Vec<u8>) -> Vec<u8> {
 /// Every file under `dir` (relative), to show a store is empty.
 fn contents(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for sub in ["layers", "images", "tmp"] {
+    for sub in ["layers", "kept", "images", "tmp"] {
         if let Ok(rd) = std::fs::read_dir(dir.join(sub)) {
             out.extend(rd.map(|e| e.unwrap().path()));
         }
