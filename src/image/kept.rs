@@ -241,3 +241,103 @@ pub fn tree_stamp(root: &Path) -> Result<String> {
     walk(fd.as_fd(), b"", &mut stamp).with_context(|| format!("stamping {}", root.display()))?;
     Ok(stamp.hex())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest as _, Sha256};
+
+    fn sha(b: &[u8]) -> String {
+        format!("sha256:{:x}", Sha256::digest(b))
+    }
+
+    /// A one-file tar and its gzip.
+    fn blobs() -> (Vec<u8>, Vec<u8>) {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(5);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &b"hello"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&tar).unwrap();
+        (tar.clone(), gz.finish().unwrap())
+    }
+
+    #[test]
+    fn a_kept_blob_goes_out_unchanged_until_its_layer_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let (tar, gz) = blobs();
+        let layer = t.path().join("layer");
+        std::fs::create_dir(&layer).unwrap();
+        std::fs::write(layer.join("f"), "hello").unwrap();
+        let mut k = stage(t.path(), &gz[..], Some(Compression::Gzip)).unwrap();
+        let mut plain = Vec::new();
+        k.tar().unwrap().read_to_end(&mut plain).unwrap();
+        assert_eq!(plain, tar);
+        k.seal(&sha(&tar), &layer).unwrap();
+        let kept = t.path().join("kept");
+        k.publish(&kept).unwrap();
+
+        let layout = Layout::create(&t.path().join("oci")).unwrap();
+        let found = find(&kept, &layer, &sha(&tar)).unwrap().expect("valid");
+        // Asked for zstd, given the gzip it came as: never compressed again.
+        let desc = found.write_to(&layout, Compress::Zstd).unwrap();
+        assert_eq!(desc.blob.digest, sha(&gz));
+        assert_eq!(desc.blob.media_type, Compress::Gzip.media_type());
+        assert_eq!(desc.diff_id, sha(&tar));
+        // Another layer's name, or a changed file: not used.
+        assert!(find(&kept, &layer, &sha(b"other")).unwrap().is_none());
+        std::fs::write(layer.join("g"), "new").unwrap();
+        assert!(find(&kept, &layer, &sha(&tar)).unwrap().is_none());
+        std::fs::remove_file(layer.join("g")).unwrap();
+        assert!(find(&kept, &layer, &sha(&tar)).unwrap().is_some());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(layer.join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(find(&kept, &layer, &sha(&tar)).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_corrupt_kept_blob_stores_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let (tar, gz) = blobs();
+        let layer = t.path().join("layer");
+        std::fs::create_dir(&layer).unwrap();
+        let mut k = stage(t.path(), &gz[..], None).unwrap();
+        k.seal(&sha(&tar), &layer).unwrap();
+        let kept = t.path().join("kept");
+        k.publish(&kept).unwrap();
+        let mut bytes = std::fs::read(kept.join(BLOB)).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 1;
+        std::fs::write(kept.join(BLOB), bytes).unwrap();
+        let layout = Layout::create(&t.path().join("oci")).unwrap();
+        let found = find(&kept, &layer, &sha(&tar))
+            .unwrap()
+            .expect("stamp unchanged");
+        assert!(found.write_to(&layout, Compress::Gzip).is_err());
+        assert!(!layout.has_blob(&sha(&gz)));
+        let stored = std::fs::read_dir(t.path().join("oci/blobs/sha256")).unwrap();
+        assert_eq!(stored.count(), 0, "nothing left in the layout");
+    }
+
+    #[test]
+    fn an_uncompressed_tar_is_kept_encoded_and_must_be_its_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let (tar, _) = blobs();
+        let layer = t.path().join("layer");
+        std::fs::create_dir(&layer).unwrap();
+        let mut k = stage(t.path(), &tar[..], None).unwrap();
+        assert_eq!(k.record.encoding, Encoding::Zstd);
+        assert_eq!(k.record.digest, sha(&tar));
+        assert!(k.seal(&sha(b"another layer"), &layer).is_err());
+        k.seal(&sha(&tar), &layer).unwrap();
+        let kept = t.path().join("kept");
+        k.publish(&kept).unwrap();
+        let layout = Layout::create(&t.path().join("oci")).unwrap();
+        let found = find(&kept, &layer, &sha(&tar)).unwrap().unwrap();
+        let desc = found.write_to(&layout, Compress::None).unwrap();
+        assert_eq!(desc.blob.digest, sha(&tar), "the tar itself");
+    }
+}
