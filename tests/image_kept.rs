@@ -176,10 +176,15 @@ fn unchanged_layers_leave_as_they_came_and_changed_ones_are_packed_again() {
     assert_ne!(d2, digest);
     assert_ne!(id2, diff_id);
 
-    // rmi takes the kept blob with the layer.
+    // rmi takes the kept blob with the layer, and one whose layer never landed (a crash
+    // between the two renames of an import).
     let kept = Path::new(store).join("kept").join(&diff_id[7..]);
     assert!(kept.join("blob").exists());
+    let orphan = Path::new(store).join("kept").join("ab".repeat(32));
+    std::fs::create_dir(&orphan).unwrap();
+    std::fs::write(orphan.join("blob"), "x").unwrap();
     ok(&run_layerfs(&["rmi", "base", "--store", store]), "rmi");
     assert!(!kept.exists(), "kept blob left behind");
+    assert!(!orphan.exists(), "orphan kept blob left behind");
     assert!(!layer.exists());
 }

@@ -421,7 +421,24 @@ impl Store {
             }
             removed.push(l.diff_id.clone());
         }
+        self.sweep_kept()?;
         Ok((image, removed))
+    }
+
+    /// Removes kept blobs whose layer is not in the store (left by a crash between the two
+    /// renames of `publish`; both happen under the lock this runs under).
+    fn sweep_kept(&self) -> Result<()> {
+        for ent in std::fs::read_dir(self.root.join("kept"))? {
+            let ent = ent?;
+            let name = ent.file_name();
+            let Some(hex) = name.to_str() else { continue };
+            if !self.root.join("layers").join(hex).exists() {
+                log::info!("removing the kept blob of a missing layer {hex}");
+                std::fs::remove_dir_all(ent.path())
+                    .with_context(|| format!("removing {}", ent.path().display()))?;
+            }
+        }
+        Ok(())
     }
 }
 
