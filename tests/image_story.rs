@@ -291,6 +291,7 @@ fn story(leg: &Leg, base: &Path, podman: &Mutex<Podman>) {
     // The store keeps all-zero blocks as holes: a base file that has some went through
     // squash's packer.
     let (holed, md5) = sparse_file(&layer_dir(ids[0])).expect("a file with holes in the base");
+    eprintln!("[{}] a file with holes: /{holed}", leg.name);
 
     // podman takes both (holes written as zeros, no GNU sparse member) and runs them.
     let p = podman.lock().unwrap();
