@@ -6,11 +6,11 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::Output;
 
-use common::debian::{cache_dir, debian_base, world_traversable};
-use common::{require_root, run_layerfs, BIN};
+use common::debian::{as_user, cache_dir, debian_oci, world_traversable};
+use common::{require_root, run_layerfs};
 
 fn show(o: &Output) -> String {
     format!(
@@ -19,57 +19,6 @@ fn show(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// The Debian base as an OCI image layout (made once by root from the cached debootstrap,
-/// cached beside it): what a user would pull.
-fn debian_oci() -> PathBuf {
-    let dir = cache_dir().join("bookworm-minbase-oci");
-    let done = cache_dir().join("bookworm-minbase-oci.done");
-    if done.exists() {
-        return dir;
-    }
-    let base = debian_base();
-    let _ = std::fs::remove_dir_all(&dir);
-    let scratch = tempfile::tempdir().unwrap();
-    let o = run_layerfs(&[
-        "commit",
-        "-o",
-        &format!("upperdir={}", base.display()),
-        "--to",
-        &format!("oci:{}:bookworm", dir.display()),
-        "--compress",
-        "zstd",
-        "--store",
-        scratch.path().to_str().unwrap(),
-    ]);
-    assert!(
-        o.status.success(),
-        "writing the base as an OCI image: {}",
-        show(&o)
-    );
-    std::fs::write(&done, "").unwrap();
-    dir
-}
-
-/// layerfs as `uid:gid` (rootless), HOME in `home` (so the store is the user's default).
-fn as_user(uid: u32, gid: u32, home: &Path, args: &[&str]) -> Output {
-    let bin = home.join("layerfs");
-    if !bin.exists() {
-        std::fs::copy(BIN, &bin).unwrap();
-    }
-    Command::new("setpriv")
-        .args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
-        .arg("--init-groups")
-        .arg("env")
-        .arg(format!("HOME={}", home.display()))
-        .arg("XDG_DATA_HOME=")
-        .arg(&bin)
-        .args(args)
-        .current_dir(home)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 #[test]

@@ -9,8 +9,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use common::podman::Podman;
 use common::{require_root, run_layerfs, tree, BIN};
 
 fn show(o: &Output) -> String {
@@ -25,85 +26,6 @@ fn show(o: &Output) -> String {
 fn ok(o: Output, what: &str) -> String {
     assert!(o.status.success(), "{what}: {}", show(&o));
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// podman and skopeo on a private store (graphroot/runroot in the test's temp dir), with
-/// the runtime settings this host needs (see CONTRACTS.md §4).
-struct Podman {
-    storage: PathBuf,
-    containers: PathBuf,
-}
-
-impl Podman {
-    fn new(base: &Path) -> Podman {
-        let storage = base.join("storage.conf");
-        std::fs::write(
-            &storage,
-            format!(
-                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
-                base.join("graph").display(),
-                base.join("run").display()
-            ),
-        )
-        .unwrap();
-        let containers = base.join("containers.conf");
-        // The engine's tmp_dir (exit codes, locks) is private too: the tests in this file
-        // run at once, and one's `system reset` must not touch another's containers.
-        std::fs::write(
-            &containers,
-            format!(
-                "[containers]\nnetns = \"host\"\n\
-                 default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
-                 [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
-                 events_logger = \"file\"\ntmp_dir = \"{}\"\n",
-                base.join("libpod").display()
-            ),
-        )
-        .unwrap();
-        Podman {
-            storage,
-            containers,
-        }
-    }
-
-    fn cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new(prog);
-        c.env("CONTAINERS_STORAGE_CONF", &self.storage)
-            .env("CONTAINERS_CONF", &self.containers)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn podman(&self, args: &[&str]) -> String {
-        ok(
-            self.cmd("podman").args(args).output().unwrap(),
-            &format!("podman {}", args.join(" ")),
-        )
-    }
-
-    fn skopeo(&self, args: &[&str]) -> String {
-        ok(
-            self.cmd("skopeo").args(args).output().unwrap(),
-            &format!("skopeo {}", args.join(" ")),
-        )
-    }
-
-    /// What `podman image mount` shows for `image`.
-    fn image_tree(&self, image: &str) -> tree::Tree {
-        let mp = self.podman(&["image", "mount", image]);
-        let t = tree::snapshot(Path::new(mp.trim()));
-        self.podman(&["image", "unmount", image]);
-        t
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self
-            .cmd("podman")
-            .args(["system", "reset", "--force"])
-            .output();
-    }
 }
 
 /// A busybox root with the entry kinds a base image has.
@@ -231,6 +153,18 @@ fn podman_images_in_and_out() {
         ]),
         "run to change",
     );
+    // A file with holes (all-zero blocks are holes once imported or copied up): written
+    // with its zeros, as containers/storage refuses GNU sparse members.
+    let holes = upper.join("etc/holes");
+    let f = std::fs::File::create(&holes).unwrap();
+    f.set_len(1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"in the middle", 512 << 10).unwrap();
+    drop(f);
+    let md5 = ok(
+        Command::new("md5sum").arg(&holes).output().unwrap(),
+        "md5sum",
+    );
+    let md5 = md5.split_whitespace().next().unwrap().to_string();
     // Into the layout the base came from: its layer blob is referenced, not written again.
     let out_ref = format!("oci:{}:v2", oci.display());
     let blobs_before = std::fs::read_dir(oci.join("blobs/sha256")).unwrap().count();
@@ -288,6 +222,15 @@ fn podman_images_in_and_out() {
         out, "new\n",
         "the opaque directory hides the base's files in podman"
     );
+    let out = p.podman(&[
+        "run",
+        "--rm",
+        "localhost/changed:v2",
+        "/bin/busybox",
+        "md5sum",
+        "/etc/holes",
+    ]);
+    assert_eq!(out.split_whitespace().next(), Some(md5.as_str()), "{out}");
     let history = p.podman(&[
         "history",
         "--format",

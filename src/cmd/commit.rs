@@ -9,6 +9,7 @@ use clap::Args;
 use layerfs::image::commit::{layer_tar, Compress, LayerTar};
 use layerfs::image::oci_write::{Descriptor, LayerDesc, Layout};
 use layerfs::image::pack::{needs_merged, Mode};
+use layerfs::image::source::Compression;
 use layerfs::image::store::{
     normalize_name, record_id, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
 };
@@ -282,8 +283,9 @@ pub fn deliver(
         }
         Dest::Store(name) => {
             let diff_id = tar.diff_id.clone();
-            let staged = store.stage(
+            let staged = store.stage_blob(
                 tar.reader()?,
+                Some(Compression::None),
                 Some(&diff_id),
                 &unpack::Options::for_this_process(),
             )?;
@@ -314,8 +316,9 @@ pub fn deliver(
             let how = compress.unwrap_or(Compress::Gzip);
             let layout = Layout::create(dir)?;
             let mut layers = Vec::new();
-            // A store image's layers are written as blobs from their directories (the
-            // store keeps no blobs); a blob already in the layout is not written twice.
+            // A store image's layers are written as the blobs they came in as (kept in the
+            // store), else packed from their directories; a blob already in the layout is
+            // not written twice.
             for l in &base.layers {
                 if let Some(b) = l.blob.as_ref().filter(|b| layout.has_blob(&b.digest)) {
                     // The base image's own blob is in the layout already: referenced.
@@ -329,6 +332,19 @@ pub fn deliver(
                         diff_id: l.diff_id.clone(),
                     });
                     continue;
+                }
+                // The blob it came in as, while its files are unchanged: the same digests,
+                // nothing packed or compressed again.
+                match store.kept(&l.diff_id)?.map(|k| k.write_to(&layout, how)) {
+                    Some(Ok(desc)) => {
+                        layers.push(desc);
+                        continue;
+                    }
+                    Some(Err(e)) => log::warn!(
+                        "layer {}: its kept blob is unusable ({e:#}); packing it from its files",
+                        l.diff_id
+                    ),
+                    None => {}
                 }
                 let ldir = store.layer_dir(&l.diff_id)?;
                 let mut t = layer_tar(

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use layerfs::image::commit::{layer_tar, Compress};
 use layerfs::image::pack::Mode;
-use layerfs::image::source::{self, Location, OpenOptions};
+use layerfs::image::source::{self, Compression, Location, OpenOptions};
 use layerfs::image::store::{
     normalize_name, record_id, BlobRecord, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
 };
@@ -148,9 +148,10 @@ pub fn import(
         }
         let pb = progress(&what);
         let s = match &layer.location {
-            Location::Blob(_) => {
-                let tar = pb.wrap_read(layer.open_tar()?);
-                store.stage(tar, known.as_deref(), &opts)
+            // The blob is kept as it came (digest checked), and unpacked from that copy.
+            Location::Blob(b) => {
+                let raw = pb.wrap_read(b.open_raw(layer.digest.as_ref())?);
+                store.stage_blob(raw, layer.compression, known.as_deref(), &opts)
             }
             // A directory layer (a stack, podman's store): written as a tar first, so it
             // gets a diff_id and the same checks as any layer.
@@ -164,7 +165,7 @@ pub fn import(
                     &store.root().join("tmp"),
                     &|n| pb.set_position(n),
                 )?;
-                store.stage(t.reader()?, None, &opts)
+                store.stage_blob(t.reader()?, Some(Compression::None), None, &opts)
             }
         }
         .with_context(|| format!("{source}: {what} ({})", layer.id))?;
@@ -231,11 +232,7 @@ fn blob_record(layer: &source::Layer) -> Option<BlobRecord> {
     else {
         return None;
     };
-    let compress = match layer.compression? {
-        source::Compression::None => Compress::None,
-        source::Compression::Gzip => Compress::Gzip,
-        source::Compression::Zstd => Compress::Zstd,
-    };
+    let compress = Compress::from(layer.compression?);
     Some(BlobRecord {
         digest: digest.as_str().to_string(),
         media_type: compress.media_type().to_string(),

@@ -2,13 +2,14 @@
 //! compressed: the common part of `commit` and `squash`.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
 use super::pack::{Mode, PackStats, Packer};
+use super::source::Compression;
 
 /// Layer compression.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -18,6 +19,16 @@ pub enum Compress {
     #[default]
     Gzip,
     Zstd,
+}
+
+impl From<Compression> for Compress {
+    fn from(c: Compression) -> Compress {
+        match c {
+            Compression::None => Compress::None,
+            Compression::Gzip => Compress::Gzip,
+            Compression::Zstd => Compress::Zstd,
+        }
+    }
 }
 
 impl Compress {
@@ -88,30 +99,35 @@ impl LayerTar {
 
     /// Writes the tar compressed to `out`; returns the blob's digest and size.
     pub fn compress_to(&mut self, how: Compress, out: impl Write) -> Result<(String, u64)> {
-        let mut hw = HashWriter::new(out);
-        let src = self.reader()?;
-        match how {
-            Compress::None => {
-                io::copy(src, &mut hw)?;
-            }
-            Compress::Gzip => {
-                // Fixed header fields (no name, no time): the same tar gives the same blob.
-                let mut gz = flate2::GzBuilder::new()
-                    .mtime(0)
-                    .write(&mut hw, flate2::Compression::default());
-                io::copy(src, &mut gz)?;
-                gz.finish()?;
-            }
-            Compress::Zstd => {
-                let mut z = zstd::Encoder::new(&mut hw, 3)?;
-                io::copy(src, &mut z)?;
-                z.finish()?;
-            }
-        }
-        hw.flush()?;
-        let (d, n, _) = hw.finish();
-        Ok((d, n))
+        compress(self.reader()?, how, out)
     }
+}
+
+/// Writes the uncompressed tar `src` compressed `how` to `out`; returns the blob's digest
+/// and size.
+pub fn compress(mut src: impl Read, how: Compress, out: impl Write) -> Result<(String, u64)> {
+    let mut hw = HashWriter::new(out);
+    match how {
+        Compress::None => {
+            io::copy(&mut src, &mut hw)?;
+        }
+        Compress::Gzip => {
+            // Fixed header fields (no name, no time): the same tar gives the same blob.
+            let mut gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(&mut hw, flate2::Compression::default());
+            io::copy(&mut src, &mut gz)?;
+            gz.finish()?;
+        }
+        Compress::Zstd => {
+            let mut z = zstd::Encoder::new(&mut hw, 3)?;
+            io::copy(&mut src, &mut z)?;
+            z.finish()?;
+        }
+    }
+    hw.flush()?;
+    let (d, n, _) = hw.finish();
+    Ok((d, n))
 }
 
 /// Writes the tree `root` as a layer tar into a temporary file in `tmp_dir`.

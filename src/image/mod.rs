@@ -6,6 +6,7 @@ pub mod cat;
 pub mod commit;
 pub mod diff;
 pub mod inspect;
+pub mod kept;
 pub mod manifest;
 pub mod oci_write;
 pub mod pack;

@@ -11,8 +11,8 @@
 //!
 //! Output is reproducible: entries sorted by name, whole-second times (or all pinned to
 //! `--timestamp`), no user or group names; hard links are kept (an inode seen again becomes
-//! a link entry), xattrs become PAX `SCHILY.xattr.*` records, files with holes become GNU
-//! sparse entries.
+//! a link entry), xattrs become PAX `SCHILY.xattr.*` records, files with holes are written
+//! in full (holes as zeros: no sparse members, which containers/storage refuses).
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::tarread::pax::xattr_keyword;
 use crate::format::{self, Class};
@@ -280,6 +280,11 @@ impl<'a, W: Write> Packer<'a, W> {
         bail!("the data of this metadata-only copy is in none of the lowers")
     }
 
+    /// A regular file, holes included: a hole is written as zeros. GNU sparse members
+    /// (type `S`) are refused by containers/storage ("unhandled tar header type 83"), and
+    /// PAX sparse ones are not taken by every consumer (docs/LAYER-TOOLS.md, "Holes");
+    /// compression makes the zeros cheap, and [`super::unpack`] turns all-zero blocks back
+    /// into holes.
     fn file_fd(
         &mut self,
         fd: OwnedFd,
@@ -289,82 +294,19 @@ impl<'a, W: Write> Packer<'a, W> {
     ) -> Result<()> {
         let size = st.st_size as u64;
         self.stats.bytes += size;
-        let segments = if (st.st_blocks as u64) * 512 < size {
-            data_segments(fd.as_fd(), size)?
-        } else {
-            vec![(0, size)]
-        };
         self.pax(xattrs)?;
         let mut h = self.base_header(st);
-        if segments.len() == 1 && segments[0] == (0, size) {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(size);
-            let reader = FdReader {
-                fd: &fd,
-                off: 0,
-                end: size,
-            };
-            self.tar.append_data(&mut h, os(path), reader)?;
-        } else {
-            self.sparse(h, path, fd, size, &segments)?;
-        }
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(size);
+        let reader = FdReader {
+            fd: &fd,
+            off: 0,
+            end: size,
+        };
+        self.tar.append_data(&mut h, os(path), reader)?;
         if let Some(p) = self.progress {
             p(self.stats.bytes);
         }
-        Ok(())
-    }
-
-    /// A GNU sparse entry: the data segments only, with their map in the header (and in
-    /// extension blocks when there are more than four).
-    fn sparse(
-        &mut self,
-        mut h: tar::Header,
-        path: &[u8],
-        fd: OwnedFd,
-        size: u64,
-        segs: &[(u64, u64)],
-    ) -> Result<()> {
-        let mut segs = segs.to_vec();
-        // The map must reach the end of the file: a trailing hole is an empty segment there.
-        if segs.last().is_none_or(|&(o, l)| o + l < size) {
-            segs.push((size, 0));
-        }
-        let stored: u64 = segs.iter().map(|s| s.1).sum();
-        h.set_entry_type(tar::EntryType::GNUSparse);
-        h.set_size(stored);
-        let mut ext_blocks: Vec<u8> = Vec::new();
-        {
-            let gnu = h.as_gnu_mut().ok_or_else(|| anyhow!("not a GNU header"))?;
-            gnu.set_real_size(size);
-            let (first, rest) = segs.split_at(segs.len().min(4));
-            for (slot, &(o, l)) in gnu.sparse.iter_mut().zip(first) {
-                slot.set_offset(o);
-                slot.set_length(l);
-            }
-            gnu.set_is_extended(!rest.is_empty());
-            let chunks: Vec<&[(u64, u64)]> = rest.chunks(21).collect();
-            for (i, chunk) in chunks.iter().enumerate() {
-                let mut ext = tar::GnuExtSparseHeader::new();
-                for (slot, &(o, l)) in ext.sparse.iter_mut().zip(chunk.iter()) {
-                    slot.set_offset(o);
-                    slot.set_length(l);
-                }
-                ext.set_is_extended(i + 1 < chunks.len());
-                ext_blocks.extend_from_slice(ext.as_bytes());
-            }
-        }
-        // The builder copies the "data" after the header: the extension blocks first, then
-        // the segments' bytes; the header's size counts the segments only, as GNU tar does.
-        let data = io::Cursor::new(ext_blocks).chain(Segments {
-            fd: &fd,
-            segs,
-            i: 0,
-            off: 0,
-        });
-        h.set_path(os(path))
-            .or_else(|_| -> Result<()> { bail!("sparse file name too long for a GNU header") })?;
-        h.set_cksum();
-        self.tar.append(&h, data)?;
         Ok(())
     }
 
@@ -480,23 +422,6 @@ fn xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-/// The data extents of a file with holes (`SEEK_DATA` / `SEEK_HOLE`).
-fn data_segments(fd: BorrowedFd<'_>, size: u64) -> Result<Vec<(u64, u64)>> {
-    let mut out = Vec::new();
-    let mut off = 0i64;
-    while (off as u64) < size {
-        let start = match sys::lseek(fd, off, libc::SEEK_DATA) {
-            Ok(s) => s,
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let end = sys::lseek(fd, start, libc::SEEK_HOLE)?;
-        out.push((start as u64, (end - start) as u64));
-        off = end;
-    }
-    Ok(out)
-}
-
 fn join(prefix: &[u8], name: &[u8]) -> Vec<u8> {
     if prefix.is_empty() {
         return name.to_vec();
@@ -535,35 +460,5 @@ impl Read for FdReader<'_> {
         }
         self.off += n as u64;
         Ok(n)
-    }
-}
-
-/// The bytes of each data segment in turn.
-struct Segments<'a> {
-    fd: &'a OwnedFd,
-    segs: Vec<(u64, u64)>,
-    i: usize,
-    off: u64,
-}
-
-impl Read for Segments<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while let Some(&(o, l)) = self.segs.get(self.i) {
-            if self.off < l {
-                let want = buf.len().min((l - self.off) as usize);
-                let n = sys::pread_full(self.fd.as_fd(), &mut buf[..want], o + self.off)?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shrank while being archived",
-                    ));
-                }
-                self.off += n as u64;
-                return Ok(n);
-            }
-            self.i += 1;
-            self.off = 0;
-        }
-        Ok(0)
     }
 }

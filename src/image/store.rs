@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! STORE/layers/<hex of diff_id>/   a layer, unpacked, in the kernel's format (a lowerdir)
+//! STORE/kept/<hex of diff_id>/      the blob the layer came in as ([`super::kept`])
 //! STORE/images/<hex of id>.json    an image: names, layer diff_ids bottom first, run config
 //! STORE/tmp/                       layers being unpacked (same filesystem: renamed in place)
 //! STORE/lock                       flock, held while layers or images change
@@ -11,7 +12,8 @@
 //! whole stream was read and its digest matched is it renamed to `layers/<hex>`, and only
 //! when every layer of an image is there is the image's record written (atomically, by
 //! rename). A failure anywhere leaves the store as it was: staged layers are removed when
-//! dropped.
+//! dropped. The blob a layer was unpacked from is kept beside it (staged, moved into place
+//! and removed with it), so an unchanged layer leaves as it came in.
 
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -21,6 +23,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::kept;
+use super::source::Compression;
 use super::unpack;
 use crate::sys;
 
@@ -101,6 +105,8 @@ pub struct Staged {
     pub diff_id: String,
     pub size: u64,
     pub stats: unpack::Stats,
+    /// The blob it was unpacked from, sealed with the unpacked directory's stamp.
+    kept: Option<kept::Staged>,
 }
 
 impl Drop for Staged {
@@ -189,7 +195,7 @@ impl Store {
     }
 
     pub fn open(root: &Path) -> Result<Store> {
-        for sub in ["layers", "images", "tmp"] {
+        for sub in ["layers", "kept", "images", "tmp"] {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating the store {}", root.display()))?;
         }
@@ -219,6 +225,16 @@ impl Store {
         Ok(self.root.join("layers").join(digest_hex(diff_id)?))
     }
 
+    /// Where the blob a layer came in as is kept.
+    pub fn kept_dir(&self, diff_id: &str) -> Result<PathBuf> {
+        Ok(self.root.join("kept").join(digest_hex(diff_id)?))
+    }
+
+    /// The kept blob of a layer, when there is one and the layer's files are unchanged.
+    pub fn kept(&self, diff_id: &str) -> Result<Option<kept::Kept>> {
+        kept::find(&self.kept_dir(diff_id)?, &self.layer_dir(diff_id)?, diff_id)
+    }
+
     pub fn has_layer(&self, diff_id: &str) -> bool {
         self.layer_dir(diff_id).is_ok_and(|p| p.is_dir())
     }
@@ -242,6 +258,7 @@ impl Store {
             diff_id: String::new(),
             size: 0,
             stats: unpack::Stats::default(),
+            kept: None,
         };
         let fd = sys::open_host_dir(&tmp)?;
         let mut hashing = Hashing::new(tar);
@@ -257,6 +274,23 @@ impl Store {
         Ok(staged)
     }
 
+    /// Keeps the layer blob `raw` (as the source holds it, `hint` from its media type) and
+    /// unpacks the layer from the kept copy, as [`Store::stage`] does.
+    pub fn stage_blob(
+        &self,
+        raw: impl Read,
+        hint: Option<Compression>,
+        expected: Option<&str>,
+        opts: &unpack::Options,
+    ) -> Result<Staged> {
+        let mut k = kept::stage(&self.root.join("tmp"), raw, hint)?;
+        let mut staged = self.stage(k.tar()?, expected, opts)?;
+        let dir = staged.path.as_ref().expect("staged until published");
+        k.seal(&staged.diff_id, dir)?;
+        staged.kept = Some(k);
+        Ok(staged)
+    }
+
     /// Moves staged layers into place (a layer already present is kept and the copy
     /// dropped) and writes the image record, taking the names from any image that had them.
     pub fn publish(&self, staged: Vec<Staged>, record: &ImageRecord) -> Result<()> {
@@ -265,6 +299,11 @@ impl Store {
             let dst = self.layer_dir(&s.diff_id)?;
             if dst.exists() {
                 continue; // dropped: its tmp dir is removed
+            }
+            // The kept blob first: one without its layer is replaced by the next import,
+            // a layer without one is packed from its files.
+            if let Some(k) = s.kept.take() {
+                k.publish(&self.kept_dir(&s.diff_id)?)?;
             }
             let src = s.path.take().expect("staged layers have a path");
             std::fs::rename(&src, &dst)
@@ -379,9 +418,31 @@ impl Store {
             if std::fs::rename(&dir, &trash).is_ok() {
                 remove_tree(&trash)?;
             }
+            let kept = self.kept_dir(&l.diff_id)?;
+            if kept.exists() {
+                std::fs::remove_dir_all(&kept)
+                    .with_context(|| format!("removing {}", kept.display()))?;
+            }
             removed.push(l.diff_id.clone());
         }
+        self.sweep_kept()?;
         Ok((image, removed))
+    }
+
+    /// Removes kept blobs whose layer is not in the store (left by a crash between the two
+    /// renames of `publish`; both happen under the lock this runs under).
+    fn sweep_kept(&self) -> Result<()> {
+        for ent in std::fs::read_dir(self.root.join("kept"))? {
+            let ent = ent?;
+            let name = ent.file_name();
+            let Some(hex) = name.to_str() else { continue };
+            if !self.root.join("layers").join(hex).exists() {
+                log::info!("removing the kept blob of a missing layer {hex}");
+                std::fs::remove_dir_all(ent.path())
+                    .with_context(|| format!("removing {}", ent.path().display()))?;
+            }
+        }
+        Ok(())
     }
 }
 

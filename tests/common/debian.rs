@@ -3,7 +3,7 @@
 //! host's apt sources (or the default one).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 pub fn cache_dir() -> PathBuf {
     let d = PathBuf::from(
@@ -65,4 +65,58 @@ pub fn debian_base() -> PathBuf {
     );
     std::fs::write(&done, "").unwrap();
     base
+}
+
+/// The Debian base as an OCI image layout (made once by root from the cached debootstrap,
+/// cached beside it): what a user would pull.
+pub fn debian_oci() -> PathBuf {
+    // "-2": written since layers carry holes as zeros (an older cache has GNU sparse
+    // members, which podman refuses, and an unchanged base now leaves as this very blob).
+    let dir = cache_dir().join("bookworm-minbase-oci-2");
+    let done = cache_dir().join("bookworm-minbase-oci-2.done");
+    if done.exists() {
+        return dir;
+    }
+    let base = debian_base();
+    let _ = std::fs::remove_dir_all(&dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let o = super::run_layerfs(&[
+        "commit",
+        "-o",
+        &format!("upperdir={}", base.display()),
+        "--to",
+        &format!("oci:{}:bookworm", dir.display()),
+        "--compress",
+        "zstd",
+        "--store",
+        scratch.path().to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "writing the base as an OCI image: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(&done, "").unwrap();
+    dir
+}
+
+/// layerfs as `uid:gid` (rootless), HOME in `home` (so the store is the user's default).
+pub fn as_user(uid: u32, gid: u32, home: &Path, args: &[&str]) -> Output {
+    let bin = home.join("layerfs");
+    if !bin.exists() {
+        std::fs::copy(super::BIN, &bin).unwrap();
+    }
+    Command::new("setpriv")
+        .args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+        .arg("--init-groups")
+        .arg("env")
+        .arg(format!("HOME={}", home.display()))
+        .arg("XDG_DATA_HOME=")
+        .arg(&bin)
+        .args(args)
+        .current_dir(home)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }

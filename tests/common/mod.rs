@@ -5,6 +5,7 @@
 pub mod core_ops;
 pub mod debian;
 pub mod ops;
+pub mod podman;
 pub mod spec;
 pub mod tree;
 

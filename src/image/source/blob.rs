@@ -207,24 +207,7 @@ impl BlobRef {
         hint: Option<Compression>,
         diff_id: Option<&Digest>,
     ) -> Result<(Box<dyn Read + Send>, Compression)> {
-        let mut raw = BufReader::with_capacity(256 * 1024, self.open_raw(digest)?);
-        let head = raw.fill_buf().context("reading the blob")?;
-        let sniffed = Compression::sniff(head);
-        // The magic bytes win over a media type that disagrees (seen with mislabelled
-        // layers); an uncompressed tar has no magic at offset 0, so trust it only when
-        // the bytes do not look compressed.
-        let comp = match (hint, sniffed) {
-            (_, Compression::Gzip | Compression::Zstd) => sniffed,
-            (Some(h), Compression::None) if h != Compression::None => {
-                bail!("layer says it is {} but is not", h.name())
-            }
-            _ => Compression::None,
-        };
-        let plain: Box<dyn Read + Send> = match comp {
-            Compression::None => Box::new(raw),
-            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(raw)?),
-        };
+        let (plain, comp) = decompress(self.open_raw(digest)?, hint)?;
         Ok(match diff_id {
             Some(d) => (
                 Box::new(Verify::new(
@@ -237,6 +220,41 @@ impl BlobRef {
             None => (plain, comp),
         })
     }
+}
+
+/// A blob's raw bytes in, and how they are compressed: from `hint` (the media type) and
+/// the magic bytes.
+pub fn compression_of(
+    raw: &mut BufReader<impl Read>,
+    hint: Option<Compression>,
+) -> Result<Compression> {
+    let head = raw.fill_buf().context("reading the blob")?;
+    let sniffed = Compression::sniff(head);
+    // The magic bytes win over a media type that disagrees (seen with mislabelled
+    // layers); an uncompressed tar has no magic at offset 0, so trust it only when
+    // the bytes do not look compressed.
+    Ok(match (hint, sniffed) {
+        (_, Compression::Gzip | Compression::Zstd) => sniffed,
+        (Some(h), Compression::None) if h != Compression::None => {
+            bail!("layer says it is {} but is not", h.name())
+        }
+        _ => Compression::None,
+    })
+}
+
+/// A blob's raw bytes as the uncompressed tar, with the compression found.
+pub fn decompress(
+    raw: impl Read + Send + 'static,
+    hint: Option<Compression>,
+) -> Result<(Box<dyn Read + Send>, Compression)> {
+    let mut raw = BufReader::with_capacity(256 * 1024, raw);
+    let comp = compression_of(&mut raw, hint)?;
+    let plain: Box<dyn Read + Send> = match comp {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(raw)?),
+    };
+    Ok((plain, comp))
 }
 
 #[cfg(test)]

@@ -205,6 +205,14 @@ impl Pax {
                 b"gid" => p.gid = Some(num()?),
                 // A time that does not parse is dropped (the header's whole seconds stay).
                 b"mtime" => p.mtime = time(r.value).or(p.mtime),
+                // PAX sparse files keep their map in these records (0.x) or in the data
+                // (1.0), under a made-up name: read as a plain member they would unpack
+                // wrong, silently (`GNUSparseFile.N/NAME` holding the map).
+                k if k.starts_with(b"GNU.sparse.") => bail!(
+                    "PAX sparse file ({} record, as GNU tar --format=posix --sparse writes): \
+                     not supported",
+                    String::from_utf8_lossy(k)
+                ),
                 k => {
                     // libarchive writes each xattr twice, as SCHILY (raw value) and as
                     // LIBARCHIVE (base64 value): both give the same pair.

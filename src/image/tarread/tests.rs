@@ -185,9 +185,21 @@ fn bad_extensions_fail_cleanly() {
     file(&mut tar, "f", b"");
     tar[0] = b'g';
     assert!(err(&tar).contains("checksum"));
+
+    // A PAX sparse member (its map is not read): refused, not unpacked wrong.
+    let mut tar = Vec::new();
+    ext(
+        &mut tar,
+        EntryType::XHeader,
+        &format_record(b"GNU.sparse.major", b"1"),
+    );
+    file(&mut tar, "GNUSparseFile.1/f", b"1\n0\n0\n");
+    end(&mut tar);
+    assert!(err(&tar).contains("PAX sparse file"), "{}", err(&tar));
 }
 
-/// An old-GNU sparse member with its map spilling into extension blocks, as `pack` writes.
+/// An old-GNU sparse member with its map spilling into extension blocks, as GNU tar (and
+/// layerfs's `pack` before it wrote holes as zeros) writes.
 #[test]
 fn sparse_files_read_with_their_holes() {
     let segs: Vec<(u64, u64)> = (0..30)
