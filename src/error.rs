@@ -47,6 +47,11 @@ pub enum Error {
     /// set-id bits a chown(-1, -1) drops), refused as the VFS refuses it.
     #[error("not the owner")]
     NotOwner,
+    /// A rename the upper cannot record (a lower directory, on an upper without xattrs for
+    /// a redirect): EXDEV, which makes `mv` copy instead, as the kernel with
+    /// `redirect_dir=off`.
+    #[error("{0}: cannot be renamed in place")]
+    CrossDevice(&'static str),
     /// An xattr name of the union's own on-disk format (`*.overlay.*`), never settable.
     #[error("private attribute")]
     PrivateXattr,
@@ -85,6 +90,7 @@ impl Error {
             Error::Executing => libc::ETXTBSY,
             Error::NotPermitted(_) | Error::NotOwner => libc::EPERM,
             Error::PrivateXattr => libc::EOPNOTSUPP,
+            Error::CrossDevice(_) => libc::EXDEV,
             Error::Bug(_) => libc::EIO,
             // An io::Error without an OS code is a bug of ours, not the caller's: EIO.
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),

@@ -51,10 +51,14 @@ pub struct BackingFile {
 
 /// What the kernel must forget because the core changed it on its own (a copy-up, say),
 /// not as the direct result of the request the kernel sent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Inval {
     /// The attributes of a node (its page cache stays).
     Attr(u64),
+    /// The attributes and page cache of a node. Not from inside a request (see below).
+    Inode(u64),
+    /// The entry `name` of directory node `parent`. Not from inside a request.
+    Entry(u64, Box<[u8]>),
 }
 
 /// The core's way to tell the kernel to drop what it cached; cheap to clone, a no-op until
@@ -80,9 +84,15 @@ impl std::fmt::Debug for Invalidate {
 impl Invalidate {
     pub fn send(&self, what: Inval) {
         let Some(n) = self.notifier.get() else { return };
-        let r = match what {
+        let r = match &what {
             // A negative offset: attributes only.
-            Inval::Attr(ino) => n.inval_inode(fuser::INodeNo(ino), -1, 0),
+            Inval::Attr(ino) => n.inval_inode(fuser::INodeNo(*ino), -1, 0),
+            Inval::Inode(ino) => n.inval_inode(fuser::INodeNo(*ino), 0, 0),
+            Inval::Entry(parent, name) => {
+                use std::os::unix::ffi::OsStrExt;
+                let name = std::ffi::OsStr::from_bytes(name);
+                n.inval_entry(fuser::INodeNo(*parent), name)
+            }
         };
         match r {
             Ok(()) => {}

@@ -50,6 +50,9 @@ pub enum FileIo {
 #[derive(Debug, Clone, Copy)]
 pub struct AdapterOptions {
     pub file_io: FileIo,
+    /// POSIX ACLs checked by the kernel (`FUSE_POSIX_ACL`); off with `noacl` or an upper
+    /// that cannot store them.
+    pub acl: bool,
 }
 
 /// `fuser::Filesystem` over a [`Core`].
@@ -122,6 +125,11 @@ impl<C: Core> Filesystem for Adapter<C> {
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
         // Set-id bits are the core's to drop: the kernel then stops asking for
         // security.capability before every write (and for attributes before a chown).
+        let want = if self.opts.acl {
+            want
+        } else {
+            want - InitFlags::FUSE_POSIX_ACL
+        };
         let want = if !self.core.files_immutable() && self.core.drops_setid_bits() {
             want | InitFlags::FUSE_HANDLE_KILLPRIV_V2
         } else {

@@ -19,6 +19,10 @@
 //! the upper), while what layerfs writes is only ever the kernel's form
 //! ([`write_whiteout`], [`write_opaque`], [`kernel_whiteout_for`]).
 
+mod override_stat;
+
+pub use override_stat::{is_override_xattr, Override, OverrideNs, OVERRIDE_XATTRS};
+
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -377,6 +381,21 @@ pub fn write_whiteout(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
 /// Marks the upper directory `name` inside `dir` opaque (`*.overlay.opaque=y`).
 pub fn write_opaque(dir: BorrowedFd<'_>, name: &[u8], ns: MarkNs) -> io::Result<()> {
     sys::setxattr_at(dir, name, ns.opaque(), b"y", 0)
+}
+
+/// Marks the upper directory `name` inside `dir` opaque without xattrs, for an upper on a
+/// filesystem that has none: an empty `.wh..wh..opq` file inside it, as fuse-overlayfs
+/// writes there (and as OCI layers carry it). The kernel cannot mount such an upper anyway.
+pub fn write_opaque_marker(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let sub = sys::open_subdir(dir, &sys::cstr(name)?)?;
+    let marker = sys::cstr(OCI_OPAQUE)?;
+    drop(sys::create_excl(
+        sub.as_fd(),
+        &marker,
+        libc::O_WRONLY,
+        0o600,
+    )?);
+    Ok(())
 }
 
 /// What an OCI layer tarball's entry name means (the last path component).

@@ -16,7 +16,6 @@ use super::privs::Changer;
 use super::readdir::Cursor;
 use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
-use crate::format;
 use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
@@ -120,7 +119,8 @@ impl Union {
         });
         Opened {
             fh,
-            keep_cache: true,
+            // Lower files changed behind the mount (`timeout=`) are read afresh at each open.
+            keep_cache: upper || self.cfg.lowers_max_age.is_none(),
             backing,
         }
     }
@@ -130,7 +130,8 @@ impl Core for Union {
     type Error = Error;
 
     fn invalidate(&self) -> Option<Invalidate> {
-        (!self.read_only()).then(|| self.invalidate.clone())
+        // Read-only mounts too: a refresh (SIGUSR1) drops what the kernel cached.
+        Some(self.invalidate.clone())
     }
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
@@ -201,7 +202,8 @@ impl Core for Union {
     }
 
     fn files_immutable(&self) -> bool {
-        self.read_only()
+        // Not with `timeout=`: lower files may change behind the mount's back.
+        self.read_only() && self.cfg.lowers_max_age.is_none()
     }
 
     fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -278,7 +280,7 @@ impl Core for Union {
     }
 
     fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
-        if format::is_private_xattr(name.as_bytes()) {
+        if self.hidden_xattr(name.as_bytes()) {
             return Err(Error::NoAttr);
         }
         let _g = self.shared();
@@ -305,7 +307,16 @@ impl Core for Union {
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
         let _g = self.shared();
         let n = self.node(ino)?;
-        Ok(self.xattrs_of(&n)?.list())
+        let x = self.xattrs_of(&n)?;
+        if !self.overrides() {
+            return Ok(x.list());
+        }
+        let mut out = Vec::new();
+        for name in x.names.iter().filter(|n| !self.hidden_xattr(n)) {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+        Ok(out)
     }
 
     fn statfs(&self, _ino: u64) -> Result<libc::statvfs> {

@@ -14,7 +14,9 @@
 //! - `readdir.rs`: listings and their offsets;
 //! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
 //! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open file handles;
-//! - `config.rs`: id mappings and cache times.
+//! - `config.rs`: id mappings and cache times;
+//! - `overrides.rs`: owners and modes kept in override_stat xattrs (`xattr_permissions=`);
+//! - `refresh.rs`: reading changed lowers again now (SIGUSR1).
 
 mod config;
 mod fs;
@@ -22,11 +24,14 @@ pub mod handles;
 mod inode;
 pub mod lower;
 mod ops;
+mod overrides;
 mod privs;
 mod readdir;
+mod refresh;
 pub mod table;
 
 pub use config::Config;
+pub use refresh::Refresh;
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -100,7 +105,7 @@ pub struct Union {
     /// No fsync of copied-up data or on request (`-o volatile`).
     volatile: bool,
     lowers: Arc<LowerTree>,
-    table: Table<Node>,
+    table: Arc<Table<Node>>,
     /// The top layer's root attributes (the merged root's, without an upper).
     root_attr: Stat,
     root_xattrs: OnceLock<Arc<Xattrs>>,
@@ -151,7 +156,7 @@ impl Union {
             // Modes arrive with the caller's umask applied; ours must not mask them again.
             sys::umask(0);
         }
-        let table = Table::default();
+        let table = Arc::new(Table::default());
         let root = Node::new(
             Ino::ROOT,
             libc::S_IFDIR,
@@ -171,12 +176,13 @@ impl Union {
             origins = copyup::Origins::new(upper_fs.into_iter().chain(lower_fs));
         }
         table.insert_root(root);
+        let lowers = Arc::new(LowerTree::new(cfg.lowers_max_age));
         Ok(Union {
             stack: Arc::new(stack),
             upper,
             cfg,
             volatile,
-            lowers: Arc::default(),
+            lowers,
             table,
             root_attr,
             root_xattrs: OnceLock::new(),
@@ -276,7 +282,7 @@ impl Union {
         let up = self.upper()?;
         let opts = CopyOpts {
             fsync: !self.volatile,
-            origin: Some(up.ns),
+            origin: up.xattrs.then_some(up.ns),
             data,
         };
         // The parent's times before the copy lands in it, put back after (as the kernel's
@@ -563,7 +569,8 @@ impl Union {
             );
         }
         node.seen_at(loc.clone());
-        (node, self.cfg.present(r.st, r.ino), loc)
+        let st = self.overridden(&node, r.st);
+        (node, self.cfg.present(st, r.ino), loc)
     }
 
     /// Asks for the lower directory `rel` to be indexed in the background (a tree walk is
@@ -632,7 +639,8 @@ impl Union {
     }
 
     fn attr_of(&self, node: &Node) -> Result<Stat> {
-        Ok(self.cfg.present(self.real_attr(node)?, node.ino))
+        let st = self.overridden(node, self.real_attr(node)?);
+        Ok(self.cfg.present(st, node.ino))
     }
 
     /// Runs `f` on the directory holding `node` and its name there: the upper parent if the
@@ -763,8 +771,14 @@ impl Union {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {}
             Err(e) => return Err(Error::io("rename whiteout")(e)),
         }
+        if !self.upper()?.rename_flags {
+            // Nor RENAME_EXCHANGE: move it out, then the whiteout in (under the lock).
+            sys::renameat2(pfd, &cname, self.work()?, &tmp, 0).map_err(Error::io("rename"))?;
+            format::write_whiteout(pfd, &cname).map_err(Error::io("mknod whiteout"))?;
+            return Ok(tmp);
+        }
         // No RENAME_WHITEOUT here: build the whiteout in the workdir and swap it in.
-        crate::format::write_whiteout(self.work()?, &tmp).map_err(Error::io("mknod whiteout"))?;
+        format::write_whiteout(self.work()?, &tmp).map_err(Error::io("mknod whiteout"))?;
         sys::renameat2(self.work()?, &tmp, pfd, &cname, libc::RENAME_EXCHANGE)
             .map_err(Error::io("rename exchange"))?;
         Ok(tmp)

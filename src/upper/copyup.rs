@@ -178,15 +178,8 @@ pub fn copy_up(
     opts: CopyOpts,
 ) -> io::Result<()> {
     let tmp = work.temp_name();
-    let result = build(src_dir, name, st, work, &tmp, opts).and_then(|()| {
-        sys::renameat2(
-            work.fd(),
-            &tmp,
-            dst_dir,
-            &sys::cstr(name)?,
-            libc::RENAME_NOREPLACE,
-        )
-    });
+    let result = build(src_dir, name, st, work, &tmp, opts)
+        .and_then(|()| rename_noreplace(work.fd(), &tmp, dst_dir, &sys::cstr(name)?));
     if result.is_err() {
         if let Err(e) = remove_tree(work.fd(), tmp.as_bytes()) {
             if e.raw_os_error() != Some(libc::ENOENT) {
@@ -195,6 +188,27 @@ pub fn copy_up(
         }
     }
     result
+}
+
+/// Renames without replacing: `RENAME_NOREPLACE`, or on a filesystem without renameat2
+/// flags (bindfs, other FUSE uppers) a check then a plain rename, which the caller's
+/// exclusive namespace lock makes safe (the upper changes only through the mount).
+pub(crate) fn rename_noreplace(
+    from_dir: BorrowedFd<'_>,
+    from: &std::ffi::CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &std::ffi::CStr,
+) -> io::Result<()> {
+    match sys::renameat2(from_dir, from, to_dir, to, libc::RENAME_NOREPLACE) {
+        Err(e) if super::no_rename_flags(&e) => match sys::lstatat(to_dir, to) {
+            Ok(_) => Err(io::Error::from_raw_os_error(libc::EEXIST)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                sys::renameat2(from_dir, from, to_dir, to, 0)
+            }
+            Err(e) => Err(e),
+        },
+        r => r,
+    }
 }
 
 /// Builds the complete copy under `tmp` in the workdir.
