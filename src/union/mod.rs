@@ -284,6 +284,7 @@ impl Union {
             fsync: !self.volatile,
             origin: up.xattrs.then_some(up.ns),
             data,
+            owner_optional: self.cfg.ids.squashes(),
         };
         // The parent's times before the copy lands in it, put back after (as the kernel's
         // overlay does): a copy-up changes no name in the parent as the mount shows it.

@@ -130,7 +130,13 @@ impl Union {
                 // inherited by a directory), which chown's clearing of set-id bits must
                 // not change.
                 let made = sys::lstatat(dir, name)?.st_mode & 0o7777;
-                sys::lchownat(dir, name, owner.0, owner.1)?;
+                match sys::lchownat(dir, name, owner.0, owner.1) {
+                    // Squashed owners: the new entry shows the same owned by the daemon.
+                    Err(e) if self.cfg.ids.squashes() && e.raw_os_error() == Some(libc::EPERM) => {
+                        return Ok(())
+                    }
+                    r => r?,
+                }
                 if made & (libc::S_ISUID | libc::S_ISGID) != 0
                     && !matches!(what, Make::Symlink { .. })
                 {

@@ -87,6 +87,9 @@ pub struct CopyOpts {
     pub origin: Option<crate::format::MarkNs>,
     /// Copy the file's data (false for an open with `O_TRUNC`: the copy starts empty).
     pub data: bool,
+    /// The upper may refuse to give the copy its owner (`EPERM`: NFS with root squash, a
+    /// rootless daemon): the mount squashes owners, so nobody sees the difference.
+    pub owner_optional: bool,
 }
 
 /// The kernel's record of a copy-up's origin (`struct ovl_fb`): version 0, magic 0xfb, total
@@ -273,7 +276,13 @@ fn build(
             Err(e) => return Err(e),
         }
     }
-    sys::lchownat(work.fd(), tmp, st.st_uid, st.st_gid)?;
+    match sys::lchownat(work.fd(), tmp, st.st_uid, st.st_gid) {
+        // Squashed owners show the same whatever the copy's owner is (fuse-overlayfs#374).
+        Err(e) if opts.owner_optional && e.raw_os_error() == Some(libc::EPERM) => {
+            debug!("copy-up: owner not kept (owners are squashed): {e}")
+        }
+        r => r?,
+    }
     if kind != Kind::Symlink {
         sys::chmodat(work.fd(), tmp, st.st_mode & 0o7777)?;
     }
