@@ -570,6 +570,11 @@ impl Union {
             );
         }
         node.seen_at(loc.clone());
+        if self.cfg.lowers_max_age.is_some() && !loc.upper && !node.loc().is(dir, name) {
+            // Lowers changed behind the mount (`timeout=`): a file removed there may have
+            // left its inode number to a new one, found here; act through this name.
+            node.focus(dir, name);
+        }
         let st = self.overridden(&node, r.st);
         (node, self.cfg.present(st, r.ino), loc)
     }
@@ -620,6 +625,11 @@ impl Union {
         }
         let loc = node.loc();
         if loc.parent.is_none() && !loc.upper {
+            if self.cfg.lowers_max_age.is_some() {
+                // Lowers that change (`timeout=`): a new mtime drops the kernel's listing.
+                let top = &self.stack.layers()[0];
+                return sys::fstat(top.root.as_fd()).map_err(Error::io("fstat"));
+            }
             return Ok(self.root_attr);
         }
         if loc.upper {

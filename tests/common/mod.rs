@@ -172,6 +172,11 @@ impl Layerfs {
         }
     }
 
+    /// The daemon's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mp.join(rel)
     }
