@@ -472,6 +472,52 @@ mod tests {
     }
 
     #[test]
+    fn fuse_overlayfs_and_containers_storage_options() {
+        let o = MountOptions::parse(&[
+            "lowerdir=/a,fsync=0,noacl,timeout=2.5,xattr_permissions=2,static_nlink,xino=auto",
+        ])
+        .unwrap();
+        assert!(o.volatile && !o.acl);
+        assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(o.xattr_permissions, Some(OverrideNs::User));
+        assert!(o.ignored.is_empty() && o.not_honoured.is_empty(), "{o:?}");
+        let o = MountOptions::parse(&["lowerdir=/a,fsync=1,xattr_permissions=1"]).unwrap();
+        assert!(!o.volatile && o.acl && o.timeout.is_none());
+        assert_eq!(o.xattr_permissions, Some(OverrideNs::Privileged));
+        for bad in [
+            "fsync=2",
+            "timeout=soon",
+            "timeout=-1",
+            "xattr_permissions=3",
+            "xino=x",
+        ] {
+            let r = MountOptions::parse(&[format!("lowerdir=/a,{bad}")]);
+            assert!(matches!(r, Err(OptionError::Value(_))), "{bad}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn options_not_honoured_are_named_with_what_happens_instead() {
+        let o = MountOptions::parse(&[
+            "lowerdir=/a,metacopy=on,metacopy=off,ino32_t,xino=off,redirect_dir=off,index=on,context=x",
+        ])
+        .unwrap();
+        let named: Vec<&str> = o.not_honoured.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(
+            named,
+            [
+                "metacopy=on",
+                "ino32_t",
+                "xino=off",
+                "redirect_dir=off",
+                "index=on",
+                "context=x"
+            ]
+        );
+        assert!(o.ignored.is_empty());
+    }
+
+    #[test]
     fn unknown_options_are_kept_for_a_warning() {
         let o =
             MountOptions::parse(&["lowerdir=/a,frobnicate=3,squash_to_root,xattr_permissions=2"])

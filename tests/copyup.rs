@@ -85,6 +85,7 @@ fn up(d: &Dirs, name: &str) -> std::io::Result<()> {
             fsync: true,
             origin: None,
             data: true,
+            owner_optional: false,
         },
     )
 }
@@ -327,6 +328,7 @@ fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
         fsync: false,
         origin: Some(MarkNs::Trusted),
         data: true,
+        owner_optional: false,
     };
     copy_up(
         src.as_fd(),

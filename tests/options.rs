@@ -60,22 +60,28 @@ enum Prog {
     Layerfs,
 }
 
-/// A mount by either program.
-enum Mount {
-    Fo(Daemonized),
-    Lf(Layerfs),
+/// A mount by either program, unmounted when dropped.
+struct Mount {
+    _fo: Option<Daemonized>,
+    _lf: Option<Layerfs>,
 }
 
 impl Mount {
     fn new(prog: Prog, opts: &str, mp: &Path) -> Mount {
         match prog {
-            Prog::FuseOverlayfs => Mount::Fo(fuse_overlayfs(opts, mp)),
+            Prog::FuseOverlayfs => Mount {
+                _fo: Some(fuse_overlayfs(opts, mp)),
+                _lf: None,
+            },
             Prog::Layerfs => {
                 // One lower, given apart (the helper writes `lowerdir=` itself).
                 let (low, rest) = opts.split_once(',').unwrap_or((opts, ""));
                 let lower = PathBuf::from(low.strip_prefix("lowerdir=").unwrap());
                 let extra: &[&str] = if rest.is_empty() { &[] } else { &["-o", rest] };
-                Mount::Lf(Layerfs::mount_with(&[lower], mp, extra))
+                Mount {
+                    _fo: None,
+                    _lf: Some(Layerfs::mount_with(&[lower], mp, extra)),
+                }
             }
         }
     }
@@ -340,7 +346,7 @@ fn timeout_and_sigusr1_show_changes_made_in_the_lowers() {
         let base = t.path().join(i.to_string());
         let lower = lowers_for_refresh(&base);
         let m = Layerfs::mount_with(
-            &[lower.clone()],
+            std::slice::from_ref(&lower),
             &base.join("m"),
             &["-o", &format!("ro{extra}")],
         );

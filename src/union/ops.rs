@@ -723,4 +723,35 @@ impl Union {
             }
         })
     }
+
+    /// Moves upper entry `name` of `pfd` into the workdir, leaving a whiteout in its place
+    /// in one step; returns the workdir name of what was moved.
+    fn swap_for_whiteout(&self, pfd: BorrowedFd<'_>, name: &[u8]) -> Result<std::ffi::CString> {
+        let cname = sys::cstr(name).map_err(Error::io("name"))?;
+        let tmp = self.upper()?.work.temp_name();
+        match sys::renameat2(pfd, &cname, self.work()?, &tmp, libc::RENAME_WHITEOUT) {
+            Ok(()) => return Ok(tmp),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {}
+            Err(e) => return Err(Error::io("rename whiteout")(e)),
+        }
+        if !self.upper()?.rename_flags {
+            // Nor RENAME_EXCHANGE: move it out, then the whiteout in (under the lock).
+            sys::renameat2(pfd, &cname, self.work()?, &tmp, 0).map_err(Error::io("rename"))?;
+            format::write_whiteout(pfd, &cname).map_err(Error::io("mknod whiteout"))?;
+            return Ok(tmp);
+        }
+        // No RENAME_WHITEOUT here: build the whiteout in the workdir and swap it in.
+        format::write_whiteout(self.work()?, &tmp).map_err(Error::io("mknod whiteout"))?;
+        sys::renameat2(self.work()?, &tmp, pfd, &cname, libc::RENAME_EXCHANGE)
+            .map_err(Error::io("rename exchange"))?;
+        Ok(tmp)
+    }
+
+    /// Removes a workdir temporary (a file, or a directory with its whiteouts).
+    fn discard(&self, tmp: &std::ffi::CStr) {
+        let Ok(work) = self.work() else { return };
+        if let Err(e) = crate::upper::copyup::remove_tree(work, tmp.to_bytes()) {
+            log::warn!("workdir: could not remove {tmp:?}: {e}");
+        }
+    }
 }
