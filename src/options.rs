@@ -116,6 +116,9 @@ pub struct MountOptions {
     /// `xattr_permissions=1|2`: owners and modes a caller sets are kept in an override_stat
     /// xattr, not on the file (containers/storage's `force_mask`).
     pub xattr_permissions: Option<OverrideNs>,
+    /// Renaming a directory with lower content writes a redirect (`redirect_dir=on`, the
+    /// default); off, it is EXDEV as on the kernel with `redirect_dir=off|follow`.
+    pub redirect_dir: bool,
     /// Marks in `user.overlay.*` instead of `trusted.overlay.*` (kernel's `userxattr`).
     pub userxattr: bool,
     /// `uidmapping=`, `gidmapping=` and the squash options.
@@ -141,6 +144,7 @@ impl Default for MountOptions {
             acl: true,
             timeout: None,
             xattr_permissions: None,
+            redirect_dir: true,
             userxattr: false,
             ids: Ids::default(),
             flags: MountFlags::default(),
@@ -325,12 +329,17 @@ impl MountOptions {
                             "a metadata change copies the whole file up (metacopy=off)",
                         )),
                     },
+                    // As the kernel: `on` writes redirects; `follow` and `off` write none
+                    // (renaming a lower directory is EXDEV) and follow those found.
                     "redirect_dir" => match value.as_deref() {
-                        Some("on" | "follow") => {}
-                        _ => o.not_honoured.push((
-                            item.clone(),
-                            "a renamed lower directory gets a redirect xattr (redirect_dir=on)",
-                        )),
+                        Some("on") => o.redirect_dir = true,
+                        Some("follow" | "off") => o.redirect_dir = false,
+                        Some("nofollow") => {
+                            o.redirect_dir = false;
+                            o.not_honoured
+                                .push((item.clone(), "redirects found in layers are followed"));
+                        }
+                        v => return Err(bad(&key, v.unwrap_or(""), "on, follow, off or nofollow")),
                     },
                     "index" | "nfs_export" => match value.as_deref() {
                         Some("off") => {}
@@ -499,7 +508,7 @@ mod tests {
     #[test]
     fn options_not_honoured_are_named_with_what_happens_instead() {
         let o = MountOptions::parse(&[
-            "lowerdir=/a,metacopy=on,metacopy=off,ino32_t,xino=off,redirect_dir=off,index=on,context=x",
+            "lowerdir=/a,metacopy=on,metacopy=off,ino32_t,xino=off,redirect_dir=nofollow,index=on,context=x",
         ])
         .unwrap();
         let named: Vec<&str> = o.not_honoured.iter().map(|(o, _)| o.as_str()).collect();

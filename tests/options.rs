@@ -546,3 +546,55 @@ fn chown_under_squash_succeeds_as_fuse_overlayfs() {
         assert_eq!(lf.0, !extra.is_empty(), "{extra}");
     }
 }
+
+/// Renames through a writable mount with `redirect_dir=` `extra`: a directory with lower
+/// content, a new directory, a lower file; each rename's errno (0: done).
+fn renames(kernel: bool, base: &Path, extra: &str) -> Vec<i32> {
+    write(&base.join("lower/d/f"), "f\n");
+    write(&base.join("lower/g"), "g\n");
+    let (u, w, mp) = (base.join("upper"), base.join("work"), base.join("m"));
+    for d in [&u, &w] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let lower = [base.join("lower")];
+    let (_k, _l, mp) = if kernel {
+        let k = common::Kernel::mount_rw_with(&lower, &u, &w, &mp, extra);
+        let mp = k.mp.clone();
+        (Some(k), None, mp)
+    } else {
+        let o = format!("upperdir={},workdir={}{extra}", u.display(), w.display());
+        let l = Layerfs::mount_with(&lower, &mp, &["-o", &o]);
+        let mp = l.mp.clone();
+        (None, Some(l), mp)
+    };
+    std::fs::create_dir(mp.join("n")).unwrap();
+    [("d", "d2"), ("n", "n2"), ("g", "g2")]
+        .iter()
+        .map(|(a, b)| match std::fs::rename(mp.join(a), mp.join(b)) {
+            Ok(()) => 0,
+            Err(e) => e.raw_os_error().unwrap(),
+        })
+        .collect()
+}
+
+#[test]
+fn redirect_dir_off_refuses_renaming_lower_directories_as_the_kernel() {
+    if !require_root("redirect_dir_off_refuses_renaming_lower_directories_as_the_kernel") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    for (i, extra) in [
+        ",redirect_dir=on",
+        ",redirect_dir=off",
+        ",redirect_dir=follow",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let k = renames(true, &t.path().join(format!("k{i}")), extra);
+        let l = renames(false, &t.path().join(format!("l{i}")), extra);
+        assert_eq!(l, k, "layerfs (left), kernel (right), -o ...{extra}");
+    }
+    let off = renames(false, &t.path().join("off"), ",redirect_dir=off");
+    assert_eq!(off, [libc::EXDEV, 0, 0]);
+}

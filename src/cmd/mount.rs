@@ -101,6 +101,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         ttl: opts.timeout.unwrap_or(Config::default().ttl),
         lowers_max_age: opts.timeout,
         overrides: opts.xattr_permissions,
+        redirects: opts.redirect_dir,
     };
     let mut acl = opts.acl;
     let fs = match (&opts.upper, &opts.work) {

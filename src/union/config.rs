@@ -22,6 +22,9 @@ pub struct Config {
     pub lowers_max_age: Option<Duration>,
     /// Owners and modes kept in override_stat xattrs (`xattr_permissions=1|2`).
     pub overrides: Option<OverrideNs>,
+    /// Write a redirect when a directory with lower content is renamed (`redirect_dir=on`);
+    /// without, such a rename is EXDEV, as on the kernel.
+    pub redirects: bool,
 }
 
 impl Config {
@@ -40,6 +43,7 @@ impl Default for Config {
             ttl: Duration::from_secs(24 * 3600),
             lowers_max_age: None,
             overrides: None,
+            redirects: true,
         }
     }
 }

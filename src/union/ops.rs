@@ -368,6 +368,10 @@ impl Union {
                     Err(Error::CrossDevice(
                         "a lower directory, on an upper without xattrs",
                     ))
+                } else if !self.cfg.redirects {
+                    Err(Error::CrossDevice(
+                        "a lower directory, without redirect_dir=on",
+                    ))
                 } else {
                     let mut v = b"/".to_vec();
                     if rel.as_ref() != b"." {
@@ -465,6 +469,24 @@ impl Union {
             if dn.is_dir && !self.list(dn)?.is_empty() {
                 return Err(Error::NotEmpty);
             }
+        }
+        // A directory with lower content that cannot get a redirect: EXDEV before anything
+        // is copied up, as the kernel (`ovl_can_move`).
+        let (l1, l2) = (d1.loc(), d2.loc());
+        let unmovable = |n: &Node, to: &super::Loc, name: &[u8]| -> Result<bool> {
+            let Some(rel) = n.loc().lower.filter(|_| n.is_dir) else {
+                return Ok(false);
+            };
+            let natural = to.lower.as_ref().map(|l| super::join(l, name));
+            let redirects = self.cfg.redirects && self.upper()?.xattrs;
+            Ok(!redirects && natural.as_deref() != Some(&rel))
+        };
+        if unmovable(src, &l2, n2)?
+            || (exchange && dst.is_some_and(|d| unmovable(d, &l1, n1).unwrap_or(true)))
+        {
+            return Err(Error::CrossDevice(
+                "a directory with lower content, no redirect",
+            ));
         }
         self.copy_up(src, true)?;
         if let (Some(dn), true) = (dst, exchange) {
