@@ -119,6 +119,8 @@ pub struct MountOptions {
     /// Renaming a directory with lower content writes a redirect (`redirect_dir=on`, the
     /// default); off, it is EXDEV as on the kernel with `redirect_dir=off|follow`.
     pub redirect_dir: bool,
+    /// xattrs readable and settable through the mount (off: fuse-overlayfs' `noxattrs=1`).
+    pub xattrs: bool,
     /// Marks in `user.overlay.*` instead of `trusted.overlay.*` (kernel's `userxattr`).
     pub userxattr: bool,
     /// `uidmapping=`, `gidmapping=` and the squash options.
@@ -145,6 +147,7 @@ impl Default for MountOptions {
             timeout: None,
             xattr_permissions: None,
             redirect_dir: true,
+            xattrs: true,
             userxattr: false,
             ids: Ids::default(),
             flags: MountFlags::default(),
@@ -354,8 +357,9 @@ impl MountOptions {
                         .not_honoured
                         .push((item.clone(), "no SELinux label is set on the mount")),
                     "noxattrs" => match value.as_deref() {
-                        Some("0") => {}
-                        _ => o.not_honoured.push((item.clone(), "xattrs stay available")),
+                        Some("0") => o.xattrs = true,
+                        Some("1") | None => o.xattrs = false,
+                        Some(v) => return Err(bad(&key, v, "0 or 1")),
                     },
                     // Daemon and kernel-connection knobs of fuse-overlayfs and FUSE: they do
                     // not change what the mount shows (layerfs always allows other users as
@@ -508,7 +512,7 @@ mod tests {
     #[test]
     fn options_not_honoured_are_named_with_what_happens_instead() {
         let o = MountOptions::parse(&[
-            "lowerdir=/a,metacopy=on,metacopy=off,ino32_t,xino=off,redirect_dir=nofollow,index=on,context=x",
+            "lowerdir=/a,metacopy=on,metacopy=off,ino32_t,xino=off,redirect_dir=nofollow,index=on,context=x,noxattrs=1",
         ])
         .unwrap();
         let named: Vec<&str> = o.not_honoured.iter().map(|(o, _)| o.as_str()).collect();
@@ -518,12 +522,12 @@ mod tests {
                 "metacopy=on",
                 "ino32_t",
                 "xino=off",
-                "redirect_dir=off",
+                "redirect_dir=nofollow",
                 "index=on",
                 "context=x"
             ]
         );
-        assert!(o.ignored.is_empty());
+        assert!(o.ignored.is_empty() && !o.xattrs && !o.redirect_dir);
     }
 
     #[test]

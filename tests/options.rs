@@ -598,3 +598,48 @@ fn redirect_dir_off_refuses_renaming_lower_directories_as_the_kernel() {
     let off = renames(false, &t.path().join("off"), ",redirect_dir=off");
     assert_eq!(off, [libc::EXDEV, 0, 0]);
 }
+
+/// Reads and sets an xattr through a mount with `extra`: (getfattr ok, setfattr ok).
+fn xattr_calls(prog: Prog, base: &Path, extra: &str) -> (bool, bool) {
+    write(&base.join("lower/f"), "f\n");
+    let (u, w, mp) = (base.join("upper"), base.join("work"), base.join("m"));
+    for d in [&u, &w] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    assert!(sh(&format!(
+        "setfattr -n user.a -v 1 {}",
+        base.join("lower/f").display()
+    ))
+    .status
+    .success());
+    let m = Mount::new(prog, &opts(base, &u, &w, extra), &mp);
+    let f = mp.join("f");
+    let get = sh(&format!("getfattr -n user.a {}", f.display()))
+        .status
+        .success();
+    let set = sh(&format!("setfattr -n user.b -v 2 {}", f.display()))
+        .status
+        .success();
+    drop(m);
+    (get, set)
+}
+
+#[test]
+fn noxattrs_turns_xattrs_off_as_fuse_overlayfs() {
+    if !require_root("noxattrs_turns_xattrs_off_as_fuse_overlayfs") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    for (i, (extra, expect)) in [("", (true, true)), (",noxattrs=1", (false, false))]
+        .iter()
+        .enumerate()
+    {
+        let fo = xattr_calls(Prog::FuseOverlayfs, &t.path().join(format!("fo{i}")), extra);
+        let lf = xattr_calls(Prog::Layerfs, &t.path().join(format!("lf{i}")), extra);
+        assert_eq!(fo, *expect, "fuse-overlayfs -o ...{extra}: (get, set)");
+        assert_eq!(
+            lf, fo,
+            "layerfs (left), fuse-overlayfs (right), -o ...{extra}"
+        );
+    }
+}

@@ -102,8 +102,9 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         lowers_max_age: opts.timeout,
         overrides: opts.xattr_permissions,
         redirects: opts.redirect_dir,
+        xattrs: opts.xattrs,
     };
-    let mut acl = opts.acl;
+    let mut acl = opts.acl && opts.xattrs;
     let fs = match (&opts.upper, &opts.work) {
         (Some(u), Some(w)) => {
             // Rootless (or root of a user namespace): trusted.* needs CAP_SYS_ADMIN in the

@@ -25,6 +25,8 @@ pub struct Config {
     /// Write a redirect when a directory with lower content is renamed (`redirect_dir=on`);
     /// without, such a rename is EXDEV, as on the kernel.
     pub redirects: bool,
+    /// xattrs readable and settable through the mount (off with `noxattrs=1`).
+    pub xattrs: bool,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Default for Config {
             lowers_max_age: None,
             overrides: None,
             redirects: true,
+            xattrs: true,
         }
     }
 }

@@ -280,6 +280,9 @@ impl Core for Union {
     }
 
     fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
+        if !self.cfg.xattrs {
+            return Err(Error::NoXattrs);
+        }
         if self.hidden_xattr(name.as_bytes()) {
             return Err(Error::NoAttr);
         }
@@ -305,6 +308,9 @@ impl Core for Union {
     }
 
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        if !self.cfg.xattrs {
+            return Err(Error::NoXattrs);
+        }
         let _g = self.shared();
         let n = self.node(ino)?;
         let x = self.xattrs_of(&n)?;
@@ -465,11 +471,17 @@ impl Core for Union {
     }
 
     fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        if !self.cfg.xattrs {
+            return Err(Error::NoXattrs);
+        }
         self.writable()?;
         self.set_xattr(ino, name, Some((value, flags)))
     }
 
     fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        if !self.cfg.xattrs {
+            return Err(Error::NoXattrs);
+        }
         self.writable()?;
         self.set_xattr(ino, name, None)
     }
