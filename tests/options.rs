@@ -643,3 +643,40 @@ fn noxattrs_turns_xattrs_off_as_fuse_overlayfs() {
         );
     }
 }
+
+/// An upper the kernel wrote with `metacopy=on` (a chmod copies metadata only): layerfs
+/// does not follow such a file's data to the lower yet, and refuses to open it rather than
+/// show the hole it is on disk as its content.
+#[test]
+fn a_kernel_metacopy_upper_is_refused_not_shown_as_zeros() {
+    if !require_root("a_kernel_metacopy_upper_is_refused_not_shown_as_zeros") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let b = t.path();
+    write(&b.join("lower/f"), "hello data\n");
+    write(&b.join("lower/g"), "untouched\n");
+    let (u, w) = (b.join("upper"), b.join("work"));
+    for d in [&u, &w] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let lower = [b.join("lower")];
+    let k = common::Kernel::mount_rw_with(&lower, &u, &w, &b.join("k"), ",metacopy=on");
+    std::fs::set_permissions(k.mp.join("f"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(k.mp.join("f")).unwrap(),
+        "hello data\n"
+    );
+    drop(k);
+    let o = format!("upperdir={},workdir={}", u.display(), w.display());
+    let l = Layerfs::mount_with(&lower, &b.join("l"), &["-o", &o]);
+    let m = std::fs::metadata(l.path("f")).unwrap();
+    assert_eq!(
+        (m.mode() & 0o7777, m.len()),
+        (0o600, 11),
+        "its metadata shows"
+    );
+    let e = std::fs::read(l.path("f")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "{e}");
+    assert_eq!(std::fs::read_to_string(l.path("g")).unwrap(), "untouched\n");
+}

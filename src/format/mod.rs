@@ -62,6 +62,21 @@ pub fn is_metacopy_xattr(name: &[u8]) -> bool {
     name == b"trusted.overlay.metacopy" || name == b"user.overlay.metacopy"
 }
 
+/// True when the open upper regular file `fd` is a metadata-only copy-up
+/// (`*.overlay.metacopy` in namespace `ns`, the kernel's `metacopy=on`): its data is still
+/// in a lower layer, the file itself a hole of the right size. One `fgetxattr`.
+pub fn is_metacopy(fd: BorrowedFd<'_>, ns: MarkNs) -> io::Result<bool> {
+    let name = match ns {
+        MarkNs::Trusted => c"trusted.overlay.metacopy",
+        MarkNs::User => c"user.overlay.metacopy",
+    };
+    match sys::fgetxattr(fd, name) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// What a layer's directory says about itself through its xattrs.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DirMarks {
