@@ -121,6 +121,8 @@ pub struct MountOptions {
     pub redirect_dir: bool,
     /// xattrs readable and settable through the mount (off: fuse-overlayfs' `noxattrs=1`).
     pub xattrs: bool,
+    /// A change of metadata copies metadata only (`metacopy=on`, as the kernel).
+    pub metacopy: bool,
     /// Marks in `user.overlay.*` instead of `trusted.overlay.*` (kernel's `userxattr`).
     pub userxattr: bool,
     /// `uidmapping=`, `gidmapping=` and the squash options.
@@ -148,6 +150,7 @@ impl Default for MountOptions {
             xattr_permissions: None,
             redirect_dir: true,
             xattrs: true,
+            metacopy: false,
             userxattr: false,
             ids: Ids::default(),
             flags: MountFlags::default(),
@@ -326,11 +329,9 @@ impl MountOptions {
                         v => return Err(bad(&key, v.unwrap_or(""), "auto, on or off")),
                     },
                     "metacopy" => match value.as_deref() {
-                        Some("off") => {}
-                        _ => o.not_honoured.push((
-                            item.clone(),
-                            "a metadata change copies the whole file up (metacopy=off)",
-                        )),
+                        Some("on") => o.metacopy = true,
+                        Some("off") => o.metacopy = false,
+                        v => return Err(bad(&key, v.unwrap_or(""), "on or off")),
                     },
                     // As the kernel: `on` writes redirects; `follow` and `off` write none
                     // (renaming a lower directory is EXDEV) and follow those found.
@@ -512,14 +513,13 @@ mod tests {
     #[test]
     fn options_not_honoured_are_named_with_what_happens_instead() {
         let o = MountOptions::parse(&[
-            "lowerdir=/a,metacopy=on,metacopy=off,ino32_t,xino=off,redirect_dir=nofollow,index=on,context=x,noxattrs=1",
+            "lowerdir=/a,metacopy=on,ino32_t,xino=off,redirect_dir=nofollow,index=on,context=x,noxattrs=1",
         ])
         .unwrap();
         let named: Vec<&str> = o.not_honoured.iter().map(|(o, _)| o.as_str()).collect();
         assert_eq!(
             named,
             [
-                "metacopy=on",
                 "ino32_t",
                 "xino=off",
                 "redirect_dir=nofollow",

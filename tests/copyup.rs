@@ -86,6 +86,7 @@ fn up(d: &Dirs, name: &str) -> std::io::Result<()> {
             origin: None,
             data: true,
             owner_optional: false,
+            metacopy: None,
         },
     )
 }
@@ -329,6 +330,7 @@ fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
         origin: Some(MarkNs::Trusted),
         data: true,
         owner_optional: false,
+        metacopy: None,
     };
     copy_up(
         src.as_fd(),

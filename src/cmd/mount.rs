@@ -103,6 +103,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         overrides: opts.xattr_permissions,
         redirects: opts.redirect_dir,
         xattrs: opts.xattrs,
+        metacopy: opts.metacopy,
     };
     let mut acl = opts.acl && opts.xattrs;
     let fs = match (&opts.upper, &opts.work) {

@@ -66,11 +66,7 @@ pub fn is_metacopy_xattr(name: &[u8]) -> bool {
 /// (`*.overlay.metacopy` in namespace `ns`, the kernel's `metacopy=on`): its data is still
 /// in a lower layer, the file itself a hole of the right size. One `fgetxattr`.
 pub fn is_metacopy(fd: BorrowedFd<'_>, ns: MarkNs) -> io::Result<bool> {
-    let name = match ns {
-        MarkNs::Trusted => c"trusted.overlay.metacopy",
-        MarkNs::User => c"user.overlay.metacopy",
-    };
-    match sys::fgetxattr(fd, name) {
+    match sys::fgetxattr(fd, ns.metacopy()) {
         Ok(_) => Ok(true),
         Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => Ok(false),
         Err(e) => Err(e),
@@ -375,6 +371,14 @@ impl MarkNs {
         match self {
             MarkNs::Trusted => c"trusted.overlay.redirect",
             MarkNs::User => c"user.overlay.redirect",
+        }
+    }
+
+    /// A metadata-only copy-up's mark (`*.overlay.metacopy`, metacopy=on).
+    pub(crate) fn metacopy(self) -> &'static CStr {
+        match self {
+            MarkNs::Trusted => c"trusted.overlay.metacopy",
+            MarkNs::User => c"user.overlay.metacopy",
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Config {
     pub redirects: bool,
     /// xattrs readable and settable through the mount (off with `noxattrs=1`).
     pub xattrs: bool,
+    /// A change of metadata copies metadata only (`metacopy=on`).
+    pub metacopy: bool,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             overrides: None,
             redirects: true,
             xattrs: true,
+            metacopy: false,
         }
     }
 }

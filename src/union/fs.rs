@@ -16,7 +16,6 @@ use super::privs::Changer;
 use super::readdir::Cursor;
 use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
-use crate::format;
 use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
@@ -37,6 +36,14 @@ fn real_flags(flags: i32) -> i32 {
             | OPEN_FOR_EXEC)
 }
 
+/// A file opened where its data is.
+struct Real {
+    fd: OwnedFd,
+    st: Stat,
+    /// A metadata-only copy's: the fd is the lower file holding its data.
+    data_below: bool,
+}
+
 impl Union {
     pub(super) fn entry_of(&self, st: Stat) -> Entry {
         Entry {
@@ -50,7 +57,7 @@ impl Union {
     fn read_fd(&self, ino: u64, fh: u64) -> Result<Arc<OwnedFd>> {
         if fh == 0 && self.read_only() {
             let node = self.node(ino)?;
-            return Ok(Arc::new(self.open_real(&node, libc::O_RDONLY)?.0));
+            return Ok(Arc::new(self.open_real(&node, libc::O_RDONLY)?.fd));
         }
         self.handle_fd(fh)
     }
@@ -65,9 +72,12 @@ impl Union {
         let h = self.handle(fh)?;
         if !h.upper.load(Ordering::Acquire) && h.node.loc().upper {
             let _g = self.shared();
-            let (fd, _) = self.open_real(&h.node, libc::O_RDONLY)?;
-            *h.fd.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fd);
-            h.upper.store(true, Ordering::Release);
+            let r = self.open_real(&h.node, libc::O_RDONLY)?;
+            // A metadata-only copy keeps reading below, until its data is copied in.
+            if !r.data_below {
+                *h.fd.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(r.fd);
+                h.upper.store(true, Ordering::Release);
+            }
         }
         let fd = h.fd.read().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(fd)
@@ -76,7 +86,7 @@ impl Union {
     /// Opens the regular file behind `node` where it is now (upper or lower). Never blocks
     /// (`O_NONBLOCK`, which regular files ignore) and never hands out anything else: a
     /// name that no longer holds this node's file answers ESTALE, and the kernel looks again.
-    fn open_real(&self, node: &super::Node, flags: i32) -> Result<(OwnedFd, Stat)> {
+    fn open_real(&self, node: &super::Node, flags: i32) -> Result<Real> {
         let flags = flags | libc::O_NONBLOCK;
         let fd = match node.detached.get() {
             // Through the fd's magic link, which must be followed (no O_NOFOLLOW here).
@@ -87,22 +97,26 @@ impl Union {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Error::StaleInode(node.ino.0));
         }
-        let metacopy = match &self.upper {
-            Some(up) if up.xattrs && st.st_size > 0 && node.loc().upper => {
-                format::is_metacopy(fd.as_fd(), up.ns).map_err(Error::io("getxattr metacopy"))?
+        if self.is_metacopy_fd(node, &fd, &st)? {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+                return Err(Error::Bug(
+                    "a write open of a metadata-only copy not filled",
+                ));
             }
-            _ => false,
-        };
-        if metacopy {
-            // Its data is in a lower layer, which layerfs does not follow yet: refused, not
-            // shown as the hole it is (docs/SEMANTICS.md, metacopy).
-            log::warn!(
-                "{:?}: a metadata-only copy-up (metacopy=on), whose data layerfs cannot read",
-                String::from_utf8_lossy(&node.loc().name)
-            );
-            return Err(Error::Unsupported("metadata-only copy-up"));
+            let (fd, mut lst) = self.open_metacopy_data(node, flags)?;
+            // The copy's attributes, the data's size and blocks.
+            (lst.st_mode, lst.st_uid, lst.st_gid) = (st.st_mode, st.st_uid, st.st_gid);
+            return Ok(Real {
+                fd,
+                st: lst,
+                data_below: true,
+            });
         }
-        Ok((fd, st))
+        Ok(Real {
+            fd,
+            st,
+            data_below: false,
+        })
     }
 
     fn new_handle(
@@ -205,16 +219,18 @@ impl Core for Union {
         if !read_only || trunc {
             let _g = self.exclusive();
             self.copy_up(&node, !trunc)?;
-            let fd = self.open_real(&node, real_flags(flags))?;
+            self.fill_metacopy(&node, !trunc)?;
+            let r = self.open_real(&node, real_flags(flags))?;
             if trunc {
-                self.drop_setid(ino, fd.0.as_fd(), Changer::thread(ctx.pid))?;
+                self.drop_setid(ino, r.fd.as_fd(), Changer::thread(ctx.pid))?;
             }
-            return Ok(self.new_handle(node, fd, true, flags));
+            return Ok(self.new_handle(node, (r.fd, r.st), true, flags));
         }
         let _g = self.shared();
         let upper = node.loc().upper;
-        let fd = self.open_real(&node, real_flags(flags))?;
-        Ok(self.new_handle(node, fd, upper, flags))
+        let r = self.open_real(&node, real_flags(flags))?;
+        let upper = upper && !r.data_below;
+        Ok(self.new_handle(node, (r.fd, r.st), upper, flags))
     }
 
     fn files_immutable(&self) -> bool {

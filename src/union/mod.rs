@@ -15,6 +15,7 @@
 //! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
 //! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open file handles;
 //! - `config.rs`: id mappings and cache times;
+//! - `metacopy.rs`: metadata-only copy-ups (`metacopy=on`) and reading their data below;
 //! - `overrides.rs`: owners and modes kept in override_stat xattrs (`xattr_permissions=`);
 //! - `refresh.rs`: reading changed lowers again now (SIGUSR1).
 
@@ -23,6 +24,7 @@ mod fs;
 pub mod handles;
 mod inode;
 pub mod lower;
+mod metacopy;
 mod ops;
 mod overrides;
 mod privs;
@@ -262,6 +264,11 @@ impl Union {
     /// Takes effect atomically (built in the workdir, renamed into place). The caller holds
     /// the namespace lock exclusively.
     fn copy_up(&self, node: &Arc<Node>, data: bool) -> Result<()> {
+        self.copy_up_with(node, data, false)
+    }
+
+    /// [`Self::copy_up`], metadata only with `meta` (see `metacopy.rs`).
+    fn copy_up_with(&self, node: &Arc<Node>, data: bool, meta: bool) -> Result<()> {
         let loc = node.loc();
         if loc.upper {
             return Ok(());
@@ -284,6 +291,8 @@ impl Union {
             fsync: !self.volatile,
             origin: up.xattrs.then_some(up.ns),
             data,
+            metacopy: (meta && st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size > 0)
+                .then_some(up.ns),
             owner_optional: self.cfg.ids.squashes(),
         };
         // The parent's times before the copy lands in it, put back after (as the kernel's

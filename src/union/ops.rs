@@ -489,8 +489,10 @@ impl Union {
             ));
         }
         self.copy_up(src, true)?;
+        self.fill_metacopy(src, true)?;
         if let (Some(dn), true) = (dst, exchange) {
             self.copy_up(dn, true)?;
+            self.fill_metacopy(dn, true)?;
         }
         let pf1 = self.upper_dir(d1)?;
         let pf2 = self.ensure_upper_dir(d2)?;
@@ -570,6 +572,7 @@ impl Union {
             return Err(Error::Exists);
         }
         self.copy_up(&node, true)?;
+        self.fill_metacopy(&node, true)?;
         let loc = node.loc();
         if loc.unlinked {
             return Err(Error::NotFound);
@@ -620,7 +623,13 @@ impl Union {
     pub(super) fn setattr(&self, ino: u64, set: &SetAttr, by: Changer) -> Result<Entry> {
         let _g = self.exclusive();
         let node = self.node(ino)?;
-        self.copy_up(&node, set.size != Some(0))?;
+        match set.size {
+            Some(size) => {
+                self.copy_up(&node, size != 0)?;
+                self.fill_metacopy(&node, size != 0)?;
+            }
+            None => self.copy_up_meta(&node)?,
+        }
         let own_fd = self.attr_fd(&node)?;
         let loc = node.loc();
         let pfd = match &loc.parent {
@@ -731,7 +740,7 @@ impl Union {
                     }
                 })?;
         }
-        self.copy_up(&node, true)?;
+        self.copy_up_meta(&node)?;
         let value = value.map(|(v, flags)| (self.cfg.ids.store_xattr(name.as_bytes(), v), flags));
         let r = self.with_place(&node, |d, n| match &value {
             Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, *flags),

@@ -87,6 +87,9 @@ pub struct CopyOpts {
     pub origin: Option<crate::format::MarkNs>,
     /// Copy the file's data (false for an open with `O_TRUNC`: the copy starts empty).
     pub data: bool,
+    /// Copy metadata only, marked `*.overlay.metacopy` in this namespace (`metacopy=on`):
+    /// a regular file's data stays in the lower file.
+    pub metacopy: Option<crate::format::MarkNs>,
     /// The upper may refuse to give the copy its owner (`EPERM`: NFS with root squash, a
     /// rootless daemon): the mount squashes owners, so nobody sees the difference.
     pub owner_optional: bool,
@@ -230,7 +233,10 @@ fn build(
         Kind::File => {
             let src = sys::openat(src_dir, &cname, libc::O_RDONLY)?;
             let dst = sys::create_excl(work.fd(), tmp, libc::O_WRONLY, 0o600)?;
-            if opts.data {
+            if opts.metacopy.is_some() {
+                // Metadata only: a hole of the file's size; the data stays below.
+                sys::ftruncate(dst.as_fd(), st.st_size as u64)?;
+            } else if opts.data {
                 copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
             }
             data = Some(dst);
@@ -261,6 +267,9 @@ fn build(
                 String::from_utf8_lossy(x)
             );
         }
+    }
+    if let (Some(ns), Kind::File) = (opts.metacopy, kind) {
+        sys::setxattr_at(work.fd(), tmp.as_bytes(), ns.metacopy(), b"", 0)?;
     }
     if let Some(ns) = opts.origin {
         match sys::file_handle(src_dir, &cname) {
