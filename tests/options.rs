@@ -342,14 +342,25 @@ fn timeout_and_sigusr1_show_changes_made_in_the_lowers() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    for (i, extra) in [",timeout=1", ""].iter().enumerate() {
+    // Each file-data mode: the kernel reading lower files itself (passthrough), and through
+    // the daemon with the kernel's page cache (cached, rootless's default).
+    let cases = [
+        (",timeout=1", "passthrough"),
+        (",timeout=1", "cached"),
+        ("", "passthrough"),
+        ("", "cached"),
+    ];
+    for (i, (extra, io)) in cases.iter().enumerate() {
         let base = t.path().join(i.to_string());
         let lower = lowers_for_refresh(&base);
+        let o = format!("ro{extra}");
         let m = Layerfs::mount_with(
             std::slice::from_ref(&lower),
             &base.join("m"),
-            &["-o", &format!("ro{extra}")],
+            &["-o", &o, "--file-io", io],
         );
+        // Read once, so the kernel holds the old data.
+        assert_eq!(std::fs::read_to_string(m.mp.join("a")).unwrap(), "a\n");
         let before = view(&m.mp);
         assert!(before.contains_key("gone") && !before.contains_key("d/x"));
         change_lowers(&lower);
@@ -374,9 +385,12 @@ fn timeout_and_sigusr1_show_changes_made_in_the_lowers() {
         }
         assert_eq!(
             now, want,
-            "-o ro{extra}: layerfs (left), the lowers now (right)"
+            "-o {o} --file-io {io}: layerfs (left), the lowers (right)"
         );
-        eprintln!("-o ro{extra}: changes shown after {:?}", started.elapsed());
+        eprintln!(
+            "-o {o} --file-io {io}: changes shown after {:?}",
+            started.elapsed()
+        );
         m.assert_no_errors_logged();
     }
 }

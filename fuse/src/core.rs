@@ -129,6 +129,12 @@ pub trait Core: Send + Sync + 'static {
     /// True when file contents can never change (no upper layer): then files can be read
     /// without a handle, `read` and `lseek` being called with `fh == 0`.
     fn files_immutable(&self) -> bool;
+    /// True when files may change without going through the mount (lowers changed behind
+    /// it, `timeout=`): then the kernel keeps no size or times of its own (no writeback
+    /// cache) and drops a file's pages when getattr shows it changed.
+    fn changes_behind(&self) -> bool {
+        false
+    }
     fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Self::Error>;
     fn release(&self, ino: u64, fh: u64);
     fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64, Self::Error>;

@@ -130,6 +130,11 @@ impl<C: Core> Filesystem for Adapter<C> {
         } else {
             want - InitFlags::FUSE_POSIX_ACL
         };
+        let want = if self.core.changes_behind() {
+            want | InitFlags::FUSE_AUTO_INVAL_DATA
+        } else {
+            want
+        };
         let want = if !self.core.files_immutable() && self.core.drops_setid_bits() {
             want | InitFlags::FUSE_HANDLE_KILLPRIV_V2
         } else {
@@ -147,7 +152,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         self.passthrough.set_enabled(passthrough);
-        if !passthrough && !self.core.files_immutable() {
+        if !passthrough && !self.core.files_immutable() && !self.core.changes_behind() {
             // Files change: the kernel gathers small writes into large WRITEs and keeps
             // size and times itself. Every data change goes through it, so its cache is the
             // truth; fsync still reaches the core (after the kernel wrote its pages back).

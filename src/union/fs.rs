@@ -238,6 +238,10 @@ impl Core for Union {
         self.read_only() && self.cfg.lowers_max_age.is_none()
     }
 
+    fn changes_behind(&self) -> bool {
+        self.cfg.lowers_max_age.is_some()
+    }
+
     fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let fd = self.read_fd(ino, fh)?;
         let mut buf = vec![0u8; size as usize];

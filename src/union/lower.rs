@@ -5,6 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,8 @@ pub struct LowerTree {
     dirs: DashMap<Rel, (Arc<DirIndex>, Instant)>,
     /// Indexes older than this are read again (`None`: never).
     max_age: Option<Duration>,
+    /// A refresh dropped the indexes: the lowers changed behind the mount.
+    refreshed: AtomicBool,
 }
 
 /// One lower entry: its parent's index and its position there.
@@ -78,12 +81,19 @@ impl LowerTree {
         LowerTree {
             dirs: DashMap::new(),
             max_age,
+            refreshed: AtomicBool::new(false),
         }
     }
 
     /// Drops every index: the next use of each directory reads the lowers again.
     pub fn clear(&self) {
+        self.refreshed.store(true, Ordering::Relaxed);
         self.dirs.clear();
+    }
+
+    /// True when the lowers may have changed behind the mount (`timeout=`, or a refresh).
+    pub fn may_change(&self) -> bool {
+        self.max_age.is_some() || self.refreshed.load(Ordering::Relaxed)
     }
 
     fn fresh(&self, built: Instant) -> bool {

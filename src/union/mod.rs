@@ -579,8 +579,8 @@ impl Union {
             );
         }
         node.seen_at(loc.clone());
-        if self.cfg.lowers_max_age.is_some() && !loc.upper && !node.loc().is(dir, name) {
-            // Lowers changed behind the mount (`timeout=`): a file removed there may have
+        if self.lowers.may_change() && !loc.upper && !node.loc().is(dir, name) {
+            // Lowers changed behind the mount (`timeout=`, a refresh): a file removed there may have
             // left its inode number to a new one, found here; act through this name.
             node.focus(dir, name);
         }
