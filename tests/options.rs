@@ -344,28 +344,47 @@ fn timeout_and_sigusr1_show_changes_made_in_the_lowers() {
     let t = tempfile::tempdir().unwrap();
     // Each file-data mode: the kernel reading lower files itself (passthrough), and through
     // the daemon with the kernel's page cache (cached, rootless's default).
+    // And a writable mount whose root and `d` have upper copies (merged listings).
     let cases = [
         (",timeout=1", "passthrough"),
         (",timeout=1", "cached"),
         ("", "passthrough"),
         ("", "cached"),
+        (",timeout=1", "rw"),
     ];
     for (i, (extra, io)) in cases.iter().enumerate() {
         let base = t.path().join(i.to_string());
         let lower = lowers_for_refresh(&base);
-        let o = format!("ro{extra}");
+        let (u, w) = (base.join("upper"), base.join("work"));
+        let o = match *io {
+            "rw" => {
+                std::fs::create_dir_all(&u).unwrap();
+                std::fs::create_dir_all(&w).unwrap();
+                format!("upperdir={},workdir={}{extra}", u.display(), w.display())
+            }
+            _ => format!("ro{extra}"),
+        };
+        let io_arg = if *io == "rw" { "passthrough" } else { io };
         let m = Layerfs::mount_with(
             std::slice::from_ref(&lower),
             &base.join("m"),
-            &["-o", &o, "--file-io", io],
+            &["-o", &o, "--file-io", io_arg],
         );
-        // Read once, so the kernel holds the old data.
+        if *io == "rw" {
+            write(&m.mp.join("top"), "top\n");
+            write(&m.mp.join("d/own"), "own\n");
+        }
+        // Read once, so the kernel holds the old data and listings.
         assert_eq!(std::fs::read_to_string(m.mp.join("a")).unwrap(), "a\n");
         let before = view(&m.mp);
         assert!(before.contains_key("gone") && !before.contains_key("d/x"));
         change_lowers(&lower);
         // The reference: a fresh fuse-overlayfs mount of the lowers as they are now.
-        let fresh = fuse_overlayfs(&format!("lowerdir={}", lower.display()), &base.join("ref"));
+        let layers = match *io {
+            "rw" => format!("{}:{}", u.display(), lower.display()),
+            _ => lower.display().to_string(),
+        };
+        let fresh = fuse_overlayfs(&format!("lowerdir={layers}"), &base.join("ref"));
         let want = view(&fresh.0);
         if extra.is_empty() {
             // No timeout: the lowers count as immutable until a refresh is asked for.

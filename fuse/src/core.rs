@@ -131,7 +131,7 @@ pub trait Core: Send + Sync + 'static {
     fn files_immutable(&self) -> bool;
     /// True when files may change without going through the mount (lowers changed behind
     /// it, `timeout=`): then the kernel keeps no size or times of its own (no writeback
-    /// cache) and drops a file's pages when getattr shows it changed.
+    /// cache), drops a file's pages when getattr shows it changed, and keeps no listings.
     fn changes_behind(&self) -> bool {
         false
     }

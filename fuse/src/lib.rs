@@ -340,6 +340,10 @@ impl<C: Core> Filesystem for Adapter<C> {
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.tally(Op::Opendir);
+        if self.core.changes_behind() {
+            // Directories change behind the mount: no listing kept by the kernel.
+            return reply.opened(FileHandle(0), FopenFlags::empty());
+        }
         // ENOSYS tells the kernel we keep no directory state: from now on it sends no
         // OPENDIR/RELEASEDIR (two round trips per directory saved), opens directories with
         // KEEP_CACHE | CACHE_DIR and caches listings itself, and READDIR comes with fh 0.
