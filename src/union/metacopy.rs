@@ -90,7 +90,13 @@ impl Union {
         let Some(up) = self.upper.as_ref().filter(|u| u.xattrs) else {
             return Ok(());
         };
-        if node.is_dir || !node.loc().upper || node.fmt != libc::S_IFREG {
+        let loc = node.loc();
+        if node.is_dir || !loc.upper || loc.unlinked || node.fmt != libc::S_IFREG {
+            return Ok(());
+        }
+        if node.detached.get().is_some() {
+            // Removed while open: no name to fill it through (a later write open of such a
+            // file, through /proc, is refused by `open_real`).
             return Ok(());
         }
         let marked = self.with_place(node, |d, n| {
