@@ -55,9 +55,6 @@ pub enum Error {
     /// An xattr name of the union's own on-disk format (`*.overlay.*`), never settable.
     #[error("private attribute")]
     PrivateXattr,
-    /// An on-disk form layerfs cannot serve (a metadata-only copy-up's data).
-    #[error("{0}: not supported")]
-    Unsupported(&'static str),
     /// xattrs are off on this mount (`noxattrs=1`, as fuse-overlayfs).
     #[error("xattrs are off on this mount")]
     NoXattrs,
@@ -97,7 +94,7 @@ impl Error {
             Error::NotPermitted(_) | Error::NotOwner => libc::EPERM,
             Error::PrivateXattr => libc::EOPNOTSUPP,
             Error::CrossDevice(_) => libc::EXDEV,
-            Error::NoXattrs | Error::Unsupported(_) => libc::EOPNOTSUPP,
+            Error::NoXattrs => libc::EOPNOTSUPP,
             Error::Bug(_) => libc::EIO,
             // An io::Error without an OS code is a bug of ours, not the caller's: EIO.
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
