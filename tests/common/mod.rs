@@ -5,6 +5,7 @@
 pub mod core_ops;
 pub mod debian;
 pub mod ops;
+pub mod side;
 pub mod spec;
 pub mod tree;
 
