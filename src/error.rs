@@ -51,9 +51,17 @@ pub enum Error {
     /// check), as the VFS refuses it.
     #[error("permission denied")]
     Denied,
+    /// A rename the upper cannot record (a lower directory, on an upper without xattrs for
+    /// a redirect): EXDEV, which makes `mv` copy instead, as the kernel with
+    /// `redirect_dir=off`.
+    #[error("{0}: cannot be renamed in place")]
+    CrossDevice(&'static str),
     /// An xattr name of the union's own on-disk format (`*.overlay.*`), never settable.
     #[error("private attribute")]
     PrivateXattr,
+    /// xattrs are off on this mount (`noxattrs=1`, as fuse-overlayfs).
+    #[error("xattrs are off on this mount")]
+    NoXattrs,
     /// A state that should be impossible; a bug of ours, answered EIO and logged.
     #[error("internal error: {0}")]
     Bug(&'static str),
@@ -90,6 +98,8 @@ impl Error {
             Error::NotPermitted(_) | Error::NotOwner => libc::EPERM,
             Error::Denied => libc::EACCES,
             Error::PrivateXattr => libc::EOPNOTSUPP,
+            Error::CrossDevice(_) => libc::EXDEV,
+            Error::NoXattrs => libc::EOPNOTSUPP,
             Error::Bug(_) => libc::EIO,
             // An io::Error without an OS code is a bug of ours, not the caller's: EIO.
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),

@@ -123,6 +123,11 @@ impl Ids {
         (uid, gid)
     }
 
+    /// True when a squash option shows every owner (or group) as one id.
+    pub fn squashes(&self) -> bool {
+        self.squash_uid.is_some() || self.squash_gid.is_some()
+    }
+
     /// The uid stored for a uid a caller gives; `u32::MAX` (chown's "unchanged") stays.
     pub fn store_uid(&self, uid: u32) -> u32 {
         match &self.uid_map {

@@ -1,7 +1,9 @@
 //! Mount options in the overlayfs / fuse-overlayfs syntax (`-o lowerdir=A:B,upperdir=U,...`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::format::OverrideNs;
 use crate::idmap::{IdMap, Ids};
 
 /// The generic mount flags of mount(8), honoured as the kernel's flags of the mount (later
@@ -96,14 +98,31 @@ fn is_mount_tool_option(key: &str) -> bool {
 }
 
 /// Everything `-o` can say.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountOptions {
     /// Lower directories, top first, unescaped, not yet resolved.
     pub lowers: Vec<PathBuf>,
     pub upper: Option<PathBuf>,
     pub work: Option<PathBuf>,
-    /// No fsync of copied-up data (podman's `volatile`).
+    /// No fsync of copied-up data or on request (podman's `volatile`, fuse-overlayfs'
+    /// `fsync=0`).
     pub volatile: bool,
+    /// POSIX ACLs enforced and kept (off with `noacl`, as fuse-overlayfs).
+    pub acl: bool,
+    /// `timeout=SECONDS`: how long the kernel caches entries and attributes and the lower
+    /// indexes live, so that changes made directly in the lowers show within that time.
+    /// `None`: the lowers are immutable (24 h caches, indexes built once).
+    pub timeout: Option<Duration>,
+    /// `xattr_permissions=1|2`: owners and modes a caller sets are kept in an override_stat
+    /// xattr, not on the file (containers/storage's `force_mask`).
+    pub xattr_permissions: Option<OverrideNs>,
+    /// Renaming a directory with lower content writes a redirect (`redirect_dir=on`, the
+    /// default); off, it is EXDEV as on the kernel with `redirect_dir=off|follow`.
+    pub redirect_dir: bool,
+    /// xattrs readable and settable through the mount (off: fuse-overlayfs' `noxattrs=1`).
+    pub xattrs: bool,
+    /// A change of metadata copies metadata only (`metacopy=on`, as the kernel).
+    pub metacopy: bool,
     /// Marks in `user.overlay.*` instead of `trusted.overlay.*` (kernel's `userxattr`).
     pub userxattr: bool,
     /// `uidmapping=`, `gidmapping=` and the squash options.
@@ -114,6 +133,32 @@ pub struct MountOptions {
     pub fsname: Option<String>,
     /// Unknown options: accepted with a warning.
     pub ignored: Vec<String>,
+    /// Known options layerfs does not honour (or honours differently): the option and what
+    /// the mount does instead, each warned about in one line.
+    pub not_honoured: Vec<(String, &'static str)>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            lowers: Vec::new(),
+            upper: None,
+            work: None,
+            volatile: false,
+            acl: true,
+            timeout: None,
+            xattr_permissions: None,
+            redirect_dir: true,
+            xattrs: true,
+            metacopy: false,
+            userxattr: false,
+            ids: Ids::default(),
+            flags: MountFlags::default(),
+            fsname: None,
+            ignored: Vec::new(),
+            not_honoured: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -130,6 +175,11 @@ pub enum OptionError {
     Value(String),
     #[error("option {0:?} ends with a lone backslash")]
     TrailingEscape(String),
+}
+
+/// The error for option `key` given the value `v`, which should be `want`.
+fn bad(key: &str, v: &str, want: &str) -> OptionError {
+    OptionError::Value(format!("{key}={v}: expected {want}"))
 }
 
 /// Splits on `sep` where it is not escaped by a backslash; keeps escapes for a later pass.
@@ -243,28 +293,86 @@ impl MountOptions {
                         o.ids.squash_uid = Some(0);
                         o.ids.squash_gid = Some(0);
                     }
-                    // Accepted for compatibility; they do not change what the mount shows.
-                    "xattr_permissions"
-                    | "context"
-                    | "fscontext"
-                    | "defcontext"
-                    | "rootcontext"
-                    | "redirect_dir"
-                    | "metacopy"
-                    | "index"
-                    | "xino"
-                    | "nfs_export"
-                    | "fsync"
-                    | "default_permissions"
+                    "fsync" => match value.as_deref() {
+                        Some("0") => o.volatile = true,
+                        Some("1") | None => {}
+                        Some(v) => return Err(bad(&key, v, "0 or 1")),
+                    },
+                    "noacl" => o.acl = false,
+                    "acl" => o.acl = true,
+                    "timeout" => {
+                        let v = need(value)?;
+                        let secs: f64 = v
+                            .parse()
+                            .ok()
+                            .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+                            .ok_or_else(|| bad(&key, &v, "a number of seconds"))?;
+                        o.timeout = Some(Duration::from_secs_f64(secs.min(1e9)));
+                    }
+                    "xattr_permissions" => {
+                        o.xattr_permissions = match need(value)?.as_str() {
+                            "0" => None,
+                            "1" => Some(OverrideNs::Privileged),
+                            "2" => Some(OverrideNs::User),
+                            v => return Err(bad(&key, v, "0, 1 or 2")),
+                        }
+                    }
+                    // What layerfs always does: directories show their own link count, and
+                    // inode numbers are unique over the layers and persistent.
+                    "static_nlink" => {}
+                    "xino" => match value.as_deref() {
+                        Some("auto" | "on") => {}
+                        Some("off") => o.not_honoured.push((
+                            item.clone(),
+                            "inode numbers stay unique over the layers (as xino=on)",
+                        )),
+                        v => return Err(bad(&key, v.unwrap_or(""), "auto, on or off")),
+                    },
+                    "metacopy" => match value.as_deref() {
+                        Some("on") => o.metacopy = true,
+                        Some("off") => o.metacopy = false,
+                        v => return Err(bad(&key, v.unwrap_or(""), "on or off")),
+                    },
+                    // As the kernel: `on` writes redirects; `follow` and `off` write none
+                    // (renaming a lower directory is EXDEV) and follow those found.
+                    "redirect_dir" => match value.as_deref() {
+                        Some("on") => o.redirect_dir = true,
+                        Some("follow" | "off") => o.redirect_dir = false,
+                        Some("nofollow") => {
+                            o.redirect_dir = false;
+                            o.not_honoured
+                                .push((item.clone(), "redirects found in layers are followed"));
+                        }
+                        v => return Err(bad(&key, v.unwrap_or(""), "on, follow, off or nofollow")),
+                    },
+                    "index" | "nfs_export" => match value.as_deref() {
+                        Some("off") => {}
+                        _ => o
+                            .not_honoured
+                            .push((item.clone(), "no index directory is kept")),
+                    },
+                    "ino32_t" => o
+                        .not_honoured
+                        .push((item.clone(), "inode numbers stay 64-bit")),
+                    "context" | "fscontext" | "defcontext" | "rootcontext" => o
+                        .not_honoured
+                        .push((item.clone(), "no SELinux label is set on the mount")),
+                    "noxattrs" => match value.as_deref() {
+                        Some("0") => o.xattrs = true,
+                        Some("1") | None => o.xattrs = false,
+                        Some(v) => return Err(bad(&key, v, "0 or 1")),
+                    },
+                    // Daemon and kernel-connection knobs of fuse-overlayfs and FUSE: they do
+                    // not change what the mount shows (layerfs always allows other users as
+                    // root, checks permissions in the kernel, and is multi-threaded).
+                    "default_permissions"
                     | "allow_other"
                     | "allow_root"
                     | "auto_unmount"
                     | "threaded"
-                    | "noacl"
                     | "plugins"
                     | "fast_ino"
-                    | "static_nlink"
-                    | "timeout" => {}
+                    | "writeback" => {}
                     _ => o.ignored.push(item.clone()),
                 }
             }
@@ -375,6 +483,51 @@ mod tests {
         );
         let o = MountOptions::parse(&["lowerdir=/a,ro,relatime,strictatime"]).unwrap();
         assert_eq!(o.flags.ms_flags(), libc::MS_RDONLY | libc::MS_STRICTATIME);
+    }
+
+    #[test]
+    fn fuse_overlayfs_and_containers_storage_options() {
+        let o = MountOptions::parse(&[
+            "lowerdir=/a,fsync=0,noacl,timeout=2.5,xattr_permissions=2,static_nlink,xino=auto",
+        ])
+        .unwrap();
+        assert!(o.volatile && !o.acl);
+        assert_eq!(o.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(o.xattr_permissions, Some(OverrideNs::User));
+        assert!(o.ignored.is_empty() && o.not_honoured.is_empty(), "{o:?}");
+        let o = MountOptions::parse(&["lowerdir=/a,fsync=1,xattr_permissions=1"]).unwrap();
+        assert!(!o.volatile && o.acl && o.timeout.is_none());
+        assert_eq!(o.xattr_permissions, Some(OverrideNs::Privileged));
+        for bad in [
+            "fsync=2",
+            "timeout=soon",
+            "timeout=-1",
+            "xattr_permissions=3",
+            "xino=x",
+        ] {
+            let r = MountOptions::parse(&[format!("lowerdir=/a,{bad}")]);
+            assert!(matches!(r, Err(OptionError::Value(_))), "{bad}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn options_not_honoured_are_named_with_what_happens_instead() {
+        let o = MountOptions::parse(&[
+            "lowerdir=/a,metacopy=on,ino32_t,xino=off,redirect_dir=nofollow,index=on,context=x,noxattrs=1",
+        ])
+        .unwrap();
+        let named: Vec<&str> = o.not_honoured.iter().map(|(o, _)| o.as_str()).collect();
+        assert_eq!(
+            named,
+            [
+                "ino32_t",
+                "xino=off",
+                "redirect_dir=nofollow",
+                "index=on",
+                "context=x"
+            ]
+        );
+        assert!(o.ignored.is_empty() && !o.xattrs && !o.redirect_dir);
     }
 
     #[test]

@@ -85,6 +85,8 @@ fn up(d: &Dirs, name: &str) -> std::io::Result<()> {
             fsync: true,
             origin: None,
             data: true,
+            owner_optional: false,
+            metacopy: None,
         },
     )
 }
@@ -327,6 +329,8 @@ fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
         fsync: false,
         origin: Some(MarkNs::Trusted),
         data: true,
+        owner_optional: false,
+        metacopy: None,
     };
     copy_up(
         src.as_fd(),

@@ -10,7 +10,7 @@ use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{mount_type, require_root, wait_mount, Layerfs};
+use common::{mount_type, require_root, Layerfs};
 use proptest::prelude::*;
 
 /// One `DISK:SHOWN:COUNT` triple. Starts are drawn from two windows (image ids and a
@@ -199,38 +199,17 @@ fn with_layerfs(base: &Path, c: &Case) -> Seen {
     }
 }
 
-/// A fuse-overlayfs mount (it daemonizes); detached in Drop.
-struct FuseOverlayfs(PathBuf);
-
-impl Drop for FuseOverlayfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 fn with_fuse_overlayfs(base: &Path, c: &Case) -> Seen {
     let (l, u, w) = layout(base, c);
     let mp = base.join("m");
-    std::fs::create_dir_all(&mp).unwrap();
-    let out = Command::new("fuse-overlayfs")
-        .arg("-o")
-        .arg(format!(
-            "lowerdir={},upperdir={},workdir={}{}",
-            l.display(),
-            u.display(),
-            w.display(),
-            options(c)
-        ))
-        .arg(&mp)
-        .output()
-        .expect("fuse-overlayfs is installed (scripts/test installs it)");
-    assert!(
-        out.status.success(),
-        "fuse-overlayfs: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}{}",
+        l.display(),
+        u.display(),
+        w.display(),
+        options(c)
     );
-    let m = FuseOverlayfs(mp.clone());
-    wait_mount(&mp, |t| t.is_some(), || true);
+    let m = common::side::fuse_overlayfs(&opts, &mp);
     let (shown_before, results) = exercise(&mp, c);
     let shown_after = owners(&mp);
     drop(m);

@@ -25,6 +25,11 @@ struct Podman {
 
 impl Podman {
     fn new(user: Option<(u32, u32)>) -> Podman {
+        Self::with_overlay_options(user, "")
+    }
+
+    /// A setup with `extra` lines in storage.conf's `[storage.options.overlay]`.
+    fn with_overlay_options(user: Option<(u32, u32)>, extra: &str) -> Podman {
         let t = tempfile::tempdir().unwrap();
         let base = t.path().to_path_buf();
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -41,7 +46,7 @@ impl Podman {
             format!(
                 "[storage]\ndriver = \"overlay\"\ngraphroot = \"{g}\"\nrunroot = \"{r}\"\n\
                  rootless_storage_path = \"{g}\"\n[storage.options.overlay]\n\
-                 mount_program = \"{b}\"\n",
+                 mount_program = \"{b}\"\n{extra}",
                 g = g.display(),
                 r = base.join("run").display(),
                 b = bin.display()
@@ -180,7 +185,7 @@ fn count_lines(file: &Path, needle: &str) -> usize {
 /// A busybox-static rootfs with /data/dir/f, /data/gone and a sticky /tmp, as a tarball.
 fn write_image_tar(base: &Path) {
     let root = base.join("rootfs");
-    for d in ["bin", "etc", "data/dir", "tmp"] {
+    for d in ["bin", "etc", "data/dir", "tmp", "srv"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
@@ -192,8 +197,12 @@ fn write_image_tar(base: &Path) {
     std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
     std::fs::write(root.join("data/dir/f"), "base\n").unwrap();
     std::fs::write(root.join("data/gone"), "to delete\n").unwrap();
+    let owned = root.join("srv/owned");
+    std::fs::write(&owned, "owned\n").unwrap();
+    std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&owned, Some(1000), Some(1001)).unwrap();
     let ok = Command::new("tar")
-        .args(["--owner=0", "--group=0", "-C"])
+        .args(["-C"])
         .arg(&root)
         .arg("-cf")
         .arg(base.join("rootfs.tar"))
@@ -362,4 +371,64 @@ fn rootless_podman_with_keep_id_shows_and_stores_the_right_owners() {
     assert_eq!(out, "mine\n1\n");
     p.ok(&["rm", "k", "c2"]);
     p.assert_nothing_left();
+}
+
+/// containers/storage's `force_mask` (shared stores, NFS homes): every file of the store is
+/// written mode 0700, owned by the store's owner, the real owner and mode kept in
+/// `user.containers.override_stat`; podman mounts with `xattr_permissions=2`, and the
+/// container sees the image's owners and modes and its own changes, also in a second run.
+#[test]
+fn podman_with_force_mask_shows_the_images_owners_and_modes() {
+    if !require_root("podman_with_force_mask_shows_the_images_owners_and_modes") {
+        return;
+    }
+    let p = Podman::with_overlay_options(None, "force_mask = \"0700\"\n");
+    p.ok(&["import", "-q", "rootfs.tar", "lfs-base"]);
+    let show = "stat -c '%n %u:%g %a' /srv/owned /data/dir /data/dir/f /bin/busybox";
+    let out = p.ok(&["run", "--name", "c1", "lfs-base", "sh", "-c",
+        &format!("{show}; chown 7:8 /data/dir/f && chmod 604 /data/dir/f && echo n > /data/n && chmod 751 /data/n")]);
+    assert_eq!(
+        out,
+        "/srv/owned 1000:1001 640\n/data/dir 0:0 755\n/data/dir/f 0:0 644\n/bin/busybox 0:0 755\n"
+    );
+    let out = p.ok(&["start", "-a", "c1"]);
+    assert!(out.contains("/data/dir/f 7:8 604\n"), "{out}");
+    let out = p.ok(&[
+        "run",
+        "--rm",
+        "lfs-base",
+        "stat",
+        "-c",
+        "%u:%g %a",
+        "/srv/owned",
+    ]);
+    assert_eq!(out, "1000:1001 640\n");
+    // The store: the mask and the store owner's ids on disk, the truth in the xattr.
+    let f = walk_find(&p.base.join("graph/overlay"), "owned").expect("the layer's file");
+    let m = std::fs::metadata(&f).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (0, 0, 0o700),
+        "{}",
+        f.display()
+    );
+    p.ok(&["rm", "c1"]);
+    p.assert_nothing_left();
+}
+
+/// The first file named `name` under `dir`.
+fn walk_find(dir: &Path, name: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let t = e.file_type().ok()?;
+        if t.is_file() && e.file_name() == name {
+            return Some(p);
+        }
+        if t.is_dir() && !t.is_symlink() {
+            if let Some(f) = walk_find(&p, name) {
+                return Some(f);
+            }
+        }
+    }
+    None
 }

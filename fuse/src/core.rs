@@ -51,10 +51,14 @@ pub struct BackingFile {
 
 /// What the kernel must forget because the core changed it on its own (a copy-up, say),
 /// not as the direct result of the request the kernel sent.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Inval {
     /// The attributes of a node (its page cache stays).
     Attr(u64),
+    /// The attributes and page cache of a node. Not from inside a request (see below).
+    Inode(u64),
+    /// The entry `name` of directory node `parent`. Not from inside a request.
+    Entry(u64, Box<[u8]>),
 }
 
 /// The core's way to tell the kernel to drop what it cached; cheap to clone, a no-op until
@@ -80,9 +84,15 @@ impl std::fmt::Debug for Invalidate {
 impl Invalidate {
     pub fn send(&self, what: Inval) {
         let Some(n) = self.notifier.get() else { return };
-        let r = match what {
+        let r = match &what {
             // A negative offset: attributes only.
-            Inval::Attr(ino) => n.inval_inode(fuser::INodeNo(ino), -1, 0),
+            Inval::Attr(ino) => n.inval_inode(fuser::INodeNo(*ino), -1, 0),
+            Inval::Inode(ino) => n.inval_inode(fuser::INodeNo(*ino), 0, 0),
+            Inval::Entry(parent, name) => {
+                use std::os::unix::ffi::OsStrExt;
+                let name = std::ffi::OsStr::from_bytes(name);
+                n.inval_entry(fuser::INodeNo(*parent), name)
+            }
         };
         match r {
             Ok(()) => {}
@@ -119,6 +129,12 @@ pub trait Core: Send + Sync + 'static {
     /// True when file contents can never change (no upper layer): then files can be read
     /// without a handle, `read` and `lseek` being called with `fh == 0`.
     fn files_immutable(&self) -> bool;
+    /// True when files may change without going through the mount (lowers changed behind
+    /// it, `timeout=`): then the kernel keeps no size or times of its own (no writeback
+    /// cache), drops a file's pages when getattr shows it changed, and keeps no listings.
+    fn changes_behind(&self) -> bool {
+        false
+    }
     fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Self::Error>;
     fn release(&self, ino: u64, fh: u64);
     fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64, Self::Error>;

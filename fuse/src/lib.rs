@@ -50,6 +50,9 @@ pub enum FileIo {
 #[derive(Debug, Clone, Copy)]
 pub struct AdapterOptions {
     pub file_io: FileIo,
+    /// POSIX ACLs checked by the kernel (`FUSE_POSIX_ACL`); off with `noacl` or an upper
+    /// that cannot store them.
+    pub acl: bool,
 }
 
 /// `fuser::Filesystem` over a [`Core`].
@@ -122,6 +125,16 @@ impl<C: Core> Filesystem for Adapter<C> {
             | InitFlags::FUSE_ATOMIC_O_TRUNC;
         // Set-id bits are the core's to drop: the kernel then stops asking for
         // security.capability before every write (and for attributes before a chown).
+        let want = if self.opts.acl {
+            want
+        } else {
+            want - InitFlags::FUSE_POSIX_ACL
+        };
+        let want = if self.core.changes_behind() {
+            want | InitFlags::FUSE_AUTO_INVAL_DATA
+        } else {
+            want
+        };
         let want = if !self.core.files_immutable() && self.core.drops_setid_bits() {
             want | InitFlags::FUSE_HANDLE_KILLPRIV_V2
         } else {
@@ -139,7 +152,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         self.passthrough.set_enabled(passthrough);
-        if !passthrough && !self.core.files_immutable() {
+        if !passthrough && !self.core.files_immutable() && !self.core.changes_behind() {
             // Files change: the kernel gathers small writes into large WRITEs and keeps
             // size and times itself. Every data change goes through it, so its cache is the
             // truth; fsync still reaches the core (after the kernel wrote its pages back).
@@ -327,6 +340,10 @@ impl<C: Core> Filesystem for Adapter<C> {
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         self.tally(Op::Opendir);
+        if self.core.changes_behind() {
+            // Directories change behind the mount: no listing kept by the kernel.
+            return reply.opened(FileHandle(0), FopenFlags::empty());
+        }
         // ENOSYS tells the kernel we keep no directory state: from now on it sends no
         // OPENDIR/RELEASEDIR (two round trips per directory saved), opens directories with
         // KEEP_CACHE | CACHE_DIR and caches listings itself, and READDIR comes with fh 0.

@@ -116,6 +116,7 @@ fn a_panicking_core_call_is_answered_eio_and_the_worker_survives() {
         Fake,
         AdapterOptions {
             file_io: FileIo::Handles,
+            acl: true,
         },
     );
     let session = fuser::spawn_mount(adapter, t.path(), &config).expect("mount");

@@ -29,6 +29,8 @@ pub struct Plan {
     fs: Union,
     threads: usize,
     file_io: FileIo,
+    /// POSIX ACLs on (off with `noacl` or an upper without xattrs).
+    acl: bool,
     /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
     pub remove_mountpoint: bool,
     /// A directory tree to remove once unmounted (`layerfs run`'s ephemeral upper).
@@ -82,6 +84,9 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     for o in &opts.ignored {
         warn!("ignoring unknown mount option {o:?}");
     }
+    for (o, instead) in &opts.not_honoured {
+        warn!("mount option {o:?} is not honoured: {instead}");
+    }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let lowers: Vec<PathBuf> = opts
         .lowers
@@ -102,8 +107,14 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     info!("open-file limit {nofile}");
     let cfg = Config {
         ids: opts.ids.clone(),
-        ..Config::default()
+        ttl: opts.timeout.unwrap_or(Config::default().ttl),
+        lowers_max_age: opts.timeout,
+        overrides: opts.xattr_permissions,
+        redirects: opts.redirect_dir,
+        xattrs: opts.xattrs,
+        metacopy: opts.metacopy,
     };
+    let mut acl = opts.acl && opts.xattrs;
     let fs = match (&opts.upper, &opts.work) {
         (Some(u), Some(w)) => {
             // Rootless (or root of a user namespace): trusted.* needs CAP_SYS_ADMIN in the
@@ -118,6 +129,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
                 &layerfs::stack::resolve_against(&cwd, w),
                 ns,
             )?;
+            acl &= upper.xattrs;
             let dev = sys::fstat(std::os::fd::AsFd::as_fd(&*upper.fd))
                 .context("upperdir")?
                 .st_dev;
@@ -138,6 +150,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         flags: opts.flags,
         fs,
         threads,
+        acl,
         remove_mountpoint: false,
         remove_after: None,
         file_io: match (args.no_passthrough, args.file_io) {
@@ -240,6 +253,7 @@ struct Serve {
     flags: MountFlags,
     threads: usize,
     file_io: FileIo,
+    acl: bool,
     remove_mountpoint: bool,
     remove_after: Option<PathBuf>,
 }
@@ -252,6 +266,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         fs,
         threads,
         file_io,
+        acl,
         remove_mountpoint,
         remove_after,
     } = plan;
@@ -261,17 +276,20 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         flags,
         threads,
         file_io,
+        acl,
         remove_mountpoint,
         remove_after,
     };
     let read_only = fs.read_only();
-    mount_core(serve, fs, read_only, report)
+    let refresh = fs.refresher();
+    mount_core(serve, fs, read_only, refresh, report)
 }
 
 fn mount_core<C: Core>(
     plan: Serve,
     core: C,
     read_only: bool,
+    refresh: layerfs::union::Refresh,
     report: &mut Option<std::fs::File>,
 ) -> Result<()> {
     let opts = SessionOptions {
@@ -283,10 +301,12 @@ fn mount_core<C: Core>(
         threads: plan.threads,
         adapter: AdapterOptions {
             file_io: plan.file_io,
+            acl: plan.acl,
         },
     };
     // Signals are handled by one thread below; block them before the workers start.
-    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+    // SIGUSR1 reads the lowers again (changes made in them behind the mount show at once).
+    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1];
     sys::block_signals(&signals).context("blocking signals")?;
     let mounted = layerfs_fuse::mount(core, &plan.mountpoint, &opts)
         .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
@@ -314,11 +334,16 @@ fn mount_core<C: Core>(
     let started = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Ok(sig) = sys::wait_signal(&signals) {
+            while let Ok(sig) = sys::wait_signal(&signals) {
+                if sig == libc::SIGUSR1 {
+                    refresh.run();
+                    continue;
+                }
                 info!("signal {sig}: unmounting {}", mp.display());
                 if let Err(e) = crate::cmd::umount::unmount(&mp, true) {
                     warn!("{}", super::one_line(&e));
                 }
+                break;
             }
         });
     if let Err(e) = started {

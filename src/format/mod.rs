@@ -19,6 +19,10 @@
 //! the upper), while what layerfs writes is only ever the kernel's form
 //! ([`write_whiteout`], [`write_opaque`], [`kernel_whiteout_for`]).
 
+mod override_stat;
+
+pub use override_stat::{is_override_xattr, Override, OverrideNs, OVERRIDE_XATTRS};
+
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -67,6 +71,17 @@ pub fn redirect_of(dir: BorrowedFd<'_>, name: &[u8]) -> Option<Vec<u8>> {
 /// `metacopy=on`): the file's data still lives in a lower layer.
 pub fn is_metacopy_xattr(name: &[u8]) -> bool {
     name == b"trusted.overlay.metacopy" || name == b"user.overlay.metacopy"
+}
+
+/// True when the open upper regular file `fd` is a metadata-only copy-up
+/// (`*.overlay.metacopy` in namespace `ns`, the kernel's `metacopy=on`): its data is still
+/// in a lower layer, the file itself a hole of the right size. One `fgetxattr`.
+pub fn is_metacopy(fd: BorrowedFd<'_>, ns: MarkNs) -> io::Result<bool> {
+    match sys::fgetxattr(fd, ns.metacopy()) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// What a layer's directory says about itself through its xattrs.
@@ -370,6 +385,14 @@ impl MarkNs {
         }
     }
 
+    /// A metadata-only copy-up's mark (`*.overlay.metacopy`, metacopy=on).
+    pub(crate) fn metacopy(self) -> &'static CStr {
+        match self {
+            MarkNs::Trusted => c"trusted.overlay.metacopy",
+            MarkNs::User => c"user.overlay.metacopy",
+        }
+    }
+
     pub(crate) fn origin(self) -> &'static CStr {
         match self {
             MarkNs::Trusted => c"trusted.overlay.origin",
@@ -388,6 +411,21 @@ pub fn write_whiteout(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
 /// Marks the upper directory `name` inside `dir` opaque (`*.overlay.opaque=y`).
 pub fn write_opaque(dir: BorrowedFd<'_>, name: &[u8], ns: MarkNs) -> io::Result<()> {
     sys::setxattr_at(dir, name, ns.opaque(), b"y", 0)
+}
+
+/// Marks the upper directory `name` inside `dir` opaque without xattrs, for an upper on a
+/// filesystem that has none: an empty `.wh..wh..opq` file inside it, as fuse-overlayfs
+/// writes there (and as OCI layers carry it). The kernel cannot mount such an upper anyway.
+pub fn write_opaque_marker(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let sub = sys::open_subdir(dir, &sys::cstr(name)?)?;
+    let marker = sys::cstr(OCI_OPAQUE)?;
+    drop(sys::create_excl(
+        sub.as_fd(),
+        &marker,
+        libc::O_WRONLY,
+        0o600,
+    )?);
+    Ok(())
 }
 
 /// What an OCI layer tarball's entry name means (the last path component).

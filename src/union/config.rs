@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::format::OverrideNs;
 use crate::idmap::Ids;
 use crate::stack::Ino;
 use crate::sys::Stat;
@@ -14,8 +15,20 @@ pub struct Config {
     /// How long the kernel may cache entries, negative entries and attributes. The lowers
     /// are immutable and every change to the upper goes through the mount (the kernel then
     /// drops what it saw change, the core tells it the rest), so both mount kinds afford a
-    /// long time.
+    /// long time. `timeout=SECONDS` sets it, for lowers changed behind the mount's back.
     pub ttl: Duration,
+    /// How long a lower directory's index is trusted before it is read again (`timeout=`);
+    /// `None`: the lowers are immutable and each index is built once.
+    pub lowers_max_age: Option<Duration>,
+    /// Owners and modes kept in override_stat xattrs (`xattr_permissions=1|2`).
+    pub overrides: Option<OverrideNs>,
+    /// Write a redirect when a directory with lower content is renamed (`redirect_dir=on`);
+    /// without, such a rename is EXDEV, as on the kernel.
+    pub redirects: bool,
+    /// xattrs readable and settable through the mount (off with `noxattrs=1`).
+    pub xattrs: bool,
+    /// A change of metadata copies metadata only (`metacopy=on`).
+    pub metacopy: bool,
 }
 
 impl Config {
@@ -32,6 +45,11 @@ impl Default for Config {
         Config {
             ids: Ids::default(),
             ttl: Duration::from_secs(24 * 3600),
+            lowers_max_age: None,
+            overrides: None,
+            redirects: true,
+            xattrs: true,
+            metacopy: false,
         }
     }
 }

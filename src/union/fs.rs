@@ -16,7 +16,6 @@ use super::privs::Changer;
 use super::readdir::Cursor;
 use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
-use crate::format;
 use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
@@ -37,6 +36,14 @@ fn real_flags(flags: i32) -> i32 {
             | OPEN_FOR_EXEC)
 }
 
+/// A file opened where its data is.
+struct Real {
+    fd: OwnedFd,
+    st: Stat,
+    /// A metadata-only copy's: the fd is the lower file holding its data.
+    data_below: bool,
+}
+
 impl Union {
     pub(super) fn entry_of(&self, st: Stat) -> Entry {
         Entry {
@@ -50,7 +57,7 @@ impl Union {
     fn read_fd(&self, ino: u64, fh: u64) -> Result<Arc<OwnedFd>> {
         if fh == 0 && self.read_only() {
             let node = self.node(ino)?;
-            return Ok(Arc::new(self.open_real(&node, libc::O_RDONLY)?.0));
+            return Ok(Arc::new(self.open_real(&node, libc::O_RDONLY)?.fd));
         }
         self.handle_fd(fh)
     }
@@ -65,9 +72,12 @@ impl Union {
         let h = self.handle(fh)?;
         if !h.upper.load(Ordering::Acquire) && h.node.loc().upper {
             let _g = self.shared();
-            let (fd, _) = self.open_real(&h.node, libc::O_RDONLY)?;
-            *h.fd.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fd);
-            h.upper.store(true, Ordering::Release);
+            let r = self.open_real(&h.node, libc::O_RDONLY)?;
+            // A metadata-only copy keeps reading below, until its data is copied in.
+            if !r.data_below {
+                *h.fd.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(r.fd);
+                h.upper.store(true, Ordering::Release);
+            }
         }
         let fd = h.fd.read().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(fd)
@@ -76,7 +86,7 @@ impl Union {
     /// Opens the regular file behind `node` where it is now (upper or lower). Never blocks
     /// (`O_NONBLOCK`, which regular files ignore) and never hands out anything else: a
     /// name that no longer holds this node's file answers ESTALE, and the kernel looks again.
-    fn open_real(&self, node: &super::Node, flags: i32) -> Result<(OwnedFd, Stat)> {
+    fn open_real(&self, node: &super::Node, flags: i32) -> Result<Real> {
         let flags = flags | libc::O_NONBLOCK;
         let fd = match node.detached.get() {
             // Through the fd's magic link, which must be followed (no O_NOFOLLOW here).
@@ -87,7 +97,26 @@ impl Union {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Error::StaleInode(node.ino.0));
         }
-        Ok((fd, st))
+        if self.is_metacopy_fd(node, &fd, &st)? {
+            if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+                return Err(Error::Bug(
+                    "a write open of a metadata-only copy not filled",
+                ));
+            }
+            let (fd, mut lst) = self.open_metacopy_data(node, flags)?;
+            // The copy's attributes, the data's size and blocks.
+            (lst.st_mode, lst.st_uid, lst.st_gid) = (st.st_mode, st.st_uid, st.st_gid);
+            return Ok(Real {
+                fd,
+                st: lst,
+                data_below: true,
+            });
+        }
+        Ok(Real {
+            fd,
+            st,
+            data_below: false,
+        })
     }
 
     fn new_handle(
@@ -120,7 +149,8 @@ impl Union {
         });
         Opened {
             fh,
-            keep_cache: true,
+            // Lower files changed behind the mount (`timeout=`) are read afresh at each open.
+            keep_cache: upper || self.cfg.lowers_max_age.is_none(),
             backing,
         }
     }
@@ -130,7 +160,8 @@ impl Core for Union {
     type Error = Error;
 
     fn invalidate(&self) -> Option<Invalidate> {
-        (!self.read_only()).then(|| self.invalidate.clone())
+        // Read-only mounts too: a refresh (SIGUSR1) drops what the kernel cached.
+        Some(self.invalidate.clone())
     }
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
@@ -188,20 +219,27 @@ impl Core for Union {
         if !read_only || trunc {
             let _g = self.exclusive();
             self.copy_up(&node, !trunc)?;
-            let fd = self.open_real(&node, real_flags(flags))?;
+            self.fill_metacopy(&node, !trunc)?;
+            let r = self.open_real(&node, real_flags(flags))?;
             if trunc {
-                self.drop_setid(ino, fd.0.as_fd(), Changer::thread(ctx.pid))?;
+                self.drop_setid(ino, r.fd.as_fd(), Changer::thread(ctx.pid))?;
             }
-            return Ok(self.new_handle(node, fd, true, flags));
+            return Ok(self.new_handle(node, (r.fd, r.st), true, flags));
         }
         let _g = self.shared();
         let upper = node.loc().upper;
-        let fd = self.open_real(&node, real_flags(flags))?;
-        Ok(self.new_handle(node, fd, upper, flags))
+        let r = self.open_real(&node, real_flags(flags))?;
+        let upper = upper && !r.data_below;
+        Ok(self.new_handle(node, (r.fd, r.st), upper, flags))
     }
 
     fn files_immutable(&self) -> bool {
-        self.read_only()
+        // Not with `timeout=`: lower files may change behind the mount's back.
+        self.read_only() && self.cfg.lowers_max_age.is_none()
+    }
+
+    fn changes_behind(&self) -> bool {
+        self.cfg.lowers_max_age.is_some()
     }
 
     fn read(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -278,7 +316,10 @@ impl Core for Union {
     }
 
     fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>> {
-        if format::is_private_xattr(name.as_bytes()) {
+        if !self.cfg.xattrs {
+            return Err(Error::NoXattrs);
+        }
+        if self.hidden_xattr(name.as_bytes()) {
             return Err(Error::NoAttr);
         }
         let _g = self.shared();
@@ -303,9 +344,21 @@ impl Core for Union {
     }
 
     fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        if !self.cfg.xattrs {
+            return Err(Error::NoXattrs);
+        }
         let _g = self.shared();
         let n = self.node(ino)?;
-        Ok(self.xattrs_of(&n)?.list())
+        let x = self.xattrs_of(&n)?;
+        if !self.overrides() {
+            return Ok(x.list());
+        }
+        let mut out = Vec::new();
+        for name in x.names.iter().filter(|n| !self.hidden_xattr(n)) {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+        Ok(out)
     }
 
     fn statfs(&self, _ino: u64) -> Result<libc::statvfs> {
@@ -454,11 +507,17 @@ impl Core for Union {
     }
 
     fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        if !self.cfg.xattrs {
+            return Err(Error::NoXattrs);
+        }
         self.writable()?;
         self.set_xattr(ino, name, Some((value, flags)))
     }
 
     fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {
+        if !self.cfg.xattrs {
+            return Err(Error::NoXattrs);
+        }
         self.writable()?;
         self.set_xattr(ino, name, None)
     }

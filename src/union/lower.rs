@@ -1,9 +1,13 @@
 //! The lower layers of a mount, seen as one read-only tree: the merged index of any
-//! lower directory, found by its path and built once (the lowers never change while mounted).
+//! lower directory, found by its path and built once (the lowers never change while
+//! mounted), or, with `timeout=`, rebuilt once older than that, and all dropped on a
+//! refresh (SIGUSR1), for lowers changed behind the mount's back.
 
 use std::ffi::CString;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
@@ -39,10 +43,14 @@ fn split(rel: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Lower directory indexes by path.
+/// Lower directory indexes by path, each with the time it was built.
 #[derive(Debug, Default)]
 pub struct LowerTree {
-    dirs: DashMap<Rel, Arc<DirIndex>>,
+    dirs: DashMap<Rel, (Arc<DirIndex>, Instant)>,
+    /// Indexes older than this are read again (`None`: never).
+    max_age: Option<Duration>,
+    /// A refresh dropped the indexes: the lowers changed behind the mount.
+    refreshed: AtomicBool,
 }
 
 /// One lower entry: its parent's index and its position there.
@@ -68,11 +76,37 @@ impl LowerEntry {
 }
 
 impl LowerTree {
+    /// A tree whose indexes are read again once older than `max_age` (`None`: never).
+    pub fn new(max_age: Option<Duration>) -> LowerTree {
+        LowerTree {
+            dirs: DashMap::new(),
+            max_age,
+            refreshed: AtomicBool::new(false),
+        }
+    }
+
+    /// Drops every index: the next use of each directory reads the lowers again.
+    pub fn clear(&self) {
+        self.refreshed.store(true, Ordering::Relaxed);
+        self.dirs.clear();
+    }
+
+    /// True when the lowers may have changed behind the mount (`timeout=`, or a refresh).
+    pub fn may_change(&self) -> bool {
+        self.max_age.is_some() || self.refreshed.load(Ordering::Relaxed)
+    }
+
+    fn fresh(&self, built: Instant) -> bool {
+        self.max_age.is_none_or(|age| built.elapsed() < age)
+    }
+
     /// The merged index of the lower directory `rel`, or `None` when no lower has a
     /// directory visible there.
     pub fn dir(&self, stack: &Stack, rel: &[u8]) -> io::Result<Option<Arc<DirIndex>>> {
-        if let Some(ix) = self.dirs.get(rel) {
-            return Ok(Some(ix.clone()));
+        if let Some(e) = self.dirs.get(rel) {
+            if self.fresh(e.1) {
+                return Ok(Some(e.0.clone()));
+            }
         }
         let built = if rel == b"." {
             // The kernel ignores opaque marks on layer roots.
@@ -87,17 +121,20 @@ impl LowerTree {
             let cands = e.parent.open_child_sources(e.entry())?;
             DirIndex::build(CString::new(rel.to_vec())?, cands, true)?
         };
-        Ok(Some(
-            self.dirs
-                .entry(rel.into())
-                .or_insert_with(|| Arc::new(built))
-                .clone(),
-        ))
+        let (built, now) = (Arc::new(built), Instant::now());
+        let mut e = self
+            .dirs
+            .entry(rel.into())
+            .or_insert_with(|| (built.clone(), now));
+        if !self.fresh(e.1) {
+            *e = (built, now);
+        }
+        Ok(Some(e.0.clone()))
     }
 
-    /// True once the lower directory `rel` is indexed.
+    /// True once the lower directory `rel` is indexed (and still fresh).
     pub fn has(&self, rel: &[u8]) -> bool {
-        self.dirs.contains_key(rel)
+        self.dirs.get(rel).is_some_and(|e| self.fresh(e.1))
     }
 
     /// The lower entry at `rel` (not the root), if one is visible.

@@ -14,19 +14,26 @@
 //! - `readdir.rs`: listings and their offsets;
 //! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
 //! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open file handles;
-//! - `config.rs`: id mappings and cache times.
+//! - `config.rs`: id mappings and cache times;
+//! - `metacopy.rs`: metadata-only copy-ups (`metacopy=on`) and reading their data below;
+//! - `overrides.rs`: owners and modes kept in override_stat xattrs (`xattr_permissions=`);
+//! - `refresh.rs`: reading changed lowers again now (SIGUSR1).
 
 mod config;
 mod fs;
 pub mod handles;
 mod inode;
 pub mod lower;
+mod metacopy;
 mod ops;
+mod overrides;
 mod privs;
 mod readdir;
+mod refresh;
 pub mod table;
 
 pub use config::Config;
+pub use refresh::Refresh;
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -100,7 +107,7 @@ pub struct Union {
     /// No fsync of copied-up data or on request (`-o volatile`).
     volatile: bool,
     lowers: Arc<LowerTree>,
-    table: Table<Node>,
+    table: Arc<Table<Node>>,
     /// The top layer's root attributes (the merged root's, without an upper).
     root_attr: Stat,
     root_xattrs: OnceLock<Arc<Xattrs>>,
@@ -151,7 +158,7 @@ impl Union {
             // Modes arrive with the caller's umask applied; ours must not mask them again.
             sys::umask(0);
         }
-        let table = Table::default();
+        let table = Arc::new(Table::default());
         let root = Node::new(
             Ino::ROOT,
             libc::S_IFDIR,
@@ -171,12 +178,13 @@ impl Union {
             origins = copyup::Origins::new(upper_fs.into_iter().chain(lower_fs));
         }
         table.insert_root(root);
+        let lowers = Arc::new(LowerTree::new(cfg.lowers_max_age));
         Ok(Union {
             stack: Arc::new(stack),
             upper,
             cfg,
             volatile,
-            lowers: Arc::default(),
+            lowers,
             table,
             root_attr,
             root_xattrs: OnceLock::new(),
@@ -256,6 +264,11 @@ impl Union {
     /// Takes effect atomically (built in the workdir, renamed into place). The caller holds
     /// the namespace lock exclusively.
     fn copy_up(&self, node: &Arc<Node>, data: bool) -> Result<()> {
+        self.copy_up_with(node, data, false)
+    }
+
+    /// [`Self::copy_up`], metadata only with `meta` (see `metacopy.rs`).
+    fn copy_up_with(&self, node: &Arc<Node>, data: bool, meta: bool) -> Result<()> {
         let loc = node.loc();
         if loc.upper {
             return Ok(());
@@ -276,8 +289,11 @@ impl Union {
         let up = self.upper()?;
         let opts = CopyOpts {
             fsync: !self.volatile,
-            origin: Some(up.ns),
+            origin: up.xattrs.then_some(up.ns),
             data,
+            metacopy: (meta && st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size > 0)
+                .then_some(up.ns),
+            owner_optional: self.cfg.ids.squashes(),
         };
         // The parent's times before the copy lands in it, put back after (as the kernel's
         // overlay does): a copy-up changes no name in the parent as the mount shows it.
@@ -563,7 +579,13 @@ impl Union {
             );
         }
         node.seen_at(loc.clone());
-        (node, self.cfg.present(r.st, r.ino), loc)
+        if self.lowers.may_change() && !loc.upper && !node.loc().is(dir, name) {
+            // Lowers changed behind the mount (`timeout=`, a refresh): a file removed there may have
+            // left its inode number to a new one, found here; act through this name.
+            node.focus(dir, name);
+        }
+        let st = self.overridden(&node, r.st);
+        (node, self.cfg.present(st, r.ino), loc)
     }
 
     /// Asks for the lower directory `rel` to be indexed in the background (a tree walk is
@@ -612,6 +634,11 @@ impl Union {
         }
         let loc = node.loc();
         if loc.parent.is_none() && !loc.upper {
+            if self.cfg.lowers_max_age.is_some() {
+                // Lowers that change (`timeout=`): a new mtime drops the kernel's listing.
+                let top = &self.stack.layers()[0];
+                return sys::fstat(top.root.as_fd()).map_err(Error::io("fstat"));
+            }
             return Ok(self.root_attr);
         }
         if loc.upper {
@@ -632,7 +659,8 @@ impl Union {
     }
 
     fn attr_of(&self, node: &Node) -> Result<Stat> {
-        Ok(self.cfg.present(self.real_attr(node)?, node.ino))
+        let st = self.overridden(node, self.real_attr(node)?);
+        Ok(self.cfg.present(st, node.ino))
     }
 
     /// Runs `f` on the directory holding `node` and its name there: the upper parent if the
@@ -751,30 +779,5 @@ impl Union {
         };
         let le = self.lowers.child(&self.stack, ld, name);
         Ok(matches!(le.map_err(Error::io("lower lookup"))?, Some(e) if e.entry().kind == Kind::Dir))
-    }
-
-    /// Moves upper entry `name` of `pfd` into the workdir, leaving a whiteout in its place
-    /// in one step; returns the workdir name of what was moved.
-    fn swap_for_whiteout(&self, pfd: BorrowedFd<'_>, name: &[u8]) -> Result<std::ffi::CString> {
-        let cname = sys::cstr(name).map_err(Error::io("name"))?;
-        let tmp = self.upper()?.work.temp_name();
-        match sys::renameat2(pfd, &cname, self.work()?, &tmp, libc::RENAME_WHITEOUT) {
-            Ok(()) => return Ok(tmp),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {}
-            Err(e) => return Err(Error::io("rename whiteout")(e)),
-        }
-        // No RENAME_WHITEOUT here: build the whiteout in the workdir and swap it in.
-        crate::format::write_whiteout(self.work()?, &tmp).map_err(Error::io("mknod whiteout"))?;
-        sys::renameat2(self.work()?, &tmp, pfd, &cname, libc::RENAME_EXCHANGE)
-            .map_err(Error::io("rename exchange"))?;
-        Ok(tmp)
-    }
-
-    /// Removes a workdir temporary (a file, or a directory with its whiteouts).
-    fn discard(&self, tmp: &std::ffi::CStr) {
-        let Ok(work) = self.work() else { return };
-        if let Err(e) = copyup::remove_tree(work, tmp.to_bytes()) {
-            log::warn!("workdir: could not remove {tmp:?}: {e}");
-        }
     }
 }

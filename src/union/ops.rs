@@ -122,12 +122,21 @@ impl Union {
             sys::getegid()
         };
         let finish = || -> io::Result<()> {
+            if self.overrides() && super::overrides::takes_override(mode) {
+                return self.override_new(dir, name, owner, mode);
+            }
             if owner != (sys::geteuid(), fs_gid) {
                 // The mode the filesystem gave it (the request cut by a default ACL, set-gid
                 // inherited by a directory), which chown's clearing of set-id bits must
                 // not change.
                 let made = sys::lstatat(dir, name)?.st_mode & 0o7777;
-                sys::lchownat(dir, name, owner.0, owner.1)?;
+                match sys::lchownat(dir, name, owner.0, owner.1) {
+                    // Squashed owners: the new entry shows the same owned by the daemon.
+                    Err(e) if self.cfg.ids.squashes() && e.raw_os_error() == Some(libc::EPERM) => {
+                        return Ok(())
+                    }
+                    r => r?,
+                }
                 if made & (libc::S_ISUID | libc::S_ISGID) != 0
                     && !matches!(what, Make::Symlink { .. })
                 {
@@ -193,7 +202,7 @@ impl Union {
             // Built in a private directory of the workdir that passes on what the parent
             // would (its default ACL, its set-gid group), then swapped in.
             let tmp = self.upper()?.work.temp_name();
-            let (work, ns) = (self.work()?, self.upper()?.ns);
+            let (work, up) = (self.work()?, self.upper()?);
             sys::mkdirat(work, &tmp, 0o700).map_err(Error::io("mkdir"))?;
             let made = (|| {
                 let tdir = sys::open_subdir(work, &tmp)?;
@@ -206,9 +215,16 @@ impl Union {
                 }
                 let fd = self.make_at(tdir.as_fd(), &c, &what, mode, owner, &pst)?;
                 if matches!(what, Make::Dir) {
-                    format::write_opaque(tdir.as_fd(), name, ns)?;
+                    up.write_opaque(tdir.as_fd(), name)?;
                 }
-                sys::renameat2(tdir.as_fd(), &c, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)?;
+                if up.rename_flags {
+                    sys::renameat2(tdir.as_fd(), &c, pfd.as_fd(), &c, libc::RENAME_EXCHANGE)?;
+                } else {
+                    // No exchange on this filesystem: the whiteout goes, then the entry
+                    // comes (under the namespace lock; a crash between shows the lower).
+                    sys::unlinkat(pfd.as_fd(), &c, 0)?;
+                    sys::renameat2(tdir.as_fd(), &c, pfd.as_fd(), &c, 0)?;
+                }
                 Ok(fd)
             })();
             // Either the new entry (failed) or the whiteout (swapped) is left in it.
@@ -341,9 +357,21 @@ impl Union {
                 if natural.as_deref() == Some(rel) {
                     match sys::removexattr_at(pfd, name, self.upper()?.ns.redirect()) {
                         Ok(()) => Ok(()),
-                        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+                        Err(e)
+                            if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) =>
+                        {
+                            Ok(())
+                        }
                         Err(e) => Err(Error::io("removexattr redirect")(e)),
                     }
+                } else if !self.upper()?.xattrs {
+                    Err(Error::CrossDevice(
+                        "a lower directory, on an upper without xattrs",
+                    ))
+                } else if !self.cfg.redirects {
+                    Err(Error::CrossDevice(
+                        "a lower directory, without redirect_dir=on",
+                    ))
                 } else {
                     let mut v = b"/".to_vec();
                     if rel.as_ref() != b"." {
@@ -353,10 +381,10 @@ impl Union {
                         .map_err(Error::io("setxattr redirect"))
                 }
             }
-            None if self.lower_has_dir(new_dloc, new_name)? => {
-                format::write_opaque(pfd, name, self.upper()?.ns)
-                    .map_err(Error::io("setxattr opaque"))
-            }
+            None if self.lower_has_dir(new_dloc, new_name)? => self
+                .upper()?
+                .write_opaque(pfd, name)
+                .map_err(Error::io("mark opaque")),
             None => Ok(()),
         }
     }
@@ -442,9 +470,29 @@ impl Union {
                 return Err(Error::NotEmpty);
             }
         }
+        // A directory with lower content that cannot get a redirect: EXDEV before anything
+        // is copied up, as the kernel (`ovl_can_move`).
+        let (l1, l2) = (d1.loc(), d2.loc());
+        let unmovable = |n: &Node, to: &super::Loc, name: &[u8]| -> Result<bool> {
+            let Some(rel) = n.loc().lower.filter(|_| n.is_dir) else {
+                return Ok(false);
+            };
+            let natural = to.lower.as_ref().map(|l| super::join(l, name));
+            let redirects = self.cfg.redirects && self.upper()?.xattrs;
+            Ok(!redirects && natural.as_deref() != Some(&rel))
+        };
+        if unmovable(src, &l2, n2)?
+            || (exchange && dst.is_some_and(|d| unmovable(d, &l1, n1).unwrap_or(true)))
+        {
+            return Err(Error::CrossDevice(
+                "a directory with lower content, no redirect",
+            ));
+        }
         self.copy_up(src, true)?;
+        self.fill_metacopy(src, true)?;
         if let (Some(dn), true) = (dst, exchange) {
             self.copy_up(dn, true)?;
+            self.fill_metacopy(dn, true)?;
         }
         let pf1 = self.upper_dir(d1)?;
         let pf2 = self.ensure_upper_dir(d2)?;
@@ -475,10 +523,21 @@ impl Union {
         if dst_is_whiteout && src.is_dir {
             // A directory cannot replace a non-directory: swap, then drop or keep the
             // whiteout now at the old name.
-            sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, libc::RENAME_EXCHANGE)
-                .map_err(Error::io("rename exchange"))?;
-            if !need_whiteout {
-                sys::unlinkat(pf1.as_fd(), &c1, 0).map_err(Error::io("unlink whiteout"))?;
+            if self.upper()?.rename_flags {
+                sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, libc::RENAME_EXCHANGE)
+                    .map_err(Error::io("rename exchange"))?;
+                if !need_whiteout {
+                    sys::unlinkat(pf1.as_fd(), &c1, 0).map_err(Error::io("unlink whiteout"))?;
+                }
+            } else {
+                // No exchange here: drop the whiteout, move, whiteout the old name.
+                sys::unlinkat(pf2.as_fd(), &c2, 0).map_err(Error::io("unlink whiteout"))?;
+                sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, 0)
+                    .map_err(Error::io("rename"))?;
+                if need_whiteout {
+                    format::write_whiteout(pf1.as_fd(), &c1)
+                        .map_err(Error::io("mknod whiteout"))?;
+                }
             }
         } else if need_whiteout {
             match sys::renameat2(pf1.as_fd(), &c1, pf2.as_fd(), &c2, libc::RENAME_WHITEOUT) {
@@ -513,6 +572,7 @@ impl Union {
             return Err(Error::Exists);
         }
         self.copy_up(&node, true)?;
+        self.fill_metacopy(&node, true)?;
         let loc = node.loc();
         if loc.unlinked {
             return Err(Error::NotFound);
@@ -541,7 +601,7 @@ impl Union {
             unlinked: false,
         });
         self.table.count(node.ino);
-        Ok(self.entry_of(self.cfg.present(st, node.ino)))
+        Ok(self.entry_of(self.cfg.present(self.overridden(&node, st), node.ino)))
     }
 
     /// An fd on the node's own inode for attribute changes: the upper root, a detached
@@ -563,7 +623,13 @@ impl Union {
     pub(super) fn setattr(&self, ino: u64, set: &SetAttr, by: Changer) -> Result<Entry> {
         let _g = self.exclusive();
         let node = self.node(ino)?;
-        self.copy_up(&node, set.size != Some(0))?;
+        match set.size {
+            Some(size) => {
+                self.copy_up(&node, size != 0)?;
+                self.fill_metacopy(&node, size != 0)?;
+            }
+            None => self.copy_up_meta(&node)?,
+        }
         let own_fd = self.attr_fd(&node)?;
         let loc = node.loc();
         let pfd = match &loc.parent {
@@ -607,17 +673,30 @@ impl Union {
             None if empty => mode_after_write(&self.attr_of(&node)?, by),
             m => m,
         };
-        if set.uid.is_some() || set.gid.is_some() {
-            let uid = set.uid.map_or(u32::MAX, |u| self.cfg.ids.store_uid(u));
-            let gid = set.gid.map_or(u32::MAX, |g| self.cfg.ids.store_gid(g));
-            match (&own_fd, &pfd) {
+        let chown = set.uid.is_some() || set.gid.is_some();
+        let uid = set.uid.map_or(u32::MAX, |u| self.cfg.ids.store_uid(u));
+        let gid = set.gid.map_or(u32::MAX, |g| self.cfg.ids.store_gid(g));
+        let overridden =
+            self.overrides() && super::overrides::takes_override(self.real_attr(&node)?.st_mode);
+        if overridden && (chown || mode.is_some()) {
+            // The owner and mode go to the override xattr; the file keeps its own.
+            self.set_override(&node, uid, gid, mode)?;
+        } else if chown {
+            let r = match (&own_fd, &pfd) {
                 (Some(fd), _) => sys::fchown(fd.as_fd(), uid, gid),
                 (None, Some(p)) => sys::lchownat(p.as_fd(), &c, uid, gid),
                 _ => Ok(()),
+            };
+            match r {
+                // Squashed owners show the same whatever is stored: a chown the upper
+                // refuses (an id it cannot hold) succeeds, as with fuse-overlayfs.
+                Err(e) if self.cfg.ids.squashes() => {
+                    log::debug!("chown {:?} not stored (owners are squashed): {e}", loc.name)
+                }
+                r => r.map_err(Error::io("chown"))?,
             }
-            .map_err(Error::io("chown"))?;
         }
-        if let Some(mode) = mode {
+        if let Some(mode) = mode.filter(|_| !overridden) {
             match (&own_fd, &pfd) {
                 (Some(fd), _) => sys::fchmod(fd.as_fd(), mode & 0o7777),
                 (None, Some(p)) => sys::chmodat(p.as_fd(), &c, mode & 0o7777),
@@ -645,7 +724,7 @@ impl Union {
         name: &OsStr,
         value: Option<(&[u8], i32)>,
     ) -> Result<()> {
-        if format::is_private_xattr(name.as_bytes()) {
+        if self.hidden_xattr(name.as_bytes()) {
             return Err(Error::PrivateXattr);
         }
         let xname = cname(name.as_bytes())?;
@@ -661,7 +740,7 @@ impl Union {
                     }
                 })?;
         }
-        self.copy_up(&node, true)?;
+        self.copy_up_meta(&node)?;
         let value = value.map(|(v, flags)| (self.cfg.ids.store_xattr(name.as_bytes(), v), flags));
         let r = self.with_place(&node, |d, n| match &value {
             Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, *flags),
@@ -674,5 +753,36 @@ impl Union {
                 e
             }
         })
+    }
+
+    /// Moves upper entry `name` of `pfd` into the workdir, leaving a whiteout in its place
+    /// in one step; returns the workdir name of what was moved.
+    fn swap_for_whiteout(&self, pfd: BorrowedFd<'_>, name: &[u8]) -> Result<std::ffi::CString> {
+        let cname = sys::cstr(name).map_err(Error::io("name"))?;
+        let tmp = self.upper()?.work.temp_name();
+        match sys::renameat2(pfd, &cname, self.work()?, &tmp, libc::RENAME_WHITEOUT) {
+            Ok(()) => return Ok(tmp),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM)) => {}
+            Err(e) => return Err(Error::io("rename whiteout")(e)),
+        }
+        if !self.upper()?.rename_flags {
+            // Nor RENAME_EXCHANGE: move it out, then the whiteout in (under the lock).
+            sys::renameat2(pfd, &cname, self.work()?, &tmp, 0).map_err(Error::io("rename"))?;
+            format::write_whiteout(pfd, &cname).map_err(Error::io("mknod whiteout"))?;
+            return Ok(tmp);
+        }
+        // No RENAME_WHITEOUT here: build the whiteout in the workdir and swap it in.
+        format::write_whiteout(self.work()?, &tmp).map_err(Error::io("mknod whiteout"))?;
+        sys::renameat2(self.work()?, &tmp, pfd, &cname, libc::RENAME_EXCHANGE)
+            .map_err(Error::io("rename exchange"))?;
+        Ok(tmp)
+    }
+
+    /// Removes a workdir temporary (a file, or a directory with its whiteouts).
+    fn discard(&self, tmp: &std::ffi::CStr) {
+        let Ok(work) = self.work() else { return };
+        if let Err(e) = crate::upper::copyup::remove_tree(work, tmp.to_bytes()) {
+            log::warn!("workdir: could not remove {tmp:?}: {e}");
+        }
     }
 }

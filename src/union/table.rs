@@ -97,6 +97,11 @@ impl<N: Counted> Table<N> {
         self.nodes.len()
     }
 
+    /// Every node in the table now (a snapshot, for a refresh that touches them all).
+    pub fn snapshot(&self) -> Vec<Arc<N>> {
+        self.nodes.iter().map(|e| e.value().clone()).collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }

@@ -87,6 +87,12 @@ pub struct CopyOpts {
     pub origin: Option<crate::format::MarkNs>,
     /// Copy the file's data (false for an open with `O_TRUNC`: the copy starts empty).
     pub data: bool,
+    /// Copy metadata only, marked `*.overlay.metacopy` in this namespace (`metacopy=on`):
+    /// a regular file's data stays in the lower file.
+    pub metacopy: Option<crate::format::MarkNs>,
+    /// The upper may refuse to give the copy its owner (`EPERM`: NFS with root squash, a
+    /// rootless daemon): the mount squashes owners, so nobody sees the difference.
+    pub owner_optional: bool,
 }
 
 /// The kernel's record of a copy-up's origin (`struct ovl_fb`): version 0, magic 0xfb, total
@@ -178,15 +184,8 @@ pub fn copy_up(
     opts: CopyOpts,
 ) -> io::Result<()> {
     let tmp = work.temp_name();
-    let result = build(src_dir, name, st, work, &tmp, opts).and_then(|()| {
-        sys::renameat2(
-            work.fd(),
-            &tmp,
-            dst_dir,
-            &sys::cstr(name)?,
-            libc::RENAME_NOREPLACE,
-        )
-    });
+    let result = build(src_dir, name, st, work, &tmp, opts)
+        .and_then(|()| rename_noreplace(work.fd(), &tmp, dst_dir, &sys::cstr(name)?));
     if result.is_err() {
         if let Err(e) = remove_tree(work.fd(), tmp.as_bytes()) {
             if e.raw_os_error() != Some(libc::ENOENT) {
@@ -195,6 +194,27 @@ pub fn copy_up(
         }
     }
     result
+}
+
+/// Renames without replacing: `RENAME_NOREPLACE`, or on a filesystem without renameat2
+/// flags (bindfs, other FUSE uppers) a check then a plain rename, which the caller's
+/// exclusive namespace lock makes safe (the upper changes only through the mount).
+pub(crate) fn rename_noreplace(
+    from_dir: BorrowedFd<'_>,
+    from: &std::ffi::CStr,
+    to_dir: BorrowedFd<'_>,
+    to: &std::ffi::CStr,
+) -> io::Result<()> {
+    match sys::renameat2(from_dir, from, to_dir, to, libc::RENAME_NOREPLACE) {
+        Err(e) if super::no_rename_flags(&e) => match sys::lstatat(to_dir, to) {
+            Ok(_) => Err(io::Error::from_raw_os_error(libc::EEXIST)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                sys::renameat2(from_dir, from, to_dir, to, 0)
+            }
+            Err(e) => Err(e),
+        },
+        r => r,
+    }
 }
 
 /// Builds the complete copy under `tmp` in the workdir.
@@ -213,7 +233,10 @@ fn build(
         Kind::File => {
             let src = sys::openat(src_dir, &cname, libc::O_RDONLY)?;
             let dst = sys::create_excl(work.fd(), tmp, libc::O_WRONLY, 0o600)?;
-            if opts.data {
+            if opts.metacopy.is_some() {
+                // Metadata only: a hole of the file's size; the data stays below.
+                sys::ftruncate(dst.as_fd(), st.st_size as u64)?;
+            } else if opts.data {
                 copy_data(src.as_fd(), dst.as_fd(), st.st_size as u64)?;
             }
             data = Some(dst);
@@ -245,6 +268,9 @@ fn build(
             );
         }
     }
+    if let (Some(ns), Kind::File) = (opts.metacopy, kind) {
+        sys::setxattr_at(work.fd(), tmp.as_bytes(), ns.metacopy(), b"", 0)?;
+    }
     if let Some(ns) = opts.origin {
         match sys::file_handle(src_dir, &cname) {
             Ok((kind, handle)) => sys::setxattr_at(
@@ -259,7 +285,13 @@ fn build(
             Err(e) => return Err(e),
         }
     }
-    sys::lchownat(work.fd(), tmp, st.st_uid, st.st_gid)?;
+    match sys::lchownat(work.fd(), tmp, st.st_uid, st.st_gid) {
+        // Squashed owners show the same whatever the copy's owner is (fuse-overlayfs#374).
+        Err(e) if opts.owner_optional && e.raw_os_error() == Some(libc::EPERM) => {
+            debug!("copy-up: owner not kept (owners are squashed): {e}")
+        }
+        r => r?,
+    }
     if kind != Kind::Symlink {
         sys::chmodat(work.fd(), tmp, st.st_mode & 0o7777)?;
     }

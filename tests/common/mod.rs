@@ -6,6 +6,7 @@ pub mod core_ops;
 pub mod debian;
 pub mod ops;
 pub mod podman;
+pub mod side;
 pub mod spec;
 pub mod tree;
 
@@ -171,6 +172,11 @@ impl Layerfs {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// The daemon's process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
