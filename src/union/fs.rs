@@ -14,6 +14,7 @@ use layerfs_fuse::{BackingFile, Core, Ctx, DirEntry, Entry, Invalidate, Opened, 
 use super::ops::Make;
 use super::privs::Changer;
 use super::readdir::Cursor;
+use super::table::{Key, NodeId};
 use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
 use crate::format;
@@ -38,8 +39,11 @@ fn real_flags(flags: i32) -> i32 {
 }
 
 impl Union {
-    pub(super) fn entry_of(&self, st: Stat) -> Entry {
+    /// What the kernel is told of `node`, showing attributes `st`.
+    pub(super) fn entry_of(&self, node: &super::Node, st: Stat) -> Entry {
         Entry {
+            node: node.id.0,
+            generation: 0,
             attr: st,
             ttl: self.cfg.ttl,
         }
@@ -85,7 +89,7 @@ impl Union {
         };
         let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Error::StaleInode(node.ino.0));
+            return Err(Error::StaleInode(node.id.0));
         }
         Ok((fd, st))
     }
@@ -144,7 +148,7 @@ impl Core for Union {
         }
         let dloc = dir.loc();
         match self.child(&dir, &dloc, name.as_bytes(), true)? {
-            Some((_, st)) => Ok(self.entry_of(st)),
+            Some((node, st)) => Ok(self.entry_of(&node, st)),
             None => Err(Error::NotFound),
         }
     }
@@ -154,13 +158,13 @@ impl Core for Union {
     }
 
     fn forget(&self, ino: u64, nlookup: u64) {
-        self.table.forget(Ino(ino), nlookup);
+        self.table.forget(NodeId(ino), nlookup);
     }
 
     fn getattr(&self, ino: u64) -> Result<Entry> {
         let _g = self.shared();
         let n = self.node(ino)?;
-        Ok(self.entry_of(self.attr_of(&n)?))
+        Ok(self.entry_of(&n, self.attr_of(&n)?))
     }
 
     fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -169,7 +173,7 @@ impl Core for Union {
         self.with_place(&n, |d, name| sys::readlinkat(d, &sys::cstr(name)?))
     }
 
-    fn open(&self, ino: u64, flags: i32, ctx: Ctx) -> Result<Opened> {
+    fn open(&self, ino: u64, flags: i32, kill_setid: bool, ctx: Ctx) -> Result<Opened> {
         let node = self.node(ino)?;
         if node.is_dir {
             return Err(Error::IsDir);
@@ -190,7 +194,7 @@ impl Core for Union {
             self.copy_up(&node, !trunc)?;
             let fd = self.open_real(&node, real_flags(flags))?;
             if trunc {
-                self.drop_setid(ino, fd.0.as_fd(), Changer::thread(ctx.pid))?;
+                self.drop_setid(ino, fd.0.as_fd(), Changer::new(ctx, kill_setid))?;
             }
             return Ok(self.new_handle(node, fd, true, flags));
         }
@@ -243,8 +247,8 @@ impl Core for Union {
         let (at, pos) = Cursor::new(gen, offset);
         let dloc = node.loc();
         let dots: [(&[u8], u64); 2] = [
-            (b".", ino),
-            (b"..", dloc.parent.as_ref().map_or(Ino::ROOT, |p| p.ino).0),
+            (b".", node.ino().0),
+            (b"..", dloc.parent.as_ref().map_or(Ino::ROOT, |p| p.ino()).0),
         ];
         for (i, (name, dino)) in dots.into_iter().enumerate() {
             if pos <= i as u64 {
@@ -254,7 +258,7 @@ impl Core for Union {
                     next_offset: at.offset(i as u64 + 1),
                     mode: libc::S_IFDIR,
                     name,
-                    entry: Some(self.entry_of(st)),
+                    entry: Some(self.entry_of(&node, st)),
                 };
                 if add(e) {
                     return Ok(());
@@ -327,7 +331,7 @@ impl Core for Union {
 
     fn setattr(&self, ino: u64, set: &SetAttr, ctx: Ctx) -> Result<Entry> {
         self.writable()?;
-        Union::setattr(self, ino, set, Changer::thread(ctx.pid))
+        Union::setattr(self, ino, set, Changer::new(ctx, set.kill_setid))
     }
 
     fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, ctx: Ctx) -> Result<Entry> {
@@ -395,10 +399,57 @@ impl Core for Union {
             flags: real_flags(flags) & !libc::O_TRUNC,
         };
         let (entry, fd) = self.make_entry(parent, name, mode, what, ctx)?;
-        let node = self.node(entry.attr.st_ino)?;
+        let node = self.node(entry.node)?;
         let fd = fd.ok_or(Error::Bug("create made no file"))?;
         let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
         Ok((entry, self.new_handle(node, (fd, st), true, 0)))
+    }
+
+    fn tmpfile(&self, parent: u64, mode: u32, flags: i32, ctx: Ctx) -> Result<(Entry, Opened)> {
+        self.writable()?;
+        let _g = self.exclusive();
+        let dir = self.node(parent)?;
+        if !dir.is_dir {
+            return Err(Error::NotDir);
+        }
+        let dloc = dir.loc();
+        if dloc.unlinked {
+            return Err(Error::NotFound);
+        }
+        // In the upper copy of the directory (copied up first), as the kernel's overlay.
+        let pfd = self.ensure_upper_dir(&dir)?;
+        let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
+        let owner = self.new_owner(ctx, &pst);
+        let (mode, _) = super::ops::new_mode(pfd.as_fd(), mode, ctx)?;
+        let rw = real_flags(flags) & !(libc::O_TRUNC | libc::O_ACCMODE) | libc::O_RDWR;
+        let fd = sys::open_tmpfile(pfd.as_fd(), rw, mode & 0o7777).map_err(Error::io("tmpfile"))?;
+        let made = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
+        if (made.st_uid, made.st_gid) != owner {
+            sys::fchown(fd.as_fd(), owner.0, owner.1).map_err(Error::io("chown"))?;
+            if made.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                sys::fchmod(fd.as_fd(), made.st_mode & 0o7777).map_err(Error::io("chmod"))?;
+            }
+        }
+        let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
+        let ino = self.stack.upper_ino(st.st_ino);
+        let loc = super::Loc {
+            parent: Some(dir.clone()),
+            name: (*b"").into(),
+            upper: true,
+            lower: None,
+            unlinked: true,
+        };
+        let key = Key::Ino(ino);
+        let node = self.table.get_or_insert(key.clone(), true, |id| {
+            super::Node::new(id, key, ino, libc::S_IFREG, loc)
+        });
+        // The node's inode, for attributes and a later link, as for any removed file.
+        let path = sys::reopen(fd.as_fd(), libc::O_PATH).map_err(Error::io("reopen"))?;
+        let _ = node.detached.set(path);
+        // No link (the kernel's FUSE client instantiates it as it is: a link count of 0,
+        // with `I_LINKABLE` unless `O_EXCL`, is what lets `linkat` name it).
+        let entry = self.entry_of(&node, self.cfg.present(st, ino));
+        Ok((entry, self.new_handle(node, (fd, st), true, flags)))
     }
 
     fn drops_setid_bits(&self) -> bool {
@@ -422,11 +473,7 @@ impl Core for Union {
         let fd = h.fd.read().unwrap_or_else(|p| p.into_inner()).clone();
         if kill_setid {
             // Before the data lands: never new contents under the old bits.
-            let by = Changer {
-                tid: ctx.pid,
-                lacks_fsetid: true,
-            };
-            self.drop_setid(ino, fd.as_fd(), by)?;
+            self.drop_setid(ino, fd.as_fd(), Changer::new(ctx, true))?;
         }
         let n = sys::pwrite(fd.as_fd(), data, offset).map_err(Error::io("pwrite"))?;
         Ok(n as u32)

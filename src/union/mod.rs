@@ -47,7 +47,7 @@ use crate::upper::Upper;
 use handles::Handles;
 use inode::{Loc, Node};
 use lower::{join, root_rel, LowerTree, Rel};
-use table::Table;
+use table::{Key, NodeId, Table};
 
 /// An open file.
 #[derive(Debug)]
@@ -153,6 +153,8 @@ impl Union {
         }
         let table = Table::default();
         let root = Node::new(
+            NodeId::ROOT,
+            Key::Ino(Ino::ROOT),
             Ino::ROOT,
             libc::S_IFDIR,
             Loc {
@@ -204,8 +206,9 @@ impl Union {
         self.table.len()
     }
 
-    fn node(&self, ino: u64) -> Result<Arc<Node>> {
-        self.table.get(Ino(ino))
+    /// The node the kernel calls `id`.
+    fn node(&self, id: u64) -> Result<Arc<Node>> {
+        self.table.get(NodeId(id))
     }
 
     fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
@@ -298,15 +301,24 @@ impl Union {
         // parent's times are as they were (its ctime moved, which the kernel's cache keeps
         // until the next change it sees there: not dropped, as that would cost every later
         // lookup in the directory a GETATTR under `default_permissions`).
-        self.invalidate.send(Inval::Attr(node.ino.0));
         if !node.is_dir {
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
             let ust = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
-            if self.upper_ino(&ust, None, pfd.as_fd(), &loc.name)? != node.ino {
+            if st.st_nlink > 1 {
+                // A name of a lower hard link: the copy is a file of its own, apart from
+                // the other names (their nodes keep the lower file), and shows its own
+                // number, as on the kernel (the origin's only for a lower with one link);
+                // every name the copy gets through the mount shows that number too.
+                let own = self.stack.upper_ino(ust.st_ino);
+                self.upper_inos.insert(ust.st_ino, own);
+                let old = node.renumber(own, Key::Ino(own));
+                self.table.rekey(node, &old);
+            } else if self.upper_ino(&ust, None, pfd.as_fd(), &loc.name)? != node.ino() {
                 // No origin the number reads back from: remember it for this mount.
-                self.upper_inos.insert(ust.st_ino, node.ino);
+                self.upper_inos.insert(ust.st_ino, node.ino());
             }
         }
+        self.invalidate.send(Inval::Attr(node.id.0));
         Ok(())
     }
 
@@ -549,8 +561,15 @@ impl Union {
             lower: r.lower,
             unlinked: false,
         };
-        let node = self.table.get_or_insert(r.ino, count, || {
-            Node::new(r.ino, r.st.st_mode & libc::S_IFMT, loc.clone())
+        let fmt = r.st.st_mode & libc::S_IFMT;
+        // Each name of a lower hard link is a node of its own (see `Key::Name`).
+        let key = if !r.upper && fmt != libc::S_IFDIR && r.st.st_nlink > 1 {
+            Key::Name(r.ino, dir.id, name.into())
+        } else {
+            Key::Ino(r.ino)
+        };
+        let node = self.table.get_or_insert(key.clone(), count, |id| {
+            Node::new(id, key, r.ino, fmt, loc.clone())
         });
         if node.fmt != r.st.st_mode & libc::S_IFMT {
             // A number reused while the kernel still holds the node: should not happen
@@ -563,7 +582,8 @@ impl Union {
             );
         }
         node.seen_at(loc.clone());
-        (node, self.cfg.present(r.st, r.ino), loc)
+        let st = self.cfg.present(r.st, node.ino());
+        (node, st, loc)
     }
 
     /// Asks for the lower directory `rel` to be indexed in the background (a tree walk is
@@ -632,7 +652,7 @@ impl Union {
     }
 
     fn attr_of(&self, node: &Node) -> Result<Stat> {
-        Ok(self.cfg.present(self.real_attr(node)?, node.ino))
+        Ok(self.cfg.present(self.real_attr(node)?, node.ino()))
     }
 
     /// Runs `f` on the directory holding `node` and its name there: the upper parent if the

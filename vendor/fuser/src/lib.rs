@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 use std::time::SystemTime;
 
+use log::debug;
 use log::warn;
 #[cfg(target_os = "macos")]
 pub use reply::ReplyXTimes;
@@ -101,6 +102,8 @@ mod request;
 mod request_param;
 mod session;
 mod time;
+#[cfg(test)]
+mod wire_tests;
 
 /// We generally support async reads
 #[cfg(not(target_os = "macos"))]
@@ -439,6 +442,11 @@ pub trait Filesystem: Send + Sync + 'static {
     }
 
     /// Set file attributes.
+    ///
+    /// `kill_suidgid` (patch 2, PATCHES.md): the kernel asks for set-user-id and
+    /// set-group-id to be dropped (`FATTR_KILL_SUIDGID`, sent with `FUSE_HANDLE_KILLPRIV_V2`
+    /// for a chown of a non-directory, and for a truncation by a caller without
+    /// `CAP_FSETID`).
     fn setattr(
         &self,
         _req: &Request,
@@ -455,6 +463,7 @@ pub trait Filesystem: Send + Sync + 'static {
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         flags: Option<BsdFileFlags>,
+        _kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         warn!(
@@ -573,7 +582,17 @@ pub trait Filesystem: Send + Sync + 'static {
     /// anything in fh. There are also some flags (`direct_io`, `keep_cache`) which the
     /// filesystem may set, to change the way the file is opened. See `fuse_file_info`
     /// structure in <`fuse_common.h`> for more details.
-    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    ///
+    /// `kill_suidgid` (patch 2, PATCHES.md): an `O_TRUNC` open by a caller without
+    /// `CAP_FSETID`, with `FUSE_HANDLE_KILLPRIV_V2` (`FUSE_OPEN_KILL_SUIDGID`).
+    fn open(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _flags: OpenFlags,
+        _kill_suidgid: bool,
+        reply: ReplyOpen,
+    ) {
         reply.opened(FileHandle(0), FopenFlags::empty());
     }
 
@@ -838,6 +857,8 @@ pub trait Filesystem: Send + Sync + 'static {
     /// opened. See `fuse_file_info` structure in <`fuse_common.h`> for more details. If
     /// this method is not implemented or under Linux kernel versions earlier than
     /// 2.6.15, the `mknod()` and `open()` methods will be called instead.
+    ///
+    /// `kill_suidgid` (patch 2, PATCHES.md): as for [`Filesystem::open`].
     fn create(
         &self,
         _req: &Request,
@@ -846,11 +867,33 @@ pub trait Filesystem: Send + Sync + 'static {
         mode: u32,
         umask: u32,
         flags: i32,
+        _kill_suidgid: bool,
         reply: ReplyCreate,
     ) {
         warn!(
             "[Not Implemented] create(parent: {parent:#x?}, name: {name:?}, mode: {mode}, \
             umask: {umask:#x?}, flags: {flags:#x?})"
+        );
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// Create and open an unnamed regular file in directory `parent` (`O_TMPFILE`; patch
+    /// 3, PATCHES.md). Answered like [`Filesystem::create`], with the file's own link count
+    /// (0: the kernel instantiates the inode as given, and refuses `linkat` of one opened
+    /// with `O_EXCL` by that count). ENOSYS makes the kernel answer `O_TMPFILE` with
+    /// EOPNOTSUPP from then on, without asking.
+    fn tmpfile(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        debug!(
+            "[Not Implemented] tmpfile(parent: {parent:#x?}, mode: {mode:#o}, \
+            umask: {umask:#o}, flags: {flags:#x?})"
         );
         reply.error(Errno::ENOSYS);
     }

@@ -42,6 +42,9 @@ pub(crate) enum ReplySender {
     Assert(AssertSender),
     #[cfg(test)]
     Sync(std::sync::mpsc::SyncSender<()>),
+    /// Patch 4 (PATCHES.md): hands each reply's bytes to a test.
+    #[cfg(test)]
+    Capture(std::sync::mpsc::Sender<Vec<u8>>),
 }
 
 impl ReplySender {
@@ -56,6 +59,13 @@ impl ReplySender {
                 sender.send(()).unwrap();
                 Ok(())
             }
+            #[cfg(test)]
+            ReplySender::Capture(sender) => {
+                sender
+                    .send(data.iter().flat_map(|s| s.iter().copied()).collect())
+                    .unwrap();
+                Ok(())
+            }
         }
     }
 
@@ -66,7 +76,7 @@ impl ReplySender {
             #[cfg(test)]
             ReplySender::Assert(_) => unreachable!(),
             #[cfg(test)]
-            ReplySender::Sync(_) => unreachable!(),
+            ReplySender::Sync(_) | ReplySender::Capture(_) => unreachable!(),
         }
     }
 
@@ -77,7 +87,7 @@ impl ReplySender {
             #[cfg(test)]
             ReplySender::Assert(_) => unreachable!(),
             #[cfg(test)]
-            ReplySender::Sync(_) => unreachable!(),
+            ReplySender::Sync(_) | ReplySender::Capture(_) => unreachable!(),
         }
     }
 }
@@ -236,6 +246,26 @@ impl ReplyEntry {
     pub fn entry(self, ttl: &Duration, attr: &FileAttr, generation: Generation) {
         self.reply.send_ll(&ll::ResponseStruct::new_entry(
             attr.ino,
+            generation,
+            &attr.into(),
+            *ttl,
+            *ttl,
+        ));
+    }
+
+    /// Reply with an entry whose node id `node` (what the kernel sends back in later
+    /// requests) is not its inode number `attr.ino` (what `stat` shows). Patch 1,
+    /// PATCHES.md: [`ReplyEntry::entry`] makes the two the same, so two inodes showing one
+    /// number (an overlay's hard links, a file and its copy) could not be told apart.
+    pub fn entry_node(
+        self,
+        node: INodeNo,
+        generation: Generation,
+        ttl: &Duration,
+        attr: &FileAttr,
+    ) {
+        self.reply.send_ll(&ll::ResponseStruct::new_entry(
+            node,
             generation,
             &attr.into(),
             *ttl,
@@ -509,6 +539,7 @@ impl ReplyCreate {
     ) {
         assert!(!flags.contains(FopenFlags::FOPEN_PASSTHROUGH));
         self.reply.send_ll(&ll::ResponseStruct::new_create(
+            attr.ino,
             ttl,
             &attr.into(),
             generation,
@@ -547,6 +578,35 @@ impl ReplyCreate {
         unsafe { self.reply.sender.as_ref().unwrap().wrap_backing(id) }
     }
 
+    /// Reply with a created file whose node id `node` is not its inode number `attr.ino`
+    /// (patch 1, PATCHES.md; see [`ReplyEntry::entry_node`]), passed through to `backing`
+    /// when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn created_node(
+        self,
+        node: INodeNo,
+        generation: Generation,
+        ttl: &Duration,
+        attr: &FileAttr,
+        fh: ll::FileHandle,
+        flags: FopenFlags,
+        backing: Option<&BackingId>,
+    ) {
+        let (flags, backing_id) = match backing {
+            Some(b) => (flags | FopenFlags::FOPEN_PASSTHROUGH, b.backing_id),
+            None => (flags - FopenFlags::FOPEN_PASSTHROUGH, 0),
+        };
+        self.reply.send_ll(&ll::ResponseStruct::new_create(
+            node,
+            ttl,
+            &attr.into(),
+            generation,
+            fh,
+            flags,
+            backing_id,
+        ));
+    }
+
     /// Reply to a request with an opened backing id. Call [`ReplyCreate::open_backing()`] to get one of
     /// these.
     ///
@@ -562,6 +622,7 @@ impl ReplyCreate {
         backing_id: &BackingId,
     ) {
         self.reply.send_ll(&ll::ResponseStruct::new_create(
+            attr.ino,
             ttl,
             &attr.into(),
             generation,
@@ -770,11 +831,35 @@ impl ReplyDirectoryPlus {
         generation: Generation,
     ) -> bool {
         let name = name.as_ref();
+        // The node id is the inode number here (patch 1 keeps this method as it was).
+        let _ = ino;
         self.buf.push(&DirEntryPlus::new(
-            ino,
+            attr.ino,
             generation,
             DirEntOffset(offset),
             name,
+            *ttl,
+            attr.into(),
+            *ttl,
+        ))
+    }
+
+    /// Adds an entry whose node id `node` is not its inode number `attr.ino` (patch 1,
+    /// PATCHES.md; see [`ReplyEntry::entry_node`]). Returns true if the buffer is full.
+    pub fn add_node<T: AsRef<OsStr>>(
+        &mut self,
+        node: INodeNo,
+        generation: Generation,
+        offset: u64,
+        name: T,
+        ttl: &Duration,
+        attr: &FileAttr,
+    ) -> bool {
+        self.buf.push(&DirEntryPlus::new(
+            node,
+            generation,
+            DirEntOffset(offset),
+            name.as_ref(),
             *ttl,
             attr.into(),
             *ttl,

@@ -163,6 +163,8 @@ pub(crate) enum fuse_opcode {
     FUSE_RENAME2 = 45,
     FUSE_LSEEK = 46,
     FUSE_COPY_FILE_RANGE = 47,
+    // Patch 3 (PATCHES.md): O_TMPFILE (fuse.h 7.39, kernel 6.6).
+    FUSE_TMPFILE = 51,
 
     #[cfg(target_os = "macos")]
     FUSE_SETVOLNAME = 61,
@@ -351,7 +353,8 @@ pub(crate) struct fuse_open_in {
     // NOTE: this field is defined as u32 in fuse_kernel.h in libfuse. However, it is then cast
     // to an i32 when invoking the filesystem's open method and this matches the open() syscall
     pub(crate) flags: i32,
-    pub(crate) unused: u32,
+    // Patch 2 (PATCHES.md): `open_flags` in fuse.h (FUSE_OPEN_KILL_SUIDGID), was `unused`.
+    pub(crate) open_flags: u32,
 }
 
 #[repr(C)]
@@ -362,7 +365,8 @@ pub(crate) struct fuse_create_in {
     pub(crate) flags: i32,
     pub(crate) mode: u32,
     pub(crate) umask: u32,
-    pub(crate) padding: u32,
+    // Patch 2 (PATCHES.md): `open_flags` in fuse.h (FUSE_OPEN_KILL_SUIDGID), was `padding`.
+    pub(crate) open_flags: u32,
 }
 
 #[repr(C)]

@@ -202,7 +202,9 @@ impl ResponseStruct<abi::fuse_statfs_out> {
 }
 
 impl ResponseStruct<abi::fuse_create_out> {
+    /// Patch 1 (PATCHES.md): the node id is given, apart from `attr.ino`.
     pub(crate) fn new_create(
+        node: INodeNo,
         ttl: &Duration,
         attr: &Attr,
         generation: Generation,
@@ -212,7 +214,7 @@ impl ResponseStruct<abi::fuse_create_out> {
     ) -> Self {
         ResponseStruct(abi::fuse_create_out(
             abi::fuse_entry_out {
-                nodeid: attr.attr.ino,
+                nodeid: node.0,
                 generation: generation.into(),
                 entry_valid: ttl.as_secs(),
                 attr_valid: ttl.as_secs(),
@@ -464,7 +466,8 @@ impl DirEntList {
 
 #[derive(Debug)]
 pub(crate) struct DirEntryPlus<T: AsRef<Path>> {
-    #[allow(unused)] // We use `attr.ino` instead
+    /// Patch 1 (PATCHES.md): the node id (`entry_out.nodeid`); `attr.ino` is the inode
+    /// number (`dirent.ino`, `attr.ino`).
     ino: INodeNo,
     generation: Generation,
     offset: DirEntOffset,
@@ -518,7 +521,7 @@ impl DirEntPlusList {
         let name = x.name.as_ref().as_os_str().as_bytes();
         let header = abi::fuse_direntplus {
             entry_out: abi::fuse_entry_out {
-                nodeid: x.attr.attr.ino,
+                nodeid: x.ino.0,
                 generation: x.generation.into(),
                 entry_valid: x.entry_valid.as_secs(),
                 attr_valid: x.attr_valid.as_secs(),
@@ -819,6 +822,7 @@ mod test {
             blksize: 0xdd,
         };
         let r = ResponseStruct::new_create(
+            INodeNo(0x11),
             &ttl,
             &attr.into(),
             Generation(0xaa),

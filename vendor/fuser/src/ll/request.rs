@@ -408,6 +408,11 @@ mod op {
                 None
             }
         }
+        /// Patch 2 (PATCHES.md): the kernel asks for the set-id bits to go
+        /// (`FATTR_KILL_SUIDGID`).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.valid().contains(FattrFlags::FATTR_KILL_SUIDGID)
+        }
         pub(crate) fn ctime(&self) -> Option<SystemTime> {
             if self.valid().contains(FattrFlags::FATTR_CTIME) {
                 Some(system_time_from_time(self.arg.ctime, self.arg.ctimensec))
@@ -664,6 +669,11 @@ mod op {
     impl Open<'_> {
         pub(crate) fn flags(&self) -> OpenFlags {
             OpenFlags(self.arg.flags)
+        }
+        /// Patch 2 (PATCHES.md): an `O_TRUNC` open by a caller without `CAP_FSETID`
+        /// (`FUSE_OPEN_KILL_SUIDGID` in `open_flags`).
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.arg.open_flags & FUSE_OPEN_KILL_SUIDGID != 0
         }
     }
 
@@ -1255,7 +1265,14 @@ mod op {
         pub(crate) fn umask(&self) -> u32 {
             self.arg.umask
         }
+        /// Patch 2 (PATCHES.md): see [`Open::kill_suidgid`].
+        pub(crate) fn kill_suidgid(&self) -> bool {
+            self.arg.open_flags & FUSE_OPEN_KILL_SUIDGID != 0
+        }
     }
+
+    /// Patch 2 (PATCHES.md): `fuse_open_in.open_flags` / `fuse_create_in.open_flags`.
+    pub(crate) const FUSE_OPEN_KILL_SUIDGID: u32 = 1 << 0;
 
     /// If a process issuing a FUSE filesystem request is interrupted, the
     /// following will happen:
@@ -1704,7 +1721,11 @@ mod op {
                     arg: data.fetch()?,
                     data: data.fetch_all(),
                 };
-                assert!(out.data().len() == out.arg.size as usize);
+                // Patch 5 (PATCHES.md): a size that disagrees with the data is a malformed
+                // request, not a reason to panic.
+                if out.data().len() != out.arg.size as usize {
+                    return None;
+                }
                 out
             }),
             fuse_opcode::FUSE_STATFS => Operation::StatFs(StatFs { header }),
@@ -1723,7 +1744,10 @@ mod op {
                     name: data.fetch_str()?,
                     value: data.fetch_all(),
                 };
-                assert!(out.value.len() == out.arg.size as usize);
+                // Patch 5 (PATCHES.md), as for WRITE.
+                if out.value.len() != out.arg.size as usize {
+                    return None;
+                }
                 out
             }),
             fuse_opcode::FUSE_GETXATTR => Operation::GetXAttr(GetXAttr {
@@ -1799,6 +1823,13 @@ mod op {
                 arg: data.fetch()?,
                 name: data.fetch_str()?.as_ref(),
             }),
+            // Patch 3 (PATCHES.md): a CREATE without a name in the namespace (the kernel
+            // sends its placeholder dentry's name, "/").
+            fuse_opcode::FUSE_TMPFILE => Operation::Tmpfile(Create {
+                header,
+                arg: data.fetch()?,
+                name: data.fetch_str()?.as_ref(),
+            }),
             fuse_opcode::FUSE_INTERRUPT => Operation::Interrupt(Interrupt {
                 header,
                 arg: data.fetch()?,
@@ -1808,10 +1839,17 @@ mod op {
                 arg: data.fetch()?,
             }),
             fuse_opcode::FUSE_DESTROY => Operation::Destroy(Destroy { header }),
-            fuse_opcode::FUSE_IOCTL => Operation::IoCtl(IoCtl {
-                header,
-                arg: data.fetch()?,
-                data: data.fetch_all(),
+            fuse_opcode::FUSE_IOCTL => Operation::IoCtl({
+                let out = IoCtl {
+                    header,
+                    arg: data.fetch()?,
+                    data: data.fetch_all(),
+                };
+                // Patch 5 (PATCHES.md): `in_data` slices `in_size` bytes.
+                if out.data.len() < out.arg.in_size as usize {
+                    return None;
+                }
+                out
             }),
             fuse_opcode::FUSE_POLL => Operation::Poll(Poll {
                 header,
@@ -1914,6 +1952,8 @@ pub(crate) enum Operation<'a> {
     SetLk(SetLk<'a>),
     Access(Access<'a>),
     Create(Create<'a>),
+    /// Patch 3 (PATCHES.md).
+    Tmpfile(Create<'a>),
     Interrupt(Interrupt<'a>),
     BMap(BMap<'a>),
     Destroy(Destroy<'a>),
@@ -2065,6 +2105,9 @@ impl fmt::Display for Operation<'_> {
                 x.mode(),
                 x.flags()
             ),
+            Operation::Tmpfile(x) => {
+                write!(f, "TMPFILE mode {:#05o}, flags {:#x}", x.mode(), x.flags())
+            }
             Operation::Interrupt(x) => write!(f, "INTERRUPT unique {:?}", x.unique()),
             Operation::BMap(x) => write!(f, "BMAP blocksize {}, ids {}", x.block_size(), x.block()),
             Operation::Destroy(_) => write!(f, "DESTROY"),
@@ -2207,6 +2250,11 @@ impl<'a> TryFrom<&'a [u8]> for AnyRequest<'a> {
         // Check data size
         if data_len < header.len as usize {
             return Err(RequestError::ShortRead(data_len, header.len as usize));
+        }
+        // Patch 5 (PATCHES.md): a length shorter than the header itself would slice
+        // backwards below.
+        if (header.len as usize) < size_of::<fuse_in_header>() {
+            return Err(RequestError::ShortReadHeader(header.len as usize));
         }
         Ok(Self {
             header,

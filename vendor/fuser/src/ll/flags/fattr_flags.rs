@@ -17,6 +17,10 @@ bitflags! {
         const FATTR_MTIME_NOW = 1 << 8;
         const FATTR_LOCKOWNER = 1 << 9;
         const FATTR_CTIME = 1 << 10;
+        /// Patch 2 (PATCHES.md): the caller asks the filesystem to drop set-id bits
+        /// (`FUSE_HANDLE_KILLPRIV_V2`: a chown of a non-directory, or a truncation by a
+        /// caller without `CAP_FSETID`).
+        const FATTR_KILL_SUIDGID = 1 << 11;
         #[cfg(target_os = "macos")]
         const FATTR_CRTIME = 1 << 28;
         #[cfg(target_os = "macos")]
