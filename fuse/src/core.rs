@@ -117,6 +117,13 @@ pub trait Core: Send + Sync + 'static {
         None
     }
 
+    /// Whether the kernel granted passthrough for this session (`Opened::backing` is used
+    /// only then); called once, at INIT. A core may then offer backing files it would not
+    /// otherwise.
+    fn passthrough_granted(&self, on: bool) {
+        let _ = on;
+    }
+
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry, Self::Error>;
     /// How long the kernel may remember that a name does not exist (`None`: not at all).
     fn negative_ttl(&self) -> Option<Duration>;

@@ -139,6 +139,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         self.passthrough.set_enabled(passthrough);
+        self.core.passthrough_granted(passthrough);
         if !passthrough && !self.core.files_immutable() {
             // Files change: the kernel gathers small writes into large WRITEs and keeps
             // size and times itself. Every data change goes through it, so its cache is the

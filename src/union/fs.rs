@@ -22,6 +22,12 @@ use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
 
+/// Set (to anything) in the daemon's environment: lower files opened read-only on a writable
+/// mount are passed through too, where the kernel grants passthrough. Not the default: an
+/// open made before a copy-up then keeps reading the lower file, where the kernel's overlay
+/// (and CONTRACTS.md, "Copy-up") has it see the copy (docs/SEMANTICS.md).
+const LOWER_PASSTHROUGH: &str = "LAYERFS_LOWER_PASSTHROUGH";
+
 /// The kernel's `__FMODE_EXEC`: set in the flags of the OPEN that execve sends.
 const OPEN_FOR_EXEC: i32 = 0x20;
 
@@ -106,19 +112,27 @@ impl Union {
             node.execs.fetch_add(1, Ordering::Relaxed);
         }
         let fd = Arc::new(fd);
+        // A lower file opened read-only on a writable mount, where the kernel reads files
+        // directly: it may read this one too (one page cache with every other mount of
+        // the layer). A copy-up while it is open gives the name a new node (`supersede`).
+        let lower_backed =
+            !upper && !self.read_only() && self.lower_passthrough.load(Ordering::Relaxed);
+        if lower_backed {
+            node.lower_opens.fetch_add(1, Ordering::Relaxed);
+        }
         let fh = self.files.insert(Arc::new(FileH {
             node,
             fd: RwLock::new(fd.clone()),
             upper: AtomicBool::new(upper),
             exec,
+            lower_backed,
         }));
         // Every change to the data goes through the kernel, which keeps its page cache in
         // step: it may keep it across opens. The kernel may also read and write the real file
-        // directly, where it stays the node's file for good: an upper file, or any file of a
-        // mount without an upper. Not a lower file that a write open can still copy up: the
-        // kernel binds one backing file to an inode while any passthrough open of it lives,
-        // and would fail that write open (the lower file is no place for its writes).
-        let backing = (upper || self.read_only()).then(|| BackingFile {
+        // directly: an upper file, any file of a mount without an upper, and a lower file
+        // opened read-only (the kernel binds one backing file to an inode while any
+        // passthrough open of it lives, so a copy-up meanwhile moves the name to a new node).
+        let backing = (upper || self.read_only() || lower_backed).then(|| BackingFile {
             fd: fd.clone(),
             file: (st.st_dev, st.st_ino),
         });
@@ -135,6 +149,11 @@ impl Core for Union {
 
     fn invalidate(&self) -> Option<Invalidate> {
         (!self.read_only()).then(|| self.invalidate.clone())
+    }
+
+    fn passthrough_granted(&self, on: bool) {
+        let lower = on && !self.read_only() && std::env::var_os(LOWER_PASSTHROUGH).is_some();
+        self.lower_passthrough.store(lower, Ordering::Relaxed);
     }
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {

@@ -61,6 +61,9 @@ pub struct Node {
     pub detached: OnceLock<OwnedFd>,
     /// Open handles the kernel took to execute this file (see `FileH::exec`).
     pub execs: AtomicU32,
+    /// Open handles the kernel reads the lower file through directly (passthrough), which
+    /// bind this node to the lower file (see `Union::supersede`).
+    pub lower_opens: AtomicU32,
     /// Directories: the listings readers are going through (directories have no
     /// handles).
     pub(super) listings: Mutex<Listings>,
@@ -80,6 +83,7 @@ impl Node {
             upper_dir: OnceLock::new(),
             detached: OnceLock::new(),
             execs: AtomicU32::new(0),
+            lower_opens: AtomicU32::new(0),
             listings: Mutex::default(),
         }
     }

@@ -9,7 +9,8 @@
 //! changes. Every node knows where it is ([`inode::Loc`]); a mutation takes the namespace
 //! lock exclusively, lookups and listings share it, file data takes none.
 //!
-//! - `mod.rs`: the state, name resolution, copy-up;
+//! - `mod.rs`: the state, name resolution;
+//! - `copy.rs`: copy-up, and a node giving its name up to its copy;
 //! - `fs.rs`: the [`Core`](layerfs_fuse::Core) implementation;
 //! - `readdir.rs`: listings and their offsets;
 //! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
@@ -17,6 +18,7 @@
 //! - `config.rs`: id mappings and cache times.
 
 mod config;
+mod copy;
 mod fs;
 pub mod handles;
 mod inode;
@@ -34,7 +36,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
-use layerfs_fuse::{Inval, Invalidate};
+use layerfs_fuse::Invalidate;
 
 use crate::error::{Error, Result};
 use crate::format;
@@ -42,7 +44,7 @@ use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
 use crate::stack::prefetch::Prefetcher;
 use crate::stack::{Ino, Stack};
 use crate::sys::{self, Stat};
-use crate::upper::copyup::{self, CopyOpts};
+use crate::upper::copyup;
 use crate::upper::Upper;
 use handles::Handles;
 use inode::{Loc, Node};
@@ -59,14 +61,19 @@ struct FileH {
     upper: AtomicBool,
     /// Opened by execve (counted in `node.execs` until the handle goes).
     exec: bool,
+    /// Offered to the kernel to read the lower file directly (counted in
+    /// `node.lower_opens` until the handle goes).
+    lower_backed: bool,
 }
 
 impl Drop for FileH {
     fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
         if self.exec {
-            self.node
-                .execs
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.node.execs.fetch_sub(1, Relaxed);
+        }
+        if self.lower_backed {
+            self.node.lower_opens.fetch_sub(1, Relaxed);
         }
     }
 }
@@ -117,6 +124,8 @@ pub struct Union {
     /// Reads origin records (of copies made now or by earlier mounts, from any lower
     /// filesystem) back into inode numbers.
     origins: copyup::Origins,
+    /// The kernel reads lower files of this writable mount directly (passthrough).
+    lower_passthrough: AtomicBool,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -188,6 +197,7 @@ impl Union {
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
             origins,
+            lower_passthrough: AtomicBool::new(false),
         })
     }
 
@@ -253,73 +263,6 @@ impl Union {
             self.copy_up(node, true)?;
         }
         self.upper_dir(node)
-    }
-
-    /// Copies `node` up (parents first); `data: false` leaves a file empty (`O_TRUNC`).
-    /// Takes effect atomically (built in the workdir, renamed into place). The caller holds
-    /// the namespace lock exclusively.
-    fn copy_up(&self, node: &Arc<Node>, data: bool) -> Result<()> {
-        let loc = node.loc();
-        if loc.upper {
-            return Ok(());
-        }
-        if loc.unlinked {
-            return Err(Error::NotFound);
-        }
-        let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
-        let pfd = self.ensure_upper_dir(parent)?;
-        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-        let le = self
-            .lowers
-            .entry(&self.stack, rel)
-            .map_err(Error::io("lower lookup"))?
-            .ok_or(Error::NotFound)?;
-        let st = le.attr().map_err(Error::io("lstat"))?;
-        // The origin names the lower file by handle (null uuid, as the kernel writes it).
-        let up = self.upper()?;
-        let opts = CopyOpts {
-            fsync: !self.volatile,
-            origin: Some(up.ns),
-            data,
-        };
-        // The parent's times before the copy lands in it, put back after (as the kernel's
-        // overlay does): a copy-up changes no name in the parent as the mount shows it.
-        let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
-        le.parent
-            .with_dir_of(le.entry(), |d| {
-                copyup::copy_up(d, &loc.name, &st, &up.work, pfd.as_fd(), opts)
-            })
-            .map_err(Error::io("copy-up"))?;
-        log::debug!("copied up {}", String::from_utf8_lossy(rel));
-        node.set_loc(|l| l.upper = true);
-        let (at, mt) = sys::times_of(&pst);
-        if let Err(e) = sys::futimens(pfd.as_fd(), at, mt) {
-            // Best effort, as on the kernel: the copy is in place either way.
-            log::debug!("restoring the times of {:?}'s parent: {e}", loc.name);
-        }
-        // The copy's ctime and blocks are its own: the kernel did not see that happen. The
-        // parent's times are as they were (its ctime moved, which the kernel's cache keeps
-        // until the next change it sees there: not dropped, as that would cost every later
-        // lookup in the directory a GETATTR under `default_permissions`).
-        if !node.is_dir {
-            let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
-            let ust = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
-            if st.st_nlink > 1 {
-                // A name of a lower hard link: the copy is a file of its own, apart from
-                // the other names (their nodes keep the lower file), and shows its own
-                // number, as on the kernel (the origin's only for a lower with one link);
-                // every name the copy gets through the mount shows that number too.
-                let own = self.stack.upper_ino(ust.st_ino);
-                self.upper_inos.insert(ust.st_ino, own);
-                let old = node.renumber(own, Key::Ino(own));
-                self.table.rekey(node, &old);
-            } else if self.upper_ino(&ust, None, pfd.as_fd(), &loc.name)? != node.ino() {
-                // No origin the number reads back from: remember it for this mount.
-                self.upper_inos.insert(ust.st_ino, node.ino());
-            }
-        }
-        self.invalidate.send(Inval::Attr(node.id.0));
-        Ok(())
     }
 
     /// Resolves `name` in directory `dir` (at `dloc`): upper first (a whiteout hides), then

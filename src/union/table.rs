@@ -34,6 +34,8 @@ pub enum Key {
     /// each is its own inode, as on the kernel's overlay without `index=on`, so copying one
     /// up leaves the others showing the lower file.
     Name(Ino, NodeId, Box<[u8]>),
+    /// None: a node whose name moved to a new node, reached by its id only.
+    Gone(NodeId),
 }
 
 /// A node the kernel counts references to.
