@@ -604,17 +604,14 @@ impl<C: Core> Filesystem for Adapter<C> {
         mode: u32,
         umask: u32,
         flags: i32,
-        kill_suidgid: bool,
+        // A file CREATE makes has no set-id bits to lose: the mark needs no answer.
+        _kill_suidgid: bool,
         reply: fuser::ReplyCreate,
     ) {
         self.tally(Op::Create);
         let ctx = self.ctx_new(req, umask);
         let flags = self.open_flags(flags);
-        let r = call("create", || {
-            // A new file has no set-id bits to lose: the mark needs no answer.
-            let _ = kill_suidgid;
-            self.core.create(parent.0, name, mode, flags, ctx)
-        });
+        let r = call("create", || self.core.create(parent.0, name, mode, flags, ctx));
         self.reply_created(reply, r);
     }
 
