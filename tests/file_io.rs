@@ -243,3 +243,42 @@ fn copy_up_while_open_or_mapped_shows_what_the_kernel_shows() {
         }
     }
 }
+
+/// With `LAYERFS_LOWER_PASSTHROUGH`, every path-based change of a lower file open read-only
+/// elsewhere (which copies it up) reaches the new node the VFS finds on its retry: chmod,
+/// truncate, setxattr, rename and link all succeed, as on the kernel's overlay, and the
+/// earlier open still reads the lower file (pinned: the kernel's would read the copy).
+#[test]
+fn path_changes_of_a_lower_file_open_elsewhere_reach_the_copy() {
+    if !require_root("path_changes_of_a_lower_file_open_elsewhere_reach_the_copy") {
+        return;
+    }
+    let script = |m: &Path| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(
+                r#"cd "$0"; exec 3< a 4< b 5< c
+                chmod 600 a && stat -c '%n %a %s' a
+                truncate -s 2 b && stat -c '%n %s' b
+                setfattr -n user.x -v 1 c && getfattr --only-values -n user.x c; echo
+                exec 6< a; mv a a2 && ln b b2 && stat -c '%n %h' a2 b b2
+                head -c 7 <&3; echo; head -c 7 <&4; echo; head -c 7 <&6; echo"#,
+            )
+            .arg(m)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let d = Dirs::new();
+    let kernel = {
+        let k = d.kernel();
+        script(&k.mp)
+    };
+    let m = d.layerfs(&[("LAYERFS_LOWER_PASSTHROUGH", Path::new("1"))]);
+    let ours = script(&m.mp);
+    m.assert_no_errors_logged();
+    // The open of `b` made before its truncation reads the lower file; the kernel's, the
+    // truncated copy. (`a`'s copy-up changed no data: both read the same.)
+    let pinned = kernel.replace("\nlo\n", "\nlower b\n");
+    assert_eq!(ours, pinned, "kernel:\n{kernel}");
+}

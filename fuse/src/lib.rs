@@ -611,7 +611,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         self.tally(Op::Create);
         let ctx = self.ctx_new(req, umask);
         let flags = self.open_flags(flags);
-        let r = call("create", || self.core.create(parent.0, name, mode, flags, ctx));
+        let r = call("create", || {
+            self.core.create(parent.0, name, mode, flags, ctx)
+        });
         self.reply_created(reply, r);
     }
 
