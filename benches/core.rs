@@ -62,8 +62,8 @@ fn main() {
             )
             .unwrap();
             let t0 = Instant::now();
-            let usr = u.lookup(1, OsStr::new("usr")).unwrap().attr.st_ino;
-            let lib = u.lookup(usr, OsStr::new("lib")).unwrap().attr.st_ino;
+            let usr = u.lookup(1, OsStr::new("usr")).unwrap().node;
+            let lib = u.lookup(usr, OsStr::new("lib")).unwrap().node;
             first.push(t0.elapsed());
             let t0 = Instant::now();
             for name in &names {

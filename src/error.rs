@@ -21,6 +21,10 @@ pub enum Error {
     /// The inode is not (or no longer) known; the kernel holds a stale reference.
     #[error("unknown inode {0}")]
     StaleInode(u64),
+    /// The name moved to a new node: the kernel must look it up again (a lower file its
+    /// old node's open files are bound to is being copied up; `union/fs.rs`).
+    #[error("node superseded; look the name up again")]
+    Superseded,
     /// The file handle is not one we handed out.
     #[error("unknown file handle {0}")]
     BadHandle(u64),
@@ -89,6 +93,9 @@ impl Error {
             Error::ReadOnly => libc::EROFS,
             // The kernel reacts to ESTALE by dropping its dentry and looking the name up again.
             Error::StaleInode(_) => libc::ESTALE,
+            // The VFS retries a path-based call that fails so with LOOKUP_REVAL: the
+            // revalidating LOOKUP finds the new node.
+            Error::Superseded => libc::ESTALE,
             Error::BadHandle(_) => libc::EBADF,
             Error::Invalid => libc::EINVAL,
             Error::NoAttr => libc::ENODATA,

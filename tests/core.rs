@@ -32,14 +32,42 @@ fn layers(base: &Path, n: usize) -> Vec<PathBuf> {
         .collect()
 }
 
-fn lookup(u: &Union, parent: u64, name: &str) -> Result<libc::stat, i32> {
+/// A name looked up: the node id the core gave it and the attributes it shows.
+struct Found {
+    node: u64,
+    st: libc::stat,
+}
+
+impl std::ops::Deref for Found {
+    type Target = libc::stat;
+    fn deref(&self) -> &libc::stat {
+        &self.st
+    }
+}
+
+impl std::fmt::Debug for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "node {} (ino {})", self.node, self.st.st_ino)
+    }
+}
+
+impl PartialEq for Found {
+    fn eq(&self, o: &Found) -> bool {
+        self.node == o.node
+    }
+}
+
+fn lookup(u: &Union, parent: u64, name: &str) -> Result<Found, i32> {
     u.lookup(parent, OsStr::new(name))
-        .map(|e| e.attr)
+        .map(|e| Found {
+            node: e.node,
+            st: e.attr,
+        })
         .map_err(|e| e.errno())
 }
 
 fn read_all(u: &Union, ino: u64) -> Vec<u8> {
-    let o = u.open(ino, libc::O_RDONLY, CALLER).unwrap();
+    let o = u.open(ino, libc::O_RDONLY, false, CALLER).unwrap();
     let d = u.read(ino, o.fh, 0, 1 << 20).unwrap();
     u.release(ino, o.fh);
     d
@@ -95,14 +123,14 @@ fn upper_layer_wins_and_directories_merge() {
 
     let u = union(&l);
     let f = lookup(&u, ROOT, "f").unwrap();
-    assert_eq!(read_all(&u, f.st_ino), b"top");
+    assert_eq!(read_all(&u, f.node), b"top");
     let d = lookup(&u, ROOT, "d").unwrap();
-    let mut names = list(&u, d.st_ino, 100, false);
+    let mut names = list(&u, d.node, 100, false);
     names.sort();
     assert_eq!(names, [".", "..", "a", "b", "c"]);
     let e = lookup(&u, ROOT, "e").unwrap();
-    assert_eq!(list(&u, e.st_ino, 100, false), [".", ".."]);
-    assert_eq!(lookup(&u, e.st_ino, "hidden"), Err(libc::ENOENT));
+    assert_eq!(list(&u, e.node, 100, false), [".", ".."]);
+    assert_eq!(lookup(&u, e.node, "hidden"), Err(libc::ENOENT));
 }
 
 #[test]
@@ -132,9 +160,9 @@ fn whiteouts_in_every_form_and_opaque_dirs() {
         assert_eq!(lookup(&u, ROOT, "dev"), Err(libc::ENOENT));
     }
     let kept = lookup(&u, ROOT, "kept").unwrap();
-    assert_eq!(read_all(&u, kept.st_ino), b"top kept");
+    assert_eq!(read_all(&u, kept.node), b"top kept");
     let op = lookup(&u, ROOT, "op").unwrap();
-    assert_eq!(list(&u, op.st_ino, 100, false), [".", "..", "mine"]);
+    assert_eq!(list(&u, op.node, 100, false), [".", "..", "mine"]);
     let root = list(&u, ROOT, 100, false);
     assert!(!root.iter().any(|n| n.starts_with(".wh.")), "{root:?}");
     assert!(!root.contains(&"oci".to_string()));
@@ -171,12 +199,12 @@ fn readdirplus_counts_lookups_and_forget_drops_nodes() {
     list(&u, ROOT, usize::MAX, true);
     assert_eq!(u.node_count(), 11);
     let f = lookup(&u, ROOT, "f3").unwrap();
-    u.forget(f.st_ino, 1);
+    u.forget(f.node, 1);
     assert_eq!(u.node_count(), 11, "one reference is left from readdirplus");
-    u.forget(f.st_ino, 1);
+    u.forget(f.node, 1);
     assert_eq!(u.node_count(), 10);
     assert_eq!(
-        u.getattr(f.st_ino).map_err(|e| e.errno()).err(),
+        u.getattr(f.node).map_err(|e| e.errno()).err(),
         Some(libc::ESTALE)
     );
 }
@@ -242,13 +270,13 @@ fn private_xattrs_never_show() {
     assert!(set("user.overlay.opaque"));
     let u = union(&l);
     let st = lookup(&u, ROOT, "f").unwrap();
-    assert_eq!(u.listxattr(st.st_ino).unwrap(), b"user.visible\0");
+    assert_eq!(u.listxattr(st.node).unwrap(), b"user.visible\0");
     assert_eq!(
-        u.getxattr(st.st_ino, OsStr::new("user.visible")).unwrap(),
+        u.getxattr(st.node, OsStr::new("user.visible")).unwrap(),
         b"y"
     );
     assert_eq!(
-        u.getxattr(st.st_ino, OsStr::new("user.overlay.opaque"))
+        u.getxattr(st.node, OsStr::new("user.overlay.opaque"))
             .map_err(|e| e.errno())
             .err(),
         Some(libc::ENODATA)
@@ -287,7 +315,7 @@ fn read_only_mount_refuses_writes() {
     let st = lookup(&u, ROOT, "f").unwrap();
     for flags in [libc::O_WRONLY, libc::O_RDWR, libc::O_RDONLY | libc::O_TRUNC] {
         assert_eq!(
-            u.open(st.st_ino, flags, CALLER)
+            u.open(st.node, flags, false, CALLER)
                 .map(|_| ())
                 .map_err(|e| e.errno()),
             Err(libc::EROFS)
@@ -315,23 +343,23 @@ fn symlinks_in_layers_are_never_followed() {
         let st = lookup(&u, ROOT, name).unwrap();
         assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFLNK);
         // Looking below a symlink or opening it must fail, not reach the target.
-        assert_eq!(lookup(&u, st.st_ino, "secret"), Err(libc::ENOTDIR));
+        assert_eq!(lookup(&u, st.node, "secret"), Err(libc::ENOTDIR));
         assert_eq!(
-            u.open(st.st_ino, libc::O_RDONLY, CALLER)
+            u.open(st.node, libc::O_RDONLY, false, CALLER)
                 .map(|_| ())
                 .map_err(|e| e.errno()),
             Err(libc::ELOOP)
         );
-        let listed = u.readdir(st.st_ino, 0, false, &mut |_| false);
+        let listed = u.readdir(st.node, 0, false, &mut |_| false);
         assert_eq!(listed.map_err(|e| e.errno()), Err(libc::ENOTDIR));
     }
     assert_eq!(
-        u.readlink(lookup(&u, ROOT, "rel").unwrap().st_ino).unwrap(),
+        u.readlink(lookup(&u, ROOT, "rel").unwrap().node).unwrap(),
         b"../outside"
     );
     let d = lookup(&u, ROOT, "d").unwrap();
-    assert_eq!(list(&u, d.st_ino, 100, false), [".", ".."]);
-    assert_eq!(lookup(&u, d.st_ino, "secret"), Err(libc::ENOENT));
+    assert_eq!(list(&u, d.node, 100, false), [".", ".."]);
+    assert_eq!(lookup(&u, d.node, "secret"), Err(libc::ENOENT));
     assert_eq!(lookup(&u, ROOT, ".."), Err(libc::EINVAL));
     assert_eq!(lookup(&u, ROOT, "a/b"), Err(libc::EINVAL));
 }
@@ -349,7 +377,7 @@ fn a_directory_swapped_for_a_symlink_after_mount_is_not_followed() {
     let d = lookup(&u, ROOT, "d").unwrap();
     std::fs::remove_dir(l[0].join("d")).unwrap();
     symlink(&outside, l[0].join("d")).unwrap();
-    match lookup(&u, d.st_ino, "secret") {
+    match lookup(&u, d.node, "secret") {
         Err(e) => assert!(e == libc::ELOOP || e == libc::ENOTDIR, "errno {e}"),
         Ok(_) => panic!("followed a symlink inside a layer"),
     }
@@ -366,10 +394,10 @@ fn many_layers_index_once() {
     let u = union(&l);
     let usr = lookup(&u, ROOT, "usr").unwrap();
     for i in (0..128).step_by(17) {
-        let st = lookup(&u, usr.st_ino, &format!("f{i}")).unwrap();
-        assert_eq!(read_all(&u, st.st_ino), format!("{i}").as_bytes());
+        let st = lookup(&u, usr.node, &format!("f{i}")).unwrap();
+        assert_eq!(read_all(&u, st.node), format!("{i}").as_bytes());
     }
-    assert_eq!(list(&u, usr.st_ino, usize::MAX, false).len(), 130);
+    assert_eq!(list(&u, usr.node, usize::MAX, false).len(), 130);
 }
 
 /// A writable union over `lowers`, with its upper and workdir under `base`. Trusted
@@ -434,7 +462,7 @@ fn listings_without_handles_continue_by_position_and_restart_at_offset_zero() {
     let Some(u) = rw_union("listings_without_handles", t.path(), &l) else {
         return;
     };
-    let d = lookup(&u, ROOT, "d").unwrap().st_ino;
+    let d = lookup(&u, ROOT, "d").unwrap().node;
     let (first, at) = read_from(&u, d, 0, 12);
     let (read, unread) = (first[5].clone(), "f39".to_string());
     assert!(!first.contains(&unread));
@@ -466,7 +494,7 @@ fn listings_without_handles_continue_by_position_and_restart_at_offset_zero() {
     all = now.clone();
     drop(u);
     let u = rw_union("listings_without_handles", t.path(), &l).unwrap();
-    let d = lookup(&u, ROOT, "d").unwrap().st_ino;
+    let d = lookup(&u, ROOT, "d").unwrap().node;
     let (tail, _) = read_from(&u, d, 20, usize::MAX);
     assert_eq!(tail, all[20..], "resumed at position 20 in a fresh listing");
 }

@@ -35,11 +35,11 @@ fn exhausted_budget_reopens_directories_and_keeps_nothing() {
     .unwrap();
     dirindex::set_fd_budget(0);
 
-    let look = |p: u64, n: &str| u.lookup(p, OsStr::new(n)).unwrap().attr.st_ino;
+    let look = |p: u64, n: &str| u.lookup(p, OsStr::new(n)).unwrap().node;
     let b = look(look(1, "a"), "b");
     for (name, want) in [("f", "top"), ("g", "bottom")] {
         let ino = look(b, name);
-        let o = u.open(ino, libc::O_RDONLY, CALLER).unwrap();
+        let o = u.open(ino, libc::O_RDONLY, false, CALLER).unwrap();
         assert_eq!(u.read(ino, o.fh, 0, 100).unwrap(), want.as_bytes());
         u.release(ino, o.fh);
     }

@@ -117,6 +117,36 @@ fn upper_and_created_files_are_read_and_written_without_requests() {
     }
 }
 
+/// With `LAYERFS_LOWER_PASSTHROUGH`, lower files opened read-only on a writable mount are
+/// passed through: the kernel reads the lower file itself (no READ request; one page cache
+/// with every mount of the layer).
+#[test]
+fn lower_files_are_read_without_requests() {
+    if !require_root("lower_files_are_read_without_requests") {
+        return;
+    }
+    let read = |env: &[(&str, &Path)]| {
+        let d = Dirs::new();
+        let count_file = d.t.path().join("counts");
+        let mut env = env.to_vec();
+        env.push(("LAYERFS_REQUEST_COUNTS", &count_file));
+        let m = d.layerfs(&env);
+        for _ in 0..2 {
+            for n in ["a", "b", "c"] {
+                assert_eq!(
+                    fs::read_to_string(m.path(n)).unwrap(),
+                    format!("lower {n}\n")
+                );
+            }
+        }
+        m.assert_no_errors_logged();
+        drop(m);
+        counts(&count_file).get("read").copied().unwrap_or(0)
+    };
+    assert_eq!(read(&[("LAYERFS_LOWER_PASSTHROUGH", Path::new("1"))]), 0);
+    assert!(read(&[]) >= 3);
+}
+
 /// Opens, copy-ups and maps that mix modes, with what each step saw.
 fn copy_up_while_open(root: &Path) -> Vec<String> {
     let mut seen = Vec::new();
@@ -185,9 +215,70 @@ fn copy_up_while_open_or_mapped_shows_what_the_kernel_shows() {
     let mut ours = copy_up_while_open(&m.mp);
     m.assert_no_errors_logged();
     // The one difference: a mapping made before the copy-up shows the copy's later writes
-    // (the kernel's maps the lower file itself). Mapping the lower file would need a
-    // passthrough open of it, which the kernel would not let the write open follow.
+    // (the kernel's maps the lower file itself; ours, the mount's page cache).
     assert_eq!(kernel.last().map(String::as_str), Some("mapping: mm"));
     assert_eq!(ours.pop().as_deref(), Some("mapping: Wm"));
     assert_eq!(ours[..], kernel[..kernel.len() - 1]);
+    // With lower passthrough (`LAYERFS_LOWER_PASSTHROUGH`) the kernel reads the lower file
+    // itself, so what was opened before a copy-up stays bound to it: it does not see the
+    // copy's writes, where the kernel's overlay moves a read-only open to the copy (pinned,
+    // docs/SEMANTICS.md); a mapping shows the lower file, as on the kernel.
+    let d = Dirs::new();
+    let m = d.layerfs(&[("LAYERFS_LOWER_PASSTHROUGH", Path::new("1"))]);
+    let ours = copy_up_while_open(&m.mp);
+    m.assert_no_errors_logged();
+    let pinned = [
+        ("ro after write: WRITTEN\n", "ro after write: lower a\n"),
+        ("ro after trunc: short", "ro after trunc: lower b\n"),
+        (
+            "read after mapped copy-up: Wm",
+            "read after mapped copy-up: mm",
+        ),
+    ];
+    assert_eq!(kernel.len(), ours.len());
+    for (k, o) in kernel.iter().zip(&ours) {
+        match pinned.iter().find(|(pk, _)| pk == k) {
+            Some((_, po)) => assert_eq!(o, po, "pinned: kernel {k:?}"),
+            None => assert_eq!(o, k),
+        }
+    }
+}
+
+/// With `LAYERFS_LOWER_PASSTHROUGH`, every path-based change of a lower file open read-only
+/// elsewhere (which copies it up) reaches the new node the VFS finds on its retry: chmod,
+/// truncate, setxattr, rename and link all succeed, as on the kernel's overlay, and the
+/// earlier open still reads the lower file (pinned: the kernel's would read the copy).
+#[test]
+fn path_changes_of_a_lower_file_open_elsewhere_reach_the_copy() {
+    if !require_root("path_changes_of_a_lower_file_open_elsewhere_reach_the_copy") {
+        return;
+    }
+    let script = |m: &Path| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(
+                r#"cd "$0"; exec 3< a 4< b 5< c
+                chmod 600 a && stat -c '%n %a %s' a
+                truncate -s 2 b && stat -c '%n %s' b
+                setfattr -n user.x -v 1 c && getfattr --only-values -n user.x c; echo
+                exec 6< a; mv a a2 && ln b b2 && stat -c '%n %h' a2 b b2
+                head -c 7 <&3; echo; head -c 7 <&4; echo; head -c 7 <&6; echo"#,
+            )
+            .arg(m)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let d = Dirs::new();
+    let kernel = {
+        let k = d.kernel();
+        script(&k.mp)
+    };
+    let m = d.layerfs(&[("LAYERFS_LOWER_PASSTHROUGH", Path::new("1"))]);
+    let ours = script(&m.mp);
+    m.assert_no_errors_logged();
+    // The open of `b` made before its truncation reads the lower file; the kernel's, the
+    // truncated copy. (`a`'s copy-up changed no data: both read the same.)
+    let pinned = kernel.replace("\nlo\n", "\nlower b\n");
+    assert_eq!(ours, pinned, "kernel:\n{kernel}");
 }

@@ -65,9 +65,11 @@ impl Side {
     }
 
     /// Makes the upper the top lower (generation `g`) under a fresh upper and workdir.
-    /// Hard links in it are broken first, the same way on every side: a lower file with
-    /// several names is a documented difference (SEMANTICS: layerfs keeps one node per
-    /// inode number), which these cases would otherwise meet at every step.
+    /// Hard links in it are broken first, the same way on every side: after a remount, a
+    /// hard link made through the mount to the copy of a lower hard link shows the origin's
+    /// number where the kernel shows the copy's (docs/SEMANTICS.md), which these cases
+    /// would otherwise meet (within a mount the names of a lower hard link now stay apart
+    /// as on the kernel: `wire.rs`).
     fn stack_upper(&mut self, g: usize) {
         let layer = self.upper.with_file_name(format!("gen{g}"));
         std::fs::rename(&self.upper, &layer).unwrap();

@@ -24,16 +24,10 @@ pub fn kind(mode: u32) -> FileType {
     }
 }
 
-/// The attributes with `st_ino` as the node id.
+/// The attributes, `st_ino` being the inode number shown (not the node id).
 pub fn to_fuse(st: &libc::stat) -> FileAttr {
-    to_fuse_with_ino(st, st.st_ino)
-}
-
-/// The attributes with an explicit inode number (the root's node id is 1 whatever its
-/// `st_ino`).
-pub fn to_fuse_with_ino(st: &libc::stat, ino: u64) -> FileAttr {
     FileAttr {
-        ino: INodeNo(ino),
+        ino: INodeNo(st.st_ino),
         size: st.st_size as u64,
         blocks: st.st_blocks as u64,
         atime: time(st.st_atime, st.st_atime_nsec),

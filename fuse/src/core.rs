@@ -14,16 +14,24 @@ pub trait ToErrno: std::fmt::Display {
     }
 }
 
-/// An entry handed to the kernel: its attributes (`st_ino` is the node id) and how long the
-/// kernel may cache it.
+/// An entry handed to the kernel: the node it is, its attributes and how long the kernel may
+/// cache them.
 #[derive(Clone, Copy)]
 pub struct Entry {
+    /// The core's name for the node, what the kernel passes back in later calls: chosen by
+    /// the core, apart from `attr.st_ino` (the number `stat` shows), so two nodes can show
+    /// one number. `1` is the root; never 0.
+    pub node: u64,
+    /// Told apart from an earlier node that had the same id (0 when ids are never reused).
+    pub generation: u64,
+    /// `st_ino` is the inode number applications see.
     pub attr: libc::stat,
     pub ttl: Duration,
 }
 
-/// One directory entry for readdir; `attr` is set for readdirplus.
+/// One directory entry for readdir; `entry` is set for readdirplus.
 pub struct DirEntry<'a> {
+    /// The inode number (`d_ino`), not the node id (that is `entry.node`).
     pub ino: u64,
     /// The offset of the *next* entry (what the kernel passes back to continue).
     pub next_offset: u64,
@@ -108,7 +116,8 @@ impl Invalidate {
     }
 }
 
-/// What the adapter needs from a filesystem core. Node ids are `u64`, `1` is the root.
+/// What the adapter needs from a filesystem core. Node ids are `u64` chosen by the core
+/// ([`Entry::node`]), `1` is the root; every `ino` argument below is a node id.
 pub trait Core: Send + Sync + 'static {
     type Error: ToErrno;
 
@@ -118,14 +127,23 @@ pub trait Core: Send + Sync + 'static {
         None
     }
 
+    /// Whether the kernel granted passthrough for this session (`Opened::backing` is used
+    /// only then); called once, at INIT. A core may then offer backing files it would not
+    /// otherwise.
+    fn passthrough_granted(&self, on: bool) {
+        let _ = on;
+    }
+
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry, Self::Error>;
     /// How long the kernel may remember that a name does not exist (`None`: not at all).
     fn negative_ttl(&self) -> Option<Duration>;
     fn forget(&self, ino: u64, nlookup: u64);
     fn getattr(&self, ino: u64) -> Result<Entry, Self::Error>;
     fn readlink(&self, ino: u64) -> Result<Vec<u8>, Self::Error>;
-    /// Opens a file; `ctx` is the caller's (an `O_TRUNC` open may take set-id bits away).
-    fn open(&self, ino: u64, flags: i32, ctx: Ctx) -> Result<Opened, Self::Error>;
+    /// Opens a file; `kill_setid`: an `O_TRUNC` open by a caller without `CAP_FSETID` (the
+    /// kernel's mark, see [`Core::drops_setid_bits`]).
+    fn open(&self, ino: u64, flags: i32, kill_setid: bool, ctx: Ctx)
+        -> Result<Opened, Self::Error>;
     /// True when file contents can never change (no upper layer): then files can be read
     /// without a handle, `read` and `lseek` being called with `fh == 0`.
     fn files_immutable(&self) -> bool;
@@ -220,7 +238,7 @@ pub trait Core: Send + Sync + 'static {
         let _ = (parent, name, newparent, newname, flags);
         Err(self.mutation_error())
     }
-    /// Creates and opens a regular file.
+    /// Creates and opens a regular file (`kill_setid` as for [`Core::open`]).
     fn create(
         &self,
         parent: u64,
@@ -232,13 +250,27 @@ pub trait Core: Send + Sync + 'static {
         let _ = (parent, name, mode, flags, ctx);
         Err(self.mutation_error())
     }
+    /// Creates and opens a regular file with no name (`O_TMPFILE`) in directory `parent`;
+    /// `linkat` may give it one later. Its attributes show no link (the kernel's FUSE
+    /// client keeps the count it is given; 0 lets it refuse a link of an `O_EXCL` one).
+    fn tmpfile(
+        &self,
+        parent: u64,
+        mode: u32,
+        flags: i32,
+        ctx: Ctx,
+    ) -> Result<(Entry, Opened), Self::Error> {
+        let _ = (parent, mode, flags, ctx);
+        Err(self.mutation_error())
+    }
     /// True when the core drops the set-id bits a write, truncation or chown takes away,
     /// exactly as the VFS would (then the kernel leaves that to it: `FUSE_HANDLE_KILLPRIV_V2`,
-    /// and stops asking for `security.capability` before every write). The core is then told
-    /// which writes come from a caller without `CAP_FSETID` (`kill_setid`); for truncation
-    /// (`setattr` with a size, an `O_TRUNC` open) and an empty `setattr` (the kernel's own
-    /// change before fallocate, copy_file_range and cached writes) it must find out itself,
-    /// from the caller's `Ctx::pid`; on chown the set-id bits go whoever asks.
+    /// and stops asking for `security.capability` before every write). The kernel then
+    /// marks what must drop them: a write, truncation (`setattr` with a size) or `O_TRUNC`
+    /// open by a caller without `CAP_FSETID` (`kill_setid`, `SetAttr::kill_setid`), a chown
+    /// of a non-directory (`SetAttr::kill_setid`, whoever asks); and an empty `setattr` is
+    /// its own change before fallocate, copy_file_range and cached writes, sent only when
+    /// it found bits that the caller's change must drop.
     fn drops_setid_bits(&self) -> bool {
         false
     }
@@ -332,4 +364,7 @@ pub struct SetAttr {
     /// The change time is to be set (with the kernel's writeback cache). Alone, it is a
     /// chown that changes no id, which drops set-id bits.
     pub ctime: bool,
+    /// The kernel asks for the set-id bits to go (`FATTR_KILL_SUIDGID`: a chown of a
+    /// non-directory, or a truncation by a caller without `CAP_FSETID`).
+    pub kill_setid: bool,
 }

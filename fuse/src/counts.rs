@@ -43,9 +43,10 @@ pub enum Op {
     Fallocate,
     Ioctl,
     CopyFileRange,
+    Tmpfile,
 }
 
-const NAMES: [&str; 34] = [
+const NAMES: [&str; 35] = [
     "lookup",
     "forget",
     "getattr",
@@ -80,6 +81,7 @@ const NAMES: [&str; 34] = [
     "fallocate",
     "ioctl",
     "copy_file_range",
+    "tmpfile",
 ];
 
 /// Where to write the counts, from the environment.

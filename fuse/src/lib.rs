@@ -152,6 +152,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
             && config.set_max_stack_depth(1).is_ok();
         self.passthrough.set_enabled(passthrough);
+        self.core.passthrough_granted(passthrough);
         if !passthrough && !self.core.files_immutable() && !self.core.changes_behind() {
             // Files change: the kernel gathers small writes into large WRITEs and keeps
             // size and times itself. Every data change goes through it, so its cache is the
@@ -195,7 +196,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         self.tally(Op::Lookup);
         match call("lookup", || self.core.lookup(parent.0, name)) {
-            Ok(e) => reply.entry(&e.ttl, &attr::to_fuse(&e.attr), Generation(0)),
+            Ok(e) => reply_entry(reply, Ok(e)),
             Err(e) if e.code() == libc::ENOENT && self.core.negative_ttl().is_some() => {
                 // Node id 0 is a negative entry: the kernel caches the miss for the ttl.
                 let ttl = self.core.negative_ttl().unwrap_or_default();
@@ -216,7 +217,7 @@ impl<C: Core> Filesystem for Adapter<C> {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.tally(Op::Getattr);
         match call("getattr", || self.core.getattr(ino.0)) {
-            Ok(e) => reply.attr(&e.ttl, &attr::to_fuse_with_ino(&e.attr, ino.0)),
+            Ok(e) => reply.attr(&e.ttl, &attr::to_fuse(&e.attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -229,7 +230,14 @@ impl<C: Core> Filesystem for Adapter<C> {
         }
     }
 
-    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        flags: OpenFlags,
+        kill_suidgid: bool,
+        reply: ReplyOpen,
+    ) {
         self.tally(Op::Open);
         // Cached mode, or passthrough that the kernel did not grant: without passthrough,
         // handle-less opens beat handles (no OPEN/RELEASE round trips, same page cache).
@@ -244,7 +252,9 @@ impl<C: Core> Filesystem for Adapter<C> {
             return reply.error(Errno::ENOSYS);
         }
         let flags = self.open_flags(flags.0);
-        let opened = match call("open", || self.core.open(ino.0, flags, ctx(req))) {
+        let opened = match call("open", || {
+            self.core.open(ino.0, flags, kill_suidgid, ctx(req))
+        }) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
         };
@@ -390,14 +400,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         let r = call("readdirplus", || {
             self.core.readdir(ino.0, offset, true, &mut |d| {
                 let Some(e) = d.entry else { return false };
-                let fa = attr::to_fuse_with_ino(&e.attr, d.ino);
-                reply.add(
-                    INodeNo(d.ino),
+                reply.add_node(
+                    INodeNo(e.node),
+                    Generation(e.generation),
                     d.next_offset,
                     OsStr::from_bytes_compat(d.name),
                     &e.ttl,
-                    &fa,
-                    Generation(0),
+                    &attr::to_fuse(&e.attr),
                 )
             })
         });
@@ -467,6 +476,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _chgtime: Option<std::time::SystemTime>,
         _bkuptime: Option<std::time::SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
+        kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
         self.tally(Op::Setattr);
@@ -483,9 +493,10 @@ impl<C: Core> Filesystem for Adapter<C> {
             mtime: mtime.map(time),
             fh: fh.map(|f| f.0),
             ctime: ctime.is_some(),
+            kill_setid: kill_suidgid,
         };
         match call("setattr", || self.core.setattr(ino.0, &set, ctx(req))) {
-            Ok(e) => reply.attr(&e.ttl, &attr::to_fuse_with_ino(&e.attr, ino.0)),
+            Ok(e) => reply.attr(&e.ttl, &attr::to_fuse(&e.attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -610,37 +621,33 @@ impl<C: Core> Filesystem for Adapter<C> {
         mode: u32,
         umask: u32,
         flags: i32,
+        // A file CREATE makes has no set-id bits to lose: the mark needs no answer.
+        _kill_suidgid: bool,
         reply: fuser::ReplyCreate,
     ) {
         self.tally(Op::Create);
         let ctx = self.ctx_new(req, umask);
-        match call("create", || {
-            self.core
-                .create(parent.0, name, mode, self.open_flags(flags), ctx)
-        }) {
-            Ok((e, o)) => {
-                let (attr, fh) = (attr::to_fuse(&e.attr), FileHandle(o.fh));
-                let fl = FopenFlags::FOPEN_NOFLUSH;
-                if self.passthrough.enabled() {
-                    let backing = o.backing.as_ref();
-                    let id = self
-                        .passthrough
-                        .open(e.attr.st_ino, o.fh, backing, |fd| reply.open_backing(fd));
-                    if let Some(id) = id {
-                        return reply.created_passthrough(
-                            &e.ttl,
-                            &attr,
-                            Generation(0),
-                            fh,
-                            fl,
-                            &id,
-                        );
-                    }
-                }
-                reply.created(&e.ttl, &attr, Generation(0), fh, fl)
-            }
-            Err(e) => reply.error(e),
-        }
+        let flags = self.open_flags(flags);
+        let r = call("create", || {
+            self.core.create(parent.0, name, mode, flags, ctx)
+        });
+        self.reply_created(reply, r);
+    }
+
+    fn tmpfile(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        self.tally(Op::Tmpfile);
+        let ctx = self.ctx_new(req, umask);
+        let flags = self.open_flags(flags);
+        let r = call("tmpfile", || self.core.tmpfile(parent.0, mode, flags, ctx));
+        self.reply_created(reply, r);
     }
 
     fn write(
@@ -755,6 +762,30 @@ impl<C: Core> Filesystem for Adapter<C> {
 }
 
 impl<C: Core> Adapter<C> {
+    /// Answers a CREATE or TMPFILE: the new node, opened (passed through when it can be).
+    fn reply_created(&self, reply: fuser::ReplyCreate, r: Result<(Entry, Opened), Errno>) {
+        let (e, o) = match r {
+            Ok(v) => v,
+            Err(e) => return reply.error(e),
+        };
+        let id = if self.passthrough.enabled() {
+            let backing = o.backing.as_ref();
+            self.passthrough
+                .open(e.node, o.fh, backing, |fd| reply.open_backing(fd))
+        } else {
+            None
+        };
+        reply.created_node(
+            INodeNo(e.node),
+            Generation(e.generation),
+            &e.ttl,
+            &attr::to_fuse(&e.attr),
+            FileHandle(o.fh),
+            FopenFlags::FOPEN_NOFLUSH,
+            id.as_deref(),
+        );
+    }
+
     /// The context of a request creating an entry, with its umask when ours to apply.
     fn ctx_new(&self, req: &Request, umask: u32) -> Ctx {
         Ctx {

@@ -1,7 +1,7 @@
 //! The one place a core result becomes a reply: [`call`] runs a core call (panics caught,
 //! errnos chosen and logged once), the `reply_*` helpers encode what it returned.
 
-use fuser::{Errno, Generation, ReplyEmpty, ReplyEntry, ReplyXattr, Request};
+use fuser::{Errno, Generation, INodeNo, ReplyEmpty, ReplyEntry, ReplyXattr, Request};
 use log::{debug, error};
 
 use crate::core::{Ctx, Entry, ToErrno};
@@ -57,7 +57,12 @@ pub(crate) fn ctx(req: &Request) -> Ctx {
 
 pub(crate) fn reply_entry(reply: ReplyEntry, r: Result<Entry, Errno>) {
     match r {
-        Ok(e) => reply.entry(&e.ttl, &crate::attr::to_fuse(&e.attr), Generation(0)),
+        Ok(e) => reply.entry_node(
+            INodeNo(e.node),
+            Generation(e.generation),
+            &e.ttl,
+            &crate::attr::to_fuse(&e.attr),
+        ),
         Err(e) => reply.error(e),
     }
 }

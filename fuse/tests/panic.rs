@@ -31,6 +31,8 @@ fn root_attr() -> Entry {
     st.st_mode = libc::S_IFDIR | 0o755;
     st.st_nlink = 2;
     Entry {
+        node: 1,
+        generation: 0,
         attr: st,
         ttl: Duration::ZERO,
     }
@@ -58,7 +60,7 @@ impl Core for Fake {
     fn readlink(&self, _i: u64) -> Result<Vec<u8>, Fail> {
         Err(Fail(libc::EINVAL))
     }
-    fn open(&self, _i: u64, _f: i32, _c: layerfs_fuse::Ctx) -> Result<Opened, Fail> {
+    fn open(&self, _i: u64, _f: i32, _k: bool, _c: layerfs_fuse::Ctx) -> Result<Opened, Fail> {
         Err(Fail(libc::EACCES))
     }
     fn files_immutable(&self) -> bool {

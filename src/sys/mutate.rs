@@ -74,6 +74,38 @@ pub fn create_excl(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `openat(dir, ".", O_TMPFILE | flags, mode)`: an unnamed regular file in directory `dir`.
+pub fn open_tmpfile(dir: BorrowedFd<'_>, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: the name is a NUL-terminated literal; the mode is passed as the variadic int.
+    let fd = cvt(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            flags | libc::O_TMPFILE | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by openat(2) and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Gives the inode `fd` refers to (an `O_TMPFILE` file, or one whose names are gone) the
+/// name `new` in `newdir`: `linkat` of its `/proc/self/fd` magic link, followed.
+pub fn link_fd(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
+    let p = super::proc_path(fd, b"")?;
+    // SAFETY: both names are NUL-terminated; `newdir` is live.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
+}
+
 /// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`.
 pub fn lchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: `name` is NUL-terminated; `dir` is live.

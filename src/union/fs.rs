@@ -14,11 +14,18 @@ use layerfs_fuse::{BackingFile, Core, Ctx, DirEntry, Entry, Invalidate, Opened, 
 use super::ops::Make;
 use super::privs::Changer;
 use super::readdir::Cursor;
+use super::table::{Key, NodeId};
 use super::{FileH, Listing, Union};
 use crate::error::{Error, Result};
 use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
+
+/// Set (to anything) in the daemon's environment: lower files opened read-only on a writable
+/// mount are passed through too, where the kernel grants passthrough. Not the default: an
+/// open made before a copy-up then keeps reading the lower file, where the kernel's overlay
+/// (and CONTRACTS.md, "Copy-up") has it see the copy (docs/SEMANTICS.md).
+const LOWER_PASSTHROUGH: &str = "LAYERFS_LOWER_PASSTHROUGH";
 
 /// The kernel's `__FMODE_EXEC`: set in the flags of the OPEN that execve sends.
 const OPEN_FOR_EXEC: i32 = 0x20;
@@ -45,8 +52,11 @@ struct Real {
 }
 
 impl Union {
-    pub(super) fn entry_of(&self, st: Stat) -> Entry {
+    /// What the kernel is told of `node`, showing attributes `st`.
+    pub(super) fn entry_of(&self, node: &super::Node, st: Stat) -> Entry {
         Entry {
+            node: node.id.0,
+            generation: 0,
             attr: st,
             ttl: self.cfg.ttl,
         }
@@ -95,7 +105,7 @@ impl Union {
         };
         let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Error::StaleInode(node.ino.0));
+            return Err(Error::StaleInode(node.id.0));
         }
         if self.is_metacopy_fd(node, &fd, &st)? {
             if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
@@ -131,19 +141,27 @@ impl Union {
             node.execs.fetch_add(1, Ordering::Relaxed);
         }
         let fd = Arc::new(fd);
+        // A lower file opened read-only on a writable mount, where the kernel reads files
+        // directly: it may read this one too (one page cache with every other mount of
+        // the layer). A copy-up while it is open gives the name a new node (`supersede`).
+        let lower_backed =
+            !upper && !self.read_only() && self.lower_passthrough.load(Ordering::Relaxed);
+        if lower_backed {
+            node.lower_opens.fetch_add(1, Ordering::Relaxed);
+        }
         let fh = self.files.insert(Arc::new(FileH {
             node,
             fd: RwLock::new(fd.clone()),
             upper: AtomicBool::new(upper),
             exec,
+            lower_backed,
         }));
         // Every change to the data goes through the kernel, which keeps its page cache in
         // step: it may keep it across opens. The kernel may also read and write the real file
-        // directly, where it stays the node's file for good: an upper file, or any file of a
-        // mount without an upper. Not a lower file that a write open can still copy up: the
-        // kernel binds one backing file to an inode while any passthrough open of it lives,
-        // and would fail that write open (the lower file is no place for its writes).
-        let backing = (upper || self.read_only()).then(|| BackingFile {
+        // directly: an upper file, any file of a mount without an upper, and a lower file
+        // opened read-only (the kernel binds one backing file to an inode while any
+        // passthrough open of it lives, so a copy-up meanwhile moves the name to a new node).
+        let backing = (upper || self.read_only() || lower_backed).then(|| BackingFile {
             fd: fd.clone(),
             file: (st.st_dev, st.st_ino),
         });
@@ -164,6 +182,11 @@ impl Core for Union {
         Some(self.invalidate.clone())
     }
 
+    fn passthrough_granted(&self, on: bool) {
+        let lower = on && !self.read_only() && std::env::var_os(LOWER_PASSTHROUGH).is_some();
+        self.lower_passthrough.store(lower, Ordering::Relaxed);
+    }
+
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         if !sys::is_component(name) {
             return Err(Error::Invalid);
@@ -175,7 +198,7 @@ impl Core for Union {
         }
         let dloc = dir.loc();
         match self.child(&dir, &dloc, name.as_bytes(), true)? {
-            Some((_, st)) => Ok(self.entry_of(st)),
+            Some((node, st)) => Ok(self.entry_of(&node, st)),
             None => Err(Error::NotFound),
         }
     }
@@ -185,13 +208,13 @@ impl Core for Union {
     }
 
     fn forget(&self, ino: u64, nlookup: u64) {
-        self.table.forget(Ino(ino), nlookup);
+        self.table.forget(NodeId(ino), nlookup);
     }
 
     fn getattr(&self, ino: u64) -> Result<Entry> {
         let _g = self.shared();
         let n = self.node(ino)?;
-        Ok(self.entry_of(self.attr_of(&n)?))
+        Ok(self.entry_of(&n, self.attr_of(&n)?))
     }
 
     fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -200,7 +223,7 @@ impl Core for Union {
         self.with_place(&n, |d, name| sys::readlinkat(d, &sys::cstr(name)?))
     }
 
-    fn open(&self, ino: u64, flags: i32, ctx: Ctx) -> Result<Opened> {
+    fn open(&self, ino: u64, flags: i32, kill_setid: bool, ctx: Ctx) -> Result<Opened> {
         let node = self.node(ino)?;
         if node.is_dir {
             return Err(Error::IsDir);
@@ -222,7 +245,7 @@ impl Core for Union {
             self.fill_metacopy(&node, !trunc)?;
             let r = self.open_real(&node, real_flags(flags))?;
             if trunc {
-                self.drop_setid(ino, r.fd.as_fd(), Changer::thread(ctx.pid))?;
+                self.drop_setid(ino, r.fd.as_fd(), Changer::new(ctx, kill_setid))?;
             }
             return Ok(self.new_handle(node, (r.fd, r.st), true, flags));
         }
@@ -281,8 +304,8 @@ impl Core for Union {
         let (at, pos) = Cursor::new(gen, offset);
         let dloc = node.loc();
         let dots: [(&[u8], u64); 2] = [
-            (b".", ino),
-            (b"..", dloc.parent.as_ref().map_or(Ino::ROOT, |p| p.ino).0),
+            (b".", node.ino().0),
+            (b"..", dloc.parent.as_ref().map_or(Ino::ROOT, |p| p.ino()).0),
         ];
         for (i, (name, dino)) in dots.into_iter().enumerate() {
             if pos <= i as u64 {
@@ -292,7 +315,7 @@ impl Core for Union {
                     next_offset: at.offset(i as u64 + 1),
                     mode: libc::S_IFDIR,
                     name,
-                    entry: Some(self.entry_of(st)),
+                    entry: Some(self.entry_of(&node, st)),
                 };
                 if add(e) {
                     return Ok(());
@@ -380,7 +403,7 @@ impl Core for Union {
 
     fn setattr(&self, ino: u64, set: &SetAttr, ctx: Ctx) -> Result<Entry> {
         self.writable()?;
-        Union::setattr(self, ino, set, Changer::thread(ctx.pid))
+        Union::setattr(self, ino, set, Changer::new(ctx, set.kill_setid))
     }
 
     fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, ctx: Ctx) -> Result<Entry> {
@@ -448,10 +471,57 @@ impl Core for Union {
             flags: real_flags(flags) & !libc::O_TRUNC,
         };
         let (entry, fd) = self.make_entry(parent, name, mode, what, ctx)?;
-        let node = self.node(entry.attr.st_ino)?;
+        let node = self.node(entry.node)?;
         let fd = fd.ok_or(Error::Bug("create made no file"))?;
         let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
         Ok((entry, self.new_handle(node, (fd, st), true, 0)))
+    }
+
+    fn tmpfile(&self, parent: u64, mode: u32, flags: i32, ctx: Ctx) -> Result<(Entry, Opened)> {
+        self.writable()?;
+        let _g = self.exclusive();
+        let dir = self.node(parent)?;
+        if !dir.is_dir {
+            return Err(Error::NotDir);
+        }
+        let dloc = dir.loc();
+        if dloc.unlinked {
+            return Err(Error::NotFound);
+        }
+        // In the upper copy of the directory (copied up first), as the kernel's overlay.
+        let pfd = self.ensure_upper_dir(&dir)?;
+        let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
+        let owner = self.new_owner(ctx, &pst);
+        let (mode, _) = super::ops::new_mode(pfd.as_fd(), mode, ctx)?;
+        let rw = real_flags(flags) & !(libc::O_TRUNC | libc::O_ACCMODE) | libc::O_RDWR;
+        let fd = sys::open_tmpfile(pfd.as_fd(), rw, mode & 0o7777).map_err(Error::io("tmpfile"))?;
+        let made = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
+        if (made.st_uid, made.st_gid) != owner {
+            sys::fchown(fd.as_fd(), owner.0, owner.1).map_err(Error::io("chown"))?;
+            if made.st_mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                sys::fchmod(fd.as_fd(), made.st_mode & 0o7777).map_err(Error::io("chmod"))?;
+            }
+        }
+        let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
+        let ino = self.stack.upper_ino(st.st_ino);
+        let loc = super::Loc {
+            parent: Some(dir.clone()),
+            name: (*b"").into(),
+            upper: true,
+            lower: None,
+            unlinked: true,
+        };
+        let key = Key::Ino(ino);
+        let node = self.table.get_or_insert(key.clone(), true, |id| {
+            super::Node::new(id, key, ino, libc::S_IFREG, loc)
+        });
+        // The node's inode, for attributes and a later link, as for any removed file.
+        let path = sys::reopen(fd.as_fd(), libc::O_PATH).map_err(Error::io("reopen"))?;
+        let _ = node.detached.set(path);
+        // No link (the kernel's FUSE client instantiates it as it is: a link count of 0,
+        // with `I_LINKABLE` unless `O_EXCL`, is what lets `linkat` name it).
+        let entry = self.entry_of(&node, self.cfg.present(st, ino));
+        Ok((entry, self.new_handle(node, (fd, st), true, flags)))
     }
 
     fn drops_setid_bits(&self) -> bool {
@@ -475,11 +545,7 @@ impl Core for Union {
         let fd = h.fd.read().unwrap_or_else(|p| p.into_inner()).clone();
         if kill_setid {
             // Before the data lands: never new contents under the old bits.
-            let by = Changer {
-                tid: ctx.pid,
-                lacks_fsetid: true,
-            };
-            self.drop_setid(ino, fd.as_fd(), by)?;
+            self.drop_setid(ino, fd.as_fd(), Changer::new(ctx, true))?;
         }
         let n = sys::pwrite(fd.as_fd(), data, offset).map_err(Error::io("pwrite"))?;
         Ok(n as u32)

@@ -6,13 +6,13 @@
 //! one name never leaves it acting on a name that is gone, or that a new file now holds.
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use super::lower::Rel;
 use super::readdir::Listings;
 use crate::stack::Ino;
-use crate::union::table::Counted;
+use crate::union::table::{Counted, Key, NodeId};
 
 /// Where a node is in the merged tree.
 #[derive(Debug, Clone)]
@@ -42,7 +42,12 @@ impl Loc {
 
 #[derive(Debug)]
 pub struct Node {
-    pub ino: Ino,
+    /// The kernel's name for it (see `table.rs`).
+    pub id: NodeId,
+    /// What finds it in the table.
+    key: Mutex<Key>,
+    /// The inode number it shows (a copy-up can change it).
+    ino: AtomicU64,
     pub is_dir: bool,
     /// The file type (`S_IFMT` bits) it was created with.
     pub fmt: u32,
@@ -56,15 +61,20 @@ pub struct Node {
     pub detached: OnceLock<OwnedFd>,
     /// Open handles the kernel took to execute this file (see `FileH::exec`).
     pub execs: AtomicU32,
+    /// Open handles the kernel reads the lower file through directly (passthrough), which
+    /// bind this node to the lower file (see `Union::supersede`).
+    pub lower_opens: AtomicU32,
     /// Directories: the listings readers are going through (directories have no
     /// handles).
     pub(super) listings: Mutex<Listings>,
 }
 
 impl Node {
-    pub fn new(ino: Ino, fmt: u32, loc: Loc) -> Node {
+    pub fn new(id: NodeId, key: Key, ino: Ino, fmt: u32, loc: Loc) -> Node {
         Node {
-            ino,
+            id,
+            key: Mutex::new(key),
+            ino: AtomicU64::new(ino.0),
             is_dir: fmt == libc::S_IFDIR,
             fmt,
             loc: RwLock::new(loc),
@@ -73,8 +83,20 @@ impl Node {
             upper_dir: OnceLock::new(),
             detached: OnceLock::new(),
             execs: AtomicU32::new(0),
+            lower_opens: AtomicU32::new(0),
             listings: Mutex::default(),
         }
+    }
+
+    /// The inode number it shows.
+    pub fn ino(&self) -> Ino {
+        Ino(self.ino.load(Ordering::Relaxed))
+    }
+
+    /// It shows `ino` from now on, and is found by `key`; returns the key it had.
+    pub fn renumber(&self, ino: Ino, key: Key) -> Key {
+        self.ino.store(ino.0, Ordering::Relaxed);
+        std::mem::replace(&mut self.key.lock().unwrap_or_else(|p| p.into_inner()), key)
     }
 
     /// A snapshot of the location.
@@ -157,8 +179,11 @@ impl Node {
 }
 
 impl Counted for Node {
-    fn ino(&self) -> Ino {
-        self.ino
+    fn id(&self) -> NodeId {
+        self.id
+    }
+    fn key(&self) -> Key {
+        self.key.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
     fn lookups(&self) -> &AtomicU64 {
         &self.lookups

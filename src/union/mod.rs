@@ -9,7 +9,8 @@
 //! changes. Every node knows where it is ([`inode::Loc`]); a mutation takes the namespace
 //! lock exclusively, lookups and listings share it, file data takes none.
 //!
-//! - `mod.rs`: the state, name resolution, copy-up;
+//! - `mod.rs`: the state, name resolution;
+//! - `copy.rs`: copy-up, and a node giving its name up to its copy;
 //! - `fs.rs`: the [`Core`](layerfs_fuse::Core) implementation;
 //! - `readdir.rs`: listings and their offsets;
 //! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
@@ -20,6 +21,7 @@
 //! - `refresh.rs`: reading changed lowers again now (SIGUSR1).
 
 mod config;
+mod copy;
 mod fs;
 pub mod handles;
 mod inode;
@@ -41,7 +43,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
-use layerfs_fuse::{Inval, Invalidate};
+use layerfs_fuse::Invalidate;
 
 use crate::error::{Error, Result};
 use crate::format;
@@ -49,12 +51,12 @@ use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
 use crate::stack::prefetch::Prefetcher;
 use crate::stack::{Ino, Stack};
 use crate::sys::{self, Stat};
-use crate::upper::copyup::{self, CopyOpts};
+use crate::upper::copyup;
 use crate::upper::Upper;
 use handles::Handles;
 use inode::{Loc, Node};
 use lower::{join, root_rel, LowerTree, Rel};
-use table::Table;
+use table::{Key, NodeId, Table};
 
 /// An open file.
 #[derive(Debug)]
@@ -66,14 +68,19 @@ struct FileH {
     upper: AtomicBool,
     /// Opened by execve (counted in `node.execs` until the handle goes).
     exec: bool,
+    /// Offered to the kernel to read the lower file directly (counted in
+    /// `node.lower_opens` until the handle goes).
+    lower_backed: bool,
 }
 
 impl Drop for FileH {
     fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
         if self.exec {
-            self.node
-                .execs
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.node.execs.fetch_sub(1, Relaxed);
+        }
+        if self.lower_backed {
+            self.node.lower_opens.fetch_sub(1, Relaxed);
         }
     }
 }
@@ -124,6 +131,8 @@ pub struct Union {
     /// Reads origin records (of copies made now or by earlier mounts, from any lower
     /// filesystem) back into inode numbers.
     origins: copyup::Origins,
+    /// The kernel reads lower files of this writable mount directly (passthrough).
+    lower_passthrough: AtomicBool,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -160,6 +169,8 @@ impl Union {
         }
         let table = Arc::new(Table::default());
         let root = Node::new(
+            NodeId::ROOT,
+            Key::Ino(Ino::ROOT),
             Ino::ROOT,
             libc::S_IFDIR,
             Loc {
@@ -194,6 +205,7 @@ impl Union {
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
             origins,
+            lower_passthrough: AtomicBool::new(false),
         })
     }
 
@@ -212,8 +224,9 @@ impl Union {
         self.table.len()
     }
 
-    fn node(&self, ino: u64) -> Result<Arc<Node>> {
-        self.table.get(Ino(ino))
+    /// The node the kernel calls `id`.
+    fn node(&self, id: u64) -> Result<Arc<Node>> {
+        self.table.get(NodeId(id))
     }
 
     fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
@@ -258,72 +271,6 @@ impl Union {
             self.copy_up(node, true)?;
         }
         self.upper_dir(node)
-    }
-
-    /// Copies `node` up (parents first); `data: false` leaves a file empty (`O_TRUNC`).
-    /// Takes effect atomically (built in the workdir, renamed into place). The caller holds
-    /// the namespace lock exclusively.
-    fn copy_up(&self, node: &Arc<Node>, data: bool) -> Result<()> {
-        self.copy_up_with(node, data, false)
-    }
-
-    /// [`Self::copy_up`], metadata only with `meta` (see `metacopy.rs`).
-    fn copy_up_with(&self, node: &Arc<Node>, data: bool, meta: bool) -> Result<()> {
-        let loc = node.loc();
-        if loc.upper {
-            return Ok(());
-        }
-        if loc.unlinked {
-            return Err(Error::NotFound);
-        }
-        let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
-        let pfd = self.ensure_upper_dir(parent)?;
-        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-        let le = self
-            .lowers
-            .entry(&self.stack, rel)
-            .map_err(Error::io("lower lookup"))?
-            .ok_or(Error::NotFound)?;
-        let st = le.attr().map_err(Error::io("lstat"))?;
-        // The origin names the lower file by handle (null uuid, as the kernel writes it).
-        let up = self.upper()?;
-        let opts = CopyOpts {
-            fsync: !self.volatile,
-            origin: up.xattrs.then_some(up.ns),
-            data,
-            metacopy: (meta && st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size > 0)
-                .then_some(up.ns),
-            owner_optional: self.cfg.ids.squashes(),
-        };
-        // The parent's times before the copy lands in it, put back after (as the kernel's
-        // overlay does): a copy-up changes no name in the parent as the mount shows it.
-        let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
-        le.parent
-            .with_dir_of(le.entry(), |d| {
-                copyup::copy_up(d, &loc.name, &st, &up.work, pfd.as_fd(), opts)
-            })
-            .map_err(Error::io("copy-up"))?;
-        log::debug!("copied up {}", String::from_utf8_lossy(rel));
-        node.set_loc(|l| l.upper = true);
-        let (at, mt) = sys::times_of(&pst);
-        if let Err(e) = sys::futimens(pfd.as_fd(), at, mt) {
-            // Best effort, as on the kernel: the copy is in place either way.
-            log::debug!("restoring the times of {:?}'s parent: {e}", loc.name);
-        }
-        // The copy's ctime and blocks are its own: the kernel did not see that happen. The
-        // parent's times are as they were (its ctime moved, which the kernel's cache keeps
-        // until the next change it sees there: not dropped, as that would cost every later
-        // lookup in the directory a GETATTR under `default_permissions`).
-        self.invalidate.send(Inval::Attr(node.ino.0));
-        if !node.is_dir {
-            let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
-            let ust = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
-            if self.upper_ino(&ust, None, pfd.as_fd(), &loc.name)? != node.ino {
-                // No origin the number reads back from: remember it for this mount.
-                self.upper_inos.insert(ust.st_ino, node.ino);
-            }
-        }
-        Ok(())
     }
 
     /// Resolves `name` in directory `dir` (at `dloc`): upper first (a whiteout hides), then
@@ -565,8 +512,15 @@ impl Union {
             lower: r.lower,
             unlinked: false,
         };
-        let node = self.table.get_or_insert(r.ino, count, || {
-            Node::new(r.ino, r.st.st_mode & libc::S_IFMT, loc.clone())
+        let fmt = r.st.st_mode & libc::S_IFMT;
+        // Each name of a lower hard link is a node of its own (see `Key::Name`).
+        let key = if !r.upper && fmt != libc::S_IFDIR && r.st.st_nlink > 1 {
+            Key::Name(r.ino, dir.id, name.into())
+        } else {
+            Key::Ino(r.ino)
+        };
+        let node = self.table.get_or_insert(key.clone(), count, |id| {
+            Node::new(id, key, r.ino, fmt, loc.clone())
         });
         if node.fmt != r.st.st_mode & libc::S_IFMT {
             // A number reused while the kernel still holds the node: should not happen
@@ -584,8 +538,8 @@ impl Union {
             // left its inode number to a new one, found here; act through this name.
             node.focus(dir, name);
         }
-        let st = self.overridden(&node, r.st);
-        (node, self.cfg.present(st, r.ino), loc)
+        let st = self.cfg.present(self.overridden(&node, r.st), node.ino());
+        (node, st, loc)
     }
 
     /// Asks for the lower directory `rel` to be indexed in the background (a tree walk is
@@ -660,7 +614,7 @@ impl Union {
 
     fn attr_of(&self, node: &Node) -> Result<Stat> {
         let st = self.overridden(node, self.real_attr(node)?);
-        Ok(self.cfg.present(st, node.ino))
+        Ok(self.cfg.present(st, node.ino()))
     }
 
     /// Runs `f` on the directory holding `node` and its name there: the upper parent if the

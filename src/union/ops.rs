@@ -78,10 +78,26 @@ pub(super) enum Make<'a> {
     Symlink { target: &'a [u8] },
 }
 
+/// The mode a new entry of `mode` gets in upper directory `pfd`, and the directory's
+/// default ACL: one replaces the umask (the upper filesystem applies it, our own umask being
+/// 0); otherwise the caller's umask applies, as in the VFS.
+pub(super) fn new_mode(pfd: BorrowedFd<'_>, mode: u32, ctx: Ctx) -> Result<(u32, Option<Vec<u8>>)> {
+    let default_acl = match sys::fgetxattr(pfd, ACL_DEFAULT) {
+        Ok(v) => Some(v),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::EOPNOTSUPP)) => None,
+        Err(e) => return Err(Error::io("getxattr default ACL")(e)),
+    };
+    let mode = match default_acl {
+        Some(_) => mode,
+        None => mode & !(ctx.umask & 0o777),
+    };
+    Ok((mode, default_acl))
+}
+
 impl Union {
     /// The owner of a new entry in a directory with attributes `pst`: the caller (as the
     /// host sees it), the group of a setgid directory.
-    fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
+    pub(super) fn new_owner(&self, ctx: Ctx, pst: &Stat) -> (u32, u32) {
         let uid = self.cfg.ids.store_uid(ctx.uid);
         let gid = if pst.st_mode & libc::S_ISGID != 0 {
             pst.st_gid
@@ -184,17 +200,7 @@ impl Union {
         let pfd = self.ensure_upper_dir(&dir)?;
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
         let owner = self.new_owner(ctx, &pst);
-        // A default ACL on the parent replaces the umask (the upper filesystem applies it,
-        // our own umask being 0); otherwise the caller's umask applies, as in the VFS.
-        let default_acl = match sys::fgetxattr(pfd.as_fd(), ACL_DEFAULT) {
-            Ok(v) => Some(v),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::EOPNOTSUPP)) => None,
-            Err(e) => return Err(Error::io("getxattr default ACL")(e)),
-        };
-        let mode = match default_acl {
-            Some(_) => mode,
-            None => mode & !(ctx.umask & 0o777),
-        };
+        let (mode, default_acl) = new_mode(pfd.as_fd(), mode, ctx)?;
         let c = cname(name)?;
         self.kernel_whiteout_for(pfd.as_fd(), &c)?;
         let over_whiteout = matches!(sys::lstatat(pfd.as_fd(), &c), Ok(st) if is_whiteout(&st));
@@ -234,10 +240,10 @@ impl Union {
             self.make_at(pfd.as_fd(), &c, &what, mode, owner, &pst)
                 .map_err(Error::io("create"))?
         };
-        let (_, st) = self
+        let (node, st) = self
             .child(&dir, &dir.loc(), name, true)?
             .ok_or(Error::Bug("created entry not found"))?;
-        Ok((self.entry_of(st), fd))
+        Ok((self.entry_of(&node, st), fd))
     }
 
     /// Turns a whiteout of another form (OCI `.wh.NAME`, kernel xattr form) hiding name `c`
@@ -259,7 +265,7 @@ impl Union {
             .child_at(&dir, &dloc, name, false)?
             .ok_or(Error::NotFound)?;
         let r = self.remove_node(&dir, name, &node, &at, rmdir);
-        self.table.drop_unreferenced(node.ino);
+        self.table.drop_unreferenced(node.id);
         r
     }
 
@@ -429,9 +435,9 @@ impl Union {
             d.focus(&d2, n2);
         }
         let r = self.rename_nodes(&d1, n1, &src, &d2, n2, dst.as_ref(), exchange, noreplace);
-        self.table.drop_unreferenced(src.ino);
+        self.table.drop_unreferenced(src.id);
         if let Some(d) = dst {
-            self.table.drop_unreferenced(d.ino);
+            self.table.drop_unreferenced(d.id);
         }
         r
     }
@@ -574,22 +580,30 @@ impl Union {
         self.copy_up(&node, true)?;
         self.fill_metacopy(&node, true)?;
         let loc = node.loc();
-        if loc.unlinked {
-            return Err(Error::NotFound);
-        }
-        let pf1 = self.upper_dir(loc.parent.as_ref().ok_or(Error::Invalid)?)?;
+        // A node with no name (an `O_TMPFILE` file; the kernel checked it may be linked)
+        // is linked through its own fd.
+        let pf1 = match (loc.unlinked, node.detached.get()) {
+            (false, _) => Some(self.upper_dir(loc.parent.as_ref().ok_or(Error::Invalid)?)?),
+            (true, Some(_)) => None,
+            (true, None) => return Err(Error::NotFound),
+        };
         let pf2 = self.ensure_upper_dir(&dir)?;
         let (c1, c2) = (cname(&loc.name)?, cname(name)?);
+        let link = |d: BorrowedFd<'_>, n: &CStr| match (&pf1, node.detached.get()) {
+            (Some(p), _) => sys::linkat(p.as_fd(), &c1, d, n),
+            (None, Some(fd)) => sys::link_fd(fd.as_fd(), d, n),
+            (None, None) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+        };
         self.kernel_whiteout_for(pf2.as_fd(), &c2)?;
         if matches!(sys::lstatat(pf2.as_fd(), &c2), Ok(st) if is_whiteout(&st)) {
             let tmp = self.upper()?.work.temp_name();
-            sys::linkat(pf1.as_fd(), &c1, self.work()?, &tmp).map_err(Error::io("link"))?;
+            link(self.work()?, &tmp).map_err(Error::io("link"))?;
             if let Err(e) = sys::renameat2(self.work()?, &tmp, pf2.as_fd(), &c2, 0) {
                 self.discard(&tmp);
                 return Err(Error::io("rename over whiteout")(e));
             }
         } else {
-            sys::linkat(pf1.as_fd(), &c1, pf2.as_fd(), &c2).map_err(Error::io("link"))?;
+            link(pf2.as_fd(), &c2).map_err(Error::io("link"))?;
         }
         // Same inode as the first name: its origin (or remembered number) is shared.
         let st = sys::lstatat(pf2.as_fd(), &c2).map_err(Error::io("lstat"))?;
@@ -600,8 +614,11 @@ impl Union {
             lower: loc.lower.clone(),
             unlinked: false,
         });
-        self.table.count(node.ino);
-        Ok(self.entry_of(self.cfg.present(self.overridden(&node, st), node.ino)))
+        self.table.count(node.id);
+        Ok(self.entry_of(
+            &node,
+            self.cfg.present(self.overridden(&node, st), node.ino()),
+        ))
     }
 
     /// An fd on the node's own inode for attribute changes: the upper root, a detached
@@ -618,8 +635,8 @@ impl Union {
         Ok(None)
     }
 
-    /// Changes attributes; `by` asked (a truncation, or the kernel's empty change before
-    /// other data changes, may take set-id bits away: see `privs`).
+    /// Changes attributes; `by` asked (a marked truncation, or the kernel's empty change
+    /// before other data changes, takes set-id bits away: see `privs`).
     pub(super) fn setattr(&self, ino: u64, set: &SetAttr, by: Changer) -> Result<Entry> {
         let _g = self.exclusive();
         let node = self.node(ino)?;
@@ -670,7 +687,10 @@ impl Union {
             && set.mtime.is_none();
         let mode = match set.mode {
             None if empty && set.ctime => mode_after_chown(&self.attr_of(&node)?, by)?,
-            None if empty => mode_after_write(&self.attr_of(&node)?, by),
+            // The kernel sends it only when it found bits the caller's change drops.
+            None if empty => {
+                mode_after_write(&self.attr_of(&node)?, Changer { marked: true, ..by })
+            }
             m => m,
         };
         let chown = set.uid.is_some() || set.gid.is_some();
@@ -713,7 +733,7 @@ impl Union {
             }
             .map_err(Error::io("utimens"))?;
         }
-        Ok(self.entry_of(self.attr_of(&node)?))
+        Ok(self.entry_of(&node, self.attr_of(&node)?))
     }
 
     /// `setxattr` (`value: Some`) or `removexattr` (`None`); copies up first. Removing a

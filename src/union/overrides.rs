@@ -50,7 +50,7 @@ impl Union {
                     st.st_mode = (st.st_mode & libc::S_IFMT) | o.mode;
                 }
             }
-            Err(e) => log::debug!("override of node {}: {e}", node.ino.0),
+            Err(e) => log::debug!("override of node {}: {e}", node.id.0),
         }
         st
     }

@@ -8,57 +8,55 @@
 //! set-group-id when the group may execute it or the caller is not in the file's group,
 //! unless the caller holds `CAP_FSETID` (`setattr_should_drop_suidgid`). A chown(-1, -1)
 //! drops set-user-id whoever asks, set-group-id as before, and needs the owner for that.
-//! A write arrives marked when its caller lacks `CAP_FSETID`; a truncation (`SETATTR` with
-//! a size, an `O_TRUNC` open) and the kernel's own attribute change before other changes of
-//! data (an empty `SETATTR`: fallocate, copy_file_range, a write through the page cache or
-//! a backing file) do not carry it through our FUSE library, so the calling thread is
-//! asked, through `/proc`, and only when the file has a set-id bit to lose.
+//!
+//! Whether the caller holds `CAP_FSETID` is the kernel's to say, in its own namespace: it
+//! marks a write (`FUSE_WRITE_KILL_SUIDGID`), a truncation (`FATTR_KILL_SUIDGID`) and an
+//! `O_TRUNC` open (`FUSE_OPEN_KILL_SUIDGID`) by a caller without it, and sends its own empty
+//! `SETATTR` before other changes of data (fallocate, copy_file_range, a write through the
+//! page cache or a backing file) only when it found bits the caller's change must drop. An
+//! unmarked change keeps the bits. Group membership is judged by the caller's fsgid (the
+//! request's gid): supplementary groups do not reach us (docs/SEMANTICS.md).
 
 use std::os::fd::BorrowedFd;
 
-use layerfs_fuse::Inval;
-use log::debug;
+use layerfs_fuse::{Ctx, Inval};
 
 use super::Union;
 use crate::error::{Error, Result};
-use crate::sys::{self, Creds, Stat};
+use crate::sys::{self, Stat};
 
 /// Who changes a file, as far as its set-id bits are concerned.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Changer {
-    /// The calling thread (the request's pid; 0 when the kernel could not name it).
-    pub tid: u32,
-    /// The kernel said the caller lacks `CAP_FSETID` (a marked write).
-    pub lacks_fsetid: bool,
+    /// The caller's fsuid and fsgid, as the mount shows ids.
+    pub uid: u32,
+    pub gid: u32,
+    /// The kernel marked the change: the caller lacks `CAP_FSETID` (or, for its empty
+    /// `SETATTR`, found bits to drop).
+    pub marked: bool,
 }
 
 impl Changer {
-    pub fn thread(tid: u32) -> Changer {
+    /// The caller of `ctx`; `marked` as the kernel said.
+    pub fn new(ctx: Ctx, marked: bool) -> Changer {
         Changer {
-            tid,
-            lacks_fsetid: false,
+            uid: ctx.uid,
+            gid: ctx.gid,
+            marked,
         }
     }
 
-    /// The caller's credentials; `None` when it cannot be asked (gone, or in a pid
-    /// namespace we cannot see), which counts as no capability and no group: keeping a
-    /// set-id bit over data its owner did not write is the failure that matters.
-    fn creds(self) -> Option<Creds> {
-        let c = sys::thread_creds(self.tid);
-        if c.is_none() {
-            debug!(
-                "credentials of thread {}: unknown; set-id bits go",
-                self.tid
-            );
-        }
-        c
+    /// Root of the mount's user namespace: taken to hold `CAP_FOWNER` and `CAP_FSETID` where
+    /// the kernel does not say (a chown(-1, -1)).
+    fn root(self) -> bool {
+        self.uid == 0
     }
 }
 
 /// Set-group-id lost by a change (`setattr_should_drop_sgid`): with group execute always,
-/// else when the caller is neither in the file's group `gid` nor `capable`.
-fn sgid_lost(mode: u32, gid: u32, creds: Option<&Creds>, capable: bool) -> u32 {
-    let kept = mode & libc::S_IXGRP == 0 && (capable || creds.is_some_and(|c| c.in_group(gid)));
+/// else when the caller (fsgid `by_gid`) is neither in the file's group `gid` nor `capable`.
+fn sgid_lost(mode: u32, gid: u32, by_gid: u32, capable: bool) -> u32 {
+    let kept = mode & libc::S_IXGRP == 0 && (capable || by_gid == gid);
     if mode & libc::S_ISGID == 0 || kept {
         0
     } else {
@@ -70,14 +68,13 @@ fn sgid_lost(mode: u32, gid: u32, creds: Option<&Creds>, capable: bool) -> u32 {
 /// shows them); `None` when no bit goes.
 pub(super) fn mode_after_write(st: &Stat, by: Changer) -> Option<u32> {
     let mode = st.st_mode;
-    if mode & libc::S_IFMT != libc::S_IFREG || mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+    if !by.marked
+        || mode & libc::S_IFMT != libc::S_IFREG
+        || mode & (libc::S_ISUID | libc::S_ISGID) == 0
+    {
         return None;
     }
-    let creds = by.creds();
-    if !by.lacks_fsetid && creds.as_ref().is_some_and(|c| c.capable(sys::CAP_FSETID)) {
-        return None;
-    }
-    let bits = (mode & libc::S_ISUID) | sgid_lost(mode, st.st_gid, creds.as_ref(), false);
+    let bits = (mode & libc::S_ISUID) | sgid_lost(mode, st.st_gid, by.gid, false);
     (bits != 0).then_some(mode & 0o7777 & !bits)
 }
 
@@ -88,24 +85,19 @@ pub(super) fn mode_after_chown(st: &Stat, by: Changer) -> Result<Option<u32>> {
     if mode & libc::S_IFMT == libc::S_IFDIR || mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
         return Ok(None);
     }
-    let creds = by.creds();
-    let capable = creds.as_ref().is_some_and(|c| c.capable(sys::CAP_FSETID));
-    let bits = (mode & libc::S_ISUID) | sgid_lost(mode, st.st_gid, creds.as_ref(), capable);
+    let bits = (mode & libc::S_ISUID) | sgid_lost(mode, st.st_gid, by.gid, by.root());
     if bits == 0 {
         return Ok(None);
     }
-    let owner = creds
-        .as_ref()
-        .is_some_and(|c| c.fsuid == st.st_uid || c.capable(sys::CAP_FOWNER));
-    if !owner {
+    if by.uid != st.st_uid && !by.root() {
         return Err(Error::NotOwner);
     }
     Ok(Some(mode & 0o7777 & !bits))
 }
 
 impl Union {
-    /// Before `by` changes the data of the file open at `fd` (node `ino`): drops the set-id
-    /// bits the change takes away, and tells the kernel its cached mode is stale.
+    /// Before `by` changes the data of the file open at `fd` (node id `ino`): drops the
+    /// set-id bits the change takes away, and tells the kernel its cached mode is stale.
     pub(super) fn drop_setid(&self, ino: u64, fd: BorrowedFd<'_>, by: Changer) -> Result<()> {
         let st = sys::fstat(fd).map_err(Error::io("fstat"))?;
         if st.st_mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
@@ -131,45 +123,54 @@ mod tests {
         st
     }
 
-    /// A caller that cannot be asked: no capability, no group.
-    const NOBODY: Changer = Changer {
-        tid: 0,
-        lacks_fsetid: true,
+    /// A caller the kernel marked, in group 7.
+    const MARKED: Changer = Changer {
+        uid: 1000,
+        gid: 7,
+        marked: true,
     };
 
     #[test]
-    fn a_write_drops_set_group_id_with_group_execute_or_outside_the_group() {
-        assert_eq!(mode_after_write(&st(0o6755, 0, 0), NOBODY), Some(0o755));
-        assert_eq!(mode_after_write(&st(0o6745, 0, 0), NOBODY), Some(0o745));
-        assert_eq!(mode_after_write(&st(0o4745, 0, 0), NOBODY), Some(0o745));
-        assert_eq!(mode_after_write(&st(0o0777, 0, 0), NOBODY), None);
+    fn a_marked_write_drops_set_group_id_with_group_execute_or_outside_the_group() {
+        assert_eq!(mode_after_write(&st(0o6755, 0, 0), MARKED), Some(0o755));
+        assert_eq!(mode_after_write(&st(0o6745, 0, 0), MARKED), Some(0o745));
+        assert_eq!(mode_after_write(&st(0o6745, 0, 7), MARKED), Some(0o2745));
+        assert_eq!(mode_after_write(&st(0o4745, 0, 0), MARKED), Some(0o745));
+        assert_eq!(mode_after_write(&st(0o0777, 0, 0), MARKED), None);
         let mut dir = st(0o6755, 0, 0);
         dir.st_mode = libc::S_IFDIR | 0o6755;
-        assert_eq!(mode_after_write(&dir, NOBODY), None);
+        assert_eq!(mode_after_write(&dir, MARKED), None);
+    }
+
+    #[test]
+    fn an_unmarked_write_keeps_every_bit() {
+        let by = Changer {
+            marked: false,
+            ..MARKED
+        };
+        assert_eq!(mode_after_write(&st(0o6755, 0, 0), by), None);
     }
 
     #[test]
     fn set_group_id_without_group_execute_stays_for_a_member() {
-        let me = Creds {
-            fsgid: 7,
-            groups: vec![9],
-            ..Creds::default()
-        };
-        assert_eq!(sgid_lost(0o2745, 7, Some(&me), false), 0);
-        assert_eq!(sgid_lost(0o2745, 9, Some(&me), false), 0);
-        assert_eq!(sgid_lost(0o2745, 8, Some(&me), false), libc::S_ISGID);
-        assert_eq!(sgid_lost(0o2745, 8, Some(&me), true), 0);
-        assert_eq!(sgid_lost(0o2755, 7, Some(&me), true), libc::S_ISGID);
+        assert_eq!(sgid_lost(0o2745, 7, 7, false), 0);
+        assert_eq!(sgid_lost(0o2745, 8, 7, false), libc::S_ISGID);
+        assert_eq!(sgid_lost(0o2745, 8, 7, true), 0);
+        assert_eq!(sgid_lost(0o2755, 7, 7, true), libc::S_ISGID);
     }
 
     #[test]
     fn chown_to_nothing_needs_the_owner_to_drop_bits() {
         assert!(matches!(
-            mode_after_chown(&st(0o4755, 0, 0), NOBODY),
+            mode_after_chown(&st(0o4755, 0, 0), MARKED),
             Err(Error::NotOwner)
         ));
         assert!(matches!(
-            mode_after_chown(&st(0o755, 0, 0), NOBODY),
+            mode_after_chown(&st(0o4755, 1000, 0), MARKED),
+            Ok(Some(0o755))
+        ));
+        assert!(matches!(
+            mode_after_chown(&st(0o755, 0, 0), MARKED),
             Ok(None)
         ));
     }

@@ -137,14 +137,14 @@ impl Union {
                 self.prefetch_lower(super::join(rel, &e.name));
             }
             let full = add(DirEntry {
-                ino: child.ino.0,
+                ino: child.ino().0,
                 next_offset,
                 mode,
                 name: &e.name,
-                entry: Some(self.entry_of(st)),
+                entry: Some(self.entry_of(&child, st)),
             });
             if full {
-                self.table.forget(child.ino, 1);
+                self.table.forget(child.id, 1);
                 return Ok(());
             }
         }
@@ -170,16 +170,16 @@ impl Union {
                 continue;
             };
             let full = add(DirEntry {
-                ino: child.ino.0,
+                ino: child.ino().0,
                 next_offset: at.offset(i as u64 + 3),
                 mode: kind.mode_bits(),
                 name,
-                entry: plus.then(|| self.entry_of(st)),
+                entry: plus.then(|| self.entry_of(&child, st)),
             });
             if plus && full {
-                self.table.forget(child.ino, 1);
+                self.table.forget(child.id, 1);
             } else if !plus {
-                self.table.drop_unreferenced(child.ino);
+                self.table.drop_unreferenced(child.id);
             }
             if full {
                 return Ok(());

@@ -30,12 +30,11 @@ impl Refresh {
         for n in &nodes {
             let loc = n.loc();
             if let Some(p) = &loc.parent {
-                self.invalidate
-                    .send(Inval::Entry(p.ino.0, loc.name.clone()));
+                self.invalidate.send(Inval::Entry(p.id.0, loc.name.clone()));
             }
         }
         for n in &nodes {
-            self.invalidate.send(Inval::Inode(n.ino.0));
+            self.invalidate.send(Inval::Inode(n.id.0));
         }
         log::info!(
             "refreshed: lower indexes dropped, {} nodes invalidated",

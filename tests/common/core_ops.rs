@@ -43,7 +43,30 @@ fn umask() -> u32 {
 struct At<'a> {
     parent: u64,
     name: &'a OsStr,
-    st: Option<libc::stat>,
+    st: Option<Found>,
+}
+
+/// A node found: its id (what later calls name it by) and the attributes it shows.
+#[derive(Clone, Copy)]
+struct Found {
+    node: u64,
+    st: libc::stat,
+}
+
+impl std::ops::Deref for Found {
+    type Target = libc::stat;
+    fn deref(&self) -> &libc::stat {
+        &self.st
+    }
+}
+
+impl From<layerfs_fuse::Entry> for Found {
+    fn from(e: layerfs_fuse::Entry) -> Found {
+        Found {
+            node: e.node,
+            st: e.attr,
+        }
+    }
 }
 
 /// Resolves `rel` as the kernel's path walk does, never following a symlink: one in a
@@ -53,18 +76,18 @@ fn resolve<'a>(u: &Union, rel: &'a str) -> Result<At<'a>, Outcome> {
     let mut dir = ROOT;
     for c in &comps[..comps.len() - 1] {
         let st = match u.lookup(dir, OsStr::new(c)) {
-            Ok(e) => e.attr,
+            Ok(e) => Found::from(e),
             Err(e) => return Err(Outcome::Errno(e.errno())),
         };
         match fmt(&st) {
             libc::S_IFLNK => return Err(Outcome::Skipped),
-            libc::S_IFDIR => dir = st.st_ino,
+            libc::S_IFDIR => dir = st.node,
             _ => return Err(Outcome::Errno(libc::ENOTDIR)),
         }
     }
     let name = OsStr::new(comps[comps.len() - 1]);
     let st = match u.lookup(dir, name) {
-        Ok(e) => Some(e.attr),
+        Ok(e) => Some(Found::from(e)),
         Err(e) if e.errno() == libc::ENOENT => None,
         Err(e) => return Err(Outcome::Errno(e.errno())),
     };
@@ -102,7 +125,7 @@ fn crosses_symlink(u: &Union, rel: &str) -> bool {
     for c in &comps[..comps.len() - 1] {
         match u.lookup(dir, OsStr::new(c)) {
             Ok(e) if fmt(&e.attr) == libc::S_IFLNK => return true,
-            Ok(e) if fmt(&e.attr) == libc::S_IFDIR => dir = e.attr.st_ino,
+            Ok(e) if fmt(&e.attr) == libc::S_IFDIR => dir = e.node,
             _ => return false,
         }
     }
@@ -140,8 +163,8 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                         return Err(Outcome::Errno(e));
                     }
                     (
-                        st.st_ino,
-                        u.open(st.st_ino, flags, ctx()).map_err(errno)?.fh,
+                        st.node,
+                        u.open(st.node, flags, false, ctx()).map_err(errno)?.fh,
                     )
                 }
                 None => {
@@ -150,7 +173,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                     let (e, o) = u
                         .create(at.parent, at.name, mode, flags, ctx())
                         .map_err(errno)?;
-                    (e.attr.st_ino, o.fh)
+                    (e.node, o.fh)
                 }
             };
             let off = match how {
@@ -169,14 +192,17 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if let Some(e) = open_check(&st, true) {
                 return Err(Outcome::Errno(e));
             }
-            let fh = u.open(st.st_ino, libc::O_WRONLY, ctx()).map_err(errno)?.fh;
+            let fh = u
+                .open(st.node, libc::O_WRONLY, false, ctx())
+                .map_err(errno)?
+                .fh;
             let set = SetAttr {
                 size: Some(*len),
                 fh: Some(fh),
                 ..SetAttr::default()
             };
-            let r = u.setattr(st.st_ino, &set, ctx());
-            u.release(st.st_ino, fh);
+            let r = u.setattr(st.node, &set, ctx());
+            u.release(st.node, fh);
             done(r)
         }
         Op::Mkdir { path, mode } => {
@@ -220,7 +246,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if fmt(&st) == libc::S_IFDIR {
                 return Err(Outcome::Errno(libc::EPERM));
             }
-            done(u.link(st.st_ino, dst.parent, dst.name))
+            done(u.link(st.node, dst.parent, dst.name))
         }
         Op::Mknod { path, kind } => {
             let at = resolve(u, path)?;
@@ -238,7 +264,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                 mode: Some(*mode),
                 ..SetAttr::default()
             };
-            done(u.setattr(st.st_ino, &set, ctx()))
+            done(u.setattr(st.node, &set, ctx()))
         }
         Op::Chown { path, uid } => {
             let st = existing(u, path)?;
@@ -247,7 +273,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                 gid: Some(*uid),
                 ..SetAttr::default()
             };
-            done(u.setattr(st.st_ino, &set, ctx()))
+            done(u.setattr(st.node, &set, ctx()))
         }
         Op::Utime { path, secs } => {
             let st = existing(u, path)?;
@@ -257,17 +283,17 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
                 mtime: Some(SetTime::At(t)),
                 ..SetAttr::default()
             };
-            done(u.setattr(st.st_ino, &set, ctx()))
+            done(u.setattr(st.node, &set, ctx()))
         }
         Op::SetXattr { path, name, value } => {
             let st = existing(u, path)?;
             xattr_check(&st, name)?;
-            done(u.setxattr(st.st_ino, OsStr::new(name), value, 0))
+            done(u.setxattr(st.node, OsStr::new(name), value, 0))
         }
         Op::RemoveXattr { path, name } => {
             let st = existing(u, path)?;
             xattr_check(&st, name)?;
-            done(u.removexattr(st.st_ino, OsStr::new(name)))
+            done(u.removexattr(st.node, OsStr::new(name)))
         }
         // Never drawn for the core (`ops::op` has no ACLs; the kernel's VFS applies them).
         Op::SetAcl { .. } => Outcome::Skipped,
@@ -279,9 +305,12 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
             if fmt(&st) != libc::S_IFREG {
                 return Ok(Outcome::Ok);
             }
-            let fh = u.open(st.st_ino, libc::O_RDONLY, ctx()).map_err(errno)?.fh;
-            let r = read_all(u, st.st_ino, fh);
-            u.release(st.st_ino, fh);
+            let fh = u
+                .open(st.node, libc::O_RDONLY, false, ctx())
+                .map_err(errno)?
+                .fh;
+            let r = read_all(u, st.node, fh);
+            u.release(st.node, fh);
             match r {
                 Ok(d) => Outcome::Data(d),
                 Err(e) => errno(e),
@@ -290,7 +319,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
     })
 }
 
-fn existing(u: &Union, path: &str) -> Result<libc::stat, Outcome> {
+fn existing(u: &Union, path: &str) -> Result<Found, Outcome> {
     resolve(u, path)?.st.ok_or(Outcome::Errno(libc::ENOENT))
 }
 
@@ -341,7 +370,8 @@ fn rename(u: &Union, from: &str, to: &str, flags: u32) -> Result<Outcome, Outcom
         return Err(Outcome::Errno(e));
     }
     if let Some(dst_st) = dst.st {
-        if dst_st.st_ino == sst.st_ino {
+        // The same inode (the kernel's, a node): nothing to do.
+        if dst_st.node == sst.node {
             return Ok(Outcome::Ok);
         }
         if !exchange {
@@ -372,7 +402,7 @@ fn walk(u: &Union, ino: u64, st: libc::stat, rel: &Path, t: &mut Tree) {
     let f = fmt(&st);
     let is_dir = f == libc::S_IFDIR;
     let content = (f == libc::S_IFREG).then(|| {
-        let fh = u.open(ino, libc::O_RDONLY, ctx()).unwrap().fh;
+        let fh = u.open(ino, libc::O_RDONLY, false, ctx()).unwrap().fh;
         let d = read_all(u, ino, fh).unwrap();
         u.release(ino, fh);
         d
@@ -415,7 +445,7 @@ fn walk(u: &Union, ino: u64, st: libc::stat, rel: &Path, t: &mut Tree) {
     names.sort();
     for n in names {
         let name = OsStr::from_bytes(&n);
-        let child = u.lookup(ino, name).unwrap().attr;
-        walk(u, child.st_ino, child, &rel.join(name), t);
+        let child = u.lookup(ino, name).unwrap();
+        walk(u, child.node, child.attr, &rel.join(name), t);
     }
 }

@@ -5,6 +5,7 @@
 pub mod core_ops;
 pub mod debian;
 pub mod ops;
+pub mod pair;
 pub mod podman;
 pub mod side;
 pub mod spec;
@@ -106,9 +107,29 @@ impl Layerfs {
         extra: &[&str],
         env: &[(&str, &Path)],
     ) -> Layerfs {
+        Self::mount_via(&[], lowers, mp, extra, env)
+    }
+
+    /// `mount_with_env`, the daemon started through the command `wrapper` (say
+    /// `unshare --pid --fork`), which must run it in this mount namespace.
+    pub fn mount_via(
+        wrapper: &[&str],
+        lowers: &[PathBuf],
+        mp: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Layerfs {
         std::fs::create_dir_all(mp).unwrap();
         let mp = std::fs::canonicalize(mp).unwrap();
-        let mut child = Command::new(BIN)
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .envs(env.iter().copied())
             .arg("-f")
             .arg("-o")

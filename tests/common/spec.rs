@@ -217,9 +217,9 @@ pub fn write_stack(base: &Path, stack: &[Layer], form: Form) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The stack without hard links inside layers (see docs/SEMANTICS.md: a copied-up lower
-/// hard link stays joined to its other names within a mount, where the kernel without
-/// `index=on` splits them).
+/// The stack without hard links inside layers (see docs/SEMANTICS.md: after a remount, a
+/// hard link made through the mount to the copy of a lower hard link shows the origin's
+/// number, where the kernel shows the copy's).
 pub fn without_hardlinks(stack: &[Layer]) -> Vec<Layer> {
     fn strip(l: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
         l.iter()

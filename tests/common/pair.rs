@@ -1,0 +1,196 @@
+//! Side by side: the kernel's overlay and layerfs, each over its own copy of the same
+//! layers, the same shell steps run on both and their outcomes compared.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{Kernel, Layerfs};
+
+/// One side's layers: `lower0` (bottom) ... under `base`, an upper, a workdir, and the
+/// uppers stacked later as lowers under `root`.
+pub struct Dirs {
+    base: PathBuf,
+    pub root: PathBuf,
+    /// How many lowers are in `base`.
+    in_base: usize,
+}
+
+impl Dirs {
+    pub fn lowers(&self, n: usize) -> Vec<PathBuf> {
+        // lowerdir lists the top first.
+        (0..n).rev().map(|i| self.lower(i)).collect()
+    }
+    pub fn lower(&self, i: usize) -> PathBuf {
+        let dir = if i < self.in_base {
+            &self.base
+        } else {
+            &self.root
+        };
+        dir.join(format!("lower{i}"))
+    }
+    pub fn p(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+}
+
+/// A tmpfs mounted for a test; detached in Drop.
+pub struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is NUL-terminated.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The kernel and layerfs, each over its own copy of the same layers.
+pub struct Pair {
+    // Unmounted first (fields drop in order), then the tmpfs, then the files.
+    kernel: Option<Kernel>,
+    layerfs: Option<Layerfs>,
+    _tmpfs: Option<Tmpfs>,
+    _t: tempfile::TempDir,
+    /// The kernel's layers, then layerfs's.
+    pub sides: [Dirs; 2],
+    lowers: usize,
+}
+
+impl Pair {
+    /// `fill(lower_index, dir)` writes each of `lowers` lower layers (the same on both
+    /// sides); mounted writable with an empty upper.
+    pub fn new(lowers: usize, fill: impl Fn(usize, &Path)) -> Pair {
+        Self::new_on(lowers, fill, false)
+    }
+
+    /// With `tmpfs_upper`, the uppers (and the lowers they become) are on a tmpfs, the
+    /// first lowers on the test directory's filesystem: a stack over two filesystems.
+    pub fn new_on(lowers: usize, fill: impl Fn(usize, &Path), tmpfs_upper: bool) -> Pair {
+        let t = tempfile::tempdir().unwrap();
+        let tmpfs = tmpfs_upper.then(|| {
+            let m = t.path().join("tmpfs");
+            fs::create_dir(&m).unwrap();
+            sh(&format!("mount -t tmpfs layerfs-test {}", m.display()));
+            Tmpfs(m)
+        });
+        let side = |name: &str| {
+            let base = t.path().join(name);
+            let root = tmpfs.as_ref().map_or(base.clone(), |m| m.0.join(name));
+            for d in ["upper", "work", "mnt"] {
+                fs::create_dir_all(root.join(d)).unwrap();
+            }
+            let d = Dirs {
+                base,
+                root,
+                in_base: lowers,
+            };
+            for i in 0..lowers {
+                let l = d.lower(i);
+                fs::create_dir_all(&l).unwrap();
+                fill(i, &l);
+            }
+            d
+        };
+        let sides = [side("k"), side("l")];
+        let mut p = Pair {
+            kernel: None,
+            layerfs: None,
+            _tmpfs: tmpfs,
+            _t: t,
+            sides,
+            lowers,
+        };
+        p.mount();
+        p
+    }
+
+    pub fn mount(&mut self) {
+        let n = self.lowers;
+        let [k, l] = &self.sides;
+        self.kernel = Some(Kernel::mount_rw_with(
+            &k.lowers(n),
+            &k.p("upper"),
+            &k.p("work"),
+            &k.p("mnt"),
+            ",redirect_dir=on",
+        ));
+        self.layerfs = Some(Layerfs::mount_rw(
+            &l.lowers(n),
+            &l.p("upper"),
+            &l.p("work"),
+            &l.p("mnt"),
+        ));
+    }
+
+    pub fn unmount(&mut self) {
+        self.kernel = None;
+        self.layerfs = None;
+    }
+
+    /// Unmounts, makes the upper the new top lower layer (an earlier run's upper stacked as
+    /// the next layer, as a build does) with a fresh upper, and mounts again.
+    pub fn stack_upper(&mut self) {
+        self.unmount();
+        let n = self.lowers;
+        for d in &self.sides {
+            fs::rename(d.p("upper"), d.lower(n)).unwrap();
+            fs::remove_dir_all(d.p("work")).unwrap();
+            fs::create_dir(d.p("upper")).unwrap();
+            fs::create_dir(d.p("work")).unwrap();
+        }
+        self.lowers += 1;
+        self.mount();
+    }
+
+    /// Runs `cmd` (bash, `$M` = the mount root) on both sides; fails the test when the
+    /// outcomes (exit status, output, error message) differ.
+    pub fn step(&self, cmd: &str) -> String {
+        let [k, l] = [0, 1].map(|i| {
+            let m = self.sides[i].p("mnt");
+            let m = fs::canonicalize(m).unwrap();
+            let out = Command::new("bash")
+                .args(["-o", "pipefail", "-c", cmd])
+                .env("M", &m)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            let text = text.replace(m.to_str().unwrap(), "$M");
+            format!("{} {}", out.status.code().unwrap_or(-1), text.trim())
+        });
+        assert_eq!(k, l, "`{cmd}`: kernel (left) and layerfs (right) differ");
+        k
+    }
+
+    /// Runs `cmd` on layerfs only (where it differs from the kernel on purpose); its
+    /// output.
+    pub fn layerfs_step(&self, cmd: &str) -> String {
+        let m = fs::canonicalize(self.sides[1].p("mnt")).unwrap();
+        let out = Command::new("bash")
+            .args(["-o", "pipefail", "-c", cmd])
+            .env("M", &m)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "`{cmd}` failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    pub fn steps(&self, cmds: &[&str]) {
+        for c in cmds {
+            self.step(c);
+        }
+    }
+}
+
+/// Runs a setup command, which must succeed.
+pub fn sh(cmd: &str) {
+    let st = Command::new("bash").args(["-c", cmd]).status().unwrap();
+    assert!(st.success(), "`{cmd}` failed");
+}
+
+pub fn write(dir: &Path, rel: &str, data: &str) {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}

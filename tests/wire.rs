@@ -1,0 +1,174 @@
+//! What the FUSE wire carries since it is ours (vendor/fuser/PATCHES.md), side by side with
+//! the kernel's overlay: node ids apart from inode numbers (the names of a lower hard link
+//! stay apart after one is copied up), `O_TMPFILE`, and the kernel's kill-suid marks
+//! deciding set-id bits where the daemon cannot see the caller.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::pair::{write, Pair};
+use common::{require_root, Kernel, Layerfs};
+
+/// A lower file with names in two directories: after one name is copied up (written,
+/// chmodded, linked) the others still show the lower file (content, link count, number)
+/// within the same mount, and the copy its own; looked up before and after, listed too.
+#[test]
+fn the_names_of_a_lower_hard_link_stay_apart_after_one_is_copied_up() {
+    if !require_root("the_names_of_a_lower_hard_link_stay_apart_after_one_is_copied_up") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        write(d, "f", "data\n");
+        write(d, "g", "other\n");
+        fs::create_dir(d.join("c")).unwrap();
+        fs::hard_link(d.join("f"), d.join("c/f")).unwrap();
+        fs::hard_link(d.join("f"), d.join("c/f2")).unwrap();
+        fs::hard_link(d.join("g"), d.join("c/g")).unwrap();
+        std::os::unix::fs::symlink("t", d.join("s")).unwrap();
+        fs::hard_link(d.join("s"), d.join("c/s")).unwrap();
+    });
+    // Same number for each, before anything changes (and as readdir lists them).
+    let same = r#"cd "$M"; s() { [ "$(stat -c %i "$1")" = "$(stat -c %i "$2")" ] && echo "$1 $2 same" || echo "$1 $2 apart"; }"#;
+    p.steps(&[
+        &format!("{same}; s f c/f; s c/f c/f2; s g c/g; s s c/s"),
+        r#"cd "$M"; stat -c '%n %h %s' f c/f c/f2 g c/g s c/s; cat f c/f g"#,
+        r#"cd "$M"; ls -i c | awk '{print $2}'"#,
+    ]);
+    // One name of each written, chmodded or linked: copied up.
+    p.steps(&[
+        r#"cd "$M"; echo more >> f; chmod 600 c/g; ln c/s s2"#,
+        r#"cd "$M"; stat -c '%n %h %s %a' f c/f c/f2 g c/g s c/s s2; cat f c/f c/f2 g c/g"#,
+        &format!("{same}; s f c/f; s c/f c/f2; s g c/g; s s c/s; s c/s s2"),
+        // The copy takes new names as one inode; the lower names stay one file below.
+        r#"cd "$M"; ln f f3; stat -c '%n %h' f f3 c/f; echo x >> c/f2; cat f3 c/f c/f2"#,
+        &format!("{same}; s f f3; s c/f c/f2"),
+        r#"cd "$M"; ls -l c f f3 | awk '{print $1, $2, $5, $NF}'"#,
+    ]);
+}
+
+/// `O_TMPFILE` (`FUSE_TMPFILE`): an unnamed file, written, given a name with `linkat`
+/// through `/proc/self/fd`, in an upper and in a lower-only directory; `O_EXCL` makes it
+/// unlinkable; a directory that is not one refuses.
+#[test]
+fn o_tmpfile_works_as_on_the_kernel_overlay() {
+    if !require_root("o_tmpfile_works_as_on_the_kernel_overlay") {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        write(d, "low/keep", "k\n");
+        write(d, "file", "f\n");
+    });
+    let script = r#"python3 - "$M" <<'EOF'
+import os, sys
+m = sys.argv[1]
+# linkat(AT_SYMLINK_FOLLOW) (os.link without a dir fd calls link(2), which does not follow)
+root = os.open("/", os.O_RDONLY)
+def link(fd, dst):
+    os.link("/proc/self/fd/%d" % fd, dst, src_dir_fd=root, follow_symlinks=True)
+os.makedirs(m + "/up", exist_ok=True)
+for d in ["up", "low", ""]:
+    fd = os.open(m + "/" + d, os.O_TMPFILE | os.O_RDWR, 0o640)
+    st = os.fstat(fd)
+    print(d, "new", oct(st.st_mode), st.st_nlink, st.st_size)
+    os.write(fd, b"tmp data\n")
+    st = os.fstat(fd)
+    print(d, "unnamed", oct(st.st_mode), st.st_nlink, st.st_size, sorted(os.listdir(m + "/" + d)))
+    link(fd, m + "/" + d + "/named")
+    os.write(fd, b"after\n")
+    st = os.fstat(fd)
+    st2 = os.stat(m + "/" + d + "/named")
+    print(d, "named", oct(st2.st_mode), st2.st_nlink, st2.st_size, st.st_ino == st2.st_ino)
+    print(open(m + "/" + d + "/named").read(), sorted(os.listdir(m + "/" + d)))
+    os.close(fd)
+fd = os.open(m + "/up", os.O_TMPFILE | os.O_RDWR | os.O_EXCL, 0o600)
+try:
+    link(fd, m + "/up/never")
+except OSError as e:
+    print("O_EXCL link:", e.errno)
+for bad in ["file", "missing"]:
+    try:
+        os.open(m + "/" + bad, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError as e:
+        print(bad, e.errno)
+EOF"#;
+    p.step(script);
+    p.step(
+        r#"cd "$M"; cat named up/named low/named; stat -c '%n %h %s %a' named up/named low/named"#,
+    );
+}
+
+/// Set-id bits of files truncated, opened with `O_TRUNC`, written and fallocated by root
+/// (holding `CAP_FSETID`) while the daemon runs in a pid namespace of its own, where it
+/// cannot see the caller (the request names pid 0): kept, as on the kernel's overlay. The
+/// daemon used to read the caller's capabilities from `/proc/<pid>/status` and, unable to,
+/// dropped the bits; it now follows the kernel's marks.
+#[test]
+fn set_id_bits_follow_the_kernel_when_the_daemon_cannot_see_the_caller() {
+    if !require_root("set_id_bits_follow_the_kernel_when_the_daemon_cannot_see_the_caller") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let modes = [0o4755, 0o6755, 0o2745];
+    let changes = [
+        ("truncate", "truncate -s 1"),
+        ("otrunc", "sh -c ': > \"$0\"'"),
+        ("write", "sh -c 'echo x >> \"$0\"'"),
+        ("fallocate", "fallocate -l 8192"),
+    ];
+    let side = |name: &str| {
+        let d = t.path().join(name);
+        for s in ["lower", "upper", "work", "mnt"] {
+            fs::create_dir_all(d.join(s)).unwrap();
+        }
+        for (c, _) in changes {
+            for m in modes {
+                let f = d.join(format!("lower/{c}-{m:o}"));
+                fs::write(&f, b"0123456789").unwrap();
+                fs::set_permissions(&f, fs::Permissions::from_mode(m)).unwrap();
+            }
+        }
+        d
+    };
+    let (k, l) = (side("k"), side("l"));
+    let kernel = Kernel::mount_rw(
+        &[k.join("lower")],
+        &k.join("upper"),
+        &k.join("work"),
+        &k.join("mnt"),
+    );
+    let rw = format!(
+        "upperdir={},workdir={}",
+        l.join("upper").display(),
+        l.join("work").display()
+    );
+    let layerfs = Layerfs::mount_via(
+        &["unshare", "--pid", "--fork"],
+        &[l.join("lower")],
+        &l.join("mnt"),
+        &["-o", &rw],
+        &[],
+    );
+    let outcome = |mp: &Path| {
+        let mut out = Vec::new();
+        for (c, cmd) in changes {
+            for m in modes {
+                let f = mp.join(format!("{c}-{m:o}"));
+                let st = Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("{cmd} \"$0\"", cmd = cmd))
+                    .arg(&f)
+                    .status()
+                    .unwrap();
+                let mode = fs::metadata(&f).unwrap().permissions().mode() & 0o7777;
+                out.push(format!("{c}-{m:o}: {} {mode:o}", st.code().unwrap_or(-1)));
+            }
+        }
+        out
+    };
+    assert_eq!(outcome(&kernel.mp), outcome(&layerfs.mp));
+    layerfs.assert_no_errors_logged();
+}
