@@ -9,6 +9,8 @@
 
 pub mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod idmap;
 pub mod image;
 pub mod options;

@@ -49,7 +49,7 @@
 mod archive;
 pub mod blob;
 pub mod entry;
-mod oci;
+pub(crate) mod oci;
 mod storage;
 pub mod walk;
 
