@@ -19,6 +19,7 @@ pub mod stack;
 pub mod sys;
 pub mod union;
 pub mod upper;
+pub mod verity;
 
 pub use error::{Error, Result};
 pub use options::MountOptions;

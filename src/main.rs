@@ -60,6 +60,9 @@ enum Cmd {
     Diff(cmd::diff::DiffArgs),
     /// Print a file as the merged view, or one layer, has it.
     Cat(cmd::cat::CatArgs),
+    /// Hash layers again and name each file that differs from the layer's hash list,
+    /// digests or manifest: SOURCE, or (without one) every layer of the store.
+    Verify(cmd::verify::VerifyArgs),
 }
 
 /// The container's network.
@@ -258,6 +261,7 @@ fn main() -> ExitCode {
         Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
         Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),
         Some(Cmd::Squash(a)) => Some(cmd::squash::run(a)),
+        Some(Cmd::Verify(a)) => Some(cmd::verify::run(a)),
         other => {
             cli.cmd = other;
             None

@@ -110,6 +110,8 @@ pub struct MountOptions {
     pub ids: Ids,
     /// `ro`, `nosuid`, `nodev`, `noexec`, `noatime`, ...
     pub flags: MountFlags,
+    /// `verify`: lower files checked against their layers' hash lists (`verity`).
+    pub verify: bool,
     /// `fsname=`: the mount's source as /proc/self/mountinfo shows it.
     pub fsname: Option<String>,
     /// Unknown options: accepted with a warning.
@@ -227,6 +229,7 @@ impl MountOptions {
                     "upperdir" => o.upper = Some(PathBuf::from(unescape(&need(value)?))),
                     "workdir" => o.work = Some(PathBuf::from(unescape(&need(value)?))),
                     "volatile" => o.volatile = true,
+                    "verify" => o.verify = true,
                     "fsname" => o.fsname = Some(unescape(&need(value)?)),
                     "userxattr" => o.userxattr = true,
                     "uidmapping" => {

@@ -95,7 +95,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         ids: opts.ids.clone(),
         ..Config::default()
     };
-    let fs = match (&opts.upper, &opts.work) {
+    let mut fs = match (&opts.upper, &opts.work) {
         (Some(u), Some(w)) => {
             // Rootless (or root of a user namespace): trusted.* needs CAP_SYS_ADMIN in the
             // initial user namespace.
@@ -118,6 +118,9 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         _ => Union::new(Stack::open(&lowers)?, None, cfg, false),
     }
     .context("reading the top layer's root")?;
+    if opts.verify {
+        fs.set_verifier(layerfs::verity::Verifier::load(&lowers).map_err(anyhow::Error::msg)?);
+    }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get())

@@ -23,6 +23,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::unpack;
 use crate::sys;
+use crate::verity::HashList;
 
 /// What `run` takes from an image config (OCI `config` object).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -94,6 +95,8 @@ pub struct ImageRecord {
 /// A layer unpacked into the store's `tmp/`, removed when dropped unless published.
 pub struct Staged {
     path: Option<PathBuf>,
+    /// The blake3 of every file as unpacked (`crate::verity`), published beside the layer.
+    hashes: crate::verity::HashList,
     pub diff_id: String,
     pub size: u64,
     pub stats: unpack::Stats,
@@ -235,6 +238,7 @@ impl Store {
             .keep();
         let mut staged = Staged {
             path: Some(tmp.clone()),
+            hashes: Default::default(),
             diff_id: String::new(),
             size: 0,
             stats: unpack::Stats::default(),
@@ -250,6 +254,9 @@ impl Store {
         }
         staged.diff_id = digest;
         staged.size = size;
+        // Read back from the page cache just filled: what `verify` and `-o verify` check
+        // the layer against from now on.
+        staged.hashes = super::verify::hash_list_of(&tmp).context("hashing the layer's files")?;
         Ok(staged)
     }
 
@@ -259,6 +266,13 @@ impl Store {
         let _lock = self.lock()?;
         for mut s in staged {
             let dst = self.layer_dir(&s.diff_id)?;
+            // The list first: a layer is never in place without one (a list without its
+            // layer, left by a crash here, holds the same content: layers are content-addressed).
+            if !HashList::path_for(&dst).exists() {
+                s.hashes
+                    .store(&dst)
+                    .with_context(|| format!("writing the hash list of {}", dst.display()))?;
+            }
             if dst.exists() {
                 continue; // dropped: its tmp dir is removed
             }
@@ -374,6 +388,12 @@ impl Store {
                 .join(format!("rm-{}", digest_hex(&l.diff_id)?));
             if std::fs::rename(&dir, &trash).is_ok() {
                 remove_tree(&trash)?;
+            }
+            let list = HashList::path_for(&dir);
+            if let Err(e) = std::fs::remove_file(&list) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(e).with_context(|| format!("removing {}", list.display()));
+                }
             }
             removed.push(l.diff_id.clone());
         }

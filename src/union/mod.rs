@@ -117,6 +117,9 @@ pub struct Union {
     /// Reads origin records (of copies made now or by earlier mounts, from any lower
     /// filesystem) back into inode numbers.
     origins: copyup::Origins,
+    /// `-o verify`: lower files are checked against their layer's hash list before any of
+    /// their bytes are served or copied up.
+    verifier: Option<crate::verity::Verifier>,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -186,7 +189,26 @@ impl Union {
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
             origins,
+            verifier: None,
         })
+    }
+
+    /// Checks every lower file against `v` (`-o verify`) before serving its bytes.
+    pub fn set_verifier(&mut self, v: crate::verity::Verifier) {
+        self.verifier = Some(v);
+    }
+
+    /// With `-o verify`: the lower file `le`, open as `fd` (`st` its attributes), matches
+    /// its layer's hash list, or the error that refuses it (EIO, logged with layer and path).
+    fn verify_lower(&self, le: &lower::LowerEntry, fd: BorrowedFd<'_>, st: &Stat) -> Result<()> {
+        let Some(v) = &self.verifier else {
+            return Ok(());
+        };
+        if v.known_good(st.st_dev, st.st_ino) {
+            return Ok(());
+        }
+        let (layer, path) = le.parent.place_of(le.entry());
+        v.check(layer, &path, (st.st_dev, st.st_ino), fd)
     }
 
     /// True on a mount without an upper layer: nothing can change.
@@ -282,6 +304,14 @@ impl Union {
         // The parent's times before the copy lands in it, put back after (as the kernel's
         // overlay does): a copy-up changes no name in the parent as the mount shows it.
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
+        if data && self.verifier.is_some() && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
+            let fd = le
+                .parent
+                .with_dir_of(le.entry(), |d| sys::openat(d, &name, libc::O_RDONLY))
+                .map_err(Error::io("open"))?;
+            self.verify_lower(&le, fd.as_fd(), &st)?;
+        }
         le.parent
             .with_dir_of(le.entry(), |d| {
                 copyup::copy_up(d, &loc.name, &st, &up.work, pfd.as_fd(), opts)

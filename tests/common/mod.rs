@@ -176,6 +176,11 @@ impl Layerfs {
         self.mp.join(rel)
     }
 
+    /// The daemon's `ERROR` log lines so far.
+    pub fn errors_logged(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+
     /// Fails the test if the daemon logged an error: every failure an application can
     /// cause is an ordinary errno, never a logged bug. (fuser's "Failed to send FUSE
     /// reply" is not ours: the kernel dropped an interrupted request.)
