@@ -322,6 +322,9 @@ fn mount_core<C: Core>(
             plan.mountpoint.display()
         );
     }
+    // Tests only (feature `failpoints`): the control socket of the syscall failpoints.
+    #[cfg(feature = "failpoints")]
+    sys::faults::serve_from_env();
     let served = mounted.join().context("serving the mount");
     if plan.remove_mountpoint {
         let _ = std::fs::remove_dir(&plan.mountpoint);

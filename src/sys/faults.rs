@@ -1,0 +1,94 @@
+//! Failpoints for tests (feature `failpoints` only; nothing here exists in a normal build).
+//!
+//! Every wrapper that changes the upper or the workdir (and `openat`) starts with
+//! `fault!("sys::NAME")`; a failpoint configured with `return(ERRNO)` makes it fail with
+//! that errno (EIO when none is given) without making the call. A daemon started with
+//! `LAYERFS_FAULTS=SOCKET` serves a control socket there, one command per connection:
+//!
+//! - `set NAME ACTIONS`: configures a failpoint (the `fail` crate's syntax, e.g.
+//!   `5%return(28)` fails 5% of calls with ENOSPC);
+//! - `off`: removes every failpoint set so far;
+//! - `count`: answers the number of faults injected since start;
+//! - `fds`: answers the number of fds the process has open.
+//!
+//! Each command is answered with one line, `ok [N]` or `error: ...`.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+static INJECTED: AtomicU64 = AtomicU64::new(0);
+static SET: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The error a failpoint returns (`return(ERRNO)`), counted.
+pub fn injected(arg: Option<String>) -> io::Error {
+    INJECTED.fetch_add(1, Ordering::Relaxed);
+    let errno = arg.and_then(|a| a.trim().parse().ok()).unwrap_or(libc::EIO);
+    io::Error::from_raw_os_error(errno)
+}
+
+/// Faults injected so far.
+pub fn count() -> u64 {
+    INJECTED.load(Ordering::Relaxed)
+}
+
+/// Starts the control socket when `LAYERFS_FAULTS` names one (in the daemon, after the
+/// fork).
+pub fn serve_from_env() {
+    let Some(path) = std::env::var_os("LAYERFS_FAULTS") else {
+        return;
+    };
+    let path = Path::new(&path).to_path_buf();
+    let _ = std::fs::remove_file(&path);
+    let listener = match UnixListener::bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("failpoints: binding {}: {e}", path.display());
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("failpoints".into())
+        .spawn(move || {
+            for conn in listener.incoming().map_while(Result::ok) {
+                let mut line = String::new();
+                if BufReader::new(&conn).read_line(&mut line).is_err() {
+                    continue;
+                }
+                let reply = command(line.trim());
+                let _ = writeln!(&conn, "{reply}");
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("failpoints: starting the control thread: {e}");
+    }
+}
+
+fn command(line: &str) -> String {
+    let mut words = line.splitn(3, ' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some("set"), Some(name), Some(actions)) => match fail::cfg(name, actions) {
+            Ok(()) => {
+                SET.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(name.to_string());
+                "ok".into()
+            }
+            Err(e) => format!("error: {e}"),
+        },
+        (Some("off"), None, None) => {
+            for name in SET.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+                fail::remove(name);
+            }
+            "ok".into()
+        }
+        (Some("count"), None, None) => format!("ok {}", count()),
+        (Some("fds"), None, None) => match std::fs::read_dir("/proc/self/fd") {
+            Ok(d) => format!("ok {}", d.count()),
+            Err(e) => format!("error: {e}"),
+        },
+        _ => format!("error: unknown command {line:?}"),
+    }
+}
