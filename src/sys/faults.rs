@@ -7,6 +7,9 @@
 //!
 //! - `set NAME ACTIONS`: configures a failpoint (the `fail` crate's syntax, e.g.
 //!   `5%return(28)` fails 5% of calls with ENOSPC);
+//! - `kill NAME[,NAME...] N`: the process SIGKILLs itself at the Nth call of any of the
+//!   named failpoints (a `kill -9` landing exactly between two syscalls of a copy-up, a
+//!   rename, ...);
 //! - `off`: removes every failpoint set so far;
 //! - `count`: answers the number of faults injected since start;
 //! - `fds`: answers the number of fds the process has open.
@@ -78,6 +81,27 @@ fn command(line: &str) -> String {
             }
             Err(e) => format!("error: {e}"),
         },
+        (Some("kill"), Some(name), Some(n)) => {
+            let Ok(n) = n.parse::<u64>() else {
+                return format!("error: {n:?} is not a count");
+            };
+            let left = std::sync::Arc::new(AtomicU64::new(n));
+            for name in name.split(',') {
+                let left = left.clone();
+                let at_nth = move || {
+                    if left.fetch_sub(1, Ordering::SeqCst) == 1 {
+                        let _ = super::kill(std::process::id() as libc::pid_t, libc::SIGKILL);
+                    }
+                };
+                if let Err(e) = fail::cfg_callback(name, at_nth) {
+                    return format!("error: {e}");
+                }
+                SET.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(name.to_string());
+            }
+            "ok".into()
+        }
         (Some("off"), None, None) => {
             for name in SET.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
                 fail::remove(name);

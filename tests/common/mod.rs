@@ -4,6 +4,7 @@
 
 pub mod core_ops;
 pub mod debian;
+pub mod faults;
 pub mod ops;
 pub mod spec;
 pub mod tree;
