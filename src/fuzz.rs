@@ -128,6 +128,15 @@ pub fn idmap(data: &[u8]) {
     }
 }
 
+/// A layer's hash list (`verity`, read by `-o verify` mounts): decoded without panic, and
+/// a list that decodes encodes back to the same list.
+pub fn hash_list(data: &[u8]) {
+    if let Ok(l) = crate::verity::HashList::decode(data) {
+        let again = crate::verity::HashList::decode(&l.encode()).expect("own encoding decodes");
+        assert_eq!(again, l);
+    }
+}
+
 /// True when two ranges of the map overlap on either side (then the last one wins and a
 /// round trip may leave a range).
 fn overlaps(map: &IdMap) -> bool {

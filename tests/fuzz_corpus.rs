@@ -43,3 +43,8 @@ fn mount_options_corpus() {
 fn idmap_corpus() {
     run("idmap", layerfs::fuzz::idmap);
 }
+
+#[test]
+fn hash_list_corpus() {
+    run("hash_list", layerfs::fuzz::hash_list);
+}
