@@ -123,6 +123,66 @@ fn kill_9_during_copy_ups_leaves_old_or_new_never_torn() {
     }
 }
 
+/// `layerfs import` killed with SIGKILL while it stages layers: the store has no image
+/// record and no partial layer (what `layers/` holds is complete, with its hash list), the
+/// next import completes, and `verify` finds every stored layer intact.
+#[test]
+fn kill_9_during_import_leaves_no_half_imported_image() {
+    if !require_root("kill_9_during_import_leaves_no_half_imported_image") {
+        return;
+    }
+    let t = tempfile::Builder::new()
+        .prefix("i24-import-kill")
+        .tempdir()
+        .unwrap();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..24u64 {
+        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let data: Vec<u8> = (0..(1 << 20))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(src.join(format!("f{i}")), data).unwrap();
+    }
+    let store = t.path().join("store");
+    let stack = format!("lowerdir={}", src.display());
+    let args = ["import", &stack, "--store", store.to_str().unwrap()];
+    let mut child = std::process::Command::new(common::BIN)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once a layer is being staged.
+    eventually("a layer being staged", || {
+        fs::read_dir(store.join("tmp")).is_ok_and(|mut d| d.next().is_some())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let records = fs::read_dir(store.join("images")).unwrap().count();
+    assert_eq!(records, 0, "an image record after a killed import");
+    for e in fs::read_dir(store.join("layers")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            let mut list = p.clone().into_os_string();
+            list.push(".blake3");
+            assert!(
+                Path::new(&list).exists(),
+                "{} published without its hash list",
+                p.display()
+            );
+        }
+    }
+    let o = common::run_layerfs(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = common::run_layerfs(&["verify", "--store", store.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
 #[cfg(feature = "failpoints")]
 mod at_random_points {
     use std::fs;
