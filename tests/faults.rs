@@ -5,8 +5,8 @@
 //! - every operation that fails answers an errno and changes nothing the mount shows;
 //! - once faults stop, the tree equals kernel overlayfs' after a replay of the operations
 //!   that succeeded, live and after a remount, and the kernel reads the upper the same way;
-//! - the daemon is alive and serving, its fd count bounded, and the number of faults
-//!   injected is printed.
+//! - the daemon is alive and serving, its fd and thread counts bounded, and the number of
+//!   faults injected is printed.
 
 mod common;
 
@@ -55,6 +55,14 @@ fn run_case(stack: &[spec::Layer], program: &[Op], percent: u32, errno: i32) {
         );
         eventually("the failpoint socket", || sock.exists());
         let fds_before: u64 = ctl(&sock, "fds").parse().unwrap();
+        let threads = || -> (u64, String) {
+            let a = ctl(&sock, "threads");
+            let (n, names) = a.split_once(' ').unwrap_or((&a, ""));
+            (n.parse().unwrap(), names.to_string())
+        };
+        // Taken once the mount has served a tree walk: its worker threads are all started.
+        let _ = tree::snapshot(&m.mp);
+        let threads_before = threads();
         // Faults only while an operation runs: the checks read the tree without them.
         let arm = || {
             for p in POINTS {
@@ -87,6 +95,13 @@ fn run_case(stack: &[spec::Layer], program: &[Op], percent: u32, errno: i32) {
         // Alive and serving, and no fds piling up: what it holds is bounded by the
         // directories it has indexed (one fd per layer copy and one per upper copy).
         let fds_after: u64 = ctl(&sock, "fds").parse().unwrap();
+        // Threads: the workers and the signal thread, plus the prefetch pool (3 at most)
+        // started on first use.
+        let threads_after = threads();
+        assert!(
+            threads_after.0 <= threads_before.0 + 3,
+            "threads: {threads_before:?} before, {threads_after:?} after"
+        );
         let dirs = live.meta.len() as u64;
         let bound = fds_before + dirs * (lowers.len() as u64 + 1) + 16;
         assert!(

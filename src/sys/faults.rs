@@ -12,7 +12,8 @@
 //!   rename, ...);
 //! - `off`: removes every failpoint set so far;
 //! - `count`: answers the number of faults injected since start;
-//! - `fds`: answers the number of fds the process has open.
+//! - `fds`: answers the number of fds the process has open;
+//! - `threads`: answers the number of its threads, then their names.
 //!
 //! Each command is answered with one line, `ok [N]` or `error: ...`.
 
@@ -111,6 +112,21 @@ fn command(line: &str) -> String {
         (Some("count"), None, None) => format!("ok {}", count()),
         (Some("fds"), None, None) => match std::fs::read_dir("/proc/self/fd") {
             Ok(d) => format!("ok {}", d.count()),
+            Err(e) => format!("error: {e}"),
+        },
+        (Some("threads"), None, None) => match std::fs::read_dir("/proc/self/task") {
+            Ok(d) => {
+                let names: Vec<String> = d
+                    .filter_map(Result::ok)
+                    .map(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string()
+                    })
+                    .collect();
+                format!("ok {} {}", names.len(), names.join(","))
+            }
             Err(e) => format!("error: {e}"),
         },
         _ => format!("error: unknown command {line:?}"),
