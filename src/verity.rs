@@ -1,5 +1,5 @@
 //! Layer hash lists: the blake3 of every regular file of a store layer, recorded when the
-//! layer is imported (`STORE/layers/<hex>.blake3`, beside the layer directory), checked by
+//! layer is imported (`STORE/hashes/<hex>.blake3` for the layer `STORE/layers/<hex>`), checked by
 //! `layerfs verify` and, file by file on first open, by a mount with `-o verify`.
 //!
 //! Kept apart from `image::manifest` on purpose: a mount reads the list with std and blake3
@@ -24,6 +24,8 @@ use crate::sys;
 const MAGIC: &[u8; 8] = b"LFSB3L1\n";
 /// The file name's suffix, after the layer directory's own name.
 pub const SUFFIX: &str = ".blake3";
+/// The store's directory of hash lists, beside `layers/`.
+pub const DIR: &str = "hashes";
 /// Largest path a record may carry (PATH_MAX).
 const MAX_PATH: usize = 4096;
 /// Largest list read back (a corrupt file must not allocate without bound).
@@ -39,11 +41,16 @@ pub struct HashList {
 }
 
 impl HashList {
-    /// Where the list of the layer directory `dir` is: `DIR.blake3`, beside it.
+    /// Where the list of the layer directory `dir` (`STORE/layers/<hex>`) is:
+    /// `STORE/hashes/<hex>.blake3`.
     pub fn path_for(dir: &Path) -> PathBuf {
-        let mut p = dir.as_os_str().to_owned();
-        p.push(SUFFIX);
-        PathBuf::from(p)
+        let mut name = dir.file_name().unwrap_or_default().to_owned();
+        name.push(SUFFIX);
+        let store = dir
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("/"));
+        store.join(DIR).join(name)
     }
 
     pub fn insert(&mut self, path: &[u8], hash: Hash) {

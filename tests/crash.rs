@@ -168,10 +168,10 @@ fn kill_9_during_import_leaves_no_half_imported_image() {
     for e in fs::read_dir(store.join("layers")).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
-            let mut list = p.clone().into_os_string();
-            list.push(".blake3");
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            let list = store.join("hashes").join(format!("{name}.blake3"));
             assert!(
-                Path::new(&list).exists(),
+                list.exists(),
                 "{} published without its hash list",
                 p.display()
             );

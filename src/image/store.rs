@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! STORE/layers/<hex of diff_id>/   a layer, unpacked, in the kernel's format (a lowerdir)
+//! STORE/hashes/<hex>.blake3        its hash list: blake3 per file (`crate::verity`)
 //! STORE/images/<hex of id>.json    an image: names, layer diff_ids bottom first, run config
 //! STORE/tmp/                       layers being unpacked (same filesystem: renamed in place)
 //! STORE/lock                       flock, held while layers or images change
@@ -188,7 +189,7 @@ impl Store {
     }
 
     pub fn open(root: &Path) -> Result<Store> {
-        for sub in ["layers", "images", "tmp"] {
+        for sub in ["layers", "images", "tmp", crate::verity::DIR] {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating the store {}", root.display()))?;
         }
