@@ -6,8 +6,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use super::image_source::{emit, SourceArgs};
-use super::imagecmd::{print_json, StoreArgs};
+use super::imagecmd::{as_store_owner, print_json, StoreArgs};
 use layerfs::image::manifest::{Cache, Progress};
+use layerfs::image::store::Store;
 use layerfs::image::verify::{self, LayerReport, Status};
 
 #[derive(Args, Debug)]
@@ -29,9 +30,13 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> Result<i32> {
-    let reports = if args.args.is_empty() && args.source.options.is_empty() {
-        store_layers(&args)?
-    } else {
+    if args.args.is_empty() && args.source.options.is_empty() {
+        // With the ids the store's files carry (rootless: inside the user namespace that
+        // owns them); the store is resolved before entering it.
+        let root = args.store.root();
+        return as_store_owner(|| report(args.json, &store_layers(&root)?));
+    }
+    let reports = {
         if args.store.store.is_some() {
             bail!("give either SOURCE or --store, not both");
         }
@@ -47,8 +52,13 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
         progress.finish();
         r
     };
+    report(args.json, &reports)
+}
+
+/// Prints the reports; the exit status (1 when a layer failed).
+fn report(json: bool, reports: &[LayerReport]) -> Result<i32> {
     let ok = reports.iter().all(LayerReport::passed);
-    if args.json {
+    if json {
         #[derive(serde::Serialize)]
         struct Out<'a> {
             ok: bool,
@@ -56,17 +66,17 @@ pub fn run(args: VerifyArgs) -> Result<i32> {
         }
         print_json(&Out {
             ok,
-            layers: &reports,
+            layers: reports,
         })?;
     } else {
-        emit(&table(&reports))?;
+        emit(&table(reports))?;
     }
     Ok(if ok { 0 } else { 1 })
 }
 
 /// Every layer directory of the store, by diff_id.
-fn store_layers(args: &VerifyArgs) -> Result<Vec<LayerReport>> {
-    let store = args.store.open()?;
+fn store_layers(root: &std::path::Path) -> Result<Vec<LayerReport>> {
+    let store = Store::open(root)?;
     let dir = store.root().join("layers");
     let mut layers = Vec::new();
     for e in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
