@@ -329,7 +329,9 @@ mod at_random_points {
                 return Ok(());
             }
             run_case(&stack, &program, point, nth, backstop);
-            println!(
+            // Past the harness's capture, so CI logs show the counts.
+            let _ = writeln!(
+                std::io::stderr().lock(),
                 "kills: {} inside a syscall wrapper, {} between operations",
                 KILLS_IN_CALL.load(Ordering::Relaxed),
                 KILLS_BETWEEN.load(Ordering::Relaxed)

@@ -10,6 +10,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -176,7 +177,9 @@ proptest! {
             return Ok(());
         }
         run_case(&stack, &program, percent, if enospc { libc::ENOSPC } else { libc::EIO });
-        println!(
+        // Past the harness's capture, so CI logs show the counts.
+        let _ = writeln!(
+            std::io::stderr().lock(),
             "faults: {} injected so far, {} of {} operations failed",
             FAULTS.load(Ordering::Relaxed),
             FAILED_OPS.load(Ordering::Relaxed),
