@@ -22,12 +22,24 @@ fn small_limits() -> Limits {
     }
 }
 
-/// A layer tar: read by the tar reader member by member (data read to its end), then by
-/// the layer walker that decodes marks and refuses hostile names. An accepted file's
+/// A layer tar: read by the tar reader member by member (data read to its end, names
+/// checked as extraction cleans them), then by the layer walker that decodes marks and
+/// refuses hostile names. An accepted file's
 /// content is exactly the size its header gave.
 pub fn tar(data: &[u8]) {
     let mut reader = TarReader::new(data);
+    let limits = crate::image::unpack::Limits::default();
     while let Ok(Some(e)) = reader.next_entry() {
+        // The names extraction accepts are safe components: never `..`, `.`, empty, a
+        // `/` or a NUL, never over 255 bytes.
+        for name in [Some(&e.path), e.link.as_ref()].into_iter().flatten() {
+            if let Ok(comps) = crate::image::unpack::clean_path(name, &limits) {
+                for c in comps {
+                    assert!(!c.is_empty() && c != b"." && c != b"..", "component {c:?}");
+                    assert!(!c.contains(&b'/') && !c.contains(&0) && c.len() <= 255);
+                }
+            }
+        }
         if e.size > MAX_READ {
             continue; // a sparse file's holes read as zeros: bounded work per input
         }
