@@ -197,6 +197,32 @@ fn a_flipped_byte_is_reported_by_verify_and_refused_by_a_verify_mount() {
     assert!(!o.status.success() && err.contains("no hash list"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
+    // A file removed from a stored layer and one added: named missing and added.
+    std::fs::remove_file(top_dir.join("etc/top")).unwrap();
+    std::fs::write(top_dir.join("etc/extra"), b"x").unwrap();
+    let o = run_layerfs(&["verify", "--store", s, "--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let top_report = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == sha(&top))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        top_report["problems"],
+        serde_json::json!([{"path": "/etc/extra", "problem": "added"},
+                           {"path": "/etc/top", "problem": "missing"}])
+    );
+    // A directory without a hash list has nothing to be checked against: not a failure.
+    let o = run_layerfs(&["verify", "-o", &format!("lowerdir={}", plain.display())]);
+    let human = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && human.contains("unverifiable"),
+        "{human}"
+    );
+
     // A flipped byte in an OCI blob: its digest no longer matches.
     let blob = oci.join("blobs/sha256").join(&sha(&base)[7..]);
     let f = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
