@@ -69,6 +69,14 @@ pub enum Error {
     /// A state that should be impossible; a bug of ours, answered EIO and logged.
     #[error("internal error: {0}")]
     Bug(&'static str),
+    /// A lower file whose content does not match its layer's hash list (`-o verify`):
+    /// its bytes are never served. Logged as an error by the adapter.
+    #[error("layer {layer}: {path}: {why}")]
+    Corrupt {
+        layer: String,
+        path: String,
+        why: String,
+    },
     /// A syscall on a layer failed; `op` names it for the log.
     #[error("{op}: {source}")]
     Io {
@@ -108,6 +116,8 @@ impl Error {
             Error::CrossDevice(_) => libc::EXDEV,
             Error::NoXattrs => libc::EOPNOTSUPP,
             Error::Bug(_) => libc::EIO,
+            // As a disk answers a bad sector: the data exists and cannot be given.
+            Error::Corrupt { .. } => libc::EIO,
             // An io::Error without an OS code is a bug of ours, not the caller's: EIO.
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
@@ -137,7 +147,9 @@ impl Error {
                         | libc::ETXTBSY
                 )
             ),
-            Error::StaleInode(_) | Error::BadHandle(_) | Error::Bug(_) => true,
+            Error::StaleInode(_) | Error::BadHandle(_) | Error::Bug(_) | Error::Corrupt { .. } => {
+                true
+            }
             _ => false,
         }
     }

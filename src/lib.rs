@@ -9,6 +9,8 @@
 
 pub mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod idmap;
 pub mod image;
 pub mod options;
@@ -17,6 +19,7 @@ pub mod stack;
 pub mod sys;
 pub mod union;
 pub mod upper;
+pub mod verity;
 
 pub use error::{Error, Result};
 pub use options::MountOptions;

@@ -130,6 +130,9 @@ enum Cmd {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// Hash layers again and name each file that differs from the layer's hash list,
+    /// digests or manifest: SOURCE, or (without one) every layer of the store.
+    Verify(cmd::verify::VerifyArgs),
 }
 
 /// The container's network.
@@ -332,6 +335,7 @@ fn main() -> ExitCode {
         Some(Cmd::Which(a)) => Some(cmd::which::run(a)),
         Some(Cmd::Diff(a)) => Some(cmd::diff::run(a)),
         Some(Cmd::Cat(a)) => Some(cmd::cat::run(a)),
+        Some(Cmd::Verify(a)) => Some(cmd::verify::run(a)),
         other => {
             cli.cmd = other;
             None

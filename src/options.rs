@@ -129,6 +129,8 @@ pub struct MountOptions {
     pub ids: Ids,
     /// `ro`, `nosuid`, `nodev`, `noexec`, `noatime`, ...
     pub flags: MountFlags,
+    /// `verify`: lower files checked against their layers' hash lists (`verity`).
+    pub verify: bool,
     /// `fsname=`: the mount's source as /proc/self/mountinfo shows it.
     pub fsname: Option<String>,
     /// Unknown options: accepted with a warning.
@@ -154,6 +156,7 @@ impl Default for MountOptions {
             userxattr: false,
             ids: Ids::default(),
             flags: MountFlags::default(),
+            verify: false,
             fsname: None,
             ignored: Vec::new(),
             not_honoured: Vec::new(),
@@ -277,6 +280,7 @@ impl MountOptions {
                     "upperdir" => o.upper = Some(PathBuf::from(unescape(&need(value)?))),
                     "workdir" => o.work = Some(PathBuf::from(unescape(&need(value)?))),
                     "volatile" => o.volatile = true,
+                    "verify" => o.verify = true,
                     "fsname" => o.fsname = Some(unescape(&need(value)?)),
                     "userxattr" => o.userxattr = true,
                     "uidmapping" => {

@@ -17,6 +17,7 @@ pub mod rootless;
 pub mod run;
 pub mod squash;
 pub mod umount;
+pub mod verify;
 pub mod which;
 
 /// An error as one line for a user: each cause once (an error that already quotes its cause

@@ -115,7 +115,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         metacopy: opts.metacopy,
     };
     let mut acl = opts.acl && opts.xattrs;
-    let fs = match (&opts.upper, &opts.work) {
+    let mut fs = match (&opts.upper, &opts.work) {
         (Some(u), Some(w)) => {
             // Rootless (or root of a user namespace): trusted.* needs CAP_SYS_ADMIN in the
             // initial user namespace.
@@ -139,6 +139,9 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         _ => Union::new(Stack::open(&lowers)?, None, cfg, false),
     }
     .context("reading the top layer's root")?;
+    if opts.verify {
+        fs.set_verifier(layerfs::verity::Verifier::load(&lowers).map_err(anyhow::Error::msg)?);
+    }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -353,6 +356,9 @@ fn mount_core<C: Core>(
             plan.mountpoint.display()
         );
     }
+    // Tests only (feature `failpoints`): the control socket of the syscall failpoints.
+    #[cfg(feature = "failpoints")]
+    sys::faults::serve_from_env();
     let served = mounted.join().context("serving the mount");
     if plan.remove_mountpoint {
         let _ = std::fs::remove_dir(&plan.mountpoint);

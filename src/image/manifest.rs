@@ -171,7 +171,7 @@ impl Progress {
             .set_message(format!("{} hashed", human(total as u64)));
     }
 
-    fn layer_done(&self) {
+    pub(crate) fn layer_done(&self) {
         self.bar.inc(1);
     }
 

@@ -14,4 +14,5 @@ pub mod source;
 pub mod store;
 pub mod tarread;
 pub mod unpack;
+pub mod verify;
 pub mod which;

@@ -3,6 +3,7 @@
 //! ```text
 //! STORE/layers/<hex of diff_id>/   a layer, unpacked, in the kernel's format (a lowerdir)
 //! STORE/kept/<hex of diff_id>/      the blob the layer came in as ([`super::kept`])
+//! STORE/hashes/<hex>.blake3        its hash list: blake3 per file (`crate::verity`)
 //! STORE/images/<hex of id>.json    an image: names, layer diff_ids bottom first, run config
 //! STORE/tmp/                       layers being unpacked (same filesystem: renamed in place)
 //! STORE/lock                       flock, held while layers or images change
@@ -27,6 +28,7 @@ use super::kept;
 use super::source::Compression;
 use super::unpack;
 use crate::sys;
+use crate::verity::HashList;
 
 /// What `run` takes from an image config (OCI `config` object).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -102,6 +104,8 @@ pub struct ImageRecord {
 /// A layer unpacked into the store's `tmp/`, removed when dropped unless published.
 pub struct Staged {
     path: Option<PathBuf>,
+    /// The blake3 of every file as unpacked (`crate::verity`), published beside the layer.
+    hashes: crate::verity::HashList,
     pub diff_id: String,
     pub size: u64,
     pub stats: unpack::Stats,
@@ -195,7 +199,7 @@ impl Store {
     }
 
     pub fn open(root: &Path) -> Result<Store> {
-        for sub in ["layers", "kept", "images", "tmp"] {
+        for sub in ["layers", "kept", "images", "tmp", crate::verity::DIR] {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating the store {}", root.display()))?;
         }
@@ -255,6 +259,7 @@ impl Store {
             .keep();
         let mut staged = Staged {
             path: Some(tmp.clone()),
+            hashes: Default::default(),
             diff_id: String::new(),
             size: 0,
             stats: unpack::Stats::default(),
@@ -271,6 +276,9 @@ impl Store {
         }
         staged.diff_id = digest;
         staged.size = size;
+        // Read back from the page cache just filled: what `verify` and `-o verify` check
+        // the layer against from now on.
+        staged.hashes = super::verify::hash_list_of(&tmp).context("hashing the layer's files")?;
         Ok(staged)
     }
 
@@ -297,6 +305,13 @@ impl Store {
         let _lock = self.lock()?;
         for mut s in staged {
             let dst = self.layer_dir(&s.diff_id)?;
+            // The list first: a layer is never in place without one (a list without its
+            // layer, left by a crash here, holds the same content: layers are content-addressed).
+            if !HashList::path_for(&dst).exists() {
+                s.hashes
+                    .store(&dst)
+                    .with_context(|| format!("writing the hash list of {}", dst.display()))?;
+            }
             if dst.exists() {
                 continue; // dropped: its tmp dir is removed
             }
@@ -422,6 +437,12 @@ impl Store {
             if kept.exists() {
                 std::fs::remove_dir_all(&kept)
                     .with_context(|| format!("removing {}", kept.display()))?;
+            }
+            let list = HashList::path_for(&dir);
+            if let Err(e) = std::fs::remove_file(&list) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(e).with_context(|| format!("removing {}", list.display()));
+                }
             }
             removed.push(l.diff_id.clone());
         }

@@ -415,6 +415,13 @@ impl DirIndex {
         self.sources[si as usize].path.as_ref().unwrap_or(&self.rel)
     }
 
+    /// The layer providing entry `e` and the entry's path in it (`a/b`, no leading `/`):
+    /// what a layer's hash list names it by (`-o verify`).
+    pub fn place_of(&self, e: &Entry) -> (LayerIdx, Vec<u8>) {
+        let layer = self.sources[e.src as usize].layer;
+        (layer, join(self.source_path(e.src).as_bytes(), &e.name))
+    }
+
     /// The path of child `name` in source `si`'s layer, when it differs from the child
     /// index's own.
     fn child_path(&self, si: u16, name: &[u8]) -> io::Result<Option<CString>> {

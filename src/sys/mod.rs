@@ -13,6 +13,19 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+/// A named failpoint at the top of a wrapper (`fail` crate): compiled in only with the
+/// `failpoints` feature, where a test can make the wrapper return an error instead of
+/// making the call (src/sys/faults.rs). Nothing at all without the feature.
+macro_rules! fault {
+    ($name:literal) => {
+        #[cfg(feature = "failpoints")]
+        fail::fail_point!($name, |arg| Err($crate::sys::faults::injected(arg)));
+    };
+}
+
+#[cfg(feature = "failpoints")]
+pub mod faults;
+
 /// `struct stat` as the kernel fills it.
 pub type Stat = libc::stat;
 
@@ -80,6 +93,7 @@ pub fn fd_path(fd: BorrowedFd<'_>) -> io::Result<std::path::PathBuf> {
 
 /// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC)` for one path component.
 pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    fault!("sys::openat");
     // SAFETY: `dir` is a live fd for the duration of the call, `name` is NUL-terminated.
     let fd = cvt(unsafe {
         libc::openat(

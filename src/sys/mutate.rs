@@ -10,24 +10,28 @@ use super::{cvt, cvt_size};
 
 /// `mkdirat(dir, name, mode)`.
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    fault!("sys::mkdirat");
     // SAFETY: `name` is NUL-terminated; `dir` is live.
     cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
 }
 
 /// `mknodat(dir, name, mode, rdev)`: fifos, sockets, devices and whiteouts (char 0:0).
 pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+    fault!("sys::mknodat");
     // SAFETY: `name` is NUL-terminated; `dir` is live.
     cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
 }
 
 /// `symlinkat(target, dir, name)`.
 pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    fault!("sys::symlinkat");
     // SAFETY: both strings are NUL-terminated; `dir` is live.
     cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
 }
 
 /// `unlinkat(dir, name, flags)` (`AT_REMOVEDIR` for directories).
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    fault!("sys::unlinkat");
     // SAFETY: `name` is NUL-terminated; `dir` is live.
     cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
 }
@@ -41,6 +45,7 @@ pub fn renameat2(
     new: &CStr,
     flags: u32,
 ) -> io::Result<()> {
+    fault!("sys::renameat2");
     // SAFETY: both names are NUL-terminated; both dir fds are live.
     cvt(unsafe {
         libc::renameat2(
@@ -61,6 +66,7 @@ pub fn create_excl(
     flags: libc::c_int,
     mode: u32,
 ) -> io::Result<OwnedFd> {
+    fault!("sys::create_excl");
     // SAFETY: `name` is NUL-terminated; the mode argument is passed as the variadic int.
     let fd = cvt(unsafe {
         libc::openat(
@@ -108,6 +114,7 @@ pub fn link_fd(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, new: &CStr) -> io::Re
 
 /// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`.
 pub fn lchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    fault!("sys::lchownat");
     // SAFETY: `name` is NUL-terminated; `dir` is live.
     cvt(unsafe {
         libc::fchownat(
@@ -123,6 +130,7 @@ pub fn lchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Res
 
 /// `fchmodat(dir, name, mode, 0)`; symlinks have no mode of their own, never call it on one.
 pub fn chmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    fault!("sys::chmodat");
     // SAFETY: `name` is NUL-terminated; `dir` is live.
     cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
 }
@@ -134,6 +142,7 @@ pub fn lutimesat(
     atime: libc::timespec,
     mtime: libc::timespec,
 ) -> io::Result<()> {
+    fault!("sys::lutimesat");
     let times = [atime, mtime];
     // SAFETY: `times` holds two timespecs as utimensat expects; `name` is NUL-terminated.
     cvt(unsafe {
@@ -155,6 +164,7 @@ pub fn setxattr_at(
     value: &[u8],
     flags: libc::c_int,
 ) -> io::Result<()> {
+    fault!("sys::setxattr_at");
     let p = super::proc_path(dir, name)?;
     let (v, n) = (value.as_ptr().cast(), value.len());
     // SAFETY: `p` and `xname` are NUL-terminated; `v`/`n` describe the live slice `value`.
@@ -170,6 +180,7 @@ pub fn setxattr_at(
 
 /// `fsync(fd)`, or `fdatasync` with `data_only`.
 pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> io::Result<()> {
+    fault!("sys::fsync");
     // SAFETY: plain syscalls on a live fd.
     cvt(unsafe {
         if data_only {
@@ -183,12 +194,14 @@ pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> io::Result<()> {
 
 /// `ftruncate(fd, len)`.
 pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    fault!("sys::ftruncate");
     // SAFETY: plain syscall on a live fd.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }).map(drop)
 }
 
 /// `ioctl(dst, FICLONE, src)`: share the source's extents (reflink), where the filesystem can.
 pub fn reflink(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
+    fault!("sys::reflink");
     // SAFETY: FICLONE takes the source fd as its integer argument; both fds are live.
     cvt(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) }).map(drop)
 }
@@ -200,6 +213,7 @@ pub fn copy_range(
     off: u64,
     len: usize,
 ) -> io::Result<usize> {
+    fault!("sys::copy_range");
     let mut src_off = off as libc::loff_t;
     let mut dst_off = off as libc::loff_t;
     // SAFETY: the offsets are live out-pointers; both fds are live.
@@ -217,6 +231,7 @@ pub fn copy_range(
 
 /// `pwrite(fd, buf, off)`, retried until all of `buf` is written.
 pub fn pwrite_all(fd: BorrowedFd<'_>, mut buf: &[u8], mut off: u64) -> io::Result<()> {
+    fault!("sys::pwrite_all");
     while !buf.is_empty() {
         // SAFETY: `buf` is a live slice of its length; `fd` is live.
         let r = unsafe {
@@ -242,6 +257,7 @@ pub fn pwrite_all(fd: BorrowedFd<'_>, mut buf: &[u8], mut off: u64) -> io::Resul
 
 /// `lremovexattr` of `name` inside `dir` (through the `/proc/self/fd` path of `dir`).
 pub fn removexattr_at(dir: BorrowedFd<'_>, name: &[u8], xname: &CStr) -> io::Result<()> {
+    fault!("sys::removexattr_at");
     let p = super::proc_path(dir, name)?;
     // SAFETY: `p` and `xname` are NUL-terminated.
     cvt(unsafe {
@@ -257,6 +273,7 @@ pub fn removexattr_at(dir: BorrowedFd<'_>, name: &[u8], xname: &CStr) -> io::Res
 /// `name_to_handle_at(dir, name, 0)` (no symlink followed): the file handle type and bytes the
 /// filesystem uses to find `name` again (what overlayfs records as a copy-up's origin).
 pub fn file_handle(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(i32, Vec<u8>)> {
+    fault!("sys::file_handle");
     const MAX_HANDLE: usize = 128;
     #[repr(C)]
     struct Handle {
@@ -293,6 +310,7 @@ pub fn linkat(
     newdir: BorrowedFd<'_>,
     new: &CStr,
 ) -> io::Result<()> {
+    fault!("sys::linkat");
     // SAFETY: both names are NUL-terminated; both dir fds are live.
     cvt(unsafe {
         libc::linkat(
@@ -311,6 +329,7 @@ pub fn linkat(
 /// followed, so an `O_NOFOLLOW` among an application's flags is dropped; a symlink inode
 /// still cannot be opened (ELOOP).
 pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
+    fault!("sys::reopen");
     let p = super::proc_path(fd, b"")?;
     let flags = (flags & !libc::O_NOFOLLOW) | libc::O_CLOEXEC;
     // SAFETY: `p` is NUL-terminated; the returned fd is checked by cvt.
@@ -321,6 +340,7 @@ pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
 
 /// `fallocate(fd, mode, off, len)`.
 pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> io::Result<()> {
+    fault!("sys::fallocate");
     // SAFETY: plain syscall on a live fd.
     cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) })
         .map(drop)
@@ -328,6 +348,7 @@ pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> io::Resul
 
 /// `pwrite(fd, buf, off)` once: the number of bytes written.
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> io::Result<usize> {
+    fault!("sys::pwrite");
     // SAFETY: `buf` is a live slice of its length; `fd` is live.
     cvt_size(unsafe {
         libc::pwrite(
@@ -347,6 +368,7 @@ pub fn copy_range_at(
     dst_off: u64,
     len: usize,
 ) -> io::Result<usize> {
+    fault!("sys::copy_range_at");
     let mut so = src_off as libc::loff_t;
     let mut d = dst_off as libc::loff_t;
     // SAFETY: the offsets are live out-pointers; both fds are live.
@@ -365,6 +387,7 @@ pub fn umask(mask: u32) -> u32 {
 /// magic link, which lands on the inode itself). Symlinks have no mode of their own, never
 /// call it on one.
 pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    fault!("sys::fchmod");
     let p = super::proc_path(fd, b"")?;
     // SAFETY: `p` is NUL-terminated.
     cvt(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
@@ -373,6 +396,7 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 /// chown of the inode `fd` refers to, which may be `O_PATH` (`fchownat` with
 /// `AT_EMPTY_PATH`); `u32::MAX`: unchanged.
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    fault!("sys::fchown");
     // SAFETY: the empty name is a NUL-terminated literal; `fd` is live.
     cvt(unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) })
         .map(drop)
@@ -385,6 +409,7 @@ pub fn futimens(
     atime: libc::timespec,
     mtime: libc::timespec,
 ) -> io::Result<()> {
+    fault!("sys::futimens");
     let times = [atime, mtime];
     // SAFETY: `times` holds two timespecs as utimensat expects; the empty name is a
     // NUL-terminated literal; `fd` is live.

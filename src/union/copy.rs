@@ -60,6 +60,15 @@ impl Union {
         // The parent's times before the copy lands in it, put back after (as the kernel's
         // overlay does): a copy-up changes no name in the parent as the mount shows it.
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
+        if data && !meta && self.verifier.is_some() && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            // `-o verify`: no byte of a lower file that differs from its hash list is copied.
+            let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
+            let fd = le
+                .parent
+                .with_dir_of(le.entry(), |d| sys::openat(d, &name, libc::O_RDONLY))
+                .map_err(Error::io("open"))?;
+            self.verify_lower(&le, fd.as_fd(), &st)?;
+        }
         le.parent
             .with_dir_of(le.entry(), |d| {
                 copyup::copy_up(d, &loc.name, &st, &up.work, pfd.as_fd(), opts)

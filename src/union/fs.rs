@@ -107,6 +107,18 @@ impl Union {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Error::StaleInode(node.id.0));
         }
+        if self.verifier.is_some() && node.detached.get().is_none() {
+            let loc = node.loc();
+            if !loc.upper {
+                let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+                let le = self
+                    .lowers
+                    .entry(&self.stack, rel)
+                    .map_err(Error::io("lower lookup"))?
+                    .ok_or(Error::NotFound)?;
+                self.verify_lower(&le, fd.as_fd(), &st)?;
+            }
+        }
         if self.is_metacopy_fd(node, &fd, &st)? {
             if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
                 return Err(Error::Bug(

@@ -133,6 +133,9 @@ pub struct Union {
     origins: copyup::Origins,
     /// The kernel reads lower files of this writable mount directly (passthrough).
     lower_passthrough: AtomicBool,
+    /// `-o verify`: lower files are checked against their layer's hash list before any of
+    /// their bytes are served or copied up.
+    verifier: Option<crate::verity::Verifier>,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -206,7 +209,26 @@ impl Union {
             upper_inos: DashMap::new(),
             origins,
             lower_passthrough: AtomicBool::new(false),
+            verifier: None,
         })
+    }
+
+    /// Checks every lower file against `v` (`-o verify`) before serving its bytes.
+    pub fn set_verifier(&mut self, v: crate::verity::Verifier) {
+        self.verifier = Some(v);
+    }
+
+    /// With `-o verify`: the lower file `le`, open as `fd` (`st` its attributes), matches
+    /// its layer's hash list, or the error that refuses it (EIO, logged with layer and path).
+    fn verify_lower(&self, le: &lower::LowerEntry, fd: BorrowedFd<'_>, st: &Stat) -> Result<()> {
+        let Some(v) = &self.verifier else {
+            return Ok(());
+        };
+        if v.known_good(st.st_dev, st.st_ino) {
+            return Ok(());
+        }
+        let (layer, path) = le.parent.place_of(le.entry());
+        v.check(layer, &path, (st.st_dev, st.st_ino), fd)
     }
 
     /// True on a mount without an upper layer: nothing can change.

@@ -4,6 +4,7 @@
 
 pub mod core_ops;
 pub mod debian;
+pub mod faults;
 pub mod ops;
 pub mod pair;
 pub mod podman;
@@ -202,6 +203,11 @@ impl Layerfs {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mp.join(rel)
+    }
+
+    /// The daemon's `ERROR` log lines so far.
+    pub fn errors_logged(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
     }
 
     /// Fails the test if the daemon logged an error: every failure an application can

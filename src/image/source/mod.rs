@@ -54,7 +54,7 @@ mod archive;
 pub mod blob;
 pub mod entry;
 pub mod layerstore;
-mod oci;
+pub(crate) mod oci;
 mod storage;
 pub mod walk;
 

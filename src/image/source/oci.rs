@@ -186,6 +186,29 @@ fn open_layout(files: &dyn Files, reference: Option<&str>, name: String) -> Resu
     })
 }
 
+/// Parses `json` as each of the documents of a layout (for the fuzz targets): an index
+/// (and the manifest its platforms choose), a manifest, every digest they name.
+pub(crate) fn parse_documents(json: &[u8]) {
+    if let Ok(index) = serde_json::from_slice::<Index>(json) {
+        let _ = names(&index.manifests);
+        if let Ok(d) = pick_platform(&index.manifests) {
+            let _ = (d.is_index(), d.digest());
+        }
+        for d in &index.manifests {
+            let _ = (d.ref_name(), d.digest().map(|d| blob_name(&d)));
+        }
+    }
+    if let Ok(m) = serde_json::from_slice::<Manifest>(json) {
+        for d in std::iter::once(&m.config).chain(&m.layers) {
+            let _ = d.digest().map(|d| blob_name(&d));
+            let _ = d
+                .media_type
+                .as_deref()
+                .and_then(Compression::from_media_type);
+        }
+    }
+}
+
 fn blob_name(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
