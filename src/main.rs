@@ -108,12 +108,24 @@ pub struct RunArgs {
     /// the image lacks it); repeatable.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     binds: Vec<String>,
+    /// The command's file mode creation mask, octal (podman's default: 0022; an image
+    /// cannot set it).
+    #[arg(long, value_name = "OCTAL", default_value = "0022", value_parser = parse_umask)]
+    umask: u32,
     /// The command and its arguments (after `--`; default: the image's).
     #[arg(last = true, required_unless_present = "image", value_name = "CMD")]
     command: Vec<String>,
     /// The ephemeral upper of a run without `upperdir=` (set by `run`, removed at exit).
     #[arg(skip)]
     pub ephemeral: Option<std::path::PathBuf>,
+}
+
+/// `--umask 0022`: an octal mask of permission bits.
+fn parse_umask(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal umask (0000 to 0777)"))
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -222,6 +222,7 @@ fn command(args: &RunArgs) -> Result<Command> {
         user: args.user.as_deref().map(init::User::parse),
         // Rootful runs keep podman's default set, not everything root has.
         caps: Some(init::PODMAN_DEFAULT_CAPS.to_vec()),
+        umask: args.umask,
     })
 }
 
