@@ -47,9 +47,12 @@ pub struct CommitArgs {
     pub from: Option<String>,
     #[command(flatten)]
     pub out: LayerOutArgs,
-    /// The history entry's comment.
+    /// The history entry's comment (`inspect` shows it beside CREATED BY).
     #[arg(long, short = 'm')]
     pub message: Option<String>,
+    /// The history entry's `created_by`: what made the layer (default: "layerfs commit").
+    #[arg(long, value_name = "TEXT")]
+    pub created_by: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Print JSON instead of text.
@@ -189,7 +192,11 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         drop(mounted);
         let history = HistoryEntry {
             created: Some(rfc3339(args.out.timestamp)),
-            created_by: Some("layerfs commit".into()),
+            created_by: Some(
+                args.created_by
+                    .clone()
+                    .unwrap_or_else(|| "layerfs commit".into()),
+            ),
             comment: args.message.clone(),
             empty_layer: false,
         };

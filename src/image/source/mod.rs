@@ -212,6 +212,8 @@ pub struct Layer {
     pub size: Option<u64>,
     /// The history entry that made the layer (`created_by`), when the config has one.
     pub created_by: Option<String>,
+    /// That history entry's comment (`commit -m`), when it has one.
+    pub comment: Option<String>,
     pub location: Location,
 }
 
@@ -391,6 +393,7 @@ impl ImageConfig {
 fn attach_config(layers: &mut [Layer], config: &ImageConfig) {
     for (layer, h) in layers.iter_mut().zip(config.layer_history()) {
         layer.created_by = h.created_by.clone();
+        layer.comment = h.comment.clone();
     }
     if config.diff_ids.len() == layers.len() {
         for (layer, d) in layers.iter_mut().zip(&config.diff_ids) {
@@ -433,6 +436,7 @@ fn open_stack(lowers: &[PathBuf], upper: Option<&Path>) -> Result<Image> {
             compression: None,
             size: None,
             created_by: None,
+            comment: None,
             location: Location::Dir(dir.to_path_buf()),
         });
     }
