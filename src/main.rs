@@ -60,6 +60,10 @@ enum Cmd {
     Diff(cmd::diff::DiffArgs),
     /// Print a file as the merged view, or one layer, has it.
     Cat(cmd::cat::CatArgs),
+    /// Build an image from a Containerfile (Dockerfile) into the store.
+    Build(cmd::build::BuildArgs),
+    /// Show the store's size and what its images share (as `podman system df -v`).
+    Df(cmd::df::DfArgs),
 }
 
 /// The container's network.
@@ -270,6 +274,8 @@ fn main() -> ExitCode {
         Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
         Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),
         Some(Cmd::Squash(a)) => Some(cmd::squash::run(a)),
+        Some(Cmd::Build(a)) => Some(cmd::build::run(a)),
+        Some(Cmd::Df(a)) => Some(cmd::df::run(a)),
         other => {
             cli.cmd = other;
             None

@@ -144,52 +144,8 @@ pub fn run(args: CommitArgs) -> Result<i32> {
                 lowers = store.lowers(&img)?;
             }
         }
-        // A renamed directory's content lies below: read it through a mount of the whole
-        // stack (a fresh workdir beside the upper; nothing is written through it).
         private_mounts()?;
-        let (work, mnt);
-        let mut merged = None;
-        let mounted = if needs_merged(&upper)? {
-            if lowers.is_empty() {
-                bail!(
-                    "{}: renamed directories and metadata-only copies keep content in the lowers; give them with -o lowerdir=...",
-                    upper.display()
-                );
-            }
-            let parent = upper.parent().unwrap_or(Path::new("."));
-            work = tempfile::Builder::new()
-                .prefix(".layerfs-commit-work-")
-                .tempdir_in(parent)
-                .context("creating a workdir beside the upper")?;
-            mnt = tempfile::Builder::new()
-                .prefix("layerfs-commit-")
-                .tempdir()
-                .context("creating a temporary mountpoint")?;
-            let opts = format!(
-                "{},upperdir={},workdir={}",
-                lowerdir_option(&lowers),
-                upper.display(),
-                work.path().display()
-            );
-            let m = Mounted::new(&opts, mnt.path())?;
-            merged = Some(mnt.path());
-            Some(m)
-        } else {
-            None
-        };
-        let pb = progress("committing");
-        let tick = |n: u64| pb.set_position(n);
-        let mut tar = layer_tar(
-            &upper,
-            Mode::Layer,
-            args.out.timestamp,
-            merged,
-            &lowers,
-            &store.root().join("tmp"),
-            &tick,
-        )?;
-        pb.finish_and_clear();
-        drop(mounted);
+        let mut tar = upper_layer(&store, &upper, &lowers, args.out.timestamp)?;
         let history = HistoryEntry {
             created: Some(rfc3339(args.out.timestamp)),
             created_by: Some(
@@ -212,6 +168,62 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         report(&out, args.json)?;
         Ok(0)
     })
+}
+
+/// The layer tar of an upper made on `lowers` (top first): the one conversion `commit` and
+/// `build` use. A renamed directory's content lies below: it is read through a mount of the
+/// whole stack (a fresh workdir beside the upper; nothing is written through it), so the
+/// caller must be in a mount namespace of its own when rootless ([`private_mounts`]).
+pub fn upper_layer(
+    store: &Store,
+    upper: &Path,
+    lowers: &[PathBuf],
+    timestamp: Option<i64>,
+) -> Result<LayerTar> {
+    let (work, mnt);
+    let mut merged = None;
+    let mounted = if needs_merged(upper)? {
+        if lowers.is_empty() {
+            bail!(
+                "{}: renamed directories and metadata-only copies keep content in the lowers; give them with -o lowerdir=...",
+                upper.display()
+            );
+        }
+        let parent = upper.parent().unwrap_or(Path::new("."));
+        work = tempfile::Builder::new()
+            .prefix(".layerfs-commit-work-")
+            .tempdir_in(parent)
+            .context("creating a workdir beside the upper")?;
+        mnt = tempfile::Builder::new()
+            .prefix("layerfs-commit-")
+            .tempdir()
+            .context("creating a temporary mountpoint")?;
+        let opts = format!(
+            "{},upperdir={},workdir={}",
+            lowerdir_option(lowers),
+            upper.display(),
+            work.path().display()
+        );
+        let m = Mounted::new(&opts, mnt.path())?;
+        merged = Some(mnt.path());
+        Some(m)
+    } else {
+        None
+    };
+    let pb = progress("committing");
+    let tick = |n: u64| pb.set_position(n);
+    let tar = layer_tar(
+        upper,
+        Mode::Layer,
+        timestamp,
+        merged,
+        lowers,
+        &store.root().join("tmp"),
+        &tick,
+    )?;
+    pb.finish_and_clear();
+    drop(mounted);
+    Ok(tar)
 }
 
 /// `lowerdir=` (top first) and `upperdir=` out of `-o` options; workdir and mount flags

@@ -160,6 +160,7 @@ pub fn import(
         entrypoint: cfg.entrypoint,
         working_dir: cfg.working_dir,
         user: cfg.user,
+        ..RunConfig::default()
     };
     let history: Vec<HistoryEntry> = cfg
         .history

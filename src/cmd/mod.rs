@@ -1,5 +1,7 @@
+pub mod build;
 pub mod cat;
 pub mod commit;
+pub mod df;
 pub mod diff;
 pub mod helper;
 pub mod image_run;

@@ -37,6 +37,12 @@ pub struct RunConfig {
     pub working_dir: String,
     #[serde(default)]
     pub user: String,
+    /// `LABEL`s (`Labels`); left out of the record when empty, so older ids stay.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `EXPOSE`d ports, `80/tcp` style (`ExposedPorts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
 }
 
 /// One step of the image's history (as in the OCI config).
@@ -97,6 +103,13 @@ pub struct Staged {
     pub diff_id: String,
     pub size: u64,
     pub stats: unpack::Stats,
+}
+
+impl Staged {
+    /// Where the layer is unpacked until published (a lowerdir for later build steps).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
 }
 
 impl Drop for Staged {
