@@ -116,6 +116,10 @@ pub struct RunArgs {
     /// cannot set it).
     #[arg(long, value_name = "OCTAL", default_value = "0022", value_parser = parse_umask)]
     umask: u32,
+    /// Leave the image's /tmp (no tmpfs on it): what the command writes there stays in the
+    /// upper, as in a build step (`layerfs build` runs RUN this way).
+    #[arg(long)]
+    keep_tmp: bool,
     /// The command and its arguments (after `--`; default: the image's).
     #[arg(last = true, required_unless_present = "image", value_name = "CMD")]
     command: Vec<String>,

@@ -91,6 +91,7 @@ pub fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
             .map(|b| parse_bind(b))
             .collect::<Result<_>>()?,
         read_only,
+        keep_tmp: args.keep_tmp,
     };
 
     // The FUSE daemon: our child, in the host's namespaces, gone when we are.

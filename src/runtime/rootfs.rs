@@ -23,6 +23,9 @@ pub struct RootSpec {
     pub binds: Vec<(PathBuf, String, bool)>,
     /// Make the root read-only once built (`-o ro`).
     pub read_only: bool,
+    /// Leave the image's /tmp as it is (no tmpfs): what the command writes there stays in
+    /// the upper, as in a buildah or docker build step.
+    pub keep_tmp: bool,
 }
 
 /// The primitive steps, with targets relative to the new root.
@@ -141,14 +144,16 @@ pub fn build(ops: &mut dyn RootOps, spec: &RootSpec) -> Result<(), RootError> {
     }
     ops.bind("/sys", "sys", true)
         .map_err(step("binding /sys"))?;
-    ops.mount(
-        "tmpfs",
-        "tmp",
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_NODEV,
-        "mode=1777",
-    )
-    .map_err(step("mounting /tmp"))?;
+    if !spec.keep_tmp {
+        ops.mount(
+            "tmpfs",
+            "tmp",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=1777",
+        )
+        .map_err(step("mounting /tmp"))?;
+    }
     for (host, rel) in &spec.host_files {
         // A symlink in the image (resolv.conf -> ../run/...) is left alone: never followed.
         if host.exists() && (ops.is_file(rel) || !ops.exists(rel)) {
@@ -419,6 +424,7 @@ mod tests {
             host_files: vec![("/etc/hosts".into(), "etc/hosts".into())],
             binds: vec![("/srv/data".into(), "data".into(), true)],
             read_only: false,
+            keep_tmp: false,
         }
     }
 
@@ -454,6 +460,7 @@ mod tests {
             &mut r,
             &RootSpec {
                 read_only: true,
+                keep_tmp: false,
                 ..spec()
             },
         )

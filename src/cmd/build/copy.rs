@@ -24,9 +24,10 @@ fn c(s: &str) -> Result<CString> {
     CString::new(s).with_context(|| format!("{s:?} contains a NUL byte"))
 }
 
-/// The directory `path` (absolute in the container) under `root`, made (0755, root) with
-/// its missing parents.
-pub fn mkdir_p(root: BorrowedFd<'_>, path: &str) -> Result<OwnedFd> {
+/// The directory `path` (absolute in the container) under `root`, made (0755, owned by
+/// `owner` or root: a COPY --chown owns the directories it makes, as buildah's) with its
+/// missing parents.
+pub fn mkdir_p(root: BorrowedFd<'_>, path: &str, owner: Option<(u32, u32)>) -> Result<OwnedFd> {
     let mut dir = sys::open_in_root(root, c(".")?.as_c_str(), libc::O_DIRECTORY | libc::O_RDONLY)?;
     let mut sofar = String::from("/");
     for comp in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
@@ -41,6 +42,9 @@ pub fn mkdir_p(root: BorrowedFd<'_>, path: &str) -> Result<OwnedFd> {
                 sys::mkdirat(dir.as_fd(), &c(comp)?, 0o755)
                     .with_context(|| format!("creating {sofar}"))?;
                 sys::chmodat(dir.as_fd(), &c(comp)?, 0o755)?;
+                if let Some((uid, gid)) = owner {
+                    sys::lchownat(dir.as_fd(), &c(comp)?, uid, gid)?;
+                }
                 dir = sys::open_in_root(root, &rel, libc::O_DIRECTORY | libc::O_RDONLY)
                     .with_context(|| format!("opening {sofar}"))?;
             }

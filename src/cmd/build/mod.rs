@@ -515,11 +515,11 @@ impl Builder<'_> {
             );
             let m = Mounted::new(&opts, mp.path())?;
             let root = layerfs::sys::open_host_dir(mp.path())?;
-            if !st.config.working_dir.is_empty() {
-                copy::mkdir_p(root.as_fd(), &st.config.working_dir)?;
-            }
             if let Inst::Copy { .. } = &inst.inst {
                 self.copy(st, inst, root.as_fd())?;
+            }
+            if !st.config.working_dir.is_empty() {
+                copy::mkdir_p(root.as_fd(), &st.config.working_dir, None)?;
             }
             drop(root);
             drop(m);
@@ -598,7 +598,7 @@ impl Builder<'_> {
     fn run(&self, st: &Stage, c: &Cmd, up: &Upper, lowers: &[PathBuf]) -> Result<()> {
         let exe = std::env::current_exe().context("finding the layerfs binary")?;
         let mut cmd = std::process::Command::new(exe);
-        cmd.arg("run").arg("-o").arg(format!(
+        cmd.arg("run").arg("--keep-tmp").arg("-o").arg(format!(
             "{},upperdir={},workdir={}",
             lowerdir_option(lowers),
             up.upper().display(),
@@ -712,13 +712,13 @@ impl Builder<'_> {
             let md = std::fs::symlink_metadata(&src)
                 .with_context(|| format!("reading {}", src.display()))?;
             if *add && from.is_none() && md.is_file() && copy::is_archive(&src) {
-                let dir = copy::mkdir_p(root, &abs)?;
+                let dir = copy::mkdir_p(root, &abs, attrs.owner)?;
                 copy::extract(&src, dir.as_fd())?;
                 continue;
             }
             if md.is_dir() {
                 // A directory's content goes into the destination.
-                let dir = copy::mkdir_p(root, &abs)?;
+                let dir = copy::mkdir_p(root, &abs, attrs.owner)?;
                 for e in sorted_names(&src)? {
                     copy::copy_entry(&src.join(&e), dir.as_fd(), &e, attrs)?;
                 }
@@ -735,7 +735,7 @@ impl Builder<'_> {
                 let (p, n) = a.rsplit_once('/').unwrap_or(("", &a));
                 (format!("/{p}"), n.to_string())
             };
-            let dir = copy::mkdir_p(root, &parent)?;
+            let dir = copy::mkdir_p(root, &parent, attrs.owner)?;
             copy::copy_entry(&src, dir.as_fd(), &name, attrs)?;
         }
         Ok(())
