@@ -74,9 +74,20 @@ pub fn normalize(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
-/// Copies the host entry `src` (file, symlink or directory tree) to `name` in `dir`. A
+/// Leaves out a path (relative to the source root) when true: the ignore rules.
+pub type Skip<'a> = &'a dyn Fn(&str) -> bool;
+
+/// Copies the host entry `root/rel` (file, symlink or directory tree) to `name` in `dir`. A
 /// directory merges into an existing one; anything else replaces what was there.
-pub fn copy_entry(src: &Path, dir: BorrowedFd<'_>, name: &str, attrs: Attrs) -> Result<()> {
+pub fn copy_entry(
+    root: &Path,
+    rel: &str,
+    dir: BorrowedFd<'_>,
+    name: &str,
+    attrs: Attrs,
+    skip: Skip<'_>,
+) -> Result<()> {
+    let src = &root.join(rel);
     let md = std::fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
     let cname = c(name)?;
     let (uid, gid) = match (attrs.owner, attrs.keep_owner) {
@@ -110,7 +121,14 @@ pub fn copy_entry(src: &Path, dir: BorrowedFd<'_>, name: &str, attrs: Attrs) -> 
         names.sort();
         for n in names {
             let n = n.to_string_lossy().into_owned();
-            copy_entry(&src.join(&n), sub.as_fd(), &n, attrs)?;
+            let child = if rel.is_empty() {
+                n.clone()
+            } else {
+                format!("{rel}/{n}")
+            };
+            if !skip(&child) {
+                copy_entry(root, &child, sub.as_fd(), &n, attrs, skip)?;
+            }
         }
         sys::lchownat(dir, &cname, uid, gid)?;
         sys::chmodat(dir, &cname, mode)?;

@@ -248,14 +248,22 @@ impl Builder<'_> {
                 made: 0,
                 ..self.stages[j].clone()
             },
-            Base::Image(r) => Stage {
-                key: cache::key("", &[r.id.as_bytes()]),
-                stamp: r.created.clone().unwrap_or_else(|| EPOCH.into()),
-                layers: r.layers,
-                config: r.config,
-                history: r.history,
-                ..Stage::default()
-            },
+            Base::Image(r) => {
+                // History lines up with layers (one entry without empty_layer each): an
+                // image imported without history gets blank entries for its layers.
+                let mut history = r.history;
+                let made = history.iter().filter(|h| !h.empty_layer).count();
+                let missing = r.layers.len().saturating_sub(made);
+                history.splice(0..0, std::iter::repeat_n(HistoryEntry::default(), missing));
+                Stage {
+                    key: cache::key("", &[r.id.as_bytes()]),
+                    stamp: r.created.clone().unwrap_or_else(|| EPOCH.into()),
+                    layers: r.layers,
+                    config: r.config,
+                    history,
+                    ..Stage::default()
+                }
+            }
         };
         if let Inst::From { alias, .. } = &insts[0].inst {
             st.alias = alias.clone();
@@ -706,6 +714,10 @@ impl Builder<'_> {
                 }
             }
         }
+        // The ignore rules hold for the context only.
+        let ctx_rules = |rel: &str| self.ctx.ignored(rel);
+        let no_rules = |_: &str| false;
+        let skip: copy::Skip<'_> = if from.is_none() { &ctx_rules } else { &no_rules };
         let into_dir = dest.ends_with('/') || found.len() > 1 || copy::is_dir(root, &abs);
         for rel in &found {
             let src = src_root.join(rel);
@@ -720,7 +732,14 @@ impl Builder<'_> {
                 // A directory's content goes into the destination.
                 let dir = copy::mkdir_p(root, &abs, attrs.owner)?;
                 for e in sorted_names(&src)? {
-                    copy::copy_entry(&src.join(&e), dir.as_fd(), &e, attrs)?;
+                    let child = if rel.is_empty() {
+                        e.clone()
+                    } else {
+                        format!("{rel}/{e}")
+                    };
+                    if !skip(&child) {
+                        copy::copy_entry(&src_root, &child, dir.as_fd(), &e, attrs, skip)?;
+                    }
                 }
                 continue;
             }
@@ -736,7 +755,7 @@ impl Builder<'_> {
                 (format!("/{p}"), n.to_string())
             };
             let dir = copy::mkdir_p(root, &parent, attrs.owner)?;
-            copy::copy_entry(&src, dir.as_fd(), &name, attrs)?;
+            copy::copy_entry(&src_root, rel, dir.as_fd(), &name, attrs, skip)?;
         }
         Ok(())
     }

@@ -1,0 +1,213 @@
+//! `layerfs build` end to end on a busybox-static base: instructions, the layer cache,
+//! multi-stage, a failing RUN, rootless; the merged tree beside `podman build`'s; and
+//! `df`. The seeds' 50 MB example on the Debian base is in `build_debian.rs`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{require_root, tree, BIN};
+
+/// A busybox root with what a build step needs (/tmp 1777, passwd with a user `app`).
+fn busybox_root(root: &Path) {
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static is installed (scripts/test installs it)");
+    for app in [
+        "sh", "ls", "cat", "echo", "dd", "rm", "mkdir", "id", "ln", "chmod", "test", "pwd",
+        "date", "true", "false",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
+    }
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1234:4321::/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:4321:\n").unwrap();
+    std::fs::write(root.join("etc/hosts"), "").unwrap();
+    std::fs::write(root.join("etc/resolv.conf"), "").unwrap();
+}
+
+/// A temp dir with a busybox root imported as `bb` into `store/`, and a `ctx/` directory.
+struct Setup {
+    t: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let t = tempfile::tempdir().unwrap();
+        busybox_root(&t.path().join("root"));
+        std::fs::create_dir(t.path().join("ctx")).unwrap();
+        let s = Setup { t };
+        let lower = format!("lowerdir={}", s.path("root").display());
+        s.ok(&["import", &lower, "--name", "bb"]);
+        s
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.t.path().join(rel)
+    }
+
+    fn store(&self) -> String {
+        self.path("store").display().to_string()
+    }
+
+    fn layerfs(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg(args[0])
+            .arg("--store")
+            .arg(self.store())
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run layerfs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.layerfs(args);
+        assert!(
+            o.status.success(),
+            "layerfs {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn build(&self, name: &str, extra: &[&str]) -> String {
+        let ctx = self.path("ctx").display().to_string();
+        let mut args = vec!["build", "-t", name];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        self.ok(&args)
+    }
+
+    /// The image record (`images --json`) named `name`.
+    fn record(&self, name: &str) -> serde_json::Value {
+        let all: serde_json::Value = serde_json::from_str(&self.ok(&["images", "--json"])).unwrap();
+        let full = format!("{name}:latest");
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["names"].as_array().unwrap().iter().any(|n| n == &full))
+            .unwrap_or_else(|| panic!("no image {name}"))
+            .clone()
+    }
+
+    /// A read-only mount of a store image, unmounted when dropped.
+    fn mount(&self, image: &str) -> Mount {
+        let mp = tempfile::tempdir().unwrap().keep();
+        self.ok(&["mount", image, mp.to_str().unwrap()]);
+        Mount(mp)
+    }
+
+    /// Entries of the store's layers/ and tmp/ (nothing half-made may stay).
+    fn store_entries(&self) -> (usize, usize) {
+        let n = |d: &str| std::fs::read_dir(self.path("store").join(d)).unwrap().count();
+        (n("layers"), n("tmp"))
+    }
+}
+
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new(BIN).arg("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The image's last line of output is its id.
+fn image_id(out: &str) -> String {
+    out.lines().last().unwrap_or("").to_string()
+}
+
+#[test]
+fn env_workdir_user_copy_and_config_instructions_shape_the_image() {
+    if !require_root("env_workdir_user_copy_and_config_instructions_shape_the_image") {
+        return;
+    }
+    let s = Setup::new();
+    s.write("ctx/hello.txt", "hello\n");
+    s.write("ctx/skip.log", "left out\n");
+    s.write("ctx/.dockerignore", "*.log\n");
+    s.write(
+        "ctx/Containerfile",
+        "FROM bb\n\
+         ARG WHO=world\n\
+         ENV GREETING=hi \\\n    PLACE=\"the box\"\n\
+         WORKDIR /app\n\
+         COPY --chown=app:app hello.txt ./\n\
+         COPY . /ctx/\n\
+         RUN echo \"$GREETING $WHO in $PLACE at $(pwd)\" > out && umask > umask && id -u > uid\n\
+         USER app\n\
+         RUN id -u > /tmp/uid-as-user\n\
+         LABEL org.example.k=v\n\
+         EXPOSE 8080\n\
+         ENTRYPOINT [\"cat\"]\n\
+         CMD [\"/app/out\"]\n",
+    );
+    let out = s.build("img", &["--build-arg", "WHO=you"]);
+    for step in ["STEP 1/13: FROM bb", "STEP 7/13: RUN echo", "STEP 13/13: CMD"] {
+        assert!(out.contains(step), "no {step:?} in\n{out}");
+    }
+    let run = s.ok(&["run", "img"]);
+    assert_eq!(run, "hi you in the box at /app\n");
+    let cat = |p: &str| s.ok(&["run", "img", "--", p]);
+    assert_eq!(cat("/app/umask"), "0022\n");
+    assert_eq!(cat("/app/uid"), "0\n", "USER applies from its line on");
+    assert_eq!(cat("/app/hello.txt"), "hello\n");
+    // Owners and what was left out, seen on a mount of the image.
+    let m = s.mount("img");
+    use std::os::unix::fs::MetadataExt;
+    let md = |p: &str| std::fs::symlink_metadata(m.0.join(p)).unwrap();
+    assert_eq!((md("app/hello.txt").uid(), md("app/hello.txt").gid()), (1234, 4321));
+    // WORKDIR's directory was first made by the COPY --chown into it: the user's (buildah).
+    assert_eq!((md("app").uid(), md("app/out").uid()), (1234, 0));
+    assert_eq!(md("app/out").mode() & 0o777, 0o644);
+    assert_eq!(md("ctx/hello.txt").uid(), 0, "COPY without --chown: root's");
+    assert!(m.0.join("ctx/Containerfile").exists());
+    assert!(!m.0.join("ctx/skip.log").exists(), ".dockerignore'd file copied");
+    // A RUN's /tmp is the image's (no tmpfs hides what it wrote, as in buildah).
+    assert_eq!(std::fs::read_to_string(m.0.join("tmp/uid-as-user")).unwrap(), "1234\n");
+    assert_eq!(md("tmp/uid-as-user").uid(), 1234);
+    drop(m);
+    let rec = s.record("img");
+    let cfg = &rec["config"];
+    assert_eq!(cfg["working_dir"], "/app");
+    assert_eq!(cfg["user"], "app");
+    assert_eq!(cfg["entrypoint"], serde_json::json!(["cat"]));
+    assert_eq!(cfg["cmd"], serde_json::json!(["/app/out"]));
+    assert_eq!(cfg["labels"]["org.example.k"], "v");
+    assert_eq!(cfg["exposed_ports"], serde_json::json!(["8080/tcp"]));
+    let env = cfg["env"].as_array().unwrap();
+    assert!(env.contains(&"PLACE=the box".into()), "{env:?}");
+    assert!(
+        !env.iter().any(|e| e.as_str().unwrap().starts_with("WHO=")),
+        "an ARG is not kept in the image"
+    );
+    // One layer per COPY and RUN (4) on the base's one; each has its line as created_by.
+    assert_eq!(rec["layers"].as_array().unwrap().len(), 5);
+    let made: Vec<&str> = rec["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"] != true)
+        .map(|h| h["created_by"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(made.len(), 5);
+    assert_eq!(made[1], "COPY --chown=app:app hello.txt ./");
+    assert!(made[3].starts_with("RUN echo"), "{made:?}");
+}
