@@ -211,3 +211,116 @@ fn env_workdir_user_copy_and_config_instructions_shape_the_image() {
     assert_eq!(made[1], "COPY --chown=app:app hello.txt ./");
     assert!(made[3].starts_with("RUN echo"), "{made:?}");
 }
+
+/// Lines of a build's output that a RUN printed (they start with `ran:`).
+fn ran(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.starts_with("ran:")).collect()
+}
+
+#[test]
+fn a_second_build_runs_no_run_and_touching_a_copy_source_rebuilds_from_its_step() {
+    if !require_root("a_second_build_runs_no_run_and_touching_a_copy_source_rebuilds_from_its_step")
+    {
+        return;
+    }
+    let s = Setup::new();
+    s.write("ctx/a.txt", "a\n");
+    s.write("ctx/b.txt", "b\n");
+    s.write(
+        "ctx/Containerfile",
+        "FROM bb\nRUN echo ran:1 && date +%s%N > /one\nCOPY a.txt /a.txt\n\
+         RUN echo ran:2 && cat /a.txt > /two\nCOPY b.txt /b.txt\nRUN echo ran:3\n",
+    );
+    let first = s.build("c", &[]);
+    assert_eq!(ran(&first), ["ran:1", "ran:2", "ran:3"]);
+    let layer1_first = s.record("c")["layers"][1]["diff_id"].clone();
+    let layers = s.store_entries().0;
+    // Again: every layer from the cache, no RUN, the same image.
+    let second = s.build("c", &[]);
+    assert!(ran(&second).is_empty(), "a RUN ran again:\n{second}");
+    assert_eq!(second.matches("--> Using cache").count(), 5, "{second}");
+    assert_eq!(image_id(&first), image_id(&second));
+    assert_eq!(s.store_entries(), (layers, 0));
+    // Touching a.txt (same content, new mtime) rebuilds from its COPY on.
+    let t = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(s.path("ctx/a.txt"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    let third = s.build("c", &[]);
+    assert_eq!(ran(&third), ["ran:2", "ran:3"], "{third}");
+    assert_eq!(third.matches("--> Using cache").count(), 1, "{third}");
+    let layer1_third = s.record("c")["layers"][1]["diff_id"].clone();
+    // --no-cache runs everything.
+    let fourth = s.build("c", &["--no-cache"]);
+    assert_eq!(ran(&fourth), ["ran:1", "ran:2", "ran:3"]);
+    // The RUN before the COPY kept its layer (the time it wrote) until --no-cache.
+    assert_eq!(layer1_third, layer1_first);
+    assert_ne!(s.record("c")["layers"][1]["diff_id"], layer1_first);
+}
+
+#[test]
+fn multi_stage_copies_from_an_earlier_stage_and_keeps_only_the_last() {
+    if !require_root("multi_stage_copies_from_an_earlier_stage_and_keeps_only_the_last") {
+        return;
+    }
+    let s = Setup::new();
+    s.write(
+        "ctx/Containerfile",
+        "FROM bb AS builder\nWORKDIR /src\n\
+         RUN echo artifact > out.bin && chmod 751 out.bin && echo junk > /junk\n\
+         FROM bb\nCOPY --from=builder /src/out.bin /usr/local/bin/tool\n\
+         COPY --from=0 /src /copied\nRUN test ! -e /junk && cat /usr/local/bin/tool\n",
+    );
+    let out = s.build("ms", &[]);
+    assert!(out.contains("[1/2] STEP 3/3: RUN") && out.contains("[2/2] STEP 4/4: RUN"));
+    let m = s.mount("ms");
+    use std::os::unix::fs::MetadataExt;
+    let tool = std::fs::symlink_metadata(m.0.join("usr/local/bin/tool")).unwrap();
+    assert_eq!(tool.mode() & 0o7777, 0o751, "COPY --from keeps the mode");
+    assert_eq!(
+        std::fs::read_to_string(m.0.join("copied/out.bin")).unwrap(),
+        "artifact\n"
+    );
+    assert!(!m.0.join("junk").exists() && !m.0.join("src").exists());
+    drop(m);
+    // The final image has the base and its own three layers; the builder stage is kept as
+    // an unnamed image (its layers referenced, cached), like podman's intermediate images.
+    assert_eq!(s.record("ms")["layers"].as_array().unwrap().len(), 4);
+    let again = s.build("ms", &[]);
+    assert_eq!(again.matches("--> Using cache").count(), 4, "{again}");
+}
+
+#[test]
+fn a_failing_run_names_its_step_line_and_status_and_leaves_nothing() {
+    if !require_root("a_failing_run_names_its_step_line_and_status_and_leaves_nothing") {
+        return;
+    }
+    let s = Setup::new();
+    s.write(
+        "ctx/Containerfile",
+        "FROM bb\nRUN dd if=/dev/zero of=/big bs=1k count=64 2>/dev/null\n\n\
+         # a comment\nRUN echo about to fail && \\\n    exit 7\nRUN echo never\n",
+    );
+    let before = s.store_entries();
+    let ctx = s.path("ctx").display().to_string();
+    let o = s.layerfs(&["build", "-t", "broken", &ctx]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("step 3/4 (line 5) RUN echo about to fail &&") && err.contains("status 7"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("about to fail") && !out.contains("never"));
+    // No image, and neither the layer of the step that succeeded nor anything staged.
+    assert_eq!(s.store_entries(), before);
+    let images = s.ok(&["images", "--json"]);
+    assert!(!images.contains("broken"));
+    assert!(!std::fs::read_dir(s.path("store/build-cache"))
+        .map(|d| d.count() > 0)
+        .unwrap_or(false));
+}
