@@ -228,7 +228,7 @@ fn a_second_build_runs_no_run_and_touching_a_copy_source_rebuilds_from_its_step(
     s.write("ctx/b.txt", "b\n");
     s.write(
         "ctx/Containerfile",
-        "FROM bb\nRUN echo ran:1 && date +%s%N > /one\nCOPY a.txt /a.txt\n\
+        "FROM bb\nRUN echo ran:1 && cat /proc/sys/kernel/random/uuid > /one\nCOPY a.txt /a.txt\n\
          RUN echo ran:2 && cat /a.txt > /two\nCOPY b.txt /b.txt\nRUN echo ran:3\n",
     );
     let first = s.build("c", &[]);
@@ -256,7 +256,7 @@ fn a_second_build_runs_no_run_and_touching_a_copy_source_rebuilds_from_its_step(
     // --no-cache runs everything.
     let fourth = s.build("c", &["--no-cache"]);
     assert_eq!(ran(&fourth), ["ran:1", "ran:2", "ran:3"]);
-    // The RUN before the COPY kept its layer (the time it wrote) until --no-cache.
+    // The RUN before the COPY kept its layer (the uuid it wrote) until --no-cache.
     assert_eq!(layer1_third, layer1_first);
     assert_ne!(s.record("c")["layers"][1]["diff_id"], layer1_first);
 }
