@@ -324,3 +324,127 @@ fn a_failing_run_names_its_step_line_and_status_and_leaves_nothing() {
         .map(|d| d.count() > 0)
         .unwrap_or(false));
 }
+
+/// podman with a throwaway store (kernel overlay driver, runc, the host's network: the
+/// settings tests/podman.rs found this machine needs), image mounts undone when dropped.
+struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("containers.conf"),
+            "[containers]\nnetns = \"host\"\n\
+             default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
+             events_logger = \"file\"\n",
+        )
+        .unwrap();
+        Podman { dir }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let d = self.dir.path();
+        let o = Command::new("podman")
+            .env("CONTAINERS_CONF", d.join("containers.conf"))
+            .arg("--root")
+            .arg(d.join("graph"))
+            .arg("--runroot")
+            .arg(d.join("run"))
+            .args(["--storage-driver", "overlay"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman is installed (scripts/test installs it)");
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.ok(&["image", "unmount", "--all"]);
+        }));
+    }
+}
+
+#[test]
+fn the_same_containerfile_built_by_podman_gives_the_same_tree() {
+    if !require_root("the_same_containerfile_built_by_podman_gives_the_same_tree") {
+        return;
+    }
+    let s = Setup::new();
+    s.write("ctx/hello.txt", "hello\n");
+    s.write("ctx/dir/f1", "f1\n");
+    s.write("ctx/sub/deep/x", "deep\n");
+    s.write("ctx/secret.log", "left out\n");
+    s.write("ctx/.dockerignore", "*.log\n");
+    std::os::unix::fs::symlink("deep/x", s.path("ctx/sub/link")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(s.path("ctx/sub/deep/x"), std::fs::Permissions::from_mode(0o640))
+        .unwrap();
+    s.write("tarsrc/t/inner", "inner\n");
+    let tar = |args: &[&str]| {
+        let ok = Command::new("tar")
+            .args(["--owner=0", "--group=0"])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "tar {args:?}");
+    };
+    let p = |r: &str| s.path(r).display().to_string();
+    tar(&["-C", &p("tarsrc"), "-cf", &p("ctx/files.tar"), "t"]);
+    s.write(
+        "ctx/Containerfile",
+        "FROM bb\nARG WHO=world\nENV GREETING=hello\nWORKDIR /app\n\
+         COPY --chown=1234:4321 hello.txt dir/ ./\nCOPY sub /opt/sub\nCOPY . /all/\n\
+         ADD files.tar /opt/unpacked/\n\
+         RUN echo \"$GREETING $WHO\" > greeting && mkdir -p /var/lib/x && \
+             ln -s /app/greeting /var/lib/x/link && chmod 600 greeting && ln greeting hard\n\
+         RUN rm /bin/false && echo t > /tmp/t && mkdir -p /etc/new && rm -r /root\n\
+         USER app\nRUN echo mine > /tmp/mine\nCMD [\"cat\", \"/app/greeting\"]\n",
+    );
+    s.build("same", &[]);
+    let ours = s.mount("same");
+    let mut mine = tree::snapshot(&ours.0);
+    // podman's base: the same root as a tar.
+    let podman = Podman::new();
+    tar(&["-C", &p("root"), "-cf", &p("root.tar"), "."]);
+    podman.ok(&["import", &p("root.tar"), "bb"]);
+    podman.ok(&[
+        "build",
+        "--pull=never",
+        "--network",
+        "host",
+        "-t",
+        "same",
+        &p("ctx"),
+    ]);
+    let merged = podman.ok(&["image", "mount", "same"]);
+    let mut theirs = tree::snapshot(Path::new(merged.trim()));
+    // What is not the Containerfile's doing: the root directory's mode (podman shows an
+    // image mount's root as 0555), and the mount points buildah's RUN leaves in the layer
+    // when the base lacks them (/etc/hostname, /run).
+    for t in [&mut mine, &mut theirs] {
+        t.meta.remove(Path::new(""));
+        t.ino.remove(Path::new(""));
+    }
+    for extra in ["etc/hostname", "run"] {
+        if !s.path("root").join(extra).exists() {
+            theirs.meta.remove(Path::new(extra));
+            theirs.ino.remove(Path::new(extra));
+        }
+    }
+    tree::assert_same(&theirs, &mine, "layerfs build vs podman build");
+    assert!(mine.meta.contains_key(Path::new("all/hello.txt")));
+    assert!(!mine.meta.contains_key(Path::new("all/secret.log")));
+}
