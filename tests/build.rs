@@ -448,3 +448,81 @@ fn the_same_containerfile_built_by_podman_gives_the_same_tree() {
     assert!(mine.meta.contains_key(Path::new("all/hello.txt")));
     assert!(!mine.meta.contains_key(Path::new("all/secret.log")));
 }
+
+#[test]
+fn rootless_builds_run_steps_as_the_users_subordinate_ids_and_cache_them() {
+    if !require_root("rootless_builds_run_steps_as_the_users_subordinate_ids_and_cache_them") {
+        return;
+    }
+    let _fuse = common::DevFuseOpen::new();
+    let (uid, gid) = common::test_user();
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path();
+    busybox_root(&base.join("root"));
+    std::fs::create_dir(base.join("ctx")).unwrap();
+    std::fs::write(base.join("ctx/f"), "from the context\n").unwrap();
+    std::fs::write(
+        base.join("ctx/Containerfile"),
+        "FROM bb\nCOPY --chown=app f /home/f\nRUN echo ran && chown app /home && id -u > /id\n\
+         USER app\nRUN id -u > /home/uid\nCMD [\"cat\", \"/home/uid\", \"/id\", \"/home/f\"]\n",
+    )
+    .unwrap();
+    let bin = base.join("layerfs");
+    std::fs::copy(BIN, &bin).unwrap();
+    let ok = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(base)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_user = |args: &[&str]| -> String {
+        let o = Command::new("setpriv")
+            .args(["--reuid", &uid.to_string(), "--regid", &gid.to_string()])
+            .arg("--init-groups")
+            .arg(&bin)
+            .arg(args[0])
+            .arg("--store")
+            .arg(base.join("store"))
+            .args(&args[1..])
+            .env("HOME", base)
+            .current_dir(base)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "rootless layerfs {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let root = format!("lowerdir={}", base.join("root").display());
+    as_user(&["import", &root, "--name", "bb"]);
+    let ctx = base.join("ctx").display().to_string();
+    let first = as_user(&["build", "-t", "rl", &ctx]);
+    assert!(first.lines().any(|l| l == "ran"), "{first}");
+    // Inside: root and the image's user; outside, the user's subordinate ids.
+    assert_eq!(as_user(&["run", "rl"]), "1234\n0\nfrom the context\n");
+    let second = as_user(&["build", "-t", "rl", &ctx]);
+    assert!(!second.lines().any(|l| l == "ran"), "{second}");
+    assert_eq!(image_id(&first), image_id(&second));
+    // The layer's file is stored under the user's subordinate range, as rootless podman.
+    use std::os::unix::fs::MetadataExt;
+    let sub_start: u32 = std::fs::read_to_string("/etc/subuid")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("layerfs-test:"))
+        .and_then(|r| r.split(':').next()?.parse().ok())
+        .unwrap();
+    let owners: Vec<u32> = std::fs::read_dir(base.join("store/layers"))
+        .unwrap()
+        .filter_map(|e| std::fs::symlink_metadata(e.unwrap().path().join("home/uid")).ok())
+        .map(|m| m.uid())
+        .collect();
+    assert_eq!(owners, [sub_start + 1233], "image uid 1234 is the 1234th subordinate id");
+}
