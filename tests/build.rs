@@ -526,3 +526,26 @@ fn rootless_builds_run_steps_as_the_users_subordinate_ids_and_cache_them() {
         .collect();
     assert_eq!(owners, [sub_start + 1233], "image uid 1234 is the 1234th subordinate id");
 }
+
+#[test]
+fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
+    if !require_root("squash_makes_the_new_steps_one_layer_without_what_they_deleted") {
+        return;
+    }
+    let s = Setup::new();
+    s.write("ctx/f", "kept\n");
+    s.write(
+        "ctx/Containerfile",
+        "FROM bb\nRUN dd if=/dev/zero of=/big bs=1k count=512 2>/dev/null\nCOPY f /f\n\
+         RUN rm /big /bin/false\n",
+    );
+    s.build("sq", &["--squash"]);
+    let rec = s.record("sq");
+    let layers = rec["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "the base's layer and one new one");
+    assert!(layers[1]["size"].as_u64().unwrap() < 64 << 10, "{layers:?}");
+    let m = s.mount("sq");
+    assert_eq!(std::fs::read_to_string(m.0.join("f")).unwrap(), "kept\n");
+    assert!(!m.0.join("big").exists() && !m.0.join("bin/false").exists());
+    assert!(m.0.join("bin/true").exists());
+}

@@ -97,10 +97,15 @@ pub fn run(args: DfArgs) -> Result<i32> {
     );
     for i in &u.images {
         let id = i.id.trim_start_matches("sha256:");
-        let name = i.names.join(", ");
+        // The first name; the others are aliases of the same image.
+        let name = match i.names.as_slice() {
+            [] => "<none>".to_string(),
+            [one] => one.clone(),
+            [one, rest @ ..] => format!("{one} (+{})", rest.len()),
+        };
         println!(
             "{:<40} {:<14} {:>12} {:>12} {:>12}",
-            if name.is_empty() { "<none>" } else { &name },
+            name,
             &id[..12.min(id.len())],
             human(i.size),
             human(i.shared_size),
