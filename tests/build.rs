@@ -19,8 +19,8 @@ fn busybox_root(root: &Path) {
     std::fs::copy("/bin/busybox", root.join("bin/busybox"))
         .expect("busybox-static is installed (scripts/test installs it)");
     for app in [
-        "sh", "ls", "cat", "echo", "dd", "rm", "mkdir", "id", "ln", "chmod", "test", "pwd",
-        "date", "true", "false",
+        "sh", "ls", "cat", "echo", "dd", "rm", "mkdir", "id", "ln", "chmod", "test", "pwd", "date",
+        "true", "false",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
     }
@@ -115,7 +115,11 @@ impl Setup {
 
     /// Entries of the store's layers/ and tmp/ (nothing half-made may stay).
     fn store_entries(&self) -> (usize, usize) {
-        let n = |d: &str| std::fs::read_dir(self.path("store").join(d)).unwrap().count();
+        let n = |d: &str| {
+            std::fs::read_dir(self.path("store").join(d))
+                .unwrap()
+                .count()
+        };
         (n("layers"), n("tmp"))
     }
 }
@@ -160,7 +164,11 @@ fn env_workdir_user_copy_and_config_instructions_shape_the_image() {
          CMD [\"/app/out\"]\n",
     );
     let out = s.build("img", &["--build-arg", "WHO=you"]);
-    for step in ["STEP 1/13: FROM bb", "STEP 7/13: RUN echo", "STEP 13/13: CMD"] {
+    for step in [
+        "STEP 1/13: FROM bb",
+        "STEP 7/13: RUN echo",
+        "STEP 13/13: CMD",
+    ] {
         assert!(out.contains(step), "no {step:?} in\n{out}");
     }
     let run = s.ok(&["run", "img"]);
@@ -173,15 +181,24 @@ fn env_workdir_user_copy_and_config_instructions_shape_the_image() {
     let m = s.mount("img");
     use std::os::unix::fs::MetadataExt;
     let md = |p: &str| std::fs::symlink_metadata(m.0.join(p)).unwrap();
-    assert_eq!((md("app/hello.txt").uid(), md("app/hello.txt").gid()), (1234, 4321));
+    assert_eq!(
+        (md("app/hello.txt").uid(), md("app/hello.txt").gid()),
+        (1234, 4321)
+    );
     // WORKDIR's directory was first made by the COPY --chown into it: the user's (buildah).
     assert_eq!((md("app").uid(), md("app/out").uid()), (1234, 0));
     assert_eq!(md("app/out").mode() & 0o777, 0o644);
     assert_eq!(md("ctx/hello.txt").uid(), 0, "COPY without --chown: root's");
     assert!(m.0.join("ctx/Containerfile").exists());
-    assert!(!m.0.join("ctx/skip.log").exists(), ".dockerignore'd file copied");
+    assert!(
+        !m.0.join("ctx/skip.log").exists(),
+        ".dockerignore'd file copied"
+    );
     // A RUN's /tmp is the image's (no tmpfs hides what it wrote, as in buildah).
-    assert_eq!(std::fs::read_to_string(m.0.join("tmp/uid-as-user")).unwrap(), "1234\n");
+    assert_eq!(
+        std::fs::read_to_string(m.0.join("tmp/uid-as-user")).unwrap(),
+        "1234\n"
+    );
     assert_eq!(md("tmp/uid-as-user").uid(), 1234);
     drop(m);
     let rec = s.record("img");
@@ -389,8 +406,11 @@ fn the_same_containerfile_built_by_podman_gives_the_same_tree() {
     s.write("ctx/.dockerignore", "*.log\n");
     std::os::unix::fs::symlink("deep/x", s.path("ctx/sub/link")).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(s.path("ctx/sub/deep/x"), std::fs::Permissions::from_mode(0o640))
-        .unwrap();
+    std::fs::set_permissions(
+        s.path("ctx/sub/deep/x"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
     s.write("tarsrc/t/inner", "inner\n");
     let tar = |args: &[&str]| {
         let ok = Command::new("tar")
@@ -524,7 +544,11 @@ fn rootless_builds_run_steps_as_the_users_subordinate_ids_and_cache_them() {
         .filter_map(|e| std::fs::symlink_metadata(e.unwrap().path().join("home/uid")).ok())
         .map(|m| m.uid())
         .collect();
-    assert_eq!(owners, [sub_start + 1233], "image uid 1234 is the 1234th subordinate id");
+    assert_eq!(
+        owners,
+        [sub_start + 1233],
+        "image uid 1234 is the 1234th subordinate id"
+    );
 }
 
 #[test]

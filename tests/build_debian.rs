@@ -122,7 +122,11 @@ fn separate_run_steps_keep_50mb_of_waste_that_one_joined_run_does_not() {
     let base_size = row("debian")["size"].as_u64().unwrap();
     assert!(base_size > 100_000_000, "{base_size}");
     for name in ["separate", "joined"] {
-        assert_eq!(row(name)["shared_size"].as_u64().unwrap(), base_size, "{name}");
+        assert_eq!(
+            row(name)["shared_size"].as_u64().unwrap(),
+            base_size,
+            "{name}"
+        );
     }
     let unique = |n: &str| row(n)["unique_size"].as_u64().unwrap();
     assert!(unique("separate") > MIB50 && unique("joined") < 1 << 20);

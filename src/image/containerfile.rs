@@ -116,7 +116,8 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>> {
             }
         }
         let text = joined.trim().to_string();
-        let inst = instruction(&text, escape).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
+        let inst =
+            instruction(&text, escape).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
         out.push(Instruction {
             line: n + 1,
             text,
@@ -406,7 +407,10 @@ mod tests {
         );
         assert_eq!(p[1].line, 4);
         assert_eq!(p[1].text, "RUN echo a   && echo b");
-        assert_eq!(p[1].inst, Inst::Run(Cmd::Shell("echo a   && echo b".into())));
+        assert_eq!(
+            p[1].inst,
+            Inst::Run(Cmd::Shell("echo a   && echo b".into()))
+        );
         assert_eq!(p[2].line, 7);
         assert_eq!(
             p[2].inst,
@@ -437,11 +441,17 @@ mod tests {
                 chmod: None
             }
         );
-        let Inst::Copy { add, srcs, dest, .. } = &p[1] else {
+        let Inst::Copy {
+            add, srcs, dest, ..
+        } = &p[1]
+        else {
             panic!("{:?}", p[1])
         };
         assert!(add);
-        assert_eq!((srcs.as_slice(), dest.as_str()), (&["x y".to_string()][..], "/z"));
+        assert_eq!(
+            (srcs.as_slice(), dest.as_str()),
+            (&["x y".to_string()][..], "/z")
+        );
         let Inst::Copy { chmod, .. } = &p[2] else {
             panic!()
         };
@@ -484,7 +494,9 @@ mod tests {
     fn errors_name_the_line() {
         let e = parse("FROM x\n\nFROBNICATE y\n").unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("FROBNICATE"), "{e}");
-        let e = parse("FROM x\nRUN <<EOF\nhi\nEOF\n").unwrap_err().to_string();
+        let e = parse("FROM x\nRUN <<EOF\nhi\nEOF\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("heredoc"), "{e}");
         assert!(parse("FROM a b c d\n").is_err());
         assert!(parse("ENV\n").is_err());

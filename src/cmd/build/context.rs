@@ -136,8 +136,8 @@ impl Context {
                 if md.file_type().is_symlink() {
                     h.update(std::fs::read_link(&p)?.as_os_str().as_encoded_bytes());
                 } else if md.is_file() {
-                    let mut f =
-                        std::fs::File::open(&p).with_context(|| format!("reading {}", p.display()))?;
+                    let mut f = std::fs::File::open(&p)
+                        .with_context(|| format!("reading {}", p.display()))?;
                     let mut buf = vec![0u8; 1 << 16];
                     loop {
                         let n = f.read(&mut buf)?;
@@ -175,10 +175,8 @@ pub fn clean(p: &str) -> Result<String> {
     for c in Path::new(p).components() {
         match c {
             Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                if out.pop().is_none() {
-                    bail!("{p}: outside the build context");
-                }
+            Component::ParentDir if out.pop().is_none() => {
+                bail!("{p}: outside the build context")
             }
             _ => {}
         }
@@ -233,9 +231,7 @@ pub fn glob(pat: &[u8], s: &[u8]) -> bool {
             }
             hit != neg && c != b'/' && glob(&pat[end + 1..], &s[1..])
         }
-        Some(b'\\') if pat.len() > 1 => {
-            s.first() == Some(&pat[1]) && glob(&pat[2..], &s[1..])
-        }
+        Some(b'\\') if pat.len() > 1 => s.first() == Some(&pat[1]) && glob(&pat[2..], &s[1..]),
         Some(&p) => s.first() == Some(&p) && glob(&pat[1..], &s[1..]),
     }
 }

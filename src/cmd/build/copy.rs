@@ -88,7 +88,8 @@ pub fn copy_entry(
     skip: Skip<'_>,
 ) -> Result<()> {
     let src = &root.join(rel);
-    let md = std::fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
+    let md =
+        std::fs::symlink_metadata(src).with_context(|| format!("reading {}", src.display()))?;
     let cname = c(name)?;
     let (uid, gid) = match (attrs.owner, attrs.keep_owner) {
         (Some(o), _) => o,
@@ -102,8 +103,9 @@ pub fn copy_entry(
     let ft = md.file_type();
     if !(ft.is_dir() && existing_dir) && existing.is_some() {
         let flags = if existing_dir { libc::AT_REMOVEDIR } else { 0 };
-        sys::unlinkat(dir, &cname, flags)
-            .with_context(|| format!("replacing {name} (a directory must be empty to be replaced)"))?;
+        sys::unlinkat(dir, &cname, flags).with_context(|| {
+            format!("replacing {name} (a directory must be empty to be replaced)")
+        })?;
     }
     let mode = attrs.mode.unwrap_or(md.permissions().mode() & 0o7777);
     let mtime = libc::timespec {
@@ -150,7 +152,10 @@ pub fn copy_entry(
         sys::fchmod(out.as_fd(), mode)?;
         sys::futimens(out.as_fd(), mtime, mtime)?;
     } else {
-        log::warn!("{}: not a file, directory or symlink; skipped", src.display());
+        log::warn!(
+            "{}: not a file, directory or symlink; skipped",
+            src.display()
+        );
     }
     Ok(())
 }
@@ -171,7 +176,8 @@ pub fn owner(root: BorrowedFd<'_>, spec: &str) -> Result<(u32, u32)> {
 /// Unpacks a local tar (plain, gzip, zstd: by magic) into `dir` (ADD's archive case).
 pub fn extract(archive: &Path, dir: BorrowedFd<'_>) -> Result<()> {
     use std::io::{BufRead, BufReader};
-    let f = std::fs::File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
+    let f =
+        std::fs::File::open(archive).with_context(|| format!("reading {}", archive.display()))?;
     let mut r = BufReader::new(f);
     let magic = r.fill_buf()?.to_vec();
     let reader: Box<dyn std::io::Read> = if magic.starts_with(&[0x1f, 0x8b]) {
@@ -181,8 +187,12 @@ pub fn extract(archive: &Path, dir: BorrowedFd<'_>) -> Result<()> {
     } else {
         Box::new(r)
     };
-    layerfs::image::unpack::unpack(reader, dir, &layerfs::image::unpack::Options::for_this_process())
-        .with_context(|| format!("extracting {}", archive.display()))?;
+    layerfs::image::unpack::unpack(
+        reader,
+        dir,
+        &layerfs::image::unpack::Options::for_this_process(),
+    )
+    .with_context(|| format!("extracting {}", archive.display()))?;
     Ok(())
 }
 

@@ -380,7 +380,11 @@ impl Builder<'_> {
             Inst::Expose(ports) => {
                 for p in ports {
                     let p = Self::subst(st, p)?;
-                    let p = if p.contains('/') { p } else { format!("{p}/tcp") };
+                    let p = if p.contains('/') {
+                        p
+                    } else {
+                        format!("{p}/tcp")
+                    };
                     if !st.config.exposed_ports.contains(&p) {
                         st.config.exposed_ports.push(p);
                     }
@@ -471,7 +475,9 @@ impl Builder<'_> {
     ) -> Result<()> {
         // The cache key: what the step reads besides the tree below it.
         let reads = match &inst.inst {
-            Inst::Copy { srcs, from: None, .. } => {
+            Inst::Copy {
+                srcs, from: None, ..
+            } => {
                 let mut all = Vec::new();
                 for s in srcs {
                     all.extend(self.ctx.sources(&Self::subst(st, s)?)?);
@@ -638,7 +644,12 @@ impl Builder<'_> {
     }
 
     /// COPY/ADD into the mounted stage at `root`.
-    fn copy(&self, st: &Stage, inst: &Instruction, root: std::os::fd::BorrowedFd<'_>) -> Result<()> {
+    fn copy(
+        &self,
+        st: &Stage,
+        inst: &Instruction,
+        root: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<()> {
         let Inst::Copy {
             add,
             srcs,
@@ -717,7 +728,11 @@ impl Builder<'_> {
         // The ignore rules hold for the context only.
         let ctx_rules = |rel: &str| self.ctx.ignored(rel);
         let no_rules = |_: &str| false;
-        let skip: copy::Skip<'_> = if from.is_none() { &ctx_rules } else { &no_rules };
+        let skip: copy::Skip<'_> = if from.is_none() {
+            &ctx_rules
+        } else {
+            &no_rules
+        };
         let into_dir = dest.ends_with('/') || found.len() > 1 || copy::is_dir(root, &abs);
         for rel in &found {
             let src = src_root.join(rel);
