@@ -11,7 +11,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::imagecmd::{print_json, StoreArgs};
-use super::images::human;
+use layerfs::image::manifest::human;
 
 /// Show the store's size and, per image, its size, shared size and unique size.
 #[derive(Args, Debug)]
@@ -91,21 +91,20 @@ pub fn run(args: DfArgs) -> Result<i32> {
         print_json(&u)?;
         return Ok(0);
     }
+    // Names last, so a long one never pushes the other columns out of line (as `images`).
     println!(
-        "{:<40} {:<14} {:>12} {:>12} {:>12}",
-        "IMAGE", "ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE"
+        "{:<12}  {:>10}  {:>11}  {:>11}  NAMES",
+        "ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE"
     );
     for i in &u.images {
         let id = i.id.trim_start_matches("sha256:");
-        // The first name; the others are aliases of the same image.
-        let name = match i.names.as_slice() {
-            [] => "<none>".to_string(),
-            [one] => one.clone(),
-            [one, rest @ ..] => format!("{one} (+{})", rest.len()),
+        let names = if i.names.is_empty() {
+            "<none>".to_string()
+        } else {
+            i.names.join(", ")
         };
         println!(
-            "{:<40} {:<14} {:>12} {:>12} {:>12}",
-            name,
+            "{:<12}  {:>10}  {:>11}  {:>11}  {names}",
             &id[..12.min(id.len())],
             human(i.size),
             human(i.shared_size),
