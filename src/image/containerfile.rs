@@ -162,7 +162,10 @@ fn instruction(text: &str, escape: char) -> Result<Inst> {
             }
         }
         "RUN" => {
-            let (_, rest) = flags(rest, &["mount", "network", "security"])?;
+            let (f, rest) = flags(rest, &["mount", "network", "security"])?;
+            if let Some((name, _)) = f.first() {
+                bail!("RUN --{name} is not supported");
+            }
             need("a command")?;
             Inst::Run(command(rest)?)
         }
@@ -458,6 +461,8 @@ mod tests {
         assert_eq!(chmod.as_deref(), Some("600"));
         assert!(parse("COPY onlyone\n").is_err());
         assert!(parse("COPY --bogus=1 a b\n").is_err());
+        let e = parse("RUN --mount=type=cache,target=/x true\n").unwrap_err();
+        assert!(e.to_string().contains("--mount is not supported"), "{e}");
     }
 
     #[test]
