@@ -573,3 +573,51 @@ fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
     assert!(!m.0.join("big").exists() && !m.0.join("bin/false").exists());
     assert!(m.0.join("bin/true").exists());
 }
+
+#[test]
+fn a_killed_build_leaves_nothing_the_next_build_does_not_sweep() {
+    if !require_root("a_killed_build_leaves_nothing_the_next_build_does_not_sweep") {
+        return;
+    }
+    let s = Setup::new();
+    s.write("ctx/f", "f\n");
+    s.write(
+        "ctx/Containerfile",
+        "FROM bb\nCOPY f /f\nRUN echo started && sleep 600\n",
+    );
+    let before = s.store_entries();
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(BIN)
+        .args(["build", "--store", &s.store(), "-t", "killed"])
+        .arg(s.path("ctx"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    for line in out.lines() {
+        if line.unwrap() == "started" {
+            break;
+        }
+    }
+    // As a terminal's Ctrl-\ or an OOM kill would: the whole group, no clean-up.
+    // SAFETY: kill(2) of the process group this test just started.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    child.wait().unwrap();
+    let left = std::fs::read_dir(s.path("store/tmp")).unwrap().count();
+    assert!(
+        left > 0,
+        "the killed build's directory (its COPY layer, its upper)"
+    );
+    // The next build removes it (its process is gone), and builds.
+    s.write("ctx/Containerfile", "FROM bb\nCOPY f /f\n");
+    s.build("next", &[]);
+    assert_eq!(s.store_entries(), (before.0 + 1, 0));
+    common::eventually("no mount left in the store", || {
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&s.store())
+    });
+}

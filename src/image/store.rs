@@ -241,9 +241,21 @@ impl Store {
         expected: Option<&str>,
         opts: &unpack::Options,
     ) -> Result<Staged> {
+        self.stage_in(&self.root.join("tmp"), tar, expected, opts)
+    }
+
+    /// [`Store::stage`] into `dir`, a directory of the store's filesystem (a build keeps
+    /// its staged layers in its own directory, swept as a whole if the build dies).
+    pub fn stage_in(
+        &self,
+        dir: &Path,
+        tar: impl Read,
+        expected: Option<&str>,
+        opts: &unpack::Options,
+    ) -> Result<Staged> {
         let tmp = tempfile::Builder::new()
             .prefix("layer-")
-            .tempdir_in(self.root.join("tmp"))
+            .tempdir_in(dir)
             .context("creating a staging directory in the store")?
             .keep();
         let mut staged = Staged {

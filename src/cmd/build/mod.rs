@@ -166,10 +166,11 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     as_store_owner(|| {
         private_mounts()?;
         let store = Store::open(&root)?;
+        sweep(&store);
         let mut b = Builder {
             cache: cache::Cache::open(&store)?,
             tmp: tempfile::Builder::new()
-                .prefix("build-")
+                .prefix(&format!("build-{}-", std::process::id()))
                 .tempdir_in(store.root().join("tmp"))
                 .context("creating a build directory in the store")?,
             store: &store,
@@ -189,6 +190,48 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     })
 }
 
+/// Removes what builds that died (killed, or their machine) left in the store's `tmp/`:
+/// a build keeps everything it has not published (uppers, staged layers, mountpoints) in
+/// `tmp/build-<pid>-*`, so a directory whose process is gone is garbage. Mounts left in it
+/// (a COPY's, as root) are detached first.
+fn sweep(store: &Store) {
+    let tmp = store.root().join("tmp");
+    let Ok(entries) = std::fs::read_dir(&tmp) else {
+        return;
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("build-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = e.path();
+        let mut mounts: Vec<PathBuf> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .map(PathBuf::from)
+            .filter(|m| m.starts_with(&dir))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for m in mounts {
+            if let Err(e) = super::umount::unmount(&m, true) {
+                log::warn!("{e:#}");
+            }
+        }
+        log::info!("removing {}, left by build {pid}", dir.display());
+        if let Err(e) = layerfs::image::store::remove_tree(&dir) {
+            log::warn!("removing {}: {e:#}", dir.display());
+        }
+    }
+}
+
 /// A name's value among `K=V` pairs (the last wins).
 fn lookup(pairs: &[(String, String)], name: &str) -> Option<String> {
     pairs
@@ -205,15 +248,15 @@ struct Builder<'a> {
     build_args: &'a BTreeMap<String, String>,
     globals: &'a [(String, String)],
     cache: cache::Cache,
-    /// Where uppers, workdirs and mountpoints of this build live (in the store: the same
-    /// filesystem as its `tmp/`).
-    tmp: tempfile::TempDir,
-    /// Layers made by this build, unpacked in the store's `tmp/` until published.
+    /// Layers made by this build, unpacked in `tmp` until published (dropped before it).
     staged: Vec<Staged>,
     /// Cache entries to record once the layers are published.
     to_cache: Vec<(String, cache::Entry)>,
     stages: Vec<Stage>,
     n_stages: usize,
+    /// Where uppers, workdirs, mountpoints and staged layers of this build live:
+    /// `STORE/tmp/build-<pid>-*`, the store's filesystem, swept if the build dies.
+    tmp: tempfile::TempDir,
 }
 
 /// An upper (with its workdir) that steps write into.
@@ -566,7 +609,8 @@ impl Builder<'_> {
         let lowers = self.lowers(st)?;
         let mut tar = upper_layer(self.store, &up.upper(), &lowers, None)?;
         let diff_id = tar.diff_id.clone();
-        let staged = self.store.stage(
+        let staged = self.store.stage_in(
+            self.tmp.path(),
             tar.reader()?,
             Some(&diff_id),
             &unpack::Options::for_this_process(),
