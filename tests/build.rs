@@ -621,3 +621,57 @@ fn a_killed_build_leaves_nothing_the_next_build_does_not_sweep() {
             .contains(&s.store())
     });
 }
+
+#[test]
+fn copy_resolves_paths_inside_the_image_never_on_the_host() {
+    if !require_root("copy_resolves_paths_inside_the_image_never_on_the_host") {
+        return;
+    }
+    let s = Setup::new();
+    // A file only the host has, which an image's absolute symlink names.
+    let secret = s.path("host-secret");
+    std::fs::write(&secret, "host only\n").unwrap();
+    s.write("ctx/f", "f\n");
+    s.write(
+        "ctx/Containerfile",
+        &format!(
+            "FROM bb AS b\nRUN mkdir -p /usr/lib /data && echo d > /data/d && \
+             ln -s usr/lib /lib && ln -s /data /datalink && ln -s {} /leak\n\
+             FROM b\nWORKDIR /w\nCOPY f .\nCOPY f /lib/\nCOPY --from=b /datalink/d /from-link\n",
+            secret.display()
+        ),
+    );
+    s.build("paths", &[]);
+    let m = s.mount("paths");
+    let read = |p: &str| std::fs::read_to_string(m.0.join(p)).unwrap();
+    assert_eq!(read("w/f"), "f\n", "COPY f . goes into WORKDIR");
+    assert_eq!(
+        read("usr/lib/f"),
+        "f\n",
+        "through the image's /lib -> usr/lib"
+    );
+    assert!(std::fs::symlink_metadata(m.0.join("lib"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        read("from-link"),
+        "d\n",
+        "a stage's symlink followed inside the stage"
+    );
+    drop(m);
+    // A symlink pointing out of the image is copied as the link it is: the host's file
+    // behind it is never read.
+    s.write(
+        "ctx/Containerfile",
+        &format!(
+            "FROM bb AS b\nRUN ln -s {} /leak\nFROM bb\nCOPY --from=b /leak /x\n",
+            secret.display()
+        ),
+    );
+    s.build("leak", &[]);
+    let m = s.mount("leak");
+    let x = std::fs::symlink_metadata(m.0.join("x")).unwrap();
+    assert!(x.file_type().is_symlink(), "the host's file was copied");
+    assert_eq!(std::fs::read_link(m.0.join("x")).unwrap(), secret);
+}

@@ -133,10 +133,10 @@ pub fn open_beneath(root: BorrowedFd<'_>, rel: &CStr, flags: libc::c_int) -> io:
 
 /// Opens `rel` as if `root` were `/`: symlinks are followed, absolute ones and `..` staying
 /// inside `root` (`openat2` with `RESOLVE_IN_ROOT`), as a path inside a container resolves.
-/// The last component is not followed when it is a symlink (`O_NOFOLLOW`).
+/// The last component too, unless `flags` has `O_NOFOLLOW`.
 pub fn open_in_root(root: BorrowedFd<'_>, rel: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     let how = OpenHow {
-        flags: (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };

@@ -4,9 +4,9 @@
 //! stays inside), entries are made fd-relative, never by host path.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layerfs::sys;
@@ -48,7 +48,7 @@ pub fn mkdir_p(root: BorrowedFd<'_>, path: &str, owner: Option<(u32, u32)>) -> R
                 dir = sys::open_in_root(root, &rel, libc::O_DIRECTORY | libc::O_RDONLY)
                     .with_context(|| format!("opening {sofar}"))?;
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
                 bail!("{sofar} is not a directory in the image")
             }
             Err(e) => return Err(e).with_context(|| format!("opening {sofar}")),
@@ -63,6 +63,26 @@ pub fn is_dir(root: BorrowedFd<'_>, path: &str) -> bool {
         .ok()
         .and_then(|rel| sys::open_in_root(root, &rel, libc::O_DIRECTORY | libc::O_RDONLY).ok())
         .is_some()
+}
+
+/// The parent directory of `rel` (relative to `root`, resolved inside it, symlinks
+/// followed) as `/proc/self/fd/N`, and the last component (empty for the root itself):
+/// that path joined with the name reaches the entry without following anything on the
+/// host, for as long as the returned fd lives.
+pub fn in_root(root: BorrowedFd<'_>, rel: &str) -> Result<(OwnedFd, PathBuf, String)> {
+    let norm = normalize(rel);
+    let (parent, name) = norm.rsplit_once('/').unwrap_or(("", &norm));
+    let dir = sys::open_in_root(
+        root,
+        &c(&format!(".{parent}/."))?,
+        libc::O_DIRECTORY | libc::O_RDONLY,
+    )
+    .with_context(|| format!("{rel}: not found"))?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    if std::fs::symlink_metadata(path.join(name)).is_err() {
+        bail!("{rel}: not found");
+    }
+    Ok((dir, path, name.to_string()))
 }
 
 /// `/a//b/` → `/a/b`.

@@ -735,13 +735,18 @@ impl Builder<'_> {
             keep_owner: from.is_some(),
         };
         // The sources as host paths: in the context, or in an earlier stage's tree.
-        let (src_root, _mp, _mounted);
-        let mut found: Vec<String> = Vec::new();
+        // The sources: (root, path below it) on the host. In the context, or in an earlier
+        // stage's tree, resolved inside its root (its symlinks never reach the host's
+        // files): the root is then `/proc/self/fd/N` of the entry's parent, held open.
+        let (_mp, _mounted);
+        let mut found: Vec<(PathBuf, String)> = Vec::new();
+        let mut _held = Vec::new();
         match from {
             None => {
-                src_root = self.ctx.root.clone();
                 for s in srcs {
-                    found.extend(self.ctx.sources(&Self::subst(st, s)?)?);
+                    for rel in self.ctx.sources(&Self::subst(st, s)?)? {
+                        found.push((self.ctx.root.clone(), rel));
+                    }
                 }
             }
             Some(f) => {
@@ -751,21 +756,13 @@ impl Builder<'_> {
                     .tempdir_in(self.tmp.path())?;
                 let lowers = self.lowers(&self.stages[j])?;
                 _mounted = Mounted::new(&lowerdir_option(&lowers), _mp.path())?;
-                src_root = _mp.path().to_path_buf();
+                let stage_root = layerfs::sys::open_host_dir(_mp.path())?;
                 for s in srcs {
-                    let rel = context::clean(&Self::subst(st, s)?)?;
-                    // Resolved inside the stage's root, never through a host path.
-                    let ok = std::ffi::CString::new(format!("./{rel}"))
-                        .ok()
-                        .and_then(|c| {
-                            let r = layerfs::sys::open_host_dir(&src_root).ok()?;
-                            layerfs::sys::open_in_root(r.as_fd(), &c, libc::O_PATH).ok()
-                        })
-                        .is_some();
-                    if !ok {
-                        bail!("{s}: not in stage {f}");
-                    }
-                    found.push(rel);
+                    let (fd, parent, name) =
+                        copy::in_root(stage_root.as_fd(), &Self::subst(st, s)?)
+                            .with_context(|| format!("stage {f}"))?;
+                    _held.push(fd);
+                    found.push((parent, name));
                 }
             }
         }
@@ -777,8 +774,14 @@ impl Builder<'_> {
         } else {
             &no_rules
         };
-        let into_dir = dest.ends_with('/') || found.len() > 1 || copy::is_dir(root, &abs);
-        for rel in &found {
+        // Docker's rule: a destination ending in `/` (or `.`) is a directory, as is one
+        // that exists as one, or the target of several sources.
+        let into_dir = dest.ends_with('/')
+            || dest == "."
+            || dest.ends_with("/.")
+            || found.len() > 1
+            || copy::is_dir(root, &abs);
+        for (src_root, rel) in &found {
             let src = src_root.join(rel);
             let md = std::fs::symlink_metadata(&src)
                 .with_context(|| format!("reading {}", src.display()))?;
@@ -797,7 +800,7 @@ impl Builder<'_> {
                         format!("{rel}/{e}")
                     };
                     if !skip(&child) {
-                        copy::copy_entry(&src_root, &child, dir.as_fd(), &e, attrs, skip)?;
+                        copy::copy_entry(src_root, &child, dir.as_fd(), &e, attrs, skip)?;
                     }
                 }
                 continue;
@@ -814,7 +817,7 @@ impl Builder<'_> {
                 (format!("/{p}"), n.to_string())
             };
             let dir = copy::mkdir_p(root, &parent, attrs.owner)?;
-            copy::copy_entry(&src_root, rel, dir.as_fd(), &name, attrs, skip)?;
+            copy::copy_entry(src_root, rel, dir.as_fd(), &name, attrs, skip)?;
         }
         Ok(())
     }
