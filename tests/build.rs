@@ -431,6 +431,7 @@ fn the_same_containerfile_built_by_podman_gives_the_same_tree() {
          RUN echo \"$GREETING $WHO\" > greeting && mkdir -p /var/lib/x && \
              ln -s /app/greeting /var/lib/x/link && chmod 600 greeting && ln greeting hard\n\
          RUN rm /bin/false && echo t > /tmp/t && mkdir -p /etc/new && rm -r /root\n\
+         RUN mv /var/lib/x /var/lib/moved && mv /opt/sub /opt/renamed\n\
          USER app\nRUN echo mine > /tmp/mine\nCMD [\"cat\", \"/app/greeting\"]\n",
     );
     s.build("same", &[]);
