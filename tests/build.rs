@@ -562,7 +562,8 @@ fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
     s.write(
         "ctx/Containerfile",
         "FROM bb\nRUN dd if=/dev/zero of=/big bs=1k count=512 2>/dev/null\nCOPY f /f\n\
-         RUN rm /big /bin/false\n",
+         RUN rm /big /bin/false\nRUN [\"/bin/sh\", \"-c\", \"echo exec form > /exec\"]\n\
+         SHELL [\"/bin/sh\", \"-ec\"]\nRUN echo \"$0 $-\" > /shell\n",
     );
     s.build("sq", &["--squash"]);
     let rec = s.record("sq");
@@ -573,6 +574,9 @@ fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
     assert_eq!(std::fs::read_to_string(m.0.join("f")).unwrap(), "kept\n");
     assert!(!m.0.join("big").exists() && !m.0.join("bin/false").exists());
     assert!(m.0.join("bin/true").exists());
+    assert_eq!(std::fs::read_to_string(m.0.join("exec")).unwrap(), "exec form\n");
+    let shell = std::fs::read_to_string(m.0.join("shell")).unwrap();
+    assert!(shell.starts_with("/bin/sh ") && shell.contains('e'), "SHELL: {shell:?}");
 }
 
 #[test]
