@@ -574,9 +574,15 @@ fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
     assert_eq!(std::fs::read_to_string(m.0.join("f")).unwrap(), "kept\n");
     assert!(!m.0.join("big").exists() && !m.0.join("bin/false").exists());
     assert!(m.0.join("bin/true").exists());
-    assert_eq!(std::fs::read_to_string(m.0.join("exec")).unwrap(), "exec form\n");
+    assert_eq!(
+        std::fs::read_to_string(m.0.join("exec")).unwrap(),
+        "exec form\n"
+    );
     let shell = std::fs::read_to_string(m.0.join("shell")).unwrap();
-    assert!(shell.starts_with("/bin/sh ") && shell.contains('e'), "SHELL: {shell:?}");
+    assert!(
+        shell.starts_with("/bin/sh ") && shell.contains('e'),
+        "SHELL: {shell:?}"
+    );
 }
 
 #[test]
