@@ -5,8 +5,12 @@
 
 mod common;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+use sha2::{Digest as _, Sha256};
 
 use common::debian::debian_base;
 use common::{require_root, BIN};
@@ -34,6 +38,40 @@ fn json(text: &str) -> serde_json::Value {
 }
 
 const MIB50: u64 = 50 << 20;
+
+/// Every path below `root` (the root itself left out) with its kind and mode, owner, size
+/// (not for directories), and the sha256 of its content or link target: times aside.
+fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, u64, String)> {
+    fn walk(root: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, (u32, u32, u32, u64, String)>) {
+        let p = root.join(rel);
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let ft = md.file_type();
+        let digest = if ft.is_file() {
+            let mut h = Sha256::new();
+            std::io::copy(&mut std::fs::File::open(&p).unwrap(), &mut h).unwrap();
+            format!("{:x}", h.finalize())
+        } else if ft.is_symlink() {
+            std::fs::read_link(&p).unwrap().display().to_string()
+        } else {
+            String::new()
+        };
+        let size = if ft.is_dir() { 0 } else { md.size() };
+        if !rel.as_os_str().is_empty() {
+            out.insert(
+                rel.to_path_buf(),
+                (md.mode(), md.uid(), md.gid(), size, digest),
+            );
+        }
+        if ft.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                walk(root, &rel.join(e.unwrap().file_name()), out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, Path::new(""), &mut out);
+    out
+}
 
 #[test]
 fn separate_run_steps_keep_50mb_of_waste_that_one_joined_run_does_not() {
@@ -138,4 +176,81 @@ fn separate_run_steps_keep_50mb_of_waste_that_one_joined_run_does_not() {
         df["without_sharing"].as_u64().unwrap(),
         3 * base_size + unique("separate") + unique("joined")
     );
+
+    // podman build (kernel overlay driver, a throwaway store, the same base as a tar) of
+    // the same Containerfile gives the same merged tree, file by file, times aside.
+    let pod = t.path().join("podman");
+    std::fs::create_dir(&pod).unwrap();
+    std::fs::write(
+        pod.join("containers.conf"),
+        "[containers]\nnetns = \"host\"\n\
+         default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
+         [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+    )
+    .unwrap();
+    let podman = |args: &[&str]| -> String {
+        let o = Command::new("podman")
+            .env("CONTAINERS_CONF", pod.join("containers.conf"))
+            .arg("--root")
+            .arg(pod.join("g"))
+            .arg("--runroot")
+            .arg(pod.join("r"))
+            .args(["--storage-driver", "overlay"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("podman is installed (scripts/test installs it)");
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let tar = t.path().join("base.tar");
+    let ok = Command::new("tar")
+        .args(["--numeric-owner", "--xattrs", "-C"])
+        .arg(&base)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    podman(&["import", tar.to_str().unwrap(), "debian"]);
+    let ctx = t.path().join("separate");
+    podman(&[
+        "build",
+        "--pull=never",
+        "--network",
+        "host",
+        "-t",
+        "separate",
+        ctx.to_str().unwrap(),
+    ]);
+    let merged = podman(&["image", "mount", "separate"]);
+    let theirs = tree(Path::new(merged.trim()));
+    podman(&["image", "unmount", "--all"]);
+    let mp = t.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    layerfs(&store, &["mount", "separate", mp.to_str().unwrap()]);
+    let ours = tree(&mp);
+    let _ = Command::new(BIN).arg("umount").arg(&mp).status();
+    let differ: Vec<_> = theirs
+        .iter()
+        .filter(|(p, m)| ours.get(*p) != Some(m))
+        .map(|(p, _)| p)
+        .chain(ours.keys().filter(|p| !theirs.contains_key(*p)))
+        .take(10)
+        .collect();
+    let show: Vec<_> = differ
+        .iter()
+        .map(|p| (p, theirs.get(*p), ours.get(*p)))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "layerfs build and podman build differ (path, podman's, ours): {show:?}"
+    );
+    assert!(ours.len() > 5000, "{} paths", ours.len());
 }

@@ -326,7 +326,10 @@ impl RootOps for Host {
 
     fn touch(&mut self, rel: &str) -> io::Result<()> {
         let (dir, name) = self.parent_and_name(rel)?;
-        sys::create_excl(dir.as_fd(), &cstr(name)?, libc::O_WRONLY, 0o644).map(drop)
+        // Mode 0755, as runc creates a file mount point (so a build step leaves the same
+        // /etc/hosts placeholder in its layer as buildah's does).
+        let fd = sys::create_excl(dir.as_fd(), &cstr(name)?, libc::O_WRONLY, 0o755)?;
+        sys::fchmod(fd.as_fd(), 0o755)
     }
 
     fn symlink(&mut self, target: &str, rel: &str) -> io::Result<()> {
