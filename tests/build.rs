@@ -563,10 +563,18 @@ fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
         "ctx/Containerfile",
         "FROM bb\nRUN dd if=/dev/zero of=/big bs=1k count=512 2>/dev/null\nCOPY f /f\n\
          RUN rm /big /bin/false\nRUN [\"/bin/sh\", \"-c\", \"echo exec form > /exec\"]\n\
-         SHELL [\"/bin/sh\", \"-ec\"]\nRUN echo \"$0 $-\" > /shell\n",
+         SHELL [\"/bin/sh\", \"-ec\"]\nRUN echo \"$0 $-\" > /shell\nVOLUME /data\n",
     );
     s.build("sq", &["--squash"]);
     let rec = s.record("sq");
+    assert!(
+        rec["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["created_by"] == "VOLUME /data"),
+        "VOLUME is accepted and in the history"
+    );
     let layers = rec["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2, "the base's layer and one new one");
     assert!(layers[1]["size"].as_u64().unwrap() < 64 << 10, "{layers:?}");

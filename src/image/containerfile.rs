@@ -45,6 +45,9 @@ pub enum Inst {
     Cmd(Cmd),
     Entrypoint(Cmd),
     Shell(Vec<String>),
+    /// VOLUME, HEALTHCHECK, STOPSIGNAL, ONBUILD: accepted (real Containerfiles have them)
+    /// and recorded in the history, but the store's image config has no place for them.
+    Unkept(String),
 }
 
 /// An instruction where it was written.
@@ -227,6 +230,7 @@ fn instruction(text: &str, escape: char) -> Result<Inst> {
             Inst::Expose(rest.split_whitespace().map(str::to_string).collect())
         }
         "MAINTAINER" => Inst::Label(vec![("maintainer".into(), rest.to_string())]),
+        "VOLUME" | "HEALTHCHECK" | "STOPSIGNAL" | "ONBUILD" => Inst::Unkept(kw),
         other => bail!("unknown instruction {other}"),
     })
 }
@@ -504,6 +508,7 @@ mod tests {
             .to_string();
         assert!(e.contains("line 2") && e.contains("heredoc"), "{e}");
         assert!(parse("FROM a b c d\n").is_err());
+        assert_eq!(insts("volume /data\n"), [Inst::Unkept("VOLUME".into())]);
         assert!(parse("ENV\n").is_err());
     }
 

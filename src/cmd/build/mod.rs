@@ -441,6 +441,12 @@ impl Builder<'_> {
                 st.config.cmd.clear();
             }
             Inst::Shell(s) => st.shell = s.clone(),
+            Inst::Unkept(kw) => {
+                log::warn!(
+                    "line {}: {kw} is not kept (the store's image config has no {kw})",
+                    inst.line
+                )
+            }
             Inst::Run(_) | Inst::Copy { .. } => return self.layer_step(st, inst, squashed),
         }
         note(st);
