@@ -742,3 +742,48 @@ fn commit_records_its_message_and_created_by_and_inspect_shows_them() {
     assert_eq!(layer["created_by"], "RUN make hello");
     assert_eq!(layer["comment"], "the hello layer");
 }
+
+/// A commit on a store image imported without history (a layer stack) names the new
+/// layer, not the base's: inspect pairs history entries with layers in order, so the base's
+/// layers get blank entries first.
+#[test]
+fn commit_on_an_image_without_history_attributes_created_by_to_the_new_layer() {
+    if !require_root("commit_on_an_image_without_history_attributes_created_by_to_the_new_layer") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    std::fs::create_dir_all(base.join("etc")).unwrap();
+    std::fs::write(base.join("etc/base"), "base\n").unwrap();
+    let u = t.path().join("upper");
+    kernel_upper(&u);
+    let store = t.path().join("store");
+    let s = store.to_str().unwrap();
+    let lower = format!("lowerdir={}", base.display());
+    ok(
+        &run_layerfs(&["import", &lower, "--name", "base", "--store", s]),
+        "import",
+    );
+    let o = format!("upperdir={}", u.display());
+    let oci = format!("oci:{}:v1", t.path().join("oci").display());
+    ok(
+        &run_layerfs(&[
+            "commit",
+            "-o",
+            &o,
+            "--from",
+            "base",
+            "--to",
+            &oci,
+            "--created-by",
+            "RUN top",
+            "--store",
+            s,
+        ]),
+        "commit",
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&run_layerfs(&["inspect", "--json", &oci]), "inspect")).unwrap();
+    assert_eq!(json["layers"][1]["created_by"], "RUN top");
+    assert_eq!(json["layers"][0]["created_by"], serde_json::Value::Null);
+}

@@ -310,7 +310,7 @@ pub fn deliver(
                 size: tar.size,
                 blob: None,
             });
-            let mut hist = base.history;
+            let mut hist = aligned_history(layers.len() - 1, base.history);
             hist.push(history.clone());
             let id = record_id(&layers, &base.config, &hist);
             let record = ImageRecord {
@@ -361,7 +361,7 @@ pub fn deliver(
             let new = blob(&layout, tar, how)?;
             out.blob_digest = Some(new.blob.digest.clone());
             layers.push(new);
-            let mut hist = base.history;
+            let mut hist = aligned_history(base.layers.len(), base.history);
             hist.push(history.clone());
             let created = history.created.clone().unwrap_or_default();
             let (manifest, config) =
@@ -385,6 +385,17 @@ fn blob(layout: &Layout, tar: &mut LayerTar, how: Compress) -> Result<LayerDesc>
         },
         diff_id: tar.diff_id.clone(),
     })
+}
+
+/// An image's history with one entry per layer (each without `empty_layer`), as tools
+/// pair them: an image imported without history (a layer stack) gets blank entries for
+/// its layers first, so the entry a commit or a build adds names the new layer, not the
+/// base's.
+pub fn aligned_history(layers: usize, mut history: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
+    let made = history.iter().filter(|h| !h.empty_layer).count();
+    let missing = layers.saturating_sub(made);
+    history.splice(0..0, std::iter::repeat_n(HistoryEntry::default(), missing));
+    history
 }
 
 /// `--timestamp` (or now) as RFC 3339 UTC.

@@ -32,7 +32,7 @@ use layerfs::image::store::{
 };
 use layerfs::image::unpack;
 
-use super::commit::{rfc3339, upper_layer};
+use super::commit::{aligned_history, rfc3339, upper_layer};
 use super::imagecmd::{as_store_owner, lowerdir_option, private_mounts, Mounted, StoreArgs};
 use context::Context;
 
@@ -293,12 +293,7 @@ impl Builder<'_> {
                 ..self.stages[j].clone()
             },
             Base::Image(r) => {
-                // History lines up with layers (one entry without empty_layer each): an
-                // image imported without history gets blank entries for its layers.
-                let mut history = r.history;
-                let made = history.iter().filter(|h| !h.empty_layer).count();
-                let missing = r.layers.len().saturating_sub(made);
-                history.splice(0..0, std::iter::repeat_n(HistoryEntry::default(), missing));
+                let history = aligned_history(r.layers.len(), r.history);
                 Stage {
                     key: cache::key("", &[r.id.as_bytes()]),
                     stamp: r.created.clone().unwrap_or_else(|| EPOCH.into()),
