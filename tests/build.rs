@@ -215,6 +215,28 @@ fn env_workdir_user_copy_and_config_instructions_shape_the_image() {
         !env.iter().any(|e| e.as_str().unwrap().starts_with("WHO=")),
         "an ARG is not kept in the image"
     );
+    // LABEL and EXPOSE leave the store in an OCI config (as podman writes them) and come
+    // back with an import.
+    let oci = format!("oci:{}:v1", s.path("oci").display());
+    s.ok(&["squash", "img", "--to", &oci]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("oci/index.json")).unwrap()).unwrap();
+    let blob = |d: &serde_json::Value| -> serde_json::Value {
+        let hex = d.as_str().unwrap().trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(s.path("oci/blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let manifest = blob(&index["manifests"][0]["digest"]);
+    let config = blob(&manifest["config"]["digest"]);
+    assert_eq!(config["config"]["Labels"]["org.example.k"], "v");
+    assert_eq!(
+        config["config"]["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}})
+    );
+    s.ok(&["import", &oci, "--name", "back"]);
+    let back = s.record("back");
+    assert_eq!(back["config"]["labels"], cfg["labels"]);
+    assert_eq!(back["config"]["exposed_ports"], cfg["exposed_ports"]);
     // One layer per COPY and RUN (4) on the base's one; each has its line as created_by.
     assert_eq!(rec["layers"].as_array().unwrap().len(), 5);
     let made: Vec<&str> = rec["history"]

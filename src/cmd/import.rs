@@ -160,7 +160,8 @@ pub fn import(
         entrypoint: cfg.entrypoint,
         working_dir: cfg.working_dir,
         user: cfg.user,
-        ..RunConfig::default()
+        labels: cfg.labels,
+        exposed_ports: cfg.exposed_ports,
     };
     let history: Vec<HistoryEntry> = cfg
         .history

@@ -298,6 +298,10 @@ pub struct ImageConfig {
     pub entrypoint: Vec<String>,
     pub working_dir: String,
     pub user: String,
+    /// `Labels`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `ExposedPorts`' keys (`80/tcp`).
+    pub exposed_ports: Vec<String>,
     pub history: Vec<History>,
     pub diff_ids: Vec<Digest>,
 }
@@ -331,6 +335,8 @@ struct RawRunConfig {
     entrypoint: Option<Vec<String>>,
     working_dir: Option<String>,
     user: Option<String>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    exposed_ports: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +365,8 @@ impl ImageConfig {
             entrypoint: run.entrypoint.unwrap_or_default(),
             working_dir: run.working_dir.unwrap_or_default(),
             user: run.user.unwrap_or_default(),
+            labels: run.labels.unwrap_or_default(),
+            exposed_ports: run.exposed_ports.unwrap_or_default().into_keys().collect(),
             history: raw
                 .history
                 .unwrap_or_default()
