@@ -160,14 +160,14 @@ fn env_workdir_user_copy_and_config_instructions_shape_the_image() {
          RUN id -u > /tmp/uid-as-user\n\
          LABEL org.example.k=v\n\
          EXPOSE 8080\n\
-         ENTRYPOINT [\"cat\"]\n\
-         CMD [\"/app/out\"]\n",
+         CMD [\"/app/out\"]\n\
+         ENTRYPOINT [\"cat\"]\n",
     );
     let out = s.build("img", &["--build-arg", "WHO=you"]);
     for step in [
         "STEP 1/13: FROM bb",
         "STEP 7/13: RUN echo",
-        "STEP 13/13: CMD",
+        "STEP 13/13: ENTRYPOINT",
     ] {
         assert!(out.contains(step), "no {step:?} in\n{out}");
     }

@@ -84,6 +84,8 @@ struct Stage {
     made: usize,
     /// A WORKDIR not yet created in the tree.
     workdir_pending: bool,
+    /// A CMD was given in this stage (an ENTRYPOINT then keeps it).
+    cmd_set: bool,
     /// When the newest layer was made: the time of the steps after it that make none, so
     /// a build whose every layer came from the cache gives the same image id again.
     stamp: String,
@@ -290,6 +292,7 @@ impl Builder<'_> {
             },
             Base::Stage(j) => Stage {
                 made: 0,
+                cmd_set: false,
                 ..self.stages[j].clone()
             },
             Base::Image(r) => {
@@ -429,11 +432,17 @@ impl Builder<'_> {
                     }
                 }
             }
-            Inst::Cmd(c) => st.config.cmd = self.argv(st, c),
+            Inst::Cmd(c) => {
+                st.config.cmd = self.argv(st, c);
+                st.cmd_set = true;
+            }
             Inst::Entrypoint(c) => {
                 st.config.entrypoint = self.argv(st, c);
-                // Docker: a new ENTRYPOINT drops an inherited CMD.
-                st.config.cmd.clear();
+                // Docker: a new ENTRYPOINT drops a CMD inherited from the base image (one
+                // set in this stage stays).
+                if !st.cmd_set {
+                    st.config.cmd.clear();
+                }
             }
             Inst::Shell(s) => st.shell = s.clone(),
             Inst::Unkept(kw) => {
