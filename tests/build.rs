@@ -585,7 +585,8 @@ fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
         "ctx/Containerfile",
         "FROM bb\nRUN dd if=/dev/zero of=/big bs=1k count=512 2>/dev/null\nCOPY f /f\n\
          RUN rm /big /bin/false\nRUN [\"/bin/sh\", \"-c\", \"echo exec form > /exec\"]\n\
-         SHELL [\"/bin/sh\", \"-ec\"]\nRUN echo \"$0 $-\" > /shell\nVOLUME /data\n",
+         SHELL [\"/bin/sh\", \"-ec\"]\nRUN echo \"$0 $-\" > /shell\nVOLUME /data\n\
+         RUN <<EOF\necho heredoc > /hd\necho two >> /hd\nEOF\n",
     );
     s.build("sq", &["--squash"]);
     let rec = s.record("sq");
@@ -607,6 +608,10 @@ fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
     assert_eq!(
         std::fs::read_to_string(m.0.join("exec")).unwrap(),
         "exec form\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.0.join("hd")).unwrap(),
+        "heredoc\ntwo\n"
     );
     let shell = std::fs::read_to_string(m.0.join("shell")).unwrap();
     assert!(

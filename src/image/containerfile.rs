@@ -7,8 +7,7 @@
 //! backtick) before anything else, `#` comment lines (also inside continuations), lines
 //! continued by the escape character at their end, keywords in any case, the JSON (exec)
 //! form of RUN/CMD/ENTRYPOINT/SHELL/COPY/ADD, `--flag=value` options of FROM/COPY/ADD/RUN,
-//! `ENV K=V ...` and the legacy `ENV K V`. Heredocs are not supported (refused with the
-//! line).
+//! `ENV K=V ...` and the legacy `ENV K V`, heredocs in RUN (refused in COPY/ADD).
 
 use anyhow::{bail, Result};
 
@@ -118,9 +117,52 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>> {
                 }
             }
         }
-        let text = joined.trim().to_string();
-        let inst =
-            instruction(&text, escape).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
+        let mut text = joined.trim().to_string();
+        let inst = match heredocs(&text) {
+            Some(words) if is_run(&text) => {
+                // RUN with heredocs: the lines up to each terminator belong to it.
+                let mut bodies = Vec::new();
+                for (word, strip_tabs) in &words {
+                    let mut body = String::new();
+                    let mut closed = false;
+                    for (_, l) in lines.by_ref() {
+                        let l = if *strip_tabs {
+                            l.trim_start_matches('\t')
+                        } else {
+                            l
+                        };
+                        if l == word {
+                            closed = true;
+                            break;
+                        }
+                        body.push_str(l);
+                        body.push('\n');
+                    }
+                    if !closed {
+                        bail!("line {}: heredoc {word} is never closed", n + 1);
+                    }
+                    bodies.push((word.clone(), body));
+                }
+                let cmd = text[3..].trim();
+                let script = match (cmd.split_whitespace().count(), bodies.as_slice()) {
+                    // `RUN <<EOF`: the document is the script.
+                    (1, [(_, body)]) => body.clone(),
+                    // `RUN cmd <<EOF`: the shell reads the documents as it would.
+                    _ => {
+                        let mut s = cmd.to_string();
+                        for (word, body) in &bodies {
+                            s.push('\n');
+                            s.push_str(body);
+                            s.push_str(word);
+                        }
+                        s
+                    }
+                };
+                text = format!("RUN {script}").trim_end().to_string();
+                Inst::Run(Cmd::Shell(script))
+            }
+            _ => instruction(&text, escape).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?,
+        };
         out.push(Instruction {
             line: n + 1,
             text,
@@ -130,17 +172,38 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>> {
     Ok(out)
 }
 
+fn is_run(text: &str) -> bool {
+    text.get(..4)
+        .is_some_and(|k| k[..3].eq_ignore_ascii_case("RUN") && k.ends_with(char::is_whitespace))
+}
+
+/// The heredoc words of a line (`<<EOF`, `<<-EOF`: tabs stripped, `<<'EOF'`, `<<"EOF"`), in
+/// order; None without any.
+fn heredocs(text: &str) -> Option<Vec<(String, bool)>> {
+    let words: Vec<(String, bool)> = text
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("<<"))
+        .filter(|w| !w.is_empty() && !w.starts_with('<'))
+        .map(|w| {
+            let (w, strip) = match w.strip_prefix('-') {
+                Some(rest) => (rest, true),
+                None => (w, false),
+            };
+            (w.trim_matches(|c| c == '\'' || c == '"').to_string(), strip)
+        })
+        .filter(|(w, _)| !w.is_empty())
+        .collect();
+    (!words.is_empty()).then_some(words)
+}
+
 fn instruction(text: &str, escape: char) -> Result<Inst> {
     let (kw, rest) = match text.split_once(char::is_whitespace) {
         Some((k, r)) => (k, r.trim()),
         None => (text, ""),
     };
     let kw = kw.to_ascii_uppercase();
-    if rest.contains("<<") && matches!(kw.as_str(), "RUN" | "COPY" | "ADD") {
-        let word = rest.split_whitespace().find(|w| w.starts_with("<<"));
-        if word.is_some_and(|w| w.len() > 2 && !w[2..].starts_with(['<', ' '])) {
-            bail!("{kw}: heredocs are not supported");
-        }
+    if matches!(kw.as_str(), "COPY" | "ADD") && heredocs(rest).is_some() {
+        bail!("{kw}: heredocs are supported in RUN only");
     }
     let need = |what: &str| -> Result<()> {
         if rest.is_empty() {
@@ -503,13 +566,36 @@ mod tests {
     fn errors_name_the_line() {
         let e = parse("FROM x\n\nFROBNICATE y\n").unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("FROBNICATE"), "{e}");
-        let e = parse("FROM x\nRUN <<EOF\nhi\nEOF\n")
+        let e = parse("FROM x\nCOPY <<EOF /f\nhi\nEOF\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2") && e.contains("heredoc"), "{e}");
+        let e = parse("FROM x\nRUN <<EOF\nhi\n").unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("never closed"), "{e}");
         assert!(parse("FROM a b c d\n").is_err());
         assert_eq!(insts("volume /data\n"), [Inst::Unkept("VOLUME".into())]);
         assert!(parse("ENV\n").is_err());
+    }
+
+    #[test]
+    fn run_heredocs() {
+        let p = parse(
+            "FROM x\nRUN <<EOF\n# not a comment here\necho a\nEOF\nRUN cat > /f <<-'END'\n\tb $X\n\tEND\nRUN echo c\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p[1].inst,
+            Inst::Run(Cmd::Shell("# not a comment here\necho a\n".into()))
+        );
+        assert_eq!(
+            p[2].inst,
+            Inst::Run(Cmd::Shell("cat > /f <<-'END'\nb $X\nEND".into()))
+        );
+        assert_eq!((p[3].line, p[3].text.as_str()), (9, "RUN echo c"));
+        assert_eq!(
+            insts("RUN echo a<<b\n"),
+            [Inst::Run(Cmd::Shell("echo a<<b".into()))]
+        );
     }
 
     #[test]
