@@ -124,25 +124,19 @@ pub fn run(args: DfArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use layerfs::image::store::{ImageRecord, LayerRecord, RunConfig};
+    use layerfs::image::store::ImageRecord;
 
+    /// An image record as the store reads one (fields the test does not care about take
+    /// their serde defaults).
     fn img(id: &str, layers: &[(&str, u64)]) -> ImageRecord {
-        ImageRecord {
-            id: id.into(),
-            names: vec![format!("{id}:latest")],
-            layers: layers
-                .iter()
-                .map(|(d, s)| LayerRecord {
-                    diff_id: d.to_string(),
-                    size: *s,
-                    blob: None,
-                })
-                .collect(),
-            config: RunConfig::default(),
-            history: vec![],
-            created: None,
-            source: String::new(),
-        }
+        let layers: Vec<_> = layers
+            .iter()
+            .map(|(d, s)| serde_json::json!({"diff_id": d, "size": s}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "id": id, "names": [format!("{id}:latest")], "layers": layers, "config": {}
+        }))
+        .unwrap()
     }
 
     #[test]
