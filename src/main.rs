@@ -133,6 +133,10 @@ enum Cmd {
     /// Hash layers again and name each file that differs from the layer's hash list,
     /// digests or manifest: SOURCE, or (without one) every layer of the store.
     Verify(cmd::verify::VerifyArgs),
+    /// Build an image from a Containerfile (Dockerfile) into the store.
+    Build(cmd::build::BuildArgs),
+    /// Show the store's size and what its images share (as `podman system df -v`).
+    Df(cmd::df::DfArgs),
 }
 
 /// The container's network.
@@ -181,12 +185,28 @@ pub struct RunArgs {
     /// the image lacks it); repeatable.
     #[arg(long = "bind", value_name = "SRC:DST[:ro]")]
     binds: Vec<String>,
+    /// The command's file mode creation mask, octal (podman's default: 0022; an image
+    /// cannot set it).
+    #[arg(long, value_name = "OCTAL", default_value = "0022", value_parser = parse_umask)]
+    umask: u32,
+    /// Leave the image's /tmp (no tmpfs on it): what the command writes there stays in the
+    /// upper, as in a build step (`layerfs build` runs RUN this way).
+    #[arg(long)]
+    keep_tmp: bool,
     /// The command and its arguments (after `--`; default: the image's).
     #[arg(last = true, required_unless_present = "image", value_name = "CMD")]
     command: Vec<String>,
     /// The ephemeral upper of a run without `upperdir=` (set by `run`, removed at exit).
     #[arg(skip)]
     pub ephemeral: Option<std::path::PathBuf>,
+}
+
+/// `--umask 0022`: an octal mask of permission bits.
+fn parse_umask(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal umask (0000 to 0777)"))
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -336,6 +356,8 @@ fn main() -> ExitCode {
         Some(Cmd::Diff(a)) => Some(cmd::diff::run(a)),
         Some(Cmd::Cat(a)) => Some(cmd::cat::run(a)),
         Some(Cmd::Verify(a)) => Some(cmd::verify::run(a)),
+        Some(Cmd::Build(a)) => Some(cmd::build::run(a)),
+        Some(Cmd::Df(a)) => Some(cmd::df::run(a)),
         other => {
             cli.cmd = other;
             None

@@ -709,3 +709,90 @@ fn commit_of_a_kernel_metacopy_upper_takes_the_data_from_below() {
         0o600
     );
 }
+
+/// `commit -m` and `--created-by` land in the image's history, and `inspect` shows both on
+/// the layer's row (before, inspect said "layerfs commit" whatever was given).
+#[test]
+fn commit_records_its_message_and_created_by_and_inspect_shows_them() {
+    if !require_root("commit_records_its_message_and_created_by_and_inspect_shows_them") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let u = t.path().join("upper");
+    kernel_upper(&u);
+    let o = format!("upperdir={}", u.display());
+    let oci = format!("oci:{}:v1", t.path().join("oci").display());
+    let store = t.path().join("store");
+    ok(
+        &run_layerfs(&[
+            "commit",
+            "-o",
+            &o,
+            "--to",
+            &oci,
+            "-m",
+            "the hello layer",
+            "--created-by",
+            "RUN make hello",
+            "--store",
+            store.to_str().unwrap(),
+        ]),
+        "commit",
+    );
+    let shown = ok(&run_layerfs(&["inspect", &oci]), "inspect");
+    let row = shown
+        .lines()
+        .find(|l| l.contains("RUN make hello"))
+        .unwrap_or_else(|| panic!("no row shows the created_by:\n{shown}"));
+    assert!(row.contains("the hello layer"), "no comment in {row:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&run_layerfs(&["inspect", "--json", &oci]), "inspect")).unwrap();
+    let layer = &json["layers"][0];
+    assert_eq!(layer["created_by"], "RUN make hello");
+    assert_eq!(layer["comment"], "the hello layer");
+}
+
+/// A commit on a store image imported without history (a layer stack) names the new
+/// layer, not the base's: inspect pairs history entries with layers in order, so the base's
+/// layers get blank entries first.
+#[test]
+fn commit_on_an_image_without_history_attributes_created_by_to_the_new_layer() {
+    if !require_root("commit_on_an_image_without_history_attributes_created_by_to_the_new_layer") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base");
+    std::fs::create_dir_all(base.join("etc")).unwrap();
+    std::fs::write(base.join("etc/base"), "base\n").unwrap();
+    let u = t.path().join("upper");
+    kernel_upper(&u);
+    let store = t.path().join("store");
+    let s = store.to_str().unwrap();
+    let lower = format!("lowerdir={}", base.display());
+    ok(
+        &run_layerfs(&["import", &lower, "--name", "base", "--store", s]),
+        "import",
+    );
+    let o = format!("upperdir={}", u.display());
+    let oci = format!("oci:{}:v1", t.path().join("oci").display());
+    ok(
+        &run_layerfs(&[
+            "commit",
+            "-o",
+            &o,
+            "--from",
+            "base",
+            "--to",
+            &oci,
+            "--created-by",
+            "RUN top",
+            "--store",
+            s,
+        ]),
+        "commit",
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&run_layerfs(&["inspect", "--json", &oci]), "inspect")).unwrap();
+    assert_eq!(json["layers"][1]["created_by"], "RUN top");
+    assert_eq!(json["layers"][0]["created_by"], serde_json::Value::Null);
+}

@@ -690,3 +690,34 @@ fn a_root_with_only_bin_gets_its_mount_points_in_the_upper() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_nothing_left();
 }
+
+/// The command starts with umask 0022 as under podman and runc (the daemon's own umask 0
+/// must not leak into the container), so files a build step makes are not world-writable;
+/// `--umask` sets another.
+#[test]
+fn the_command_starts_with_umask_0022_unless_told_otherwise() {
+    let Some((_serial, t, lower)) =
+        setup("the_command_starts_with_umask_0022_unless_told_otherwise")
+    else {
+        return;
+    };
+    let (u, w) = (t.path().join("upper"), t.path().join("work"));
+    std::fs::create_dir(&u).unwrap();
+    std::fs::create_dir(&w).unwrap();
+    let rw = format!("upperdir={},workdir={}", u.display(), w.display());
+    let o = run(
+        &lower,
+        &["-o", &rw],
+        &["sh", "-c", "umask; echo x > /root/f; mkdir /root/d"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o).trim(), "0022");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(u.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("root/f"), 0o644, "a new file in the upper");
+    assert_eq!(mode("root/d"), 0o755, "a new directory in the upper");
+    let o = run(&lower, &["--umask", "0077"], &["sh", "-c", "umask"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o).trim(), "0077");
+    assert_nothing_left();
+}

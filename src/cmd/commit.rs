@@ -48,9 +48,12 @@ pub struct CommitArgs {
     pub from: Option<String>,
     #[command(flatten)]
     pub out: LayerOutArgs,
-    /// The history entry's comment.
+    /// The history entry's comment (`inspect` shows it beside CREATED BY).
     #[arg(long, short = 'm')]
     pub message: Option<String>,
+    /// The history entry's `created_by`: what made the layer (default: "layerfs commit").
+    #[arg(long, value_name = "TEXT")]
+    pub created_by: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     /// Print JSON instead of text.
@@ -140,55 +143,15 @@ pub fn run(args: CommitArgs) -> Result<i32> {
                 lowers = store.lowers(&img)?;
             }
         }
-        // A renamed directory's content lies below: read it through a mount of the whole
-        // stack (a fresh workdir beside the upper; nothing is written through it).
         private_mounts()?;
-        let (work, mnt);
-        let mut merged = None;
-        let mounted = if needs_merged(&upper)? {
-            if lowers.is_empty() {
-                bail!(
-                    "{}: renamed directories and metadata-only copies keep content in the lowers; give them with -o lowerdir=...",
-                    upper.display()
-                );
-            }
-            let parent = upper.parent().unwrap_or(Path::new("."));
-            work = tempfile::Builder::new()
-                .prefix(".layerfs-commit-work-")
-                .tempdir_in(parent)
-                .context("creating a workdir beside the upper")?;
-            mnt = tempfile::Builder::new()
-                .prefix("layerfs-commit-")
-                .tempdir()
-                .context("creating a temporary mountpoint")?;
-            let opts = format!(
-                "{},upperdir={},workdir={}",
-                lowerdir_option(&lowers),
-                upper.display(),
-                work.path().display()
-            );
-            let m = Mounted::new(&opts, mnt.path())?;
-            merged = Some(mnt.path());
-            Some(m)
-        } else {
-            None
-        };
-        let pb = progress("committing");
-        let tick = |n: u64| pb.set_position(n);
-        let mut tar = layer_tar(
-            &upper,
-            Mode::Layer,
-            args.out.timestamp,
-            merged,
-            &lowers,
-            &store.root().join("tmp"),
-            &tick,
-        )?;
-        pb.finish_and_clear();
-        drop(mounted);
+        let mut tar = upper_layer(&store, &upper, &lowers, args.out.timestamp)?;
         let history = HistoryEntry {
             created: Some(rfc3339(args.out.timestamp)),
-            created_by: Some("layerfs commit".into()),
+            created_by: Some(
+                args.created_by
+                    .clone()
+                    .unwrap_or_else(|| "layerfs commit".into()),
+            ),
             comment: args.message.clone(),
             empty_layer: false,
         };
@@ -204,6 +167,62 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         report(&out, args.json)?;
         Ok(0)
     })
+}
+
+/// The layer tar of an upper made on `lowers` (top first): the one conversion `commit` and
+/// `build` use. A renamed directory's content lies below: it is read through a mount of the
+/// whole stack (a fresh workdir beside the upper; nothing is written through it), so the
+/// caller must be in a mount namespace of its own when rootless ([`private_mounts`]).
+pub fn upper_layer(
+    store: &Store,
+    upper: &Path,
+    lowers: &[PathBuf],
+    timestamp: Option<i64>,
+) -> Result<LayerTar> {
+    let (work, mnt);
+    let mut merged = None;
+    let mounted = if needs_merged(upper)? {
+        if lowers.is_empty() {
+            bail!(
+                "{}: renamed directories and metadata-only copies keep content in the lowers; give them with -o lowerdir=...",
+                upper.display()
+            );
+        }
+        let parent = upper.parent().unwrap_or(Path::new("."));
+        work = tempfile::Builder::new()
+            .prefix(".layerfs-commit-work-")
+            .tempdir_in(parent)
+            .context("creating a workdir beside the upper")?;
+        mnt = tempfile::Builder::new()
+            .prefix("layerfs-commit-")
+            .tempdir()
+            .context("creating a temporary mountpoint")?;
+        let opts = format!(
+            "{},upperdir={},workdir={}",
+            lowerdir_option(lowers),
+            upper.display(),
+            work.path().display()
+        );
+        let m = Mounted::new(&opts, mnt.path())?;
+        merged = Some(mnt.path());
+        Some(m)
+    } else {
+        None
+    };
+    let pb = progress("committing");
+    let tick = |n: u64| pb.set_position(n);
+    let tar = layer_tar(
+        upper,
+        Mode::Layer,
+        timestamp,
+        merged,
+        lowers,
+        &store.root().join("tmp"),
+        &tick,
+    )?;
+    pb.finish_and_clear();
+    drop(mounted);
+    Ok(tar)
 }
 
 /// `lowerdir=` (top first) and `upperdir=` out of `-o` options; workdir and mount flags
@@ -296,7 +315,7 @@ pub fn deliver(
                 blob: None,
                 skipped_devices: staged.stats.skipped_devices.clone(),
             });
-            let mut hist = base.history;
+            let mut hist = aligned_history(layers.len() - 1, base.history);
             hist.push(history.clone());
             let id = record_id(&layers, &base.config, &hist);
             let record = ImageRecord {
@@ -361,7 +380,7 @@ pub fn deliver(
             let new = blob(&layout, tar, how)?;
             out.blob_digest = Some(new.blob.digest.clone());
             layers.push(new);
-            let mut hist = base.history;
+            let mut hist = aligned_history(base.layers.len(), base.history);
             hist.push(history.clone());
             let created = history.created.clone().unwrap_or_default();
             let (manifest, config) =
@@ -385,6 +404,17 @@ fn blob(layout: &Layout, tar: &mut LayerTar, how: Compress) -> Result<LayerDesc>
         },
         diff_id: tar.diff_id.clone(),
     })
+}
+
+/// An image's history with one entry per layer (each without `empty_layer`), as tools
+/// pair them: an image imported without history (a layer stack) gets blank entries for
+/// its layers first, so the entry a commit or a build adds names the new layer, not the
+/// base's.
+pub fn aligned_history(layers: usize, mut history: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
+    let made = history.iter().filter(|h| !h.empty_layer).count();
+    let missing = layers.saturating_sub(made);
+    history.splice(0..0, std::iter::repeat_n(HistoryEntry::default(), missing));
+    history
 }
 
 /// `--timestamp` (or now) as RFC 3339 UTC.

@@ -186,6 +186,8 @@ pub fn import(
         entrypoint: cfg.entrypoint,
         working_dir: cfg.working_dir,
         user: cfg.user,
+        labels: cfg.labels,
+        exposed_ports: cfg.exposed_ports,
     };
     let history: Vec<HistoryEntry> = cfg
         .history

@@ -1,6 +1,8 @@
+pub mod build;
 pub mod cat;
 pub mod ci_rules;
 pub mod commit;
+pub mod df;
 pub mod diff;
 pub mod explore;
 pub mod helper;

@@ -91,6 +91,7 @@ pub fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
             .map(|b| parse_bind(b))
             .collect::<Result<_>>()?,
         read_only,
+        keep_tmp: args.keep_tmp,
     };
 
     // The FUSE daemon: our child, in the host's namespaces, gone when we are.
@@ -222,6 +223,7 @@ fn command(args: &RunArgs) -> Result<Command> {
         user: args.user.as_deref().map(init::User::parse),
         // Rootful runs keep podman's default set, not everything root has.
         caps: Some(init::PODMAN_DEFAULT_CAPS.to_vec()),
+        umask: args.umask,
     })
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cat;
 pub mod commit;
+pub mod containerfile;
 pub mod diff;
 pub mod inspect;
 pub mod kept;

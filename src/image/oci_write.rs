@@ -121,6 +121,18 @@ impl Layout {
         if !run.user.is_empty() {
             cfg.insert("User".into(), json!(run.user));
         }
+        if !run.labels.is_empty() {
+            cfg.insert("Labels".into(), json!(run.labels));
+        }
+        if !run.exposed_ports.is_empty() {
+            // The OCI form: a set, each port mapping to an empty object.
+            let ports: serde_json::Map<String, Value> = run
+                .exposed_ports
+                .iter()
+                .map(|p| (p.clone(), json!({})))
+                .collect();
+            cfg.insert("ExposedPorts".into(), Value::Object(ports));
+        }
         cfg.retain(|_, v| !v.is_null());
         let config = json!({
             "created": created,

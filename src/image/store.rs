@@ -43,6 +43,12 @@ pub struct RunConfig {
     pub working_dir: String,
     #[serde(default)]
     pub user: String,
+    /// `LABEL`s (`Labels`); left out of the record when empty, so older ids stay.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `EXPOSE`d ports, `80/tcp` style (`ExposedPorts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exposed_ports: Vec<String>,
 }
 
 /// One step of the image's history (as in the OCI config).
@@ -111,6 +117,13 @@ pub struct Staged {
     pub stats: unpack::Stats,
     /// The blob it was unpacked from, sealed with the unpacked directory's stamp.
     kept: Option<kept::Staged>,
+}
+
+impl Staged {
+    /// Where the layer is unpacked until published (a lowerdir for later build steps).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
 }
 
 impl Drop for Staged {
@@ -252,9 +265,21 @@ impl Store {
         expected: Option<&str>,
         opts: &unpack::Options,
     ) -> Result<Staged> {
+        self.stage_in(&self.root.join("tmp"), tar, expected, opts)
+    }
+
+    /// [`Store::stage`] into `dir`, a directory of the store's filesystem (a build keeps
+    /// its staged layers in its own directory, swept as a whole if the build dies).
+    pub fn stage_in(
+        &self,
+        dir: &Path,
+        tar: impl Read,
+        expected: Option<&str>,
+        opts: &unpack::Options,
+    ) -> Result<Staged> {
         let tmp = tempfile::Builder::new()
             .prefix("layer-")
-            .tempdir_in(self.root.join("tmp"))
+            .tempdir_in(dir)
             .context("creating a staging directory in the store")?
             .keep();
         let mut staged = Staged {

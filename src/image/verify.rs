@@ -160,6 +160,7 @@ pub fn dir_layer(id: &str, dir: &Path, progress: &Progress) -> LayerReport {
         compression: None,
         size: None,
         created_by: None,
+        comment: None,
         location: Location::Dir(dir.to_path_buf()),
     };
     match manifest::build(&layer, Limits::default(), None, progress) {
@@ -213,6 +214,7 @@ pub fn hash_list_of(dir: &Path) -> Result<HashList> {
         compression: None,
         size: None,
         created_by: None,
+        comment: None,
         location: Location::Dir(dir.to_path_buf()),
     };
     let m = manifest::build(&layer, Limits::default(), None, &Progress::hidden())?;

@@ -20,6 +20,8 @@ pub struct Command {
     pub user: Option<User>,
     /// Capabilities the command may keep (the bounding set); `None` keeps all.
     pub caps: Option<Vec<u32>>,
+    /// The file mode creation mask the command starts with (podman and runc: 0022).
+    pub umask: u32,
 }
 
 /// `--user`: a user and optional group, each a number or a name looked up in the image's
@@ -146,6 +148,8 @@ pub fn pid1(cmd: &Command) -> i32 {
 /// In the command's process: restore signals, enter the working directory, exec.
 fn exec_command(cmd: &Command) -> ! {
     let _ = sys::unblock_all_signals();
+    // Our own umask is 0 (the mount daemon's, inherited): the command gets its own.
+    sys::umask(cmd.umask);
     let name = cmd.argv[0].to_string_lossy().into_owned();
     if let Err(e) = restrict(cmd) {
         eprintln!("layerfs run: dropping privileges: {e}");

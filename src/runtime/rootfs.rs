@@ -23,6 +23,9 @@ pub struct RootSpec {
     pub binds: Vec<(PathBuf, String, bool)>,
     /// Make the root read-only once built (`-o ro`).
     pub read_only: bool,
+    /// Leave the image's /tmp as it is (no tmpfs): what the command writes there stays in
+    /// the upper, as in a buildah or docker build step.
+    pub keep_tmp: bool,
 }
 
 /// The primitive steps, with targets relative to the new root.
@@ -141,14 +144,16 @@ pub fn build(ops: &mut dyn RootOps, spec: &RootSpec) -> Result<(), RootError> {
     }
     ops.bind("/sys", "sys", true)
         .map_err(step("binding /sys"))?;
-    ops.mount(
-        "tmpfs",
-        "tmp",
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_NODEV,
-        "mode=1777",
-    )
-    .map_err(step("mounting /tmp"))?;
+    if !spec.keep_tmp {
+        ops.mount(
+            "tmpfs",
+            "tmp",
+            "tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            "mode=1777",
+        )
+        .map_err(step("mounting /tmp"))?;
+    }
     for (host, rel) in &spec.host_files {
         // A symlink in the image (resolv.conf -> ../run/...) is left alone: never followed.
         if host.exists() && (ops.is_file(rel) || !ops.exists(rel)) {
@@ -321,7 +326,10 @@ impl RootOps for Host {
 
     fn touch(&mut self, rel: &str) -> io::Result<()> {
         let (dir, name) = self.parent_and_name(rel)?;
-        sys::create_excl(dir.as_fd(), &cstr(name)?, libc::O_WRONLY, 0o644).map(drop)
+        // Mode 0755, as runc creates a file mount point (so a build step leaves the same
+        // /etc/hosts placeholder in its layer as buildah's does).
+        let fd = sys::create_excl(dir.as_fd(), &cstr(name)?, libc::O_WRONLY, 0o755)?;
+        sys::fchmod(fd.as_fd(), 0o755)
     }
 
     fn symlink(&mut self, target: &str, rel: &str) -> io::Result<()> {
@@ -419,6 +427,7 @@ mod tests {
             host_files: vec![("/etc/hosts".into(), "etc/hosts".into())],
             binds: vec![("/srv/data".into(), "data".into(), true)],
             read_only: false,
+            keep_tmp: false,
         }
     }
 
@@ -454,6 +463,7 @@ mod tests {
             &mut r,
             &RootSpec {
                 read_only: true,
+                keep_tmp: false,
                 ..spec()
             },
         )

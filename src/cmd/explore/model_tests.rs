@@ -19,6 +19,7 @@ pub fn report(n: usize) -> Report {
                 media_type: None,
                 blob_size: None,
                 created_by: Some(format!("RUN step {i}")),
+                comment: None,
                 entries: 0,
                 added: i,
                 modified: 0,

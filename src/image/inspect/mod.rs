@@ -51,6 +51,9 @@ pub struct LayerReport {
     /// Bytes of the blob as stored (compressed), when the source has blobs.
     pub blob_size: Option<u64>,
     pub created_by: Option<String>,
+    /// The history entry's comment (`commit -m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
     /// Entries the layer holds (whiteouts included, the root excluded).
     pub entries: usize,
     pub added: usize,
@@ -175,6 +178,7 @@ pub fn analyze<'m>(image: &Image, manifests: &'m [Manifest], top: usize) -> (Rep
             media_type: layer.media_type.clone(),
             blob_size: layer.size.filter(|_| layer.dir().is_none()),
             created_by: layer.created_by.clone(),
+            comment: layer.comment.clone(),
             entries: m.records.iter().filter(|r| !r.path.is_root()).count(),
             added: count(Change::Added),
             modified: count(Change::Modified),

@@ -43,6 +43,15 @@ fn ellipsis(s: &str, n: usize) -> String {
     }
 }
 
+/// The CREATED BY column: the history's `created_by`, then its comment after `#`.
+fn created_by(l: &super::LayerReport) -> String {
+    let by = l.created_by.as_deref().unwrap_or("-");
+    match l.comment.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => format!("{by}  # {c}"),
+        None => by.to_string(),
+    }
+}
+
 /// The layer table and totals.
 pub fn table(r: &Report) -> String {
     let mut out = String::new();
@@ -76,7 +85,7 @@ pub fn table(r: &Report) -> String {
             human(l.bytes_added),
             human(l.bytes_wasted),
             human(l.duplicate_bytes),
-            ellipsis(l.created_by.as_deref().unwrap_or("-"), 60)
+            ellipsis(&created_by(l), 60)
         );
     }
     let t = &r.totals;

@@ -276,6 +276,7 @@ pub(super) fn open_docker(file: &Path, reference: Option<&str>) -> Result<Image>
             compression: None,
             size: Some(blob.len),
             created_by: None,
+            comment: None,
             location: Location::Blob(blob),
         });
     }

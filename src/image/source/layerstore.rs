@@ -19,6 +19,8 @@ pub fn open(store: &Store, record: &ImageRecord, name: &str) -> Result<Image> {
         entrypoint: record.config.entrypoint.clone(),
         working_dir: record.config.working_dir.clone(),
         user: record.config.user.clone(),
+        labels: record.config.labels.clone(),
+        exposed_ports: record.config.exposed_ports.clone(),
         history: record
             .history
             .iter()
@@ -41,6 +43,7 @@ pub fn open(store: &Store, record: &ImageRecord, name: &str) -> Result<Image> {
             compression: None,
             size: Some(l.size),
             created_by: None,
+            comment: None,
             location: Location::Dir(store.layer_dir(&l.diff_id)?),
         });
     }

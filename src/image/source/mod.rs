@@ -217,6 +217,8 @@ pub struct Layer {
     pub size: Option<u64>,
     /// The history entry that made the layer (`created_by`), when the config has one.
     pub created_by: Option<String>,
+    /// That history entry's comment (`commit -m`), when it has one.
+    pub comment: Option<String>,
     pub location: Location,
 }
 
@@ -301,6 +303,10 @@ pub struct ImageConfig {
     pub entrypoint: Vec<String>,
     pub working_dir: String,
     pub user: String,
+    /// `Labels`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `ExposedPorts`' keys (`80/tcp`).
+    pub exposed_ports: Vec<String>,
     pub history: Vec<History>,
     pub diff_ids: Vec<Digest>,
 }
@@ -334,6 +340,8 @@ struct RawRunConfig {
     entrypoint: Option<Vec<String>>,
     working_dir: Option<String>,
     user: Option<String>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    exposed_ports: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -362,6 +370,8 @@ impl ImageConfig {
             entrypoint: run.entrypoint.unwrap_or_default(),
             working_dir: run.working_dir.unwrap_or_default(),
             user: run.user.unwrap_or_default(),
+            labels: run.labels.unwrap_or_default(),
+            exposed_ports: run.exposed_ports.unwrap_or_default().into_keys().collect(),
             history: raw
                 .history
                 .unwrap_or_default()
@@ -396,6 +406,7 @@ impl ImageConfig {
 fn attach_config(layers: &mut [Layer], config: &ImageConfig) {
     for (layer, h) in layers.iter_mut().zip(config.layer_history()) {
         layer.created_by = h.created_by.clone();
+        layer.comment = h.comment.clone();
     }
     if config.diff_ids.len() == layers.len() {
         for (layer, d) in layers.iter_mut().zip(&config.diff_ids) {
@@ -438,6 +449,7 @@ fn open_stack(lowers: &[PathBuf], upper: Option<&Path>) -> Result<Image> {
             compression: None,
             size: None,
             created_by: None,
+            comment: None,
             location: Location::Dir(dir.to_path_buf()),
         });
     }

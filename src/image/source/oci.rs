@@ -172,6 +172,7 @@ fn open_layout(files: &dyn Files, reference: Option<&str>, name: String) -> Resu
             media_type,
             size: Some(d.size),
             created_by: None,
+            comment: None,
             location: Location::Blob(blob),
         });
     }

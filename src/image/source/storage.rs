@@ -170,6 +170,7 @@ pub(super) fn open(want: &str, root: Option<&Path>) -> Result<Image> {
             compression: None,
             size: l.diff_size,
             created_by: None,
+            comment: None,
             location: Location::Dir(diff),
         });
     }
