@@ -19,12 +19,12 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::source::{Entry, Image, Kind, Layer, Limits, Location, RelPath, Stamp};
+use crate::stack::par;
 use crate::sys;
 
 /// Bumped whenever [`Manifest`]'s encoding or meaning changes; part of every cache key.
@@ -292,31 +292,24 @@ fn hash_dir_files(
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8);
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<Hash>)>> = Mutex::new(Vec::with_capacity(todo.len()));
     let recs: &[Record] = records;
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(todo.len()) {
-            s.spawn(|| {
-                let mut buf = vec![0u8; HASH_BUF];
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = todo.get(k) else { break };
-                    let r = &recs[i];
-                    let res = (|| -> Result<Hash> {
-                        let path = sys::cstr(r.path.as_bytes())?;
-                        let fd = sys::open_beneath(root.as_fd(), &path, libc::O_RDONLY)?;
-                        let (h, n) = hash_reader(&mut File::from(fd), &mut buf)?;
-                        progress.bytes(n);
-                        Ok(h)
-                    })()
-                    .with_context(|| format!("hashing {}", r.path));
-                    results.lock().expect("no panics while held").push((i, res));
-                }
-            });
-        }
-    });
-    for (i, res) in results.into_inner().expect("threads joined") {
+    let hashes = par::map_with(
+        &todo,
+        threads,
+        || vec![0u8; HASH_BUF],
+        |buf, &i| {
+            let r = &recs[i];
+            (|| -> Result<Hash> {
+                let path = sys::cstr(r.path.as_bytes())?;
+                let fd = sys::open_beneath(root.as_fd(), &path, libc::O_RDONLY)?;
+                let (h, n) = hash_reader(&mut File::from(fd), buf)?;
+                progress.bytes(n);
+                Ok(h)
+            })()
+            .with_context(|| format!("hashing {}", r.path))
+        },
+    );
+    for (&i, res) in todo.iter().zip(hashes) {
         records[i].hash = Some(res?);
     }
     Ok(())
@@ -511,32 +504,15 @@ impl Cache {
 /// The manifests of every layer of `image` (bottom first): from the cache where valid,
 /// else built (layers in parallel) and cached.
 pub fn manifests(image: &Image, cache: &Cache, progress: &Progress) -> Result<Vec<Manifest>> {
-    let n = image.layers.len();
-    let slots: Vec<Mutex<Option<Result<Manifest>>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |v| v.get())
-        .min(n.max(1));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(layer) = image.layers.get(i) else {
-                    break;
-                };
-                let res = one(layer, image.limits, cache, progress);
-                *slots[i].lock().expect("no panics while held") = Some(res);
-            });
-        }
-    });
-    slots
-        .into_iter()
-        .map(|s| {
-            s.into_inner()
-                .expect("threads joined")
-                .expect("every layer visited")
-        })
-        .collect()
+    let threads = std::thread::available_parallelism().map_or(2, |v| v.get());
+    par::map_with(
+        &image.layers,
+        threads,
+        || (),
+        |_, layer| one(layer, image.limits, cache, progress),
+    )
+    .into_iter()
+    .collect()
 }
 
 fn one(layer: &Layer, limits: Limits, cache: &Cache, progress: &Progress) -> Result<Manifest> {
