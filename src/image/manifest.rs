@@ -139,20 +139,9 @@ pub struct Progress {
 impl Progress {
     /// A bar counting layers, with the bytes hashed so far, drawn only on a terminal.
     pub fn new(layers: usize) -> Progress {
-        use std::io::IsTerminal;
-        let bar = if std::io::stderr().is_terminal() {
-            let b = indicatif::ProgressBar::new(layers as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} layers {pos}/{len} {msg} {elapsed}",
-                )
-                .expect("a valid template"),
-            );
-            b
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        Progress { bar }
+        Progress {
+            bar: super::progress::items("layers", layers as u64),
+        }
     }
 
     pub fn hidden() -> Progress {
