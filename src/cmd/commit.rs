@@ -9,6 +9,7 @@ use clap::Args;
 use layerfs::image::commit::{layer_tar, Compress, LayerTar};
 use layerfs::image::oci_write::{Descriptor, LayerDesc, Layout};
 use layerfs::image::pack::{needs_merged, Mode};
+use layerfs::image::progress;
 use layerfs::image::source::Compression;
 use layerfs::image::store::{
     normalize_name, record_id, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
@@ -17,7 +18,7 @@ use layerfs::image::unpack;
 use serde::Serialize;
 
 use super::imagecmd::{
-    as_store_owner, lowerdir_option, print_json, private_mounts, progress, Mounted, StoreArgs,
+    as_store_owner, lowerdir_option, print_json, private_mounts, Mounted, StoreArgs,
 };
 
 /// Where a made layer goes and how it is written (commit and squash).
@@ -209,7 +210,7 @@ pub fn upper_layer(
     } else {
         None
     };
-    let pb = progress("committing");
+    let pb = progress::bytes("committing");
     let tick = |n: u64| pb.set_position(n);
     let tar = layer_tar(
         upper,

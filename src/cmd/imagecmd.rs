@@ -1,13 +1,13 @@
 //! What the image commands (import, images, rmi, commit, squash) share: the store option,
 //! running as the store's owner (rootless: root of a user namespace holding the caller's
-//! subordinate ids, as rootless podman stores layers), progress bars.
+//! subordinate ids, as rootless podman stores layers). Progress bars are
+//! `layerfs::image::progress`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use layerfs::image::store::Store;
 use layerfs::sys;
 
@@ -54,21 +54,6 @@ pub fn as_store_owner(f: impl FnOnce() -> Result<i32>) -> Result<i32> {
         );
     }
     Ok(status)
-}
-
-/// A byte-counting progress bar on a terminal, hidden otherwise.
-pub fn progress(msg: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new_spinner();
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec})")
-            .expect("valid template"),
-    );
-    pb.set_message(msg.to_string());
-    pb.enable_steady_tick(std::time::Duration::from_millis(120));
-    pb
 }
 
 /// Prints `value` as JSON on stdout.

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use layerfs::image::commit::{layer_tar, Compress};
 use layerfs::image::pack::Mode;
+use layerfs::image::progress;
 use layerfs::image::source::{self, Compression, Location, OpenOptions};
 use layerfs::image::store::{
     normalize_name, record_id, BlobRecord, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
@@ -15,7 +16,7 @@ use layerfs::image::unpack;
 use serde::Serialize;
 
 use super::image_source::Named;
-use super::imagecmd::{as_store_owner, print_json, progress, StoreArgs};
+use super::imagecmd::{as_store_owner, print_json, StoreArgs};
 
 /// Import an image into the layer store.
 #[derive(Args, Debug)]
@@ -146,7 +147,7 @@ pub fn import(
             reused.push(true);
             continue;
         }
-        let pb = progress(&what);
+        let pb = progress::bytes(&what);
         let s = match &layer.location {
             // The blob is kept as it came (digest checked), and unpacked from that copy.
             Location::Blob(b) => {

@@ -1,22 +1,16 @@
-//! Rootless `layerfs run`: the same run, as root of a new user namespace.
+//! Running as root of a new user namespace, for rootless `layerfs run` (see `run.rs`) and
+//! the image commands' rootless store (`imagecmd::as_store_owner`).
 //!
 //! A child creates the user namespace and waits; this process (outside it) maps the
 //! caller's full subordinate range from /etc/subuid and /etc/subgid with newuidmap and
 //! newgidmap (package `uidmap`), so apt can setgroups, seteuid and chown inside. Without
-//! them only the caller's own id is mapped (to 0), with a warning saying what will not
-//! work. The child then makes a mount namespace (the FUSE mount lives only there, and
-//! vanishes with it) and runs the rootful path unchanged.
+//! them the child may map only the caller's own id (to 0) itself ([`map_self`]).
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result};
 use layerfs::sys::{self, Fork};
-use log::warn;
-
-use super::run::{run_in, wait_forwarding};
-use crate::RunArgs;
 
 /// The caller's subordinate range in `file` (/etc/subuid or /etc/subgid): start, count.
 fn subordinate(file: &str, name: Option<&str>, id: u32) -> Option<(u32, u32)> {
@@ -74,36 +68,10 @@ pub(crate) fn map_full(pid: libc::pid_t, uid: u32, gid: u32) -> std::result::Res
 }
 
 /// Maps only the caller's own ids, from inside the namespace (allowed without privilege).
-fn map_self(uid: u32, gid: u32) -> std::io::Result<()> {
+pub(crate) fn map_self(uid: u32, gid: u32) -> std::io::Result<()> {
     std::fs::write("/proc/self/setgroups", "deny")?;
     std::fs::write("/proc/self/uid_map", format!("0 {uid} 1"))?;
     std::fs::write("/proc/self/gid_map", format!("0 {gid} 1"))
-}
-
-pub fn run(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-        .context("opening /dev/fuse (rootless runs need it readable and writable by all: chmod 666 /dev/fuse)")?;
-    let (uid, gid) = sys::real_ids();
-    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD];
-    sys::block_signals(&signals).context("blocking signals")?;
-    let child = |full: bool| -> Result<i32> {
-        if !full {
-            map_self(uid, gid).context("mapping the caller's own ids")?;
-        }
-        sys::unshare(libc::CLONE_NEWNS).context("creating a mount namespace")?;
-        run_in(args, mountpoint)
-    };
-    let (pid, mapped) = fork_mapped("layerfs run", layerfs::runtime::init::EXIT_RUNTIME, child)?;
-    if let Err(why) = mapped {
-        warn!(
-            "{why}: mapping only uid {uid} (as root) in the container; \
-             setgroups, changing to other users and chown to other ids will fail there"
-        );
-    }
-    wait_forwarding(pid, &signals)
 }
 
 /// Forks a child into a new user namespace, which the parent maps to the caller (0) and its

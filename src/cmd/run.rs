@@ -13,14 +13,15 @@
 //!   pid namespace.
 
 use std::ffi::CString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layerfs::runtime::init::{self, Command, EXIT_RUNTIME};
 use layerfs::runtime::rootfs::{self, Host, RootSpec};
 use layerfs::sys::{self, Fork};
 
-use crate::{cmd::mount, MountArgs, NetMode, RunArgs};
+use super::{mount, rootless};
+use crate::{MountArgs, NetMode, RunArgs};
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -55,7 +56,7 @@ pub fn run(mut args: RunArgs) -> Result<i32> {
     let result = if sys::geteuid() == 0 && !args.rootless {
         run_in(&args, &mountpoint)
     } else {
-        super::rootless::run(&args, &mountpoint)
+        run_rootless(&args, &mountpoint)
     };
     // The daemon removes them once unmounted; this covers failures before the daemon ran.
     let _ = std::fs::remove_dir(&mountpoint);
@@ -66,7 +67,7 @@ pub fn run(mut args: RunArgs) -> Result<i32> {
 }
 
 /// Mounts and runs; as root, or as root of a user namespace (rootless).
-pub fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
+fn run_in(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
     let mount_args = MountArgs {
         options: args.options.clone(),
         paths: vec![mountpoint.to_path_buf()],
@@ -132,9 +133,43 @@ pub fn run_in(args: &RunArgs, mountpoint: &std::path::Path) -> Result<i32> {
     Ok(status)
 }
 
+/// Rootless: the same run as root of a new user namespace. The caller's full subordinate
+/// range is mapped where /etc/subuid and /etc/subgid allow (so apt can setgroups, seteuid
+/// and chown inside); else only the caller's own id, with a warning saying what will not
+/// work. The child then makes a mount namespace (the FUSE mount lives only there, and
+/// vanishes with it) and runs the rootful path unchanged.
+fn run_rootless(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .context("opening /dev/fuse (rootless runs need it readable and writable by all: chmod 666 /dev/fuse)")?;
+    let (uid, gid) = sys::real_ids();
+    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCHLD];
+    sys::block_signals(&signals).context("blocking signals")?;
+    let child = |full: bool| -> Result<i32> {
+        if !full {
+            rootless::map_self(uid, gid).context("mapping the caller's own ids")?;
+        }
+        sys::unshare(libc::CLONE_NEWNS).context("creating a mount namespace")?;
+        run_in(args, mountpoint)
+    };
+    let (pid, mapped) =
+        rootless::fork_mapped("layerfs run", layerfs::runtime::init::EXIT_RUNTIME, child)?;
+    if let Err(why) = mapped {
+        // Logged under the id-mapping module's name, as it was before this moved here.
+        log::warn!(
+            target: "layerfs::cmd::rootless",
+            "{why}: mapping only uid {uid} (as root) in the container; \
+             setgroups, changing to other users and chown to other ids will fail there"
+        );
+    }
+    wait_forwarding(pid, &signals)
+}
+
 /// Waits for `pid`, forwarding every signal of `signals` but SIGCHLD to it (they must be
 /// blocked); returns its status.
-pub fn wait_forwarding(pid: libc::pid_t, signals: &[libc::c_int]) -> Result<i32> {
+fn wait_forwarding(pid: libc::pid_t, signals: &[libc::c_int]) -> Result<i32> {
     loop {
         let sig = sys::wait_signal(signals).context("waiting for the container")?;
         if sig != libc::SIGCHLD {

@@ -11,13 +11,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use layerfs::image::commit::layer_tar;
 use layerfs::image::pack::Mode;
+use layerfs::image::progress;
 use layerfs::image::source::{walk, Kind, Limits};
 use layerfs::image::store::{HistoryEntry, RunConfig, Store};
 
 use super::commit::{deliver, report, rfc3339, Base, Dest, LayerOutArgs};
-use super::imagecmd::{
-    as_store_owner, lowerdir_option, private_mounts, progress, Mounted, StoreArgs,
-};
+use super::imagecmd::{as_store_owner, lowerdir_option, private_mounts, Mounted, StoreArgs};
 
 /// Squash an image or a stack into one layer (tar, layer dir, store image, OCI image).
 #[derive(Args, Debug)]
@@ -59,7 +58,7 @@ pub fn run(args: SquashArgs) -> Result<i32> {
             .tempdir()
             .context("creating a temporary mountpoint")?;
         let mounted = Mounted::new(&lowerdir_option(&lowers), mnt.path())?;
-        let pb = progress("squashing");
+        let pb = progress::bytes("squashing");
         let mut tar = layer_tar(
             mnt.path(),
             Mode::Tree,

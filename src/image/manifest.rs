@@ -19,16 +19,16 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::source::{Entry, Image, Kind, Layer, Limits, Location, RelPath, Stamp};
+use super::source::{Entry, Image, Kind, Layer, Limits, Location, RelPath};
+use crate::stack::par;
 use crate::sys;
 
 /// Bumped whenever [`Manifest`]'s encoding or meaning changes; part of every cache key.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// First bytes of a cache file.
 const MAGIC: &[u8; 8] = b"LFSMANI\0";
 /// Largest cache file read back (a corrupt length must not allocate without bound).
@@ -50,50 +50,40 @@ impl std::fmt::Debug for Hash {
     }
 }
 
-/// One entry of a layer, as the manifest keeps it.
+/// One entry of a layer, as the manifest keeps it: the walker's [`Entry`] (read through
+/// `Deref`, so `r.path`, `r.kind`, ... are the entry's) and what the manifest adds.
+///
+/// The `size` of a hard link's record is that of the file it names (the link itself stores
+/// none: only [`Kind::File`] records count towards a layer's bytes), and `link` is a
+/// symlink's target or a hard link's first name, as in [`Entry`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    pub path: RelPath,
-    pub kind: Kind,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Content bytes of a regular file, and of the file a hard link names (the link itself
-    /// stores none: only [`Kind::File`] records count towards a layer's bytes).
-    pub size: u64,
-    pub mtime: i64,
-    pub rdev: u64,
-    /// Symlink target, or a hard link's first name.
-    pub link: Option<Vec<u8>>,
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    pub opaque: bool,
-    pub redirect: Option<RelPath>,
+    pub entry: Entry,
     /// Names of one file share a group number (1, 2, ...) within the layer.
     pub link_group: Option<u32>,
     /// blake3 of the content, for regular files and their hard links.
     pub hash: Option<Hash>,
-    /// Host identity of a directory layer's file (to reuse the hash while unchanged).
-    pub stamp: Option<Stamp>,
+}
+
+impl std::ops::Deref for Record {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+impl std::ops::DerefMut for Record {
+    fn deref_mut(&mut self) -> &mut Entry {
+        &mut self.entry
+    }
 }
 
 impl Record {
     fn from_entry(e: &Entry) -> Record {
         Record {
-            path: e.path.clone(),
-            kind: e.kind,
-            mode: e.mode,
-            uid: e.uid,
-            gid: e.gid,
-            size: e.size,
-            mtime: e.mtime,
-            rdev: e.rdev,
-            link: e.link.clone(),
-            xattrs: e.xattrs.clone(),
-            opaque: e.opaque,
-            redirect: e.redirect.clone(),
+            entry: e.clone(),
             link_group: None,
             hash: None,
-            stamp: e.stamp,
         }
     }
 
@@ -139,20 +129,9 @@ pub struct Progress {
 impl Progress {
     /// A bar counting layers, with the bytes hashed so far, drawn only on a terminal.
     pub fn new(layers: usize) -> Progress {
-        use std::io::IsTerminal;
-        let bar = if std::io::stderr().is_terminal() {
-            let b = indicatif::ProgressBar::new(layers as u64);
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{spinner} layers {pos}/{len} {msg} {elapsed}",
-                )
-                .expect("a valid template"),
-            );
-            b
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        Progress { bar }
+        Progress {
+            bar: super::progress::items("layers", layers as u64),
+        }
     }
 
     pub fn hidden() -> Progress {
@@ -292,31 +271,24 @@ fn hash_dir_files(
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8);
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<Hash>)>> = Mutex::new(Vec::with_capacity(todo.len()));
     let recs: &[Record] = records;
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(todo.len()) {
-            s.spawn(|| {
-                let mut buf = vec![0u8; HASH_BUF];
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = todo.get(k) else { break };
-                    let r = &recs[i];
-                    let res = (|| -> Result<Hash> {
-                        let path = sys::cstr(r.path.as_bytes())?;
-                        let fd = sys::open_beneath(root.as_fd(), &path, libc::O_RDONLY)?;
-                        let (h, n) = hash_reader(&mut File::from(fd), &mut buf)?;
-                        progress.bytes(n);
-                        Ok(h)
-                    })()
-                    .with_context(|| format!("hashing {}", r.path));
-                    results.lock().expect("no panics while held").push((i, res));
-                }
-            });
-        }
-    });
-    for (i, res) in results.into_inner().expect("threads joined") {
+    let hashes = par::map_with(
+        &todo,
+        threads,
+        || vec![0u8; HASH_BUF],
+        |buf, &i| {
+            let r = &recs[i];
+            (|| -> Result<Hash> {
+                let path = sys::cstr(r.path.as_bytes())?;
+                let fd = sys::open_beneath(root.as_fd(), &path, libc::O_RDONLY)?;
+                let (h, n) = hash_reader(&mut File::from(fd), buf)?;
+                progress.bytes(n);
+                Ok(h)
+            })()
+            .with_context(|| format!("hashing {}", r.path))
+        },
+    );
+    for (&i, res) in todo.iter().zip(hashes) {
         records[i].hash = Some(res?);
     }
     Ok(())
@@ -511,32 +483,15 @@ impl Cache {
 /// The manifests of every layer of `image` (bottom first): from the cache where valid,
 /// else built (layers in parallel) and cached.
 pub fn manifests(image: &Image, cache: &Cache, progress: &Progress) -> Result<Vec<Manifest>> {
-    let n = image.layers.len();
-    let slots: Vec<Mutex<Option<Result<Manifest>>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism()
-        .map_or(2, |v| v.get())
-        .min(n.max(1));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(layer) = image.layers.get(i) else {
-                    break;
-                };
-                let res = one(layer, image.limits, cache, progress);
-                *slots[i].lock().expect("no panics while held") = Some(res);
-            });
-        }
-    });
-    slots
-        .into_iter()
-        .map(|s| {
-            s.into_inner()
-                .expect("threads joined")
-                .expect("every layer visited")
-        })
-        .collect()
+    let threads = std::thread::available_parallelism().map_or(2, |v| v.get());
+    par::map_with(
+        &image.layers,
+        threads,
+        || (),
+        |_, layer| one(layer, image.limits, cache, progress),
+    )
+    .into_iter()
+    .collect()
 }
 
 fn one(layer: &Layer, limits: Limits, cache: &Cache, progress: &Progress) -> Result<Manifest> {
@@ -555,6 +510,7 @@ fn one(layer: &Layer, limits: Limits, cache: &Cache, progress: &Progress) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::source::Stamp;
 
     fn rec(path: &str, kind: Kind) -> Record {
         let mut r = Record::from_entry(&Entry::new(
@@ -565,6 +521,47 @@ mod tests {
             r.link = Some(b"a/f".to_vec());
         }
         r
+    }
+
+    #[test]
+    fn cache_round_trips_every_field_under_its_version() {
+        let t = tempfile::tempdir().unwrap();
+        let layer_dir = t.path().join("layer");
+        std::fs::create_dir(&layer_dir).unwrap();
+        let stack = format!("lowerdir={}", layer_dir.display());
+        let mut image =
+            crate::image::source::open(&stack, &crate::image::source::OpenOptions::default())
+                .unwrap();
+        let layer = image.layers.remove(0);
+        let mut r = rec("a/f", Kind::File);
+        r.mode = 0o4755;
+        (r.uid, r.gid, r.size, r.mtime, r.rdev) = (1, 2, 3, -4, 5);
+        r.link = Some(b"t".to_vec());
+        r.xattrs = vec![(b"user.x".to_vec(), b"v".to_vec())];
+        r.opaque = true;
+        r.redirect = Some(RelPath::parse(b"b", false).unwrap());
+        r.stamp = Some(Stamp {
+            dev: 6,
+            ino: 7,
+            ctime_sec: 8,
+            ctime_nsec: 9,
+            size: 3,
+        });
+        r.link_group = Some(1);
+        r.hash = Some(Hash([10; 32]));
+        let m = Manifest {
+            version: FORMAT_VERSION,
+            layer: "test".into(),
+            records: vec![r],
+        };
+        let cache = Cache::new(Some(t.path().join("cache")));
+        cache.store(&layer, &m);
+        assert_eq!(cache.load(&layer), Some(m));
+        let dirs: Vec<_> = std::fs::read_dir(t.path().join("cache"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(dirs, [format!("manifests-v{FORMAT_VERSION}").as_str()]);
     }
 
     #[test]

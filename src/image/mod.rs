@@ -11,6 +11,7 @@ pub mod kept;
 pub mod manifest;
 pub mod oci_write;
 pub mod pack;
+pub mod progress;
 pub mod source;
 pub mod store;
 pub mod tarread;

@@ -189,7 +189,8 @@ impl Layout {
     }
 }
 
-/// The architecture as Go (and so the OCI config) names it.
+/// The architecture as Go (and so the OCI spec) names it: what the configs this writes say,
+/// and what `source::oci` picks out of a multi-platform index. The one copy.
 pub fn go_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",

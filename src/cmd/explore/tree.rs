@@ -211,6 +211,7 @@ impl Tree {
 pub(crate) mod tests {
     use super::*;
     use layerfs::image::manifest::FORMAT_VERSION;
+    use layerfs::image::source::Entry;
 
     /// A record of `path` (a directory when the path ends in `/`, a whiteout when its name
     /// starts with `-`, else a file of `size` bytes whose content hash is `size`).
@@ -226,22 +227,13 @@ pub(crate) mod tests {
         };
         let mut h = [0u8; 32];
         h[..8].copy_from_slice(&size.to_le_bytes());
+        let mut entry = Entry::new(RelPath::parse(p.as_bytes(), false).unwrap(), kind);
+        entry.mode = if kind == Kind::Dir { 0o755 } else { 0o644 };
+        entry.size = if kind == Kind::File { size } else { 0 };
         Record {
-            path: RelPath::parse(p.as_bytes(), false).unwrap(),
-            kind,
-            mode: if kind == Kind::Dir { 0o755 } else { 0o644 },
-            uid: 0,
-            gid: 0,
-            size: if kind == Kind::File { size } else { 0 },
-            mtime: 0,
-            rdev: 0,
-            link: None,
-            xattrs: vec![],
-            opaque: false,
-            redirect: None,
+            entry,
             link_group: None,
             hash: (kind == Kind::File).then_some(layerfs::image::manifest::Hash(h)),
-            stamp: None,
         }
     }
 

@@ -202,8 +202,9 @@ impl Kind {
     }
 }
 
-/// One entry of a layer, as a tar header or a directory entry describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One entry of a layer, as a tar header or a directory entry describes it (and, inside a
+/// manifest [`Record`](crate::image::manifest::Record), as the manifest cache stores it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub path: RelPath,
     pub kind: Kind,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::archive::{DirFiles, Files, TarFiles};
 use super::blob::{Compression, Digest};
 use super::{attach_config, Image, ImageConfig, Layer, Limits, Location};
+use crate::image::oci_write::go_arch;
 
 /// The annotation that names an image in a layout.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -82,17 +83,6 @@ pub(super) fn open_dir(dir: &Path, reference: Option<&str>) -> Result<Image> {
 pub(super) fn open_archive(file: &Path, reference: Option<&str>) -> Result<Image> {
     let files = TarFiles::open(file)?;
     open_layout(&files, reference, format!("oci-archive:{}", file.display()))
-}
-
-/// The architecture name the OCI spec uses for this machine.
-fn this_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
 }
 
 fn open_layout(files: &dyn Files, reference: Option<&str>, name: String) -> Result<Image> {
@@ -232,7 +222,7 @@ fn pick_platform(ms: &[Descriptor]) -> Result<&Descriptor> {
         .find(|d| {
             d.platform
                 .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == this_arch())
+                .is_some_and(|p| p.os == "linux" && p.architecture == go_arch())
         })
-        .ok_or_else(|| anyhow!("no manifest for linux/{} among {}", this_arch(), ms.len()))
+        .ok_or_else(|| anyhow!("no manifest for linux/{} among {}", go_arch(), ms.len()))
 }
