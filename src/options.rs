@@ -131,6 +131,10 @@ pub struct MountOptions {
     pub flags: MountFlags,
     /// `verify`: lower files checked against their layers' hash lists (`verity`).
     pub verify: bool,
+    /// `static_nlink`: every directory shows a link count of 1 (fuse-overlayfs).
+    pub static_nlink: bool,
+    /// `ino32_t`: inode numbers of at most 32 bits (for 32-bit programs).
+    pub ino32: bool,
     /// `fsname=`: the mount's source as /proc/self/mountinfo shows it.
     pub fsname: Option<String>,
     /// Unknown options: accepted with a warning.
@@ -157,6 +161,8 @@ impl Default for MountOptions {
             ids: Ids::default(),
             flags: MountFlags::default(),
             verify: false,
+            static_nlink: false,
+            ino32: false,
             fsname: None,
             ignored: Vec::new(),
             not_honoured: Vec::new(),
@@ -321,9 +327,8 @@ impl MountOptions {
                             v => return Err(bad(&key, v, "0, 1 or 2")),
                         }
                     }
-                    // What layerfs always does: directories show their own link count, and
-                    // inode numbers are unique over the layers and persistent.
-                    "static_nlink" => {}
+                    // fuse-overlayfs': every directory shows a link count of 1.
+                    "static_nlink" => o.static_nlink = true,
                     "xino" => match value.as_deref() {
                         Some("auto" | "on") => {}
                         Some("off") => o.not_honoured.push((
@@ -342,12 +347,16 @@ impl MountOptions {
                     "redirect_dir" => match value.as_deref() {
                         Some("on") => o.redirect_dir = true,
                         Some("follow" | "off") => o.redirect_dir = false,
-                        Some("nofollow") => {
-                            o.redirect_dir = false;
-                            o.not_honoured
-                                .push((item.clone(), "redirects found in layers are followed"));
+                        // Not following the redirects the layers hold would show renamed
+                        // directories without their lower content: refused (as
+                        // fuse-overlayfs refuses it), not mounted differently.
+                        v => {
+                            return Err(bad(
+                                &key,
+                                v.unwrap_or(""),
+                                "on, follow or off (nofollow is not supported)",
+                            ))
                         }
-                        v => return Err(bad(&key, v.unwrap_or(""), "on, follow, off or nofollow")),
                     },
                     "index" | "nfs_export" => match value.as_deref() {
                         Some("off") => {}
@@ -355,9 +364,7 @@ impl MountOptions {
                             .not_honoured
                             .push((item.clone(), "no index directory is kept")),
                     },
-                    "ino32_t" => o
-                        .not_honoured
-                        .push((item.clone(), "inode numbers stay 64-bit")),
+                    "ino32_t" => o.ino32 = true,
                     "context" | "fscontext" | "defcontext" | "rootcontext" => o
                         .not_honoured
                         .push((item.clone(), "no SELinux label is set on the mount")),
@@ -517,21 +524,15 @@ mod tests {
     #[test]
     fn options_not_honoured_are_named_with_what_happens_instead() {
         let o = MountOptions::parse(&[
-            "lowerdir=/a,metacopy=on,ino32_t,xino=off,redirect_dir=nofollow,index=on,context=x,noxattrs=1",
+            "lowerdir=/a,metacopy=on,ino32_t,static_nlink,xino=off,redirect_dir=off,index=on,context=x,noxattrs=1",
         ])
         .unwrap();
         let named: Vec<&str> = o.not_honoured.iter().map(|(o, _)| o.as_str()).collect();
-        assert_eq!(
-            named,
-            [
-                "ino32_t",
-                "xino=off",
-                "redirect_dir=nofollow",
-                "index=on",
-                "context=x"
-            ]
-        );
+        assert_eq!(named, ["xino=off", "index=on", "context=x"]);
         assert!(o.ignored.is_empty() && !o.xattrs && !o.redirect_dir);
+        assert!(o.ino32 && o.static_nlink);
+        let r = MountOptions::parse(&["lowerdir=/a,redirect_dir=nofollow".to_string()]);
+        assert!(matches!(r, Err(OptionError::Value(_))), "{r:?}");
     }
 
     #[test]

@@ -548,3 +548,117 @@ fn noxattrs_turns_xattrs_off_as_fuse_overlayfs() {
         );
     }
 }
+
+/// The link counts of a lower directory with two subdirectories and of the mount's root,
+/// through a mount with `extra`.
+fn dir_links(prog: Prog, base: &Path, extra: &str) -> Vec<u64> {
+    for d in ["lower/d/a", "lower/d/b"] {
+        std::fs::create_dir_all(base.join(d)).unwrap();
+    }
+    let (u, w, mp) = (base.join("upper"), base.join("work"), base.join("m"));
+    for d in [&u, &w] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let m = Mount::new(prog, &opts(base, &u, &w, extra), &mp);
+    std::fs::create_dir(mp.join("d/c")).unwrap();
+    let links = ["d", "d/a", "d/c"]
+        .iter()
+        .map(|p| std::fs::metadata(mp.join(p)).unwrap().nlink())
+        .collect();
+    drop(m);
+    links
+}
+
+#[test]
+fn static_nlink_shows_directories_with_one_link_as_fuse_overlayfs() {
+    if !require_root("static_nlink_shows_directories_with_one_link_as_fuse_overlayfs") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    for (i, extra) in ["", ",static_nlink"].iter().enumerate() {
+        let fo = dir_links(Prog::FuseOverlayfs, &t.path().join(format!("fo{i}")), extra);
+        let lf = dir_links(Prog::Layerfs, &t.path().join(format!("lf{i}")), extra);
+        if extra.is_empty() {
+            // Without the option each shows a directory's own count (layerfs: the topmost
+            // copy's, as the kernel); d/c is new, with no subdirectory.
+            assert_eq!(lf[2], 2, "layerfs: {lf:?}");
+            assert_eq!(fo[2], 2, "fuse-overlayfs: {fo:?}");
+        } else {
+            assert_eq!(fo, vec![1, 1, 1], "fuse-overlayfs -o static_nlink");
+            assert_eq!(
+                lf, fo,
+                "layerfs (left), fuse-overlayfs (right), static_nlink"
+            );
+        }
+    }
+}
+
+/// A tmpfs mounted for a test, unmounted in Drop.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// `stat -c %i` of every entry below `mp`, by path.
+fn inode_numbers(mp: &Path) -> BTreeMap<String, u64> {
+    let out = sh(&format!(
+        "cd {} && find . -exec stat -c '%i %n' {{}} +",
+        mp.display()
+    ));
+    assert!(out.status.success(), "find: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (ino, name) = l.split_once(' ').unwrap();
+            (name.to_string(), ino.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn ino32_t_keeps_inode_numbers_below_2_32_unique_and_stable() {
+    if !require_root("ino32_t_keeps_inode_numbers_below_2_32_unique_and_stable") {
+        return;
+    }
+    // Two layers on two filesystems, so the inode scheme spends its top bits on the
+    // filesystem: without ino32_t those numbers are above 2^32.
+    let t = tempfile::tempdir().unwrap();
+    let (top, bottom) = (t.path().join("top"), t.path().join("bottom"));
+    std::fs::create_dir_all(&top).unwrap();
+    assert!(sh(&format!("mount -t tmpfs tmpfs {}", top.display()))
+        .status
+        .success());
+    let _tmpfs = Tmpfs(top.clone());
+    write(&top.join("etc/top-file"), "t\n");
+    write(&bottom.join("etc/bottom-file"), "b\n");
+    write(&bottom.join("usr/lib/x"), "x\n");
+    let mp = t.path().join("m");
+    let numbers = |extra: &[&str]| {
+        let m = Layerfs::mount_with(&[top.clone(), bottom.clone()], &mp, extra);
+        let n = inode_numbers(&mp);
+        drop(m);
+        n
+    };
+    let wide = numbers(&[]);
+    assert!(
+        wide.values().any(|&i| i > u32::MAX as u64),
+        "without ino32_t a layer's filesystem index sits above bit 32: {wide:?}"
+    );
+    let narrow = numbers(&["-o", "ino32_t"]);
+    assert_eq!(narrow.len(), wide.len());
+    assert!(
+        narrow.values().all(|&i| i <= u32::MAX as u64),
+        "ino32_t: {narrow:?}"
+    );
+    let distinct: std::collections::BTreeSet<_> = narrow.values().collect();
+    assert_eq!(distinct.len(), narrow.len(), "unique: {narrow:?}");
+    assert_eq!(
+        numbers(&["-o", "ino32_t"]),
+        narrow,
+        "the same after a remount"
+    );
+}

@@ -113,6 +113,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         redirects: opts.redirect_dir,
         xattrs: opts.xattrs,
         metacopy: opts.metacopy,
+        static_nlink: opts.static_nlink,
     };
     let mut acl = opts.acl && opts.xattrs;
     let mut fs = match (&opts.upper, &opts.work) {
@@ -133,10 +134,15 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
             let dev = sys::fstat(std::os::fd::AsFd::as_fd(&*upper.fd))
                 .context("upperdir")?
                 .st_dev;
-            let stack = Stack::open_with_upper(&lowers, Some(dev))?;
+            let stack = Stack::open_with_upper(&lowers, Some(dev))?.with_ino32(opts.ino32);
             Union::new(stack, Some(upper), cfg, opts.volatile)
         }
-        _ => Union::new(Stack::open(&lowers)?, None, cfg, false),
+        _ => Union::new(
+            Stack::open(&lowers)?.with_ino32(opts.ino32),
+            None,
+            cfg,
+            false,
+        ),
     }
     .context("reading the top layer's root")?;
     if opts.verify {

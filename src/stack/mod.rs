@@ -194,6 +194,16 @@ impl Stack {
         &self.layers
     }
 
+    /// With `on`, inode numbers of at most 32 bits (`ino32_t`): the filesystem index takes
+    /// the top bits of 32, and an object whose real number does not fit below them gets
+    /// one from the overflow table (unique in the mount, not kept across mounts).
+    pub fn with_ino32(mut self, on: bool) -> Stack {
+        if on {
+            self.inos = InoScheme::with_width(self.inos.filesystems, 32);
+        }
+        self
+    }
+
     pub fn layer(&self, idx: LayerIdx) -> &Layer {
         &self.layers[idx.0 as usize]
     }
@@ -238,6 +248,10 @@ impl Stack {
 ///   filesystems) gets a number from an overflow table, unique but not stable across mounts.
 #[derive(Debug)]
 struct InoScheme {
+    /// How many filesystems the layers span.
+    filesystems: usize,
+    /// How wide a number is: 64, or 32 with `ino32_t`.
+    width: u32,
     /// Bits reserved at the top for the filesystem index (0 when all layers share one).
     fsid_bits: u32,
     overflow: DashMap<(u16, u64), u64>,
@@ -246,12 +260,18 @@ struct InoScheme {
 
 impl InoScheme {
     fn new(filesystems: usize) -> Self {
+        Self::with_width(filesystems, 64)
+    }
+
+    fn with_width(filesystems: usize, width: u32) -> Self {
         let fsid_bits = if filesystems <= 1 {
             0
         } else {
             usize::BITS - (filesystems - 1).leading_zeros()
         };
         InoScheme {
+            filesystems,
+            width,
             fsid_bits,
             overflow: DashMap::new(),
             // Counting down from the top of the first fsid's range keeps overflow numbers
@@ -261,12 +281,14 @@ impl InoScheme {
     }
 
     fn map(&self, fsid: u16, real: u64) -> Ino {
-        let fits = self.fsid_bits == 0 || real >> (64 - self.fsid_bits) == 0;
+        // The bits below the filesystem index.
+        let low = self.width - self.fsid_bits;
+        let fits = low == 64 || real >> low == 0;
         let mapped = if fits {
             if self.fsid_bits == 0 {
                 real
             } else {
-                ((fsid as u64) << (64 - self.fsid_bits)) | real
+                ((fsid as u64) << low) | real
             }
         } else {
             0
@@ -278,10 +300,10 @@ impl InoScheme {
         let n = *self.overflow.entry((fsid, real)).or_insert_with(|| {
             let k = self.next_overflow.fetch_add(1, Ordering::Relaxed);
             // Overflow numbers live at the top of fsid 0's space, below any fsid bits.
-            let top = if self.fsid_bits == 0 {
+            let top = if low == 64 {
                 u64::MAX
             } else {
-                (1u64 << (64 - self.fsid_bits)) - 1
+                (1u64 << low) - 1
             };
             top - k
         });
@@ -366,6 +388,21 @@ mod tests {
         let big = s.map(1, u64::MAX - 5);
         assert_eq!(big, s.map(1, u64::MAX - 5));
         assert_ne!(big, s.map(2, u64::MAX - 5));
+    }
+
+    #[test]
+    fn ino32_numbers_fit_in_32_bits_and_stay_unique() {
+        let s = InoScheme::with_width(3, 32);
+        let (a, b) = (s.map(0, 42), s.map(2, 42));
+        assert_eq!(a, Ino(42));
+        assert_eq!(b, Ino((2 << 30) | 42));
+        // A real number too wide for the 30 bits left: the overflow table, below 2^32.
+        let big = s.map(1, 1 << 31);
+        assert!(big.0 < 1 << 32 && big != a && big != b);
+        assert_eq!(big, s.map(1, 1 << 31));
+        let one = InoScheme::with_width(1, 32);
+        assert_eq!(one.map(0, 7), Ino(7));
+        assert!(one.map(0, 1 << 40).0 <= u32::MAX as u64);
     }
 
     #[test]

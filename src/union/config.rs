@@ -29,6 +29,8 @@ pub struct Config {
     pub xattrs: bool,
     /// A change of metadata copies metadata only (`metacopy=on`).
     pub metacopy: bool,
+    /// Every directory shows a link count of 1 (`static_nlink`, as fuse-overlayfs).
+    pub static_nlink: bool,
 }
 
 impl Config {
@@ -36,6 +38,9 @@ impl Config {
     pub fn present(&self, mut st: Stat, ino: Ino) -> Stat {
         st.st_ino = ino.0;
         (st.st_uid, st.st_gid) = self.ids.show(st.st_uid, st.st_gid);
+        if self.static_nlink && st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            st.st_nlink = 1;
+        }
         st
     }
 }
@@ -50,6 +55,7 @@ impl Default for Config {
             redirects: true,
             xattrs: true,
             metacopy: false,
+            static_nlink: false,
         }
     }
 }
