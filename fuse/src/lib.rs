@@ -19,6 +19,7 @@ pub use crate::counts::{Counts, Op};
 pub use crate::session::{mount, Mounted, SessionOptions};
 
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use fuser::{
@@ -378,7 +379,7 @@ impl<C: Core> Filesystem for Adapter<C> {
                     INodeNo(d.ino),
                     d.next_offset,
                     kind,
-                    OsStr::from_bytes_compat(d.name),
+                    OsStr::from_bytes(d.name),
                 )
             })
         });
@@ -404,7 +405,7 @@ impl<C: Core> Filesystem for Adapter<C> {
                     INodeNo(e.node),
                     Generation(e.generation),
                     d.next_offset,
-                    OsStr::from_bytes_compat(d.name),
+                    OsStr::from_bytes(d.name),
                     &e.ttl,
                     &attr::to_fuse(&e.attr),
                 )
@@ -792,16 +793,5 @@ impl<C: Core> Adapter<C> {
             umask: if self.dont_mask { umask & 0o777 } else { 0 },
             ..ctx(req)
         }
-    }
-}
-
-/// `OsStr::from_bytes` without importing the unix extension trait at every call site.
-trait FromBytesCompat {
-    fn from_bytes_compat(b: &[u8]) -> &OsStr;
-}
-
-impl FromBytesCompat for OsStr {
-    fn from_bytes_compat(b: &[u8]) -> &OsStr {
-        std::os::unix::ffi::OsStrExt::from_bytes(b)
     }
 }

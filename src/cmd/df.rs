@@ -97,15 +97,9 @@ pub fn run(args: DfArgs) -> Result<i32> {
         "ID", "SIZE", "SHARED SIZE", "UNIQUE SIZE"
     );
     for i in &u.images {
-        let id = i.id.trim_start_matches("sha256:");
-        let names = if i.names.is_empty() {
-            "<none>".to_string()
-        } else {
-            i.names.join(", ")
-        };
+        let (id, names) = super::images::id_and_names(&i.id, &i.names);
         println!(
-            "{:<12}  {:>10}  {:>11}  {:>11}  {names}",
-            &id[..12.min(id.len())],
+            "{id:<12}  {:>10}  {:>11}  {:>11}  {names}",
             human(i.size),
             human(i.shared_size),
             human(i.unique_size)

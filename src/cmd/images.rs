@@ -28,18 +28,24 @@ pub fn run(args: ImagesArgs) -> Result<i32> {
     println!("{:<12}  {:>6}  {:>10}  NAMES", "ID", "LAYERS", "SIZE");
     for i in &images {
         let size: u64 = i.layers.iter().map(|l| l.size).sum();
-        let id = i.id.trim_start_matches("sha256:");
-        let names = if i.names.is_empty() {
-            "<none>".to_string()
-        } else {
-            i.names.join(", ")
-        };
+        let (id, names) = id_and_names(&i.id, &i.names);
         println!(
-            "{:<12}  {:>6}  {:>10}  {names}",
-            &id[..12.min(id.len())],
+            "{id:<12}  {:>6}  {:>10}  {names}",
             i.layers.len(),
             human(size)
         );
     }
     Ok(0)
+}
+
+/// An image's short id (12 hex digits) and its names for a table's last column
+/// (`<none>` for an image without one): `images` and `df` print them alike.
+pub(crate) fn id_and_names<'a>(id: &'a str, names: &[String]) -> (&'a str, String) {
+    let id = id.trim_start_matches("sha256:");
+    let names = if names.is_empty() {
+        "<none>".to_string()
+    } else {
+        names.join(", ")
+    };
+    (&id[..12.min(id.len())], names)
 }

@@ -152,17 +152,7 @@ pub fn dir_layer(id: &str, dir: &Path, progress: &Progress) -> LayerReport {
         }
         Err(e) => return LayerReport::new(id, "hash list").failed(e.into()),
     };
-    let layer = Layer {
-        id: id.to_string(),
-        digest: None,
-        diff_id: None,
-        media_type: None,
-        compression: None,
-        size: None,
-        created_by: None,
-        comment: None,
-        location: Location::Dir(dir.to_path_buf()),
-    };
+    let layer = Layer::of_dir(id.to_string(), dir);
     match manifest::build(&layer, Limits::default(), None, progress) {
         Ok(fresh) => {
             let want = list.sorted();
@@ -206,17 +196,7 @@ pub fn image(image: &Image, cache: &Cache, progress: &Progress) -> Vec<LayerRepo
 /// Builds the hash list of a layer directory just unpacked (the store calls this before
 /// publishing a layer).
 pub fn hash_list_of(dir: &Path) -> Result<HashList> {
-    let layer = Layer {
-        id: dir.display().to_string(),
-        digest: None,
-        diff_id: None,
-        media_type: None,
-        compression: None,
-        size: None,
-        created_by: None,
-        comment: None,
-        location: Location::Dir(dir.to_path_buf()),
-    };
+    let layer = Layer::of_dir(dir.display().to_string(), dir);
     let m = manifest::build(&layer, Limits::default(), None, &Progress::hidden())?;
     let mut list = HashList::default();
     for (p, h) in hashed(&m) {

@@ -492,14 +492,7 @@ impl Core for Union {
     fn tmpfile(&self, parent: u64, mode: u32, flags: i32, ctx: Ctx) -> Result<(Entry, Opened)> {
         self.writable()?;
         let _g = self.exclusive();
-        let dir = self.node(parent)?;
-        if !dir.is_dir {
-            return Err(Error::NotDir);
-        }
-        let dloc = dir.loc();
-        if dloc.unlinked {
-            return Err(Error::NotFound);
-        }
+        let (dir, _) = self.live_dir(parent)?;
         // In the upper copy of the directory (copied up first), as the kernel's overlay.
         let pfd = self.ensure_upper_dir(&dir)?;
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;

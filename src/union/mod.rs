@@ -20,6 +20,7 @@
 //! - `overrides.rs`: owners and modes kept in override_stat xattrs (`xattr_permissions=`);
 //! - `refresh.rs`: reading changed lowers again now (SIGUSR1).
 
+mod attrs;
 mod config;
 mod copy;
 mod fs;
@@ -249,6 +250,20 @@ impl Union {
     /// The node the kernel calls `id`.
     fn node(&self, id: u64) -> Result<Arc<Node>> {
         self.table.get(NodeId(id))
+    }
+
+    /// The directory node `id` to make an entry in, and where it is: ENOTDIR for another
+    /// kind, ENOENT once it was removed.
+    fn live_dir(&self, id: u64) -> Result<(Arc<Node>, Loc)> {
+        let dir = self.node(id)?;
+        if !dir.is_dir {
+            return Err(Error::NotDir);
+        }
+        let dloc = dir.loc();
+        if dloc.unlinked {
+            return Err(Error::NotFound);
+        }
+        Ok((dir, dloc))
     }
 
     fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {

@@ -232,6 +232,21 @@ pub enum Location {
 }
 
 impl Layer {
+    /// A layer directory known only by its path (`id`): no digests, size or history.
+    pub fn of_dir(id: String, dir: &Path) -> Layer {
+        Layer {
+            id,
+            digest: None,
+            diff_id: None,
+            media_type: None,
+            compression: None,
+            size: None,
+            created_by: None,
+            comment: None,
+            location: Location::Dir(dir.to_path_buf()),
+        }
+    }
+
     /// Streams the layer's entries into `visit` (see [`walk`]); with `want_content`,
     /// regular files come with their bytes.
     pub fn walk(&self, want_content: bool, visit: &mut Visit<'_>) -> Result<()> {
@@ -441,17 +456,7 @@ fn open_stack(lowers: &[PathBuf], upper: Option<&Path>) -> Result<Image> {
         if !meta.is_dir() {
             bail!("layer {}: not a directory", dir.display());
         }
-        layers.push(Layer {
-            id: dir.display().to_string(),
-            digest: None,
-            diff_id: None,
-            media_type: None,
-            compression: None,
-            size: None,
-            created_by: None,
-            comment: None,
-            location: Location::Dir(dir.to_path_buf()),
-        });
+        layers.push(Layer::of_dir(dir.display().to_string(), dir));
     }
     let mut name = String::from("lowerdir=");
     name.push_str(
