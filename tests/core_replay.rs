@@ -13,9 +13,9 @@
 
 mod common;
 
-use common::ops::{self, Op, Outcome};
+use common::ops::{self, Op};
 use common::spec::{self, Form, Layer};
-use common::{core_ops, require_root, tree, Kernel};
+use common::{core_ops, require_root, tree};
 use layerfs::format::MarkNs;
 use layerfs::{upper, Config, Stack, Union};
 use proptest::prelude::*;
@@ -143,10 +143,14 @@ fn recorded_kernel_results_replay_on_the_core() {
     }
 }
 
-/// Runs the cases on the kernel's overlayfs and writes the record (root; run by hand).
+/// Runs the cases on the kernel's overlayfs and writes the record (root; by hand, never in
+/// CI: `cargo test --features kernel-tests,record-kernel-results --test core_replay
+/// record_kernel_results`).
+#[cfg(feature = "record-kernel-results")]
 #[test]
-#[ignore]
 fn record_kernel_results() {
+    use common::ops::Outcome;
+    use common::Kernel;
     assert!(require_root("record_kernel_results"));
     let mut out = Vec::new();
     let mut seed = 0u64;
