@@ -71,6 +71,7 @@ impl Channel {
 
         let mut source_fd = self.0.as_raw_fd() as u32;
         // SAFETY: fuse_dev_ioc_clone is a valid ioctl for /dev/fuse
+        // `&mut source_fd` is a valid, aligned u32 the kernel reads the source fd from.
         unsafe {
             crate::ll::ioctl::fuse_dev_ioc_clone(new_dev.as_raw_fd(), &mut source_fd)?;
         }
@@ -96,7 +97,12 @@ impl ChannelSender {
         BackingId::create(&self.0, fd)
     }
 
+    /// # Safety
+    ///
+    /// `id` must be a backing ID open on this session's `/dev/fuse` and owned by the caller: the
+    /// returned `BackingId` closes it on drop, so nothing else may close it while that is live.
     pub(crate) unsafe fn wrap_backing(&self, id: u32) -> BackingId {
+        // SAFETY: the caller upholds this function's contract, which is exactly `wrap_raw`'s.
         unsafe { BackingId::wrap_raw(&self.0, id) }
     }
 }

@@ -56,6 +56,8 @@ impl BackingId {
             flags: 0,
             padding: 0,
         };
+        // SAFETY: `&map` is a valid, aligned repr(C) fuse_backing_map of the size in the _IOW
+        // request number; on /dev/fuse the kernel only reads it (copy_from_user).
         let id = unsafe { fuse_dev_ioc_backing_open(fuse_dev.as_fd().as_raw_fd(), &map) }?;
 
         Ok(id as u32)
@@ -68,6 +70,10 @@ impl BackingId {
         })
     }
 
+    /// # Safety
+    ///
+    /// `id` must be a backing ID open on `channel`'s session and owned by the caller; ownership
+    /// passes to the returned value, which closes it on drop, so nothing else may close it.
     pub(crate) unsafe fn wrap_raw(channel: &Arc<DevFuse>, id: u32) -> Self {
         Self {
             channel: Arc::downgrade(channel),
@@ -93,6 +99,8 @@ impl BackingId {
 impl Drop for BackingId {
     fn drop(&mut self) {
         if let Some(ch) = self.channel.upgrade() {
+            // SAFETY: `&self.backing_id` is a valid, aligned u32 for the kernel to read, and the
+            // upgraded `ch` keeps the /dev/fuse fd open for the call.
             if let Err(e) = unsafe { fuse_dev_ioc_backing_close(ch.as_raw_fd(), &self.backing_id) }
             {
                 error!("Failed to close backing fd: {e}");

@@ -81,8 +81,15 @@ impl ReplySender {
     }
 
     /// Wraps a raw backing file ID
+    ///
+    /// # Safety
+    ///
+    /// As `ReplyOpen::wrap_backing`: `id` must be open on this session and owned by the caller;
+    /// the returned `BackingId` closes it on drop.
     pub(crate) unsafe fn wrap_backing(&self, id: u32) -> BackingId {
         match self {
+            // SAFETY: the caller upholds this function's contract, which is
+            // `ChannelSender::wrap_backing`'s.
             ReplySender::Channel(sender) => unsafe { sender.wrap_backing(id) },
             #[cfg(test)]
             ReplySender::Assert(_) => unreachable!(),
@@ -416,6 +423,7 @@ impl ReplyOpen {
     /// returned `BackingId` instance is still live.
     pub unsafe fn wrap_backing(&self, id: u32) -> BackingId {
         // TODO: assert passthrough capability is enabled.
+        // SAFETY: the caller upholds the `# Safety` contract above, the same as the sender's.
         unsafe { self.reply.sender.as_ref().unwrap().wrap_backing(id) }
     }
 
@@ -575,6 +583,7 @@ impl ReplyCreate {
     /// returned `BackingId` instance is still live.
     pub unsafe fn wrap_backing(&self, id: u32) -> BackingId {
         // TODO: assert passthrough capability is enabled.
+        // SAFETY: the caller upholds the `# Safety` contract above, the same as the sender's.
         unsafe { self.reply.sender.as_ref().unwrap().wrap_backing(id) }
     }
 

@@ -33,10 +33,15 @@ impl MountImpl {
     ) -> io::Result<(Arc<DevFuse>, MountImpl)> {
         let mountpoint = CString::new(mountpoint.as_os_str().as_bytes()).unwrap();
         with_fuse_args(options, acl, |args| {
+            // SAFETY: (unverified) `mountpoint` is a live NUL-terminated CString and argv lives for
+            // the call, but libfuse's fuse_opt_parse writes `*args` through a pointer made from
+            // `&fuse_args`; that would need a `&mut`.
             let fd = unsafe { fuse_mount_compat25(mountpoint.as_ptr(), args) };
             if fd < 0 {
                 Err(ensure_last_os_error())
             } else {
+                // SAFETY: fd >= 0 is the /dev/fuse fd fuse_mount_compat25 just opened and returned;
+                // libfuse keeps no copy, so the File is its sole owner.
                 let file = unsafe { File::from_raw_fd(fd) };
                 Ok((Arc::new(DevFuse(file)), MountImpl { mountpoint }))
             }
@@ -61,6 +66,7 @@ impl MountImpl {
                     target_os = "openbsd",
                     target_os = "netbsd"
                 )))]
+                // SAFETY: `self.mountpoint` is a NUL-terminated CString that outlives the call.
                 unsafe {
                     fuse_unmount_compat22(self.mountpoint.as_ptr());
                     return Ok(());

@@ -18,6 +18,8 @@ pub(crate) struct fuse_args {
 }
 
 #[cfg(fuser_mount_impl = "libfuse2")]
+// SAFETY: these match libfuse2's prototypes (fuse_args is repr(C) {int, char **, int});
+// C declares `args` non-const, see the (unverified) call in fuse2.rs.
 unsafe extern "C" {
     // *_compat25 functions were introduced in FUSE 2.6 when function signatures changed.
     // Therefore, the minimum version requirement for *_compat25 functions is libfuse-2.6.0.

@@ -43,6 +43,9 @@ impl MountImpl {
         with_fuse_args(options, acl, |args| {
             let ops = fuse_lowlevel_ops::default();
 
+            // SAFETY: (unverified) `ops` is valid for `op_size` and argv lives for the call, but
+            // libfuse's fuse_opt_parse writes `*args` through a pointer made from `&fuse_args`;
+            // that would need a `&mut`.
             let fuse_session = unsafe {
                 fuse_session_new(
                     args,
@@ -58,14 +61,19 @@ impl MountImpl {
                 fuse_session,
                 mountpoint: mnt.clone(),
             };
+            // SAFETY: `fuse_session` is non-null from fuse_session_new; `mnt` is a NUL-terminated
+            // CString alive for the call (libfuse strdup's it).
             let result = unsafe { fuse_session_mount(mount.fuse_session, mnt.as_ptr()) };
             if result != 0 {
                 return Err(ensure_last_os_error());
             }
+            // SAFETY: `fuse_session` is a live session from fuse_session_new, not yet destroyed.
             let fd = unsafe { fuse_session_fd(mount.fuse_session) };
             if fd < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // SAFETY: fd >= 0 is the session's open /dev/fuse fd, kept open by the live
+            // `fuse_session`; the borrow is only used to dup it on the next line.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             // We dup the fd here as the existing fd is owned by the fuse_session, and we
             // don't want it being closed out from under us:
@@ -81,6 +89,8 @@ impl MountImpl {
             // library go through the setuid-root "fusermount -u" to unmount.
             if err == nix::errno::Errno::EPERM {
                 #[cfg(target_os = "linux")]
+                // SAFETY: `fuse_session` is live: umount_impl runs once, on a MountImpl taken out
+                // of Mount and then dropped, so no use after destroy; DevFuse holds a dup fd.
                 unsafe {
                     fuse_session_unmount(self.fuse_session);
                     fuse_session_destroy(self.fuse_session);
@@ -92,4 +102,6 @@ impl MountImpl {
         Ok(())
     }
 }
+// SAFETY: the libfuse session has no thread affinity and is only touched through
+// `&mut self` (umount_impl); MountImpl is not Sync, so there is no shared access.
 unsafe impl Send for MountImpl {}

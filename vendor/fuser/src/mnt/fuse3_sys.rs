@@ -287,6 +287,8 @@ pub(crate) struct fuse_lowlevel_ops {
         extern "C" fn(req: fuse_req_t, parent: fuse_ino_t, mode: mode_t, fi: *mut fuse_file_info),
     >,
 }
+// SAFETY: these match libfuse3's fuse_lowlevel.h (sessions as opaque *mut c_void); C declares
+// `args` non-const, see the (unverified) call in fuse3.rs.
 unsafe extern "C" {
     // Really this returns *fuse_session, but we don't need to access its fields
     pub(crate) fn fuse_session_new(

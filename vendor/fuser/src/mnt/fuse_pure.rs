@@ -221,6 +221,8 @@ fn receive_fusermount_message(socket: &UnixStream) -> Result<DevFuse, Error> {
                     if fd < 0 {
                         return Err(ErrorKind::InvalidData.into());
                     }
+                    // SAFETY: an SCM_RIGHTS fd (checked >= 0) the kernel just installed in this
+                    // process; nothing else owns it, so the File takes sole ownership.
                     return Ok(DevFuse(unsafe { File::from_raw_fd(fd) }));
                 }
             }
@@ -241,8 +243,15 @@ fn receive_fusermount_message(socket: &UnixStream) -> Result<DevFuse, Error> {
 
 /// Clear `FD_CLOEXEC` after fork before exec.
 /// This is needed to pass the file descriptor to a child process without risking descriptor leak.
+///
+/// # Safety
+///
+/// `fd` must stay open (the same file) until `command` is spawned: the closure keeps only
+/// the raw number and re-borrows it in the child.
 unsafe fn clear_cloexec_in_pre_exec(command: &mut Command, fd: BorrowedFd<'_>) {
     let fd = fd.as_raw_fd();
+    // SAFETY: the pre_exec closure only calls fcntl (async-signal-safe), no allocation or locks;
+    // `fd` is open in the child because the caller keeps it open until spawn.
     unsafe {
         command.pre_exec(move || {
             let fd = BorrowedFd::borrow_raw(fd);
@@ -283,6 +292,7 @@ fn fuse_mount_fusermount(
         .arg(mountpoint)
         .env(FUSERMOUNT_COMM_ENV, child_socket.as_raw_fd().to_string());
 
+    // SAFETY: `child_socket` stays open until after `builder.spawn()` (dropped just below).
     unsafe {
         clear_cloexec_in_pre_exec(&mut builder, child_socket.as_fd());
     }
@@ -366,6 +376,7 @@ fn fuse_mount_mount_fusefs(
 
     builder.arg(fuse_fd.to_string()).arg(mountpoint);
 
+    // SAFETY: `fuse_device` is owned by this function and stays open through `builder.output()`.
     unsafe { clear_cloexec_in_pre_exec(&mut builder, fuse_device.as_fd()) };
 
     let output = builder.output()?;

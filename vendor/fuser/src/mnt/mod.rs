@@ -238,6 +238,8 @@ mod test {
             SessionACL::RootAndOwner,
             |args| {
                 let v: Vec<_> = (0..args.argc)
+                    // SAFETY: n < argc, and argv holds argc pointers to NUL-terminated CStrings
+                    // that `with_fuse_args` keeps alive while this closure runs.
                     .map(|n| unsafe {
                         CStr::from_ptr(*args.argv.offset(n as isize))
                             .to_str()
