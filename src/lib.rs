@@ -7,6 +7,10 @@
 //! answers every filesystem operation; [`upper`] checks `upperdir`/`workdir` and copies up;
 //! [`runtime`] builds a container's root; [`sys`] holds the only raw syscalls.
 
+// `unsafe` lives in `sys` alone, each block with a `// SAFETY:` line saying why it is sound.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod error;
 pub mod format;
 #[doc(hidden)]
@@ -16,6 +20,7 @@ pub mod image;
 pub mod options;
 pub mod runtime;
 pub mod stack;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod union;
 pub mod upper;

@@ -1,5 +1,8 @@
 //! The `layerfs` command: mount a layer stack (fuse-overlayfs compatible) and its tools.
 
+// No `unsafe` in the binary: raw syscalls go through `layerfs::sys`.
+#![forbid(unsafe_code)]
+
 mod cmd;
 
 use std::path::PathBuf;

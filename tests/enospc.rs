@@ -55,10 +55,8 @@ impl LoopExt4 {
     fn sync(&self) {
         let d = fs::File::open(&self.mnt).unwrap();
         // SAFETY: `d` is an open fd for the call's duration.
-        assert_eq!(
-            unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) },
-            0
-        );
+        let r = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) };
+        assert_eq!(r, 0);
     }
 }
 

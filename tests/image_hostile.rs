@@ -206,10 +206,8 @@ fn a_million_entry_directory_is_refused_in_bounded_memory() {
     // SAFETY: `ru` is a plain struct getrusage fills.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer to a rusage.
-    assert_eq!(
-        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) },
-        0
-    );
+    let r = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    assert_eq!(r, 0);
     let peak_mib = ru.ru_maxrss / 1024;
     assert!(peak_mib < 150, "peak RSS of a child: {peak_mib} MiB");
 }

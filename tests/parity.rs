@@ -373,7 +373,7 @@ fn special_calls(root: &Path) -> Vec<String> {
     };
     let (src, dst) = (open("big"), open("dst"));
     let mut out = Vec::new();
-    // SAFETY (each call): fds are open for the call's duration; pointers are to live,
+    // SAFETY: for each call, fds are open for the call's duration; pointers are to live,
     // properly sized values; paths are NUL-terminated.
     unsafe {
         const FICLONE: libc::c_ulong = 0x4004_9409;

@@ -7,6 +7,9 @@
 //! core in one place). FUSE-only concerns live here: reply encoding, passthrough backing
 //! ids, kernel capabilities, and the session set-up ([`mount`]).
 
+// The adapter needs no `unsafe`: the wire (vendor/fuser) holds it.
+#![forbid(unsafe_code)]
+
 mod attr;
 mod core;
 mod counts;

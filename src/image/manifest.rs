@@ -433,10 +433,10 @@ impl Cache {
         if len > MAX_CACHE_BYTES || len < MAGIC.len() as u64 {
             return None;
         }
-        // SAFETY: cache files are written to a temporary name and renamed into place, never
-        // modified after, so the mapped bytes do not change under us; a file truncated by
-        // someone else would fault, which the cache's single-writer design rules out.
-        let map = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+        // Cache files are written to a temporary name and renamed into place, never modified
+        // after (a file truncated by someone else would fault, which the cache's
+        // single-writer design rules out).
+        let map = crate::sys::map_immutable(&f).ok()?;
         let body = map.strip_prefix(MAGIC.as_slice())?;
         use bincode::Options;
         let m: Manifest = bincode::DefaultOptions::new()

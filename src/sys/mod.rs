@@ -29,6 +29,20 @@ pub mod faults;
 /// `struct stat` as the kernel fills it.
 pub type Stat = libc::stat;
 
+/// A `stat` of all zeroes (tests and builders fill in the fields they need).
+pub fn zeroed_stat() -> Stat {
+    // SAFETY: `libc::stat` is plain data (integers only); all zeroes is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Maps `file` read-only. The caller promises the file is not modified while mapped (a
+/// change would show in the map; a truncation would fault): for files written once under
+/// a temporary name and renamed into place.
+pub fn map_immutable(file: &std::fs::File) -> io::Result<memmap2::Mmap> {
+    // SAFETY: the caller's promise above: the mapped bytes do not change under us.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
 /// The access and modification times of `st`, as `utimensat` takes them.
 pub fn times_of(st: &Stat) -> (libc::timespec, libc::timespec) {
     let at = libc::timespec {
@@ -547,6 +561,7 @@ pub fn fs_magic(fd: BorrowedFd<'_>) -> io::Result<i64> {
     // SAFETY: `st` is valid for writes of a `struct statfs`; `fd` is live.
     cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstatfs succeeded and filled the struct.
+    let st = unsafe { st.assume_init() };
     #[allow(clippy::unnecessary_cast)] // f_type is i64 here, not on every target
-    Ok(unsafe { st.assume_init() }.f_type as i64)
+    Ok(st.f_type as i64)
 }

@@ -117,8 +117,7 @@ mod tests {
     use super::*;
 
     fn st(mode: u32, uid: u32, gid: u32) -> Stat {
-        // SAFETY: a stat is plain data; all zeroes is a valid value.
-        let mut st: Stat = unsafe { std::mem::zeroed() };
+        let mut st: Stat = crate::sys::zeroed_stat();
         (st.st_mode, st.st_uid, st.st_gid) = (libc::S_IFREG | mode, uid, gid);
         st
     }

@@ -260,7 +260,7 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
     }
     let at = |p: &str| -> PathBuf { root.join(p) };
     use std::os::unix::fs::FileExt;
-    // SAFETY (every libc call below): paths are NUL-terminated CStrings that outlive the
+    // SAFETY: for every libc call below, paths are NUL-terminated CStrings that outlive the
     // call; buffers are live slices of the length passed.
     unsafe {
         match op {
