@@ -7,6 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::podman::Podman;
 use common::{require_root, tree, BIN};
 
 /// A busybox root with what a build step needs (/tmp 1777, passwd with a user `app`).
@@ -364,57 +365,6 @@ fn a_failing_run_names_its_step_line_and_status_and_leaves_nothing() {
         .unwrap_or(false));
 }
 
-/// podman with a throwaway store (kernel overlay driver, runc, the host's network: the
-/// settings tests/podman.rs found this machine needs), image mounts undone when dropped.
-struct Podman {
-    dir: tempfile::TempDir,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("containers.conf"),
-            "[containers]\nnetns = \"host\"\n\
-             default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
-             [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\n\
-             events_logger = \"file\"\n",
-        )
-        .unwrap();
-        Podman { dir }
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let d = self.dir.path();
-        let o = Command::new("podman")
-            .env("CONTAINERS_CONF", d.join("containers.conf"))
-            .arg("--root")
-            .arg(d.join("graph"))
-            .arg("--runroot")
-            .arg(d.join("run"))
-            .args(["--storage-driver", "overlay"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("podman is installed (scripts/test installs it)");
-        assert!(
-            o.status.success(),
-            "podman {args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.ok(&["image", "unmount", "--all"]);
-        }));
-    }
-}
-
 #[test]
 fn the_same_containerfile_built_by_podman_gives_the_same_tree() {
     if !require_root("the_same_containerfile_built_by_podman_gives_the_same_tree") {
@@ -460,10 +410,11 @@ fn the_same_containerfile_built_by_podman_gives_the_same_tree() {
     let ours = s.mount("same");
     let mut mine = tree::snapshot(&ours.0);
     // podman's base: the same root as a tar.
-    let podman = Podman::new();
+    std::fs::create_dir(s.path("podman")).unwrap();
+    let podman = Podman::new(&s.path("podman"));
     tar(&["-C", &p("root"), "-cf", &p("root.tar"), "."]);
-    podman.ok(&["import", &p("root.tar"), "bb"]);
-    podman.ok(&[
+    podman.podman(&["import", &p("root.tar"), "bb"]);
+    podman.podman(&[
         "build",
         "--pull=never",
         "--network",
@@ -472,7 +423,7 @@ fn the_same_containerfile_built_by_podman_gives_the_same_tree() {
         "same",
         &p("ctx"),
     ]);
-    let merged = podman.ok(&["image", "mount", "same"]);
+    let merged = podman.podman(&["image", "mount", "same"]);
     let mut theirs = tree::snapshot(Path::new(merged.trim()));
     // What is not the Containerfile's doing: the root directory's mode (podman shows an
     // image mount's root as 0555), and the mount points buildah's RUN leaves in the layer

@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use sha2::{Digest as _, Sha256};
 
 use common::debian::debian_base;
+use common::podman::Podman;
 use common::{require_root, BIN};
 
 fn layerfs(store: &Path, args: &[&str]) -> String {
@@ -181,32 +182,8 @@ fn separate_run_steps_keep_50mb_of_waste_that_one_joined_run_does_not() {
     // the same Containerfile gives the same merged tree, file by file, times aside.
     let pod = t.path().join("podman");
     std::fs::create_dir(&pod).unwrap();
-    std::fs::write(
-        pod.join("containers.conf"),
-        "[containers]\nnetns = \"host\"\n\
-         default_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n\
-         [engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-    )
-    .unwrap();
-    let podman = |args: &[&str]| -> String {
-        let o = Command::new("podman")
-            .env("CONTAINERS_CONF", pod.join("containers.conf"))
-            .arg("--root")
-            .arg(pod.join("g"))
-            .arg("--runroot")
-            .arg(pod.join("r"))
-            .args(["--storage-driver", "overlay"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("podman is installed (scripts/test installs it)");
-        assert!(
-            o.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let pod = Podman::new(&pod);
+    let podman = |args: &[&str]| pod.podman(args);
     let tar = t.path().join("base.tar");
     let ok = Command::new("tar")
         .args(["--numeric-owner", "--xattrs", "-C"])
