@@ -136,14 +136,8 @@ const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 const RESOLVE_BENEATH: u64 = 0x08;
 const RESOLVE_IN_ROOT: u64 = 0x10;
 
-/// Opens `rel` (a relative path, possibly several components) strictly beneath `root`,
-/// refusing any symlink and any `..` escape: the kernel enforces it (`openat2`).
-pub fn open_beneath(root: BorrowedFd<'_>, rel: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let how = OpenHow {
-        flags: (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-    };
+/// `openat2(root, rel, how)`: the one call both resolutions below make.
+fn openat2(root: BorrowedFd<'_>, rel: &CStr, how: OpenHow) -> io::Result<OwnedFd> {
     // SAFETY: `how` is a properly laid out `struct open_how` living across the call, its size
     // is passed, `rel` is NUL-terminated and `root` is a live fd.
     let fd = cvt_long(unsafe {
@@ -159,6 +153,17 @@ pub fn open_beneath(root: BorrowedFd<'_>, rel: &CStr, flags: libc::c_int) -> io:
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// Opens `rel` (a relative path, possibly several components) strictly beneath `root`,
+/// refusing any symlink and any `..` escape: the kernel enforces it (`openat2`).
+pub fn open_beneath(root: BorrowedFd<'_>, rel: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let how = OpenHow {
+        flags: (flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    openat2(root, rel, how)
+}
+
 /// Opens `rel` as if `root` were `/`: symlinks are followed, absolute ones and `..` staying
 /// inside `root` (`openat2` with `RESOLVE_IN_ROOT`), as a path inside a container resolves.
 /// The last component too, unless `flags` has `O_NOFOLLOW`.
@@ -168,19 +173,7 @@ pub fn open_in_root(root: BorrowedFd<'_>, rel: &CStr, flags: libc::c_int) -> io:
         mode: 0,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
-    // SAFETY: as in `open_beneath`: a laid-out `struct open_how` and its size, a
-    // NUL-terminated path, a live fd.
-    let fd = cvt_long(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    })?;
-    // SAFETY: the syscall returned a fresh fd that nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    openat2(root, rel, how)
 }
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
