@@ -8,23 +8,8 @@ use std::path::{Path, PathBuf};
 
 use common::ops::{self, Op};
 use common::spec::{self, Form};
-use common::{require_root, run_layerfs, tree, Layerfs};
+use common::{ok, require_root, run_layerfs, sha, tree, Layerfs};
 use proptest::prelude::*;
-use sha2::{Digest as _, Sha256};
-
-fn sha(b: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(b))
-}
-
-fn ok(o: &std::process::Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Writes an OCI layout at `dir` tagged `t` with the given uncompressed layer tars;
 /// `diff_ids` overrides the config's (to forge a mismatch).

@@ -8,22 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{require_root, run_layerfs};
-use sha2::{Digest as _, Sha256};
-
-fn sha(b: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(b))
-}
-
-fn ok(o: &std::process::Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use common::{ok, require_root, run_layerfs, sha};
 
 /// An OCI layout at `dir` (tag `t`) with one gzip layer made by GNU tar and gzip from
 /// `tree`; returns (blob digest, diff_id).

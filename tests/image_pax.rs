@@ -10,19 +10,9 @@ use std::path::Path;
 use std::process::Command;
 
 use common::spec::setxattr;
-use common::{require_root, run_layerfs, tree};
+use common::{ok, require_root, run_layerfs, tree};
 
 const VALUE: &[u8] = b"line one\nline two\n13 path=evil\n=\0end\n";
-
-fn ok(o: &std::process::Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A tree whose files carry newline xattrs, one under a name too long for a plain header.
 fn source_tree(dir: &Path) -> String {

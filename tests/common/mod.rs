@@ -396,3 +396,22 @@ pub fn test_user() -> (u32, u32) {
     }
     (id("-u").unwrap(), id("-g").unwrap())
 }
+
+/// The stdout of a finished command, after asserting it succeeded (`what` names it; the
+/// failure shows its status, stdout and stderr).
+pub fn ok(o: &std::process::Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: {}\n{}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `sha256:HEX` of `b`, as OCI digests are written.
+pub fn sha(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{:x}", sha2::Sha256::digest(b))
+}
