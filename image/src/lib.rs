@@ -9,9 +9,11 @@ use layerfs_base::{format, options, par, sys, verity};
 pub mod cat;
 pub mod commit;
 pub mod containerfile;
+pub mod deliver;
 pub mod diff;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod import;
 pub mod inspect;
 pub mod kept;
 pub mod manifest;

@@ -139,7 +139,7 @@ pub fn store_image(s: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
     let img = s.to_string();
     let code = as_store_owner(move || {
         let store = Store::open(&root)?;
-        super::import::import(
+        layerfs_image::import::import(
             &store,
             &img,
             std::slice::from_ref(&img),

@@ -15,8 +15,9 @@ use layerfs_image::progress;
 use layerfs_image::source::{walk, Kind, Limits};
 use layerfs_image::store::{HistoryEntry, RunConfig, Store};
 
-use super::commit::{deliver, report, rfc3339, Base, Dest, LayerOutArgs};
+use super::commit::{report, LayerOutArgs};
 use super::imagecmd::{as_store_owner, lowerdir_option, private_mounts, Mounted, StoreArgs};
+use layerfs_image::deliver::{deliver, rfc3339, Base, Dest};
 
 /// Squash an image or a stack into one layer (tar, layer dir, store image, OCI image).
 #[derive(Args, Debug)]

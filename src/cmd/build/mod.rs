@@ -32,9 +32,10 @@ use layerfs_image::store::{
 };
 use layerfs_image::unpack;
 
-use super::commit::{aligned_history, rfc3339, upper_layer};
+use super::commit::upper_layer;
 use super::imagecmd::{as_store_owner, lowerdir_option, private_mounts, Mounted, StoreArgs};
 use context::Context;
+use layerfs_image::deliver::{aligned_history, rfc3339};
 
 /// Build an image from a Containerfile (Dockerfile): one layer per RUN, COPY and ADD.
 #[derive(Args, Debug)]
