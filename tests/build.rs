@@ -2,13 +2,11 @@
 //! multi-stage, a failing RUN, rootless; the merged tree beside `podman build`'s; and
 //! `df`. The seeds' 50 MB example on the Debian base is in `build_debian.rs`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::podman::Podman;
-use common::{require_root, tree, BIN};
+use testkit::podman::Podman;
+use testkit::{require_root, tree, BIN};
 
 /// A busybox root with what a build step needs (/tmp 1777, passwd with a user `app`).
 fn busybox_root(root: &Path) {
@@ -141,7 +139,7 @@ fn image_id(out: &str) -> String {
 
 #[test]
 fn env_workdir_user_copy_and_config_instructions_shape_the_image() {
-    if !require_root("env_workdir_user_copy_and_config_instructions_shape_the_image") {
+    if !require_root() {
         return;
     }
     let s = Setup::new();
@@ -259,8 +257,7 @@ fn ran(out: &str) -> Vec<&str> {
 
 #[test]
 fn a_second_build_runs_no_run_and_touching_a_copy_source_rebuilds_from_its_step() {
-    if !require_root("a_second_build_runs_no_run_and_touching_a_copy_source_rebuilds_from_its_step")
-    {
+    if !require_root() {
         return;
     }
     let s = Setup::new();
@@ -303,7 +300,7 @@ fn a_second_build_runs_no_run_and_touching_a_copy_source_rebuilds_from_its_step(
 
 #[test]
 fn multi_stage_copies_from_an_earlier_stage_and_keeps_only_the_last() {
-    if !require_root("multi_stage_copies_from_an_earlier_stage_and_keeps_only_the_last") {
+    if !require_root() {
         return;
     }
     let s = Setup::new();
@@ -335,7 +332,7 @@ fn multi_stage_copies_from_an_earlier_stage_and_keeps_only_the_last() {
 
 #[test]
 fn a_failing_run_names_its_step_line_and_status_and_leaves_nothing() {
-    if !require_root("a_failing_run_names_its_step_line_and_status_and_leaves_nothing") {
+    if !require_root() {
         return;
     }
     let s = Setup::new();
@@ -367,7 +364,7 @@ fn a_failing_run_names_its_step_line_and_status_and_leaves_nothing() {
 
 #[test]
 fn the_same_containerfile_built_by_podman_gives_the_same_tree() {
-    if !require_root("the_same_containerfile_built_by_podman_gives_the_same_tree") {
+    if !require_root() {
         return;
     }
     let s = Setup::new();
@@ -445,11 +442,11 @@ fn the_same_containerfile_built_by_podman_gives_the_same_tree() {
 
 #[test]
 fn rootless_builds_run_steps_as_the_users_subordinate_ids_and_cache_them() {
-    if !require_root("rootless_builds_run_steps_as_the_users_subordinate_ids_and_cache_them") {
+    if !require_root() {
         return;
     }
-    let _fuse = common::DevFuseOpen::new();
-    let (uid, gid) = common::test_user();
+    let _fuse = testkit::DevFuseOpen::new();
+    let (uid, gid) = testkit::test_user();
     let t = tempfile::tempdir().unwrap();
     let base = t.path();
     busybox_root(&base.join("root"));
@@ -527,7 +524,7 @@ fn rootless_builds_run_steps_as_the_users_subordinate_ids_and_cache_them() {
 
 #[test]
 fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
-    if !require_root("squash_makes_the_new_steps_one_layer_without_what_they_deleted") {
+    if !require_root() {
         return;
     }
     let s = Setup::new();
@@ -573,7 +570,7 @@ fn squash_makes_the_new_steps_one_layer_without_what_they_deleted() {
 
 #[test]
 fn a_killed_build_leaves_nothing_the_next_build_does_not_sweep() {
-    if !require_root("a_killed_build_leaves_nothing_the_next_build_does_not_sweep") {
+    if !require_root() {
         return;
     }
     let s = Setup::new();
@@ -612,7 +609,7 @@ fn a_killed_build_leaves_nothing_the_next_build_does_not_sweep() {
     s.write("ctx/Containerfile", "FROM bb\nCOPY f /f\n");
     s.build("next", &[]);
     assert_eq!(s.store_entries(), (before.0 + 1, 0));
-    common::eventually("no mount left in the store", || {
+    testkit::eventually("no mount left in the store", || {
         !std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .contains(&s.store())
@@ -621,7 +618,7 @@ fn a_killed_build_leaves_nothing_the_next_build_does_not_sweep() {
 
 #[test]
 fn copy_resolves_paths_inside_the_image_never_on_the_host() {
-    if !require_root("copy_resolves_paths_inside_the_image_never_on_the_host") {
+    if !require_root() {
         return;
     }
     let s = Setup::new();

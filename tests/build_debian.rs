@@ -3,8 +3,6 @@
 //! same commands joined in one RUN give an image 50 MB smaller with none; `df` counts the
 //! base the images share once.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -12,9 +10,9 @@ use std::process::{Command, Stdio};
 
 use sha2::{Digest as _, Sha256};
 
-use common::debian::debian_base;
-use common::podman::Podman;
-use common::{require_root, BIN};
+use testkit::debian::debian_base;
+use testkit::podman::Podman;
+use testkit::{require_root, BIN};
 
 fn layerfs(store: &Path, args: &[&str]) -> String {
     let o = Command::new(BIN)
@@ -76,7 +74,7 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, u32, u32, u64, String)> {
 
 #[test]
 fn separate_run_steps_keep_50mb_of_waste_that_one_joined_run_does_not() {
-    if !require_root("separate_run_steps_keep_50mb_of_waste_that_one_joined_run_does_not") {
+    if !require_root() {
         return;
     }
     let base = debian_base();

@@ -1,12 +1,9 @@
 //! The command line as a user meets it: a mistyped subcommand, a bare `layerfs`, the
 //! fuse-overlayfs form `layerfs -o ... MNT` that podman uses, and `images`' table.
 
-mod common;
-mod imagekit;
-
 use std::path::Path;
 
-use common::{require_root, run_layerfs, Layerfs};
+use testkit::{require_root, run_layerfs, Layerfs};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -49,7 +46,7 @@ fn mount_option_errors_are_still_mount_errors() {
 
 #[test]
 fn the_fuse_overlayfs_form_still_mounts() {
-    if !require_root("the_fuse_overlayfs_form_still_mounts") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -69,14 +66,14 @@ fn image(dir: &Path, files: &[(&str, usize)]) -> String {
     for (name, size) in files {
         std::fs::write(src.join(name), vec![b'x'; *size]).unwrap();
     }
-    let tar = imagekit::tar_dir(&src);
-    imagekit::write_oci(dir, &[tar], &["ADD"], imagekit::Comp::None, "t");
+    let tar = testkit::imagekit::tar_dir(&src);
+    testkit::imagekit::write_oci(dir, &[tar], &["ADD"], testkit::imagekit::Comp::None, "t");
     format!("oci:{}:t", dir.display())
 }
 
 #[test]
 fn images_one_row_per_image_with_its_names_in_inspect_s_units() {
-    if !require_root("images_one_row_per_image_with_its_names_in_inspect_s_units") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -144,7 +141,7 @@ fn images_one_row_per_image_with_its_names_in_inspect_s_units() {
 
 /// `layerfs inspect ARGS` run in `dir` (where a `.dive-ci` may lie), caching nothing.
 fn inspect_in(dir: &Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(common::BIN)
+    std::process::Command::new(testkit::BIN)
         .arg("inspect")
         .arg("--no-cache")
         .args(args)
@@ -237,7 +234,7 @@ fn ci_rules_are_range_checked_read_from_dive_ci_and_exit_as_dive() {
 /// layer squashed saves nothing (not "-512 bytes").
 #[test]
 fn squash_saves_what_inspect_calls_reclaimable() {
-    if !require_root("squash_saves_what_inspect_calls_reclaimable") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

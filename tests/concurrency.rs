@@ -2,18 +2,16 @@
 //! the tree a single walker sees (worker threads, background indexing and parallel layer
 //! reads all run concurrently here). Also: a malicious layer seen through a real mount.
 
-mod common;
-
 use std::os::unix::fs::symlink;
 
-use common::spec::{self, Form};
-use common::tree;
-use common::{require_root, Layerfs};
 use proptest::strategy::{Strategy, ValueTree};
+use testkit::spec::{self, Form};
+use testkit::tree;
+use testkit::{require_root, Layerfs};
 
 #[test]
 fn concurrent_walkers_see_the_same_tree() {
-    if !require_root("concurrent_walkers_see_the_same_tree") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -56,7 +54,7 @@ fn concurrent_walkers_see_the_same_tree() {
 
 #[test]
 fn malicious_layer_through_a_mount_never_exposes_host_files() {
-    if !require_root("malicious_layer_through_a_mount_never_exposes_host_files") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

@@ -3,14 +3,12 @@
 //! a lower layer. Both tools come from the Rust package registry (`cargo install pjdfstest fsx`, done by
 //! scripts/test); a missing tool fails the test rather than skipping it.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{require_root, test_user, Kernel, Layerfs};
+use testkit::{require_root, test_user, Kernel, Layerfs};
 
 fn tool(name: &str) -> PathBuf {
     let home = std::env::var_os("HOME")
@@ -83,7 +81,7 @@ fn pjdfstest(dir: &Path) -> (usize, BTreeMap<String, String>) {
 
 #[test]
 fn pjdfstest_passes_what_kernel_overlayfs_passes() {
-    if !require_root("pjdfstest_passes_what_kernel_overlayfs_passes") {
+    if !require_root() {
         return;
     }
     test_user();
@@ -128,7 +126,7 @@ fn pjdfstest_passes_what_kernel_overlayfs_passes() {
 
 #[test]
 fn fsx_100k_operations_on_a_file_from_a_lower_layer() {
-    if !require_root("fsx_100k_operations_on_a_file_from_a_lower_layer") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

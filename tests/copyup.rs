@@ -1,8 +1,6 @@
 //! Copy-up and the upper-layer marker writers, driven directly (no FUSE mount). The kernel
 //! check mounts overlayfs over what we wrote, to prove the kernel reads it the same way.
 
-mod common;
-
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -124,7 +122,7 @@ fn a_regular_file_keeps_data_mode_owner_times_and_xattrs() {
         (1_500_000_000, 456_789, 1_000_000_000, 123)
     );
     assert_eq!(
-        common::tree::xattrs(&d.upper.join("f"))
+        testkit::tree::xattrs(&d.upper.join("f"))
             .get("user.k")
             .map(Vec::as_slice),
         Some(&b"v"[..])
@@ -220,7 +218,7 @@ fn leftovers_of_a_crashed_copy_are_cleared() {
 
 #[test]
 fn the_kernel_reads_our_whiteouts_and_opaque_marks() {
-    if !common::require_root("the_kernel_reads_our_whiteouts_and_opaque_marks") {
+    if !testkit::require_root() {
         return;
     }
     let d = dirs();
@@ -233,7 +231,7 @@ fn the_kernel_reads_our_whiteouts_and_opaque_marks() {
     std::fs::create_dir(d.upper.join("op")).unwrap();
     format::write_opaque(upper.as_fd(), b"op", MarkNs::Trusted).unwrap();
     std::fs::write(d.upper.join("op/mine"), "m").unwrap();
-    let k = common::Kernel::mount(&[d.upper.clone(), d.lower.clone()], &d.work.join("mnt"));
+    let k = testkit::Kernel::mount(&[d.upper.clone(), d.lower.clone()], &d.work.join("mnt"));
     let mut names: Vec<_> = std::fs::read_dir(&k.mp)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -295,7 +293,7 @@ fn xattr_raw(p: &Path, name: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
-    if !common::require_root("the_origin_we_record_is_the_kernels_and_keeps_the_inode_number") {
+    if !testkit::require_root() {
         return;
     }
     let d = dirs();
@@ -307,7 +305,7 @@ fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
     std::fs::create_dir_all(&ku).unwrap();
     std::fs::create_dir_all(&kw).unwrap();
     let kernel_origin = {
-        let k = common::Kernel::mount_rw(
+        let k = testkit::Kernel::mount_rw(
             std::slice::from_ref(&d.lower),
             &ku,
             &kw,
@@ -351,7 +349,7 @@ fn the_origin_we_record_is_the_kernels_and_keeps_the_inode_number() {
     let w2 = d.work.join("w2");
     std::fs::create_dir_all(&w2).unwrap();
     let seen = {
-        let k = common::Kernel::mount_rw(
+        let k = testkit::Kernel::mount_rw(
             std::slice::from_ref(&d.lower),
             &d.upper,
             &w2,

@@ -1,4 +1,4 @@
-//! The writable core without a mount: random programs of tests/common, run on the union
+//! The writable core without a mount: random programs of testkit, run on the union
 //! core through its `Core` interface (no FUSE), compared with what the kernel's overlayfs
 //! gave for the same programs over the same stacks, as recorded in
 //! tests/data/core-replay.json (outcome of every operation, and the final tree).
@@ -11,16 +11,14 @@
 //! Building the stacks needs root (file owners, `trusted.*` xattrs, whiteout devices), and
 //! so does the core's upper (`trusted.overlay.*` marks); nothing is mounted.
 
-mod common;
-
-use common::ops::{self, Op};
-use common::spec::{self, Form, Layer};
-use common::{core_ops, require_root, tree};
 use layerfs_base::format::MarkNs;
 use layerfs_mount::{upper, Config, Stack, Union};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{RngAlgorithm, TestRng, TestRunner};
+use testkit::ops::{self, Op};
+use testkit::spec::{self, Form, Layer};
+use testkit::{core_ops, require_root, tree};
 
 const RECORD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/core-replay.json");
 /// How many cases the record holds.
@@ -98,7 +96,7 @@ fn core(lowers: &[std::path::PathBuf], d: &Dirs) -> Union {
 
 #[test]
 fn recorded_kernel_results_replay_on_the_core() {
-    if !require_root("recorded_kernel_results_replay_on_the_core") {
+    if !require_root() {
         return;
     }
     let text = std::fs::read_to_string(RECORD).expect("tests/data/core-replay.json");
@@ -149,9 +147,9 @@ fn recorded_kernel_results_replay_on_the_core() {
 #[cfg(feature = "record-kernel-results")]
 #[test]
 fn record_kernel_results() {
-    use common::ops::Outcome;
-    use common::Kernel;
-    assert!(require_root("record_kernel_results"));
+    use testkit::ops::Outcome;
+    use testkit::Kernel;
+    assert!(require_root());
     let mut out = Vec::new();
     let mut seed = 0u64;
     while out.len() < CASES {

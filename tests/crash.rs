@@ -8,14 +8,12 @@
 //! layerfs and the kernel's overlay over the same upper show the same tree, the workdir
 //! holds nothing of ours, and every file fsynced before the kill reads back intact.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{eventually, require_root, Layerfs};
+use testkit::{eventually, require_root, Layerfs};
 
 const FILES: usize = 24;
 const SIZE: usize = 2 << 20;
@@ -49,7 +47,7 @@ fn storm(root: &Path, stop: &AtomicBool) {
 
 #[test]
 fn kill_9_during_copy_ups_leaves_old_or_new_never_torn() {
-    if !require_root("kill_9_during_copy_ups_leaves_old_or_new_never_torn") {
+    if !require_root() {
         return;
     }
     for (round, kill_after) in [2usize, 9, 17].into_iter().enumerate() {
@@ -128,7 +126,7 @@ fn kill_9_during_copy_ups_leaves_old_or_new_never_torn() {
 /// next import completes, and `verify` finds every stored layer intact.
 #[test]
 fn kill_9_during_import_leaves_no_half_imported_image() {
-    if !require_root("kill_9_during_import_leaves_no_half_imported_image") {
+    if !require_root() {
         return;
     }
     let t = tempfile::Builder::new()
@@ -152,7 +150,7 @@ fn kill_9_during_import_leaves_no_half_imported_image() {
     let store = t.path().join("store");
     let stack = format!("lowerdir={}", src.display());
     let args = ["import", &stack, "--store", store.to_str().unwrap()];
-    let mut child = std::process::Command::new(common::BIN)
+    let mut child = std::process::Command::new(testkit::BIN)
         .args(args)
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -177,9 +175,9 @@ fn kill_9_during_import_leaves_no_half_imported_image() {
             );
         }
     }
-    let o = common::run_layerfs(&args);
+    let o = testkit::run_layerfs(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = common::run_layerfs(&["verify", "--store", store.to_str().unwrap()]);
+    let o = testkit::run_layerfs(&["verify", "--store", store.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 }
 
@@ -190,11 +188,11 @@ mod at_random_points {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use super::common::faults::{ctl, POINTS};
-    use super::common::ops::{self, Op, Outcome};
-    use super::common::spec::{self, Form};
-    use super::common::{eventually, require_root, tree, Kernel, Layerfs};
     use proptest::prelude::*;
+    use testkit::faults::{ctl, POINTS};
+    use testkit::ops::{self, Op, Outcome};
+    use testkit::spec::{self, Form};
+    use testkit::{eventually, require_root, tree, Kernel, Layerfs};
 
     static KILLS_IN_CALL: AtomicU64 = AtomicU64::new(0);
     static KILLS_BETWEEN: AtomicU64 = AtomicU64::new(0);
@@ -325,7 +323,7 @@ mod at_random_points {
             ],
             backstop in 20usize..60,
         ) {
-            if !require_root("kill_9_at_random_points_of_random_programs") {
+            if !require_root() {
                 return Ok(());
             }
             run_case(&stack, &program, point, nth, backstop);

@@ -2,13 +2,11 @@
 //! must show the same tree (type, mode, owner, size, content, link target, xattrs, nlink,
 //! and which paths share an inode number), whatever whiteout form the layers use.
 
-mod common;
-
-use common::spec::{self, Form};
-use common::tree;
-use common::{require_root, Kernel, Layerfs};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use testkit::spec::{self, Form};
+use testkit::tree;
+use testkit::{require_root, Kernel, Layerfs};
 
 fn cases() -> u32 {
     std::env::var("LAYERFS_DIFF_CASES")
@@ -45,7 +43,7 @@ proptest! {
 
     #[test]
     fn random_stacks_match_kernel_overlayfs(stack in spec::stack()) {
-        if !require_root("random_stacks_match_kernel_overlayfs") {
+        if !require_root() {
             return Ok(());
         }
         check_stack(&stack);
@@ -57,7 +55,7 @@ proptest! {
 
     #[test]
     fn deep_random_stacks_match_kernel_overlayfs(stack in spec::deep_stack()) {
-        if !require_root("deep_random_stacks_match_kernel_overlayfs") {
+        if !require_root() {
             return Ok(());
         }
         check_stack(&stack);
@@ -66,7 +64,7 @@ proptest! {
 
 #[test]
 fn kernel_xattr_whiteout_form_is_what_this_kernel_honours() {
-    if !require_root("kernel_xattr_whiteout_form_is_what_this_kernel_honours") {
+    if !require_root() {
         return;
     }
     // A fixed stack exercising every form at once: whiteout of a file and of a directory,
@@ -116,7 +114,7 @@ fn kernel_xattr_whiteout_form_is_what_this_kernel_honours() {
 
 #[test]
 fn inode_numbers_are_stable_across_remounts() {
-    if !require_root("inode_numbers_are_stable_across_remounts") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

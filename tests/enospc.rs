@@ -4,15 +4,13 @@
 //! copy-ups succeed again; a layerfs remount and the kernel's overlay over the same upper
 //! show the same tree.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{require_root, tree, Kernel, Layerfs};
+use testkit::{require_root, tree, Kernel, Layerfs};
 
 /// An ext4 filesystem in a file, loop-mounted (`mount -o loop`: the loop device is
 /// released at unmount); unmounted in Drop.
@@ -100,7 +98,7 @@ fn names(d: &Path) -> Vec<String> {
 
 #[test]
 fn a_full_upper_fails_cleanly_and_recovers() {
-    if !require_root("a_full_upper_fails_cleanly_and_recovers") {
+    if !require_root() {
         return;
     }
     let t = tempfile::Builder::new()

@@ -2,16 +2,13 @@
 //! it, capture-pane is checked (polled until the screen shows what is expected, never
 //! slept on). Also the completion scripts and man pages the package installs.
 
-mod common;
-mod imagekit;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{eventually, BIN};
-use imagekit::Comp;
+use testkit::imagekit::Comp;
+use testkit::{eventually, BIN};
 
 /// A tmux server of our own (its own socket), killed when dropped.
 struct Tmux {
@@ -140,9 +137,9 @@ fn fixture(base: &Path) -> std::path::PathBuf {
     std::fs::write(l[1].join("etc/new"), "hello\n").unwrap();
     std::fs::write(l[1].join("etc/.wh.passwd"), "").unwrap();
     std::fs::write(l[2].join(".wh.usr"), "").unwrap();
-    let tars: Vec<Vec<u8>> = l.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let tars: Vec<Vec<u8>> = l.iter().map(|d| testkit::imagekit::tar_dir(d)).collect();
     let oci = base.join("oci");
-    imagekit::write_oci(
+    testkit::imagekit::write_oci(
         &oci,
         &tars,
         &["ADD rootfs /", "RUN edit-etc", "RUN rm -rf /usr"],
@@ -271,10 +268,10 @@ fn explore_with_diff_shows_two_images_side_by_side() {
     let new = fixture(t.path());
     // The same image without its last layer (RUN rm -rf /usr).
     let tars: Vec<Vec<u8>> = (0..2)
-        .map(|i| imagekit::tar_dir(&t.path().join(format!("l{i}"))))
+        .map(|i| testkit::imagekit::tar_dir(&t.path().join(format!("l{i}"))))
         .collect();
     let old = t.path().join("old");
-    imagekit::write_oci(
+    testkit::imagekit::write_oci(
         &old,
         &tars,
         &["ADD rootfs /", "RUN edit-etc"],

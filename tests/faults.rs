@@ -8,17 +8,15 @@
 //! - the daemon is alive and serving, its fd and thread counts bounded, and the number of
 //!   faults injected is printed.
 
-mod common;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use common::faults::{ctl, POINTS};
-use common::ops::{self, Op, Outcome};
-use common::spec::{self, Form};
-use common::{eventually, require_root, tree, Kernel, Layerfs};
 use proptest::prelude::*;
+use testkit::faults::{ctl, POINTS};
+use testkit::ops::{self, Op, Outcome};
+use testkit::spec::{self, Form};
+use testkit::{eventually, require_root, tree, Kernel, Layerfs};
 
 static FAULTS: AtomicU64 = AtomicU64::new(0);
 static FAILED_OPS: AtomicU64 = AtomicU64::new(0);
@@ -173,7 +171,7 @@ proptest! {
         percent in 5u32..40,
         enospc in any::<bool>(),
     ) {
-        if !require_root("random_faults_fail_cleanly_and_leave_a_tree_the_kernel_agrees_with") {
+        if !require_root() {
             return Ok(());
         }
         run_case(&stack, &program, percent, if enospc { libc::ENOSPC } else { libc::EIO });

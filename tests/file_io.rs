@@ -3,15 +3,13 @@
 //! every open of a file keeps seeing what the kernel's overlay shows, a copy-up while the
 //! lower file is open or mapped included (side by side with `mount -t overlay`).
 
-mod common;
-
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::{require_root, Kernel, Layerfs};
+use testkit::{require_root, Kernel, Layerfs};
 
 /// Layer dirs for one mount: a lower with files `a`, `b`, `c`, `m`, an upper and a workdir.
 struct Dirs {
@@ -73,7 +71,7 @@ fn read_at(f: &File, len: usize) -> String {
 
 #[test]
 fn upper_and_created_files_are_read_and_written_without_requests() {
-    if !require_root("upper_and_created_files_are_read_and_written_without_requests") {
+    if !require_root() {
         return;
     }
     let d = Dirs::new();
@@ -122,7 +120,7 @@ fn upper_and_created_files_are_read_and_written_without_requests() {
 /// with every mount of the layer).
 #[test]
 fn lower_files_are_read_without_requests() {
-    if !require_root("lower_files_are_read_without_requests") {
+    if !require_root() {
         return;
     }
     let read = |env: &[(&str, &Path)]| {
@@ -203,7 +201,7 @@ fn copy_up_while_open(root: &Path) -> Vec<String> {
 
 #[test]
 fn copy_up_while_open_or_mapped_shows_what_the_kernel_shows() {
-    if !require_root("copy_up_while_open_or_mapped_shows_what_the_kernel_shows") {
+    if !require_root() {
         return;
     }
     let d = Dirs::new();
@@ -250,7 +248,7 @@ fn copy_up_while_open_or_mapped_shows_what_the_kernel_shows() {
 /// earlier open still reads the lower file (pinned: the kernel's would read the copy).
 #[test]
 fn path_changes_of_a_lower_file_open_elsewhere_reach_the_copy() {
-    if !require_root("path_changes_of_a_lower_file_open_elsewhere_reach_the_copy") {
+    if !require_root() {
         return;
     }
     let script = |m: &Path| {

@@ -3,15 +3,13 @@
 //! by random callers, layerfs must show the same owners in the mount and store the same
 //! owners in the upper as fuse-overlayfs does on a copy of the same directories.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::{chown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{mount_type, require_root, Layerfs};
 use proptest::prelude::*;
+use testkit::{mount_type, require_root, Layerfs};
 
 /// One `DISK:SHOWN:COUNT` triple. Starts are drawn from two windows (image ids and a
 /// subordinate range) so that ranges overlap, touch and miss each other.
@@ -209,7 +207,7 @@ fn with_fuse_overlayfs(base: &Path, c: &Case) -> Seen {
         w.display(),
         options(c)
     );
-    let m = common::side::fuse_overlayfs(&opts, &mp);
+    let m = testkit::side::fuse_overlayfs(&opts, &mp);
     let (shown_before, results) = exercise(&mp, c);
     let shown_after = owners(&mp);
     drop(m);
@@ -246,7 +244,7 @@ proptest! {
 
     #[test]
     fn id_mappings_match_fuse_overlayfs(c in case()) {
-        if !require_root("id_mappings_match_fuse_overlayfs") {
+        if !require_root() {
             return Ok(());
         }
         check(&c);
@@ -256,7 +254,7 @@ proptest! {
 /// The minimal case and podman's keep-id form, spelled out.
 #[test]
 fn mapped_ids_show_and_store_like_fuse_overlayfs_in_known_cases() {
-    if !require_root("mapped_ids_show_and_store_like_fuse_overlayfs_in_known_cases") {
+    if !require_root() {
         return;
     }
     let minimal = Case {
@@ -346,7 +344,7 @@ fn caps_v3(root: u32) -> String {
 /// show mapped and are stored unmapped, on lower files and after copy-up.
 #[test]
 fn ids_in_acls_and_file_capabilities_are_mapped() {
-    if !require_root("ids_in_acls_and_file_capabilities_are_mapped") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

@@ -2,14 +2,12 @@
 //! (reproducibility, round trip through a writable mount), squash (round trip through the
 //! stack's mount), and the store.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::ops::{self, Op};
-use common::spec::{self, Form};
-use common::{ok, require_root, run_layerfs, sha, tree, Layerfs};
 use proptest::prelude::*;
+use testkit::ops::{self, Op};
+use testkit::spec::{self, Form};
+use testkit::{ok, require_root, run_layerfs, sha, tree, Layerfs};
 
 /// Writes an OCI layout at `dir` tagged `t` with the given uncompressed layer tars;
 /// `diff_ids` overrides the config's (to forge a mismatch).
@@ -85,7 +83,7 @@ fn contents(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn hostile_tars_are_refused_and_leave_the_store_unchanged() {
-    if !require_root("hostile_tars_are_refused_and_leave_the_store_unchanged") {
+    if !require_root() {
         return;
     }
     use tar::EntryType as T;
@@ -193,7 +191,7 @@ fn hostile_tars_are_refused_and_leave_the_store_unchanged() {
 
 #[test]
 fn digest_mismatch_leaves_no_layer_behind() {
-    if !require_root("digest_mismatch_leaves_no_layer_behind") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -331,7 +329,7 @@ fn kernel_upper(u: &Path) {
 
 #[test]
 fn commit_is_reproducible_and_converts_to_oci_form() {
-    if !require_root("commit_is_reproducible_and_converts_to_oci_form") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -434,7 +432,7 @@ fn commit_is_reproducible_and_converts_to_oci_form() {
     std::fs::write(lower.join("gone"), "hidden").unwrap();
     std::fs::write(lower.join("opaque/old"), "hidden").unwrap();
     let mp = t.path().join("mnt");
-    let _k = common::Kernel::mount(&[l.clone(), lower.clone()], &mp);
+    let _k = testkit::Kernel::mount(&[l.clone(), lower.clone()], &mp);
     assert!(!mp.join("gone").exists());
     assert!(!mp.join("opaque/old").exists());
     assert_eq!(
@@ -550,7 +548,7 @@ proptest! {
 
     #[test]
     fn squash_of_a_stack_mounts_like_the_stack(stack in spec::stack(), oci in any::<bool>()) {
-        if !require_root("squash_of_a_stack_mounts_like_the_stack") {
+        if !require_root() {
             return Ok(());
         }
         squash_case(&stack, if oci { Form::Oci } else { Form::Kernel });
@@ -561,7 +559,7 @@ proptest! {
         stack in spec::stack(),
         program in prop::collection::vec(ops::op(), 1..30),
     ) {
-        if !require_root("commit_of_an_upper_stacks_like_the_writable_mount") {
+        if !require_root() {
             return Ok(());
         }
         commit_case(&stack, &program);
@@ -570,7 +568,7 @@ proptest! {
 
 #[test]
 fn commit_of_a_renamed_directory_carries_its_lower_content() {
-    if !require_root("commit_of_a_renamed_directory_carries_its_lower_content") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -642,7 +640,7 @@ fn commit_of_a_renamed_directory_carries_its_lower_content() {
 
 #[test]
 fn commit_of_a_kernel_metacopy_upper_takes_the_data_from_below() {
-    if !require_root("commit_of_a_kernel_metacopy_upper_takes_the_data_from_below") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -653,7 +651,7 @@ fn commit_of_a_kernel_metacopy_upper_takes_the_data_from_below() {
     std::fs::create_dir_all(&upper).unwrap();
     std::fs::create_dir_all(&work).unwrap();
     {
-        let k = common::Kernel::mount_rw_with(
+        let k = testkit::Kernel::mount_rw_with(
             std::slice::from_ref(&lower),
             &upper,
             &work,
@@ -699,7 +697,7 @@ fn commit_of_a_kernel_metacopy_upper_takes_the_data_from_below() {
 /// the layer's row (before, inspect said "layerfs commit" whatever was given).
 #[test]
 fn commit_records_its_message_and_created_by_and_inspect_shows_them() {
-    if !require_root("commit_records_its_message_and_created_by_and_inspect_shows_them") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -742,7 +740,7 @@ fn commit_records_its_message_and_created_by_and_inspect_shows_them() {
 /// layers get blank entries first.
 #[test]
 fn commit_on_an_image_without_history_attributes_created_by_to_the_new_layer() {
-    if !require_root("commit_on_an_image_without_history_attributes_created_by_to_the_new_layer") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

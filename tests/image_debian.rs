@@ -3,14 +3,12 @@
 //! image of the store, `hello` run from the new image, and the two images sharing the
 //! base layer's directory on disk.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::debian::{as_user, cache_dir, debian_oci, world_traversable};
-use common::{require_root, run_layerfs};
+use testkit::debian::{as_user, cache_dir, debian_oci, world_traversable};
+use testkit::{require_root, run_layerfs};
 
 fn show(o: &Output) -> String {
     format!(
@@ -23,11 +21,11 @@ fn show(o: &Output) -> String {
 
 #[test]
 fn rootless_import_run_commit_run() {
-    if !require_root("rootless_import_run_commit_run") {
+    if !require_root() {
         return;
     }
-    let _fuse = common::DevFuseOpen::new();
-    let (uid, gid) = common::test_user();
+    let _fuse = testkit::DevFuseOpen::new();
+    let (uid, gid) = testkit::test_user();
     let oci = debian_oci();
     let home = tempfile::Builder::new()
         .prefix("layerfs-image-debian-")

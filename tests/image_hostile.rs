@@ -1,15 +1,12 @@
 //! Hostile layers: every malformed or malicious archive gives one clear error line and a
 //! failing exit status: no panic, no path outside the image, bounded memory.
 
-mod common;
-mod imagekit;
-
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::BIN;
-use imagekit::Comp;
+use testkit::imagekit::Comp;
+use testkit::BIN;
 
 /// One raw tar header (+ data), written by hand so any name can be used.
 fn entry(out: &mut Vec<u8>, name: &[u8], ty: tar::EntryType, link: &[u8], data: &[u8]) {
@@ -45,7 +42,7 @@ fn inspect(src: &str, cache: &Path) -> Output {
 fn refused(tar: &[u8], comp: Comp) -> String {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("oci");
-    imagekit::write_oci(&dir, &[tar.to_vec()], &["hostile"], comp, "x");
+    testkit::imagekit::write_oci(&dir, &[tar.to_vec()], &["hostile"], comp, "x");
     let o = inspect(&format!("oci:{}", dir.display()), &t.path().join("cache"));
     one_error(&o)
 }
@@ -114,7 +111,7 @@ fn a_truncated_gzip_layer_is_an_error() {
         .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
         .collect();
     entry(&mut t, b"big", tar::EntryType::Regular, b"", &data);
-    let gz = imagekit::compress(&finish(t), Comp::Gzip);
+    let gz = testkit::imagekit::compress(&finish(t), Comp::Gzip);
     let cut = gz[..gz.len() / 2].to_vec();
     // A layout whose blob is the cut stream (its digest is the cut bytes': only the
     // decompressor can notice).
@@ -132,7 +129,7 @@ fn a_truncated_gzip_layer_is_an_error() {
 /// An OCI layout whose single layer is `blob` as is.
 fn write_raw_layer(dir: &Path, blob: &[u8], media_type: &str) {
     let put = |data: &[u8]| {
-        let d = imagekit::sha256(data);
+        let d = testkit::imagekit::sha256(data);
         let p = dir.join("blobs/sha256").join(&d[7..]);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, data).unwrap();

@@ -3,12 +3,10 @@
 //! again (with a warning), and `rmi` removes what was kept. The blob here is written by GNU
 //! tar and gzip, which layerfs's own packer would never reproduce byte for byte.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{ok, require_root, run_layerfs, sha};
+use testkit::{ok, require_root, run_layerfs, sha};
 
 /// An OCI layout at `dir` (tag `t`) with one gzip layer made by GNU tar and gzip from
 /// `tree`; returns (blob digest, diff_id).
@@ -90,7 +88,7 @@ fn bottom_layer(layout: &Path, tag: &str) -> (String, String) {
 
 #[test]
 fn unchanged_layers_leave_as_they_came_and_changed_ones_are_packed_again() {
-    if !require_root("unchanged_layers_leave_as_they_came_and_changed_ones_are_packed_again") {
+    if !require_root() {
         return;
     }
     let t = tempfile::Builder::new()

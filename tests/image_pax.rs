@@ -3,14 +3,11 @@
 //! bsdtar's, and every reader (ours: import, inspect, commit and squash into a directory;
 //! theirs: GNU tar and bsdtar extracting our commit).
 
-mod common;
-mod imagekit;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::spec::setxattr;
-use common::{ok, require_root, run_layerfs, tree};
+use testkit::spec::setxattr;
+use testkit::{ok, require_root, run_layerfs, tree};
 
 const VALUE: &[u8] = b"line one\nline two\n13 path=evil\n=\0end\n";
 
@@ -62,7 +59,7 @@ fn check(root: &Path, long: &str, what: &str) {
 
 #[test]
 fn newline_xattrs_round_trip_through_layer_tars() {
-    if !require_root("newline_xattrs_round_trip_through_layer_tars") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -127,7 +124,13 @@ fn newline_xattrs_round_trip_through_layer_tars() {
     for (name, tar) in [("ours", &ours), ("gnu", &gnu), ("bsd", &bsd)] {
         let layout = t.path().join(format!("oci-{name}"));
         let bytes = std::fs::read(tar).unwrap();
-        imagekit::write_oci(&layout, &[bytes], &["ADD"], imagekit::Comp::Gzip, "v1");
+        testkit::imagekit::write_oci(
+            &layout,
+            &[bytes],
+            &["ADD"],
+            testkit::imagekit::Comp::Gzip,
+            "v1",
+        );
         let source = format!("oci:{}:v1", layout.display());
         let inspect = ok(
             &run_layerfs(&["inspect", "--json", "--no-cache", &source]),

@@ -6,13 +6,11 @@
 //! deletes, replaces a directory and adds, is imported from `containers-storage:` and mounts
 //! to the same tree.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::podman::Podman;
-use common::{require_root, run_layerfs, tree, BIN};
+use testkit::podman::Podman;
+use testkit::{require_root, run_layerfs, tree, BIN};
 
 fn show(o: &Output) -> String {
     format!(
@@ -80,7 +78,7 @@ fn same(expected: &tree::Tree, actual: &tree::Tree, what: &str) {
 
 #[test]
 fn podman_images_in_and_out() {
-    if !require_root("podman_images_in_and_out") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -298,7 +296,7 @@ fn podman_images_in_and_out() {
 
 #[test]
 fn containers_storage_import_mounts_as_podman_does() {
-    if !require_root("containers_storage_import_mounts_as_podman_does") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

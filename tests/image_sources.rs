@@ -2,14 +2,11 @@
 //! gzip, zstd), an OCI archive, a docker archive and podman's store give the same entries;
 //! digests are checked while streaming.
 
-mod common;
-mod imagekit;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use imagekit::{Comp, Podman};
 use layerfs_image::source::{self, Image, Kind, OpenOptions};
+use testkit::imagekit::{Comp, Podman};
 
 /// What a layer holds, comparable across sources: path → (kind, mode, owner, size, link,
 /// content hash, xattrs). Times are left out (archives zero them).
@@ -106,7 +103,7 @@ fn open(s: &str) -> Image {
 fn every_source_kind_yields_the_same_layers() {
     let t = tempfile::tempdir().unwrap();
     let dirs = layer_dirs(t.path());
-    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| testkit::imagekit::tar_dir(d)).collect();
     let history = ["RUN base", "RUN change"];
     let stack = open(&format!(
         "lowerdir={}:{}",
@@ -120,7 +117,7 @@ fn every_source_kind_yields_the_same_layers() {
     assert!(want[1]["/opq/new"].contains("user.k"), "{want:?}");
     for comp in [Comp::None, Comp::Gzip, Comp::Zstd] {
         let dir = t.path().join(format!("oci-{comp:?}"));
-        imagekit::write_oci(&dir, &tars, &history, comp, "v1");
+        testkit::imagekit::write_oci(&dir, &tars, &history, comp, "v1");
         let img = open(&format!("oci:{}:v1", dir.display()));
         assert_eq!(entries(&img), want, "oci {comp:?}");
         assert_eq!(img.layers[1].created_by.as_deref(), Some("RUN change"));
@@ -130,13 +127,13 @@ fn every_source_kind_yields_the_same_layers() {
         assert!(cfg.history[0].empty_layer);
         if comp == Comp::Zstd {
             let file = t.path().join("oci.tar");
-            imagekit::tar_layout(&dir, &file);
+            testkit::imagekit::tar_layout(&dir, &file);
             let img = open(&format!("oci-archive:{}", file.display()));
             assert_eq!(entries(&img), want, "oci-archive");
         }
     }
     let da = t.path().join("docker.tar");
-    imagekit::write_docker_archive(&da, &tars, &history, "localhost/fixture:latest");
+    testkit::imagekit::write_docker_archive(&da, &tars, &history, "localhost/fixture:latest");
     let img = open(&format!("docker-archive:{}:fixture", da.display()));
     assert_eq!(entries(&img), want, "docker-archive");
     assert_eq!(img.layers[0].created_by.as_deref(), Some("RUN base"));
@@ -146,9 +143,9 @@ fn every_source_kind_yields_the_same_layers() {
 fn a_corrupt_blob_is_a_digest_error() {
     let t = tempfile::tempdir().unwrap();
     let dirs = layer_dirs(t.path());
-    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| testkit::imagekit::tar_dir(d)).collect();
     let dir = t.path().join("oci");
-    imagekit::write_oci(&dir, &tars, &["a", "b"], Comp::None, "v1");
+    testkit::imagekit::write_oci(&dir, &tars, &["a", "b"], Comp::None, "v1");
     let img = open(&format!("oci:{}", dir.display()));
     let blob = match &img.layers[0].location {
         source::Location::Blob(b) => b.path.clone(),
@@ -167,19 +164,19 @@ fn a_corrupt_blob_is_a_digest_error() {
 
 #[test]
 fn podman_store_and_its_saves_match_the_layers() {
-    if !common::require_root("podman_store_and_its_saves_match_the_layers") {
+    if !testkit::require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
     let dirs = layer_dirs(t.path());
-    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| testkit::imagekit::tar_dir(d)).collect();
     let want = entries(&open(&format!(
         "lowerdir={}:{}",
         dirs[1].display(),
         dirs[0].display()
     )));
     let da = t.path().join("in.tar");
-    imagekit::write_docker_archive(
+    testkit::imagekit::write_docker_archive(
         &da,
         &tars,
         &["RUN base", "RUN change"],
@@ -220,9 +217,9 @@ fn podman_store_and_its_saves_match_the_layers() {
 fn nested_indexes_pick_this_platform_and_refs_are_checked() {
     let t = tempfile::tempdir().unwrap();
     let dirs = layer_dirs(t.path());
-    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| testkit::imagekit::tar_dir(d)).collect();
     let dir = t.path().join("oci");
-    imagekit::write_oci(&dir, &tars, &["a", "b"], Comp::Gzip, "v1");
+    testkit::imagekit::write_oci(&dir, &tars, &["a", "b"], Comp::Gzip, "v1");
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let manifest = index["manifests"][0].clone();
@@ -244,7 +241,7 @@ fn nested_indexes_pick_this_platform_and_refs_are_checked() {
         ],
     }))
     .unwrap();
-    let d = imagekit::sha256(&inner);
+    let d = testkit::imagekit::sha256(&inner);
     std::fs::write(dir.join("blobs/sha256").join(&d[7..]), &inner).unwrap();
     let top = serde_json::json!({"schemaVersion": 2, "manifests": [{
         "mediaType": "application/vnd.oci.image.index.v1+json", "digest": d, "size": inner.len(),
@@ -262,7 +259,7 @@ fn nested_indexes_pick_this_platform_and_refs_are_checked() {
 }
 
 fn tool(args: &[&str], cache: &Path) -> std::process::Output {
-    std::process::Command::new(common::BIN)
+    std::process::Command::new(testkit::BIN)
         .args(args)
         .env("LAYERFS_CACHE_DIR", cache)
         .output()
@@ -278,10 +275,10 @@ fn which_cat_and_diff_read_tar_layers() {
     let dirs = layer_dirs(t.path());
     std::fs::create_dir_all(dirs[1].join("etc/sub")).unwrap();
     std::fs::write(dirs[1].join("etc/sub/b"), b"replaced").unwrap();
-    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| imagekit::tar_dir(d)).collect();
+    let tars: Vec<Vec<u8>> = dirs.iter().map(|d| testkit::imagekit::tar_dir(d)).collect();
     let (old, new) = (t.path().join("old"), t.path().join("new"));
-    imagekit::write_oci(&old, &tars[..1], &["base"], Comp::Gzip, "v1");
-    imagekit::write_oci(&new, &tars, &["base", "change"], Comp::Zstd, "v1");
+    testkit::imagekit::write_oci(&old, &tars[..1], &["base"], Comp::Gzip, "v1");
+    testkit::imagekit::write_oci(&new, &tars, &["base", "change"], Comp::Zstd, "v1");
     let (old, new) = (
         format!("oci:{}", old.display()),
         format!("oci:{}", new.display()),

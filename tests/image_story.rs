@@ -10,16 +10,14 @@
 //! shared and used one leg at a time): the time goes to apt-get and to unpacking, packing
 //! and compressing the ~120 MB base, which the legs overlap.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use common::debian::{as_user, cache_dir, debian_oci, world_traversable};
-use common::podman::Podman;
-use common::{require_root, run_layerfs};
+use testkit::debian::{as_user, cache_dir, debian_oci, world_traversable};
+use testkit::podman::Podman;
+use testkit::{require_root, run_layerfs};
 
 fn show(o: &Output) -> String {
     format!(
@@ -326,18 +324,18 @@ fn story(leg: &Leg, base: &Path, podman: &Mutex<Podman>) {
 
 #[test]
 fn debian_import_run_commit_inspect_squash_export_podman_run() {
-    if !require_root("debian_import_run_commit_inspect_squash_export_podman_run") {
+    if !require_root() {
         return;
     }
     let t0 = Instant::now();
-    let _fuse = common::DevFuseOpen::new();
+    let _fuse = testkit::DevFuseOpen::new();
     let base = debian_oci();
     let scratch = tempfile::Builder::new()
         .prefix("layerfs-story-podman-")
         .tempdir()
         .unwrap();
     let podman = Mutex::new(Podman::new(scratch.path()));
-    let user = common::test_user();
+    let user = testkit::test_user();
     // Each leg in its own thread, from set-up to clean-up (removing a store of ~300 MB
     // takes seconds under load: the legs overlap that too).
     std::thread::scope(|s| {

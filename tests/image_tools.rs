@@ -5,17 +5,14 @@
 //! added, wasted bytes and merged bytes are computed here from the generator's own model,
 //! and the merged view is also compared with what kernel overlayfs mounts.
 
-mod common;
-mod imagekit;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::spec::{self, Form, Node};
-use common::{require_root, tree, Kernel, BIN};
 use proptest::prelude::*;
 use serde_json::Value;
+use testkit::spec::{self, Form, Node};
+use testkit::{require_root, tree, Kernel, BIN};
 
 /// One visible path in the model: what a reader sees, and where it came from.
 #[derive(Debug, Clone)]
@@ -443,7 +440,7 @@ proptest! {
 
     #[test]
     fn generated_stacks_match_the_model_and_the_kernel(stack in spec::stack()) {
-        if !require_root("generated_stacks_match_the_model_and_the_kernel") {
+        if !require_root() {
             return Ok(());
         }
         check(&stack);
@@ -454,7 +451,7 @@ proptest! {
 /// redirect xattr in the upper: the tools read such an upper as the kernel does.
 #[test]
 fn an_upper_with_redirects_reads_as_the_kernel_shows_it() {
-    if !require_root("an_upper_with_redirects_reads_as_the_kernel_shows_it") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -554,16 +551,19 @@ fn fifty_megabytes_deleted_later_are_wasted_and_fail_ci() {
     std::fs::write(l1.join(".wh.50M.file"), b"").unwrap();
     std::fs::write(one.join("keep"), b"kept").unwrap();
     // As an OCI image too (gzip layers), the way a build would ship it.
-    let tars = vec![imagekit::tar_dir(&l0), imagekit::tar_dir(&l1)];
+    let tars = vec![
+        testkit::imagekit::tar_dir(&l0),
+        testkit::imagekit::tar_dir(&l1),
+    ];
     let oci = t.path().join("oci");
-    imagekit::write_oci(
+    testkit::imagekit::write_oci(
         &oci,
         &tars,
         &[
             "RUN dd if=/dev/zero of=50M.file bs=1M count=50",
             "RUN rm 50M.file",
         ],
-        imagekit::Comp::Gzip,
+        testkit::imagekit::Comp::Gzip,
         "latest",
     );
     for src in [
@@ -616,39 +616,43 @@ fn fifty_megabytes_deleted_later_are_wasted_and_fail_ci() {
 /// the same `inspect --json` numbers.
 #[test]
 fn every_source_kind_gives_the_same_numbers() {
-    if !require_root("every_source_kind_gives_the_same_numbers") {
+    if !require_root() {
         return;
     }
     use proptest::strategy::{Strategy, ValueTree};
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let t = tempfile::tempdir().unwrap();
     let cache = t.path().join("cache");
-    let podman = imagekit::Podman::new(t.path());
+    let podman = testkit::imagekit::Podman::new(t.path());
     for case in 0..3 {
         let stack = spec::stack().new_tree(&mut runner).unwrap().current();
         let base = t.path().join(format!("case{case}"));
         let dirs = spec::write_stack(&base, &stack, Form::Oci);
         let want = numbers(&json(&["inspect", "--json", &lowerdir(&dirs)], &cache));
         assert_eq!(want, model(&stack).1, "case {case}: dirs vs model");
-        let tars: Vec<Vec<u8>> = dirs.iter().rev().map(|d| imagekit::tar_dir(d)).collect();
+        let tars: Vec<Vec<u8>> = dirs
+            .iter()
+            .rev()
+            .map(|d| testkit::imagekit::tar_dir(d))
+            .collect();
         let history: Vec<String> = (0..tars.len()).map(|i| format!("RUN step {i}")).collect();
         let history: Vec<&str> = history.iter().map(String::as_str).collect();
         let mut sources = Vec::new();
         for comp in [
-            imagekit::Comp::None,
-            imagekit::Comp::Gzip,
-            imagekit::Comp::Zstd,
+            testkit::imagekit::Comp::None,
+            testkit::imagekit::Comp::Gzip,
+            testkit::imagekit::Comp::Zstd,
         ] {
             let dir = base.join(format!("oci-{comp:?}"));
-            imagekit::write_oci(&dir, &tars, &history, comp, "v1");
+            testkit::imagekit::write_oci(&dir, &tars, &history, comp, "v1");
             sources.push(format!("oci:{}:v1", dir.display()));
         }
         let archive = base.join("oci.tar");
-        imagekit::tar_layout(&base.join("oci-Gzip"), &archive);
+        testkit::imagekit::tar_layout(&base.join("oci-Gzip"), &archive);
         sources.push(format!("oci-archive:{}", archive.display()));
         let da = base.join("docker.tar");
         let tag = format!("localhost/case{case}:latest");
-        imagekit::write_docker_archive(&da, &tars, &history, &tag);
+        testkit::imagekit::write_docker_archive(&da, &tars, &history, &tag);
         sources.push(format!("docker-archive:{}", da.display()));
         podman.run(&["load", "-q", "-i", da.to_str().unwrap()]);
         let saved_d = base.join("saved-docker.tar");

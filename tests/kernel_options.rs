@@ -2,13 +2,11 @@
 //! of the same directories: `redirect_dir=` and `metacopy=` (each reading the other's
 //! upper).
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::side::{sh, view, write};
-use common::{require_root, Layerfs};
+use testkit::side::{sh, view, write};
+use testkit::{require_root, Layerfs};
 
 /// Renames through a writable mount with `redirect_dir=` `extra`: a directory with lower
 /// content, a new directory, a lower file; each rename's errno (0: done).
@@ -21,7 +19,7 @@ fn renames(kernel: bool, base: &Path, extra: &str) -> Vec<i32> {
     }
     let lower = [base.join("lower")];
     let (_k, _l, mp) = if kernel {
-        let k = common::Kernel::mount_rw_with(&lower, &u, &w, &mp, extra);
+        let k = testkit::Kernel::mount_rw_with(&lower, &u, &w, &mp, extra);
         let mp = k.mp.clone();
         (Some(k), None, mp)
     } else {
@@ -42,7 +40,7 @@ fn renames(kernel: bool, base: &Path, extra: &str) -> Vec<i32> {
 
 #[test]
 fn redirect_dir_off_refuses_renaming_lower_directories_as_the_kernel() {
-    if !require_root("redirect_dir_off_refuses_renaming_lower_directories_as_the_kernel") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -90,7 +88,7 @@ fn metacopy_lowers(b: &Path) -> [PathBuf; 1] {
 
 /// A writable mount of `lower` by the kernel or layerfs with `extra`.
 enum Either {
-    K(common::Kernel),
+    K(testkit::Kernel),
     L(Layerfs),
 }
 
@@ -101,7 +99,7 @@ impl Either {
             std::fs::create_dir_all(d).unwrap();
         }
         if kernel {
-            Either::K(common::Kernel::mount_rw_with(
+            Either::K(testkit::Kernel::mount_rw_with(
                 lower,
                 &u,
                 &w,
@@ -127,7 +125,7 @@ impl Either {
 /// other's upper, and the merged views agree.
 #[test]
 fn metacopy_on_copies_metadata_only_as_the_kernel() {
-    if !require_root("metacopy_on_copies_metadata_only_as_the_kernel") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -176,7 +174,7 @@ fn metacopy_on_copies_metadata_only_as_the_kernel() {
 /// wrote with it.
 #[test]
 fn a_kernel_metacopy_upper_reads_without_the_option() {
-    if !require_root("a_kernel_metacopy_upper_reads_without_the_option") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

@@ -1,7 +1,5 @@
 //! Mount tests: the real binary on a real FUSE mount in a temp dir.
 
-mod common;
-
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
@@ -9,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use common::{mount_type, require_root, run_layerfs, wait_mount, DevFuseOpen, Layerfs, BIN};
+use testkit::{mount_type, require_root, run_layerfs, wait_mount, DevFuseOpen, Layerfs, BIN};
 
 fn two_layers(base: &Path) -> Vec<PathBuf> {
     let (top, bottom) = (base.join("top"), base.join("bottom"));
@@ -27,7 +25,7 @@ fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
 
 #[test]
 fn daemon_exits_zero_only_once_live_and_umount_removes_it() {
-    if !require_root("daemon_exits_zero_only_once_live_and_umount_removes_it") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -49,7 +47,7 @@ fn daemon_exits_zero_only_once_live_and_umount_removes_it() {
 
 #[test]
 fn bad_invocations_fail_with_one_clear_line_and_mount_nothing() {
-    if !require_root("bad_invocations_fail_with_one_clear_line_and_mount_nothing") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -156,7 +154,7 @@ fn bad_invocations_fail_with_one_clear_line_and_mount_nothing() {
 /// from the terminal, land in the file; a failure at mount time goes to stderr and the file.
 #[test]
 fn a_daemonized_mount_logs_to_its_log_file() {
-    if !require_root("a_daemonized_mount_logs_to_its_log_file") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -209,7 +207,7 @@ fn a_daemonized_mount_logs_to_its_log_file() {
 
 #[test]
 fn writes_fail_with_erofs() {
-    if !require_root("writes_fail_with_erofs") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -250,7 +248,7 @@ fn writes_fail_with_erofs() {
 
 #[test]
 fn big_directory_reads_in_many_calls_and_resumes_after_seekdir() {
-    if !require_root("big_directory_reads_in_many_calls_and_resumes_after_seekdir") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -326,7 +324,7 @@ fn big_directory_reads_in_many_calls_and_resumes_after_seekdir() {
 
 #[test]
 fn sparse_files_seek_data_and_holes_and_large_reads_match() {
-    if !require_root("sparse_files_seek_data_and_holes_and_large_reads_match") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -404,7 +402,7 @@ fn succeeds(out: std::process::Output) {
 
 #[test]
 fn sigterm_unmounts_a_foreground_daemon() {
-    if !require_root("sigterm_unmounts_a_foreground_daemon") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -428,7 +426,7 @@ fn sigterm_unmounts_a_foreground_daemon() {
 fn an_exiting_daemon_never_unmounts_the_next_mount_on_its_mountpoint() {
     // The daemon of an externally unmounted mount must not unmount by path on its way out:
     // by then a new mount may sit on the same mountpoint (podman remounts at one path).
-    if !require_root("an_exiting_daemon_never_unmounts_the_next_mount_on_its_mountpoint") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -462,7 +460,7 @@ fn an_exiting_daemon_never_unmounts_the_next_mount_on_its_mountpoint() {
 
 #[test]
 fn podman_style_relative_symlinked_lowers_and_id_mapping() {
-    if !require_root("podman_style_relative_symlinked_lowers_and_id_mapping") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -507,7 +505,7 @@ fn podman_style_relative_symlinked_lowers_and_id_mapping() {
 
 #[test]
 fn rootless_mount_as_an_unprivileged_user() {
-    if !require_root("rootless_mount_as_an_unprivileged_user") {
+    if !require_root() {
         return;
     }
     // `nobody`: fusermount3 wants a passwd entry, and every Debian system has this one.
@@ -578,7 +576,7 @@ fn rootless_mount_as_an_unprivileged_user() {
 /// answers ELOOP for the path leading to it, layerfs refuses at mount time.
 #[test]
 fn overlapping_layers_are_refused_like_the_kernel() {
-    if !require_root("overlapping_layers_are_refused_like_the_kernel") {
+    if !require_root() {
         return;
     }
     let t = tempfile::Builder::new()

@@ -2,15 +2,13 @@
 //! `PROGRAM#SOURCE` form, and the generic mount flags (`nosuid`, `nodev`, `noexec`, `ro`,
 //! `noatime`) honoured as the kernel's flags of the mount.
 
-mod common;
-
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{mount_type, require_root, Layerfs, BIN};
+use testkit::{mount_type, require_root, Layerfs, BIN};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run a command")
@@ -111,7 +109,7 @@ fn setup() -> Setup {
 
 #[test]
 fn mount_t_fuse_layerfs_and_an_fstab_line_mount_and_unmount() {
-    if !require_root("mount_t_fuse_layerfs_and_an_fstab_line_mount_and_unmount") {
+    if !require_root() {
         return;
     }
     let s = setup();
@@ -169,7 +167,7 @@ fn mount_t_fuse_layerfs_and_an_fstab_line_mount_and_unmount() {
 
 #[test]
 fn mount_fuse3_runs_layerfs_in_the_program_hash_source_form() {
-    if !require_root("mount_fuse3_runs_layerfs_in_the_program_hash_source_form") {
+    if !require_root() {
         return;
     }
     let s = setup();
@@ -198,7 +196,7 @@ fn as_nobody(path: &Path) -> Output {
 
 #[test]
 fn generic_flags_nosuid_nodev_noexec_ro_are_the_mounts_flags() {
-    if !require_root("generic_flags_nosuid_nodev_noexec_ro_are_the_mounts_flags") {
+    if !require_root() {
         return;
     }
     let s = setup();

@@ -3,14 +3,12 @@
 //! upper. The mount must show the same view as when those markers sit in a lower layer,
 //! never show a marker, and write only the kernel's forms.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{require_root, tree, Layerfs};
+use testkit::{require_root, tree, Layerfs};
 
 /// Lower: a, b, c, d/f, d2/x, e/y, e/keep. The layer above, in OCI form: deletes a, makes d
 /// opaque with a new g, replaces the directory d2 (`.wh.d2` beside a new d2/z), deletes e/y,
@@ -71,7 +69,7 @@ fn names(root: &Path) -> Vec<String> {
 
 #[test]
 fn oci_markers_in_the_upper_show_the_same_view_as_in_a_lower() {
-    if !require_root("oci_markers_in_the_upper_show_the_same_view_as_in_a_lower") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -127,7 +125,7 @@ fn is_kernel_whiteout(p: &Path) -> bool {
 
 #[test]
 fn writes_over_oci_markers_in_the_upper_leave_the_kernel_form() {
-    if !require_root("writes_over_oci_markers_in_the_upper_leave_the_kernel_form") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -176,7 +174,7 @@ fn writes_over_oci_markers_in_the_upper_leave_the_kernel_form() {
 
 #[test]
 fn every_opaque_form_is_honoured_in_the_upper() {
-    if !require_root("every_opaque_form_is_honoured_in_the_upper") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

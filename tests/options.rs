@@ -4,15 +4,13 @@
 //! refresh, `xattr_permissions=`, chown under the squash options. The options the kernel
 //! has (`redirect_dir=`, `metacopy=`) are compared with it in `kernel_options.rs`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::side::{daemonized, fuse_overlayfs, sh, view, write, Daemonized};
-use common::{require_root, wait_mount, Layerfs, BIN};
+use testkit::side::{daemonized, fuse_overlayfs, sh, view, write, Daemonized};
+use testkit::{require_root, wait_mount, Layerfs, BIN};
 
 /// The two programs compared.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -67,9 +65,9 @@ fn fsyncs(prog: Prog, extra: &str, base: &Path) -> usize {
     }
     write(&base.join("lower/f"), "lower\n");
     let trace = base.join("trace");
-    let program = match prog {
-        Prog::FuseOverlayfs => "fuse-overlayfs",
-        Prog::Layerfs => BIN,
+    let program: &std::ffi::OsStr = match prog {
+        Prog::FuseOverlayfs => "fuse-overlayfs".as_ref(),
+        Prog::Layerfs => BIN.as_ref(),
     };
     let mut child: Child = Command::new("strace")
         .args(["-f", "-qq", "-e", "trace=fsync,fdatasync", "-o"])
@@ -111,7 +109,7 @@ fn fsyncs(prog: Prog, extra: &str, base: &Path) -> usize {
 
 #[test]
 fn fsync_0_skips_every_fsync_as_fuse_overlayfs() {
-    if !require_root("fsync_0_skips_every_fsync_as_fuse_overlayfs") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -157,7 +155,7 @@ fn nobody_reads_after_acl(prog: Prog, extra: &str, base: &Path) -> (bool, bool) 
 
 #[test]
 fn noacl_turns_acls_off_as_fuse_overlayfs() {
-    if !require_root("noacl_turns_acls_off_as_fuse_overlayfs") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -223,7 +221,7 @@ fn on_upper_without_xattrs(prog: Prog, base: &Path) -> [BTreeMap<String, String>
 
 #[test]
 fn upper_without_xattrs_works_as_fuse_overlayfs() {
-    if !require_root("upper_without_xattrs_works_as_fuse_overlayfs") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -262,7 +260,7 @@ fn lowers_for_refresh(base: &Path) -> PathBuf {
 
 #[test]
 fn timeout_and_sigusr1_show_changes_made_in_the_lowers() {
-    if !require_root("timeout_and_sigusr1_show_changes_made_in_the_lowers") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -404,7 +402,7 @@ fn on_force_mask(prog: Prog, base: &Path, extra: &str) -> [Vec<String>; 3] {
 
 #[test]
 fn xattr_permissions_keep_owners_and_modes_in_override_stat() {
-    if !require_root("xattr_permissions_keep_owners_and_modes_in_override_stat") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -485,7 +483,7 @@ fn chown_on_squashing_upper(prog: Prog, base: &Path, extra: &str) -> (bool, Stri
 
 #[test]
 fn chown_under_squash_succeeds_as_fuse_overlayfs() {
-    if !require_root("chown_under_squash_succeeds_as_fuse_overlayfs") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -531,7 +529,7 @@ fn xattr_calls(prog: Prog, base: &Path, extra: &str) -> (bool, bool) {
 
 #[test]
 fn noxattrs_turns_xattrs_off_as_fuse_overlayfs() {
-    if !require_root("noxattrs_turns_xattrs_off_as_fuse_overlayfs") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -571,7 +569,7 @@ fn dir_links(prog: Prog, base: &Path, extra: &str) -> Vec<u64> {
 
 #[test]
 fn static_nlink_shows_directories_with_one_link_as_fuse_overlayfs() {
-    if !require_root("static_nlink_shows_directories_with_one_link_as_fuse_overlayfs") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -621,7 +619,7 @@ fn inode_numbers(mp: &Path) -> BTreeMap<String, u64> {
 
 #[test]
 fn ino32_t_keeps_inode_numbers_below_2_32_unique_and_stable() {
-    if !require_root("ino32_t_keeps_inode_numbers_below_2_32_unique_and_stable") {
+    if !require_root() {
         return;
     }
     // Two layers on two filesystems, so the inode scheme spends its top bits on the

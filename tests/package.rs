@@ -3,14 +3,12 @@
 //! mounts through `mount -t fuse.layerfs` and an /etc/fstab line (removed again in Drop),
 //! `man layerfs` reads the installed page, and `dpkg -r` leaves nothing behind.
 
-mod common;
-
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{mount_type, require_root};
+use testkit::{mount_type, require_root};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -128,9 +126,7 @@ fn findmnt_source(mp: &Path) -> String {
 
 #[test]
 fn the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cleanly() {
-    if !require_root(
-        "the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cleanly",
-    ) {
+    if !require_root() {
         return;
     }
     let lock = fs::File::create("/run/lock/layerfs-test-mount-helper.lock").unwrap();

@@ -2,20 +2,18 @@
 //! and on layerfs over copies of the same layers, every step's outcome compared. Each test
 //! here is a reduced case where layerfs once differed.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::pair::{sh, write, Pair};
-use common::require_root;
+use testkit::pair::{sh, write, Pair};
+use testkit::require_root;
 
 /// Was `../shared/repros/hardlink-removed-name.sh`: after `ln X Y; unlink Y`, xattr calls
 /// and opens of X went to the removed name Y (ENOENT, EPERM over the whiteout there, or the
 /// other file once Y was created again, e.g. a `security.capability` on the wrong binary).
 #[test]
 fn operations_on_a_file_act_on_a_name_it_still_has_after_a_link_is_removed() {
-    if !require_root("operations_on_a_file_act_on_a_name_it_still_has") {
+    if !require_root() {
         return;
     }
     let p = Pair::new(1, |_, d| {
@@ -55,7 +53,7 @@ fn operations_on_a_file_act_on_a_name_it_still_has_after_a_link_is_removed() {
 /// removed name may refuse the link.
 #[test]
 fn a_name_removed_from_a_hard_linked_file_can_be_linked_again_at_once() {
-    if !require_root("a_name_removed_from_a_hard_linked_file_can_be_linked_again") {
+    if !require_root() {
         return;
     }
     let p = Pair::new(1, |_, d| write(d, "lower-file", "l\n"));
@@ -72,7 +70,7 @@ fn a_name_removed_from_a_hard_linked_file_can_be_linked_again_at_once() {
 /// order. (Within one mount both names still share one node: SEMANTICS.)
 #[test]
 fn after_a_remount_a_copied_up_name_of_a_lower_hard_link_shows_its_own_content() {
-    if !require_root("after_a_remount_a_copied_up_name_of_a_lower_hard_link") {
+    if !require_root() {
         return;
     }
     let mut p = Pair::new(1, |_, d| {
@@ -102,7 +100,7 @@ const TREE: &str =
 /// directory shows empty.
 #[test]
 fn directories_renamed_in_an_earlier_upper_keep_their_contents_when_it_is_stacked() {
-    if !require_root("directories_renamed_in_an_earlier_upper_keep_their_contents") {
+    if !require_root() {
         return;
     }
     let mut p = Pair::new(1, |_, d| {
@@ -133,7 +131,7 @@ fn directories_renamed_in_an_earlier_upper_keep_their_contents_when_it_is_stacke
 /// reads them.
 #[test]
 fn redirects_in_lower_layers_are_followed_as_the_kernel_follows_them() {
-    if !require_root("redirects_in_lower_layers_are_followed") {
+    if !require_root() {
         return;
     }
     let p = Pair::new(3, |i, d| match i {
@@ -205,7 +203,7 @@ const SAVE_INOS: &str =
 /// filesystem, and with the uppers on another filesystem than the first lower.
 #[test]
 fn inode_numbers_survive_link_and_rename_in_stacks_of_earlier_uppers() {
-    if !require_root("inode_numbers_survive_link_and_rename_in_stacks_of_earlier_uppers") {
+    if !require_root() {
         return;
     }
     for tmpfs_upper in [false, true] {
@@ -256,7 +254,7 @@ fn inode_numbers_in_stacks_of_earlier_uppers(tmpfs_upper: bool) {
 /// since opendir (and without the ones removed since).
 #[test]
 fn rewinddir_shows_names_added_since_opendir() {
-    if !require_root("rewinddir_shows_names_added_since_opendir") {
+    if !require_root() {
         return;
     }
     let p = Pair::new(1, |_, d| {
@@ -282,7 +280,7 @@ fn rewinddir_shows_names_added_since_opendir() {
 /// creator asked for cutting the mask; set-gid directories pass on their group and set-gid.
 #[test]
 fn posix_acls_and_set_gid_follow_the_kernel() {
-    if !require_root("posix_acls_and_set_gid_follow_the_kernel") {
+    if !require_root() {
         return;
     }
     let p = Pair::new(1, |_, d| {
@@ -432,7 +430,7 @@ fn special_calls(root: &Path) -> Vec<String> {
 /// over an upper filesystem without reflink (ext4 in CI).
 #[test]
 fn special_file_calls_answer_as_the_kernel_or_as_pinned() {
-    if !require_root("special_file_calls_answer_as_the_kernel_or_as_pinned") {
+    if !require_root() {
         return;
     }
     let p = Pair::new(1, |_, d| {
@@ -473,7 +471,7 @@ for d in sys.argv[1:]:
 /// it, a listing shows the names and numbers the kernel's overlayfs shows.
 #[test]
 fn listings_stay_right_after_every_kind_of_change() {
-    if !require_root("listings_stay_right_after_every_kind_of_change") {
+    if !require_root() {
         return;
     }
     let p = Pair::new(2, |i, d| {
@@ -510,7 +508,7 @@ fn listings_stay_right_after_every_kind_of_change() {
 /// cached anywhere: the kernel asks from that offset at once) where the first one was.
 #[test]
 fn seekdir_in_a_new_process_resumes_a_merged_listing() {
-    if !require_root("seekdir_in_a_new_process_resumes_a_merged_listing") {
+    if !require_root() {
         return;
     }
     let mut p = Pair::new(1, |_, d| {

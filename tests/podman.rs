@@ -6,13 +6,11 @@
 //! whose deletions podman applies as `.wh.` files in the layer it then mounts as the upper,
 //! and nothing left mounted or running afterwards.
 
-mod common;
-
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{eventually, require_root, BIN};
+use testkit::{eventually, require_root, BIN};
 
 /// One podman setup: its own configuration, storage and copy of layerfs, as root or as the
 /// unprivileged test user.
@@ -242,7 +240,7 @@ fn assert_changes(diff: &str) {
 
 #[test]
 fn podman_runs_commits_and_mounts_images_on_layerfs_as_root() {
-    if !require_root("podman_runs_commits_and_mounts_images_on_layerfs_as_root") {
+    if !require_root() {
         return;
     }
     let p = Podman::new(None);
@@ -278,7 +276,7 @@ fn podman_runs_commits_and_mounts_images_on_layerfs_as_root() {
     // podman image mount: served by layerfs (type fuse.layerfs), read-only.
     let merged = PathBuf::from(p.ok(&["image", "mount", "lfs-next"]).trim());
     assert_eq!(
-        common::mount_type(&merged).as_deref(),
+        testkit::mount_type(&merged).as_deref(),
         Some("fuse.layerfs"),
         "podman's mount is not a layerfs mount"
     );
@@ -299,11 +297,11 @@ fn podman_runs_commits_and_mounts_images_on_layerfs_as_root() {
 
 #[test]
 fn rootless_podman_with_keep_id_shows_and_stores_the_right_owners() {
-    if !require_root("rootless_podman_with_keep_id_shows_and_stores_the_right_owners") {
+    if !require_root() {
         return;
     }
-    let _fuse = common::DevFuseOpen::new();
-    let (uid, gid) = common::test_user();
+    let _fuse = testkit::DevFuseOpen::new();
+    let (uid, gid) = testkit::test_user();
     let p = Podman::new(Some((uid, gid)));
     p.ok(&["import", "-q", "rootfs.tar", "lfs-base"]);
     let o = p.run(&["run", "--rm", "lfs-base", "sh", "-c", "exit 5"]);
@@ -379,7 +377,7 @@ fn rootless_podman_with_keep_id_shows_and_stores_the_right_owners() {
 /// container sees the image's owners and modes and its own changes, also in a second run.
 #[test]
 fn podman_with_force_mask_shows_the_images_owners_and_modes() {
-    if !require_root("podman_with_force_mask_shows_the_images_owners_and_modes") {
+    if !require_root() {
         return;
     }
     let p = Podman::with_overlay_options(None, "force_mask = \"0700\"\n");

@@ -2,17 +2,15 @@
 //! (passthrough, handle-less cached READs, open handles): offsets and lengths anywhere,
 //! across page and request boundaries and past the end of the file.
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 
-use common::{require_root, Layerfs};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
+use testkit::{require_root, Layerfs};
 
 #[test]
 fn random_preads_match_the_layer_file_in_every_file_mode() {
-    if !require_root("random_preads_match_the_layer_file_in_every_file_mode") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

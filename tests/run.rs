@@ -1,12 +1,10 @@
 //! `layerfs run` on a busybox-static root: namespaces, mounts, pid 1, exit statuses and
 //! cleanup, as root and rootless (from an unprivileged user).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{eventually, require_root, BIN};
+use testkit::{eventually, require_root, BIN};
 
 /// The tests check that no run leaves anything behind, so they must not overlap.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -42,14 +40,12 @@ fn busybox_root(base: &Path) -> PathBuf {
 }
 
 /// Root check, serialisation and a fresh busybox root; `None` when the test must skip.
-fn setup(
-    test: &str,
-) -> Option<(
+fn setup() -> Option<(
     std::sync::MutexGuard<'static, ()>,
     tempfile::TempDir,
     PathBuf,
 )> {
-    if !require_root(test) {
+    if !require_root() {
         return None;
     }
     let serial = serial();
@@ -94,7 +90,7 @@ fn assert_nothing_left() {
 
 #[test]
 fn a_command_runs_as_root_in_its_own_namespaces() {
-    let Some((_serial, _t, root)) = setup("a_command_runs_as_root_in_its_own_namespaces") else {
+    let Some((_serial, _t, root)) = setup() else {
         return;
     };
     let o = run(&root, &["--hostname", "box"], &["sh", "-c", "hostname; id -u; ls /proc | grep -c '^[0-9]'; ls /dev/null /dev/pts/ptmx /dev/shm >/dev/null && echo devs; exit 3"]);
@@ -119,7 +115,7 @@ fn a_command_runs_as_root_in_its_own_namespaces() {
 
 #[test]
 fn exit_statuses_follow_podman() {
-    let Some((_serial, t, root)) = setup("exit_statuses_follow_podman") else {
+    let Some((_serial, t, root)) = setup() else {
         return;
     };
     assert_eq!(
@@ -145,8 +141,7 @@ fn exit_statuses_follow_podman() {
 
 #[test]
 fn pid_1_reaps_orphans_and_the_environment_is_clean() {
-    let Some((_serial, _t, root)) = setup("pid_1_reaps_orphans_and_the_environment_is_clean")
-    else {
+    let Some((_serial, _t, root)) = setup() else {
         return;
     };
     // The inner shell exits at once; its sleep is orphaned to pid 1, which must reap it.
@@ -180,9 +175,7 @@ fn pid_1_reaps_orphans_and_the_environment_is_clean() {
 
 #[test]
 fn signals_reach_the_command_and_a_killed_runtime_leaves_nothing() {
-    let Some((_serial, _t, root)) =
-        setup("signals_reach_the_command_and_a_killed_runtime_leaves_nothing")
-    else {
+    let Some((_serial, _t, root)) = setup() else {
         return;
     };
     let cases = [
@@ -235,9 +228,7 @@ fn signals_reach_the_command_and_a_killed_runtime_leaves_nothing() {
 
 #[test]
 fn network_none_and_a_hostile_image_cannot_redirect_mounts() {
-    let Some((_serial, _t, root)) =
-        setup("network_none_and_a_hostile_image_cannot_redirect_mounts")
-    else {
+    let Some((_serial, _t, root)) = setup() else {
         return;
     };
     let o = run(&root, &["--net", "none"], &["cat", "/proc/net/dev"]);
@@ -268,7 +259,7 @@ fn network_none_and_a_hostile_image_cannot_redirect_mounts() {
 
 #[test]
 fn user_binds_and_the_default_capability_set() {
-    let Some((_serial, t, root)) = setup("user_binds_and_the_default_capability_set") else {
+    let Some((_serial, t, root)) = setup() else {
         return;
     };
     let data = t.path().join("data");
@@ -352,8 +343,7 @@ fn wait_pane(session: &str, text: &str) {
 
 #[test]
 fn an_interactive_shell_on_a_terminal_survives_ctrl_c() {
-    let Some((_serial, t, root)) = setup("an_interactive_shell_on_a_terminal_survives_ctrl_c")
-    else {
+    let Some((_serial, t, root)) = setup() else {
         return;
     };
     let session = format!("layerfs-test-{}", std::process::id());
@@ -433,11 +423,11 @@ fn readable_by_all(p: &Path) {
 
 #[test]
 fn rootless_runs_map_the_subordinate_range_or_fall_back_to_one_id() {
-    if !require_root("rootless_runs_map_the_subordinate_range_or_fall_back_to_one_id") {
+    if !require_root() {
         return;
     }
     let _serial = serial();
-    let _fuse = common::DevFuseOpen::new();
+    let _fuse = testkit::DevFuseOpen::new();
     let t = tempfile::tempdir().unwrap();
     readable_by_all(t.path());
     let root = busybox_root(t.path());
@@ -445,7 +435,7 @@ fn rootless_runs_map_the_subordinate_range_or_fall_back_to_one_id() {
     let script = "id -u; cat /proc/self/uid_map | wc -l; echo scratch > /tmp/x && cat /tmp/x; ls /proc | grep -c '^[0-9]'; exit 6";
 
     // A user with /etc/subuid and /etc/subgid ranges: uid 0 inside, the full range mapped.
-    let (uid, gid) = common::test_user();
+    let (uid, gid) = testkit::test_user();
     let o = run_as(
         uid,
         gid,
@@ -513,12 +503,12 @@ fn rootless_runs_map_the_subordinate_range_or_fall_back_to_one_id() {
 
 #[test]
 fn rootless_without_dev_fuse_access_says_what_to_do() {
-    let Some((_serial, t, root)) = setup("rootless_without_dev_fuse_access_says_what_to_do") else {
+    let Some((_serial, t, root)) = setup() else {
         return;
     };
     readable_by_all(t.path());
     // Not accessible to others, whatever this machine's default.
-    let _fuse = common::DevFuseOpen::with_mode(0o600);
+    let _fuse = testkit::DevFuseOpen::with_mode(0o600);
     let o = run_as(
         65534,
         65534,
@@ -541,9 +531,7 @@ fn rootless_without_dev_fuse_access_says_what_to_do() {
 
 #[test]
 fn writes_land_in_the_upper_and_the_ephemeral_upper_goes_away() {
-    let Some((_serial, t, lower)) =
-        setup("writes_land_in_the_upper_and_the_ephemeral_upper_goes_away")
-    else {
+    let Some((_serial, t, lower)) = setup() else {
         return;
     };
     let before = std::fs::read_dir(lower.join("bin")).unwrap().count();
@@ -600,7 +588,7 @@ const BARE_SCRIPT: &str = "ls -d /proc /dev /sys /tmp /etc/resolv.conf /etc/host
 /// with `-o ro` the root is read-only once they exist.
 #[test]
 fn a_root_with_only_bin_gets_its_mount_points_in_the_upper() {
-    if !require_root("a_root_with_only_bin_gets_its_mount_points_in_the_upper") {
+    if !require_root() {
         return;
     }
     let _serial = serial();
@@ -667,8 +655,8 @@ fn a_root_with_only_bin_gets_its_mount_points_in_the_upper() {
     assert_eq!(stdout(&o).lines().last(), Some("refused"), "{o:?}");
 
     // Rootless, from a user with a subordinate range.
-    let _fuse = common::DevFuseOpen::new();
-    let (uid, gid) = common::test_user();
+    let _fuse = testkit::DevFuseOpen::new();
+    let (uid, gid) = testkit::test_user();
     let opt = format!("lowerdir={}", root.display());
     let o = run_as(
         uid,
@@ -696,9 +684,7 @@ fn a_root_with_only_bin_gets_its_mount_points_in_the_upper() {
 /// `--umask` sets another.
 #[test]
 fn the_command_starts_with_umask_0022_unless_told_otherwise() {
-    let Some((_serial, t, lower)) =
-        setup("the_command_starts_with_umask_0022_unless_told_otherwise")
-    else {
+    let Some((_serial, t, lower)) = setup() else {
         return;
     };
     let (u, w) = (t.path().join("upper"), t.path().join("work"));

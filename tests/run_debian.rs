@@ -5,16 +5,14 @@
 //! The base is downloaded once and cached in /var/tmp (`LAYERFS_TEST_CACHE`); the test needs
 //! the Debian mirror named in the host's apt sources (or `LAYERFS_DEBIAN_MIRROR`).
 
-mod common;
-
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::debian::{cache_dir, debian_base, world_traversable};
-use common::{require_root, BIN};
+use testkit::debian::{cache_dir, debian_base, world_traversable};
+use testkit::{require_root, BIN};
 
 /// Host id for image id `id` under the rootless map: 0 -> the user, n -> start + n - 1.
 fn shift(id: u32, own: u32, start: u32) -> u32 {
@@ -126,11 +124,11 @@ fn show(o: &Output) -> String {
 
 #[test]
 fn rootless_apt_get_install_then_the_upper_as_a_new_layer() {
-    if !require_root("rootless_apt_get_install_then_the_upper_as_a_new_layer") {
+    if !require_root() {
         return;
     }
-    let _fuse = common::DevFuseOpen::new();
-    let (uid, gid) = common::test_user();
+    let _fuse = testkit::DevFuseOpen::new();
+    let (uid, gid) = testkit::test_user();
     let base = base_for(uid, gid);
     assert!(!base.join("usr/bin/hello").exists());
 

@@ -3,21 +3,19 @@
 //! thread's own file ends with exactly what it wrote, and afterwards the upper means the
 //! same thing to kernel overlayfs as the mount showed.
 
-mod common;
-
 use std::fs;
 
-use common::ops::{self, Outcome};
-use common::{require_root, tree, Kernel, Layerfs};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use testkit::ops::{self, Outcome};
+use testkit::{require_root, tree, Kernel, Layerfs};
 
 const THREADS: usize = 4;
 const OPS: usize = 400;
 
 #[test]
 fn threads_doing_random_operations_on_shared_and_own_files() {
-    if !require_root("threads_doing_random_operations_on_shared_and_own_files") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

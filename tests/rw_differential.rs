@@ -12,15 +12,13 @@
 //! lowers holding redirects, origin records, opaque directories and whiteouts written by
 //! each implementation. Inode numbers must survive each remount where the kernel's do.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::ops::{self, Op, Outcome};
-use common::spec::{self, Form};
-use common::tree;
-use common::{require_root, Kernel, Layerfs};
 use proptest::prelude::*;
+use testkit::ops::{self, Op, Outcome};
+use testkit::spec::{self, Form};
+use testkit::tree;
+use testkit::{require_root, Kernel, Layerfs};
 
 fn cases() -> u32 {
     env_cases("LAYERFS_RW_CASES", 40)
@@ -116,21 +114,22 @@ fn break_hard_links(root: &Path) {
 }
 
 /// A live mount of either kind; held for its Drop (the unmount).
-#[allow(dead_code)]
 enum Mounted {
-    Kernel(Kernel),
+    Kernel { _unmounted_on_drop: Kernel },
     Layerfs(Layerfs),
 }
 
 fn mount(s: &Side, kernel: bool) -> Mounted {
     if kernel {
-        Mounted::Kernel(Kernel::mount_rw_with(
-            &s.lowers,
-            &s.upper,
-            &s.work,
-            &s.mp,
-            KERNEL_OPTS,
-        ))
+        Mounted::Kernel {
+            _unmounted_on_drop: Kernel::mount_rw_with(
+                &s.lowers,
+                &s.upper,
+                &s.work,
+                &s.mp,
+                KERNEL_OPTS,
+            ),
+        }
     } else {
         Mounted::Layerfs(Layerfs::mount_rw(&s.lowers, &s.upper, &s.work, &s.mp))
     }
@@ -271,7 +270,7 @@ proptest! {
         stack in spec::stack(),
         program in prop::collection::vec(ops::op_with_acls(), 1..40),
     ) {
-        if !require_root("random_operations_match_kernel_overlayfs") {
+        if !require_root() {
             return Ok(());
         }
         run_case(&stack, &[program]);
@@ -287,7 +286,7 @@ proptest! {
         stack in spec::stack(),
         programs in prop::collection::vec(prop::collection::vec(ops::op_with_acls(), 60..300), 2..=3),
     ) {
-        if !require_root("long_programs_over_stacked_uppers_match_kernel_overlayfs") {
+        if !require_root() {
             return Ok(());
         }
         run_case(&stack, &programs);

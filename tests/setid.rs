@@ -4,15 +4,13 @@
 //! Each change is made by an unprivileged user and by root, on a file of a lower layer and
 //! on one made in the upper. Also the round trips this saves.
 
-mod common;
-
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::{require_root, test_user, Kernel, Layerfs};
+use testkit::{require_root, test_user, Kernel, Layerfs};
 
 /// A change to a file, made through one of the mounts.
 #[derive(Debug, Clone, Copy)]
@@ -148,7 +146,7 @@ fn prepare(path: &Path, (mode, cap): (u32, bool)) {
 
 #[test]
 fn set_id_bits_and_capabilities_go_as_with_kernel_overlayfs() {
-    if !require_root("set_id_bits_and_capabilities_go_as_with_kernel_overlayfs") {
+    if !require_root() {
         return;
     }
     let user = test_user();
@@ -291,7 +289,7 @@ fn session(chown: bool) -> std::collections::BTreeMap<String, u64> {
 
 #[test]
 fn writes_do_not_ask_for_capabilities_and_chown_does_not_ask_for_attributes() {
-    if !require_root("writes_do_not_ask_for_capabilities_and_chown_does_not_ask_for_attributes") {
+    if !require_root() {
         return;
     }
     let (plain, chown) = (session(false), session(true));

@@ -3,14 +3,11 @@
 //! `--store` (root) or the user's default (rootless, where the layers hold files of
 //! subordinate ids in 0700 directories); an unknown name names the store's images.
 
-mod common;
-mod imagekit;
-
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{require_root, run_layerfs, BIN};
+use testkit::{require_root, run_layerfs, BIN};
 
 fn show(o: &Output) -> String {
     format!(
@@ -47,9 +44,18 @@ fn fixture(dir: &Path) -> String {
     std::fs::create_dir_all(top.join("etc")).unwrap();
     std::fs::write(top.join("etc/hostname"), "top\n").unwrap();
     std::fs::write(top.join(".wh.gone"), "").unwrap();
-    let tars = vec![imagekit::tar_dir(&base), imagekit::tar_dir(&top)];
+    let tars = vec![
+        testkit::imagekit::tar_dir(&base),
+        testkit::imagekit::tar_dir(&top),
+    ];
     let layout = dir.join("oci");
-    imagekit::write_oci(&layout, &tars, &["BASE", "TOP"], imagekit::Comp::Gzip, "t");
+    testkit::imagekit::write_oci(
+        &layout,
+        &tars,
+        &["BASE", "TOP"],
+        testkit::imagekit::Comp::Gzip,
+        "t",
+    );
     format!("oci:{}:t", layout.display())
 }
 
@@ -98,7 +104,7 @@ fn every_tool(run: &dyn Fn(&[&str]) -> Output, name: &str, src: &str, src_to_sto
 
 #[test]
 fn store_names_in_every_tool_as_root() {
-    if !require_root("store_names_in_every_tool_as_root") {
+    if !require_root() {
         return;
     }
     let t = tempfile::Builder::new()
@@ -177,10 +183,10 @@ fn store_names_in_every_tool_as_root() {
 
 #[test]
 fn store_names_in_every_tool_rootless() {
-    if !require_root("store_names_in_every_tool_rootless") {
+    if !require_root() {
         return;
     }
-    let (uid, gid) = common::test_user();
+    let (uid, gid) = testkit::test_user();
     let home = tempfile::Builder::new()
         .prefix("layerfs-i17b-rootless-")
         .tempdir()

@@ -3,12 +3,10 @@
 //! (never its bytes: not through passthrough, the cache, or a copy-up), logging the layer
 //! and the path, while the layer's other files read as before.
 
-mod common;
-
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use common::{ok, require_root, run_layerfs, sha, Layerfs};
+use testkit::{ok, require_root, run_layerfs, sha, Layerfs};
 
 fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -52,7 +50,7 @@ fn layout(dir: &Path, layers: &[Vec<u8>]) {
 
 #[test]
 fn a_flipped_byte_is_reported_by_verify_and_refused_by_a_verify_mount() {
-    if !require_root("a_flipped_byte_is_reported_by_verify_and_refused_by_a_verify_mount") {
+    if !require_root() {
         return;
     }
     let t = tempfile::Builder::new()
@@ -139,7 +137,7 @@ fn a_flipped_byte_is_reported_by_verify_and_refused_by_a_verify_mount() {
         assert_eq!(std::fs::read(m.path("etc/top")).unwrap(), b"top layer\n");
         // The log names the layer and the path (its reader thread may lag the reply).
         let layer = base_dir.display().to_string();
-        common::eventually(
+        testkit::eventually(
             &format!("{file_io}: a log line naming {layer} and etc/data"),
             || {
                 m.errors_logged()

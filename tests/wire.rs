@@ -3,22 +3,20 @@
 //! stay apart after one is copied up), `O_TMPFILE`, and the kernel's kill-suid marks
 //! deciding set-id bits where the daemon cannot see the caller.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::pair::{write, Pair};
-use common::{require_root, Kernel, Layerfs};
+use testkit::pair::{write, Pair};
+use testkit::{require_root, Kernel, Layerfs};
 
 /// A lower file with names in two directories: after one name is copied up (written,
 /// chmodded, linked) the others still show the lower file (content, link count, number)
 /// within the same mount, and the copy its own; looked up before and after, listed too.
 #[test]
 fn the_names_of_a_lower_hard_link_stay_apart_after_one_is_copied_up() {
-    if !require_root("the_names_of_a_lower_hard_link_stay_apart_after_one_is_copied_up") {
+    if !require_root() {
         return;
     }
     let p = Pair::new(1, |_, d| {
@@ -55,7 +53,7 @@ fn the_names_of_a_lower_hard_link_stay_apart_after_one_is_copied_up() {
 /// unlinkable; a directory that is not one refuses.
 #[test]
 fn o_tmpfile_works_as_on_the_kernel_overlay() {
-    if !require_root("o_tmpfile_works_as_on_the_kernel_overlay") {
+    if !require_root() {
         return;
     }
     let p = Pair::new(1, |_, d| {
@@ -108,7 +106,7 @@ EOF"#;
 /// dropped the bits; it now follows the kernel's marks.
 #[test]
 fn set_id_bits_follow_the_kernel_when_the_daemon_cannot_see_the_caller() {
-    if !require_root("set_id_bits_follow_the_kernel_when_the_daemon_cannot_see_the_caller") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();

@@ -1,8 +1,6 @@
 //! Writable mounts through a real FUSE mount: copy-up keeps what it must, open files see
 //! the truth, whiteouts and opaque directories are the kernel's, bad conditions are handled.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
@@ -12,8 +10,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::spec::setxattr;
-use common::{require_root, run_layerfs, Layerfs};
+use testkit::spec::setxattr;
+use testkit::{require_root, run_layerfs, Layerfs};
 
 /// One lower layer, an upper, a workdir and a layerfs mount of them.
 struct Rw {
@@ -73,7 +71,7 @@ fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn copy_up_keeps_mode_owner_times_xattrs_holes_and_inode_number() {
-    if !require_root("copy_up_keeps_mode_owner_times_xattrs_holes_and_inode_number") {
+    if !require_root() {
         return;
     }
     let mut rw = Rw::new(|l| {
@@ -144,7 +142,7 @@ impl AtEnd for fs::File {
 
 #[test]
 fn read_only_fd_taken_before_copy_up_sees_later_writes() {
-    if !require_root("read_only_fd_taken_before_copy_up_sees_later_writes") {
+    if !require_root() {
         return;
     }
     let rw = Rw::new(|l| fs::write(l.join("f"), b"old").unwrap());
@@ -165,7 +163,7 @@ fn read_only_fd_taken_before_copy_up_sees_later_writes() {
 
 #[test]
 fn a_copy_up_is_never_seen_with_stale_attributes() {
-    if !require_root("a_copy_up_is_never_seen_with_stale_attributes") {
+    if !require_root() {
         return;
     }
     let rw = Rw::new(|l| {
@@ -210,7 +208,7 @@ fn a_copy_up_is_never_seen_with_stale_attributes() {
 
 #[test]
 fn concurrent_write_opens_copy_up_once() {
-    if !require_root("concurrent_write_opens_copy_up_once") {
+    if !require_root() {
         return;
     }
     let rw = Rw::new(|l| fs::write(l.join("f"), b"base\n").unwrap());
@@ -235,7 +233,7 @@ fn concurrent_write_opens_copy_up_once() {
 
 #[test]
 fn deleted_lower_dir_stays_deleted_after_rm_rf_and_mkdir_at_the_root() {
-    if !require_root("deleted_lower_dir_stays_deleted_after_rm_rf_and_mkdir_at_the_root") {
+    if !require_root() {
         return;
     }
     let mut rw = Rw::new(|l| {
@@ -261,7 +259,7 @@ fn deleted_lower_dir_stays_deleted_after_rm_rf_and_mkdir_at_the_root() {
 
 #[test]
 fn whiteouts_are_character_devices_even_for_255_byte_names() {
-    if !require_root("whiteouts_are_character_devices_even_for_255_byte_names") {
+    if !require_root() {
         return;
     }
     let long = "n".repeat(255);
@@ -289,7 +287,7 @@ fn whiteouts_are_character_devices_even_for_255_byte_names() {
 
 #[test]
 fn special_files_shared_mmap_locks_and_ranges() {
-    if !require_root("special_files_shared_mmap_locks_and_ranges") {
+    if !require_root() {
         return;
     }
     let rw = Rw::new(|l| fs::write(l.join("f"), vec![b'a'; 8192]).unwrap());
@@ -390,7 +388,7 @@ impl Drop for SmallTmpfs {
 
 #[test]
 fn full_upper_gives_enospc_leaves_nothing_partial_and_recovers() {
-    if !require_root("full_upper_gives_enospc_leaves_nothing_partial_and_recovers") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -436,7 +434,7 @@ fn full_upper_gives_enospc_leaves_nothing_partial_and_recovers() {
 
 #[test]
 fn bad_upper_setups_are_refused_with_one_clear_line() {
-    if !require_root("bad_upper_setups_are_refused_with_one_clear_line") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -468,7 +466,7 @@ fn bad_upper_setups_are_refused_with_one_clear_line() {
         assert!(!out.status.success(), "{opts}: accepted");
         assert!(err.contains(want), "{opts}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{opts}: {err}");
-        assert!(common::mount_type(&fs::canonicalize(&mp).unwrap()).is_none());
+        assert!(testkit::mount_type(&fs::canonicalize(&mp).unwrap()).is_none());
     }
 }
 
@@ -478,7 +476,7 @@ fn bad_upper_setups_are_refused_with_one_clear_line() {
 /// then died of SIGSEGV and let the truncation through).
 #[test]
 fn a_running_program_is_never_truncated() {
-    if !require_root("a_running_program_is_never_truncated") {
+    if !require_root() {
         return;
     }
     let sleep = fs::read("/bin/sleep").unwrap();
@@ -604,7 +602,7 @@ fn attribute_changes_on_removed_entries(mp: &Path) -> Vec<(String, Vec<i64>)> {
 
 #[test]
 fn attributes_of_removed_entries_held_open_change_as_on_the_kernel() {
-    if !require_root("attributes_of_removed_entries_held_open_change_as_on_the_kernel") {
+    if !require_root() {
         return;
     }
     let fill = |l: &Path| fs::write(l.join("lower"), "lower").unwrap();
@@ -619,7 +617,7 @@ fn attributes_of_removed_entries_held_open_change_as_on_the_kernel() {
         fs::create_dir(d).unwrap();
     }
     fill(&dirs[0]);
-    let k = common::Kernel::mount_rw(&dirs[..1], &dirs[1], &dirs[2], &dirs[3]);
+    let k = testkit::Kernel::mount_rw(&dirs[..1], &dirs[1], &dirs[2], &dirs[3]);
     let mut kernel = attribute_changes_on_removed_entries(&k.mp);
     // A removed lower file cannot be copied up any more: the kernel fails with EEXIST (the
     // whiteout now at its name is in the way), layerfs with ENOENT; nothing changes on both.
@@ -646,7 +644,7 @@ fn attributes_of_removed_entries_held_open_change_as_on_the_kernel() {
 /// when it mounts the upper.
 #[test]
 fn a_directory_rename_beyond_the_kernels_redirect_limit_is_read_by_the_kernel() {
-    if !require_root("a_directory_rename_beyond_the_kernels_redirect_limit_is_read_by_the_kernel") {
+    if !require_root() {
         return;
     }
     let long = "x".repeat(251);
@@ -663,7 +661,7 @@ fn a_directory_rename_beyond_the_kernels_redirect_limit_is_read_by_the_kernel() 
     rw.m = None;
     let kw = rw.t.path().join("kw");
     fs::create_dir(&kw).unwrap();
-    let k = common::Kernel::mount_rw_with(
+    let k = testkit::Kernel::mount_rw_with(
         std::slice::from_ref(&rw.lower),
         &rw.upper,
         &kw,
@@ -680,7 +678,7 @@ fn a_directory_rename_beyond_the_kernels_redirect_limit_is_read_by_the_kernel() 
 /// once against one that runs it twice, over lower-only and merged directories.
 #[test]
 fn a_warm_find_sends_no_directory_requests() {
-    if !require_root("a_warm_find_sends_no_directory_requests") {
+    if !require_root() {
         return;
     }
     let mut rw = Rw::new(|l| {
@@ -698,7 +696,7 @@ fn a_warm_find_sends_no_directory_requests() {
     }
     let walk = |rw: &Rw, times: usize, counts: &Path| -> BTreeMap<String, u64> {
         let mp = rw.t.path().join("m");
-        let m = common::Layerfs::mount_rw_counted(
+        let m = testkit::Layerfs::mount_rw_counted(
             std::slice::from_ref(&rw.lower),
             &rw.upper,
             &rw.work,
@@ -712,7 +710,7 @@ fn a_warm_find_sends_no_directory_requests() {
             assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 251);
         }
         drop(m);
-        common::request_counts(counts)
+        testkit::request_counts(counts)
     };
     rw.m = None;
     let counts = rw.t.path().join("counts");
@@ -735,7 +733,7 @@ fn a_warm_find_sends_no_directory_requests() {
 /// invalidated after every copy-up, and the next lookup's permission check asked again).
 #[test]
 fn a_copy_up_keeps_its_parents_times_and_costs_no_getattr_of_it() {
-    if !require_root("a_copy_up_keeps_its_parents_times_and_costs_no_getattr_of_it") {
+    if !require_root() {
         return;
     }
     let mut rw = Rw::new(|l| {
@@ -750,7 +748,7 @@ fn a_copy_up_keeps_its_parents_times_and_costs_no_getattr_of_it() {
     let lower_mtime = mtime(&fs::metadata(rw.lower.join("d")).unwrap());
     let mp = rw.t.path().join("m");
     let counts = rw.t.path().join("counts");
-    let m = common::Layerfs::mount_rw_counted(
+    let m = testkit::Layerfs::mount_rw_counted(
         std::slice::from_ref(&rw.lower),
         &rw.upper,
         &rw.work,
@@ -766,7 +764,7 @@ fn a_copy_up_keeps_its_parents_times_and_costs_no_getattr_of_it() {
     assert!(st.success());
     let shown = fs::metadata(m.mp.join("d")).unwrap();
     drop(m);
-    let c = common::request_counts(&counts);
+    let c = testkit::request_counts(&counts);
     assert_eq!(c.get("setattr").copied(), Some(31), "{c:?}");
     // At most the mount root's and the directory's first ones.
     assert!(c.get("getattr").copied().unwrap_or(0) <= 2, "{c:?}");

@@ -1,7 +1,6 @@
 //! Image fixtures for the layer-tool tests: layer tars written from directories (OCI
 //! `.wh.` form, pax xattrs, hard links), OCI layouts (tar / gzip / zstd), OCI archives,
 //! docker archives, and a podman store built with podman itself.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -49,7 +48,7 @@ pub fn tar_dir(dir: &Path) -> Vec<u8> {
             let r = rel.join(&n);
             let p = root.join(&r);
             let md = std::fs::symlink_metadata(&p).unwrap();
-            let xattrs = crate::common::tree::xattrs(&p);
+            let xattrs = crate::tree::xattrs(&p);
             let pax: Vec<(String, Vec<u8>)> = xattrs
                 .into_iter()
                 .filter(|(k, _)| !k.starts_with("trusted.overlay."))

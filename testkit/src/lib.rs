@@ -1,10 +1,12 @@
-//! Shared test helpers: root check, real mounts (layerfs and kernel overlayfs) with unmount
-//! in Drop, and tree snapshots to compare merged views.
-#![allow(dead_code)]
+//! The tests' shared helpers (a crate, so each test binary links what it uses instead of
+//! compiling every helper): the root check, real mounts (layerfs and kernel overlayfs) with
+//! unmount in Drop, tree snapshots to compare merged views, random programs, podman's and
+//! debootstrap's set-ups, and small images ([`imagekit`]).
 
 pub mod core_ops;
 pub mod debian;
 pub mod faults;
+pub mod imagekit;
 pub mod ops;
 pub mod pair;
 pub mod podman;
@@ -18,11 +20,58 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_layerfs");
+/// The `layerfs` binary cargo built beside the test binaries (`target/<profile>/layerfs`;
+/// the tests run from `target/<profile>/deps/`), as cargo's `CARGO_BIN_EXE_layerfs` names
+/// it to the root package's tests. A value usable as a path, an argument or in `format!`.
+#[derive(Debug, Clone, Copy)]
+pub struct Bin;
 
-/// True when mount tests can run. When not root they print SKIP; with `LAYERFS_NO_SKIP=1`
-/// (set by `.ci/run`, which is root) a skip is a failure instead.
-pub fn require_root(test: &str) -> bool {
+pub const BIN: Bin = Bin;
+
+impl Bin {
+    pub fn path(self) -> &'static Path {
+        static PATH: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        PATH.get_or_init(|| {
+            let exe = std::env::current_exe().expect("the test binary's path");
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps");
+            let bin = dir.join("layerfs");
+            assert!(
+                bin.exists(),
+                "{}: not built (cargo test builds it)",
+                bin.display()
+            );
+            bin
+        })
+    }
+}
+
+impl AsRef<Path> for Bin {
+    fn as_ref(&self) -> &Path {
+        self.path()
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Bin {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path().as_os_str()
+    }
+}
+
+impl std::fmt::Display for Bin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.path().display().fmt(f)
+    }
+}
+
+/// True when mount tests can run. When not root they print SKIP (naming the test: libtest
+/// runs each test on a thread of its name); with `LAYERFS_NO_SKIP=1` (set by `.ci/run`,
+/// which is root) a skip is a failure instead.
+pub fn require_root() -> bool {
+    let current = std::thread::current();
+    let test = current.name().unwrap_or("a test");
     // SAFETY: geteuid cannot fail and touches no memory.
     if unsafe { libc::geteuid() } == 0 {
         return true;
@@ -339,6 +388,8 @@ pub fn run_layerfs(args: &[&str]) -> std::process::Output {
 pub struct DevFuseOpen(u32);
 
 impl DevFuseOpen {
+    // A guard that changes the machine while alive: `Default` would hide that it does.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Self::with_mode(0o666)
     }
