@@ -11,6 +11,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CACHE = os.environ.get("LAYERFS_BENCH_DIR", "/var/tmp/layerfs-bench")
 # LAYERFS_BIN: a layerfs binary built elsewhere (then nothing is built here).
 LAYERFS = os.environ.get("LAYERFS_BIN", os.path.join(ROOT, "target/release/layerfs"))
+# LAYERFS_BIN_BEFORE: another layerfs binary (the code before a change), measured in the
+# same run as impl "layerfs-before" (`--impls kernel,layerfs,layerfs-before`), so a change
+# is judged against its base under the same machine load.
+LAYERFS_BEFORE = os.environ.get("LAYERFS_BIN_BEFORE")
 IMPLS = ["kernel", "layerfs", "fuse-overlayfs"]  # --impls replaces its contents
 KERNEL_MAX_LOWERS = 500  # OVL_MAX_STACK
 # This run's mount point and upper directory names: LAYERFS_BENCH_DIR is shared.
@@ -67,6 +71,9 @@ def mount_cmd(impl, lowers, mp, extra=""):
             low += ":" + os.path.join(CACHE, "empty")
             os.makedirs(os.path.join(CACHE, "empty"), exist_ok=True)
         return ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={low}{extra}", mp]
+    if impl == "layerfs-before":
+        assert LAYERFS_BEFORE, "impl layerfs-before needs LAYERFS_BIN_BEFORE=PATH"
+        return [LAYERFS_BEFORE, "-o", f"lowerdir={low}{extra}", mp]
     if impl.startswith("layerfs"):
         # "layerfs-cached" etc. select a --file-io mode.
         mode = ["--file-io", impl.split("-", 1)[1]] if "-" in impl else []
