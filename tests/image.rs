@@ -241,7 +241,7 @@ fn digest_mismatch_leaves_no_layer_behind() {
     layout(&dir, &[a, b], None);
     let src = format!("oci:{}:t", dir.display());
     ok(
-        &run_layerfs(&[
+        run_layerfs(&[
             "import",
             &src,
             "--name",
@@ -253,13 +253,13 @@ fn digest_mismatch_leaves_no_layer_behind() {
     );
     assert_eq!(std::fs::read_dir(store.join("layers")).unwrap().count(), 2);
     let list = ok(
-        &run_layerfs(&["images", "--json", "--store", store.to_str().unwrap()]),
+        run_layerfs(&["images", "--json", "--store", store.to_str().unwrap()]),
         "images",
     );
     let v: serde_json::Value = serde_json::from_str(&list).unwrap();
     assert_eq!(v[0]["config"]["env"][1], "IMAGE_VAR=1");
     ok(
-        &run_layerfs(&["rmi", "good", "--store", store.to_str().unwrap()]),
+        run_layerfs(&["rmi", "good", "--store", store.to_str().unwrap()]),
         "rmi",
     );
     assert_eq!(contents(&store), Vec::<PathBuf>::new());
@@ -349,7 +349,7 @@ fn commit_is_reproducible_and_converts_to_oci_form() {
             store.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let out = ok(&run_layerfs(&args), "commit");
+        let out = ok(run_layerfs(&args), "commit");
         serde_json::from_str::<serde_json::Value>(&out).unwrap()
     };
     let one = commit(
@@ -521,7 +521,7 @@ fn commit_case(stack: &[spec::Layer], program: &[Op]) {
     );
     let layer = t.path().join("committed");
     ok(
-        &run_layerfs(&[
+        run_layerfs(&[
             "commit",
             "-o",
             &opts,
@@ -603,7 +603,7 @@ fn commit_of_a_renamed_directory_carries_its_lower_content() {
     let to = format!("dir:{}", layer.display());
     let store = t.path().join("store");
     ok(
-        &run_layerfs(&[
+        run_layerfs(&[
             "commit",
             "-o",
             &opts,
@@ -671,7 +671,7 @@ fn commit_of_a_kernel_metacopy_upper_takes_the_data_from_below() {
     let opts = format!("lowerdir={},upperdir={}", lower.display(), upper.display());
     let store = t.path().join("store");
     ok(
-        &run_layerfs(&[
+        run_layerfs(&[
             "commit",
             "-o",
             &opts,
@@ -707,7 +707,7 @@ fn commit_records_its_message_and_created_by_and_inspect_shows_them() {
     let oci = format!("oci:{}:v1", t.path().join("oci").display());
     let store = t.path().join("store");
     ok(
-        &run_layerfs(&[
+        run_layerfs(&[
             "commit",
             "-o",
             &o,
@@ -722,14 +722,14 @@ fn commit_records_its_message_and_created_by_and_inspect_shows_them() {
         ]),
         "commit",
     );
-    let shown = ok(&run_layerfs(&["inspect", &oci]), "inspect");
+    let shown = ok(run_layerfs(&["inspect", &oci]), "inspect");
     let row = shown
         .lines()
         .find(|l| l.contains("RUN make hello"))
         .unwrap_or_else(|| panic!("no row shows the created_by:\n{shown}"));
     assert!(row.contains("the hello layer"), "no comment in {row:?}");
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&run_layerfs(&["inspect", "--json", &oci]), "inspect")).unwrap();
+        serde_json::from_str(&ok(run_layerfs(&["inspect", "--json", &oci]), "inspect")).unwrap();
     let layer = &json["layers"][0];
     assert_eq!(layer["created_by"], "RUN make hello");
     assert_eq!(layer["comment"], "the hello layer");
@@ -753,13 +753,13 @@ fn commit_on_an_image_without_history_attributes_created_by_to_the_new_layer() {
     let s = store.to_str().unwrap();
     let lower = format!("lowerdir={}", base.display());
     ok(
-        &run_layerfs(&["import", &lower, "--name", "base", "--store", s]),
+        run_layerfs(&["import", &lower, "--name", "base", "--store", s]),
         "import",
     );
     let o = format!("upperdir={}", u.display());
     let oci = format!("oci:{}:v1", t.path().join("oci").display());
     ok(
-        &run_layerfs(&[
+        run_layerfs(&[
             "commit",
             "-o",
             &o,
@@ -775,7 +775,7 @@ fn commit_on_an_image_without_history_attributes_created_by_to_the_new_layer() {
         "commit",
     );
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&run_layerfs(&["inspect", "--json", &oci]), "inspect")).unwrap();
+        serde_json::from_str(&ok(run_layerfs(&["inspect", "--json", &oci]), "inspect")).unwrap();
     assert_eq!(json["layers"][1]["created_by"], "RUN top");
     assert_eq!(json["layers"][0]["created_by"], serde_json::Value::Null);
 }

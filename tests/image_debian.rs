@@ -5,19 +5,9 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::Output;
 
 use testkit::debian::{as_user, cache_dir, debian_oci, world_traversable};
-use testkit::{require_root, run_layerfs};
-
-fn show(o: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use testkit::{require_root, run_layerfs, show};
 
 #[test]
 fn rootless_import_run_commit_run() {

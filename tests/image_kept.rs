@@ -13,7 +13,7 @@ use testkit::{ok, require_root, run_layerfs, sha};
 fn gnu_layout(dir: &Path, tree: &Path) -> (String, String) {
     let tar = dir.with_extension("tar");
     ok(
-        &Command::new("tar")
+        Command::new("tar")
             .arg("-C")
             .arg(tree)
             .arg("-cf")
@@ -25,7 +25,7 @@ fn gnu_layout(dir: &Path, tree: &Path) -> (String, String) {
     );
     let plain = std::fs::read(&tar).unwrap();
     ok(
-        &Command::new("gzip").arg("-n9").arg(&tar).output().unwrap(),
+        Command::new("gzip").arg("-n9").arg(&tar).output().unwrap(),
         "gzip",
     );
     let blob = std::fs::read(tar.with_extension("tar.gz")).unwrap();
@@ -106,7 +106,7 @@ fn unchanged_layers_leave_as_they_came_and_changed_ones_are_packed_again() {
     let store = t.path().join("store");
     let store = store.to_str().unwrap();
     ok(
-        &run_layerfs(&[
+        run_layerfs(&[
             "import",
             &format!("oci:{}:t", src.display()),
             "--name",
@@ -135,7 +135,7 @@ fn unchanged_layers_leave_as_they_came_and_changed_ones_are_packed_again() {
 
     // Unchanged: the source's blob, byte for byte, and its diff_id.
     let out = t.path().join("out");
-    ok(&export(&out), "export");
+    ok(export(&out), "export");
     assert_eq!(bottom_layer(&out, "v"), (digest.clone(), diff_id.clone()));
     assert_eq!(
         std::fs::read(out.join("blobs/sha256").join(&digest[7..])).unwrap(),
@@ -166,7 +166,7 @@ fn unchanged_layers_leave_as_they_came_and_changed_ones_are_packed_again() {
     let orphan = Path::new(store).join("kept").join("ab".repeat(32));
     std::fs::create_dir(&orphan).unwrap();
     std::fs::write(orphan.join("blob"), "x").unwrap();
-    ok(&run_layerfs(&["rmi", "base", "--store", store]), "rmi");
+    ok(run_layerfs(&["rmi", "base", "--store", store]), "rmi");
     assert!(!kept.exists(), "kept blob left behind");
     assert!(!orphan.exists(), "orphan kept blob left behind");
     assert!(!layer.exists());

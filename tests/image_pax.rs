@@ -71,7 +71,7 @@ fn newline_xattrs_round_trip_through_layer_tars() {
     // Our writer: commit the tree (as an upper) to a tar; GNU tar reads it back.
     let ours = t.path().join("ours.tar");
     ok(
-        &run_layerfs(&[
+        run_layerfs(&[
             "commit",
             "-o",
             &format!("upperdir={}", src.display()),
@@ -133,14 +133,14 @@ fn newline_xattrs_round_trip_through_layer_tars() {
         );
         let source = format!("oci:{}:v1", layout.display());
         let inspect = ok(
-            &run_layerfs(&["inspect", "--json", "--no-cache", &source]),
+            run_layerfs(&["inspect", "--json", "--no-cache", &source]),
             &format!("inspect {name}"),
         );
         let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
         assert_eq!(v["layers"].as_array().unwrap().len(), 1, "{name}: {v}");
 
         ok(
-            &run_layerfs(&["import", &source, "--name", name, "--store", store_s]),
+            run_layerfs(&["import", &source, "--name", name, "--store", store_s]),
             &format!("import {name}"),
         );
         let layers: Vec<_> = std::fs::read_dir(store.join("layers"))
@@ -155,7 +155,7 @@ fn newline_xattrs_round_trip_through_layer_tars() {
         // Commit of the imported layer into a directory (packs a tar, then reads it).
         let out = t.path().join(format!("dir-{name}"));
         ok(
-            &run_layerfs(&[
+            run_layerfs(&[
                 "commit",
                 "-o",
                 &format!("upperdir={}", layers[0].display()),
@@ -168,7 +168,7 @@ fn newline_xattrs_round_trip_through_layer_tars() {
 
         let sq = t.path().join(format!("squash-{name}"));
         ok(
-            &run_layerfs(&[
+            run_layerfs(&[
                 "squash",
                 name,
                 "--to",

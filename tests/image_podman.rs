@@ -7,24 +7,10 @@
 //! to the same tree.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use testkit::podman::Podman;
-use testkit::{require_root, run_layerfs, tree, BIN};
-
-fn show(o: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output, what: &str) -> String {
-    assert!(o.status.success(), "{what}: {}", show(&o));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+use testkit::{ok, require_root, run_layerfs, tree, BIN};
 
 /// A busybox root with the entry kinds a base image has.
 fn rootfs(base: &Path) -> PathBuf {

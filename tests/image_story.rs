@@ -11,22 +11,12 @@
 //! and compressing the ~120 MB base, which the legs overlap.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use testkit::debian::{as_user, cache_dir, debian_oci, world_traversable};
 use testkit::podman::Podman;
-use testkit::{require_root, run_layerfs};
-
-fn show(o: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use testkit::{require_root, run_layerfs, show};
 
 fn json(layout: &Path, digest: &str) -> serde_json::Value {
     let p = layout.join("blobs/sha256").join(&digest[7..]);

@@ -8,19 +8,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use testkit::{mount_type, require_root, Layerfs, BIN};
+use testkit::{mount_type, ok, require_root, Layerfs, BIN};
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run a command")
-}
-
-fn ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// The line of `findmnt -t fuse.layerfs` for `mp`: (source, options).
@@ -41,7 +32,7 @@ fn findmnt(mp: &Path) -> Option<(String, String)> {
 }
 
 fn unmount(mp: &Path) {
-    ok(&run(Command::new("umount").arg(mp)), "umount");
+    ok(run(Command::new("umount").arg(mp)), "umount");
     assert_eq!(mount_type(mp), None, "still mounted");
 }
 

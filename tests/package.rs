@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use testkit::{mount_type, require_root};
+use testkit::{mount_type, ok, require_root};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -28,16 +28,6 @@ const FILES: &[&str] = &[
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run a command")
-}
-
-fn ok(o: &Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// `dpkg ARGS` under dpkg's frontend lock, as apt runs it: the lock is waited for (other
@@ -150,7 +140,7 @@ fn the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cle
 
     // Build (cargo-deb on the debug binary) and install.
     let out = ok(
-        &run(Command::new(Path::new(REPO).join("scripts/package")).arg("--dev")),
+        run(Command::new(Path::new(REPO).join("scripts/package")).arg("--dev")),
         "scripts/package --dev",
     );
     // cargo deb prints the package's path last.
@@ -159,12 +149,9 @@ fn the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cle
         deb.extension().is_some_and(|x| x == "deb") && deb.exists(),
         "no .deb named by scripts/package: {out}"
     );
-    ok(&dpkg(&["-i", deb.to_str().unwrap()]), "dpkg -i");
+    ok(dpkg(&["-i", deb.to_str().unwrap()]), "dpkg -i");
     assert!(installed());
-    let listed = ok(
-        &run(Command::new("dpkg").args(["-L", "layerfs"])),
-        "dpkg -L",
-    );
+    let listed = ok(run(Command::new("dpkg").args(["-L", "layerfs"])), "dpkg -L");
     for f in FILES {
         assert!(listed.lines().any(|l| l == *f), "{f} not in dpkg -L");
         assert!(fs::symlink_metadata(f).is_ok(), "{f} not installed");
@@ -172,7 +159,7 @@ fn the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cle
     let helper = fs::canonicalize("/sbin/mount.fuse.layerfs").unwrap();
     assert_eq!(helper, fs::canonicalize("/usr/bin/layerfs").unwrap());
     let v = ok(
-        &run(Command::new("layerfs").arg("--version")),
+        run(Command::new("layerfs").arg("--version")),
         "layerfs --version",
     );
     assert!(v.starts_with("layerfs "), "{v}");
@@ -206,7 +193,7 @@ fn the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cle
         fs::read_to_string(mp.join("etc/motd")).unwrap(),
         "from the package test\n"
     );
-    ok(&run(Command::new("umount").arg(&mp)), "umount");
+    ok(run(Command::new("umount").arg(&mp)), "umount");
     assert_eq!(mount_type(&mp), None);
 
     // An /etc/fstab line, mounted by its mount point; the line goes again in Drop.
@@ -225,19 +212,19 @@ fn the_deb_installs_mounts_through_mount_and_fstab_has_man_pages_and_removes_cle
     fs::write(&tmp, fstab).unwrap();
     fs::rename(&tmp, "/etc/fstab").unwrap();
     ok(
-        &run(Command::new("mount").arg(&mp)),
+        run(Command::new("mount").arg(&mp)),
         "mount MOUNTPOINT (fstab)",
     );
     assert_eq!(findmnt_source(&mp), "pkg-fstab");
     assert!(mp.join("etc/motd").exists());
-    ok(&run(Command::new("umount").arg(&mp)), "umount");
+    ok(run(Command::new("umount").arg(&mp)), "umount");
     remove_fstab_lines(&guard.marker);
     assert!(!fs::read_to_string("/etc/fstab")
         .unwrap_or_default()
         .contains(&guard.marker));
 
     // dpkg -r: every file gone, the package unknown to dpkg.
-    ok(&dpkg(&["-r", "layerfs"]), "dpkg -r");
+    ok(dpkg(&["-r", "layerfs"]), "dpkg -r");
     assert!(!installed());
     for f in FILES {
         assert!(fs::symlink_metadata(f).is_err(), "{f} left after dpkg -r");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use testkit::debian::{cache_dir, debian_base, world_traversable};
-use testkit::{require_root, BIN};
+use testkit::{require_root, show, BIN};
 
 /// Host id for image id `id` under the rootless map: 0 -> the user, n -> start + n - 1.
 fn shift(id: u32, own: u32, start: u32) -> u32 {
@@ -111,15 +111,6 @@ fn run_as(uid: u32, gid: u32, dir: &Path, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn show(o: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -7,16 +7,7 @@ use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use testkit::{require_root, run_layerfs, BIN};
-
-fn show(o: &Output) -> String {
-    format!(
-        "{}\n{}{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use testkit::{require_root, run_layerfs, show, BIN};
 
 /// A two-layer OCI layout: the base has `etc/hostname`, a file `gone`, `dev/null` (char
 /// 1:3), and `secret/` (0700, owned by uid 42) holding `key` (0600, uid 42); the top

@@ -66,16 +66,16 @@ fn a_flipped_byte_is_reported_by_verify_and_refused_by_a_verify_mount() {
     let cache = t.path().join("cache");
     std::env::set_var("LAYERFS_CACHE_DIR", &cache);
     ok(
-        &run_layerfs(&["import", &format!("oci:{}:t", oci.display()), "--store", s]),
+        run_layerfs(&["import", &format!("oci:{}:t", oci.display()), "--store", s]),
         "import",
     );
     let out = ok(
-        &run_layerfs(&["verify", "--store", s]),
+        run_layerfs(&["verify", "--store", s]),
         "verify of a sound store",
     );
     assert!(out.contains("2 layer(s) verified"), "{out}");
     ok(
-        &run_layerfs(&["verify", &format!("oci:{}:t", oci.display())]),
+        run_layerfs(&["verify", &format!("oci:{}:t", oci.display())]),
         "verify of the layout",
     );
 

@@ -450,15 +450,20 @@ pub fn test_user() -> (u32, u32) {
 
 /// The stdout of a finished command, after asserting it succeeded (`what` names it; the
 /// failure shows its status, stdout and stderr).
-pub fn ok(o: &std::process::Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}\n{}{}",
+pub fn ok(o: impl std::borrow::Borrow<std::process::Output>, what: &str) -> String {
+    let o = o.borrow();
+    assert!(o.status.success(), "{what}: {}", show(o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A finished command for a failure message: its status, stdout and stderr.
+pub fn show(o: &std::process::Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
         o.status,
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    )
 }
 
 /// `sha256:HEX` of `b`, as OCI digests are written.
