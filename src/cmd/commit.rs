@@ -10,6 +10,7 @@ use layerfs::image::commit::{layer_tar, Compress, LayerTar};
 use layerfs::image::oci_write::{Descriptor, LayerDesc, Layout};
 use layerfs::image::pack::{needs_merged, Mode};
 use layerfs::image::progress;
+use layerfs::image::registry::{self, Options, Reference};
 use layerfs::image::source::Compression;
 use layerfs::image::store::{
     normalize_name, record_id, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
@@ -20,11 +21,13 @@ use serde::Serialize;
 use super::imagecmd::{
     as_store_owner, lowerdir_option, print_json, private_mounts, Mounted, StoreArgs,
 };
+use super::pull::RegistryArgs;
 
 /// Where a made layer goes and how it is written (commit and squash).
 #[derive(Args, Debug)]
 pub struct LayerOutArgs {
-    /// tar:FILE (or a plain path), dir:DIR, store:NAME[:TAG], oci:DIR:TAG.
+    /// tar:FILE (or a plain path), dir:DIR, store:NAME[:TAG], oci:DIR:TAG,
+    /// docker://HOST[:PORT]/REPO[:TAG].
     #[arg(long, value_name = "DEST")]
     pub to: String,
     /// Compression of a tar or OCI layer (default: none for tar, gzip for oci).
@@ -33,6 +36,19 @@ pub struct LayerOutArgs {
     /// Pin every entry's mtime (and the image's creation time) to these Unix seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timestamp: Option<i64>,
+    /// How to reach the registry of a docker:// DEST.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+impl LayerOutArgs {
+    /// `--to` with the registry options when it names a registry.
+    pub fn dest(&self) -> Result<Dest> {
+        Ok(match Dest::parse(&self.to)? {
+            Dest::Registry(r, _) => Dest::Registry(r, self.registry.options()?),
+            d => d,
+        })
+    }
 }
 
 /// Turn an upper directory into one OCI layer: a tar, a layer directory, a new image in the
@@ -69,6 +85,8 @@ pub enum Dest {
     Dir(PathBuf),
     Store(String),
     Oci(PathBuf, String),
+    /// A registry: written as an OCI image in the store's `tmp/`, then pushed.
+    Registry(Reference, Options),
 }
 
 impl Dest {
@@ -84,8 +102,12 @@ impl Dest {
                 Some((d, t)) if !t.is_empty() && !t.contains('/') => Dest::Oci(d.into(), t.into()),
                 _ => Dest::Oci(rest.into(), "latest".into()),
             }
+        } else if s.starts_with(registry::PREFIX) {
+            Dest::Registry(Reference::parse(s)?, Options::default())
         } else if s.contains(':') {
-            bail!("--to {s}: expected tar:FILE, dir:DIR, store:NAME or oci:DIR:TAG");
+            bail!(
+                "--to {s}: expected tar:FILE, dir:DIR, store:NAME, oci:DIR:TAG or docker://HOST/REPO[:TAG]"
+            );
         } else {
             Dest::Tar(s.into())
         })
@@ -115,10 +137,13 @@ pub struct Base {
     pub layers: Vec<LayerRecord>,
     pub config: RunConfig,
     pub history: Vec<HistoryEntry>,
+    /// Where the image came from (its record's `source`): a pushed image's blobs may be
+    /// mounted from there.
+    pub source: Option<String>,
 }
 
 pub fn run(args: CommitArgs) -> Result<i32> {
-    let dest = Dest::parse(&args.out.to)?;
+    let dest = args.out.dest()?;
     let (lowers, upper) = layer_options(&args.options)?;
     let Some(upper) = upper else {
         bail!("commit needs -o upperdir=DIR (the layer to commit)");
@@ -133,6 +158,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
                     layers: img.layers,
                     config: img.config,
                     history: img.history,
+                    source: Some(img.source),
                 })
             }
             None => None,
@@ -279,6 +305,7 @@ pub fn deliver(
         layers: Vec::new(),
         config: RunConfig::default(),
         history: Vec::new(),
+        source: None,
     });
     match dest {
         Dest::Tar(path) => {
@@ -335,49 +362,7 @@ pub fn deliver(
         Dest::Oci(dir, tag) => {
             let how = compress.unwrap_or(Compress::Gzip);
             let layout = Layout::create(dir)?;
-            let mut layers = Vec::new();
-            // A store image's layers are written as the blobs they came in as (kept in the
-            // store), else packed from their directories; a blob already in the layout is
-            // not written twice.
-            for l in &base.layers {
-                if let Some(b) = l.blob.as_ref().filter(|b| layout.has_blob(&b.digest)) {
-                    // The base image's own blob is in the layout already: referenced.
-                    layers.push(LayerDesc {
-                        blob: Descriptor {
-                            media_type: b.media_type.clone(),
-                            digest: b.digest.clone(),
-                            size: b.size,
-                            annotations: None,
-                        },
-                        diff_id: l.diff_id.clone(),
-                    });
-                    continue;
-                }
-                // The blob it came in as, while its files are unchanged: the same digests,
-                // nothing packed or compressed again.
-                match store.kept(&l.diff_id)?.map(|k| k.write_to(&layout, how)) {
-                    Some(Ok(desc)) => {
-                        layers.push(desc);
-                        continue;
-                    }
-                    Some(Err(e)) => log::warn!(
-                        "layer {}: its kept blob is unusable ({e:#}); packing it from its files",
-                        l.diff_id
-                    ),
-                    None => {}
-                }
-                let ldir = store.layer_dir(&l.diff_id)?;
-                let mut t = layer_tar(
-                    &ldir,
-                    Mode::Layer,
-                    timestamp,
-                    None,
-                    &[],
-                    &store.root().join("tmp"),
-                    &|_| {},
-                )?;
-                layers.push(blob(&layout, &mut t, how)?);
-            }
+            let mut layers = export_layers(store, &layout, &base.layers, how, timestamp)?;
             let new = blob(&layout, tar, how)?;
             out.blob_digest = Some(new.blob.digest.clone());
             layers.push(new);
@@ -390,8 +375,88 @@ pub fn deliver(
             out.image_id = Some(config);
             out.dest = format!("oci:{}:{tag}", dir.display());
         }
+        Dest::Registry(reference, opts) => {
+            let tmp = tempfile::Builder::new()
+                .prefix("push-")
+                .tempdir_in(store.root().join("tmp"))
+                .context("creating a directory in the store")?;
+            let dir = tmp.path().join("oci");
+            let mount_from = base.source.clone();
+            let mut sub = deliver(
+                store,
+                tar,
+                &Dest::Oci(dir.clone(), "latest".into()),
+                Some(base),
+                history,
+                compress,
+                timestamp,
+            )?;
+            let manifest = sub.manifest_digest.clone().context("no manifest written")?;
+            let pushed =
+                super::push::push_layout(&dir, &manifest, reference, opts, mount_from.as_deref())?;
+            sub.manifest_digest = Some(pushed.manifest_digest);
+            sub.dest = pushed.reference;
+            out = sub;
+        }
     }
     Ok(out)
+}
+
+/// The layers of a store image written into `layout` (bottom first): as the blobs they came
+/// in as (kept in the store) while their files are unchanged, so they keep their digests;
+/// else packed from their directories and compressed `how`. A blob already in the layout
+/// is not written twice.
+pub fn export_layers(
+    store: &Store,
+    layout: &Layout,
+    base_layers: &[LayerRecord],
+    how: Compress,
+    timestamp: Option<i64>,
+) -> Result<Vec<LayerDesc>> {
+    let mut layers = Vec::new();
+    // A store image's layers are written as the blobs they came in as (kept in the
+    // store), else packed from their directories; a blob already in the layout is
+    // not written twice.
+    for l in base_layers {
+        if let Some(b) = l.blob.as_ref().filter(|b| layout.has_blob(&b.digest)) {
+            // The base image's own blob is in the layout already: referenced.
+            layers.push(LayerDesc {
+                blob: Descriptor {
+                    media_type: b.media_type.clone(),
+                    digest: b.digest.clone(),
+                    size: b.size,
+                    annotations: None,
+                },
+                diff_id: l.diff_id.clone(),
+            });
+            continue;
+        }
+        // The blob it came in as, while its files are unchanged: the same digests,
+        // nothing packed or compressed again.
+        match store.kept(&l.diff_id)?.map(|k| k.write_to(layout, how)) {
+            Some(Ok(desc)) => {
+                layers.push(desc);
+                continue;
+            }
+            Some(Err(e)) => log::warn!(
+                "layer {}: its kept blob is unusable ({e:#}); packing it from its files",
+                l.diff_id
+            ),
+            None => {}
+        }
+        let ldir = store.layer_dir(&l.diff_id)?;
+        let mut t = layer_tar(
+            &ldir,
+            Mode::Layer,
+            timestamp,
+            None,
+            &[],
+            &store.root().join("tmp"),
+            &|_| {},
+        )?;
+        layers.push(blob(layout, &mut t, how)?);
+    }
+    Ok(layers)
 }
 
 fn blob(layout: &Layout, tar: &mut LayerTar, how: Compress) -> Result<LayerDesc> {

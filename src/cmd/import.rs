@@ -121,6 +121,17 @@ pub fn import(
     open: &OpenOptions,
 ) -> Result<(ImageRecord, Vec<bool>)> {
     let img = source::open(source, open)?;
+    import_image(store, &img, source, names)
+}
+
+/// Imports the opened image `img` (named `source` in messages and in the record) into
+/// `store` under `names`, as [`import`] does.
+pub fn import_image(
+    store: &Store,
+    img: &source::Image,
+    source: &str,
+    names: &[String],
+) -> Result<(ImageRecord, Vec<bool>)> {
     let opts = unpack::Options::for_this_process();
     let mut staged = Vec::new();
     let mut layers = Vec::new();

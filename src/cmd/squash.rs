@@ -15,7 +15,7 @@ use layerfs::image::progress;
 use layerfs::image::source::{walk, Kind, Limits};
 use layerfs::image::store::{HistoryEntry, RunConfig, Store};
 
-use super::commit::{deliver, report, rfc3339, Base, Dest, LayerOutArgs};
+use super::commit::{deliver, report, rfc3339, Base, LayerOutArgs};
 use super::imagecmd::{as_store_owner, lowerdir_option, private_mounts, Mounted, StoreArgs};
 
 /// Squash an image or a stack into one layer (tar, layer dir, store image, OCI image).
@@ -33,7 +33,7 @@ pub struct SquashArgs {
 }
 
 pub fn run(args: SquashArgs) -> Result<i32> {
-    let dest = Dest::parse(&args.out.to)?;
+    let dest = args.out.dest()?;
     let root = args.store.root();
     // The stack: top first.
     let (lowers, config): (Vec<PathBuf>, RunConfig) = if args.source.contains("lowerdir=") {
@@ -81,6 +81,7 @@ pub fn run(args: SquashArgs) -> Result<i32> {
             layers: Vec::new(),
             config: config.clone(),
             history: Vec::new(),
+            source: None,
         };
         let mut out = deliver(
             &store,

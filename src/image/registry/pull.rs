@@ -27,6 +27,12 @@ pub struct Resolved {
     pub config: ImageConfig,
 }
 
+impl Resolved {
+    pub fn layer_count(&self) -> usize {
+        self.manifest.layers.len()
+    }
+}
+
 /// The manifest `reference` names, through indexes to this platform's, and its config.
 pub fn resolve(client: &Client, reference: &Reference) -> Result<Resolved> {
     let repo = &reference.repo;
