@@ -4,16 +4,12 @@
 //! unless every layer arrived whole, and the downloads are removed either way.
 //! Also the registry options every command that reads or writes `docker://` takes.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use indicatif::{MultiProgress, ProgressBar};
-use layerfs::image::progress;
-use layerfs::image::registry::{self, pull, Credentials, Options, Reference};
-use layerfs::image::store::{ImageRecord, Store};
+use layerfs_image::registry::{self, pull, Credentials, Options, Reference};
+use layerfs_image::store::{ImageRecord, Store};
 use serde::Serialize;
 
 use super::imagecmd::{as_store_owner, print_json, StoreArgs};
@@ -141,7 +137,7 @@ pub fn pull(store: &Store, source: &str, names: &[String], opts: &Options) -> Re
         .prefix("pull-")
         .tempdir_in(store.root().join("tmp"))
         .context("creating a download directory in the store")?;
-    let bars = Bars::new(resolved.layer_count());
+    let bars = pull::LayerBars::new(resolved.layer_count());
     let img = pull::fetch(
         &client,
         &reference,
@@ -220,46 +216,4 @@ pub fn store_image(source: &str, root: &Path, opts: &Options) -> Result<(Store, 
         }
     }
     bail!("{source}: not in the store after pulling it")
-}
-
-/// One spinner per layer being downloaded.
-struct Bars {
-    group: MultiProgress,
-    bars: Mutex<HashMap<usize, ProgressBar>>,
-    count: usize,
-}
-
-impl Bars {
-    fn new(count: usize) -> Bars {
-        Bars {
-            group: progress::group(),
-            bars: Mutex::new(HashMap::new()),
-            count,
-        }
-    }
-}
-
-impl pull::Progress for Bars {
-    fn start(&self, layer: usize, size: u64) {
-        let what = format!(
-            "layer {}/{} ({})",
-            layer + 1,
-            self.count,
-            layerfs::image::manifest::human(size)
-        );
-        let pb = self.group.add(progress::bytes(&what));
-        self.bars.lock().expect("not poisoned").insert(layer, pb);
-    }
-
-    fn bytes(&self, layer: usize, so_far: u64) {
-        if let Some(pb) = self.bars.lock().expect("not poisoned").get(&layer) {
-            pb.set_position(so_far);
-        }
-    }
-
-    fn done(&self, layer: usize) {
-        if let Some(pb) = self.bars.lock().expect("not poisoned").remove(&layer) {
-            pb.finish_and_clear();
-        }
-    }
 }

@@ -9,11 +9,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use layerfs::image::commit::Compress;
-use layerfs::image::oci_write::{Layout, MANIFEST_TYPE};
-use layerfs::image::progress;
-use layerfs::image::registry::{self, push, Options, Reference};
-use layerfs::image::source::Digest;
+use layerfs_image::commit::Compress;
+use layerfs_image::oci_write::{Layout, MANIFEST_TYPE};
+use layerfs_image::progress;
+use layerfs_image::registry::{self, push, Options, Reference};
+use layerfs_image::source::Digest;
 
 use super::commit::{aligned_history, export_layers, rfc3339};
 use super::imagecmd::{as_store_owner, print_json, StoreArgs};
