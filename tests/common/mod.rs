@@ -8,6 +8,7 @@ pub mod faults;
 pub mod ops;
 pub mod pair;
 pub mod podman;
+pub mod registry;
 pub mod side;
 pub mod spec;
 pub mod tree;

@@ -279,7 +279,14 @@ impl Client {
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
-                Err(e) => return Err(anyhow!(e)).with_context(|| format!("{method} {url}")),
+                Err(e) => {
+                    let tries = if attempt > 0 {
+                        format!(" ({} attempts)", attempt + 1)
+                    } else {
+                        String::new()
+                    };
+                    return Err(anyhow!(e)).with_context(|| format!("{method} {url}{tries}"));
+                }
             }
         }
     }
@@ -303,7 +310,7 @@ impl Client {
             Payload::Empty,
         )?;
         if resp.status() != 200 {
-            bail!("manifest {target}: {}", error_text(&mut resp));
+            bail!("manifest {target} of {repo}: {}", error_text(&mut resp));
         }
         let media_type = header(&resp, "content-type").unwrap_or_default();
         let bytes = read_small(&mut resp)?;
