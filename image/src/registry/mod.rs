@@ -29,6 +29,8 @@ pub mod client;
 pub mod pull;
 pub mod push;
 pub mod reference;
+#[cfg(test)]
+mod tests;
 
 pub use auth::Credentials;
 pub use client::{Client, Options};
