@@ -149,11 +149,12 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         bail!("commit needs -o upperdir=DIR (the layer to commit)");
     };
     let root = args.store.root();
+    let registry = args.out.registry.options()?;
     as_store_owner(|| {
         let store = Store::open(&root)?;
         let base = match &args.from {
             Some(name) => {
-                let (_, img) = super::image_source::store_image(name, &root)?;
+                let (_, img) = super::image_source::store_image_with(name, &root, &registry)?;
                 Some(Base {
                     layers: img.layers,
                     config: img.config,
@@ -166,7 +167,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         let mut lowers = lowers.clone();
         if lowers.is_empty() {
             if let Some(name) = &args.from {
-                let (_, img) = super::image_source::store_image(name, &root)?;
+                let (_, img) = super::image_source::store_image_with(name, &root, &registry)?;
                 lowers = store.lowers(&img)?;
             }
         }

@@ -71,12 +71,9 @@ fn is_transport(s: &str) -> bool {
 ///   store has it already (the registry is asked which manifest REF names each time);
 /// - anything else: an image of the layer store; an unknown name is an error naming the
 ///   store's images (and the closest one).
-pub fn resolve(s: &str, store_root: &Path) -> Result<Named> {
-    resolve_with(s, store_root, &Options::default())
-}
-
-/// [`resolve`] with the registry options of the command line.
-pub fn resolve_with(s: &str, store_root: &Path, registry: &Options) -> Result<Named> {
+///
+/// `registry`: how to reach a registry (the command's `--creds`, `--tls-verify`, ...).
+pub fn resolve(s: &str, store_root: &Path, registry: &Options) -> Result<Named> {
     if s.starts_with(layerfs_image::registry::PREFIX) {
         let (store, record) = super::pull::store_image(s, store_root, registry)?;
         return Ok(Named::Store {
@@ -148,7 +145,16 @@ fn find(name: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
 /// source imported on first use (`import` keeps the source as one of the image's names,
 /// so the second use finds it).
 pub fn store_image(s: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
-    if let Named::Store { store, record } = resolve(s, store_root)? {
+    store_image_with(s, store_root, &Options::default())
+}
+
+/// [`store_image`] with the registry options of the command line.
+pub fn store_image_with(
+    s: &str,
+    store_root: &Path,
+    registry: &Options,
+) -> Result<(Store, ImageRecord)> {
+    if let Named::Store { store, record } = resolve(s, store_root, registry)? {
         return Ok((store, *record));
     }
     let store = Store::open(store_root)?;
@@ -210,7 +216,7 @@ impl SourceArgs {
 
 impl CommonArgs {
     pub fn resolve(&self, s: &str) -> Result<Named> {
-        resolve_with(s, &self.store.root(), &self.registry.options()?)
+        resolve(s, &self.store.root(), &self.registry.options()?)
     }
 
     pub fn open(&self, named: &Named, name: &str) -> Result<Image> {

@@ -34,6 +34,9 @@ pub struct ImportArgs {
     /// root, ~/.local/share/containers/storage otherwise).
     #[arg(long, value_name = "DIR")]
     pub storage_root: Option<PathBuf>,
+    /// How to reach the registry of a docker:// SOURCE (pulled into the store, then named).
+    #[command(flatten)]
+    pub registry: super::pull::RegistryArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -58,7 +61,7 @@ pub fn run(args: ImportArgs) -> Result<i32> {
     let root = args.store.root();
     // A store image already is imported: `import store:NAME --name NEW` (or a bare NAME)
     // only gives it the new names.
-    let named = super::image_source::resolve(&args.source, &root)?;
+    let named = super::image_source::resolve(&args.source, &root, &args.registry.options()?)?;
     as_store_owner(|| {
         let store = Store::open(&root)?;
         let (record, reused) = match &named {

@@ -42,7 +42,7 @@ pub fn run(args: PushArgs) -> Result<i32> {
     let root = args.store.root();
     let dest = Reference::parse(&args.dest)?;
     let opts = args.registry.options()?;
-    let (_, record) = super::image_source::store_image(&args.image, &root)?;
+    let (_, record) = super::image_source::store_image_with(&args.image, &root, &opts)?;
     as_store_owner(|| {
         let store = args.store.open()?;
         let tmp = tempfile::Builder::new()

@@ -40,7 +40,11 @@ pub fn run(args: SquashArgs) -> Result<i32> {
         let (lowers, _) = super::commit::layer_options(std::slice::from_ref(&args.source))?;
         (lowers, RunConfig::default())
     } else {
-        let (store, record) = super::image_source::store_image(&args.source, &root)?;
+        let (store, record) = super::image_source::store_image_with(
+            &args.source,
+            &root,
+            &args.out.registry.options()?,
+        )?;
         (store.lowers(&record)?, record.config)
     };
     if lowers.is_empty() {
