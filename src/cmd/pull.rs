@@ -138,17 +138,19 @@ pub fn pull(store: &Store, source: &str, names: &[String], opts: &Options) -> Re
         .tempdir_in(store.root().join("tmp"))
         .context("creating a download directory in the store")?;
     let bars = pull::LayerBars::new(resolved.layer_count());
-    let img = pull::fetch(
-        &client,
-        &reference,
-        &resolved,
-        tmp.path(),
-        &|d| store.has_layer(d.as_str()),
-        &bars,
-    )
-    .with_context(|| what.clone())?;
-    let (record, reused) = super::import::import_image(store, &img, &what, &all_names)
-        .with_context(|| what.clone())?;
+    // Each layer is imported as soon as its blob is in, while the next ones download.
+    let img = pull::image(&reference, &resolved, tmp.path()).with_context(|| what.clone())?;
+    let ready = pull::Ready::new(img.layers.len());
+    let have = |d: &layerfs_image::source::Digest| store.has_layer(d.as_str());
+    let (record, reused) = std::thread::scope(|s| {
+        s.spawn(|| pull::download(&client, &reference, &img, &have, &bars, &ready));
+        let r =
+            super::import::import_image(store, &img, &what, &all_names, Some(&|i| ready.wait(i)));
+        if r.is_err() {
+            ready.cancel();
+        }
+        r
+    })?;
     Ok(Pulled {
         reference,
         manifest_digest: resolved.manifest_digest.to_string(),

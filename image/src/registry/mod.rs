@@ -9,7 +9,7 @@
 //!   [`Client::fetch_blob_range`] for a part of a blob, uploads, retries with backoff.
 //! - [`pull`]: a reference resolved to this platform's manifest and config, its layers
 //!   downloaded in parallel into a directory as an ordinary `source::Image` (the store
-//!   imports it as it imports any source).
+//!   imports it as it imports any source, each layer as soon as it is in).
 //! - [`push`]: an image of an OCI layout sent to a registry (`HEAD` first, cross-repository
 //!   mounts, uploads, the manifest last).
 //!

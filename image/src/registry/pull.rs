@@ -1,15 +1,18 @@
 //! Pulling: manifest (through an index to this machine's platform, chosen by the same code
 //! as for `oci:` layouts), config, then the layer blobs downloaded in parallel into a
-//! directory, each digest-checked as it arrives. The result is an ordinary
-//! [`source::Image`] whose layers are those files, for the importer to unpack.
+//! directory, each digest-checked as it arrives. The image is an ordinary
+//! [`source::Image`] whose layers are those files ([`image`]); [`download`] fills them,
+//! marking each in [`Ready`] as it arrives, so the importer unpacks a layer while the next
+//! ones still download.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use indicatif::{MultiProgress, ProgressBar};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use super::client::Client;
 use super::reference::Reference;
@@ -105,17 +108,9 @@ pub trait Progress: Sync {
     fn done(&self, layer: usize);
 }
 
-/// Downloads the layers of `resolved` into `dir` (one file per blob, named by its digest),
-/// except those whose diff_id `have` says are already there (their layers point at files
-/// that are never written: the importer skips them by diff_id). Returns the image.
-pub fn fetch(
-    client: &Client,
-    reference: &Reference,
-    resolved: &Resolved,
-    dir: &Path,
-    have: &(dyn Fn(&Digest) -> bool + Sync),
-    progress: &dyn Progress,
-) -> Result<source::Image> {
+/// The image `resolved` describes, its layers' blobs to be downloaded into `dir` (one file
+/// per blob, named by its digest) by [`download`].
+pub fn image(reference: &Reference, resolved: &Resolved, dir: &Path) -> Result<source::Image> {
     let m = &resolved.manifest;
     let mut layers = Vec::with_capacity(m.layers.len());
     for d in &m.layers {
@@ -138,32 +133,6 @@ pub fn fetch(
         });
     }
     attach_config(&mut layers, &resolved.config);
-    let wanted: Vec<(usize, &Layer)> = layers
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| !l.diff_id.as_ref().is_some_and(have))
-        .collect();
-    let results = crate::par::map_with(
-        &wanted,
-        PARALLEL,
-        || (),
-        |_, (i, l)| {
-            let digest = l.digest.as_ref().expect("set above");
-            let size = l.size.unwrap_or(0);
-            let Location::Blob(b) = &l.location else {
-                unreachable!("registry layers are blobs")
-            };
-            progress.start(*i, size);
-            let r = client.fetch_blob(&reference.repo, digest, Some(size), &b.path, &|n| {
-                progress.bytes(*i, n)
-            });
-            progress.done(*i);
-            r.with_context(|| format!("layer {}/{}", i + 1, layers.len()))
-        },
-    );
-    for r in results {
-        r?;
-    }
     Ok(source::Image {
         name: reference.to_string(),
         layers,
@@ -172,6 +141,90 @@ pub fn fetch(
         manifest_digest: Some(resolved.manifest_digest.clone()),
         limits: Default::default(),
     })
+}
+
+/// Which layers of a pull have arrived: the importer waits for each in turn while the
+/// others still download.
+pub struct Ready {
+    slots: Mutex<Vec<Option<Result<(), String>>>>,
+    changed: Condvar,
+    cancelled: AtomicBool,
+}
+
+impl Ready {
+    pub fn new(layers: usize) -> Ready {
+        Ready {
+            slots: Mutex::new(vec![None; layers]),
+            changed: Condvar::new(),
+            cancelled: AtomicBool::new(false),
+        }
+    }
+
+    fn set(&self, layer: usize, r: &Result<()>) {
+        let mut slots = self.slots.lock().expect("not poisoned");
+        slots[layer] = Some(r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
+        self.changed.notify_all();
+    }
+
+    /// Blocks until layer `layer` is downloaded (or skipped); its download's error if any.
+    pub fn wait(&self, layer: usize) -> Result<()> {
+        let mut slots = self.slots.lock().expect("not poisoned");
+        loop {
+            if let Some(r) = &slots[layer] {
+                return r.clone().map_err(|e| anyhow!(e));
+            }
+            slots = self.changed.wait(slots).expect("not poisoned");
+        }
+    }
+
+    /// No more downloads are started (the importer failed).
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Downloads the blobs of `img` (made by [`image`]), [`PARALLEL`] at a time in layer
+/// order, except the layers whose diff_id `have` says the store has; each layer is marked
+/// in `ready` as it arrives (or fails, or is skipped).
+pub fn download(
+    client: &Client,
+    reference: &Reference,
+    img: &source::Image,
+    have: &(dyn Fn(&Digest) -> bool + Sync),
+    progress: &dyn Progress,
+    ready: &Ready,
+) {
+    let mut wanted = Vec::new();
+    for (i, l) in img.layers.iter().enumerate() {
+        if l.diff_id.as_ref().is_some_and(have) {
+            ready.set(i, &Ok(()));
+        } else {
+            wanted.push((i, l));
+        }
+    }
+    crate::par::map_with(
+        &wanted,
+        PARALLEL,
+        || (),
+        |_, (i, l)| {
+            let r = if ready.cancelled.load(Ordering::SeqCst) {
+                Err(anyhow!("cancelled"))
+            } else {
+                let digest = l.digest.as_ref().expect("registry layers have digests");
+                let size = l.size.unwrap_or(0);
+                let Location::Blob(b) = &l.location else {
+                    unreachable!("registry layers are blobs")
+                };
+                progress.start(*i, size);
+                let r = client.fetch_blob(&reference.repo, digest, Some(size), &b.path, &|n| {
+                    progress.bytes(*i, n)
+                });
+                progress.done(*i);
+                r
+            };
+            ready.set(*i, &r);
+        },
+    );
 }
 
 /// One spinner per layer being downloaded (the one progress style, `crate::progress`).
