@@ -178,6 +178,13 @@ fn pull_mount_commit_push_and_podman_reads_it() {
     ok(&env.layerfs(&["umount", mps]), "umount");
     assert_eq!(motd.unwrap(), "base\n");
 
+    // Every SOURCE command reads it: cat, and run (through registries.conf's insecure
+    // entry, as mount did).
+    let o = env.layerfs(&["cat", &base, "/etc/motd", "--store", &store]);
+    assert_eq!(ok(&o, "cat docker://"), "base\n");
+    let o = env.layerfs(&["run", "--store", &store, &base, "--", "cat", "/etc/motd"]);
+    assert_eq!(ok(&o, "run docker://"), "base\n");
+
     // Commit a change on top of it straight to the registry.
     let upper = env.path("upper");
     std::fs::create_dir_all(upper.join("etc")).unwrap();

@@ -26,7 +26,13 @@ pub struct RegistryArgs {
     pub authfile: Option<PathBuf>,
     /// Require HTTPS and a trusted certificate (--tls-verify=false allows plain HTTP and
     /// untrusted certificates; default: true unless registries.conf marks the registry insecure).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
     pub tls_verify: Option<bool>,
     /// A directory of certificates: *.crt (CAs), *.cert and *.key (a client certificate).
     #[arg(long, value_name = "DIR")]
