@@ -7,6 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use common::podman::Podman;
 use common::registry::{auth_file, kill, Proxy, Registry};
@@ -258,8 +260,8 @@ fn tampered_blob_is_refused_and_nothing_imported() {
 }
 
 #[test]
-fn dropped_connection_resumes_and_a_killed_registry_leaves_the_store_clean() {
-    if !require_root("dropped_connection_resumes_and_a_killed_registry_leaves_the_store_clean") {
+fn dropped_connection_resumes_and_killed_pulls_leave_the_store_clean() {
+    if !require_root("dropped_connection_resumes_and_killed_pulls_leave_the_store_clean") {
         return;
     }
     let reg = Registry::start();
@@ -282,6 +284,41 @@ fn dropped_connection_resumes_and_a_killed_registry_leaves_the_store_clean() {
         "pull through a dropped connection",
     );
     assert!(proxy.did_cut() && proxy.saw_range(), "no resumed download");
+
+    // layerfs itself is killed 200 kB into the layer: nothing published, and what the pull
+    // had downloaded is swept by the next pull.
+    let victim = Arc::new(AtomicU32::new(0));
+    let v = victim.clone();
+    let proxy = Proxy::start(reg.port, 200_000, move || kill(v.load(Ordering::SeqCst)));
+    let via = format!("docker://{}/test/base:1", proxy.host());
+    let store3 = env.path("store3").display().to_string();
+    let mut child = Command::new(BIN)
+        .args(["pull", &via, "--tls-verify=false", "--store", &store3])
+        .env("HOME", env.path("home"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    victim.store(child.id(), Ordering::SeqCst);
+    assert!(!child.wait().unwrap().success());
+    assert!(proxy.did_cut());
+    for sub in ["images", "layers"] {
+        let d = Path::new(&store3).join(sub);
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 0, "{}", d.display());
+    }
+    let direct = format!("docker://{h}/test/base:1");
+    ok(
+        &env.layerfs(&["pull", &direct, "--tls-verify=false", "--store", &store3]),
+        "pull after a killed pull",
+    );
+    let tmp = std::fs::read_dir(Path::new(&store3).join("tmp")).unwrap();
+    let left: Vec<_> = tmp.map(|e| e.unwrap().file_name()).collect();
+    assert!(
+        left.iter()
+            .all(|n| !n.to_string_lossy().starts_with("pull-")),
+        "{left:?}"
+    );
 
     // The registry is killed 200 kB into the layer: one line naming the reference and
     // the cause, and the store as it was.

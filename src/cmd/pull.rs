@@ -139,8 +139,10 @@ pub fn pull(store: &Store, source: &str, names: &[String], opts: &Options) -> Re
     let what = reference.to_string();
     let mut all_names = names.to_vec();
     all_names.push(reference.name());
+    // Named by pid: what a killed pull left is swept by the next.
+    super::build::sweep(store, "pull");
     let tmp = tempfile::Builder::new()
-        .prefix("pull-")
+        .prefix(&format!("pull-{}-", std::process::id()))
         .tempdir_in(store.root().join("tmp"))
         .context("creating a download directory in the store")?;
     let bars = pull::LayerBars::new(resolved.layer_count());
