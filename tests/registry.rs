@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use common::podman::Podman;
-use common::registry::{auth_file, kill, Proxy, Registry};
+use common::registry::{auth_file, kill, test_certs, Proxy, Registry};
 use common::{ok, require_root, BIN};
 
 /// layerfs with a private HOME (no auth files of the host's) and registries.conf.
@@ -245,6 +245,15 @@ fn tampered_blob_is_refused_and_nothing_imported() {
     std::fs::write(&file, &bytes).unwrap();
 
     let store = env.store();
+    // No search list in registries.conf: an unqualified name is refused, saying so.
+    let o = env.layerfs(&["pull", "test/base:1", "--store", &store]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("an unqualified name, and no registries.conf"),
+        "{}",
+        stderr(&o)
+    );
+
     let o = env.layerfs(&["pull", &base, "--tls-verify=false", "--store", &store]);
     assert!(!o.status.success(), "a tampered blob was accepted");
     let err = stderr(&o);
@@ -340,7 +349,7 @@ fn basic_auth_401_without_credentials_success_with_them() {
     if !require_root("basic_auth_401_without_credentials_success_with_them") {
         return;
     }
-    let reg = Registry::start_with(Some(("alice", "s3cret")));
+    let reg = Registry::start_with(Some(("alice", "s3cret")), None);
     let h = reg.host();
     let env = Env::new(std::slice::from_ref(&h), &[]);
     let oci = base_layout(&env);
@@ -384,4 +393,40 @@ fn basic_auth_401_without_credentials_success_with_them() {
     assert_eq!(pushed["reference"], other.as_str());
     let creds = ["--creds", "alice:s3cret"];
     assert_eq!(layer_digests(&other, &creds), layer_digests(&base, &creds));
+}
+
+#[test]
+fn https_with_a_cert_dir_or_without_verification() {
+    if !require_root("https_with_a_cert_dir_or_without_verification") {
+        return;
+    }
+    let env = Env::new(&[], &[]);
+    let (certs, cert, key) = test_certs(&env.path(""));
+    let reg = Registry::start_with(None, Some((&cert, &key)));
+    let h = reg.host();
+    let oci = base_layout(&env);
+    let base = format!("docker://{h}/test/base:1");
+    let cert_dir = certs.to_str().unwrap();
+    skopeo(&["copy", "--dest-cert-dir", cert_dir, &oci, &base]);
+
+    // An unknown CA: refused, saying how to allow it.
+    let store = env.store();
+    let o = env.layerfs(&["pull", &base, "--store", &store]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&base) && err.contains("--tls-verify=false"),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // The CA from --cert-dir; or no verification.
+    ok(
+        &env.layerfs(&["pull", &base, "--cert-dir", cert_dir, "--store", &store]),
+        "pull with --cert-dir",
+    );
+    let store2 = env.path("store2").display().to_string();
+    ok(
+        &env.layerfs(&["pull", &base, "--tls-verify=false", "--store", &store2]),
+        "pull with --tls-verify=false",
+    );
 }

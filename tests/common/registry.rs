@@ -31,11 +31,12 @@ fn free_port() -> u16 {
 impl Registry {
     /// A registry without auth.
     pub fn start() -> Registry {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
-    /// A registry; with `user`, only that user and password may use it (htpasswd).
-    pub fn start_with(user: Option<(&str, &str)>) -> Registry {
+    /// A registry; with `user`, only that user and password may use it (htpasswd); with
+    /// `tls` (certificate and key files), it speaks HTTPS only.
+    pub fn start_with(user: Option<(&str, &str)>, tls: Option<(&Path, &Path)>) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("layerfs-reg-")
             .tempdir()
@@ -48,6 +49,13 @@ impl Registry {
              http:\n  addr: 127.0.0.1:{port}\n",
             storage.display()
         );
+        if let Some((cert, key)) = tls {
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if let Some((u, p)) = user {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", u, p])
@@ -237,4 +245,78 @@ pub fn auth_file(dir: &Path, host: &str, user: &str, pass: &str) -> PathBuf {
     )
     .unwrap();
     f
+}
+
+/// A test CA and a certificate it signed for 127.0.0.1, made with openssl in `dir`:
+/// `dir/certs/ca.crt` (a cert dir as skopeo and layerfs read it), `dir/leaf.crt`,
+/// `dir/leaf.key`.
+pub fn test_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl (scripts/setup installs it)");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let ca = [
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=layerfs test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "certs/ca.crt",
+    ];
+    run(&[&ca[..], &ec[..]].concat());
+    let csr = [
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+    ];
+    run(&[&csr[..], &ec[..]].concat());
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "certs/ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "leaf.crt",
+    ]);
+    (certs, dir.join("leaf.crt"), dir.join("leaf.key"))
 }
