@@ -234,8 +234,12 @@ impl Client {
             for (k, v) in headers {
                 b = b.header(*k, *v);
             }
-            if let Some(a) = self.authorization(scopes)? {
-                b = b.header("Authorization", a);
+            // Credentials go to the registry only, never to a host an upload's Location
+            // names (blob storage).
+            if url.starts_with(&format!("{}/", self.base)) {
+                if let Some(a) = self.authorization(scopes)? {
+                    b = b.header("Authorization", a);
+                }
             }
             let res = match payload {
                 Payload::Empty => self.agent.run(b.body(())?),

@@ -277,6 +277,49 @@ fn retries_redirects_resumes_and_ranges() {
 }
 
 #[test]
+fn upload_to_another_host_gets_no_credentials() {
+    // Blob storage on another host: it answers the upload's PUT.
+    let storage: Arc<Script> = Arc::new(|req: &Req, _| {
+        if req.method == "PUT" {
+            answer(201, &[], b"")
+        } else {
+            answer(404, &[], b"")
+        }
+    });
+    let (storage_port, storage_log) = serve(storage);
+    let location = format!("http://127.0.0.1:{storage_port}/upload?state=x");
+    let registry: Arc<Script> = Arc::new(move |req: &Req, _| {
+        if req.headers.get("authorization").map(String::as_str) != Some("Basic dTpw") {
+            return answer(401, &[("WWW-Authenticate", r#"Basic realm="r""#)], b"");
+        }
+        match (req.method.as_str(), req.path.as_str()) {
+            ("POST", "/v2/app/blobs/uploads/") => answer(202, &[("Location", &location)], b""),
+            ("PUT", "/v2/app/manifests/1") => answer(201, &[], b""),
+            _ => answer(404, &[], b""),
+        }
+    });
+    let (port, log) = serve(registry);
+    let opts = Options {
+        creds: Some(Credentials::parse("u:p").unwrap()),
+        ..insecure()
+    };
+    let c = Client::connect(&format!("127.0.0.1:{port}"), "app", &opts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("blob");
+    std::fs::write(&f, b"layer bytes").unwrap();
+    let d = digest(b"layer bytes");
+    c.upload_blob("app", &d, &f).unwrap();
+    let put = storage_log.lock().unwrap()[0].clone();
+    assert_eq!(put.path, format!("/upload?state=x&digest={d}"));
+    assert!(!put.headers.contains_key("authorization"), "{put:?}");
+    assert_eq!(
+        c.put_manifest("app", "1", "application/x", b"{}").unwrap(),
+        digest(b"{}")
+    );
+    assert!(log.lock().unwrap().iter().any(|r| r.method == "POST"));
+}
+
+#[test]
 fn content_range() {
     assert_eq!(super::client::range_start("bytes 100-199/1000"), Some(100));
     assert_eq!(super::client::range_start("items 1-2"), None);
