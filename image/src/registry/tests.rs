@@ -320,6 +320,66 @@ fn upload_to_another_host_gets_no_credentials() {
 }
 
 #[test]
+fn an_index_resolves_to_this_platform() {
+    let config = br#"{"rootfs":{"type":"layers","diff_ids":[]},"config":{"Cmd":["sh"]}}"#.to_vec();
+    let cd = digest(&config);
+    let manifest = |n: u8| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+               "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{}}},
+               "layers":[],"annotations":{{"n":"{n}"}}}}"#,
+            config.len()
+        )
+        .into_bytes()
+    };
+    let (other, ours) = (manifest(1), manifest(2));
+    let (od, ourd) = (digest(&other), digest(&ours));
+    let foreign = if crate::oci_write::go_arch() == "s390x" {
+        "arm64"
+    } else {
+        "s390x"
+    };
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+           {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{od}","size":{},
+             "platform":{{"os":"linux","architecture":"{foreign}"}}}},
+           {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{ourd}","size":{},
+             "platform":{{"os":"linux","architecture":"{}"}}}}]}}"#,
+        other.len(),
+        ours.len(),
+        crate::oci_write::go_arch()
+    )
+    .into_bytes();
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let (want_manifest, want_config) = (ourd.clone(), cd.clone());
+    let script: Arc<Script> = Arc::new(move |req: &Req, _| {
+        let p = req.path.as_str();
+        if p == "/v2/" {
+            answer(200, &[], b"{}")
+        } else if p == "/v2/app/manifests/multi" {
+            let t = "application/vnd.oci.image.index.v1+json";
+            answer(200, &[("Content-Type", t)], &index)
+        } else if p == format!("/v2/app/manifests/{od}") {
+            answer(200, &[("Content-Type", oci)], &other)
+        } else if p == format!("/v2/app/manifests/{ourd}") {
+            answer(200, &[("Content-Type", oci)], &ours)
+        } else if p == format!("/v2/app/blobs/{cd}") {
+            answer(200, &[], &config)
+        } else {
+            answer(404, &[], b"")
+        }
+    });
+    let (port, _) = serve(script);
+    let c = Client::connect(&format!("127.0.0.1:{port}"), "app", &insecure()).unwrap();
+    let r =
+        super::Reference::parse_qualified(&format!("docker://127.0.0.1:{port}/app:multi")).unwrap();
+    let resolved = super::pull::resolve(&c, &r).unwrap();
+    assert_eq!(resolved.manifest_digest, want_manifest);
+    assert_eq!(resolved.config_digest, want_config);
+    assert_eq!(resolved.config.cmd, vec!["sh"]);
+}
+
+#[test]
 fn content_range() {
     assert_eq!(super::client::range_start("bytes 100-199/1000"), Some(100));
     assert_eq!(super::client::range_start("items 1-2"), None);
