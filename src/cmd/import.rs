@@ -22,8 +22,8 @@ use super::imagecmd::{as_store_owner, print_json, StoreArgs};
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
-    /// containers-storage:IMAGE or lowerdir=TOP:...:BOTTOM; a store image (store:NAME or
-    /// NAME) is only given the --name names.
+    /// containers-storage:IMAGE, docker://HOST/REPO[:TAG] or lowerdir=TOP:...:BOTTOM; a
+    /// store image (store:NAME or NAME) is only given the --name names.
     pub source: String,
     /// Name the image NAME[:TAG] in the store (it is always findable by SOURCE too).
     #[arg(long)]
