@@ -342,6 +342,15 @@ fn dropped_connection_resumes_and_killed_pulls_leave_the_store_clean() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains(&via) && err.contains("blob sha256:"), "{err}");
     assert_store_clean(&store);
+
+    // With the registry gone, a SOURCE it named is the store's copy, with a warning.
+    let o = env.layerfs(&["cat", &direct, "/etc/motd", "--store", &store3]);
+    assert_eq!(ok(&o, "cat docker:// with the registry gone"), "base\n");
+    assert!(
+        stderr(&o).contains("using the store's copy"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

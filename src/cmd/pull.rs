@@ -136,6 +136,17 @@ pub fn run(args: PullArgs) -> Result<i32> {
 /// store's owner.
 pub fn pull(store: &Store, source: &str, names: &[String], opts: &Options) -> Result<Pulled> {
     let (client, reference, resolved) = resolve(source, opts)?;
+    pull_resolved(store, &client, reference, resolved, names)
+}
+
+/// [`pull`] of a reference already resolved to its manifest.
+fn pull_resolved(
+    store: &Store,
+    client: &registry::Client,
+    reference: Reference,
+    resolved: pull::Resolved,
+    names: &[String],
+) -> Result<Pulled> {
     let what = reference.to_string();
     let mut all_names = names.to_vec();
     all_names.push(reference.name());
@@ -151,7 +162,7 @@ pub fn pull(store: &Store, source: &str, names: &[String], opts: &Options) -> Re
     let ready = pull::Ready::new(img.layers.len());
     let have = |d: &layerfs_image::source::Digest| store.has_layer(d.as_str());
     let (record, reused) = std::thread::scope(|s| {
-        s.spawn(|| pull::download(&client, &reference, &img, &have, &bars, &ready));
+        s.spawn(|| pull::download(client, &reference, &img, &have, &bars, &ready));
         let r =
             super::import::import_image(store, &img, &what, &all_names, Some(&|i| ready.wait(i)));
         if r.is_err() {
@@ -202,7 +213,21 @@ pub fn store_image(source: &str, root: &Path, opts: &Options) -> Result<(Store, 
     let (root2, opts2) = (root.to_path_buf(), opts.clone());
     let code = as_store_owner(move || {
         let store = Store::open(&root2)?;
-        let (_, reference, resolved) = resolve(&src, &opts2)?;
+        let (client, reference, resolved) = match resolve(&src, &opts2) {
+            Ok(r) => r,
+            Err(e) => {
+                // The registry cannot say which image the reference names now: the store's
+                // copy of it, if there is one, serves (with a warning), as podman's run uses
+                // its local image.
+                for r in registry::reference::candidates(&src)? {
+                    if store.find(&r.name())?.is_some() {
+                        log::warn!("{src}: {e:#}; using the store's copy of {}", r.name());
+                        return Ok(0);
+                    }
+                }
+                return Err(e);
+            }
+        };
         let id = resolved.config_digest.to_string();
         let present = store.images()?.into_iter().find(|i| i.id == id);
         if let Some(rec) = present.filter(|r| r.layers.iter().all(|l| store.has_layer(&l.diff_id)))
@@ -211,7 +236,7 @@ pub fn store_image(source: &str, root: &Path, opts: &Options) -> Result<(Store, 
                 return Ok(0);
             }
         }
-        pull(&store, &src, &[], &opts2)?;
+        pull_resolved(&store, &client, reference, resolved, &[])?;
         Ok(0)
     })?;
     if code != 0 {
