@@ -102,6 +102,11 @@ enum Cmd {
     /// Import an image (OCI layout or archive, docker archive, podman's store, a stack)
     /// into the layer store.
     Import(cmd::import::ImportArgs),
+    /// Pull an image from a registry (docker://HOST[:PORT]/REPO[:TAG|@DIGEST]) into the
+    /// layer store.
+    Pull(cmd::pull::PullArgs),
+    /// Push a store image to a registry (docker://HOST[:PORT]/REPO[:TAG]).
+    Push(cmd::push::PushArgs),
     /// List the images of the layer store.
     Images(cmd::images::ImagesArgs),
     /// Remove images from the layer store, and the layers no other image uses.
@@ -353,6 +358,8 @@ fn main() -> ExitCode {
     }
     let image_cmd = match cli.cmd.take() {
         Some(Cmd::Import(a)) => Some(cmd::import::run(a)),
+        Some(Cmd::Pull(a)) => Some(cmd::pull::run(a)),
+        Some(Cmd::Push(a)) => Some(cmd::push::run(a)),
         Some(Cmd::Images(a)) => Some(cmd::images::run(a)),
         Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
         Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),

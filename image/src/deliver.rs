@@ -1,16 +1,19 @@
 //! Where a made layer goes (commit, squash, build): a tar, a layer directory, a new image in
-//! the store, or an image in an OCI layout, with the base image's layers, config and
-//! history carried over. The one delivery path; the commands only parse and print.
+//! the store, an image in an OCI layout, or one pushed to a registry, with the base image's
+//! layers, config and history carried over. The one delivery path; the commands only parse and print.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::commit::{layer_tar, Compress, LayerTar};
-use crate::oci_write::{Descriptor, LayerDesc, Layout};
+use crate::oci_write::{Descriptor, LayerDesc, Layout, MANIFEST_TYPE};
 use crate::pack::Mode;
+use crate::progress;
+use crate::registry::{self, push, Options, Reference};
 use crate::source::Compression;
+use crate::source::Digest;
 use crate::store::{
     normalize_name, record_id, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
 };
@@ -23,6 +26,8 @@ pub enum Dest {
     Dir(PathBuf),
     Store(String),
     Oci(PathBuf, String),
+    /// A registry: written as an OCI image in the store's `tmp/`, then pushed.
+    Registry(Reference, Options),
 }
 
 impl Dest {
@@ -38,8 +43,12 @@ impl Dest {
                 Some((d, t)) if !t.is_empty() && !t.contains('/') => Dest::Oci(d.into(), t.into()),
                 _ => Dest::Oci(rest.into(), "latest".into()),
             }
+        } else if s.starts_with(registry::PREFIX) {
+            Dest::Registry(Reference::parse(s)?, Options::default())
         } else if s.contains(':') {
-            bail!("--to {s}: expected tar:FILE, dir:DIR, store:NAME or oci:DIR:TAG");
+            bail!(
+                "--to {s}: expected tar:FILE, dir:DIR, store:NAME, oci:DIR:TAG or docker://HOST/REPO[:TAG]"
+            );
         } else {
             Dest::Tar(s.into())
         })
@@ -69,6 +78,9 @@ pub struct Base {
     pub layers: Vec<LayerRecord>,
     pub config: RunConfig,
     pub history: Vec<HistoryEntry>,
+    /// Where the image came from (its record's `source`): a pushed image's blobs may be
+    /// mounted from there.
+    pub source: Option<String>,
 }
 
 /// Delivers a layer tar to `dest`.
@@ -92,6 +104,7 @@ pub fn deliver(
         layers: Vec::new(),
         config: RunConfig::default(),
         history: Vec::new(),
+        source: None,
     });
     match dest {
         Dest::Tar(path) => {
@@ -148,49 +161,7 @@ pub fn deliver(
         Dest::Oci(dir, tag) => {
             let how = compress.unwrap_or(Compress::Gzip);
             let layout = Layout::create(dir)?;
-            let mut layers = Vec::new();
-            // A store image's layers are written as the blobs they came in as (kept in the
-            // store), else packed from their directories; a blob already in the layout is
-            // not written twice.
-            for l in &base.layers {
-                if let Some(b) = l.blob.as_ref().filter(|b| layout.has_blob(&b.digest)) {
-                    // The base image's own blob is in the layout already: referenced.
-                    layers.push(LayerDesc {
-                        blob: Descriptor {
-                            media_type: b.media_type.clone(),
-                            digest: b.digest.clone(),
-                            size: b.size,
-                            annotations: None,
-                        },
-                        diff_id: l.diff_id.clone(),
-                    });
-                    continue;
-                }
-                // The blob it came in as, while its files are unchanged: the same digests,
-                // nothing packed or compressed again.
-                match store.kept(&l.diff_id)?.map(|k| k.write_to(&layout, how)) {
-                    Some(Ok(desc)) => {
-                        layers.push(desc);
-                        continue;
-                    }
-                    Some(Err(e)) => log::warn!(
-                        "layer {}: its kept blob is unusable ({e:#}); packing it from its files",
-                        l.diff_id
-                    ),
-                    None => {}
-                }
-                let ldir = store.layer_dir(&l.diff_id)?;
-                let mut t = layer_tar(
-                    &ldir,
-                    Mode::Layer,
-                    timestamp,
-                    None,
-                    &[],
-                    &store.root().join("tmp"),
-                    &|_| {},
-                )?;
-                layers.push(blob(&layout, &mut t, how)?);
-            }
+            let mut layers = export_layers(store, &layout, &base.layers, how, timestamp)?;
             let new = blob(&layout, tar, how)?;
             out.blob_digest = Some(new.blob.digest.clone());
             layers.push(new);
@@ -203,8 +174,87 @@ pub fn deliver(
             out.image_id = Some(config);
             out.dest = format!("oci:{}:{tag}", dir.display());
         }
+        Dest::Registry(reference, opts) => {
+            let tmp = tempfile::Builder::new()
+                .prefix("push-")
+                .tempdir_in(store.root().join("tmp"))
+                .context("creating a directory in the store")?;
+            let dir = tmp.path().join("oci");
+            let mount_from = base.source.clone();
+            let mut sub = deliver(
+                store,
+                tar,
+                &Dest::Oci(dir.clone(), "latest".into()),
+                Some(base),
+                history,
+                compress,
+                timestamp,
+            )?;
+            let manifest = sub.manifest_digest.clone().context("no manifest written")?;
+            let pushed = push_layout(&dir, &manifest, reference, opts, mount_from.as_deref())?;
+            sub.manifest_digest = Some(pushed.manifest_digest);
+            sub.dest = pushed.reference;
+            out = sub;
+        }
     }
     Ok(out)
+}
+
+/// The layers of a store image written into `layout` (bottom first): as the blobs they came
+/// in as (kept in the store) while their files are unchanged, so they keep their digests;
+/// else packed from their directories and compressed `how`. A blob already in the layout
+/// is not written twice.
+pub fn export_layers(
+    store: &Store,
+    layout: &Layout,
+    base_layers: &[LayerRecord],
+    how: Compress,
+    timestamp: Option<i64>,
+) -> Result<Vec<LayerDesc>> {
+    let mut layers = Vec::new();
+    // A store image's layers are written as the blobs they came in as (kept in the
+    // store), else packed from their directories; a blob already in the layout is
+    // not written twice.
+    for l in base_layers {
+        if let Some(b) = l.blob.as_ref().filter(|b| layout.has_blob(&b.digest)) {
+            // The base image's own blob is in the layout already: referenced.
+            layers.push(LayerDesc {
+                blob: Descriptor {
+                    media_type: b.media_type.clone(),
+                    digest: b.digest.clone(),
+                    size: b.size,
+                    annotations: None,
+                },
+                diff_id: l.diff_id.clone(),
+            });
+            continue;
+        }
+        // The blob it came in as, while its files are unchanged: the same digests,
+        // nothing packed or compressed again.
+        match store.kept(&l.diff_id)?.map(|k| k.write_to(layout, how)) {
+            Some(Ok(desc)) => {
+                layers.push(desc);
+                continue;
+            }
+            Some(Err(e)) => log::warn!(
+                "layer {}: its kept blob is unusable ({e:#}); packing it from its files",
+                l.diff_id
+            ),
+            None => {}
+        }
+        let ldir = store.layer_dir(&l.diff_id)?;
+        let mut t = layer_tar(
+            &ldir,
+            Mode::Layer,
+            timestamp,
+            None,
+            &[],
+            &store.root().join("tmp"),
+            &|_| {},
+        )?;
+        layers.push(blob(layout, &mut t, how)?);
+    }
+    Ok(layers)
 }
 
 fn blob(layout: &Layout, tar: &mut LayerTar, how: Compress) -> Result<LayerDesc> {
@@ -255,4 +305,38 @@ pub fn rfc3339(ts: Option<i64>) -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// Pushes the image `manifest` of the OCI layout `dir` to `dest`; `source` is where the
+/// image came from (a `docker://` reference on the same registry lends its blobs by mount).
+pub fn push_layout(
+    dir: &Path,
+    manifest: &str,
+    dest: &Reference,
+    opts: &Options,
+    source: Option<&str>,
+) -> Result<push::Pushed> {
+    let manifest = Digest::parse(manifest)?;
+    let client = registry::connect(dest, opts)?;
+    let mount_from = source
+        .filter(|s| s.starts_with(registry::PREFIX))
+        .and_then(|s| Reference::parse_qualified(s).ok())
+        .filter(|r| r.host == dest.host)
+        .map(|r| r.repo);
+    let pb = progress::items("pushing blobs", 0);
+    let pushed = push::push_layout(
+        &client,
+        dir,
+        &manifest,
+        MANIFEST_TYPE,
+        dest,
+        mount_from.as_deref(),
+        &|done, total| {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        },
+    )
+    .with_context(|| dest.to_string());
+    pb.finish_and_clear();
+    pushed
 }

@@ -23,6 +23,21 @@ pub fn import(
     open: &OpenOptions,
 ) -> Result<(ImageRecord, Vec<bool>)> {
     let img = source::open(source, open)?;
+    import_image(store, &img, source, names, None)
+}
+
+/// Imports the opened image `img` (named `source` in messages and in the record) into
+/// `store` under `names`, as [`import`] does. With `downloaded`, the layers' blob files are
+/// downloads still arriving, checked against their digests as they were written, in the
+/// store's `tmp/`: `downloaded(i)` waits for layer `i`'s, and the file is moved into the
+/// store rather than copied.
+pub fn import_image(
+    store: &Store,
+    img: &source::Image,
+    source: &str,
+    names: &[String],
+    downloaded: Option<&dyn Fn(usize) -> Result<()>>,
+) -> Result<(ImageRecord, Vec<bool>)> {
     let opts = unpack::Options::for_this_process();
     let mut staged = Vec::new();
     let mut layers = Vec::new();
@@ -49,8 +64,18 @@ pub fn import(
             reused.push(true);
             continue;
         }
+        if let Some(wait) = downloaded {
+            wait(i).with_context(|| format!("{source}: {what} ({})", layer.id))?;
+        }
         let pb = progress::bytes(&what);
         let s = match &layer.location {
+            Location::Blob(b) if downloaded.is_some() => {
+                let digest = layer
+                    .digest
+                    .as_ref()
+                    .context("a download without a digest")?;
+                store.stage_blob_file(&b.path, digest, layer.compression, known.as_deref(), &opts)
+            }
             // The blob is kept as it came (digest checked), and unpacked from that copy.
             Location::Blob(b) => {
                 let raw = pb.wrap_read(b.open_raw(layer.digest.as_ref())?);

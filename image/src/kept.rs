@@ -82,6 +82,43 @@ pub fn stage(tmp: &Path, raw: impl Read, hint: Option<Compression>) -> Result<St
     Ok(staged)
 }
 
+/// Keeps the blob in `file` (on `tmp`'s filesystem, its bytes checked against `digest` by
+/// the caller as it wrote them) by moving it into a new directory of `tmp`; an uncompressed
+/// tar is zstd-encoded as [`stage`] does.
+pub fn stage_file(
+    tmp: &Path,
+    file: &Path,
+    digest: &Digest,
+    hint: Option<Compression>,
+) -> Result<Staged> {
+    let open = || File::open(file).with_context(|| format!("opening {}", file.display()));
+    let comp = compression_of(&mut BufReader::new(open()?), hint)?;
+    if comp == Compression::None {
+        return stage(tmp, Verify::new(open()?, digest.clone(), "blob"), hint);
+    }
+    let size = open()?.metadata()?.len();
+    let dir = tempfile::Builder::new()
+        .prefix("kept-")
+        .tempdir_in(tmp)
+        .context("creating a staging directory in the store")?
+        .keep();
+    let staged = Staged {
+        dir: Some(dir.clone()),
+        record: Record {
+            version: VERSION,
+            diff_id: String::new(),
+            digest: digest.to_string(),
+            media_type: Compress::from(comp).media_type().to_string(),
+            size,
+            encoding: Encoding::Verbatim,
+            tree: String::new(),
+        },
+    };
+    std::fs::rename(file, dir.join(BLOB))
+        .with_context(|| format!("moving {} into the store", file.display()))?;
+    Ok(staged)
+}
+
 impl Staged {
     /// The uncompressed tar of the staged blob.
     pub fn tar(&self) -> Result<Box<dyn Read + Send>> {

@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod oci_write;
 pub mod pack;
 pub mod progress;
+pub mod registry;
 pub mod source;
 pub mod store;
 pub mod tarread;

@@ -6,11 +6,21 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 /// A spinner counting bytes (set with `set_position`, `inc` or `wrap_read`), with the rate.
 pub fn bytes(what: &str) -> ProgressBar {
     styled(ProgressBar::new_spinner, what, "{bytes} ({bytes_per_sec})")
+}
+
+/// A group of indicators drawn together (one spinner per layer of a pull), hidden off a
+/// terminal; add [`bytes`] or [`items`] indicators to it with `add`.
+pub fn group() -> MultiProgress {
+    if std::io::stderr().is_terminal() {
+        MultiProgress::new()
+    } else {
+        MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+    }
 }
 
 /// A bar counting `len` items (advanced with `inc`); `set_message` adds a note.

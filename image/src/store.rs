@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::kept;
-use super::source::Compression;
+use super::source::{Compression, Digest};
 use super::unpack;
 use crate::sys;
 use crate::verity::HashList;
@@ -316,7 +316,31 @@ impl Store {
         expected: Option<&str>,
         opts: &unpack::Options,
     ) -> Result<Staged> {
-        let mut k = kept::stage(&self.root.join("tmp"), raw, hint)?;
+        let k = kept::stage(&self.root.join("tmp"), raw, hint)?;
+        self.stage_kept(k, expected, opts)
+    }
+
+    /// [`Store::stage_blob`] for a blob already in a file of the store's filesystem whose
+    /// bytes the caller checked against `digest` as it wrote them (a download): the file
+    /// is moved into place, not copied and hashed again.
+    pub fn stage_blob_file(
+        &self,
+        file: &Path,
+        digest: &Digest,
+        hint: Option<Compression>,
+        expected: Option<&str>,
+        opts: &unpack::Options,
+    ) -> Result<Staged> {
+        let k = kept::stage_file(&self.root.join("tmp"), file, digest, hint)?;
+        self.stage_kept(k, expected, opts)
+    }
+
+    fn stage_kept(
+        &self,
+        mut k: kept::Staged,
+        expected: Option<&str>,
+        opts: &unpack::Options,
+    ) -> Result<Staged> {
         let mut staged = self.stage(k.tar()?, expected, opts)?;
         let dir = staged.path.as_ref().expect("staged until published");
         k.seal(&staged.diff_id, dir)?;

@@ -15,11 +15,13 @@ use layerfs_image::store::{HistoryEntry, Store};
 use super::imagecmd::{
     as_store_owner, lowerdir_option, print_json, private_mounts, Mounted, StoreArgs,
 };
+use super::pull::RegistryArgs;
 
 /// Where a made layer goes and how it is written (commit and squash).
 #[derive(Args, Debug)]
 pub struct LayerOutArgs {
-    /// tar:FILE (or a plain path), dir:DIR, store:NAME[:TAG], oci:DIR:TAG.
+    /// tar:FILE (or a plain path), dir:DIR, store:NAME[:TAG], oci:DIR:TAG,
+    /// docker://HOST[:PORT]/REPO[:TAG].
     #[arg(long, value_name = "DEST")]
     pub to: String,
     /// Compression of a tar or OCI layer (default: none for tar, gzip for oci).
@@ -28,6 +30,19 @@ pub struct LayerOutArgs {
     /// Pin every entry's mtime (and the image's creation time) to these Unix seconds.
     #[arg(long, value_name = "SECONDS")]
     pub timestamp: Option<i64>,
+    /// How to reach the registry of a docker:// DEST.
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+impl LayerOutArgs {
+    /// `--to` with the registry options when it names a registry.
+    pub fn dest(&self) -> Result<Dest> {
+        Ok(match Dest::parse(&self.to)? {
+            Dest::Registry(r, _) => Dest::Registry(r, self.registry.options()?),
+            d => d,
+        })
+    }
 }
 
 /// Turn an upper directory into one OCI layer: a tar, a layer directory, a new image in the
@@ -58,21 +73,23 @@ pub struct CommitArgs {
 }
 
 pub fn run(args: CommitArgs) -> Result<i32> {
-    let dest = Dest::parse(&args.out.to)?;
+    let dest = args.out.dest()?;
     let (lowers, upper) = layer_options(&args.options)?;
     let Some(upper) = upper else {
         bail!("commit needs -o upperdir=DIR (the layer to commit)");
     };
     let root = args.store.root();
+    let registry = args.out.registry.options()?;
     as_store_owner(|| {
         let store = Store::open(&root)?;
         let base = match &args.from {
             Some(name) => {
-                let (_, img) = super::image_source::store_image(name, &root)?;
+                let (_, img) = super::image_source::store_image_with(name, &root, &registry)?;
                 Some(Base {
                     layers: img.layers,
                     config: img.config,
                     history: img.history,
+                    source: Some(img.source),
                 })
             }
             None => None,
@@ -80,7 +97,7 @@ pub fn run(args: CommitArgs) -> Result<i32> {
         let mut lowers = lowers.clone();
         if lowers.is_empty() {
             if let Some(name) = &args.from {
-                let (_, img) = super::image_source::store_image(name, &root)?;
+                let (_, img) = super::image_source::store_image_with(name, &root, &registry)?;
                 lowers = store.lowers(&img)?;
             }
         }

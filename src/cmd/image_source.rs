@@ -12,7 +12,10 @@ use layerfs_image::manifest::{self, Cache, Manifest, Progress};
 use layerfs_image::source::{layerstore, Image, OpenOptions, Spec};
 use layerfs_image::store::{normalize_name, ImageRecord, Store};
 
+use layerfs_image::registry::Options;
+
 use super::imagecmd::{as_store_owner, StoreArgs};
+use super::pull::RegistryArgs;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct SourceArgs {
@@ -35,6 +38,8 @@ pub struct CommonArgs {
     pub no_cache: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// What a SOURCE string names.
@@ -62,9 +67,20 @@ fn is_transport(s: &str) -> bool {
 /// - `store:NAME`: the image NAME[:TAG] (or id prefix) of the layer store at `store_root`;
 /// - `oci:...`, `oci-archive:...`, `docker-archive:...`, `containers-storage:...` and
 ///   `lowerdir=...`: that source, read in place;
+/// - `docker://REF`: the image a registry has under REF, pulled into the store unless the
+///   store has it already (the registry is asked which manifest REF names each time);
 /// - anything else: an image of the layer store; an unknown name is an error naming the
 ///   store's images (and the closest one).
-pub fn resolve(s: &str, store_root: &Path) -> Result<Named> {
+///
+/// `registry`: how to reach a registry (the command's `--creds`, `--tls-verify`, ...).
+pub fn resolve(s: &str, store_root: &Path, registry: &Options) -> Result<Named> {
+    if s.starts_with(layerfs_image::registry::PREFIX) {
+        let (store, record) = super::pull::store_image(s, store_root, registry)?;
+        return Ok(Named::Store {
+            store,
+            record: Box::new(record),
+        });
+    }
     if let Some(name) = s.strip_prefix("store:") {
         let (store, record) = find(name, store_root)?;
         return Ok(Named::Store {
@@ -82,7 +98,8 @@ pub fn resolve(s: &str, store_root: &Path) -> Result<Named> {
     })
 }
 
-const KINDS: &str = "oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], \
+const KINDS: &str =
+    "docker://HOST/REPO[:TAG], oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], \
                      containers-storage:IMAGE, lowerdir=TOP:...:BOTTOM";
 
 /// The store image `name`, or an error listing the store's images with the closest first.
@@ -128,7 +145,16 @@ fn find(name: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
 /// source imported on first use (`import` keeps the source as one of the image's names,
 /// so the second use finds it).
 pub fn store_image(s: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
-    if let Named::Store { store, record } = resolve(s, store_root)? {
+    store_image_with(s, store_root, &Options::default())
+}
+
+/// [`store_image`] with the registry options of the command line.
+pub fn store_image_with(
+    s: &str,
+    store_root: &Path,
+    registry: &Options,
+) -> Result<(Store, ImageRecord)> {
+    if let Named::Store { store, record } = resolve(s, store_root, registry)? {
         return Ok((store, *record));
     }
     let store = Store::open(store_root)?;
@@ -190,7 +216,7 @@ impl SourceArgs {
 
 impl CommonArgs {
     pub fn resolve(&self, s: &str) -> Result<Named> {
-        resolve(s, &self.store.root())
+        resolve(s, &self.store.root(), &self.registry.options()?)
     }
 
     pub fn open(&self, named: &Named, name: &str) -> Result<Image> {

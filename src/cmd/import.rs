@@ -17,8 +17,8 @@ use super::imagecmd::{as_store_owner, print_json, StoreArgs};
 #[derive(Args, Debug)]
 pub struct ImportArgs {
     /// oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
-    /// containers-storage:IMAGE or lowerdir=TOP:...:BOTTOM; a store image (store:NAME or
-    /// NAME) is only given the --name names.
+    /// containers-storage:IMAGE, docker://HOST/REPO[:TAG] or lowerdir=TOP:...:BOTTOM; a
+    /// store image (store:NAME or NAME) is only given the --name names.
     pub source: String,
     /// Name the image NAME[:TAG] in the store (it is always findable by SOURCE too).
     #[arg(long)]
@@ -29,6 +29,9 @@ pub struct ImportArgs {
     /// root, ~/.local/share/containers/storage otherwise).
     #[arg(long, value_name = "DIR")]
     pub storage_root: Option<PathBuf>,
+    /// How to reach the registry of a docker:// SOURCE (pulled into the store, then named).
+    #[command(flatten)]
+    pub registry: super::pull::RegistryArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -53,7 +56,7 @@ pub fn run(args: ImportArgs) -> Result<i32> {
     let root = args.store.root();
     // A store image already is imported: `import store:NAME --name NEW` (or a bare NAME)
     // only gives it the new names.
-    let named = super::image_source::resolve(&args.source, &root)?;
+    let named = super::image_source::resolve(&args.source, &root, &args.registry.options()?)?;
     as_store_owner(|| {
         let store = Store::open(&root)?;
         let (record, reused) = match &named {

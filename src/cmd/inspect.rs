@@ -28,8 +28,9 @@ pub enum SortBy {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// The image: oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],
-    /// containers-storage:IMAGE, or lowerdir=TOP:...:BOTTOM[,upperdir=U] (or use -o).
+    /// The image: a store image, oci:DIR[:REF], oci-archive:FILE[:REF],
+    /// docker-archive:FILE[:REF], containers-storage:IMAGE, docker://HOST/REPO[:TAG], or
+    /// lowerdir=TOP:...:BOTTOM[,upperdir=U] (or use -o).
     #[arg(value_name = "SOURCE")]
     pub args: Vec<String>,
     #[command(flatten)]

@@ -14,6 +14,8 @@ pub mod import;
 pub mod inspect;
 pub mod mount;
 pub mod packaging;
+pub mod pull;
+pub mod push;
 pub mod rmi;
 pub mod rootless;
 pub mod run;

@@ -17,7 +17,7 @@ use layerfs_image::store::{HistoryEntry, RunConfig, Store};
 
 use super::commit::{report, LayerOutArgs};
 use super::imagecmd::{as_store_owner, lowerdir_option, private_mounts, Mounted, StoreArgs};
-use layerfs_image::deliver::{deliver, rfc3339, Base, Dest};
+use layerfs_image::deliver::{deliver, rfc3339, Base};
 
 /// Squash an image or a stack into one layer (tar, layer dir, store image, OCI image).
 #[derive(Args, Debug)]
@@ -34,14 +34,18 @@ pub struct SquashArgs {
 }
 
 pub fn run(args: SquashArgs) -> Result<i32> {
-    let dest = Dest::parse(&args.out.to)?;
+    let dest = args.out.dest()?;
     let root = args.store.root();
     // The stack: top first.
     let (lowers, config): (Vec<PathBuf>, RunConfig) = if args.source.contains("lowerdir=") {
         let (lowers, _) = super::commit::layer_options(std::slice::from_ref(&args.source))?;
         (lowers, RunConfig::default())
     } else {
-        let (store, record) = super::image_source::store_image(&args.source, &root)?;
+        let (store, record) = super::image_source::store_image_with(
+            &args.source,
+            &root,
+            &args.out.registry.options()?,
+        )?;
         (store.lowers(&record)?, record.config)
     };
     if lowers.is_empty() {
@@ -82,6 +86,7 @@ pub fn run(args: SquashArgs) -> Result<i32> {
             layers: Vec::new(),
             config: config.clone(),
             history: Vec::new(),
+            source: None,
         };
         let mut out = deliver(
             &store,

@@ -14,8 +14,8 @@ use layerfs_image::verify::{self, LayerReport, Status};
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
     /// The image: a store image (NAME or store:NAME), oci:DIR[:REF], oci-archive:FILE[:REF],
-    /// docker-archive:FILE[:REF], containers-storage:IMAGE, or lowerdir=TOP:...:BOTTOM (or
-    /// use -o). Without one: every layer of the layer store (`--store DIR` for another store
+    /// docker-archive:FILE[:REF], containers-storage:IMAGE, docker://HOST/REPO[:TAG] (pulled
+    /// into the store), or lowerdir=TOP:...:BOTTOM (or use -o). Without one: every layer of the layer store (`--store DIR` for another store
     /// than the default), against the hash list recorded when it was imported.
     #[arg(value_name = "SOURCE")]
     pub args: Vec<String>,

@@ -10,6 +10,7 @@ pub mod imagekit;
 pub mod ops;
 pub mod pair;
 pub mod podman;
+pub mod registry;
 pub mod side;
 pub mod spec;
 pub mod tree;

@@ -45,7 +45,7 @@ impl Digest {
         &self.0
     }
 
-    fn of(hash: Sha256) -> Digest {
+    pub(crate) fn of(hash: Sha256) -> Digest {
         let bytes = hash.finalize();
         let mut s = String::with_capacity(71);
         s.push_str("sha256:");

@@ -418,7 +418,7 @@ impl ImageConfig {
 }
 
 /// Fills each layer's `created_by` (and missing diff_ids) from the config.
-fn attach_config(layers: &mut [Layer], config: &ImageConfig) {
+pub(crate) fn attach_config(layers: &mut [Layer], config: &ImageConfig) {
     for (layer, h) in layers.iter_mut().zip(config.layer_history()) {
         layer.created_by = h.created_by.clone();
         layer.comment = h.comment.clone();
@@ -431,10 +431,10 @@ fn attach_config(layers: &mut [Layer], config: &ImageConfig) {
 }
 
 /// Largest JSON document (index, manifest, config) read from a source.
-pub(crate) const MAX_JSON: u64 = 16 << 20;
+pub const MAX_JSON: u64 = 16 << 20;
 
 /// Reads at most [`MAX_JSON`] bytes, refusing more.
-pub(crate) fn read_json_bytes(mut r: impl Read, what: &str) -> Result<Vec<u8>> {
+pub fn read_json_bytes(mut r: impl Read, what: &str) -> Result<Vec<u8>> {
     let mut v = Vec::new();
     (&mut r)
         .take(MAX_JSON + 1)

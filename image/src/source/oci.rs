@@ -19,19 +19,19 @@ const MAX_NESTING: usize = 4;
 
 #[derive(Deserialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
-struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(default)]
-    media_type: Option<String>,
-    digest: String,
-    size: u64,
+    pub media_type: Option<String>,
+    pub digest: String,
+    pub size: u64,
     #[serde(default)]
-    annotations: Option<HashMap<String, String>>,
+    pub annotations: Option<HashMap<String, String>>,
     #[serde(default)]
-    platform: Option<Platform>,
+    pub platform: Option<Platform>,
 }
 
 #[derive(Deserialize, Clone, Debug)]
-struct Platform {
+pub(crate) struct Platform {
     #[serde(default)]
     os: String,
     #[serde(default)]
@@ -40,17 +40,17 @@ struct Platform {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Index {
+pub(crate) struct Index {
     #[serde(default)]
-    manifests: Vec<Descriptor>,
+    pub manifests: Vec<Descriptor>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Manifest {
-    config: Descriptor,
+pub(crate) struct Manifest {
+    pub config: Descriptor,
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub layers: Vec<Descriptor>,
 }
 
 impl Descriptor {
@@ -58,7 +58,7 @@ impl Descriptor {
         self.annotations.as_ref()?.get(REF_NAME).map(String::as_str)
     }
 
-    fn is_index(&self) -> bool {
+    pub(crate) fn is_index(&self) -> bool {
         matches!(
             self.media_type.as_deref(),
             Some(
@@ -68,7 +68,7 @@ impl Descriptor {
         )
     }
 
-    fn digest(&self) -> Result<Digest> {
+    pub(crate) fn digest(&self) -> Result<Digest> {
         Digest::parse(&self.digest)
     }
 }
@@ -213,8 +213,9 @@ fn names(ds: &[Descriptor]) -> String {
     }
 }
 
-/// The manifest for this machine in a multi-platform index (or the only one).
-fn pick_platform(ms: &[Descriptor]) -> Result<&Descriptor> {
+/// The manifest for this machine in a multi-platform index (or the only one): the one
+/// platform choice, for layouts and registries alike.
+pub(crate) fn pick_platform(ms: &[Descriptor]) -> Result<&Descriptor> {
     if let [one] = ms {
         return Ok(one);
     }

@@ -170,7 +170,7 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     as_store_owner(|| {
         private_mounts()?;
         let store = Store::open(&root)?;
-        sweep(&store);
+        sweep(&store, "build");
         let mut b = Builder {
             cache: cache::Cache::open(&store)?,
             tmp: tempfile::Builder::new()
@@ -194,11 +194,12 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     })
 }
 
-/// Removes what builds that died (killed, or their machine) left in the store's `tmp/`:
-/// a build keeps everything it has not published (uppers, staged layers, mountpoints) in
-/// `tmp/build-<pid>-*`, so a directory whose process is gone is garbage. Mounts left in it
-/// (a COPY's, as root) are detached first.
-fn sweep(store: &Store) {
+/// Removes what builds (or pulls: `what`) that died (killed, or their machine) left in the
+/// store's `tmp/`: a build keeps everything it has not published (uppers, staged layers,
+/// mountpoints) in `tmp/build-<pid>-*`, a pull its downloads in `tmp/pull-<pid>-*`, so a
+/// directory whose process is gone is garbage. Mounts left in it (a COPY's, as root) are
+/// detached first.
+pub fn sweep(store: &Store, what: &str) {
     let tmp = store.root().join("tmp");
     let Ok(entries) = std::fs::read_dir(&tmp) else {
         return;
@@ -207,7 +208,8 @@ fn sweep(store: &Store) {
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
-            .strip_prefix("build-")
+            .strip_prefix(what)
+            .and_then(|r| r.strip_prefix('-'))
             .and_then(|r| r.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {
@@ -229,7 +231,7 @@ fn sweep(store: &Store) {
                 log::warn!("{e:#}");
             }
         }
-        log::info!("removing {}, left by build {pid}", dir.display());
+        log::info!("removing {}, left by {what} {pid}", dir.display());
         if let Err(e) = layerfs_image::store::remove_tree(&dir) {
             log::warn!("removing {}: {e:#}", dir.display());
         }
