@@ -164,15 +164,16 @@ impl Exit {
 
 /// `waitpid(pid, flags)`: `Ok(None)` when `WNOHANG` found nothing.
 pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(libc::pid_t, Exit)>> {
-    use rustix::process::{getpgrp, waitpgid, waitpid as wait, WaitOptions};
+    use rustix::process::{wait, waitpgid, waitpid as wait_for, WaitOptions};
     let opts = WaitOptions::from_bits_retain(flags as u32);
     loop {
         // waitpid(2)'s pid: > 0 that child, -1 any child, 0 our process group, < -1 group -pid.
+        // (rustix's waitpid(None) is 0, our group: "any" is its `wait`.)
         let r = match pid {
-            -1 => wait(None, opts),
-            0 => waitpgid(getpgrp(), opts),
+            -1 => wait(opts),
+            0 => wait_for(None, opts),
             p => match (positive(p), positive(p.wrapping_neg())) {
-                (Some(child), _) => wait(Some(child), opts),
+                (Some(child), _) => wait_for(Some(child), opts),
                 (None, Some(group)) => waitpgid(group, opts),
                 (None, None) => return Err(io::Error::from_raw_os_error(libc::ESRCH)),
             },

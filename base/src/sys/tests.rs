@@ -225,7 +225,7 @@ fn flock_takes_every_operation() {
 
 #[test]
 #[allow(clippy::zombie_processes)] // reaped by sys::waitpid, the call under test
-fn kill_and_waitpid_report_how_a_child_ended() {
+fn kill_and_waitpid_report_how_a_child_ended_and_reap_any() {
     let child = std::process::Command::new("sleep")
         .arg("60")
         .spawn()
@@ -243,4 +243,14 @@ fn kill_and_waitpid_report_how_a_child_ended() {
         .unwrap();
     let pid = child.id() as libc::pid_t;
     assert_eq!(waitpid(pid, 0).unwrap(), Some((pid, Exit::Code(3))));
+    // -1: any child, also one that made a process group of its own, as the shell pid 1 of
+    // `layerfs run` must reap does (in one test: -1 would reap another test's child).
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new("sh")
+        .args(["-c", "exit 4"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    assert_eq!(waitpid(-1, 0).unwrap(), Some((pid, Exit::Code(4))));
 }
