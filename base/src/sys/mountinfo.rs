@@ -56,17 +56,10 @@ pub fn current_mount_type(path: &Path) -> Option<String> {
 /// Whether `path` (followed if a symlink) is the root of a mount; `None` when statx fails or
 /// the kernel does not report the attribute.
 fn is_mount_root(path: &Path) -> Option<bool> {
-    let c = super::cstr(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
-    // SAFETY: `c` is a NUL-terminated path, `stx` a writable statx buffer of the right size.
-    let ret = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, 0, stx.as_mut_ptr()) };
-    if ret != 0 {
-        return None;
-    }
-    // SAFETY: statx succeeded and filled the buffer (zeroed beforehand).
-    let stx = unsafe { stx.assume_init() };
-    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
-    (stx.stx_attributes_mask & bit != 0).then_some(stx.stx_attributes & bit != 0)
+    use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags, CWD};
+    let stx = statx(CWD, path, AtFlags::empty(), StatxFlags::empty()).ok()?;
+    let bit = StatxAttributes::MOUNT_ROOT;
+    (stx.stx_attributes_mask.contains(bit)).then_some(stx.stx_attributes.contains(bit))
 }
 
 #[cfg(test)]

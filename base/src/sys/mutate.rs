@@ -1,39 +1,45 @@
 //! Safe wrappers for the syscalls that change a layer (the upper and the workdir only; the
 //! lowers are never written). Same rules as the parent module: fd-relative, one path
-//! component, no symlink followed, `io::Result`, a `SAFETY:` line on every `unsafe`.
+//! component, no symlink followed, `io::Result`, a `SAFETY:` line on every `unsafe`. All
+//! through rustix but `file_handle` (rustix has no `name_to_handle_at`).
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use super::{cvt, cvt_size};
+use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps};
+
+use super::{at_flags, cvt, mode as raw_mode, oflags};
 
 /// `mkdirat(dir, name, mode)`.
 pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     fault!("sys::mkdirat");
-    // SAFETY: `name` is NUL-terminated; `dir` is live.
-    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+    Ok(rustix::fs::mkdirat(dir, name, raw_mode(mode))?)
 }
 
 /// `mknodat(dir, name, mode, rdev)`: fifos, sockets, devices and whiteouts (char 0:0).
 pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
     fault!("sys::mknodat");
-    // SAFETY: `name` is NUL-terminated; `dir` is live.
-    cvt(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
+    // rustix passes the type apart from the mode: the same bits, split. A mode without type
+    // bits makes a regular file, as mknod(2) does.
+    let kind = match mode & libc::S_IFMT {
+        0 => FileType::RegularFile,
+        t => FileType::from_raw_mode(t),
+    };
+    let perms = Mode::from_bits_retain(mode & !libc::S_IFMT);
+    Ok(rustix::fs::mknodat(dir, name, kind, perms, rdev)?)
 }
 
 /// `symlinkat(target, dir, name)`.
 pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     fault!("sys::symlinkat");
-    // SAFETY: both strings are NUL-terminated; `dir` is live.
-    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+    Ok(rustix::fs::symlinkat(target, dir, name)?)
 }
 
 /// `unlinkat(dir, name, flags)` (`AT_REMOVEDIR` for directories).
 pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
     fault!("sys::unlinkat");
-    // SAFETY: `name` is NUL-terminated; `dir` is live.
-    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+    Ok(rustix::fs::unlinkat(dir, name, at_flags(flags))?)
 }
 
 /// `renameat2(olddir, old, newdir, new, flags)` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`,
@@ -46,17 +52,8 @@ pub fn renameat2(
     flags: u32,
 ) -> io::Result<()> {
     fault!("sys::renameat2");
-    // SAFETY: both names are NUL-terminated; both dir fds are live.
-    cvt(unsafe {
-        libc::renameat2(
-            olddir.as_raw_fd(),
-            old.as_ptr(),
-            newdir.as_raw_fd(),
-            new.as_ptr(),
-            flags,
-        )
-    })
-    .map(drop)
+    let flags = rustix::fs::RenameFlags::from_bits_retain(flags);
+    Ok(rustix::fs::renameat_with(olddir, old, newdir, new, flags)?)
 }
 
 /// `openat(dir, name, O_CREAT | O_EXCL | flags, mode)`: a new file, never an existing one.
@@ -67,72 +64,71 @@ pub fn create_excl(
     mode: u32,
 ) -> io::Result<OwnedFd> {
     fault!("sys::create_excl");
-    // SAFETY: `name` is NUL-terminated; the mode argument is passed as the variadic int.
-    let fd = cvt(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    })?;
-    // SAFETY: `fd` was just returned by openat(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = flags | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        oflags(flags),
+        raw_mode(mode),
+    )?)
 }
 
 /// `openat(dir, ".", O_TMPFILE | flags, mode)`: an unnamed regular file in directory `dir`.
 pub fn open_tmpfile(dir: BorrowedFd<'_>, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
-    // SAFETY: the name is a NUL-terminated literal; the mode is passed as the variadic int.
-    let fd = cvt(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            c".".as_ptr(),
-            flags | libc::O_TMPFILE | libc::O_CLOEXEC,
-            mode as libc::c_uint,
-        )
-    })?;
-    // SAFETY: `fd` was just returned by openat(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = oflags(flags | libc::O_TMPFILE | libc::O_CLOEXEC);
+    Ok(rustix::fs::openat(dir, c".", flags, raw_mode(mode))?)
 }
 
 /// Gives the inode `fd` refers to (an `O_TMPFILE` file, or one whose names are gone) the
 /// name `new` in `newdir`: `linkat` of its `/proc/self/fd` magic link, followed.
 pub fn link_fd(fd: BorrowedFd<'_>, newdir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
     let p = super::proc_path(fd, b"")?;
-    // SAFETY: both names are NUL-terminated; `newdir` is live.
-    cvt(unsafe {
-        libc::linkat(
-            libc::AT_FDCWD,
-            p.as_ptr(),
-            newdir.as_raw_fd(),
-            new.as_ptr(),
-            libc::AT_SYMLINK_FOLLOW,
-        )
-    })
-    .map(drop)
+    let (cwd, follow) = (rustix::fs::CWD, AtFlags::SYMLINK_FOLLOW);
+    Ok(rustix::fs::linkat(cwd, p.as_cstr(), newdir, new, follow)?)
 }
 
 /// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`.
 pub fn lchownat(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
     fault!("sys::lchownat");
-    // SAFETY: `name` is NUL-terminated; `dir` is live.
-    cvt(unsafe {
-        libc::fchownat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            uid,
-            gid,
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    let (uid, gid) = owner(uid, gid);
+    Ok(rustix::fs::chownat(
+        dir,
+        name,
+        uid,
+        gid,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
+/// A chown's ids as rustix takes them: `u32::MAX` (-1, "unchanged") is `None`.
+fn owner(uid: u32, gid: u32) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
+    let uid = (uid != u32::MAX).then(|| rustix::fs::Uid::from_raw(uid));
+    let gid = (gid != u32::MAX).then(|| rustix::fs::Gid::from_raw(gid));
+    (uid, gid)
+}
+
+/// Two `libc::timespec` (the callers' type, `UTIME_NOW` / `UTIME_OMIT` allowed in
+/// `tv_nsec`) as rustix's.
+fn timestamps(atime: libc::timespec, mtime: libc::timespec) -> Timestamps {
+    let ts = |t: libc::timespec| Timespec {
+        tv_sec: t.tv_sec,
+        tv_nsec: t.tv_nsec,
+    };
+    Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    }
 }
 
 /// `fchmodat(dir, name, mode, 0)`; symlinks have no mode of their own, never call it on one.
 pub fn chmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     fault!("sys::chmodat");
-    // SAFETY: `name` is NUL-terminated; `dir` is live.
-    cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
+    Ok(rustix::fs::chmodat(
+        dir,
+        name,
+        raw_mode(mode),
+        AtFlags::empty(),
+    )?)
 }
 
 /// `utimensat(dir, name, [atime, mtime], AT_SYMLINK_NOFOLLOW)`.
@@ -143,17 +139,13 @@ pub fn lutimesat(
     mtime: libc::timespec,
 ) -> io::Result<()> {
     fault!("sys::lutimesat");
-    let times = [atime, mtime];
-    // SAFETY: `times` holds two timespecs as utimensat expects; `name` is NUL-terminated.
-    cvt(unsafe {
-        libc::utimensat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    })
-    .map(drop)
+    let times = timestamps(atime, mtime);
+    Ok(rustix::fs::utimensat(
+        dir,
+        name,
+        &times,
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?)
 }
 
 /// `lsetxattr` of `name` inside `dir` (through the `/proc/self/fd` path of `dir`).
@@ -166,44 +158,34 @@ pub fn setxattr_at(
 ) -> io::Result<()> {
     fault!("sys::setxattr_at");
     let p = super::proc_path(dir, name)?;
-    let (v, n) = (value.as_ptr().cast(), value.len());
-    // SAFETY: `p` and `xname` are NUL-terminated; `v`/`n` describe the live slice `value`.
-    cvt(unsafe {
-        if super::follows(name) {
-            libc::setxattr(p.as_ptr(), xname.as_ptr(), v, n, flags)
-        } else {
-            libc::lsetxattr(p.as_ptr(), xname.as_ptr(), v, n, flags)
-        }
-    })
-    .map(drop)
+    let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
+    if super::follows(name) {
+        Ok(rustix::fs::setxattr(p.as_cstr(), xname, value, flags)?)
+    } else {
+        Ok(rustix::fs::lsetxattr(p.as_cstr(), xname, value, flags)?)
+    }
 }
 
 /// `fsync(fd)`, or `fdatasync` with `data_only`.
 pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> io::Result<()> {
     fault!("sys::fsync");
-    // SAFETY: plain syscalls on a live fd.
-    cvt(unsafe {
-        if data_only {
-            libc::fdatasync(fd.as_raw_fd())
-        } else {
-            libc::fsync(fd.as_raw_fd())
-        }
-    })
-    .map(drop)
+    if data_only {
+        Ok(rustix::fs::fdatasync(fd)?)
+    } else {
+        Ok(rustix::fs::fsync(fd)?)
+    }
 }
 
 /// `ftruncate(fd, len)`.
 pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
     fault!("sys::ftruncate");
-    // SAFETY: plain syscall on a live fd.
-    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) }).map(drop)
+    Ok(rustix::fs::ftruncate(fd, len)?)
 }
 
 /// `ioctl(dst, FICLONE, src)`: share the source's extents (reflink), where the filesystem can.
 pub fn reflink(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
     fault!("sys::reflink");
-    // SAFETY: FICLONE takes the source fd as its integer argument; both fds are live.
-    cvt(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) }).map(drop)
+    Ok(rustix::fs::ioctl_ficlone(dst, src)?)
 }
 
 /// `copy_file_range` of up to `len` bytes at `off` (same offset on both sides).
@@ -214,42 +196,23 @@ pub fn copy_range(
     len: usize,
 ) -> io::Result<usize> {
     fault!("sys::copy_range");
-    let mut src_off = off as libc::loff_t;
-    let mut dst_off = off as libc::loff_t;
-    // SAFETY: the offsets are live out-pointers; both fds are live.
-    cvt_size(unsafe {
-        libc::copy_file_range(
-            src.as_raw_fd(),
-            &mut src_off,
-            dst.as_raw_fd(),
-            &mut dst_off,
-            len,
-            0,
-        )
-    })
+    let (mut src_off, mut dst_off) = (off, off);
+    let n = rustix::fs::copy_file_range(src, Some(&mut src_off), dst, Some(&mut dst_off), len)?;
+    Ok(n)
 }
 
 /// `pwrite(fd, buf, off)`, retried until all of `buf` is written.
 pub fn pwrite_all(fd: BorrowedFd<'_>, mut buf: &[u8], mut off: u64) -> io::Result<()> {
     fault!("sys::pwrite_all");
     while !buf.is_empty() {
-        // SAFETY: `buf` is a live slice of its length; `fd` is live.
-        let r = unsafe {
-            libc::pwrite(
-                fd.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                off as libc::off_t,
-            )
-        };
-        match cvt_size(r) {
+        match rustix::io::pwrite(fd, buf, off) {
             Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
             Ok(n) => {
                 buf = &buf[n..];
                 off += n as u64;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -259,15 +222,11 @@ pub fn pwrite_all(fd: BorrowedFd<'_>, mut buf: &[u8], mut off: u64) -> io::Resul
 pub fn removexattr_at(dir: BorrowedFd<'_>, name: &[u8], xname: &CStr) -> io::Result<()> {
     fault!("sys::removexattr_at");
     let p = super::proc_path(dir, name)?;
-    // SAFETY: `p` and `xname` are NUL-terminated.
-    cvt(unsafe {
-        if super::follows(name) {
-            libc::removexattr(p.as_ptr(), xname.as_ptr())
-        } else {
-            libc::lremovexattr(p.as_ptr(), xname.as_ptr())
-        }
-    })
-    .map(drop)
+    if super::follows(name) {
+        Ok(rustix::fs::removexattr(p.as_cstr(), xname)?)
+    } else {
+        Ok(rustix::fs::lremovexattr(p.as_cstr(), xname)?)
+    }
 }
 
 /// `name_to_handle_at(dir, name, 0)` (no symlink followed): the file handle type and bytes the
@@ -311,17 +270,13 @@ pub fn linkat(
     new: &CStr,
 ) -> io::Result<()> {
     fault!("sys::linkat");
-    // SAFETY: both names are NUL-terminated; both dir fds are live.
-    cvt(unsafe {
-        libc::linkat(
-            olddir.as_raw_fd(),
-            old.as_ptr(),
-            newdir.as_raw_fd(),
-            new.as_ptr(),
-            0,
-        )
-    })
-    .map(drop)
+    Ok(rustix::fs::linkat(
+        olddir,
+        old,
+        newdir,
+        new,
+        AtFlags::empty(),
+    )?)
 }
 
 /// Opens the object an `O_PATH` fd refers to again, with `flags` (through its
@@ -331,33 +286,21 @@ pub fn linkat(
 pub fn reopen(fd: BorrowedFd<'_>, flags: libc::c_int) -> io::Result<OwnedFd> {
     fault!("sys::reopen");
     let p = super::proc_path(fd, b"")?;
-    let flags = (flags & !libc::O_NOFOLLOW) | libc::O_CLOEXEC;
-    // SAFETY: `p` is NUL-terminated; the returned fd is checked by cvt.
-    let fd = cvt(unsafe { libc::open(p.as_ptr(), flags) })?;
-    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let flags = oflags((flags & !libc::O_NOFOLLOW) | libc::O_CLOEXEC);
+    Ok(rustix::fs::open(p.as_cstr(), flags, Mode::empty())?)
 }
 
 /// `fallocate(fd, mode, off, len)`.
 pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, off: u64, len: u64) -> io::Result<()> {
     fault!("sys::fallocate");
-    // SAFETY: plain syscall on a live fd.
-    cvt(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) })
-        .map(drop)
+    let mode = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
+    Ok(rustix::fs::fallocate(fd, mode, off, len)?)
 }
 
 /// `pwrite(fd, buf, off)` once: the number of bytes written.
 pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], off: u64) -> io::Result<usize> {
     fault!("sys::pwrite");
-    // SAFETY: `buf` is a live slice of its length; `fd` is live.
-    cvt_size(unsafe {
-        libc::pwrite(
-            fd.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            off as libc::off_t,
-        )
-    })
+    Ok(rustix::io::pwrite(fd, buf, off)?)
 }
 
 /// `copy_file_range` between two files at their own offsets.
@@ -369,18 +312,19 @@ pub fn copy_range_at(
     len: usize,
 ) -> io::Result<usize> {
     fault!("sys::copy_range_at");
-    let mut so = src_off as libc::loff_t;
-    let mut d = dst_off as libc::loff_t;
-    // SAFETY: the offsets are live out-pointers; both fds are live.
-    cvt_size(unsafe {
-        libc::copy_file_range(src.as_raw_fd(), &mut so, dst.as_raw_fd(), &mut d, len, 0)
-    })
+    let (mut so, mut d) = (src_off, dst_off);
+    Ok(rustix::fs::copy_file_range(
+        src,
+        Some(&mut so),
+        dst,
+        Some(&mut d),
+        len,
+    )?)
 }
 
 /// `umask(mask)`: the previous mask.
 pub fn umask(mask: u32) -> u32 {
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+    rustix::process::umask(raw_mode(mask)).bits()
 }
 
 /// chmod of the inode `fd` refers to; `fd` may be `O_PATH` (through its `/proc/self/fd`
@@ -389,17 +333,15 @@ pub fn umask(mask: u32) -> u32 {
 pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     fault!("sys::fchmod");
     let p = super::proc_path(fd, b"")?;
-    // SAFETY: `p` is NUL-terminated.
-    cvt(unsafe { libc::chmod(p.as_ptr(), mode) }).map(drop)
+    Ok(rustix::fs::chmod(p.as_cstr(), raw_mode(mode))?)
 }
 
 /// chown of the inode `fd` refers to, which may be `O_PATH` (`fchownat` with
 /// `AT_EMPTY_PATH`); `u32::MAX`: unchanged.
 pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
     fault!("sys::fchown");
-    // SAFETY: the empty name is a NUL-terminated literal; `fd` is live.
-    cvt(unsafe { libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) })
-        .map(drop)
+    let (uid, gid) = owner(uid, gid);
+    Ok(rustix::fs::chownat(fd, c"", uid, gid, AtFlags::EMPTY_PATH)?)
 }
 
 /// Sets the times of the inode `fd` refers to, which may be `O_PATH` (`utimensat` with
@@ -410,24 +352,13 @@ pub fn futimens(
     mtime: libc::timespec,
 ) -> io::Result<()> {
     fault!("sys::futimens");
-    let times = [atime, mtime];
-    // SAFETY: `times` holds two timespecs as utimensat expects; the empty name is a
-    // NUL-terminated literal; `fd` is live.
-    cvt(unsafe {
-        libc::utimensat(
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            times.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    })
-    .map(drop)
+    let times = timestamps(atime, mtime);
+    Ok(rustix::fs::utimensat(fd, c"", &times, AtFlags::EMPTY_PATH)?)
 }
 
 /// The effective group id.
 pub fn getegid() -> u32 {
-    // SAFETY: getegid cannot fail.
-    unsafe { libc::getegid() }
+    rustix::process::getegid().as_raw()
 }
 
 #[cfg(test)]

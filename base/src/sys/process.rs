@@ -1,18 +1,25 @@
-//! Safe wrappers for the process and namespace syscalls of `layerfs run`.
+//! Safe wrappers for the process and namespace syscalls of `layerfs run`. Through rustix
+//! but `unshare` (rustix 1.1 offers it only as `unsafe`), the signal mask and `execvpe`
+//! (rustix has neither), each with its SAFETY line.
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+use rustix::mount::MountFlags;
+use rustix::process::{Pid, Signal};
+
 use super::cvt;
 
 /// `unshare(flags)` (`CLONE_NEW*`).
 pub fn unshare(flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall without pointers.
+    // SAFETY: plain syscall without pointers. (rustix 1.1 deprecates its safe `unshare` for
+    // `unshare_unsafe`, as CLONE_FILES can leave other threads' fds behind: no gain there.)
     cvt(unsafe { libc::unshare(flags) }).map(drop)
 }
 
-/// `mount(source, target, fstype, flags, data)`.
+/// `mount(source, target, fstype, flags, data)`. A new mount without a source gets an empty
+/// one (rustix passes NULL only where the kernel ignores it); every caller names one.
 pub fn mount(
     source: Option<&CStr>,
     target: &CStr,
@@ -20,10 +27,29 @@ pub fn mount(
     flags: libc::c_ulong,
     data: Option<&CStr>,
 ) -> io::Result<()> {
-    let p = |c: Option<&CStr>| c.map_or(std::ptr::null(), CStr::as_ptr);
-    // SAFETY: every pointer is null or a NUL-terminated string living across the call.
-    cvt(unsafe { libc::mount(p(source), target.as_ptr(), p(fstype), flags, p(data).cast()) })
-        .map(drop)
+    use rustix::mount as m;
+    let bits = MountFlags::from_bits_retain(flags as u32);
+    let propagation = libc::MS_SHARED | libc::MS_PRIVATE | libc::MS_SLAVE | libc::MS_UNBINDABLE;
+    // rustix spells each kind of mount(2) as its own call, passing NULL where the kernel takes
+    // no source, type or data; the kind is the one the kernel picks (`path_mount`'s order).
+    match (source, fstype) {
+        (Some(src), Some(fs)) => m::mount(src, target, fs, bits, data)?,
+        _ if flags & libc::MS_REMOUNT != 0 => {
+            let rest = MountFlags::from_bits_retain((flags & !libc::MS_REMOUNT) as u32);
+            m::mount_remount(target, rest, data.unwrap_or(c""))?
+        }
+        (Some(src), None) if flags & libc::MS_BIND != 0 && flags & libc::MS_REC != 0 => {
+            m::mount_bind_recursive(src, target)?
+        }
+        (Some(src), None) if flags & libc::MS_BIND != 0 => m::mount_bind(src, target)?,
+        _ if flags & propagation != 0 => {
+            let change = m::MountPropagationFlags::from_bits_retain(flags as u32);
+            m::mount_change(target, change)?
+        }
+        (Some(src), None) if flags & libc::MS_MOVE != 0 => m::mount_move(src, target)?,
+        (src, fs) => m::mount(src.unwrap_or(c""), target, fs.unwrap_or(c""), bits, data)?,
+    }
+    Ok(())
 }
 
 /// Adds the per-mount flags `add` (`MS_NODIRATIME`, `MS_STRICTATIME`, ...) to the mount at
@@ -31,11 +57,7 @@ pub fn mount(
 /// `ST_*` bits are the `MS_*` ones).
 pub fn remount_with(path: &std::path::Path, add: libc::c_ulong) -> io::Result<()> {
     let p = CString::new(path.as_os_str().as_encoded_bytes())?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `p` is NUL-terminated and `st` is valid for writes of a `struct statvfs`.
-    cvt(unsafe { libc::statvfs(p.as_ptr(), st.as_mut_ptr()) })?;
-    // SAFETY: statvfs succeeded and filled the struct.
-    let have = unsafe { st.assume_init() }.f_flag;
+    let have = rustix::fs::statvfs(&*p)?.f_flag.bits();
     let kept = have
         & (libc::MS_RDONLY
             | libc::MS_NOSUID
@@ -65,42 +87,62 @@ pub fn fd_target(fd: BorrowedFd<'_>) -> CString {
 
 /// `pivot_root(new_root, put_old)`.
 pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
-    // SAFETY: both strings are NUL-terminated.
-    cvt(
-        unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) }
-            as libc::c_int,
-    )
-    .map(drop)
+    Ok(rustix::process::pivot_root(new_root, put_old)?)
 }
 
 /// `chdir(path)`.
 pub fn chdir(path: &CStr) -> io::Result<()> {
-    // SAFETY: `path` is NUL-terminated.
-    cvt(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+    Ok(rustix::process::chdir(path)?)
 }
 
 /// `fchdir(fd)`.
 pub fn fchdir(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: plain syscall on a live fd.
-    cvt(unsafe { libc::fchdir(fd.as_raw_fd()) }).map(drop)
+    Ok(rustix::process::fchdir(fd)?)
 }
 
 /// `sethostname(name)`.
 pub fn sethostname(name: &str) -> io::Result<()> {
-    // SAFETY: the pointer/length describe the live string.
-    cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+    Ok(rustix::system::sethostname(name.as_bytes())?)
 }
 
-/// Asks the kernel to send `sig` to this process when its parent dies.
+/// A pid > 0 as rustix's type (which takes no other: groups and "any" are calls of their own).
+fn positive(raw: libc::pid_t) -> Option<Pid> {
+    if raw > 0 {
+        Pid::from_raw(raw)
+    } else {
+        None
+    }
+}
+
+/// A signal number as rustix's type; one it has no name for is `EINVAL` (every caller passes
+/// a named one: SIGKILL, SIGTERM and the ones `layerfs run` forwards).
+fn signal(sig: libc::c_int) -> io::Result<Signal> {
+    Signal::from_named_raw(sig).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Asks the kernel to send `sig` to this process when its parent dies (0: none).
 pub fn set_parent_death_signal(sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: PR_SET_PDEATHSIG takes the signal number as its only argument.
-    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) }).map(drop)
+    let sig = if sig == 0 { None } else { Some(signal(sig)?) };
+    Ok(rustix::process::set_parent_process_death_signal(sig)?)
 }
 
-/// `kill(pid, sig)`.
+/// `kill(pid, sig)`: `pid` > 0 that process, 0 our process group, < -1 the group -`pid`
+/// (sig 0: only whether it exists). -1, every process we may signal, is `EINVAL`: rustix has
+/// no such call, and nothing here wants it.
 pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall without pointers.
-    cvt(unsafe { libc::kill(pid, sig) }).map(drop)
+    use rustix::process as p;
+    let sig = if sig == 0 { None } else { Some(signal(sig)?) };
+    let r = match (pid, positive(pid), positive(pid.wrapping_neg()), sig) {
+        (_, Some(one), _, Some(s)) => p::kill_process(one, s),
+        (_, Some(one), _, None) => p::test_kill_process(one),
+        (0, _, _, Some(s)) => p::kill_current_process_group(s),
+        (0, _, _, None) => p::test_kill_current_process_group(),
+        (-1, ..) => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        (_, _, Some(group), Some(s)) => p::kill_process_group(group, s),
+        (_, _, Some(group), None) => p::test_kill_process_group(group),
+        (_, None, None, _) => return Err(io::Error::from_raw_os_error(libc::ESRCH)),
+    };
+    Ok(r?)
 }
 
 /// How a child ended.
@@ -122,26 +164,33 @@ impl Exit {
 
 /// `waitpid(pid, flags)`: `Ok(None)` when `WNOHANG` found nothing.
 pub fn waitpid(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<(libc::pid_t, Exit)>> {
-    let mut status = 0;
+    use rustix::process::{wait, waitpgid, waitpid as wait_for, WaitOptions};
+    let opts = WaitOptions::from_bits_retain(flags as u32);
     loop {
-        // SAFETY: `status` is a valid out-pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, flags) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            return Ok(None);
-        }
+        // waitpid(2)'s pid: > 0 that child, -1 any child, 0 our process group, < -1 group -pid.
+        // (rustix's waitpid(None) is 0, our group: "any" is its `wait`.)
+        let r = match pid {
+            -1 => wait(opts),
+            0 => wait_for(None, opts),
+            p => match (positive(p), positive(p.wrapping_neg())) {
+                (Some(child), _) => wait_for(Some(child), opts),
+                (None, Some(group)) => waitpgid(group, opts),
+                (None, None) => return Err(io::Error::from_raw_os_error(libc::ESRCH)),
+            },
+        };
+        let (child, status) = match r {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(None) => return Ok(None),
+            Ok(Some(got)) => got,
+        };
+        let status = status.as_raw();
         let exit = if libc::WIFSIGNALED(status) {
             Exit::Signal(libc::WTERMSIG(status))
         } else {
             Exit::Code(libc::WEXITSTATUS(status))
         };
-        return Ok(Some((r, exit)));
+        return Ok(Some((child.as_raw_pid(), exit)));
     }
 }
 
@@ -181,18 +230,21 @@ pub fn cap_last_cap() -> io::Result<u32> {
 
 /// Removes `cap` from the bounding set: no exec can gain it back.
 pub fn capbset_drop(cap: u32) -> io::Result<()> {
-    // SAFETY: PR_CAPBSET_DROP takes the capability number as its only argument.
-    cvt(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) }).map(drop)
+    let set = 1u64
+        .checked_shl(cap)
+        .map(rustix::thread::CapabilitySet::from_bits_retain)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    Ok(rustix::thread::remove_capability_from_bounding_set(set)?)
 }
 
 /// Switches to `uid`:`gid` with no supplementary groups (setgroups, setgid, then setuid).
+/// These are the raw syscalls, which change the calling thread only (glibc's wrappers signal
+/// every thread to follow): call it single-threaded, as the forked command process does.
 pub fn set_identity(uid: u32, gid: u32) -> io::Result<()> {
-    // SAFETY: an empty group list (null pointer, length 0) is valid for setgroups.
-    cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
-    // SAFETY: plain syscalls without pointers.
-    cvt(unsafe { libc::setgid(gid) })?;
-    // SAFETY: as above.
-    cvt(unsafe { libc::setuid(uid) }).map(drop)
+    use rustix::thread::{set_thread_gid, set_thread_groups, set_thread_uid};
+    set_thread_groups(&[])?;
+    set_thread_gid(rustix::process::Gid::from_raw(gid))?;
+    Ok(set_thread_uid(rustix::process::Uid::from_raw(uid))?)
 }
 
 /// True inside a user namespace other than the initial one (its uid map is not the
