@@ -13,12 +13,14 @@
 mod attr;
 mod core;
 mod counts;
+mod op;
 mod passthrough;
 mod reply;
 mod session;
 
 pub use crate::core::*;
-pub use crate::counts::{Counts, Op};
+pub use crate::counts::Counts;
+pub use crate::op::Op;
 pub use crate::session::{mount, Mounted, SessionOptions};
 
 use std::ffi::OsStr;
@@ -100,10 +102,13 @@ impl<C: Core> Adapter<C> {
         }
     }
 
-    fn tally(&self, op: Op) {
+    /// Enters request `op` (the adapter's first step in each): counted when counting is on;
+    /// its call into the core goes by its name.
+    fn enter(&self, op: Op) -> Op {
         if let Some(c) = &self.counts {
             c.add(op);
         }
+        op
     }
 }
 
@@ -198,8 +203,8 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.tally(Op::Lookup);
-        match call("lookup", || self.core.lookup(parent.0, name)) {
+        let op = self.enter(Op::Lookup);
+        match call(op, || self.core.lookup(parent.0, name)) {
             Ok(e) => reply_entry(reply, Ok(e)),
             Err(e) if e.code() == libc::ENOENT && self.core.negative_ttl().is_some() => {
                 // Node id 0 is a negative entry: the kernel caches the miss for the ttl.
@@ -211,24 +216,24 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.tally(Op::Forget);
-        let _ = call("forget", || {
+        let op = self.enter(Op::Forget);
+        let _ = call(op, || {
             self.core.forget(ino.0, nlookup);
             Ok::<_, C::Error>(())
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.tally(Op::Getattr);
-        match call("getattr", || self.core.getattr(ino.0)) {
+        let op = self.enter(Op::Getattr);
+        match call(op, || self.core.getattr(ino.0)) {
             Ok(e) => reply.attr(&e.ttl, &attr::to_fuse(&e.attr)),
             Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.tally(Op::Readlink);
-        match call("readlink", || self.core.readlink(ino.0)) {
+        let op = self.enter(Op::Readlink);
+        match call(op, || self.core.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
         }
@@ -242,7 +247,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         kill_suidgid: bool,
         reply: ReplyOpen,
     ) {
-        self.tally(Op::Open);
+        let op = self.enter(Op::Open);
         // Cached mode, or passthrough that the kernel did not grant: without passthrough,
         // handle-less opens beat handles (no OPEN/RELEASE round trips, same page cache).
         let cached = match self.opts.file_io {
@@ -256,9 +261,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             return reply.error(Errno::ENOSYS);
         }
         let flags = self.open_flags(flags.0);
-        let opened = match call("open", || {
-            self.core.open(ino.0, flags, kill_suidgid, ctx(req))
-        }) {
+        let opened = match call(op, || self.core.open(ino.0, flags, kill_suidgid, ctx(req))) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
         };
@@ -296,8 +299,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.tally(Op::Read);
-        match call("read", || self.core.read(ino.0, fh.0, offset, size)) {
+        let op = self.enter(Op::Read);
+        match call(op, || self.core.read(ino.0, fh.0, offset, size)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
@@ -311,7 +314,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Flush);
+        self.enter(Op::Flush);
         // We buffer nothing and leave POSIX locks to the kernel, so close() needs no round
         // trip: ENOSYS makes the kernel stop sending FLUSH altogether.
         reply.error(Errno::ENOSYS);
@@ -327,9 +330,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Release);
+        let op = self.enter(Op::Release);
         self.passthrough.release(fh.0);
-        let r = call("release", || {
+        let r = call(op, || {
             self.core.release(ino.0, fh.0);
             Ok::<_, C::Error>(())
         });
@@ -345,15 +348,15 @@ impl<C: Core> Filesystem for Adapter<C> {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        self.tally(Op::Lseek);
-        match call("lseek", || self.core.lseek(ino.0, fh.0, offset, whence)) {
+        let op = self.enter(Op::Lseek);
+        match call(op, || self.core.lseek(ino.0, fh.0, offset, whence)) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
         }
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.tally(Op::Opendir);
+        self.enter(Op::Opendir);
         if self.core.changes_behind() {
             // Directories change behind the mount: no listing kept by the kernel.
             return reply.opened(FileHandle(0), FopenFlags::empty());
@@ -374,8 +377,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.tally(Op::Readdir);
-        let r = call("readdir", || {
+        let op = self.enter(Op::Readdir);
+        let r = call(op, || {
             self.core.readdir(ino.0, offset, false, &mut |d| {
                 let kind = attr::kind(d.mode);
                 reply.add(
@@ -400,8 +403,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.tally(Op::Readdirplus);
-        let r = call("readdirplus", || {
+        let op = self.enter(Op::Readdirplus);
+        let r = call(op, || {
             self.core.readdir(ino.0, offset, true, &mut |d| {
                 let Some(e) = d.entry else { return false };
                 reply.add_node(
@@ -421,8 +424,8 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        self.tally(Op::Statfs);
-        match call("statfs", || self.core.statfs(ino.0)) {
+        let op = self.enter(Op::Statfs);
+        match call(op, || self.core.statfs(ino.0)) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -438,24 +441,24 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.tally(Op::Getxattr);
-        match call("getxattr", || self.core.getxattr(ino.0, name)) {
+        let op = self.enter(Op::Getxattr);
+        match call(op, || self.core.getxattr(ino.0, name)) {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(e),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.tally(Op::Listxattr);
-        match call("listxattr", || self.core.listxattr(ino.0)) {
+        let op = self.enter(Op::Listxattr);
+        match call(op, || self.core.listxattr(ino.0)) {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(e),
         }
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        self.tally(Op::Access);
-        match call("access", || {
+        let op = self.enter(Op::Access);
+        match call(op, || {
             self.core.access(ino.0, mask.bits(), req.uid(), req.gid())
         }) {
             Ok(()) => reply.ok(),
@@ -483,7 +486,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
-        self.tally(Op::Setattr);
+        let op = self.enter(Op::Setattr);
         let time = |t: fuser::TimeOrNow| match t {
             fuser::TimeOrNow::Now => SetTime::Now,
             fuser::TimeOrNow::SpecificTime(t) => SetTime::At(t),
@@ -499,7 +502,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             ctime: ctime.is_some(),
             kill_setid: kill_suidgid,
         };
-        match call("setattr", || self.core.setattr(ino.0, &set, ctx(req))) {
+        match call(op, || self.core.setattr(ino.0, &set, ctx(req))) {
             Ok(e) => reply.attr(&e.ttl, &attr::to_fuse(&e.attr)),
             Err(e) => reply.error(e),
         }
@@ -515,9 +518,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.tally(Op::Mknod);
+        let op = self.enter(Op::Mknod);
         let ctx = self.ctx_new(req, umask);
-        let r = call("mknod", || {
+        let r = call(op, || {
             self.core.mknod(parent.0, name, mode, u64::from(rdev), ctx)
         });
         reply_entry(reply, r);
@@ -532,20 +535,20 @@ impl<C: Core> Filesystem for Adapter<C> {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.tally(Op::Mkdir);
+        let op = self.enter(Op::Mkdir);
         let ctx = self.ctx_new(req, umask);
-        let r = call("mkdir", || self.core.mkdir(parent.0, name, mode, ctx));
+        let r = call(op, || self.core.mkdir(parent.0, name, mode, ctx));
         reply_entry(reply, r);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.tally(Op::Unlink);
-        reply_empty(reply, call("unlink", || self.core.unlink(parent.0, name)));
+        let op = self.enter(Op::Unlink);
+        reply_empty(reply, call(op, || self.core.unlink(parent.0, name)));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.tally(Op::Rmdir);
-        reply_empty(reply, call("rmdir", || self.core.rmdir(parent.0, name)));
+        let op = self.enter(Op::Rmdir);
+        reply_empty(reply, call(op, || self.core.rmdir(parent.0, name)));
     }
 
     fn symlink(
@@ -556,10 +559,10 @@ impl<C: Core> Filesystem for Adapter<C> {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        self.tally(Op::Symlink);
+        let op = self.enter(Op::Symlink);
         use std::os::unix::ffi::OsStrExt;
         let t = target.as_os_str().as_bytes();
-        let r = call("symlink", || self.core.symlink(parent.0, name, t, ctx(req)));
+        let r = call(op, || self.core.symlink(parent.0, name, t, ctx(req)));
         reply_entry(reply, r);
     }
 
@@ -573,8 +576,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Rename);
-        let r = call("rename", || {
+        let op = self.enter(Op::Rename);
+        let r = call(op, || {
             self.core
                 .rename(parent.0, name, newparent.0, newname, flags.bits())
         });
@@ -589,8 +592,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.tally(Op::Link);
-        let r = call("link", || self.core.link(ino.0, newparent.0, newname));
+        let op = self.enter(Op::Link);
+        let r = call(op, || self.core.link(ino.0, newparent.0, newname));
         reply_entry(reply, r);
     }
 
@@ -604,17 +607,14 @@ impl<C: Core> Filesystem for Adapter<C> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Setxattr);
-        let r = call("setxattr", || self.core.setxattr(ino.0, name, value, flags));
+        let op = self.enter(Op::Setxattr);
+        let r = call(op, || self.core.setxattr(ino.0, name, value, flags));
         reply_empty(reply, r);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.tally(Op::Removexattr);
-        reply_empty(
-            reply,
-            call("removexattr", || self.core.removexattr(ino.0, name)),
-        );
+        let op = self.enter(Op::Removexattr);
+        reply_empty(reply, call(op, || self.core.removexattr(ino.0, name)));
     }
 
     fn create(
@@ -629,12 +629,10 @@ impl<C: Core> Filesystem for Adapter<C> {
         _kill_suidgid: bool,
         reply: fuser::ReplyCreate,
     ) {
-        self.tally(Op::Create);
+        let op = self.enter(Op::Create);
         let ctx = self.ctx_new(req, umask);
         let flags = self.open_flags(flags);
-        let r = call("create", || {
-            self.core.create(parent.0, name, mode, flags, ctx)
-        });
+        let r = call(op, || self.core.create(parent.0, name, mode, flags, ctx));
         self.reply_created(reply, r);
     }
 
@@ -647,10 +645,10 @@ impl<C: Core> Filesystem for Adapter<C> {
         flags: i32,
         reply: fuser::ReplyCreate,
     ) {
-        self.tally(Op::Tmpfile);
+        let op = self.enter(Op::Tmpfile);
         let ctx = self.ctx_new(req, umask);
         let flags = self.open_flags(flags);
-        let r = call("tmpfile", || self.core.tmpfile(parent.0, mode, flags, ctx));
+        let r = call(op, || self.core.tmpfile(parent.0, mode, flags, ctx));
         self.reply_created(reply, r);
     }
 
@@ -666,9 +664,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lock_owner: Option<LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
-        self.tally(Op::Write);
+        let op = self.enter(Op::Write);
         let kill = write_flags.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match call("write", || {
+        match call(op, || {
             self.core.write(ino.0, fh.0, offset, data, ctx(req), kill)
         }) {
             Ok(n) => reply.written(n),
@@ -684,11 +682,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Fsync);
-        reply_empty(
-            reply,
-            call("fsync", || self.core.fsync(ino.0, fh.0, datasync)),
-        );
+        let op = self.enter(Op::Fsync);
+        reply_empty(reply, call(op, || self.core.fsync(ino.0, fh.0, datasync)));
     }
 
     fn fsyncdir(
@@ -699,8 +694,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Fsyncdir);
-        let r = call("fsyncdir", || self.core.fsyncdir(ino.0, fh.0, datasync));
+        let op = self.enter(Op::Fsyncdir);
+        let r = call(op, || self.core.fsyncdir(ino.0, fh.0, datasync));
         reply_empty(reply, r);
     }
 
@@ -714,8 +709,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Fallocate);
-        let r = call("fallocate", || {
+        let op = self.enter(Op::Fallocate);
+        let r = call(op, || {
             self.core.fallocate(ino.0, fh.0, offset, length, mode)
         });
         reply_empty(reply, r);
@@ -732,7 +727,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        self.tally(Op::Ioctl);
+        self.enter(Op::Ioctl);
         // No file here is a terminal or takes device ioctls: what a plain file answers.
         reply.error(Errno::ENOTTY);
     }
@@ -750,8 +745,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flags: fuser::CopyFileRangeFlags,
         reply: fuser::ReplyWrite,
     ) {
-        self.tally(Op::CopyFileRange);
-        let r = call("copy_file_range", || {
+        let op = self.enter(Op::CopyFileRange);
+        let r = call(op, || {
             self.core.copy_file_range(
                 (ino_in.0, fh_in.0, offset_in),
                 (ino_out.0, fh_out.0, offset_out),
