@@ -338,6 +338,32 @@ fn timeout_and_sigusr1_show_changes_made_in_the_lowers() {
     }
 }
 
+/// With `timeout=` the adapter answers OPENDIR (the kernel is to keep no listing), so the
+/// kernel sends a RELEASEDIR for each: counted like every request the adapter answers.
+#[test]
+fn timeout_mounts_count_a_releasedir_for_each_opendir() {
+    if !require_root("timeout_mounts_count_a_releasedir_for_each_opendir") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let lower = lowers_for_refresh(t.path());
+    let counts = t.path().join("counts");
+    let m = Layerfs::mount_with_env(
+        std::slice::from_ref(&lower),
+        &t.path().join("m"),
+        &["-o", "ro,timeout=60"],
+        &[("LAYERFS_REQUEST_COUNTS", &counts)],
+    );
+    for _ in 0..3 {
+        assert_eq!(std::fs::read_dir(&m.mp).unwrap().count(), 3);
+        assert_eq!(std::fs::read_dir(m.mp.join("d")).unwrap().count(), 0);
+    }
+    drop(m);
+    let c = common::request_counts(&counts);
+    assert!(c.get("opendir").is_some_and(|&n| n >= 6), "{c:?}");
+    assert_eq!(c.get("releasedir"), c.get("opendir"), "{c:?}");
+}
+
 /// A force_mask store as containers/storage writes it: every file mode 0700, owned by the
 /// store's owner (here root), the real owner and mode in `user.containers.override_stat`.
 fn force_mask_store(base: &Path) {

@@ -302,6 +302,19 @@ impl<C: Core> Filesystem for Adapter<C> {
         reply.error(Errno::ENOSYS);
     }
 
+    /// Sent only where OPENDIR was answered (`changes_behind`): no directory state here.
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.enter(Op::Releasedir);
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,
