@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use layerfs_fuse::{BackingFile, Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
 
+use super::listing::{Cursor, Listing};
 use super::ops::Make;
 use super::privs::Changer;
-use super::readdir::Cursor;
 use super::table::{Key, NodeId};
-use super::{FileH, Listing, Union};
+use super::{FileH, Union};
 use crate::error::{Error, Result};
 use crate::stack::dirindex::Kind;
 use crate::stack::Ino;

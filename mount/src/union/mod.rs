@@ -12,7 +12,7 @@
 //! - `mod.rs`: the state, name resolution;
 //! - `copy.rs`: copy-up, and a node giving its name up to its copy;
 //! - `fs.rs`: the [`Core`](layerfs_fuse::Core) implementation;
-//! - `readdir.rs`: listings and their offsets;
+//! - `listing.rs`, `readdir.rs`: a directory's listings and their offsets, and reading them;
 //! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
 //! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open file handles;
 //! - `config.rs`: id mappings and cache times;
@@ -26,6 +26,7 @@ mod copy;
 mod fs;
 pub mod handles;
 mod inode;
+mod listing;
 pub mod lower;
 mod metacopy;
 mod ops;
@@ -56,6 +57,7 @@ use crate::upper::copyup;
 use crate::upper::Upper;
 use handles::Handles;
 use inode::{Loc, Node};
+use listing::Listing;
 use lower::{join, root_rel, LowerTree, Rel};
 use table::{Key, NodeId, Table};
 
@@ -84,16 +86,6 @@ impl Drop for FileH {
             self.node.lower_opens.fetch_sub(1, Relaxed);
         }
     }
-}
-
-/// A directory's listing, taken by a `readdir` from offset 0 and kept on its node for the
-/// reads that continue it (`readdir::Listings`): offsets carry positions in it.
-#[derive(Debug)]
-enum Listing {
-    /// A directory with no upper copy: its lower merged index, as it is (`rel`: its path).
-    Lower { rel: Rel, ix: Arc<DirIndex> },
-    /// Upper entries, then lower ones not hidden by an upper entry or whiteout.
-    Merged(Vec<(Box<[u8]>, Kind)>),
 }
 
 /// What a name resolves to.
