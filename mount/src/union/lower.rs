@@ -140,10 +140,7 @@ impl LowerTree {
     /// The lower entry at `rel` (not the root), if one is visible.
     pub fn entry(&self, stack: &Stack, rel: &[u8]) -> io::Result<Option<LowerEntry>> {
         let (parent, name) = split(rel);
-        let Some(ix) = self.dir(stack, parent)? else {
-            return Ok(None);
-        };
-        Ok(ix.find(name).map(|i| LowerEntry { parent: ix, i }))
+        self.child(stack, parent, name)
     }
 
     /// The entry `name` of lower directory `dir`, if both exist.

@@ -600,14 +600,19 @@ impl Union {
                 let x = Arc::new(self.with_place(node, dirindex::read_xattrs)?);
                 return Ok(self.root_xattrs.get_or_init(|| x).clone());
             }
-            let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-            let le = self.lowers.entry(&self.stack, rel);
-            let le = le
-                .map_err(Error::io("lower lookup"))?
-                .ok_or(Error::NotFound)?;
+            let le = self.lower_of(&loc)?;
             return le.parent.xattrs(le.entry()).map_err(Error::io("listxattr"));
         }
         Ok(Arc::new(self.with_place(node, dirindex::read_xattrs)?))
+    }
+
+    /// The lower entry a node at `loc` shows or was copied from (its `lower`): `Invalid`
+    /// without one, `NotFound` once it is gone from its layer.
+    fn lower_of(&self, loc: &Loc) -> Result<lower::LowerEntry> {
+        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+        let le = self.lowers.entry(&self.stack, rel);
+        le.map_err(Error::io("lower lookup"))?
+            .ok_or(Error::NotFound)
     }
 
     /// The real `lstat` of `node`.
@@ -633,11 +638,7 @@ impl Union {
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
             return sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"));
         }
-        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-        let le = self.lowers.entry(&self.stack, rel);
-        let le = le
-            .map_err(Error::io("lower lookup"))?
-            .ok_or(Error::NotFound)?;
+        let le = self.lower_of(&loc)?;
         le.attr().map_err(Error::io("lstat"))
     }
 
@@ -665,11 +666,7 @@ impl Union {
                 f(pfd.as_fd(), &loc.name).map_err(Error::io("upper"))
             }
             (Some(_), false) => {
-                let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-                let le = self.lowers.entry(&self.stack, rel);
-                let le = le
-                    .map_err(Error::io("lower lookup"))?
-                    .ok_or(Error::NotFound)?;
+                let le = self.lower_of(&loc)?;
                 le.parent
                     .with_dir_of(le.entry(), |d| f(d, &le.entry().name))
                     .map_err(Error::io("lower"))
