@@ -70,8 +70,12 @@ impl LowerEntry {
 
     /// The merged inode number the entry shows.
     pub fn ino(&self, stack: &Stack) -> io::Result<Ino> {
-        let st = self.attr()?;
-        Ok(stack.ino(self.parent.layer_of(self.entry()), st.st_ino))
+        Ok(self.ino_of(stack, &self.attr()?))
+    }
+
+    /// The merged inode number of the entry, its `lstat` being `st`.
+    pub fn ino_of(&self, stack: &Stack, st: &Stat) -> Ino {
+        stack.ino(self.parent.layer_of(self.entry()), st.st_ino)
     }
 }
 

@@ -362,7 +362,7 @@ impl Union {
         }
         let st = le.attr().map_err(Error::io("lstat"))?;
         Ok(Some(Resolved {
-            ino: self.stack.ino(le.parent.layer_of(le.entry()), st.st_ino),
+            ino: le.ino_of(&self.stack, &st),
             st,
             upper: false,
             lower: Some(join(ld, name)),
@@ -393,7 +393,7 @@ impl Union {
             return Ok(ino);
         };
         let lst = le.attr().map_err(Error::io("lstat"))?;
-        let lino = self.stack.ino(le.parent.layer_of(le.entry()), lst.st_ino);
+        let lino = le.ino_of(&self.stack, &lst);
         Ok(if lst.st_nlink > 1 && !is_dir(&lst) && lino == ino {
             own
         } else {
