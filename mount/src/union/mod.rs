@@ -348,11 +348,7 @@ impl Union {
         let Some(ld) = lower_dir else {
             return Ok(None);
         };
-        let Some(le) = self
-            .lowers
-            .child(&self.stack, ld, name)
-            .map_err(Error::io("lower lookup"))?
-        else {
+        let Some(le) = self.lower_named(ld, name)? else {
             return Ok(None);
         };
         if let Some(pfd) = &upper_dir {
@@ -385,11 +381,7 @@ impl Union {
         let Some(ld) = lower_dir.filter(|_| ino != own) else {
             return Ok(ino);
         };
-        let Some(le) = self
-            .lowers
-            .child(&self.stack, ld, name)
-            .map_err(Error::io("lower lookup"))?
-        else {
+        let Some(le) = self.lower_named(ld, name)? else {
             return Ok(ino);
         };
         let lst = le.attr().map_err(Error::io("lstat"))?;
@@ -743,13 +735,18 @@ impl Union {
         Ok(Listing::Merged(out))
     }
 
+    /// The entry `name` of lower directory `dir`, if both exist.
+    fn lower_named(&self, dir: &[u8], name: &[u8]) -> Result<Option<lower::LowerEntry>> {
+        let le = self.lowers.child(&self.stack, dir, name);
+        le.map_err(Error::io("lower lookup"))
+    }
+
     /// True when a lower entry named `name` would show in `dloc` without an upper entry.
     fn lower_has(&self, dloc: &Loc, name: &[u8]) -> Result<bool> {
         let Some(ld) = &dloc.lower else {
             return Ok(false);
         };
-        let le = self.lowers.child(&self.stack, ld, name);
-        Ok(le.map_err(Error::io("lower lookup"))?.is_some())
+        Ok(self.lower_named(ld, name)?.is_some())
     }
 
     /// True when the lower directory under `dloc` has a directory `name`.
@@ -757,7 +754,7 @@ impl Union {
         let Some(ld) = &dloc.lower else {
             return Ok(false);
         };
-        let le = self.lowers.child(&self.stack, ld, name);
-        Ok(matches!(le.map_err(Error::io("lower lookup"))?, Some(e) if e.entry().kind == Kind::Dir))
+        let le = self.lower_named(ld, name)?;
+        Ok(le.is_some_and(|e| e.entry().kind == Kind::Dir))
     }
 }
