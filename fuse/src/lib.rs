@@ -203,20 +203,15 @@ impl<C: Core> Filesystem for Adapter<C> {
         if opened.keep_cache {
             fl |= FopenFlags::FOPEN_KEEP_CACHE;
         }
-        if self.passthrough.enabled() {
-            let backing = opened.backing.as_ref();
-            let id = self
-                .passthrough
-                .open(ino.0, opened.fh, backing, |fd| reply.open_backing(fd));
-            if let Some(id) = id {
-                // The kernel refuses (EIO at open) cache flags such as KEEP_CACHE on a
-                // passthrough open: the page cache is the backing file's own.
-                return reply.opened_passthrough(
-                    FileHandle(opened.fh),
-                    FopenFlags::FOPEN_NOFLUSH,
-                    &id,
-                );
-            }
+        let backing = opened.backing.as_ref();
+        let id = self
+            .passthrough
+            .open(ino.0, opened.fh, backing, |fd| reply.open_backing(fd));
+        if let Some(id) = id {
+            // The kernel refuses (EIO at open) cache flags such as KEEP_CACHE on a
+            // passthrough open: the page cache is the backing file's own.
+            let fh = FileHandle(opened.fh);
+            return reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &id);
         }
         reply.opened(FileHandle(opened.fh), fl);
     }
@@ -713,13 +708,10 @@ impl<C: Core> Adapter<C> {
             Ok(v) => v,
             Err(e) => return reply.error(e),
         };
-        let id = if self.passthrough.enabled() {
-            let backing = o.backing.as_ref();
-            self.passthrough
-                .open(e.node, o.fh, backing, |fd| reply.open_backing(fd))
-        } else {
-            None
-        };
+        let backing = o.backing.as_ref();
+        let id = self
+            .passthrough
+            .open(e.node, o.fh, backing, |fd| reply.open_backing(fd));
         reply.created_node(
             INodeNo(e.node),
             Generation(e.generation),
