@@ -25,6 +25,8 @@ mod config;
 mod copy;
 mod fs;
 pub mod handles;
+#[cfg(test)]
+mod imports;
 mod inode;
 mod listing;
 pub mod lower;
