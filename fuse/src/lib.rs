@@ -132,6 +132,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flags: fuser::PollFlags,
         reply: fuser::ReplyPoll,
     ) {
+        self.enter(Op::Poll);
         reply.error(Errno::ENOSYS);
     }
 

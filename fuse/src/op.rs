@@ -66,6 +66,7 @@ opcodes! {
     Ioctl "ioctl",
     CopyFileRange "copy_file_range",
     Tmpfile "tmpfile",
+    Poll "poll",
 }
 
 #[cfg(test)]
