@@ -96,4 +96,15 @@ mod tests {
         assert_eq!(Op::Lookup.name(), "lookup");
         assert_eq!(Op::CopyFileRange.name(), "copy_file_range");
     }
+
+    /// Each request of the table is entered by exactly one adapter method.
+    #[test]
+    fn the_adapter_enters_each_request_once() {
+        let adapter = include_str!("lib.rs");
+        for op in Op::ALL {
+            let n = adapter.matches(&format!("self.enter(Op::{op:?})")).count();
+            assert_eq!(n, 1, "{op:?} entered {n} times in lib.rs");
+        }
+        assert_eq!(adapter.matches("self.enter(").count(), Op::ALL.len());
+    }
 }
