@@ -17,7 +17,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Counting is on only when [`ENV`] names a file.
+    /// Counting is on only when `LAYERFS_REQUEST_COUNTS` names a file.
     pub fn from_env() -> Option<Counts> {
         std::env::var_os(ENV).map(|_| Counts {
             n: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -43,7 +43,7 @@ impl Counts {
         out
     }
 
-    /// Writes the report to the file named by [`ENV`].
+    /// Writes the report to the file named by `LAYERFS_REQUEST_COUNTS`.
     pub fn write(&self) {
         let report = self.report();
         log::debug!("requests:\n{report}");
