@@ -336,6 +336,38 @@ fn timeout_and_sigusr1_show_changes_made_in_the_lowers() {
     }
 }
 
+/// With `timeout=` the adapter answers OPENDIR (the kernel is to keep no listing), so the
+/// kernel sends a RELEASEDIR for each: counted like every request the adapter answers.
+#[test]
+fn timeout_mounts_answer_and_count_releasedir() {
+    if !require_root("timeout_mounts_answer_and_count_releasedir") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let lower = lowers_for_refresh(t.path());
+    let counts = t.path().join("counts");
+    let m = Layerfs::mount_with_env(
+        std::slice::from_ref(&lower),
+        &t.path().join("m"),
+        &["-o", "ro,timeout=60"],
+        &[("LAYERFS_REQUEST_COUNTS", &counts)],
+    );
+    for _ in 0..3 {
+        assert_eq!(std::fs::read_dir(&m.mp).unwrap().count(), 3);
+        assert_eq!(std::fs::read_dir(m.mp.join("d")).unwrap().count(), 0);
+    }
+    drop(m);
+    let c = common::request_counts(&counts);
+    let n = |op: &str| c.get(op).copied().unwrap_or(0);
+    assert!(n("opendir") >= 6, "{c:?}");
+    // The kernel sends RELEASEDIR in the background after the close: the last ones may
+    // still be in flight when the mount goes.
+    assert!(
+        n("releasedir") > 0 && n("releasedir") <= n("opendir"),
+        "{c:?}"
+    );
+}
+
 /// A force_mask store as containers/storage writes it: every file mode 0700, owned by the
 /// store's owner (here root), the real owner and mode in `user.containers.override_stat`.
 fn force_mask_store(base: &Path) {

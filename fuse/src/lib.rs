@@ -13,12 +13,15 @@
 mod attr;
 mod core;
 mod counts;
+mod init;
+mod op;
 mod passthrough;
 mod reply;
 mod session;
 
 pub use crate::core::*;
-pub use crate::counts::{Counts, Op};
+pub use crate::counts::Counts;
+pub use crate::op::Op;
 pub use crate::session::{mount, Mounted, SessionOptions};
 
 use std::ffi::OsStr;
@@ -26,11 +29,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use fuser::{
-    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
 };
-use log::debug;
 
 pub use fuser;
 
@@ -100,83 +102,19 @@ impl<C: Core> Adapter<C> {
         }
     }
 
-    fn tally(&self, op: Op) {
+    /// Enters request `op` (the adapter's first step in each): counted when counting is on;
+    /// its call into the core goes by its name.
+    fn enter(&self, op: Op) -> Op {
         if let Some(c) = &self.counts {
             c.add(op);
         }
+        op
     }
 }
 
 impl<C: Core> Filesystem for Adapter<C> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let want = InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ASYNC_READ
-            | InitFlags::FUSE_MAX_PAGES
-            | InitFlags::FUSE_SPLICE_READ
-            | InitFlags::FUSE_SPLICE_WRITE
-            | InitFlags::FUSE_SPLICE_MOVE
-            // The kernel then caches ACLs per inode: `ls -l` asks for
-            // system.posix_acl_access on every file, and only the first ask per inode
-            // reaches us.
-            | InitFlags::FUSE_POSIX_ACL
-            // The umask comes apart from the mode, so a default ACL can replace it (the
-            // kernel would otherwise cut the mode with it first).
-            | InitFlags::FUSE_DONT_MASK
-            // O_TRUNC comes with OPEN, not as a separate SETATTR.
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
-        // Set-id bits are the core's to drop: the kernel then stops asking for
-        // security.capability before every write (and for attributes before a chown).
-        let want = if self.opts.acl {
-            want
-        } else {
-            want - InitFlags::FUSE_POSIX_ACL
-        };
-        let want = if self.core.changes_behind() {
-            want | InitFlags::FUSE_AUTO_INVAL_DATA
-        } else {
-            want
-        };
-        let want = if !self.core.files_immutable() && self.core.drops_setid_bits() {
-            want | InitFlags::FUSE_HANDLE_KILLPRIV_V2
-        } else {
-            want
-        };
-        let _ = config.add_capabilities(want & config.capabilities());
-        self.dont_mask = config.capabilities().contains(InitFlags::FUSE_DONT_MASK);
-        let _ = config.set_max_readahead(1 << 20);
-        let _ = config.set_max_background(64);
-        // Passthrough where the kernel grants it, for both kinds of mount: the kernel then
-        // reads and writes the real files itself. It refuses passthrough together with the
-        // writeback cache (fs/fuse/inode.c), which a writable mount takes otherwise.
-        let passthrough = self.opts.file_io == FileIo::Passthrough
-            && config.capabilities().contains(InitFlags::FUSE_PASSTHROUGH)
-            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
-            && config.set_max_stack_depth(1).is_ok();
-        self.passthrough.set_enabled(passthrough);
-        self.core.passthrough_granted(passthrough);
-        if !passthrough && !self.core.files_immutable() && !self.core.changes_behind() {
-            // Files change: the kernel gathers small writes into large WRITEs and keeps
-            // size and times itself. Every data change goes through it, so its cache is the
-            // truth; fsync still reaches the core (after the kernel wrote its pages back).
-            self.writeback = config
-                .add_capabilities(InitFlags::FUSE_WRITEBACK_CACHE & config.capabilities())
-                .is_ok()
-                && config
-                    .capabilities()
-                    .contains(InitFlags::FUSE_WRITEBACK_CACHE);
-        }
-        debug!(
-            "init: passthrough {}, writeback cache {}, set-id bits ours {}",
-            self.passthrough.enabled(),
-            self.writeback,
-            config
-                .capabilities()
-                .contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
-                && want.contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
-        );
+        self.negotiate(config);
         Ok(())
     }
 
@@ -194,12 +132,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flags: fuser::PollFlags,
         reply: fuser::ReplyPoll,
     ) {
+        self.enter(Op::Poll);
         reply.error(Errno::ENOSYS);
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.tally(Op::Lookup);
-        match call("lookup", || self.core.lookup(parent.0, name)) {
+        let op = self.enter(Op::Lookup);
+        match call(op, || self.core.lookup(parent.0, name)) {
             Ok(e) => reply_entry(reply, Ok(e)),
             Err(e) if e.code() == libc::ENOENT && self.core.negative_ttl().is_some() => {
                 // Node id 0 is a negative entry: the kernel caches the miss for the ttl.
@@ -211,24 +150,24 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.tally(Op::Forget);
-        let _ = call("forget", || {
+        let op = self.enter(Op::Forget);
+        let _ = call(op, || {
             self.core.forget(ino.0, nlookup);
             Ok::<_, C::Error>(())
         });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.tally(Op::Getattr);
-        match call("getattr", || self.core.getattr(ino.0)) {
+        let op = self.enter(Op::Getattr);
+        match call(op, || self.core.getattr(ino.0)) {
             Ok(e) => reply.attr(&e.ttl, &attr::to_fuse(&e.attr)),
             Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.tally(Op::Readlink);
-        match call("readlink", || self.core.readlink(ino.0)) {
+        let op = self.enter(Op::Readlink);
+        match call(op, || self.core.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(e),
         }
@@ -242,7 +181,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         kill_suidgid: bool,
         reply: ReplyOpen,
     ) {
-        self.tally(Op::Open);
+        let op = self.enter(Op::Open);
         // Cached mode, or passthrough that the kernel did not grant: without passthrough,
         // handle-less opens beat handles (no OPEN/RELEASE round trips, same page cache).
         let cached = match self.opts.file_io {
@@ -256,9 +195,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             return reply.error(Errno::ENOSYS);
         }
         let flags = self.open_flags(flags.0);
-        let opened = match call("open", || {
-            self.core.open(ino.0, flags, kill_suidgid, ctx(req))
-        }) {
+        let opened = match call(op, || self.core.open(ino.0, flags, kill_suidgid, ctx(req))) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
         };
@@ -267,20 +204,15 @@ impl<C: Core> Filesystem for Adapter<C> {
         if opened.keep_cache {
             fl |= FopenFlags::FOPEN_KEEP_CACHE;
         }
-        if self.passthrough.enabled() {
-            let backing = opened.backing.as_ref();
-            let id = self
-                .passthrough
-                .open(ino.0, opened.fh, backing, |fd| reply.open_backing(fd));
-            if let Some(id) = id {
-                // The kernel refuses (EIO at open) cache flags such as KEEP_CACHE on a
-                // passthrough open: the page cache is the backing file's own.
-                return reply.opened_passthrough(
-                    FileHandle(opened.fh),
-                    FopenFlags::FOPEN_NOFLUSH,
-                    &id,
-                );
-            }
+        let backing = opened.backing.as_ref();
+        let id = self
+            .passthrough
+            .open(ino.0, opened.fh, backing, |fd| reply.open_backing(fd));
+        if let Some(id) = id {
+            // The kernel refuses (EIO at open) cache flags such as KEEP_CACHE on a
+            // passthrough open: the page cache is the backing file's own.
+            let fh = FileHandle(opened.fh);
+            return reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &id);
         }
         reply.opened(FileHandle(opened.fh), fl);
     }
@@ -296,8 +228,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.tally(Op::Read);
-        match call("read", || self.core.read(ino.0, fh.0, offset, size)) {
+        let op = self.enter(Op::Read);
+        match call(op, || self.core.read(ino.0, fh.0, offset, size)) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(e),
         }
@@ -311,7 +243,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Flush);
+        self.enter(Op::Flush);
         // We buffer nothing and leave POSIX locks to the kernel, so close() needs no round
         // trip: ENOSYS makes the kernel stop sending FLUSH altogether.
         reply.error(Errno::ENOSYS);
@@ -327,9 +259,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Release);
+        let op = self.enter(Op::Release);
         self.passthrough.release(fh.0);
-        let r = call("release", || {
+        let r = call(op, || {
             self.core.release(ino.0, fh.0);
             Ok::<_, C::Error>(())
         });
@@ -345,15 +277,15 @@ impl<C: Core> Filesystem for Adapter<C> {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        self.tally(Op::Lseek);
-        match call("lseek", || self.core.lseek(ino.0, fh.0, offset, whence)) {
+        let op = self.enter(Op::Lseek);
+        match call(op, || self.core.lseek(ino.0, fh.0, offset, whence)) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(e),
         }
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.tally(Op::Opendir);
+        self.enter(Op::Opendir);
         if self.core.changes_behind() {
             // Directories change behind the mount: no listing kept by the kernel.
             return reply.opened(FileHandle(0), FopenFlags::empty());
@@ -366,6 +298,19 @@ impl<C: Core> Filesystem for Adapter<C> {
         reply.error(Errno::ENOSYS);
     }
 
+    /// Sent only where OPENDIR was answered (`changes_behind`): no directory state here.
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.enter(Op::Releasedir);
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,
@@ -374,8 +319,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        self.tally(Op::Readdir);
-        let r = call("readdir", || {
+        let op = self.enter(Op::Readdir);
+        let r = call(op, || {
             self.core.readdir(ino.0, offset, false, &mut |d| {
                 let kind = attr::kind(d.mode);
                 reply.add(
@@ -400,8 +345,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        self.tally(Op::Readdirplus);
-        let r = call("readdirplus", || {
+        let op = self.enter(Op::Readdirplus);
+        let r = call(op, || {
             self.core.readdir(ino.0, offset, true, &mut |d| {
                 let Some(e) = d.entry else { return false };
                 reply.add_node(
@@ -421,8 +366,8 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
-        self.tally(Op::Statfs);
-        match call("statfs", || self.core.statfs(ino.0)) {
+        let op = self.enter(Op::Statfs);
+        match call(op, || self.core.statfs(ino.0)) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -438,24 +383,24 @@ impl<C: Core> Filesystem for Adapter<C> {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.tally(Op::Getxattr);
-        match call("getxattr", || self.core.getxattr(ino.0, name)) {
+        let op = self.enter(Op::Getxattr);
+        match call(op, || self.core.getxattr(ino.0, name)) {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(e),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.tally(Op::Listxattr);
-        match call("listxattr", || self.core.listxattr(ino.0)) {
+        let op = self.enter(Op::Listxattr);
+        match call(op, || self.core.listxattr(ino.0)) {
             Ok(v) => reply_xattr(reply, &v, size),
             Err(e) => reply.error(e),
         }
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        self.tally(Op::Access);
-        match call("access", || {
+        let op = self.enter(Op::Access);
+        match call(op, || {
             self.core.access(ino.0, mask.bits(), req.uid(), req.gid())
         }) {
             Ok(()) => reply.ok(),
@@ -483,7 +428,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         kill_suidgid: bool,
         reply: ReplyAttr,
     ) {
-        self.tally(Op::Setattr);
+        let op = self.enter(Op::Setattr);
         let time = |t: fuser::TimeOrNow| match t {
             fuser::TimeOrNow::Now => SetTime::Now,
             fuser::TimeOrNow::SpecificTime(t) => SetTime::At(t),
@@ -499,7 +444,7 @@ impl<C: Core> Filesystem for Adapter<C> {
             ctime: ctime.is_some(),
             kill_setid: kill_suidgid,
         };
-        match call("setattr", || self.core.setattr(ino.0, &set, ctx(req))) {
+        match call(op, || self.core.setattr(ino.0, &set, ctx(req))) {
             Ok(e) => reply.attr(&e.ttl, &attr::to_fuse(&e.attr)),
             Err(e) => reply.error(e),
         }
@@ -515,9 +460,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        self.tally(Op::Mknod);
+        let op = self.enter(Op::Mknod);
         let ctx = self.ctx_new(req, umask);
-        let r = call("mknod", || {
+        let r = call(op, || {
             self.core.mknod(parent.0, name, mode, u64::from(rdev), ctx)
         });
         reply_entry(reply, r);
@@ -532,20 +477,20 @@ impl<C: Core> Filesystem for Adapter<C> {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        self.tally(Op::Mkdir);
+        let op = self.enter(Op::Mkdir);
         let ctx = self.ctx_new(req, umask);
-        let r = call("mkdir", || self.core.mkdir(parent.0, name, mode, ctx));
+        let r = call(op, || self.core.mkdir(parent.0, name, mode, ctx));
         reply_entry(reply, r);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.tally(Op::Unlink);
-        reply_empty(reply, call("unlink", || self.core.unlink(parent.0, name)));
+        let op = self.enter(Op::Unlink);
+        reply_empty(reply, call(op, || self.core.unlink(parent.0, name)));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.tally(Op::Rmdir);
-        reply_empty(reply, call("rmdir", || self.core.rmdir(parent.0, name)));
+        let op = self.enter(Op::Rmdir);
+        reply_empty(reply, call(op, || self.core.rmdir(parent.0, name)));
     }
 
     fn symlink(
@@ -556,10 +501,10 @@ impl<C: Core> Filesystem for Adapter<C> {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
-        self.tally(Op::Symlink);
+        let op = self.enter(Op::Symlink);
         use std::os::unix::ffi::OsStrExt;
         let t = target.as_os_str().as_bytes();
-        let r = call("symlink", || self.core.symlink(parent.0, name, t, ctx(req)));
+        let r = call(op, || self.core.symlink(parent.0, name, t, ctx(req)));
         reply_entry(reply, r);
     }
 
@@ -573,8 +518,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Rename);
-        let r = call("rename", || {
+        let op = self.enter(Op::Rename);
+        let r = call(op, || {
             self.core
                 .rename(parent.0, name, newparent.0, newname, flags.bits())
         });
@@ -589,8 +534,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.tally(Op::Link);
-        let r = call("link", || self.core.link(ino.0, newparent.0, newname));
+        let op = self.enter(Op::Link);
+        let r = call(op, || self.core.link(ino.0, newparent.0, newname));
         reply_entry(reply, r);
     }
 
@@ -604,17 +549,14 @@ impl<C: Core> Filesystem for Adapter<C> {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Setxattr);
-        let r = call("setxattr", || self.core.setxattr(ino.0, name, value, flags));
+        let op = self.enter(Op::Setxattr);
+        let r = call(op, || self.core.setxattr(ino.0, name, value, flags));
         reply_empty(reply, r);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.tally(Op::Removexattr);
-        reply_empty(
-            reply,
-            call("removexattr", || self.core.removexattr(ino.0, name)),
-        );
+        let op = self.enter(Op::Removexattr);
+        reply_empty(reply, call(op, || self.core.removexattr(ino.0, name)));
     }
 
     fn create(
@@ -629,12 +571,10 @@ impl<C: Core> Filesystem for Adapter<C> {
         _kill_suidgid: bool,
         reply: fuser::ReplyCreate,
     ) {
-        self.tally(Op::Create);
+        let op = self.enter(Op::Create);
         let ctx = self.ctx_new(req, umask);
         let flags = self.open_flags(flags);
-        let r = call("create", || {
-            self.core.create(parent.0, name, mode, flags, ctx)
-        });
+        let r = call(op, || self.core.create(parent.0, name, mode, flags, ctx));
         self.reply_created(reply, r);
     }
 
@@ -647,10 +587,10 @@ impl<C: Core> Filesystem for Adapter<C> {
         flags: i32,
         reply: fuser::ReplyCreate,
     ) {
-        self.tally(Op::Tmpfile);
+        let op = self.enter(Op::Tmpfile);
         let ctx = self.ctx_new(req, umask);
         let flags = self.open_flags(flags);
-        let r = call("tmpfile", || self.core.tmpfile(parent.0, mode, flags, ctx));
+        let r = call(op, || self.core.tmpfile(parent.0, mode, flags, ctx));
         self.reply_created(reply, r);
     }
 
@@ -666,9 +606,9 @@ impl<C: Core> Filesystem for Adapter<C> {
         _lock_owner: Option<LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
-        self.tally(Op::Write);
+        let op = self.enter(Op::Write);
         let kill = write_flags.contains(fuser::WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match call("write", || {
+        match call(op, || {
             self.core.write(ino.0, fh.0, offset, data, ctx(req), kill)
         }) {
             Ok(n) => reply.written(n),
@@ -684,11 +624,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Fsync);
-        reply_empty(
-            reply,
-            call("fsync", || self.core.fsync(ino.0, fh.0, datasync)),
-        );
+        let op = self.enter(Op::Fsync);
+        reply_empty(reply, call(op, || self.core.fsync(ino.0, fh.0, datasync)));
     }
 
     fn fsyncdir(
@@ -699,8 +636,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Fsyncdir);
-        let r = call("fsyncdir", || self.core.fsyncdir(ino.0, fh.0, datasync));
+        let op = self.enter(Op::Fsyncdir);
+        let r = call(op, || self.core.fsyncdir(ino.0, fh.0, datasync));
         reply_empty(reply, r);
     }
 
@@ -714,8 +651,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        self.tally(Op::Fallocate);
-        let r = call("fallocate", || {
+        let op = self.enter(Op::Fallocate);
+        let r = call(op, || {
             self.core.fallocate(ino.0, fh.0, offset, length, mode)
         });
         reply_empty(reply, r);
@@ -732,7 +669,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        self.tally(Op::Ioctl);
+        self.enter(Op::Ioctl);
         // No file here is a terminal or takes device ioctls: what a plain file answers.
         reply.error(Errno::ENOTTY);
     }
@@ -750,8 +687,8 @@ impl<C: Core> Filesystem for Adapter<C> {
         _flags: fuser::CopyFileRangeFlags,
         reply: fuser::ReplyWrite,
     ) {
-        self.tally(Op::CopyFileRange);
-        let r = call("copy_file_range", || {
+        let op = self.enter(Op::CopyFileRange);
+        let r = call(op, || {
             self.core.copy_file_range(
                 (ino_in.0, fh_in.0, offset_in),
                 (ino_out.0, fh_out.0, offset_out),
@@ -772,13 +709,10 @@ impl<C: Core> Adapter<C> {
             Ok(v) => v,
             Err(e) => return reply.error(e),
         };
-        let id = if self.passthrough.enabled() {
-            let backing = o.backing.as_ref();
-            self.passthrough
-                .open(e.node, o.fh, backing, |fd| reply.open_backing(fd))
-        } else {
-            None
-        };
+        let backing = o.backing.as_ref();
+        let id = self
+            .passthrough
+            .open(e.node, o.fh, backing, |fd| reply.open_backing(fd));
         reply.created_node(
             INodeNo(e.node),
             Generation(e.generation),

@@ -57,8 +57,8 @@ impl Backing {
     }
 
     /// Counts handle `fh` of `ino` and returns the backing id to open it with, or `None` to
-    /// open it in cached mode. The first open of an inode with a `backing` file registers it
-    /// through `register`.
+    /// open it in cached mode (always, when passthrough is off). The first open of an inode
+    /// with a `backing` file registers it through `register`.
     pub fn open(
         &self,
         ino: u64,
@@ -66,6 +66,9 @@ impl Backing {
         backing: Option<&BackingFile>,
         register: impl FnOnce(&OwnedFd) -> io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
+        if !self.enabled() {
+            return None;
+        }
         let mut inodes = self.inodes.lock().unwrap_or_else(|p| p.into_inner());
         let id = match inodes.get_mut(&ino) {
             Some(n) => {

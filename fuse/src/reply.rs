@@ -5,11 +5,13 @@ use fuser::{Errno, Generation, INodeNo, ReplyEmpty, ReplyEntry, ReplyXattr, Requ
 use log::{debug, error};
 
 use crate::core::{Ctx, Entry, ToErrno};
+use crate::op::Op;
 
 /// Runs one call into the core. A panic is caught, logged and answered with EIO, so the
 /// worker thread survives a bug; a failure becomes its errno, logged as it deserves. The one
 /// place where either is decided.
-pub(crate) fn call<T, E: ToErrno>(op: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, Errno> {
+pub(crate) fn call<T, E: ToErrno>(op: Op, f: impl FnOnce() -> Result<T, E>) -> Result<T, Errno> {
+    let op = op.name();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(errno_of(op, &e)),

@@ -40,12 +40,7 @@ impl Union {
         }
         let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
         let pfd = self.ensure_upper_dir(parent)?;
-        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-        let le = self
-            .lowers
-            .entry(&self.stack, rel)
-            .map_err(Error::io("lower lookup"))?
-            .ok_or(Error::NotFound)?;
+        let le = self.lower_of(&loc)?;
         let st = le.attr().map_err(Error::io("lstat"))?;
         // The origin names the lower file by handle (null uuid, as the kernel writes it).
         let up = self.upper()?;
@@ -74,6 +69,7 @@ impl Union {
                 copyup::copy_up(d, &loc.name, &st, &up.work, pfd.as_fd(), opts)
             })
             .map_err(Error::io("copy-up"))?;
+        let rel = loc.lower.as_deref().unwrap_or_default();
         log::debug!("copied up {}", String::from_utf8_lossy(rel));
         node.set_loc(|l| l.upper = true);
         let (at, mt) = sys::times_of(&pst);

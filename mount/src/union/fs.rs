@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use layerfs_fuse::{BackingFile, Core, Ctx, DirEntry, Entry, Invalidate, Opened, SetAttr};
 
+use super::listing::{Cursor, Listing};
 use super::ops::Make;
 use super::privs::Changer;
-use super::readdir::Cursor;
 use super::table::{Key, NodeId};
-use super::{FileH, Listing, Union};
+use super::{FileH, Union};
 use crate::error::{Error, Result};
 use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
@@ -110,12 +110,7 @@ impl Union {
         if self.verifier.is_some() && node.detached.get().is_none() {
             let loc = node.loc();
             if !loc.upper {
-                let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-                let le = self
-                    .lowers
-                    .entry(&self.stack, rel)
-                    .map_err(Error::io("lower lookup"))?
-                    .ok_or(Error::NotFound)?;
+                let le = self.lower_of(&loc)?;
                 self.verify_lower(&le, fd.as_fd(), &st)?;
             }
         }

@@ -9,8 +9,8 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use super::listing::Listings;
 use super::lower::Rel;
-use super::readdir::Listings;
 use crate::stack::Ino;
 use crate::union::table::{Counted, Key, NodeId};
 

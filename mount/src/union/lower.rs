@@ -70,8 +70,12 @@ impl LowerEntry {
 
     /// The merged inode number the entry shows.
     pub fn ino(&self, stack: &Stack) -> io::Result<Ino> {
-        let st = self.attr()?;
-        Ok(stack.ino(self.parent.layer_of(self.entry()), st.st_ino))
+        Ok(self.ino_of(stack, &self.attr()?))
+    }
+
+    /// The merged inode number of the entry, its `lstat` being `st`.
+    pub fn ino_of(&self, stack: &Stack, st: &Stat) -> Ino {
+        stack.ino(self.parent.layer_of(self.entry()), st.st_ino)
     }
 }
 
@@ -140,10 +144,7 @@ impl LowerTree {
     /// The lower entry at `rel` (not the root), if one is visible.
     pub fn entry(&self, stack: &Stack, rel: &[u8]) -> io::Result<Option<LowerEntry>> {
         let (parent, name) = split(rel);
-        let Some(ix) = self.dir(stack, parent)? else {
-            return Ok(None);
-        };
-        Ok(ix.find(name).map(|i| LowerEntry { parent: ix, i }))
+        self.child(stack, parent, name)
     }
 
     /// The entry `name` of lower directory `dir`, if both exist.

@@ -12,7 +12,7 @@
 //! - `mod.rs`: the state, name resolution;
 //! - `copy.rs`: copy-up, and a node giving its name up to its copy;
 //! - `fs.rs`: the [`Core`](layerfs_fuse::Core) implementation;
-//! - `readdir.rs`: listings and their offsets;
+//! - `listing.rs`, `readdir.rs`: a directory's listings and their offsets, and reading them;
 //! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
 //! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open file handles;
 //! - `config.rs`: id mappings and cache times;
@@ -25,7 +25,10 @@ mod config;
 mod copy;
 mod fs;
 pub mod handles;
+#[cfg(test)]
+mod imports;
 mod inode;
+mod listing;
 pub mod lower;
 mod metacopy;
 mod ops;
@@ -56,6 +59,7 @@ use crate::upper::copyup;
 use crate::upper::Upper;
 use handles::Handles;
 use inode::{Loc, Node};
+use listing::Listing;
 use lower::{join, root_rel, LowerTree, Rel};
 use table::{Key, NodeId, Table};
 
@@ -84,16 +88,6 @@ impl Drop for FileH {
             self.node.lower_opens.fetch_sub(1, Relaxed);
         }
     }
-}
-
-/// A directory's listing, taken by a `readdir` from offset 0 and kept on its node for the
-/// reads that continue it (`readdir::Listings`): offsets carry positions in it.
-#[derive(Debug)]
-enum Listing {
-    /// A directory with no upper copy: its lower merged index, as it is (`rel`: its path).
-    Lower { rel: Rel, ix: Arc<DirIndex> },
-    /// Upper entries, then lower ones not hidden by an upper entry or whiteout.
-    Merged(Vec<(Box<[u8]>, Kind)>),
 }
 
 /// What a name resolves to.
@@ -356,11 +350,7 @@ impl Union {
         let Some(ld) = lower_dir else {
             return Ok(None);
         };
-        let Some(le) = self
-            .lowers
-            .child(&self.stack, ld, name)
-            .map_err(Error::io("lower lookup"))?
-        else {
+        let Some(le) = self.lower_named(ld, name)? else {
             return Ok(None);
         };
         if let Some(pfd) = &upper_dir {
@@ -370,7 +360,7 @@ impl Union {
         }
         let st = le.attr().map_err(Error::io("lstat"))?;
         Ok(Some(Resolved {
-            ino: self.stack.ino(le.parent.layer_of(le.entry()), st.st_ino),
+            ino: le.ino_of(&self.stack, &st),
             st,
             upper: false,
             lower: Some(join(ld, name)),
@@ -393,15 +383,11 @@ impl Union {
         let Some(ld) = lower_dir.filter(|_| ino != own) else {
             return Ok(ino);
         };
-        let Some(le) = self
-            .lowers
-            .child(&self.stack, ld, name)
-            .map_err(Error::io("lower lookup"))?
-        else {
+        let Some(le) = self.lower_named(ld, name)? else {
             return Ok(ino);
         };
         let lst = le.attr().map_err(Error::io("lstat"))?;
-        let lino = self.stack.ino(le.parent.layer_of(le.entry()), lst.st_ino);
+        let lino = le.ino_of(&self.stack, &lst);
         Ok(if lst.st_nlink > 1 && !is_dir(&lst) && lino == ino {
             own
         } else {
@@ -608,14 +594,19 @@ impl Union {
                 let x = Arc::new(self.with_place(node, dirindex::read_xattrs)?);
                 return Ok(self.root_xattrs.get_or_init(|| x).clone());
             }
-            let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-            let le = self.lowers.entry(&self.stack, rel);
-            let le = le
-                .map_err(Error::io("lower lookup"))?
-                .ok_or(Error::NotFound)?;
+            let le = self.lower_of(&loc)?;
             return le.parent.xattrs(le.entry()).map_err(Error::io("listxattr"));
         }
         Ok(Arc::new(self.with_place(node, dirindex::read_xattrs)?))
+    }
+
+    /// The lower entry a node at `loc` shows or was copied from (its `lower`): `Invalid`
+    /// without one, `NotFound` once it is gone from its layer.
+    fn lower_of(&self, loc: &Loc) -> Result<lower::LowerEntry> {
+        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+        let le = self.lowers.entry(&self.stack, rel);
+        le.map_err(Error::io("lower lookup"))?
+            .ok_or(Error::NotFound)
     }
 
     /// The real `lstat` of `node`.
@@ -641,11 +632,7 @@ impl Union {
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
             return sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"));
         }
-        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-        let le = self.lowers.entry(&self.stack, rel);
-        let le = le
-            .map_err(Error::io("lower lookup"))?
-            .ok_or(Error::NotFound)?;
+        let le = self.lower_of(&loc)?;
         le.attr().map_err(Error::io("lstat"))
     }
 
@@ -673,11 +660,7 @@ impl Union {
                 f(pfd.as_fd(), &loc.name).map_err(Error::io("upper"))
             }
             (Some(_), false) => {
-                let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
-                let le = self.lowers.entry(&self.stack, rel);
-                let le = le
-                    .map_err(Error::io("lower lookup"))?
-                    .ok_or(Error::NotFound)?;
+                let le = self.lower_of(&loc)?;
                 le.parent
                     .with_dir_of(le.entry(), |d| f(d, &le.entry().name))
                     .map_err(Error::io("lower"))
@@ -754,13 +737,18 @@ impl Union {
         Ok(Listing::Merged(out))
     }
 
+    /// The entry `name` of lower directory `dir`, if both exist.
+    fn lower_named(&self, dir: &[u8], name: &[u8]) -> Result<Option<lower::LowerEntry>> {
+        let le = self.lowers.child(&self.stack, dir, name);
+        le.map_err(Error::io("lower lookup"))
+    }
+
     /// True when a lower entry named `name` would show in `dloc` without an upper entry.
     fn lower_has(&self, dloc: &Loc, name: &[u8]) -> Result<bool> {
         let Some(ld) = &dloc.lower else {
             return Ok(false);
         };
-        let le = self.lowers.child(&self.stack, ld, name);
-        Ok(le.map_err(Error::io("lower lookup"))?.is_some())
+        Ok(self.lower_named(ld, name)?.is_some())
     }
 
     /// True when the lower directory under `dloc` has a directory `name`.
@@ -768,7 +756,7 @@ impl Union {
         let Some(ld) = &dloc.lower else {
             return Ok(false);
         };
-        let le = self.lowers.child(&self.stack, ld, name);
-        Ok(matches!(le.map_err(Error::io("lower lookup"))?, Some(e) if e.entry().kind == Kind::Dir))
+        let le = self.lower_named(ld, name)?;
+        Ok(le.is_some_and(|e| e.entry().kind == Kind::Dir))
     }
 }
