@@ -135,6 +135,9 @@ pub struct MountOptions {
     pub static_nlink: bool,
     /// `ino32_t`: inode numbers of at most 32 bits (for 32-bit programs).
     pub ino32: bool,
+    /// `io_uring`: requests served over FUSE-over-io_uring where the kernel allows it
+    /// (kernel 6.14+, `enable_uring` on), over `/dev/fuse` reads otherwise (with a warning).
+    pub io_uring: bool,
     /// `fsname=`: the mount's source as /proc/self/mountinfo shows it.
     pub fsname: Option<String>,
     /// Unknown options: accepted with a warning.
@@ -163,6 +166,7 @@ impl Default for MountOptions {
             verify: false,
             static_nlink: false,
             ino32: false,
+            io_uring: false,
             fsname: None,
             ignored: Vec::new(),
             not_honoured: Vec::new(),
@@ -365,6 +369,7 @@ impl MountOptions {
                             .push((item.clone(), "no index directory is kept")),
                     },
                     "ino32_t" => o.ino32 = true,
+                    "io_uring" => o.io_uring = true,
                     "context" | "fscontext" | "defcontext" | "rootcontext" => o
                         .not_honoured
                         .push((item.clone(), "no SELinux label is set on the mount")),

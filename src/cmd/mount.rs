@@ -28,6 +28,8 @@ pub struct Plan {
     pub flags: MountFlags,
     fs: Union,
     threads: usize,
+    /// Served over FUSE-over-io_uring where the kernel allows it (`-o io_uring`).
+    io_uring: bool,
     file_io: FileIo,
     /// POSIX ACLs on (off with `noacl` or an upper without xattrs).
     acl: bool,
@@ -159,6 +161,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         flags: opts.flags,
         fs,
         threads,
+        io_uring: opts.io_uring,
         acl,
         remove_mountpoint: false,
         remove_after: None,
@@ -261,6 +264,7 @@ struct Serve {
     fsname: String,
     flags: MountFlags,
     threads: usize,
+    io_uring: bool,
     file_io: FileIo,
     acl: bool,
     remove_mountpoint: bool,
@@ -274,6 +278,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         flags,
         fs,
         threads,
+        io_uring,
         file_io,
         acl,
         remove_mountpoint,
@@ -284,6 +289,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         fsname,
         flags,
         threads,
+        io_uring,
         file_io,
         acl,
         remove_mountpoint,
@@ -308,6 +314,7 @@ fn mount_core<C: Core>(
         // Like kernel overlayfs: setuid binaries and device nodes in images keep working.
         privileged: sys::geteuid() == 0,
         threads: plan.threads,
+        io_uring: plan.io_uring,
         adapter: AdapterOptions {
             file_io: plan.file_io,
             acl: plan.acl,

@@ -80,6 +80,7 @@ use crate::session::MAX_WRITE_SIZE;
 pub use crate::session::Session;
 pub use crate::session::SessionACL;
 pub use crate::session::SessionUnmounter;
+pub use crate::uring::uring_requests;
 
 mod access_flags;
 mod bsd_file_flags;
@@ -102,6 +103,7 @@ mod request;
 mod request_param;
 mod session;
 mod time;
+mod uring;
 #[cfg(test)]
 mod wire_tests;
 
