@@ -116,6 +116,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         xattrs: opts.xattrs,
         metacopy: opts.metacopy,
         static_nlink: opts.static_nlink,
+        lower_passthrough: opts.lower_passthrough,
     };
     let mut acl = opts.acl && opts.xattrs;
     let mut fs = match (&opts.upper, &opts.work) {

@@ -21,12 +21,6 @@ use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
 
-/// Set (to anything) in the daemon's environment: lower files opened read-only on a writable
-/// mount are passed through too, where the kernel grants passthrough. Not the default: an
-/// open made before a copy-up then keeps reading the lower file, where the kernel's overlay
-/// (and CONTRACTS.md, "Copy-up") has it see the copy (docs/SEMANTICS.md).
-const LOWER_PASSTHROUGH: &str = "LAYERFS_LOWER_PASSTHROUGH";
-
 /// The kernel's `__FMODE_EXEC`: set in the flags of the OPEN that execve sends.
 const OPEN_FOR_EXEC: i32 = 0x20;
 
@@ -195,7 +189,7 @@ impl Core for Union {
     }
 
     fn passthrough_granted(&self, on: bool) {
-        let lower = on && !self.read_only() && std::env::var_os(LOWER_PASSTHROUGH).is_some();
+        let lower = on && !self.read_only() && self.cfg.lower_passthrough;
         self.lower_passthrough.store(lower, Ordering::Relaxed);
     }
 
