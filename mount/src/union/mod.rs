@@ -136,7 +136,7 @@ pub struct Union {
     lower_passthrough: AtomicBool,
     /// `-o verify`: lower files are checked against their layer's hash list before any of
     /// their bytes are served or copied up.
-    verifier: Option<crate::verity::Verifier>,
+    verifier: Option<crate::verifier::Verifier>,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -215,7 +215,7 @@ impl Union {
     }
 
     /// Checks every lower file against `v` (`-o verify`) before serving its bytes.
-    pub fn set_verifier(&mut self, v: crate::verity::Verifier) {
+    pub fn set_verifier(&mut self, v: crate::verifier::Verifier) {
         self.verifier = Some(v);
     }
 
