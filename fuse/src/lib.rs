@@ -126,7 +126,10 @@ impl<C: Core> Filesystem for Adapter<C> {
             // kernel would otherwise cut the mode with it first).
             | InitFlags::FUSE_DONT_MASK
             // O_TRUNC comes with OPEN, not as a separate SETATTR.
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            // SETXATTR then says when a POSIX ACL change must drop the set-gid bit (a caller
+            // outside the file's group), which the daemon cannot tell itself.
+            | InitFlags::FUSE_SETXATTR_EXT;
         // Set-id bits are the core's to drop: the kernel then stops asking for
         // security.capability before every write (and for attributes before a chown).
         let want = if self.opts.acl {
@@ -602,10 +605,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         value: &[u8],
         flags: i32,
         _position: u32,
+        kill_sgid: bool,
         reply: ReplyEmpty,
     ) {
         self.tally(Op::Setxattr);
-        let r = call("setxattr", || self.core.setxattr(ino.0, name, value, flags));
+        let r = call("setxattr", || {
+            self.core.setxattr(ino.0, name, value, flags, kill_sgid)
+        });
         reply_empty(reply, r);
     }
 

@@ -571,12 +571,23 @@ impl Core for Union {
         }
     }
 
-    fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+    fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> Result<()> {
         if !self.cfg.xattrs {
             return Err(Error::NoXattrs);
         }
         self.writable()?;
-        self.set_xattr(ino, name, Some((value, flags)))
+        self.set_xattr(ino, name, Some((value, flags)))?;
+        if kill_sgid && name.as_bytes() == b"system.posix_acl_access" {
+            self.drop_set_gid(ino)?;
+        }
+        Ok(())
     }
 
     fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {

@@ -799,6 +799,10 @@ pub trait Filesystem: Send + Sync + 'static {
     }
 
     /// Set an extended attribute.
+    ///
+    /// Patch 8 (PATCHES.md): `kill_sgid` is the kernel's `FUSE_SETXATTR_ACL_KILL_SGID` (with
+    /// `FUSE_SETXATTR_EXT` negotiated): a POSIX access ACL set by a caller who may not keep the
+    /// set-gid bit (not in the file's group, no `CAP_FSETID`); the filesystem drops it.
     fn setxattr(
         &self,
         _req: &Request,
@@ -807,6 +811,7 @@ pub trait Filesystem: Send + Sync + 'static {
         _value: &[u8],
         flags: i32,
         position: u32,
+        _kill_sgid: bool,
         reply: ReplyEmpty,
     ) {
         warn!(

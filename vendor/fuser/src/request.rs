@@ -363,6 +363,7 @@ impl<'a> RequestWithSender<'a> {
                     x.value(),
                     x.flags(),
                     x.position(),
+                    x.kill_sgid(),
                     self.reply(),
                 );
             }

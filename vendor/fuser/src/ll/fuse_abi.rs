@@ -465,6 +465,19 @@ pub(crate) struct fuse_setxattr_in {
     pub(crate) padding: u32,
 }
 
+/// Patch 8 (PATCHES.md): with `FUSE_SETXATTR_EXT` (7.33) `fuse_setxattr_in` is 16 bytes; these
+/// are its last 8, after `size` and `flags`.
+#[repr(C)]
+#[derive(Debug, FromBytes, KnownLayout, Immutable)]
+pub(crate) struct fuse_setxattr_in_ext {
+    pub(crate) setxattr_flags: u32,
+    pub(crate) padding: u32,
+}
+
+/// In `setxattr_flags`: the caller may not keep the set-gid bit a POSIX ACL change would
+/// leave (not in the file's group, no `CAP_FSETID`): the filesystem drops it.
+pub(crate) const FUSE_SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
+
 #[repr(C)]
 #[derive(Debug, FromBytes, KnownLayout, Immutable)]
 pub(crate) struct fuse_getxattr_in {
