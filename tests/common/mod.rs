@@ -130,6 +130,11 @@ impl Layerfs {
             }
             None => Command::new(BIN),
         };
+        // LAYERFS_TEST_IO_URING=1: every daemon serves over FUSE-over-io_uring (scripts/test
+        // runs some suites so, with the kernel's enable_uring on).
+        if std::env::var_os("LAYERFS_TEST_IO_URING").is_some() {
+            cmd.args(["-o", "io_uring"]);
+        }
         let mut child = cmd
             .envs(env.iter().copied())
             .arg("-f")
