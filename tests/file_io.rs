@@ -41,8 +41,13 @@ impl Dirs {
     }
 
     fn layerfs(&self, env: &[(&str, &Path)]) -> Layerfs {
+        self.layerfs_with("", env)
+    }
+
+    /// Mounted with more options (`opts`, each after a comma).
+    fn layerfs_with(&self, opts: &str, env: &[(&str, &Path)]) -> Layerfs {
         let (u, w) = self.upper("layerfs");
-        let rw = format!("upperdir={},workdir={}", u.display(), w.display());
+        let rw = format!("upperdir={},workdir={}{opts}", u.display(), w.display());
         let mp = self.t.path().join("layerfs");
         Layerfs::mount_with_env(std::slice::from_ref(&self.lower), &mp, &["-o", &rw], env)
     }
@@ -115,7 +120,7 @@ fn upper_and_created_files_are_read_and_written_without_requests() {
     }
 }
 
-/// With `LAYERFS_LOWER_PASSTHROUGH`, lower files opened read-only on a writable mount are
+/// With `-o lower_passthrough`, lower files opened read-only on a writable mount are
 /// passed through: the kernel reads the lower file itself (no READ request; one page cache
 /// with every mount of the layer).
 #[test]
@@ -123,12 +128,10 @@ fn lower_files_are_read_without_requests() {
     if !require_root() {
         return;
     }
-    let read = |env: &[(&str, &Path)]| {
+    let read = |opts: &str| {
         let d = Dirs::new();
         let count_file = d.t.path().join("counts");
-        let mut env = env.to_vec();
-        env.push(("LAYERFS_REQUEST_COUNTS", &count_file));
-        let m = d.layerfs(&env);
+        let m = d.layerfs_with(opts, &[("LAYERFS_REQUEST_COUNTS", &count_file)]);
         for _ in 0..2 {
             for n in ["a", "b", "c"] {
                 assert_eq!(
@@ -141,8 +144,8 @@ fn lower_files_are_read_without_requests() {
         drop(m);
         counts(&count_file).get("read").copied().unwrap_or(0)
     };
-    assert_eq!(read(&[("LAYERFS_LOWER_PASSTHROUGH", Path::new("1"))]), 0);
-    assert!(read(&[]) >= 3);
+    assert_eq!(read(",lower_passthrough"), 0);
+    assert!(read("") >= 3);
 }
 
 /// Opens, copy-ups and maps that mix modes, with what each step saw.
@@ -217,12 +220,12 @@ fn copy_up_while_open_or_mapped_shows_what_the_kernel_shows() {
     assert_eq!(kernel.last().map(String::as_str), Some("mapping: mm"));
     assert_eq!(ours.pop().as_deref(), Some("mapping: Wm"));
     assert_eq!(ours[..], kernel[..kernel.len() - 1]);
-    // With lower passthrough (`LAYERFS_LOWER_PASSTHROUGH`) the kernel reads the lower file
+    // With lower passthrough (`-o lower_passthrough`) the kernel reads the lower file
     // itself, so what was opened before a copy-up stays bound to it: it does not see the
     // copy's writes, where the kernel's overlay moves a read-only open to the copy (pinned,
     // docs/SEMANTICS.md); a mapping shows the lower file, as on the kernel.
     let d = Dirs::new();
-    let m = d.layerfs(&[("LAYERFS_LOWER_PASSTHROUGH", Path::new("1"))]);
+    let m = d.layerfs_with(",lower_passthrough", &[]);
     let ours = copy_up_while_open(&m.mp);
     m.assert_no_errors_logged();
     let pinned = [
@@ -242,7 +245,7 @@ fn copy_up_while_open_or_mapped_shows_what_the_kernel_shows() {
     }
 }
 
-/// With `LAYERFS_LOWER_PASSTHROUGH`, every path-based change of a lower file open read-only
+/// With `-o lower_passthrough`, every path-based change of a lower file open read-only
 /// elsewhere (which copies it up) reaches the new node the VFS finds on its retry: chmod,
 /// truncate, setxattr, rename and link all succeed, as on the kernel's overlay, and the
 /// earlier open still reads the lower file (pinned: the kernel's would read the copy).
@@ -272,7 +275,7 @@ fn path_changes_of_a_lower_file_open_elsewhere_reach_the_copy() {
         let k = d.kernel();
         script(&k.mp)
     };
-    let m = d.layerfs(&[("LAYERFS_LOWER_PASSTHROUGH", Path::new("1"))]);
+    let m = d.layerfs_with(",lower_passthrough", &[]);
     let ours = script(&m.mp);
     m.assert_no_errors_logged();
     // The open of `b` made before its truncation reads the lower file; the kernel's, the

@@ -1,6 +1,6 @@
 //! The layer tools against an independent model and against kernel overlayfs.
 //!
-//! Generated stacks (tests/common/spec: every whiteout form, opaque dirs, hard links) are
+//! Generated stacks (testkit/src/spec.rs: every whiteout form, opaque dirs, hard links) are
 //! inspected; the expected merged view, per-layer added / modified / deleted counts, bytes
 //! added, wasted bytes and merged bytes are computed here from the generator's own model,
 //! and the merged view is also compared with what kernel overlayfs mounts.

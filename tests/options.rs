@@ -340,7 +340,7 @@ fn timeout_and_sigusr1_show_changes_made_in_the_lowers() {
 /// kernel sends a RELEASEDIR for each: counted like every request the adapter answers.
 #[test]
 fn timeout_mounts_answer_and_count_releasedir() {
-    if !require_root("timeout_mounts_answer_and_count_releasedir") {
+    if !require_root() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
@@ -357,7 +357,7 @@ fn timeout_mounts_answer_and_count_releasedir() {
         assert_eq!(std::fs::read_dir(m.mp.join("d")).unwrap().count(), 0);
     }
     drop(m);
-    let c = common::request_counts(&counts);
+    let c = testkit::request_counts(&counts);
     let n = |op: &str| c.get(op).copied().unwrap_or(0);
     assert!(n("opendir") >= 6, "{c:?}");
     // The kernel sends RELEASEDIR in the background after the close: the last ones may

@@ -24,6 +24,11 @@ fn cases() -> u32 {
     env_cases("LAYERFS_RW_CASES", 40)
 }
 
+/// Cases of the short test with layerfs served over FUSE-over-io_uring.
+fn uring_cases() -> u32 {
+    env_cases("LAYERFS_RW_URING_CASES", 12)
+}
+
 /// Cases of the long, generational test.
 fn long_cases() -> u32 {
     env_cases("LAYERFS_RW_LONG_CASES", 3)
@@ -44,6 +49,8 @@ struct Side {
     upper: PathBuf,
     work: PathBuf,
     mp: PathBuf,
+    /// More layerfs mount options (",io_uring").
+    opts: &'static str,
 }
 
 impl Side {
@@ -55,6 +62,7 @@ impl Side {
             upper: d.join("upper"),
             work: d.join("work"),
             mp: d.join("mnt"),
+            opts: "",
         };
         for p in [&s.upper, &s.work, &s.mp] {
             std::fs::create_dir_all(p).unwrap();
@@ -131,13 +139,24 @@ fn mount(s: &Side, kernel: bool) -> Mounted {
             ),
         }
     } else {
-        Mounted::Layerfs(Layerfs::mount_rw(&s.lowers, &s.upper, &s.work, &s.mp))
+        let rw = format!(
+            "upperdir={},workdir={}{}",
+            s.upper.display(),
+            s.work.display(),
+            s.opts
+        );
+        Mounted::Layerfs(Layerfs::mount_with(&s.lowers, &s.mp, &["-o", &rw]))
     }
 }
 
 /// Runs each program on its generation (the first on the generated stack, each next one
 /// with the previous upper stacked as the top lower), comparing all along.
 fn run_case(stack: &[spec::Layer], programs: &[Vec<Op>]) {
+    run_case_with(stack, programs, "")
+}
+
+/// `run_case`, layerfs mounted with more options (`opts`).
+fn run_case_with(stack: &[spec::Layer], programs: &[Vec<Op>], opts: &'static str) {
     let stack = spec::without_hardlinks(stack);
     let t = tempfile::tempdir().unwrap();
     let k_layers = spec::write_stack(&t.path().join("layers"), &stack, Form::Kernel);
@@ -145,6 +164,8 @@ fn run_case(stack: &[spec::Layer], programs: &[Vec<Op>]) {
     let mut kernel = Side::new(t.path(), "kernel", k_layers.clone());
     let mut ours = Side::new(t.path(), "layerfs", k_layers);
     let mut oci = Side::new(t.path(), "layerfs-oci", o_layers);
+    ours.opts = opts;
+    oci.opts = opts;
     for (g, program) in programs.iter().enumerate() {
         if g > 0 {
             for s in [&mut kernel, &mut ours, &mut oci] {
@@ -165,6 +186,7 @@ fn run_case(stack: &[spec::Layer], programs: &[Vec<Op>]) {
         upper: ours.upper.clone(),
         work: t.path().join("compat-work"),
         mp: t.path().join("compat-mnt"),
+        opts: "",
     };
     std::fs::create_dir_all(&compat.work).unwrap();
     let _m = mount(&compat, true);
@@ -290,5 +312,24 @@ proptest! {
             return Ok(());
         }
         run_case(&stack, &programs);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: uring_cases(), max_shrink_iters: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The short programs with layerfs served over FUSE-over-io_uring (`-o io_uring`, the
+    /// kernel's `enable_uring` on for the test and restored; wire.rs checks that the requests
+    /// do come over the rings).
+    #[test]
+    fn random_operations_over_io_uring_match_kernel_overlayfs(
+        stack in spec::stack(),
+        program in prop::collection::vec(ops::op_with_acls(), 1..40),
+    ) {
+        if !require_root() {
+            return Ok(());
+        }
+        let _on = testkit::EnableUring::set(true);
+        run_case_with(&stack, &[program], ",io_uring");
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use testkit::pair::{write, Pair};
-use testkit::{require_root, Kernel, Layerfs};
+use testkit::{request_counts, require_root, EnableUring, Kernel, Layerfs};
 
 /// A lower file with names in two directories: after one name is copied up (written,
 /// chmodded, linked) the others still show the lower file (content, link count, number)
@@ -19,16 +19,21 @@ fn the_names_of_a_lower_hard_link_stay_apart_after_one_is_copied_up() {
     if !require_root() {
         return;
     }
-    let p = Pair::new(1, |_, d| {
-        write(d, "f", "data\n");
-        write(d, "g", "other\n");
-        fs::create_dir(d.join("c")).unwrap();
-        fs::hard_link(d.join("f"), d.join("c/f")).unwrap();
-        fs::hard_link(d.join("f"), d.join("c/f2")).unwrap();
-        fs::hard_link(d.join("g"), d.join("c/g")).unwrap();
-        std::os::unix::fs::symlink("t", d.join("s")).unwrap();
-        fs::hard_link(d.join("s"), d.join("c/s")).unwrap();
-    });
+    hard_link_steps(&Pair::new(1, hard_link_layer));
+}
+
+fn hard_link_layer(_: usize, d: &Path) {
+    write(d, "f", "data\n");
+    write(d, "g", "other\n");
+    fs::create_dir(d.join("c")).unwrap();
+    fs::hard_link(d.join("f"), d.join("c/f")).unwrap();
+    fs::hard_link(d.join("f"), d.join("c/f2")).unwrap();
+    fs::hard_link(d.join("g"), d.join("c/g")).unwrap();
+    std::os::unix::fs::symlink("t", d.join("s")).unwrap();
+    fs::hard_link(d.join("s"), d.join("c/s")).unwrap();
+}
+
+fn hard_link_steps(p: &Pair) {
     // Same number for each, before anything changes (and as readdir lists them).
     let same = r#"cd "$M"; s() { [ "$(stat -c %i "$1")" = "$(stat -c %i "$2")" ] && echo "$1 $2 same" || echo "$1 $2 apart"; }"#;
     p.steps(&[
@@ -56,10 +61,15 @@ fn o_tmpfile_works_as_on_the_kernel_overlay() {
     if !require_root() {
         return;
     }
-    let p = Pair::new(1, |_, d| {
-        write(d, "low/keep", "k\n");
-        write(d, "file", "f\n");
-    });
+    tmpfile_steps(&Pair::new(1, tmpfile_layer));
+}
+
+fn tmpfile_layer(_: usize, d: &Path) {
+    write(d, "low/keep", "k\n");
+    write(d, "file", "f\n");
+}
+
+fn tmpfile_steps(p: &Pair) {
     let script = r#"python3 - "$M" <<'EOF'
 import os, sys
 m = sys.argv[1]
@@ -169,4 +179,110 @@ fn set_id_bits_follow_the_kernel_when_the_daemon_cannot_see_the_caller() {
     };
     assert_eq!(outcome(&kernel.mp), outcome(&layerfs.mp));
     layerfs.assert_no_errors_logged();
+}
+
+/// The side-by-side steps above (hard links, O_TMPFILE) and a small tree's making, copying
+/// and removal, served over FUSE-over-io_uring (`-o io_uring`, with the kernel's
+/// `enable_uring` switched on for the test and restored): the same outcomes as the kernel's
+/// overlay, and every request the core answers but FORGET (which the kernel sends through
+/// `/dev/fuse`) came over the rings.
+#[test]
+fn the_wire_steps_match_the_kernel_over_io_uring() {
+    if !require_root() {
+        return;
+    }
+    let _on = EnableUring::set(true);
+    let t = tempfile::tempdir().unwrap();
+    let counts = t.path().join("counts");
+    let env = || vec![("LAYERFS_REQUEST_COUNTS", counts.clone())];
+    let over_rings = || {
+        let c = request_counts(&counts);
+        let ring = c.get("over_io_uring").copied().unwrap_or(0);
+        let want = c["total"] - c.get("forget").copied().unwrap_or(0);
+        assert!(
+            ring > 0 && ring >= want,
+            "requests {c:?}: not all over the rings"
+        );
+    };
+    hard_link_steps(&Pair::new_with(
+        1,
+        hard_link_layer,
+        false,
+        ",io_uring",
+        env(),
+    ));
+    over_rings();
+    tmpfile_steps(&Pair::new_with(1, tmpfile_layer, false, ",io_uring", env()));
+    over_rings();
+    let p = Pair::new_with(1, hard_link_layer, false, ",io_uring", env());
+    p.steps(&[
+        r#"cd "$M"; mkdir -p t/a/b; for i in $(seq 200); do echo $i > t/a/b/$i; done; ln -s b t/l"#,
+        r#"cd "$M"; cp -a t t2; tar --mtime=@0 -cf - t2 | md5sum; du -s --apparent-size t2; ls -R t2 | wc -l"#,
+        r#"cd "$M"; head -c 3000000 /dev/urandom > big; cat big big > big2; stat -c '%s' big2; cmp big2 big2"#,
+        r#"cd "$M"; mv t2 t3; rm -rf t c; ls; find . | sort | md5sum"#,
+    ]);
+    drop(p);
+    over_rings();
+}
+
+/// `-o io_uring` where the kernel does not offer FUSE-over-io_uring (`enable_uring` off for
+/// the test): the mount serves over `/dev/fuse` reads and the daemon logs one warning saying
+/// why; no request came over a ring.
+#[test]
+fn io_uring_falls_back_to_dev_fuse_reads_with_a_warning() {
+    if !require_root() {
+        return;
+    }
+    let _off = EnableUring::set(false);
+    let t = tempfile::tempdir().unwrap();
+    let (lower, mp) = (t.path().join("lower"), t.path().join("mnt"));
+    write(&lower, "f", "data\n");
+    let (log, counts) = (t.path().join("log"), t.path().join("counts"));
+    let m = Layerfs::mount_with_env(
+        &[lower],
+        &mp,
+        &["-o", "io_uring"],
+        &[
+            ("LAYERFS_LOG_FILE", &log),
+            ("LAYERFS_REQUEST_COUNTS", &counts),
+        ],
+    );
+    assert_eq!(fs::read_to_string(m.path("f")).unwrap(), "data\n");
+    drop(m);
+    let log = fs::read_to_string(&log).unwrap();
+    let warned: Vec<_> = log.lines().filter(|l| l.contains("io_uring")).collect();
+    assert_eq!(warned.len(), 1, "log:\n{log}");
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains("serving over /dev/fuse reads"),
+        "{}",
+        warned[0]
+    );
+    let c = request_counts(&counts);
+    assert!(c["total"] > 0 && !c.contains_key("over_io_uring"), "{c:?}");
+}
+
+/// A POSIX access ACL set by a caller who owns a set-gid file or directory but is not in its
+/// group (and has no `CAP_FSETID`): the set-gid bit goes, as on the kernel's overlay (the
+/// kernel says so with `FUSE_SETXATTR_ACL_KILL_SGID`, sent once `FUSE_SETXATTR_EXT` is
+/// negotiated; the daemon, root, used to keep the bit the upper's filesystem let it keep).
+/// By a caller in the group, the bit stays on both.
+#[test]
+fn an_acl_set_outside_the_files_group_drops_set_gid_as_on_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        for (name, gid) in [("f", 2000), ("g", 1000)] {
+            write(d, name, "data\n");
+            std::os::unix::fs::chown(d.join(name), Some(1000), Some(gid)).unwrap();
+            fs::set_permissions(d.join(name), fs::Permissions::from_mode(0o2755)).unwrap();
+        }
+        fs::create_dir(d.join("d")).unwrap();
+        std::os::unix::fs::chown(d.join("d"), Some(1000), Some(2000)).unwrap();
+        fs::set_permissions(d.join("d"), fs::Permissions::from_mode(0o2775)).unwrap();
+    });
+    p.steps(&[
+        r#"cd "$M"; for x in f g d; do setpriv --reuid=1000 --regid=1000 --clear-groups setfacl -m u:1001:r $x; echo $x $?; done"#,
+        r#"cd "$M"; stat -c '%n %a %u %g' f g d; getfacl -cp f g d"#,
+    ]);
 }

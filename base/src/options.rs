@@ -135,6 +135,13 @@ pub struct MountOptions {
     pub static_nlink: bool,
     /// `ino32_t`: inode numbers of at most 32 bits (for 32-bit programs).
     pub ino32: bool,
+    /// `io_uring`: requests served over FUSE-over-io_uring where the kernel allows it
+    /// (kernel 6.14+, `enable_uring` on), over `/dev/fuse` reads otherwise (with a warning).
+    pub io_uring: bool,
+    /// `lower_passthrough`: lower files opened read-only on a writable mount are passed
+    /// through (root), so every mount of a layer shares its page cache; an open made before
+    /// a copy-up then keeps reading the lower file (docs/SEMANTICS.md).
+    pub lower_passthrough: bool,
     /// `fsname=`: the mount's source as /proc/self/mountinfo shows it.
     pub fsname: Option<String>,
     /// Unknown options: accepted with a warning.
@@ -163,6 +170,8 @@ impl Default for MountOptions {
             verify: false,
             static_nlink: false,
             ino32: false,
+            io_uring: false,
+            lower_passthrough: false,
             fsname: None,
             ignored: Vec::new(),
             not_honoured: Vec::new(),
@@ -365,6 +374,8 @@ impl MountOptions {
                             .push((item.clone(), "no index directory is kept")),
                     },
                     "ino32_t" => o.ino32 = true,
+                    "io_uring" => o.io_uring = true,
+                    "lower_passthrough" => o.lower_passthrough = true,
                     "context" | "fscontext" | "defcontext" | "rootcontext" => o
                         .not_honoured
                         .push((item.clone(), "no SELinux label is set on the mount")),
@@ -533,6 +544,14 @@ mod tests {
         assert!(o.ino32 && o.static_nlink);
         let r = MountOptions::parse(&["lowerdir=/a,redirect_dir=nofollow".to_string()]);
         assert!(matches!(r, Err(OptionError::Value(_))), "{r:?}");
+    }
+
+    #[test]
+    fn wire_options_are_named_options() {
+        let o = MountOptions::parse(&["lowerdir=/a,io_uring,lower_passthrough"]).unwrap();
+        assert!(o.io_uring && o.lower_passthrough && o.ignored.is_empty());
+        let o = MountOptions::parse(&["lowerdir=/a"]).unwrap();
+        assert!(!o.io_uring && !o.lower_passthrough);
     }
 
     #[test]

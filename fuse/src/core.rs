@@ -295,14 +295,17 @@ pub trait Core: Send + Sync + 'static {
         let _ = (ino, fh, datasync);
         Err(self.mutation_error())
     }
+    /// `kill_sgid`: the kernel's `FUSE_SETXATTR_ACL_KILL_SGID`: an access ACL set by a caller
+    /// who may not keep the set-gid bit; the bit goes once the ACL is set.
     fn setxattr(
         &self,
         ino: u64,
         name: &OsStr,
         value: &[u8],
         flags: i32,
+        kill_sgid: bool,
     ) -> Result<(), Self::Error> {
-        let _ = (ino, name, value, flags);
+        let _ = (ino, name, value, flags, kill_sgid);
         Err(self.mutation_error())
     }
     fn removexattr(&self, ino: u64, name: &OsStr) -> Result<(), Self::Error> {

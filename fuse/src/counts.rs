@@ -40,6 +40,11 @@ impl Counts {
             }
         }
         out.push_str(&format!("total {total}\n"));
+        // How many of them came over FUSE-over-io_uring rings (`-o io_uring`), when any did.
+        let ring = fuser::uring_requests();
+        if ring > 0 {
+            out.push_str(&format!("over_io_uring {ring}\n"));
+        }
         out
     }
 

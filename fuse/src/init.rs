@@ -27,7 +27,10 @@ impl<C: Core> Adapter<C> {
             // kernel would otherwise cut the mode with it first).
             | InitFlags::FUSE_DONT_MASK
             // O_TRUNC comes with OPEN, not as a separate SETATTR.
-            | InitFlags::FUSE_ATOMIC_O_TRUNC;
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            // SETXATTR then says when a POSIX ACL change must drop the set-gid bit (a caller
+            // outside the file's group), which the daemon cannot tell itself.
+            | InitFlags::FUSE_SETXATTR_EXT;
         // Set-id bits are the core's to drop: the kernel then stops asking for
         // security.capability before every write (and for attributes before a chown).
         let want = if self.opts.acl {

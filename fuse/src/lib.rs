@@ -547,10 +547,13 @@ impl<C: Core> Filesystem for Adapter<C> {
         value: &[u8],
         flags: i32,
         _position: u32,
+        kill_sgid: bool,
         reply: ReplyEmpty,
     ) {
         let op = self.enter(Op::Setxattr);
-        let r = call(op, || self.core.setxattr(ino.0, name, value, flags));
+        let r = call(op, || {
+            self.core.setxattr(ino.0, name, value, flags, kill_sgid)
+        });
         reply_empty(reply, r);
     }
 

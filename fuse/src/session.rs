@@ -31,6 +31,10 @@ pub struct SessionOptions {
     pub privileged: bool,
     /// Worker threads (each with its own cloned /dev/fuse fd).
     pub threads: usize,
+    /// Serve over FUSE-over-io_uring when the kernel offers it (one ring per CPU beside the
+    /// `/dev/fuse` workers, which still get FORGET and INTERRUPT); `/dev/fuse` reads
+    /// otherwise, with a warning naming the reason.
+    pub io_uring: bool,
     pub adapter: AdapterOptions,
 }
 
@@ -77,6 +81,7 @@ pub fn mount<C: Core>(core: C, mountpoint: &Path, opts: &SessionOptions) -> io::
     }
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
+    config.io_uring = opts.io_uring;
     let invalidate = core.invalidate();
     let mut adapter = Adapter::new(core, opts.adapter);
     let counts = Counts::from_env().map(Arc::new);

@@ -74,11 +74,32 @@ def mount_cmd(impl, lowers, mp, extra=""):
     if impl == "layerfs-before":
         assert LAYERFS_BEFORE, "impl layerfs-before needs LAYERFS_BIN_BEFORE=PATH"
         return [LAYERFS_BEFORE, "-o", f"lowerdir={low}{extra}", mp]
+    if impl == "layerfs-io_uring":
+        # Served over FUSE-over-io_uring (enable_uring_for_run switches the kernel's on).
+        return [LAYERFS, "-o", f"lowerdir={low}{extra},io_uring", mp]
     if impl.startswith("layerfs"):
         # "layerfs-cached" etc. select a --file-io mode.
         mode = ["--file-io", impl.split("-", 1)[1]] if "-" in impl else []
         return [LAYERFS, *mode, "-o", f"lowerdir={low}{extra}", mp]
     return ["fuse-overlayfs", "-o", f"lowerdir={low}{extra}", mp]
+
+
+ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
+
+
+def enable_uring_for_run():
+    """Switches the kernel's FUSE-over-io_uring on for this run (impl layerfs-io_uring) and
+    back to what it was at exit. Other mounts are not affected: only a daemon that asks for
+    it uses the rings."""
+    with open(ENABLE_URING) as f:
+        was = "1" if f.read().strip() in ("Y", "1") else "0"
+
+    def restore():
+        with open(ENABLE_URING, "w") as f:
+            f.write(was)
+    atexit.register(restore)
+    with open(ENABLE_URING, "w") as f:
+        f.write("1")
 
 
 def mountpoint(mp):

@@ -29,6 +29,8 @@ pub struct Plan {
     pub flags: MountFlags,
     fs: Union,
     threads: usize,
+    /// Served over FUSE-over-io_uring where the kernel allows it (`-o io_uring`).
+    io_uring: bool,
     file_io: FileIo,
     /// POSIX ACLs on (off with `noacl` or an upper without xattrs).
     acl: bool,
@@ -116,6 +118,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         xattrs: opts.xattrs,
         metacopy: opts.metacopy,
         static_nlink: opts.static_nlink,
+        lower_passthrough: opts.lower_passthrough,
     };
     let mut acl = opts.acl && opts.xattrs;
     let mut fs = match (&opts.upper, &opts.work) {
@@ -163,6 +166,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         flags: opts.flags,
         fs,
         threads,
+        io_uring: opts.io_uring,
         acl,
         remove_mountpoint: false,
         remove_after: None,
@@ -265,6 +269,7 @@ struct Serve {
     fsname: String,
     flags: MountFlags,
     threads: usize,
+    io_uring: bool,
     file_io: FileIo,
     acl: bool,
     remove_mountpoint: bool,
@@ -278,6 +283,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         flags,
         fs,
         threads,
+        io_uring,
         file_io,
         acl,
         remove_mountpoint,
@@ -288,6 +294,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         fsname,
         flags,
         threads,
+        io_uring,
         file_io,
         acl,
         remove_mountpoint,
@@ -312,6 +319,7 @@ fn mount_core<C: Core>(
         // Like kernel overlayfs: setuid binaries and device nodes in images keep working.
         privileged: sys::geteuid() == 0,
         threads: plan.threads,
+        io_uring: plan.io_uring,
         adapter: AdapterOptions {
             file_io: plan.file_io,
             acl: plan.acl,

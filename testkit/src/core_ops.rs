@@ -288,7 +288,7 @@ fn run(u: &Union, op: &Op) -> Result<Outcome, Outcome> {
         Op::SetXattr { path, name, value } => {
             let st = existing(u, path)?;
             xattr_check(&st, name)?;
-            done(u.setxattr(st.node, OsStr::new(name), value, 0))
+            done(u.setxattr(st.node, OsStr::new(name), value, 0, false))
         }
         Op::RemoveXattr { path, name } => {
             let st = existing(u, path)?;

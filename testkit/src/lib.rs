@@ -180,6 +180,11 @@ impl Layerfs {
             }
             None => Command::new(BIN),
         };
+        // LAYERFS_TEST_IO_URING=1: every daemon serves over FUSE-over-io_uring (scripts/test
+        // runs some suites so, with the kernel's enable_uring on).
+        if std::env::var_os("LAYERFS_TEST_IO_URING").is_some() {
+            cmd.args(["-o", "io_uring"]);
+        }
         let mut child = cmd
             .envs(env.iter().copied())
             .arg("-f")
@@ -290,6 +295,44 @@ impl Drop for Layerfs {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// FUSE-over-io_uring switched on or off in the kernel (`enable_uring`, a parameter of the
+/// whole machine) while held, restored in Drop. One holder at a time in a test process; other
+/// mounts are not touched by it (only a daemon that asks, `-o io_uring`, uses the rings).
+pub struct EnableUring {
+    was: String,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+impl EnableUring {
+    pub fn set(on: bool) -> EnableUring {
+        static ONE: Mutex<()> = Mutex::new(());
+        let one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        let was = std::fs::read_to_string(ENABLE_URING).unwrap_or_else(|e| {
+            panic!("{ENABLE_URING}: {e} (FUSE-over-io_uring needs kernel 6.14 with CONFIG_FUSE_IO_URING)")
+        });
+        std::fs::write(ENABLE_URING, if on { "1" } else { "0" }).unwrap();
+        EnableUring {
+            was: was.trim().to_string(),
+            _one: one,
+        }
+    }
+}
+
+impl Drop for EnableUring {
+    fn drop(&mut self) {
+        let was = if self.was == "Y" || self.was == "1" {
+            "1"
+        } else {
+            "0"
+        };
+        if let Err(e) = std::fs::write(ENABLE_URING, was) {
+            eprintln!("restoring {ENABLE_URING} to {was}: {e}");
         }
     }
 }

@@ -55,6 +55,9 @@ pub struct Pair {
     /// The kernel's layers, then layerfs's.
     pub sides: [Dirs; 2],
     lowers: usize,
+    /// More of layerfs's mount options (",io_uring"), and its daemon's environment.
+    layerfs_opts: String,
+    layerfs_env: Vec<(&'static str, PathBuf)>,
 }
 
 impl Pair {
@@ -67,6 +70,18 @@ impl Pair {
     /// With `tmpfs_upper`, the uppers (and the lowers they become) are on a tmpfs, the
     /// first lowers on the test directory's filesystem: a stack over two filesystems.
     pub fn new_on(lowers: usize, fill: impl Fn(usize, &Path), tmpfs_upper: bool) -> Pair {
+        Self::new_with(lowers, fill, tmpfs_upper, "", Vec::new())
+    }
+
+    /// `new_on`, layerfs mounted with more options (`opts`, each after a comma) and its
+    /// daemon given `env`.
+    pub fn new_with(
+        lowers: usize,
+        fill: impl Fn(usize, &Path),
+        tmpfs_upper: bool,
+        opts: &str,
+        env: Vec<(&'static str, PathBuf)>,
+    ) -> Pair {
         let t = tempfile::tempdir().unwrap();
         let tmpfs = tmpfs_upper.then(|| {
             let m = t.path().join("tmpfs");
@@ -100,6 +115,8 @@ impl Pair {
             _t: t,
             sides,
             lowers,
+            layerfs_opts: opts.to_string(),
+            layerfs_env: env,
         };
         p.mount();
         p
@@ -115,11 +132,22 @@ impl Pair {
             &k.p("mnt"),
             ",redirect_dir=on",
         ));
-        self.layerfs = Some(Layerfs::mount_rw(
+        let rw = format!(
+            "upperdir={},workdir={}{}",
+            l.p("upper").display(),
+            l.p("work").display(),
+            self.layerfs_opts
+        );
+        let env: Vec<(&str, &Path)> = self
+            .layerfs_env
+            .iter()
+            .map(|(k, v)| (*k, v.as_path()))
+            .collect();
+        self.layerfs = Some(Layerfs::mount_with_env(
             &l.lowers(n),
-            &l.p("upper"),
-            &l.p("work"),
             &l.p("mnt"),
+            &["-o", &rw],
+            &env,
         ));
     }
 

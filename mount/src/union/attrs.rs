@@ -161,6 +161,22 @@ impl Union {
         Ok(self.entry_of(&node, self.attr_of(&node)?))
     }
 
+    /// Drops the set-gid bit of `ino` (in the upper, where an ACL change just put it), as the
+    /// kernel's `posix_acl_update_mode` does for a caller outside the file's group.
+    pub(super) fn drop_set_gid(&self, ino: u64) -> Result<()> {
+        let _g = self.exclusive();
+        let node = self.node(ino)?;
+        self.with_place(&node, |d, n| {
+            let c = sys::cstr(if n.is_empty() { b"." } else { n })?;
+            let st = sys::lstatat(d, &c)?;
+            if st.st_mode & libc::S_ISGID == 0 {
+                return Ok(());
+            }
+            sys::chmodat(d, &c, st.st_mode & 0o7777 & !libc::S_ISGID)
+        })
+        // The kernel drops the file's attributes after a SETXATTR itself.
+    }
+
     /// `setxattr` (`value: Some`) or `removexattr` (`None`); copies up first. Removing a
     /// name the entry does not have fails without a copy-up, as with the kernel.
     pub(super) fn set_xattr(

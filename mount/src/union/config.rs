@@ -31,6 +31,11 @@ pub struct Config {
     pub metacopy: bool,
     /// Every directory shows a link count of 1 (`static_nlink`, as fuse-overlayfs).
     pub static_nlink: bool,
+    /// Lower files opened read-only on a writable mount are passed through too, where the
+    /// kernel grants passthrough (`lower_passthrough`). Not the default: an open made before
+    /// a copy-up then keeps reading the lower file, where the kernel's overlay (and
+    /// CONTRACTS.md, "Copy-up") has it see the copy (docs/SEMANTICS.md).
+    pub lower_passthrough: bool,
 }
 
 impl Config {
@@ -56,6 +61,7 @@ impl Default for Config {
             xattrs: true,
             metacopy: false,
             static_nlink: false,
+            lower_passthrough: false,
         }
     }
 }

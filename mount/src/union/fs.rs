@@ -21,12 +21,6 @@ use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
 
-/// Set (to anything) in the daemon's environment: lower files opened read-only on a writable
-/// mount are passed through too, where the kernel grants passthrough. Not the default: an
-/// open made before a copy-up then keeps reading the lower file, where the kernel's overlay
-/// (and CONTRACTS.md, "Copy-up") has it see the copy (docs/SEMANTICS.md).
-const LOWER_PASSTHROUGH: &str = "LAYERFS_LOWER_PASSTHROUGH";
-
 /// The kernel's `__FMODE_EXEC`: set in the flags of the OPEN that execve sends.
 const OPEN_FOR_EXEC: i32 = 0x20;
 
@@ -190,7 +184,7 @@ impl Core for Union {
     }
 
     fn passthrough_granted(&self, on: bool) {
-        let lower = on && !self.read_only() && std::env::var_os(LOWER_PASSTHROUGH).is_some();
+        let lower = on && !self.read_only() && self.cfg.lower_passthrough;
         self.lower_passthrough.store(lower, Ordering::Relaxed);
     }
 
@@ -572,12 +566,23 @@ impl Core for Union {
         }
     }
 
-    fn setxattr(&self, ino: u64, name: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+    fn setxattr(
+        &self,
+        ino: u64,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> Result<()> {
         if !self.cfg.xattrs {
             return Err(Error::NoXattrs);
         }
         self.writable()?;
-        self.set_xattr(ino, name, Some((value, flags)))
+        self.set_xattr(ino, name, Some((value, flags)))?;
+        if kill_sgid && name.as_bytes() == b"system.posix_acl_access" {
+            self.drop_set_gid(ino)?;
+        }
+        Ok(())
     }
 
     fn removexattr(&self, ino: u64, name: &OsStr) -> Result<()> {

@@ -80,6 +80,7 @@ use crate::session::MAX_WRITE_SIZE;
 pub use crate::session::Session;
 pub use crate::session::SessionACL;
 pub use crate::session::SessionUnmounter;
+pub use crate::uring::uring_requests;
 
 mod access_flags;
 mod bsd_file_flags;
@@ -102,6 +103,7 @@ mod request;
 mod request_param;
 mod session;
 mod time;
+mod uring;
 #[cfg(test)]
 mod wire_tests;
 
@@ -797,6 +799,10 @@ pub trait Filesystem: Send + Sync + 'static {
     }
 
     /// Set an extended attribute.
+    ///
+    /// Patch 8 (PATCHES.md): `kill_sgid` is the kernel's `FUSE_SETXATTR_ACL_KILL_SGID` (with
+    /// `FUSE_SETXATTR_EXT` negotiated): a POSIX access ACL set by a caller who may not keep the
+    /// set-gid bit (not in the file's group, no `CAP_FSETID`); the filesystem drops it.
     fn setxattr(
         &self,
         _req: &Request,
@@ -805,6 +811,7 @@ pub trait Filesystem: Send + Sync + 'static {
         _value: &[u8],
         flags: i32,
         position: u32,
+        _kill_sgid: bool,
         reply: ReplyEmpty,
     ) {
         warn!(

@@ -38,6 +38,8 @@ use crate::passthrough::BackingId;
 #[derive(Debug)]
 pub(crate) enum ReplySender {
     Channel(ChannelSender),
+    /// Patch 7 (PATCHES.md): into the FUSE-over-io_uring ring entry the request came in.
+    Ring(crate::uring::RingReply),
     #[cfg(test)]
     Assert(AssertSender),
     #[cfg(test)]
@@ -52,6 +54,7 @@ impl ReplySender {
     pub(crate) fn send(&self, data: &[IoSlice<'_>]) -> std::io::Result<()> {
         match self {
             ReplySender::Channel(sender) => sender.send(data),
+            ReplySender::Ring(ring) => ring.send(data),
             #[cfg(test)]
             ReplySender::Assert(sender) => sender.send(data),
             #[cfg(test)]
@@ -73,6 +76,7 @@ impl ReplySender {
     pub(crate) fn open_backing(&self, fd: BorrowedFd<'_>) -> std::io::Result<BackingId> {
         match self {
             ReplySender::Channel(sender) => sender.open_backing(fd),
+            ReplySender::Ring(ring) => ring.open_backing(fd),
             #[cfg(test)]
             ReplySender::Assert(_) => unreachable!(),
             #[cfg(test)]
@@ -91,6 +95,9 @@ impl ReplySender {
             // SAFETY: the caller upholds this function's contract, which is
             // `ChannelSender::wrap_backing`'s.
             ReplySender::Channel(sender) => unsafe { sender.wrap_backing(id) },
+            // SAFETY: as for the channel: backing ids are the /dev/fuse fd's, which the ring's
+            // sender is.
+            ReplySender::Ring(ring) => unsafe { ring.sender().wrap_backing(id) },
             #[cfg(test)]
             ReplySender::Assert(_) => unreachable!(),
             #[cfg(test)]

@@ -139,6 +139,9 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// Patch 7 (PATCHES.md): the FUSE-over-io_uring rings set up during INIT (none when the
+    /// session serves over `/dev/fuse` reads only).
+    rings: Vec<Arc<crate::uring::Queue>>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +189,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            rings: Vec::new(),
         };
 
         session.handshake()?;
@@ -214,6 +218,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            rings: Vec::new(),
         };
 
         session.handshake()?;
@@ -252,6 +257,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            rings,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -286,6 +292,7 @@ impl<FS: Filesystem> Session<FS> {
                 channels.push(ch.clone());
             }
         }
+        let ring_ch = ch.clone();
         channels.push(ch);
 
         let mut threads = Vec::with_capacity(n_threads);
@@ -305,6 +312,14 @@ impl<FS: Filesystem> Session<FS> {
                     .spawn(move || event_loop.event_loop())?,
             );
         }
+
+        threads.extend(Self::spawn_rings(
+            rings,
+            &filesystem,
+            &ring_ch,
+            allowed,
+            session_owner,
+        )?);
 
         let mut reply: io::Result<()> = Ok(());
         for thread in threads {
@@ -330,6 +345,24 @@ impl<FS: Filesystem> Session<FS> {
         filesystem.destroy();
 
         reply
+    }
+
+    /// Patch 7 (PATCHES.md): one thread per FUSE-over-io_uring ring, beside the `/dev/fuse`
+    /// readers (which still get FORGET and INTERRUPT).
+    fn spawn_rings(
+        rings: Vec<Arc<crate::uring::Queue>>,
+        filesystem: &Arc<FilesystemHolder<FS>>,
+        ch: &Channel,
+        allowed: SessionACL,
+        session_owner: Uid,
+    ) -> io::Result<Vec<JoinHandle<io::Result<()>>>> {
+        crate::uring::spawn(rings, |thread_name| SessionEventLoop {
+            thread_name,
+            filesystem: filesystem.clone(),
+            ch: ch.clone(),
+            allowed,
+            session_owner,
+        })
     }
 
     fn handshake(&mut self) -> io::Result<()> {
@@ -428,6 +461,14 @@ impl<FS: Filesystem> Session<FS> {
                     .send_ll(&ResponseErrno(errno));
                 return Err(error);
             }
+
+            self.rings = crate::uring::offer(
+                self.config.io_uring,
+                init.capabilities(),
+                &mut config,
+                &self.ch,
+            )
+            .unwrap_or_default();
 
             // Remember the ABI version supported by kernel and mark the session initialized.
             self.proto_version = Some(v);

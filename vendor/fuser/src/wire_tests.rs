@@ -1,4 +1,4 @@
-//! Patches 1 to 3 (PATCHES.md), tested with bytes: requests laid out as the kernel's
+//! Patches 1 to 3 and 8 (PATCHES.md), tested with bytes: requests laid out as the kernel's
 //! `include/uapi/linux/fuse.h` lays them out, decoded; replies encoded and read back at
 //! that header's offsets. And no byte sequence makes the request decoder panic.
 
@@ -133,6 +133,54 @@ fn create_and_tmpfile_carry_their_open_flags() {
     };
     assert_eq!((x.mode(), x.flags()), (0o100600, libc::O_RDWR));
     assert!(!x.kill_suidgid());
+}
+
+const FUSE_SETXATTR: u32 = 21;
+const FUSE_SETXATTR_ACL_KILL_SGID: u32 = 1;
+
+/// Patch 8: SETXATTR in both layouts (`struct fuse_setxattr_in` of 8 bytes, or of 16 with
+/// `FUSE_SETXATTR_EXT`: `setxattr_flags`, padding), for names of 1 to 40 bytes (short
+/// names are where the two could be mistaken) and values with NULs in them.
+#[test]
+fn setxattr_is_read_in_both_layouts_and_carries_acl_kill_sgid() {
+    for name in [
+        "a",
+        "ab",
+        "abc",
+        "user.x",
+        "system.posix_acl_access",
+        &"n".repeat(40),
+    ] {
+        for value in [
+            &b""[..],
+            &b"\0\0\0\0"[..],
+            &b"v\0lue"[..],
+            &[2u8, 0, 0, 0, 1, 0, 7, 0][..],
+        ] {
+            for ext in [None, Some(0), Some(FUSE_SETXATTR_ACL_KILL_SGID)] {
+                let mut args = u32s(&[value.len() as u32, 1]);
+                if let Some(f) = ext {
+                    args.extend_from_slice(&u32s(&[f, 0]));
+                }
+                args.extend_from_slice(name.as_bytes());
+                args.push(0);
+                args.extend_from_slice(value);
+                let buf = request(FUSE_SETXATTR, 3, &args);
+                let Operation::SetXAttr(x) = decode(&buf) else {
+                    panic!("not a SETXATTR")
+                };
+                let what = format!("{name:?} {value:?} {ext:?}");
+                assert_eq!(x.name(), name, "{what}");
+                assert_eq!(x.value(), value, "{what}");
+                assert_eq!(x.flags(), 1, "{what}");
+                assert_eq!(
+                    x.kill_sgid(),
+                    ext == Some(FUSE_SETXATTR_ACL_KILL_SGID),
+                    "{what}"
+                );
+            }
+        }
+    }
 }
 
 /// A reply of type `R`, and the bytes it sends.

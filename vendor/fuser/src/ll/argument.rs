@@ -27,6 +27,11 @@ impl<'a> ArgumentIterator<'a> {
         self.data.len()
     }
 
+    /// The remaining bytes, not consumed (patch 8, PATCHES.md).
+    pub(crate) fn peek(&self) -> &'a [u8] {
+        self.data
+    }
+
     /// Fetch a slice of all remaining bytes.
     pub(crate) fn fetch_all(&mut self) -> &'a [u8] {
         let bytes = self.data;

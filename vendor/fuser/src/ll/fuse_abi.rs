@@ -465,6 +465,19 @@ pub(crate) struct fuse_setxattr_in {
     pub(crate) padding: u32,
 }
 
+/// Patch 8 (PATCHES.md): with `FUSE_SETXATTR_EXT` (7.33) `fuse_setxattr_in` is 16 bytes; these
+/// are its last 8, after `size` and `flags`.
+#[repr(C)]
+#[derive(Debug, FromBytes, KnownLayout, Immutable)]
+pub(crate) struct fuse_setxattr_in_ext {
+    pub(crate) setxattr_flags: u32,
+    pub(crate) padding: u32,
+}
+
+/// In `setxattr_flags`: the caller may not keep the set-gid bit a POSIX ACL change would
+/// leave (not in the file's group, no `CAP_FSETID`): the filesystem drops it.
+pub(crate) const FUSE_SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
+
 #[repr(C)]
 #[derive(Debug, FromBytes, KnownLayout, Immutable)]
 pub(crate) struct fuse_getxattr_in {
@@ -766,3 +779,75 @@ pub(crate) struct fuse_copy_file_range_in {
     pub(crate) len: u64,
     pub(crate) flags: u64,
 }
+
+// Patch 7 (PATCHES.md): FUSE-over-io_uring (protocol 7.42, kernel 6.14), as
+// include/uapi/linux/fuse.h lays it out. A ring entry is two buffers the daemon registers with
+// FUSE_IO_URING_CMD_REGISTER: a `fuse_uring_req_header` and a payload. The kernel puts a
+// request's `fuse_in_header` in `in_out`, its first argument (the per-opcode header, or
+// nothing) in `op_in` and every other argument in the payload; the daemon answers with a
+// `fuse_out_header` in `in_out` and the reply's arguments in the payload, their size in
+// `ring_ent_in_out.payload_sz`.
+
+/// Size of `fuse_uring_req_header::in_out`.
+pub(crate) const FUSE_URING_IN_OUT_HEADER_SZ: usize = 128;
+/// Size of `fuse_uring_req_header::op_in`.
+pub(crate) const FUSE_URING_OP_IN_OUT_SZ: usize = 128;
+
+/// The ring entry's part of the header: what the kernel and the daemon tell each other about
+/// the entry.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub(crate) struct fuse_uring_ent_in_out {
+    pub(crate) flags: u64,
+    /// The request's unique id, to be given back in the commit (`fuse_uring_cmd_req`).
+    pub(crate) commit_id: u64,
+    /// Bytes used in the payload buffer (request or reply arguments).
+    pub(crate) payload_sz: u32,
+    pub(crate) padding: u32,
+    pub(crate) reserved: u64,
+}
+
+/// The header buffer of a ring entry.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub(crate) struct fuse_uring_req_header {
+    /// `fuse_in_header` (request) or `fuse_out_header` (reply).
+    pub(crate) in_out: [u8; FUSE_URING_IN_OUT_HEADER_SZ],
+    /// The request's per-opcode header (its first argument).
+    pub(crate) op_in: [u8; FUSE_URING_OP_IN_OUT_SZ],
+    pub(crate) ring_ent_in_out: fuse_uring_ent_in_out,
+}
+
+/// `enum fuse_uring_cmd`: the `cmd_op` of an `IORING_OP_URING_CMD` on /dev/fuse.
+pub(crate) const FUSE_IO_URING_CMD_REGISTER: u32 = 1;
+pub(crate) const FUSE_IO_URING_CMD_COMMIT_AND_FETCH: u32 = 2;
+
+/// The command data of a ring SQE (in the 80 bytes an `IORING_SETUP_SQE128` SQE has there).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+pub(crate) struct fuse_uring_cmd_req {
+    pub(crate) flags: u64,
+    /// The request being answered (COMMIT_AND_FETCH; 0 for REGISTER).
+    pub(crate) commit_id: u64,
+    /// The queue (CPU) the entry belongs to.
+    pub(crate) qid: u16,
+    pub(crate) padding: [u8; 6],
+}
+
+const _: () = {
+    use std::mem::{offset_of, size_of};
+    assert!(size_of::<fuse_uring_ent_in_out>() == 32);
+    assert!(offset_of!(fuse_uring_ent_in_out, commit_id) == 8);
+    assert!(offset_of!(fuse_uring_ent_in_out, payload_sz) == 16);
+    assert!(offset_of!(fuse_uring_ent_in_out, reserved) == 24);
+    assert!(size_of::<fuse_uring_req_header>() == 288);
+    assert!(offset_of!(fuse_uring_req_header, op_in) == 128);
+    assert!(offset_of!(fuse_uring_req_header, ring_ent_in_out) == 256);
+    assert!(size_of::<fuse_uring_cmd_req>() == 24);
+    assert!(offset_of!(fuse_uring_cmd_req, commit_id) == 8);
+    assert!(offset_of!(fuse_uring_cmd_req, qid) == 16);
+    // The headers the kernel puts in the two 128-byte areas fit there.
+    assert!(size_of::<fuse_in_header>() <= FUSE_URING_IN_OUT_HEADER_SZ);
+    assert!(size_of::<fuse_out_header>() <= FUSE_URING_IN_OUT_HEADER_SZ);
+    assert!(size_of::<fuse_setattr_in>() <= FUSE_URING_OP_IN_OUT_SZ);
+};

@@ -234,6 +234,17 @@ fn validate_off_t(name: &'static str, value: u64) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Patch 8 (PATCHES.md): whether a SETXATTR's arguments after `size` and `flags` (`rest`: the
+/// name, its NUL and `size` bytes of value, or with `FUSE_SETXATTR_EXT` first `setxattr_flags`
+/// and padding) are the extended layout. The decoder does not know what INIT negotiated, but
+/// the layouts tell themselves apart: without the extension the first NUL of `rest` ends the
+/// name, `size + 1` bytes before its end; with it the first NUL is within the first 4 bytes
+/// (`setxattr_flags` has bits in its lowest byte only), at least 8 bytes before that.
+fn setxattr_is_ext(rest: &[u8], size: usize) -> bool {
+    let compat_nul = rest.len().checked_sub(size + 1);
+    memchr::memchr(0, rest) != compat_nul
+}
+
 mod op {
     use std::cmp;
     use std::convert::TryInto;
@@ -842,10 +853,16 @@ mod op {
         #[expect(dead_code)]
         header: &'a fuse_in_header,
         arg: &'a fuse_setxattr_in,
+        /// Patch 8 (PATCHES.md): `setxattr_flags` (0 without `FUSE_SETXATTR_EXT`).
+        setxattr_flags: u32,
         name: &'a OsStr,
         value: &'a [u8],
     }
     impl<'a> SetXAttr<'a> {
+        /// Patch 8 (PATCHES.md): `FUSE_SETXATTR_ACL_KILL_SGID`: the set-gid bit goes.
+        pub(crate) fn kill_sgid(&self) -> bool {
+            self.setxattr_flags & crate::ll::fuse_abi::FUSE_SETXATTR_ACL_KILL_SGID != 0
+        }
         pub(crate) fn name(&self) -> &'a OsStr {
             self.name
         }
@@ -1738,9 +1755,18 @@ mod op {
                 arg: data.fetch()?,
             }),
             fuse_opcode::FUSE_SETXATTR => Operation::SetXAttr({
+                let arg: &fuse_setxattr_in = data.fetch()?;
+                // Patch 8 (PATCHES.md): with FUSE_SETXATTR_EXT the kernel sends 8 more bytes.
+                let setxattr_flags = if super::setxattr_is_ext(data.peek(), arg.size as usize) {
+                    data.fetch::<crate::ll::fuse_abi::fuse_setxattr_in_ext>()?
+                        .setxattr_flags
+                } else {
+                    0
+                };
                 let out = SetXAttr {
                     header,
-                    arg: data.fetch()?,
+                    arg,
+                    setxattr_flags,
                     name: data.fetch_str()?,
                     value: data.fetch_all(),
                 };

@@ -18,6 +18,10 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// Patch 7 (PATCHES.md): serve over FUSE-over-io_uring (kernel 6.14+, with
+    /// `/sys/module/fuse/parameters/enable_uring` on) when the kernel offers it; otherwise
+    /// over `/dev/fuse` reads, with a warning.
+    pub io_uring: bool,
 }
 
 /// Mount options accepted by the FUSE filesystem type
