@@ -98,6 +98,22 @@ enum Cmd {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Show the processes of a supervised mount (`-o supervise`): the serving daemon, the
+    /// supervisor, its options, how many restarts and the last one's pause.
+    Status {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the layerfs binary now on disk as the daemon of a supervised mount
+    /// (`-o supervise`): the old one stops at a request boundary, the new one takes its
+    /// requests over; applications see a pause, never an error.
+    Restart {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
     /// Import an image (OCI layout or archive, docker archive, podman's store, a stack)
     /// into the layer store.
     Import(cmd::import::ImportArgs),
@@ -381,6 +397,8 @@ fn main() -> ExitCode {
             cmd::image_run::apply_mount(&mut m).and_then(|()| cmd::mount::run(m))
         }
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
+        Some(Cmd::Status { mountpoint, json }) => cmd::supervise::status(&mountpoint, json),
+        Some(Cmd::Restart { mountpoint }) => cmd::supervise::restart(&mountpoint),
         Some(Cmd::Explore(a)) => cmd::explore::run(a),
         Some(Cmd::Completions { shell }) => cmd::packaging::completions(Cli::command(), shell),
         Some(Cmd::ManPages { dir }) => cmd::packaging::man_pages(Cli::command(), &dir).map(|_| ()),

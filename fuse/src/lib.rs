@@ -15,11 +15,14 @@ mod core;
 mod counts;
 mod passthrough;
 mod reply;
+mod resend;
 mod session;
+mod supervised;
 
 pub use crate::core::*;
 pub use crate::counts::{Counts, Op};
 pub use crate::session::{mount, Mounted, SessionOptions};
+pub use crate::supervised::{clone_connection, mount_connection, serve_connection, Gate, Serving};
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -520,7 +523,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         let r = call("mknod", || {
             self.core.mknod(parent.0, name, mode, u64::from(rdev), ctx)
         });
-        reply_entry(reply, r);
+        reply_entry(reply, resend::made(req, r, || self.found(parent.0, name)));
     }
 
     fn mkdir(
@@ -535,17 +538,19 @@ impl<C: Core> Filesystem for Adapter<C> {
         self.tally(Op::Mkdir);
         let ctx = self.ctx_new(req, umask);
         let r = call("mkdir", || self.core.mkdir(parent.0, name, mode, ctx));
-        reply_entry(reply, r);
+        reply_entry(reply, resend::made(req, r, || self.found(parent.0, name)));
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.tally(Op::Unlink);
-        reply_empty(reply, call("unlink", || self.core.unlink(parent.0, name)));
+        let r = call("unlink", || self.core.unlink(parent.0, name));
+        reply_empty(reply, resend::removed(req, r));
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         self.tally(Op::Rmdir);
-        reply_empty(reply, call("rmdir", || self.core.rmdir(parent.0, name)));
+        let r = call("rmdir", || self.core.rmdir(parent.0, name));
+        reply_empty(reply, resend::removed(req, r));
     }
 
     fn symlink(
@@ -560,12 +565,12 @@ impl<C: Core> Filesystem for Adapter<C> {
         use std::os::unix::ffi::OsStrExt;
         let t = target.as_os_str().as_bytes();
         let r = call("symlink", || self.core.symlink(parent.0, name, t, ctx(req)));
-        reply_entry(reply, r);
+        reply_entry(reply, resend::made(req, r, || self.found(parent.0, name)));
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -578,12 +583,12 @@ impl<C: Core> Filesystem for Adapter<C> {
             self.core
                 .rename(parent.0, name, newparent.0, newname, flags.bits())
         });
-        reply_empty(reply, r);
+        reply_empty(reply, resend::removed(req, r));
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
@@ -591,7 +596,10 @@ impl<C: Core> Filesystem for Adapter<C> {
     ) {
         self.tally(Op::Link);
         let r = call("link", || self.core.link(ino.0, newparent.0, newname));
-        reply_entry(reply, r);
+        reply_entry(
+            reply,
+            resend::made(req, r, || self.found(newparent.0, newname)),
+        );
     }
 
     fn setxattr(
@@ -635,6 +643,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         let r = call("create", || {
             self.core.create(parent.0, name, mode, flags, ctx)
         });
+        let r = resend::made(req, r, || self.found_open(parent.0, name, flags, ctx));
         self.reply_created(reply, r);
     }
 

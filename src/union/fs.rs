@@ -44,11 +44,11 @@ fn real_flags(flags: i32) -> i32 {
 }
 
 /// A file opened where its data is.
-struct Real {
-    fd: OwnedFd,
+pub(super) struct Real {
+    pub(super) fd: OwnedFd,
     st: Stat,
     /// A metadata-only copy's: the fd is the lower file holding its data.
-    data_below: bool,
+    pub(super) data_below: bool,
 }
 
 impl Union {
@@ -73,7 +73,11 @@ impl Union {
     }
 
     fn handle(&self, fh: u64) -> Result<Arc<FileH>> {
-        self.files.get(fh).ok_or(Error::BadHandle(fh))
+        match self.files.get(fh) {
+            Some(h) => Ok(h),
+            None if self.recovered.is_some() => self.recover_handle(fh),
+            None => Err(Error::BadHandle(fh)),
+        }
     }
 
     /// The fd of handle `fh`; a read-only handle of a lower file moves to the upper copy
@@ -96,7 +100,7 @@ impl Union {
     /// Opens the regular file behind `node` where it is now (upper or lower). Never blocks
     /// (`O_NONBLOCK`, which regular files ignore) and never hands out anything else: a
     /// name that no longer holds this node's file answers ESTALE, and the kernel looks again.
-    fn open_real(&self, node: &super::Node, flags: i32) -> Result<Real> {
+    pub(super) fn open_real(&self, node: &super::Node, flags: i32) -> Result<Real> {
         let flags = flags | libc::O_NONBLOCK;
         let fd = match node.detached.get() {
             // Through the fd's magic link, which must be followed (no O_NOFOLLOW here).
@@ -161,6 +165,7 @@ impl Union {
         if lower_backed {
             node.lower_opens.fetch_add(1, Ordering::Relaxed);
         }
+        let id = node.id;
         let fh = self.files.insert(Arc::new(FileH {
             node,
             fd: RwLock::new(fd.clone()),
@@ -168,6 +173,9 @@ impl Union {
             exec,
             lower_backed,
         }));
+        if let Some(j) = super::journal::current() {
+            j.open_handle(fh, id, if upper { libc::O_RDWR } else { libc::O_RDONLY });
+        }
         // Every change to the data goes through the kernel, which keeps its page cache in
         // step: it may keep it across opens. The kernel may also read and write the real file
         // directly: an upper file, any file of a mount without an upper, and a lower file
@@ -287,6 +295,9 @@ impl Core for Union {
 
     fn release(&self, _ino: u64, fh: u64) {
         self.files.remove(fh);
+        if let Some(j) = super::journal::current() {
+            j.close_handle(fh);
+        }
     }
 
     fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64> {

@@ -32,6 +32,16 @@ impl<T: Clone> Handles<T> {
         self.map.get(&fh).map(|v| v.clone())
     }
 
+    /// Handle `fh` again (a restarted daemon's, reopened): the one there, or `v`.
+    pub fn insert_at(&self, fh: u64, v: T) -> T {
+        self.map.entry(fh).or_insert(v).clone()
+    }
+
+    /// New numbers start after `max` (the highest an earlier daemon gave).
+    pub fn start_after(&self, max: u64) {
+        self.next.fetch_max(max + 1, Ordering::Relaxed);
+    }
+
     pub fn remove(&self, fh: u64) -> Option<T> {
         self.map.remove(&fh).map(|(_, v)| v)
     }

@@ -26,12 +26,14 @@ mod copy;
 mod fs;
 pub mod handles;
 mod inode;
+pub mod journal;
 pub mod lower;
 mod metacopy;
 mod ops;
 mod overrides;
 mod privs;
 mod readdir;
+mod recover;
 mod refresh;
 pub mod table;
 
@@ -137,6 +139,8 @@ pub struct Union {
     /// `-o verify`: lower files are checked against their layer's hash list before any of
     /// their bytes are served or copied up.
     verifier: Option<crate::verity::Verifier>,
+    /// What the journal of an earlier daemon on this connection recorded (`-o supervise`).
+    recovered: Option<journal::Recovered>,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -211,6 +215,7 @@ impl Union {
             origins,
             lower_passthrough: AtomicBool::new(false),
             verifier: None,
+            recovered: None,
         })
     }
 
@@ -247,9 +252,13 @@ impl Union {
         self.table.len()
     }
 
-    /// The node the kernel calls `id`.
+    /// The node the kernel calls `id` (mapped back to one, on a supervised mount's
+    /// restarted daemon, when an earlier daemon gave it: `recover.rs`).
     fn node(&self, id: u64) -> Result<Arc<Node>> {
-        self.table.get(NodeId(id))
+        match self.table.get(NodeId(id)) {
+            Err(Error::StaleInode(_)) if self.recovered.is_some() => self.recover_node(NodeId(id)),
+            r => r,
+        }
     }
 
     /// The directory node `id` to make an entry in, and where it is: ENOTDIR for another
@@ -542,6 +551,19 @@ impl Union {
         r: Resolved,
         count: bool,
     ) -> (Arc<Node>, Stat, Loc) {
+        self.insert_child_as(dir, name, r, count, None)
+    }
+
+    /// [`Self::insert_child`]; with `id`, as that node id (a restarted daemon's, see
+    /// `recover.rs`).
+    fn insert_child_as(
+        &self,
+        dir: &Arc<Node>,
+        name: &[u8],
+        r: Resolved,
+        count: bool,
+        id: Option<NodeId>,
+    ) -> (Arc<Node>, Stat, Loc) {
         let loc = Loc {
             parent: Some(dir.clone()),
             name: name.into(),
@@ -556,9 +578,11 @@ impl Union {
         } else {
             Key::Ino(r.ino)
         };
-        let node = self.table.get_or_insert(key.clone(), count, |id| {
-            Node::new(id, key, r.ino, fmt, loc.clone())
-        });
+        let make = |id| Node::new(id, key.clone(), r.ino, fmt, loc.clone());
+        let node = match id {
+            Some(id) => self.table.insert_as(id, key.clone(), || make(id)),
+            None => self.table.get_or_insert(key.clone(), count, make),
+        };
         if node.fmt != r.st.st_mode & libc::S_IFMT {
             // A number reused while the kernel still holds the node: should not happen
             // (removed entries are kept open while referenced); say so if it does.

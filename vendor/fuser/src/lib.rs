@@ -80,6 +80,8 @@ use crate::session::MAX_WRITE_SIZE;
 pub use crate::session::Session;
 pub use crate::session::SessionACL;
 pub use crate::session::SessionUnmounter;
+// Patch 7 (PATCHES.md): a connection kept by a supervisor.
+pub use crate::session::supervise::{Gate, RESEND_BIT, clone_connection, mount_connection};
 
 mod access_flags;
 mod bsd_file_flags;

@@ -49,6 +49,10 @@ use crate::reply::ReplyRaw;
 use crate::reply::ReplySender;
 use crate::request::RequestWithSender;
 
+// Patch 7 (PATCHES.md): a connection kept by a supervisor.
+pub(crate) mod supervise;
+use supervise::Supervised;
+
 /// The max size of write requests from the kernel. The absolute minimum is 4k,
 /// FUSE recommends at least 128k, max 16M. The FUSE default is 16M on macOS
 /// and 128k on other systems.
@@ -139,6 +143,8 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// Patch 7 (PATCHES.md): the kept connection's parts, when it is one.
+    pub(crate) supervised: Supervised,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +192,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            supervised: Supervised::default(),
         };
 
         session.handshake()?;
@@ -214,6 +221,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            supervised: Supervised::default(),
         };
 
         session.handshake()?;
@@ -252,6 +260,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            mut supervised,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -272,6 +281,11 @@ impl<FS: Filesystem> Session<FS> {
         let mut channels = Vec::with_capacity(n_threads);
 
         for _ in 0..n_threads_minus_one {
+            // Patch 7 (PATCHES.md): the supervisor's clones first.
+            if let Some(c) = supervised.worker_channel() {
+                channels.push(c);
+                continue;
+            }
             if config.clone_fd {
                 #[cfg(target_os = "linux")]
                 {
@@ -298,6 +312,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
+                gate: supervised.gate.clone(),
             };
             threads.push(
                 thread::Builder::new()
@@ -338,7 +353,8 @@ impl<FS: Filesystem> Session<FS> {
 
         loop {
             // Read the init request from the kernel
-            let size = match self.ch.receive_retrying(buf) {
+            // Patch 7 (PATCHES.md): replayed, or read and kept.
+            let size = match self.read_init(buf) {
                 Ok(size) => size,
                 Err(nix::errno::Errno::ENODEV) => {
                     return Err(io::Error::new(
@@ -518,6 +534,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    /// Patch 7 (PATCHES.md): requests pass it, or are left for the next process.
+    pub(crate) gate: Option<Arc<supervise::Gate>>,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
@@ -533,6 +551,11 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
+                        // Patch 7 (PATCHES.md): left unanswered once the gate closed.
+                        let pass = self.gate.as_ref().map(|g| g.enter());
+                        if matches!(pass, Some(None)) {
+                            continue;
+                        }
                         if let Ok(Operation::Destroy(_)) = req.request.operation() {
                             req.reply::<ReplyEmpty>().ok();
                             return Ok(());
