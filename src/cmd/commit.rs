@@ -1,20 +1,20 @@
 //! `layerfs commit -o lowerdir=...,upperdir=U --to DEST`: an upper's changes as one OCI
-//! layer (see `layerfs::image::pack` for the conversion), delivered as a tar, a layer
+//! layer (see `layerfs_image::pack` for the conversion), delivered as a tar, a layer
 //! directory, a new image in the store, or an image in an OCI layout.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use layerfs::image::commit::{layer_tar, Compress, LayerTar};
-use layerfs::image::oci_write::{Descriptor, LayerDesc, Layout};
-use layerfs::image::pack::{needs_merged, Mode};
-use layerfs::image::progress;
-use layerfs::image::source::Compression;
-use layerfs::image::store::{
+use layerfs_image::commit::{layer_tar, Compress, LayerTar};
+use layerfs_image::oci_write::{Descriptor, LayerDesc, Layout};
+use layerfs_image::pack::{needs_merged, Mode};
+use layerfs_image::progress;
+use layerfs_image::source::Compression;
+use layerfs_image::store::{
     normalize_name, record_id, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
 };
-use layerfs::image::unpack;
+use layerfs_image::unpack;
 use serde::Serialize;
 
 use super::imagecmd::{
@@ -252,7 +252,7 @@ pub fn report(out: &Outcome, json: bool) -> Result<()> {
         println!(
             "{saved} bytes ({}) of file content saved against the stacked layers \
              (inspect's reclaimable)",
-            layerfs::image::manifest::human(saved.max(0) as u64)
+            layerfs_image::manifest::human(saved.max(0) as u64)
         );
     }
     Ok(())
@@ -291,7 +291,7 @@ pub fn deliver(
         Dest::Dir(path) => {
             std::fs::create_dir(path)
                 .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
-            let fd = layerfs::sys::open_host_dir(path)?;
+            let fd = layerfs_base::sys::open_host_dir(path)?;
             let r = tar.reader()?;
             unpack::unpack(
                 r,

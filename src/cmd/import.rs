@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use layerfs::image::commit::{layer_tar, Compress};
-use layerfs::image::pack::Mode;
-use layerfs::image::progress;
-use layerfs::image::source::{self, Compression, Location, OpenOptions};
-use layerfs::image::store::{
+use layerfs_image::commit::{layer_tar, Compress};
+use layerfs_image::pack::Mode;
+use layerfs_image::progress;
+use layerfs_image::source::{self, Compression, Location, OpenOptions};
+use layerfs_image::store::{
     normalize_name, record_id, BlobRecord, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
 };
-use layerfs::image::unpack;
+use layerfs_image::unpack;
 use serde::Serialize;
 
 use super::image_source::Named;

@@ -22,7 +22,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use layerfs::sys::{self, mountinfo};
+use layerfs_base::sys::{self, mountinfo};
 use log::{error, info, warn};
 
 use super::mount::{self, Connect, Plan};
@@ -95,7 +95,7 @@ pub fn serve(args: &MountArgs, kept: Kept) -> Result<()> {
         detached,
     } = kept;
     let planned = mount::prepare_at(args, Some(&mountpoint)).and_then(|mut plan| {
-        let recovered = layerfs::union::journal::install(std::fs::File::from(journal))
+        let recovered = layerfs_mount::union::journal::install(std::fs::File::from(journal))
             .context("reading the journal")?;
         let init = recovered.blob.clone();
         if init.is_some() {
@@ -151,7 +151,7 @@ impl Connection {
         let s = layerfs_fuse::serve_connection(core, self.fds, self.init, opts)
             .context("serving the kept connection")?;
         if first {
-            layerfs::union::journal::keep_blob(&s.init);
+            layerfs_mount::union::journal::keep_blob(&s.init);
         }
         Ok((s.mounted, s.gate))
     }

@@ -203,7 +203,7 @@ impl Kind {
 }
 
 /// One entry of a layer, as a tar header or a directory entry describes it (and, inside a
-/// manifest [`Record`](crate::image::manifest::Record), as the manifest cache stores it).
+/// manifest [`Record`](crate::manifest::Record), as the manifest cache stores it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     pub path: RelPath,

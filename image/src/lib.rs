@@ -1,11 +1,17 @@
 //! Images and layers as files: reading image sources (OCI layouts, archives, podman's
 //! store), layer manifests, the shared layer store, commit and squash. Used by the layer
-//! tools only; the mount daemon never calls into it.
+//! tools only; the mount daemon never links it. What it shares with the mount (syscalls,
+//! on-disk marks, the option syntax, the parallel map, hash lists) is `layerfs-base`.
+
+// The shared vocabulary, under the names the code has always used for it.
+use layerfs_base::{format, options, par, sys, verity};
 
 pub mod cat;
 pub mod commit;
 pub mod containerfile;
 pub mod diff;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod inspect;
 pub mod kept;
 pub mod manifest;

@@ -370,7 +370,7 @@ pub enum MarkNs {
 }
 
 impl MarkNs {
-    pub(crate) fn opaque(self) -> &'static CStr {
+    pub fn opaque(self) -> &'static CStr {
         match self {
             MarkNs::Trusted => c"trusted.overlay.opaque",
             MarkNs::User => c"user.overlay.opaque",
@@ -378,7 +378,7 @@ impl MarkNs {
     }
 
     /// Where a renamed merged directory came from (`*.overlay.redirect`, redirect_dir=on).
-    pub(crate) fn redirect(self) -> &'static CStr {
+    pub fn redirect(self) -> &'static CStr {
         match self {
             MarkNs::Trusted => c"trusted.overlay.redirect",
             MarkNs::User => c"user.overlay.redirect",
@@ -386,14 +386,14 @@ impl MarkNs {
     }
 
     /// A metadata-only copy-up's mark (`*.overlay.metacopy`, metacopy=on).
-    pub(crate) fn metacopy(self) -> &'static CStr {
+    pub fn metacopy(self) -> &'static CStr {
         match self {
             MarkNs::Trusted => c"trusted.overlay.metacopy",
             MarkNs::User => c"user.overlay.metacopy",
         }
     }
 
-    pub(crate) fn origin(self) -> &'static CStr {
+    pub fn origin(self) -> &'static CStr {
         match self {
             MarkNs::Trusted => c"trusted.overlay.origin",
             MarkNs::User => c"user.overlay.origin",

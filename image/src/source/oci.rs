@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::archive::{DirFiles, Files, TarFiles};
 use super::blob::{Compression, Digest};
 use super::{attach_config, Image, ImageConfig, Layer, Limits, Location};
-use crate::image::oci_write::go_arch;
+use crate::oci_write::go_arch;
 
 /// The annotation that names an image in a layout.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";

@@ -1,9 +1,8 @@
 //! The layer stack: opened layer roots, their identities, and the inode-number scheme;
 //! [`dirindex`] builds one directory's merged view from its layers, [`prefetch`] indexes
-//! directories ahead of a tree walk, [`par`] overlaps cold I/O.
+//! directories ahead of a tree walk.
 
 pub mod dirindex;
-pub mod par;
 pub mod prefetch;
 
 use std::fmt;

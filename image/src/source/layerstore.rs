@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::{Digest, History, Image, ImageConfig, Layer, Limits, Location};
-use crate::image::store::{ImageRecord, Store};
+use crate::store::{ImageRecord, Store};
 
 /// The store image `record` as the tools read it; `name` is how the user named it.
 pub fn open(store: &Store, record: &ImageRecord, name: &str) -> Result<Image> {

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::format::{self, Class, DirMarks, Found, Redirect};
-use crate::stack::par;
+use crate::par;
 use crate::stack::LayerIdx;
 use crate::sys::{self, Stat};
 

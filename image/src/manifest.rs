@@ -24,7 +24,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::source::{Entry, Image, Kind, Layer, Limits, Location, RelPath};
-use crate::stack::par;
+use crate::par;
 use crate::sys;
 
 /// Bumped whenever [`Manifest`]'s encoding or meaning changes; part of every cache key.
@@ -510,7 +510,7 @@ fn one(layer: &Layer, limits: Limits, cache: &Cache, progress: &Progress) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::source::Stamp;
+    use crate::source::Stamp;
 
     fn rec(path: &str, kind: Kind) -> Record {
         let mut r = Record::from_entry(&Entry::new(
@@ -530,8 +530,7 @@ mod tests {
         std::fs::create_dir(&layer_dir).unwrap();
         let stack = format!("lowerdir={}", layer_dir.display());
         let mut image =
-            crate::image::source::open(&stack, &crate::image::source::OpenOptions::default())
-                .unwrap();
+            crate::source::open(&stack, &crate::source::OpenOptions::default()).unwrap();
         let layer = image.layers.remove(0);
         let mut r = rec("a/f", Kind::File);
         r.mode = 0o4755;

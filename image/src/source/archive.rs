@@ -14,8 +14,8 @@ use serde::Deserialize;
 use super::blob::{BlobRef, Compression, Digest};
 use super::entry::RelPath;
 use super::{attach_config, read_json_bytes, Image, ImageConfig, Layer, Limits, Location};
-use crate::image::tarread::TarReader;
 use crate::sys;
+use crate::tarread::TarReader;
 
 /// Members an archive may have before it is called absurd.
 const MAX_MEMBERS: usize = 1_000_000;

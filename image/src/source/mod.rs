@@ -20,7 +20,7 @@
 //!
 //! # API
 //! ```no_run
-//! # use layerfs::image::source::{self, OpenOptions, Kind};
+//! # use layerfs_image::source::{self, OpenOptions, Kind};
 //! # fn main() -> anyhow::Result<()> {
 //! let img = source::open("oci:/tmp/layout:latest", &OpenOptions::default())?;
 //! for layer in &img.layers {            // bottom first

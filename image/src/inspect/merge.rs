@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::image::manifest::{Manifest, Record};
-use crate::image::source::{Kind, RelPath};
+use crate::manifest::{Manifest, Record};
+use crate::source::{Kind, RelPath};
 
 /// Where a visible path's entry comes from: layer (bottom = 0) and record index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

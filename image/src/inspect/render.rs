@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use super::merge::{Change, Merged};
 use super::Report;
-use crate::image::manifest::{human, Record};
-use crate::image::source::{Kind, RelPath};
+use crate::manifest::{human, Record};
+use crate::source::{Kind, RelPath};
 
 /// `drwxr-xr-x`-style mode of a record.
 pub fn mode_string(r: &Record) -> String {

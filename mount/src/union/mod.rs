@@ -138,7 +138,7 @@ pub struct Union {
     lower_passthrough: AtomicBool,
     /// `-o verify`: lower files are checked against their layer's hash list before any of
     /// their bytes are served or copied up.
-    verifier: Option<crate::verity::Verifier>,
+    verifier: Option<crate::verifier::Verifier>,
     /// What the journal of an earlier daemon on this connection recorded (`-o supervise`).
     recovered: Option<journal::Recovered>,
 }
@@ -220,7 +220,7 @@ impl Union {
     }
 
     /// Checks every lower file against `v` (`-o verify`) before serving its bytes.
-    pub fn set_verifier(&mut self, v: crate::verity::Verifier) {
+    pub fn set_verifier(&mut self, v: crate::verifier::Verifier) {
         self.verifier = Some(v);
     }
 

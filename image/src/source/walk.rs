@@ -17,8 +17,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::entry::{Entry, Kind, RelPath, Stamp};
 use crate::format::{self, OciName};
-use crate::image::tarread::TarReader;
 use crate::sys;
+use crate::tarread::TarReader;
 
 /// What the walkers accept before calling a layer absurd.
 #[derive(Debug, Clone, Copy)]
