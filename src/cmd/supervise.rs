@@ -160,7 +160,10 @@ impl Connection {
 /// What `layerfs status` shows, shared by the supervisor's threads.
 #[derive(Debug, Default)]
 struct State {
+    /// The daemon now (started, or serving).
     pid: i32,
+    /// The daemon serving, once it does.
+    serving: Option<i32>,
     restarts: u64,
     /// A restart asked for (by `layerfs restart`) and when.
     asked: Option<Instant>,
@@ -227,6 +230,10 @@ fn supervise_inner(
 ) -> Result<()> {
     let (opts, mountpoint) = plan.into_mount();
     let threads = opts.threads.max(1);
+    // Listening before the mount exists, so that whoever sees the mount can ask at once:
+    // named after its device once it has one.
+    let pending = socket_dir()?.join(format!("pending-{}.sock", std::process::id()));
+    let listener = bind(&pending);
     // The daemon opens the layers itself; the supervisor only mounts.
     let fd = layerfs_fuse::mount_connection(&mountpoint, &opts)
         .with_context(|| format!("mounting on {}", mountpoint.display()))?;
@@ -239,6 +246,12 @@ fn supervise_inner(
         sys::set_cloexec(f.as_fd(), false).context("FD_CLOEXEC")?;
     }
     let device = mountinfo::current_mount_device(&mountpoint).unwrap_or_default();
+    let socket = socket_dir()?.join(socket_name(&device));
+    // Replaces a socket left by the supervisor of an earlier mount with this device number.
+    let listener = listener.and_then(|l| {
+        std::fs::rename(&pending, &socket)?;
+        Ok((l, Socket::identify(&socket)?))
+    });
     let sup = Arc::new(Supervisor {
         exe,
         args: std::env::args_os().skip(1).collect(),
@@ -267,9 +280,10 @@ fn supervise_inner(
         drop(r);
         let _ = sys::redirect_stdio_to_null();
     }
-    let socket = socket_path(&device)?;
-    match bind(&socket) {
-        Ok(l) => {
+    let mut ours = None;
+    match listener {
+        Ok((l, id)) => {
+            ours = Some(id);
             let s = sup.clone();
             std::thread::Builder::new()
                 .name("control".into())
@@ -290,8 +304,34 @@ fn supervise_inner(
         })
         .context("starting the signal thread")?;
     let r = sup.watch();
-    let _ = std::fs::remove_file(&socket);
+    if let Some(id) = ours {
+        id.remove();
+    }
     r
+}
+
+/// The control socket's file, known by its inode: another mount may get this device
+/// number once ours is gone, and its supervisor the name; only ours is removed.
+struct Socket {
+    path: PathBuf,
+    ino: (u64, u64),
+}
+
+impl Socket {
+    fn identify(path: &Path) -> std::io::Result<Socket> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path)?;
+        Ok(Socket {
+            path: path.to_path_buf(),
+            ino: (m.dev(), m.ino()),
+        })
+    }
+
+    fn remove(self) {
+        if Socket::identify(&self.path).is_ok_and(|s| s.ino == self.ino) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Supervisor {
@@ -325,12 +365,14 @@ impl Supervisor {
         self.lock().pid = pid;
         mount::wait_for_child(rd).inspect_err(|_| {
             let _ = sys::waitpid(pid, 0);
-        })
+        })?;
+        self.lock().serving = Some(pid);
+        self.changed.notify_all();
+        Ok(())
     }
 
     /// Waits for the daemon to end, and starts the next one while the mount is there.
     fn watch(&self) -> Result<()> {
-        let mut failed = 0;
         loop {
             let pid = self.lock().pid;
             let exit = match sys::waitpid(pid, 0) {
@@ -339,7 +381,11 @@ impl Supervisor {
                 Err(e) => return Err(e).context("waiting for the daemon"),
             };
             let died = Instant::now();
-            let asked = self.lock().asked.take();
+            let asked = {
+                let mut st = self.lock();
+                st.serving = None;
+                st.asked.take()
+            };
             let mounted = mountinfo::current_mount_device(&self.mountpoint).as_deref()
                 == Some(self.device.as_str());
             if !mounted {
@@ -352,28 +398,25 @@ impl Supervisor {
             if asked.is_none() {
                 warn!("daemon {pid} ended ({exit:?}) with the mount live: starting another");
             }
-            match self.start_daemon() {
-                Ok(()) => {
-                    failed = 0;
-                    let ms = asked.unwrap_or(died).elapsed().as_secs_f64() * 1000.0;
+            let mut failed = 0;
+            while let Err(e) = self.start_daemon() {
+                // Reaped already: the next one is started at once.
+                failed += 1;
+                error!("starting a daemon: {e:#}");
+                if failed >= START_TRIES {
                     let mut st = self.lock();
-                    st.restarts += 1;
+                    st.gave_up = true;
                     st.generation += 1;
-                    st.last_pause_ms = Some(ms);
-                    info!("daemon {} serves (paused {ms:.1} ms)", st.pid);
-                }
-                Err(e) => {
-                    failed += 1;
-                    error!("starting a daemon: {e:#}");
-                    if failed >= START_TRIES {
-                        let mut st = self.lock();
-                        st.gave_up = true;
-                        st.generation += 1;
-                        self.changed.notify_all();
-                        bail!("{START_TRIES} daemons in a row failed to start; giving up");
-                    }
+                    self.changed.notify_all();
+                    bail!("{START_TRIES} daemons in a row failed to start; giving up");
                 }
             }
+            let ms = asked.unwrap_or(died).elapsed().as_secs_f64() * 1000.0;
+            let mut st = self.lock();
+            st.restarts += 1;
+            st.generation += 1;
+            st.last_pause_ms = Some(ms);
+            info!("daemon {} serves (paused {ms:.1} ms)", st.pid);
             self.changed.notify_all();
         }
     }
@@ -399,7 +442,7 @@ impl Supervisor {
         serde_json::json!({
             "mountpoint": self.mountpoint,
             "supervisor_pid": std::process::id(),
-            "serving_pid": st.pid,
+            "serving_pid": st.serving,
             "restarts": st.restarts,
             "last_pause_ms": st.last_pause_ms,
             "program": self.exe,
@@ -410,11 +453,20 @@ impl Supervisor {
     /// Stops the daemon at a request boundary and waits for the next one to serve.
     fn restart(&self) -> serde_json::Value {
         let mut st = self.lock();
+        // A daemon still starting has not blocked SIGUSR2 yet: wait until it serves.
+        while st.serving.is_none() && !st.gave_up {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
         let generation = st.generation;
         st.asked = Some(Instant::now());
-        if let Err(e) = sys::kill(st.pid, libc::SIGUSR2) {
-            st.asked = None;
-            return serde_json::json!({ "error": format!("signalling daemon {}: {e}", st.pid) });
+        match sys::kill(st.pid, libc::SIGUSR2) {
+            // Died just now: the next daemon is the restart.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => {
+                st.asked = None;
+                return serde_json::json!({ "error": format!("signalling daemon {}: {e}", st.pid) });
+            }
+            Ok(()) => {}
         }
         while st.generation == generation {
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -422,13 +474,21 @@ impl Supervisor {
         if st.gave_up {
             return serde_json::json!({ "error": "the new daemon failed to start" });
         }
-        serde_json::json!({ "serving_pid": st.pid, "pause_ms": st.last_pause_ms })
+        serde_json::json!({
+            "mountpoint": self.mountpoint,
+            "serving_pid": st.pid,
+            "pause_ms": st.last_pause_ms,
+        })
     }
 }
 
-/// The control socket of the supervisor of the mount with device `device` (`MAJOR:MINOR`),
-/// in a directory only this user can enter.
-fn socket_path(device: &str) -> Result<PathBuf> {
+/// The control socket's name for the mount with device `device` (`MAJOR:MINOR`).
+fn socket_name(device: &str) -> String {
+    format!("{}.sock", device.replace(':', "_"))
+}
+
+/// Where the supervisors' control sockets are: a directory only this user can enter.
+fn socket_dir() -> Result<PathBuf> {
     let dir = if sys::geteuid() == 0 {
         PathBuf::from("/run/layerfs")
     } else if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
@@ -439,24 +499,25 @@ fn socket_path(device: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("{}", dir.display()))?;
-    Ok(dir.join(format!("{}.sock", device.replace(':', "_"))))
+    Ok(dir)
 }
 
-/// Listens at `path`; a socket left there by a supervisor that is gone is replaced (the
-/// device is this mount's now).
-fn bind(path: &Path) -> Result<UnixListener> {
+/// Listens at `path` (a new name).
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
     let _ = std::fs::remove_file(path);
-    Ok(UnixListener::bind(path)?)
+    UnixListener::bind(path)
 }
 
 /// Sends `command` to the supervisor of the mount at `mountpoint`; its one-line answer.
 fn ask(mountpoint: &Path, command: &str) -> Result<serde_json::Value> {
-    let mp = std::path::absolute(mountpoint)
+    // Canonical as the supervisor has it; a mount whose daemon is gone answers ENOTCONN.
+    let mp = std::fs::canonicalize(mountpoint)
+        .or_else(|_| std::path::absolute(mountpoint))
         .with_context(|| format!("mountpoint {}", mountpoint.display()))?;
     let Some(device) = mountinfo::current_mount_device(&mp) else {
         bail!("{}: not mounted", mp.display());
     };
-    let path = socket_path(&device)?;
+    let path = socket_dir()?.join(socket_name(&device));
     let conn = UnixStream::connect(&path).map_err(|e| {
         anyhow::anyhow!(
             "{}: no supervisor answers ({}: {e}); only mounts with -o supervise have one",
@@ -473,6 +534,9 @@ fn ask(mountpoint: &Path, command: &str) -> Result<serde_json::Value> {
         .with_context(|| format!("{}: the supervisor's answer {line:?}", mp.display()))?;
     if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
         bail!("{}: {e}", mp.display());
+    }
+    if v.get("mountpoint").and_then(|m| m.as_str()) != mp.to_str() {
+        bail!("{}: no supervisor answers (only mounts with -o supervise have one)", mp.display());
     }
     Ok(v)
 }
