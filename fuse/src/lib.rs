@@ -579,11 +579,17 @@ impl<C: Core> Filesystem for Adapter<C> {
         reply: ReplyEmpty,
     ) {
         self.tally(Op::Rename);
-        let r = call("rename", || {
-            self.core
-                .rename(parent.0, name, newparent.0, newname, flags.bits())
-        });
-        reply_empty(reply, resend::removed(req, r));
+        let rename = || {
+            call("rename", || {
+                self.core
+                    .rename(parent.0, name, newparent.0, newname, flags.bits())
+            })
+        };
+        let r = match flags.bits() & libc::RENAME_EXCHANGE != 0 {
+            true => self.exchange(req, rename),
+            false => resend::removed(req, rename()),
+        };
+        reply_empty(reply, r);
     }
 
     fn link(

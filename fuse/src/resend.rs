@@ -39,6 +39,24 @@ pub(crate) fn removed(req: &Request, r: Result<(), Errno>) -> Result<(), Errno> 
 }
 
 impl<C: Core> Adapter<C> {
+    /// A `RENAME_EXCHANGE` (`rename`: the core's call): one the dead daemon did is not done
+    /// again, which would swap the names back.
+    pub(crate) fn exchange(
+        &self,
+        req: &Request,
+        rename: impl FnOnce() -> Result<(), Errno>,
+    ) -> Result<(), Errno> {
+        let unique = req.unique().0 & !RESEND_BIT;
+        if resent(req) && self.core.was_done(unique) {
+            return Ok(());
+        }
+        let r = rename();
+        if r.is_ok() {
+            self.core.request_done(unique);
+        }
+        r
+    }
+
     /// Name `name` of `parent`, looked up (for [`made`]).
     pub(crate) fn found(&self, parent: u64, name: &OsStr) -> Result<Entry, Errno> {
         call("lookup", || self.core.lookup(parent, name))

@@ -518,7 +518,17 @@ fn ask(mountpoint: &Path, command: &str) -> Result<serde_json::Value> {
         bail!("{}: not mounted", mp.display());
     };
     let path = socket_dir()?.join(socket_name(&device));
-    let conn = UnixStream::connect(&path).map_err(|e| {
+    // A supervisor names its socket a moment after its mount shows: asked again meanwhile.
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    let conn = loop {
+        match UnixStream::connect(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => break r,
+        }
+    };
+    let conn = conn.map_err(|e| {
         anyhow::anyhow!(
             "{}: no supervisor answers ({}: {e}); only mounts with -o supervise have one",
             mp.display(),
@@ -536,7 +546,10 @@ fn ask(mountpoint: &Path, command: &str) -> Result<serde_json::Value> {
         bail!("{}: {e}", mp.display());
     }
     if v.get("mountpoint").and_then(|m| m.as_str()) != mp.to_str() {
-        bail!("{}: no supervisor answers (only mounts with -o supervise have one)", mp.display());
+        bail!(
+            "{}: no supervisor answers (only mounts with -o supervise have one)",
+            mp.display()
+        );
     }
     Ok(v)
 }

@@ -207,6 +207,18 @@ impl Core for Union {
         self.lower_passthrough.store(lower, Ordering::Relaxed);
     }
 
+    fn request_done(&self, unique: u64) {
+        if let Some(j) = super::journal::current() {
+            j.done(unique);
+        }
+    }
+
+    fn was_done(&self, unique: u64) -> bool {
+        self.recovered
+            .as_ref()
+            .is_some_and(|r| r.done.contains(&unique))
+    }
+
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         if !sys::is_component(name) {
             return Err(Error::Invalid);

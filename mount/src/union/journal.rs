@@ -30,6 +30,7 @@ const UNBIND: u8 = 2;
 const OPEN: u8 = 3;
 const CLOSE: u8 = 4;
 const BLOB: u8 = 5;
+const DONE: u8 = 6;
 
 /// What an earlier daemon recorded.
 #[derive(Debug, Default)]
@@ -43,6 +44,8 @@ pub struct Recovered {
     pub max_fh: u64,
     /// The session's opening bytes (the adapter's business).
     pub blob: Option<Vec<u8>>,
+    /// Requests recorded done (their answers may not have reached the kernel).
+    pub done: std::collections::HashSet<u64>,
 }
 
 /// The journal file and its length.
@@ -145,6 +148,11 @@ impl Journal {
         self.append(CLOSE, fh, 0, &[]);
     }
 
+    /// Request `unique` is done ([`Recovered::done`]).
+    pub(crate) fn done(&self, unique: u64) {
+        self.append(DONE, unique, 0, &[]);
+    }
+
     /// Keeps `bytes` for the next daemon ([`Recovered::blob`]).
     pub fn keep_blob(&self, bytes: &[u8]) {
         self.append(BLOB, 0, 0, bytes);
@@ -192,6 +200,9 @@ impl Recovered {
                     r.handles.remove(&a);
                 }
                 BLOB => r.blob = Some(bytes.to_vec()),
+                DONE => {
+                    r.done.insert(a);
+                }
                 _ => break,
             }
             body = &body[21 + n..];
@@ -219,6 +230,7 @@ mod tests {
         j.open_handle(9, NodeId(2), libc::O_RDONLY);
         j.close_handle(9);
         j.keep_blob(b"init");
+        j.done(12);
         let (_, r) = Journal::open(t).unwrap();
         assert_eq!(r.nodes.len(), 2);
         assert_eq!(r.nodes[&NodeId(3)], (NodeId(1), b"c"[..].into()));
@@ -228,5 +240,6 @@ mod tests {
         assert!(!r.handles.contains_key(&9));
         assert_eq!(r.max_fh, 9);
         assert_eq!(r.blob.as_deref(), Some(&b"init"[..]));
+        assert!(r.done.contains(&12) && r.done.len() == 1);
     }
 }

@@ -20,12 +20,16 @@ impl Union {
     }
 
     /// Node `id`, which an earlier daemon gave: its name resolved again in its directory
-    /// (itself mapped back first). An id the journal does not know, or a name no longer
-    /// there, is stale.
+    /// (itself mapped back first). An id given before the restart whose name was removed
+    /// (the kernel may still write back the pages of a removed file, or hold it open) is
+    /// lost; an id never given is stale.
     pub(super) fn recover_node(&self, id: NodeId) -> Result<Arc<Node>> {
-        let stale = Error::StaleInode(id.0);
+        let stale = Error::LostInRestart(id.0);
         let rec = self.recovered.as_ref().ok_or(Error::StaleInode(id.0))?;
-        let (parent, name) = rec.nodes.get(&id).ok_or(Error::StaleInode(id.0))?;
+        if id.0 > rec.max_node {
+            return Err(Error::StaleInode(id.0));
+        }
+        let (parent, name) = rec.nodes.get(&id).ok_or(Error::LostInRestart(id.0))?;
         if *parent == id {
             return Err(stale);
         }
@@ -44,7 +48,10 @@ impl Union {
     /// Handle `fh`, which an earlier daemon gave: its node's file opened again.
     pub(super) fn recover_handle(&self, fh: u64) -> Result<Arc<FileH>> {
         let rec = self.recovered.as_ref().ok_or(Error::BadHandle(fh))?;
-        let (id, mode) = *rec.handles.get(&fh).ok_or(Error::BadHandle(fh))?;
+        if fh > rec.max_fh {
+            return Err(Error::BadHandle(fh));
+        }
+        let (id, mode) = *rec.handles.get(&fh).ok_or(Error::LostInRestart(fh))?;
         let node = self.node(id.0)?;
         // No namespace lock: the caller may hold it.
         let r = self.open_real(&node, mode)?;
