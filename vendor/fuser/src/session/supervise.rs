@@ -195,3 +195,41 @@ impl Drop for Pass<'_> {
         self.0.leave();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ll::fuse_abi::fuse_notify_code;
+    use crate::ll::notify::Notification;
+
+    #[test]
+    fn resend_is_a_bare_header_with_code_7() {
+        let n = Notification::new_empty();
+        let bytes = n
+            .with_iovec(fuse_notify_code::FUSE_NOTIFY_RESEND, |iov| {
+                iov.iter().flat_map(|s| s.to_vec()).collect::<Vec<u8>>()
+            })
+            .unwrap();
+        // fuse_out_header: len u32, error i32 (the notify code), unique u64 (0).
+        assert_eq!(bytes.len(), 16);
+        assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()), 16);
+        assert_eq!(i32::from_ne_bytes(bytes[4..8].try_into().unwrap()), 7);
+        assert_eq!(u64::from_ne_bytes(bytes[8..16].try_into().unwrap()), 0);
+    }
+
+    #[test]
+    fn a_drained_gate_admits_nothing_and_waits_for_what_it_admitted() {
+        let gate = Arc::new(Gate::default());
+        let pass = gate.enter().expect("open");
+        let g = gate.clone();
+        let drained = std::thread::spawn(move || g.drain());
+        // The drain cannot end while `pass` lives; once closed, no new pass.
+        while gate.enter().is_some() {
+            std::thread::yield_now();
+        }
+        assert!(!drained.is_finished());
+        drop(pass);
+        drained.join().unwrap();
+        assert!(gate.enter().is_none());
+    }
+}
