@@ -286,6 +286,9 @@ impl MountArgs {
 }
 
 fn main() -> ExitCode {
+    // Tests only: failpoints set before the command does anything (`import`, `commit`).
+    #[cfg(feature = "failpoints")]
+    layerfs_base::sys::faults::apply_from_env();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut cli = match argv.split_first() {
         Some((argv0, rest)) if cmd::helper::invoked_as_helper(argv0) => {

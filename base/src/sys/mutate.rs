@@ -448,3 +448,10 @@ mod tests {
         assert_eq!(s, "data");
     }
 }
+
+/// `rename(from, to)` by path (the layer store's moves into place, in directories it
+/// owns), with its failpoint.
+pub fn rename_path(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    fault!("sys::rename_path");
+    std::fs::rename(from, to)
+}
