@@ -430,6 +430,13 @@ pub fn getegid() -> u32 {
     unsafe { libc::getegid() }
 }
 
+/// `rename(from, to)` by path (the layer store's moves into place, in directories it
+/// owns), with its failpoint.
+pub fn rename_path(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    fault!("sys::rename_path");
+    std::fs::rename(from, to)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,11 +454,4 @@ mod tests {
         std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).unwrap();
         assert_eq!(s, "data");
     }
-}
-
-/// `rename(from, to)` by path (the layer store's moves into place, in directories it
-/// owns), with its failpoint.
-pub fn rename_path(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
-    fault!("sys::rename_path");
-    std::fs::rename(from, to)
 }
