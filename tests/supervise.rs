@@ -250,3 +250,78 @@ fn restart_and_kill_9_during_tar_c_give_the_same_archive() {
     );
     m.assert_no_errors_logged();
 }
+
+#[test]
+fn a_file_open_but_removed_survives_a_kill_9_and_a_restart() {
+    if !require_root("a_file_open_but_removed_survives_a_kill_9_and_a_restart") {
+        return;
+    }
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let t = tempfile::Builder::new()
+        .prefix("sup-orphan")
+        .tempdir()
+        .unwrap();
+    let l = t.path().join("l");
+    fs::create_dir_all(&l).unwrap();
+    fs::write(l.join("lower"), "from below").unwrap();
+    let m = mount(t.path(), std::slice::from_ref(&l), &[]);
+    let mut a = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(m.path("scratch"))
+        .unwrap();
+    a.write_all(b"written before").unwrap();
+    // A lower file opened, then removed (a whiteout hides it; its node keeps the lower file).
+    let mut b = fs::File::open(m.path("lower")).unwrap();
+    fs::remove_file(m.path("scratch")).unwrap();
+    fs::remove_file(m.path("lower")).unwrap();
+    for swap in ["kill", "restart"] {
+        if swap == "kill" {
+            let pid = num(&status(&m.mp), "serving_pid");
+            Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .unwrap();
+        } else {
+            let o = run_layerfs(&["restart", m.mp.to_str().unwrap()]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+        a.write_all(format!(", after the {swap}").as_bytes())
+            .unwrap();
+        a.sync_all().unwrap();
+        let mut got = String::new();
+        a.seek(SeekFrom::Start(0)).unwrap();
+        a.read_to_string(&mut got).unwrap();
+        assert!(
+            got.ends_with(&format!("after the {swap}")),
+            "{swap}: {got:?}"
+        );
+        let mut low = String::new();
+        b.seek(SeekFrom::Start(0)).unwrap();
+        b.read_to_string(&mut low).unwrap();
+        assert_eq!(low, "from below", "{swap}");
+    }
+    assert!(!m.path("scratch").exists() && !m.path("lower").exists());
+    drop((a, b));
+    m.assert_no_errors_logged();
+    let work: Vec<_> = fs::read_dir(t.path().join("work"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("#layerfs-orphan"))
+        .collect();
+    drop(m);
+    // Unmounted: the next mount clears what is left.
+    let again = mount(t.path(), std::slice::from_ref(&l), &[]);
+    drop(again);
+    let left: Vec<_> = fs::read_dir(t.path().join("work"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("#layerfs-orphan"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "orphans after a fresh mount: {left:?} (before: {work:?})"
+    );
+}

@@ -165,6 +165,10 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
         ),
     }
     .context("reading the top layer's root")?;
+    if mounted.is_none() {
+        // A fresh mount: orphans a supervised mount left in the workdir are garbage.
+        fs.sweep_orphans();
+    }
     if opts.verify {
         fs.set_verifier(
             layerfs_mount::verifier::Verifier::load(&lowers).map_err(anyhow::Error::msg)?,

@@ -241,6 +241,7 @@ impl Core for Union {
 
     fn forget(&self, ino: u64, nlookup: u64) {
         self.table.forget(NodeId(ino), nlookup);
+        self.forget_orphan(NodeId(ino));
     }
 
     fn getattr(&self, ino: u64) -> Result<Entry> {

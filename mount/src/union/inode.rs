@@ -48,12 +48,14 @@ impl Loc {
     }
 }
 
-/// Records in the journal (a supervised mount's) where node `id` is now.
-fn journal(id: NodeId, place: Option<(NodeId, &[u8])>) {
+/// Records in the journal (a supervised mount's) where node `id` (at `l`) is now.
+fn journal(id: NodeId, l: &Loc) {
     if let Some(j) = super::journal::current() {
-        match place {
-            Some((parent, name)) => j.bind(id, parent, name),
-            None => j.unbind(id),
+        match (l.place(), &l.lower) {
+            (Some((parent, name)), _) => j.bind(id, parent, name),
+            // A lower file removed while held: still there below, by its lower path.
+            (None, Some(rel)) if !l.upper && l.unlinked => j.lower_orphan(id, rel),
+            (None, _) => j.unbind(id),
         }
     }
 }
@@ -66,7 +68,7 @@ fn moving<R>(id: NodeId, l: &mut Loc, f: impl FnOnce(&mut Loc) -> R) -> R {
     let before = l.place().map(|(p, n)| (p, Box::<[u8]>::from(n)));
     let r = f(l);
     if l.place() != before.as_ref().map(|(p, n)| (*p, &n[..])) {
-        journal(id, l.place());
+        journal(id, l);
     }
     r
 }
@@ -102,7 +104,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(id: NodeId, key: Key, ino: Ino, fmt: u32, loc: Loc) -> Node {
-        journal(id, loc.place());
+        journal(id, &loc);
         Node {
             id,
             key: Mutex::new(key),

@@ -31,6 +31,9 @@ const OPEN: u8 = 3;
 const CLOSE: u8 = 4;
 const BLOB: u8 = 5;
 const DONE: u8 = 6;
+const ORPHAN: u8 = 7;
+const FORGOT: u8 = 8;
+const LOWER: u8 = 9;
 
 /// What an earlier daemon recorded.
 #[derive(Debug, Default)]
@@ -46,6 +49,12 @@ pub struct Recovered {
     pub blob: Option<Vec<u8>>,
     /// Requests recorded done (their answers may not have reached the kernel).
     pub done: std::collections::HashSet<u64>,
+    /// Nodes whose file lost its last name while the kernel held them, kept linked in the
+    /// workdir (`#layerfs-orphan-ID`) until forgotten.
+    pub orphans: std::collections::HashSet<NodeId>,
+    /// Nodes of lower files whose last name was removed while the kernel held them: the
+    /// file's path in the lowers (which never change).
+    pub lower_orphans: HashMap<NodeId, Box<[u8]>>,
 }
 
 /// The journal file and its length.
@@ -130,6 +139,21 @@ impl Journal {
         self.append(UNBIND, id.0, 0, &[]);
     }
 
+    /// Node `id`, a lower file at lower path `rel`, lost its last name.
+    pub(crate) fn lower_orphan(&self, id: NodeId, rel: &[u8]) {
+        self.append(LOWER, id.0, 0, rel);
+    }
+
+    /// Node `id` lost its last name and is kept in the workdir as an orphan.
+    pub(crate) fn orphan(&self, id: NodeId) {
+        self.append(ORPHAN, id.0, 0, &[]);
+    }
+
+    /// The kernel forgot node `id` (its orphan, if any, is gone too).
+    pub(crate) fn forgot(&self, id: NodeId) {
+        self.append(FORGOT, id.0, 0, &[]);
+    }
+
     /// Handle `fh` is open on node `id` with access mode `mode`.
     pub(crate) fn open_handle(&self, fh: u64, id: NodeId, mode: i32) {
         self.append(
@@ -180,7 +204,12 @@ impl Recovered {
             match tag {
                 BIND => {
                     r.max_node = r.max_node.max(a);
+                    r.lower_orphans.remove(&NodeId(a));
                     r.nodes.insert(NodeId(a), (NodeId(b), bytes.into()));
+                }
+                LOWER => {
+                    r.nodes.remove(&NodeId(a));
+                    r.lower_orphans.insert(NodeId(a), bytes.into());
                 }
                 UNBIND => {
                     r.max_node = r.max_node.max(a);
@@ -202,6 +231,15 @@ impl Recovered {
                 BLOB => r.blob = Some(bytes.to_vec()),
                 DONE => {
                     r.done.insert(a);
+                }
+                ORPHAN => {
+                    r.orphans.insert(NodeId(a));
+                }
+                FORGOT => {
+                    r.max_node = r.max_node.max(a);
+                    r.nodes.remove(&NodeId(a));
+                    r.orphans.remove(&NodeId(a));
+                    r.lower_orphans.remove(&NodeId(a));
                 }
                 _ => break,
             }
@@ -231,15 +269,23 @@ mod tests {
         j.close_handle(9);
         j.keep_blob(b"init");
         j.done(12);
+        j.orphan(NodeId(5));
+        j.orphan(NodeId(6));
+        j.forgot(NodeId(6));
+        j.bind(NodeId(7), NodeId(1), b"x");
+        j.lower_orphan(NodeId(7), b"d/x");
         let (_, r) = Journal::open(t).unwrap();
         assert_eq!(r.nodes.len(), 2);
         assert_eq!(r.nodes[&NodeId(3)], (NodeId(1), b"c"[..].into()));
-        assert_eq!(r.max_node, 4);
         assert_eq!(r.handles[&7], (NodeId(3), libc::O_RDWR));
         assert_eq!(r.handles[&8], (NodeId(1 << 40), libc::O_RDONLY));
         assert!(!r.handles.contains_key(&9));
         assert_eq!(r.max_fh, 9);
         assert_eq!(r.blob.as_deref(), Some(&b"init"[..]));
         assert!(r.done.contains(&12) && r.done.len() == 1);
+        assert_eq!(r.orphans.iter().collect::<Vec<_>>(), [&NodeId(5)]);
+        assert_eq!(r.max_node, 7);
+        assert_eq!(&*r.lower_orphans[&NodeId(7)], b"d/x");
+        assert!(!r.nodes.contains_key(&NodeId(7)));
     }
 }

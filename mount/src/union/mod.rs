@@ -131,6 +131,9 @@ pub struct Union {
     /// Upper inode -> node id of copied-up files (their number stays the lower one's),
     /// so every name of a hard-linked copy shows the same number.
     upper_inos: DashMap<u64, Ino>,
+    /// Supervised mounts: nodes whose file lost its last name while the kernel held them,
+    /// linked in the workdir meanwhile (`recover.rs`).
+    orphans: DashMap<NodeId, ()>,
     /// Reads origin records (of copies made now or by earlier mounts, from any lower
     /// filesystem) back into inode numbers.
     origins: copyup::Origins,
@@ -212,6 +215,7 @@ impl Union {
             files: Handles::default(),
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
+            orphans: DashMap::new(),
             origins,
             lower_passthrough: AtomicBool::new(false),
             verifier: None,

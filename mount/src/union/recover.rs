@@ -2,13 +2,23 @@
 //! handles an earlier daemon on the same connection gave the kernel, mapped back to nodes
 //! and reopened files on first use.
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
+use layerfs_base::sys;
+
+use super::inode::Loc;
 use super::journal::Recovered;
-use super::table::NodeId;
+use super::table::{Key, NodeId};
 use super::{FileH, Node, Union};
 use crate::error::{Error, Result};
+use crate::upper::copyup::ORPHAN_PREFIX;
+
+/// The workdir name of node `id`'s orphan.
+fn orphan_name(id: NodeId) -> std::ffi::CString {
+    std::ffi::CString::new(format!("{ORPHAN_PREFIX}{}", id.0)).expect("no NUL")
+}
 
 impl Union {
     /// Answers the ids and handles in `r` (read from the journal by the daemon that now
@@ -17,6 +27,117 @@ impl Union {
         self.table.start_after(r.max_node);
         self.files.start_after(r.max_fh);
         self.recovered = Some(r);
+        self.sweep_orphans();
+    }
+
+    /// Removes the workdir's orphans but those the journal says the kernel still holds
+    /// (all of them on a fresh mount: left by a supervised mount that ended with its
+    /// supervisor killed).
+    pub fn sweep_orphans(&self) {
+        let Ok(work) = self.work() else {
+            return;
+        };
+        let keep = self.recovered.as_ref().map(|r| &r.orphans);
+        let Ok(entries) = sys::read_dir(work) else {
+            return;
+        };
+        for e in entries {
+            let Some(id) = e
+                .name
+                .strip_prefix(ORPHAN_PREFIX.as_bytes())
+                .and_then(|n| std::str::from_utf8(n).ok()?.parse().ok())
+                .map(NodeId)
+            else {
+                continue;
+            };
+            if keep.is_some_and(|k| k.contains(&id)) {
+                self.orphans.insert(id, ());
+            } else if let Err(e) = sys::unlinkat(work, &orphan_name(id), 0) {
+                log::warn!("removing the orphan of node {}: {e}", id.0);
+            }
+        }
+    }
+
+    /// On a supervised mount, upper file `node` (open as `fd`) is about to lose its last
+    /// name while the kernel holds it: linked in the workdir meanwhile, so that a daemon
+    /// started after this one dies still reaches it.
+    pub(super) fn orphan(&self, node: &Node, fd: BorrowedFd<'_>) -> Result<()> {
+        let Some(j) = super::journal::current() else {
+            return Ok(());
+        };
+        match sys::link_fd(fd, self.work()?, &orphan_name(node.id)) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(Error::io("link the orphan")(e)),
+        }
+        j.orphan(node.id);
+        self.orphans.insert(node.id, ());
+        Ok(())
+    }
+
+    /// Node `id`'s orphan goes once the kernel forgot the node.
+    pub(super) fn forget_orphan(&self, id: NodeId) {
+        if self.orphans.is_empty() || self.table.has(id) {
+            return;
+        }
+        if self.orphans.remove(&id).is_some() {
+            if let Ok(work) = self.work() {
+                let _ = sys::unlinkat(work, &orphan_name(id), 0);
+            }
+        }
+    }
+
+    /// Node `id` of a lower file removed while held: the file at lower path `rel` (the
+    /// lowers never change), with no name in the tree.
+    fn recover_lower_orphan(&self, id: NodeId, rel: &[u8]) -> Result<Arc<Node>> {
+        let le = self
+            .lowers
+            .entry(&self.stack, rel)
+            .map_err(Error::io("lower lookup"))?
+            .ok_or(Error::LostInRestart(id.0))?;
+        let st = le.attr().map_err(Error::io("lstat"))?;
+        let ino = self.stack.ino(le.parent.layer_of(le.entry()), st.st_ino);
+        let root = self.table.get(NodeId::ROOT)?;
+        let loc = Loc {
+            parent: Some(root),
+            name: le.entry().name.clone(),
+            upper: false,
+            lower: Some(rel.into()),
+            unlinked: true,
+        };
+        let fmt = st.st_mode & libc::S_IFMT;
+        Ok(self.table.insert_as(id, Key::Gone(id), || {
+            Node::new(id, Key::Gone(id), ino, fmt, loc)
+        }))
+    }
+
+    /// Orphan `id` again (the journal recorded it): the file reached through its workdir
+    /// link; it has no name in the tree.
+    fn recover_orphan(&self, id: NodeId) -> Result<Arc<Node>> {
+        let fd = sys::openat(
+            self.work()?,
+            &orphan_name(id),
+            libc::O_PATH | libc::O_NOFOLLOW,
+        )
+        .map_err(|_| Error::LostInRestart(id.0))?;
+        let st = sys::fstat(fd.as_fd()).map_err(Error::io("fstat"))?;
+        let root = self.table.get(NodeId::ROOT)?;
+        let loc = Loc {
+            parent: Some(root),
+            name: orphan_name(id).to_bytes().into(),
+            upper: true,
+            lower: None,
+            unlinked: true,
+        };
+        let ino = self.stack.upper_ino(st.st_ino);
+        let fmt = st.st_mode & libc::S_IFMT;
+        let node = self.table.insert_as(id, Key::Gone(id), || {
+            let n = Node::new(id, Key::Gone(id), ino, fmt, loc);
+            let _ = n.detached.set(fd);
+            n
+        });
+        self.orphans.insert(id, ());
+        Ok(node)
     }
 
     /// Node `id`, which an earlier daemon gave: its name resolved again in its directory
@@ -28,6 +149,12 @@ impl Union {
         let rec = self.recovered.as_ref().ok_or(Error::StaleInode(id.0))?;
         if id.0 > rec.max_node {
             return Err(Error::StaleInode(id.0));
+        }
+        if rec.orphans.contains(&id) && !rec.nodes.contains_key(&id) {
+            return self.recover_orphan(id);
+        }
+        if let Some(rel) = rec.lower_orphans.get(&id) {
+            return self.recover_lower_orphan(id, rel);
         }
         let (parent, name) = rec.nodes.get(&id).ok_or(Error::LostInRestart(id.0))?;
         if *parent == id {

@@ -119,7 +119,7 @@ impl<N: Counted> Table<N> {
     fn unkey(&self, id: NodeId, node: &N) {
         self.keys.remove_if(&node.key(), |_, v| *v == id);
         if let Some(j) = super::journal::current() {
-            j.unbind(id);
+            j.forgot(id);
         }
     }
 
@@ -181,6 +181,11 @@ impl<N: Counted> Table<N> {
             None if !self.nodes.contains_key(&id) => log::debug!("forget {} x{n}: unknown", id.0),
             None => {}
         }
+    }
+
+    /// Whether the table has node `id`.
+    pub fn has(&self, id: NodeId) -> bool {
+        self.nodes.contains_key(&id)
     }
 
     pub fn len(&self) -> usize {
