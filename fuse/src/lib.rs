@@ -579,16 +579,12 @@ impl<C: Core> Filesystem for Adapter<C> {
         reply: ReplyEmpty,
     ) {
         self.tally(Op::Rename);
-        let rename = || {
+        let r = self.renamed(req, flags.bits(), || {
             call("rename", || {
                 self.core
                     .rename(parent.0, name, newparent.0, newname, flags.bits())
             })
-        };
-        let r = match flags.bits() & libc::RENAME_EXCHANGE != 0 {
-            true => self.exchange(req, rename),
-            false => resend::removed(req, rename()),
-        };
+        });
         reply_empty(reply, r);
     }
 

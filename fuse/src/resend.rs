@@ -39,13 +39,17 @@ pub(crate) fn removed(req: &Request, r: Result<(), Errno>) -> Result<(), Errno> 
 }
 
 impl<C: Core> Adapter<C> {
-    /// A `RENAME_EXCHANGE` (`rename`: the core's call): one the dead daemon did is not done
-    /// again, which would swap the names back.
-    pub(crate) fn exchange(
+    /// A RENAME (`rename`: the core's call) with `flags`: [`removed`]; a `RENAME_EXCHANGE`
+    /// the dead daemon did is not done again, which would swap the names back.
+    pub(crate) fn renamed(
         &self,
         req: &Request,
+        flags: u32,
         rename: impl FnOnce() -> Result<(), Errno>,
     ) -> Result<(), Errno> {
+        if flags & libc::RENAME_EXCHANGE == 0 {
+            return removed(req, rename());
+        }
         let unique = req.unique().0 & !RESEND_BIT;
         if resent(req) && self.core.was_done(unique) {
             return Ok(());

@@ -521,7 +521,7 @@ impl Union {
         let Some(r) = self.resolve(dir, dloc, name)? else {
             return Ok(None);
         };
-        Ok(Some(self.insert_child(dir, name, r, count)))
+        Ok(Some(self.insert_child_as(dir, name, r, count, None)))
     }
 
     /// The node for entry `i` of the lower index `ix` of directory `dir` (at lower path
@@ -542,24 +542,13 @@ impl Union {
             upper: false,
             lower: Some(join(rel, &e.name)),
         };
-        let (node, st, _) = self.insert_child(dir, &e.name, r, count);
+        let (node, st, _) = self.insert_child_as(dir, &e.name, r, count, None);
         Ok((node, st))
     }
 
     /// Records resolved entry `name` of `dir` in the node table; the node, its presented
     /// attributes and where the name is.
-    fn insert_child(
-        &self,
-        dir: &Arc<Node>,
-        name: &[u8],
-        r: Resolved,
-        count: bool,
-    ) -> (Arc<Node>, Stat, Loc) {
-        self.insert_child_as(dir, name, r, count, None)
-    }
-
-    /// [`Self::insert_child`]; with `id`, as that node id (a restarted daemon's, see
-    /// `recover.rs`).
+    /// With `id`, as that node id (a restarted daemon's, see `recover.rs`).
     fn insert_child_as(
         &self,
         dir: &Arc<Node>,
