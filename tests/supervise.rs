@@ -325,3 +325,57 @@ fn a_file_open_but_removed_survives_a_kill_9_and_a_restart() {
         "orphans after a fresh mount: {left:?} (before: {work:?})"
     );
 }
+
+/// Unmounts (lazily) in Drop: a mount made by a daemonized `layerfs`.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn restart_runs_the_binary_now_on_disk() {
+    if !require_root("restart_runs_the_binary_now_on_disk") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::Builder::new()
+        .prefix("sup-swap")
+        .tempdir()
+        .unwrap();
+    let l = t.path().join("l");
+    fs::create_dir_all(&l).unwrap();
+    fs::write(l.join("a"), "a").unwrap();
+    let bin = t.path().join("layerfs");
+    fs::copy(common::BIN, &bin).unwrap();
+    let mp = t.path().join("mnt");
+    fs::create_dir_all(&mp).unwrap();
+    let opts = format!("lowerdir={},supervise", l.display());
+    // Daemonized: returns once the mount is live.
+    let o = Command::new(&bin)
+        .args(["-o", &opts])
+        .arg(&mp)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _guard = Unmount(mp.clone());
+    let exe_ino = |pid: u64| fs::metadata(format!("/proc/{pid}/exe")).unwrap().ino();
+    let old = num(&status(&mp), "serving_pid");
+    assert_eq!(exe_ino(old), fs::metadata(&bin).unwrap().ino());
+    // A new build replaces the file (a new inode under the same name, as install(1) does).
+    let next = t.path().join("layerfs.new");
+    fs::copy(common::BIN, &next).unwrap();
+    fs::rename(&next, &bin).unwrap();
+    let o = run_layerfs(&["restart", mp.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let new = num(&status(&mp), "serving_pid");
+    assert_ne!(new, old);
+    assert_eq!(
+        exe_ino(new),
+        fs::metadata(&bin).unwrap().ino(),
+        "the new daemon runs the new file"
+    );
+    assert_eq!(fs::read_to_string(mp.join("a")).unwrap(), "a");
+}
