@@ -166,16 +166,17 @@ impl Union {
             node.lower_opens.fetch_add(1, Ordering::Relaxed);
         }
         let id = node.id;
-        let fh = self.files.insert(Arc::new(FileH {
+        let h = Arc::new(FileH {
             node,
             fd: RwLock::new(fd.clone()),
             upper: AtomicBool::new(upper),
             exec,
             lower_backed,
-        }));
-        if let Some(j) = super::journal::current() {
-            j.open_handle(fh, id, if upper { libc::O_RDWR } else { libc::O_RDONLY });
-        }
+        });
+        let fh = match super::journal::current() {
+            Some(j) => self.journaled_handle(j, h, id, upper),
+            None => self.files.insert(h),
+        };
         // Every change to the data goes through the kernel, which keeps its page cache in
         // step: it may keep it across opens. The kernel may also read and write the real file
         // directly: an upper file, any file of a mount without an upper, and a lower file
@@ -308,9 +309,7 @@ impl Core for Union {
 
     fn release(&self, _ino: u64, fh: u64) {
         self.files.remove(fh);
-        if let Some(j) = super::journal::current() {
-            j.close_handle(fh);
-        }
+        self.released(fh);
     }
 
     fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64> {

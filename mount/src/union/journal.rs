@@ -34,6 +34,7 @@ const DONE: u8 = 6;
 const ORPHAN: u8 = 7;
 const FORGOT: u8 = 8;
 const LOWER: u8 = 9;
+const SEQ: u8 = 10;
 
 /// What an earlier daemon recorded.
 #[derive(Debug, Default)]
@@ -42,9 +43,11 @@ pub struct Recovered {
     pub nodes: HashMap<NodeId, (NodeId, Box<[u8]>)>,
     /// Handle -> (node id, access mode).
     pub handles: HashMap<u64, (NodeId, i32)>,
-    /// The highest node id and handle ever recorded.
+    /// The highest node id and journaled handle ever recorded.
     pub max_node: u64,
     pub max_fh: u64,
+    /// Handle sequence numbers given are below this (`recover.rs`).
+    pub handle_seq: u64,
     /// The session's opening bytes (the adapter's business).
     pub blob: Option<Vec<u8>>,
     /// Requests recorded done (their answers may not have reached the kernel).
@@ -168,6 +171,11 @@ impl Journal {
         }
     }
 
+    /// Handle sequence numbers up to `seq` may be given from now on.
+    pub(crate) fn handle_seq(&self, seq: u64) {
+        self.append(SEQ, seq, 0, &[]);
+    }
+
     pub(crate) fn close_handle(&self, fh: u64) {
         self.append(CLOSE, fh, 0, &[]);
     }
@@ -229,6 +237,7 @@ impl Recovered {
                     r.handles.remove(&a);
                 }
                 BLOB => r.blob = Some(bytes.to_vec()),
+                SEQ => r.handle_seq = r.handle_seq.max(a),
                 DONE => {
                     r.done.insert(a);
                 }
@@ -272,6 +281,7 @@ mod tests {
         j.orphan(NodeId(5));
         j.orphan(NodeId(6));
         j.forgot(NodeId(6));
+        j.handle_seq(8192);
         j.bind(NodeId(7), NodeId(1), b"x");
         j.lower_orphan(NodeId(7), b"d/x");
         let (_, r) = Journal::open(t).unwrap();
@@ -285,6 +295,7 @@ mod tests {
         assert!(r.done.contains(&12) && r.done.len() == 1);
         assert_eq!(r.orphans.iter().collect::<Vec<_>>(), [&NodeId(5)]);
         assert_eq!(r.max_node, 7);
+        assert_eq!(r.handle_seq, 8192);
         assert_eq!(&*r.lower_orphans[&NodeId(7)], b"d/x");
         assert!(!r.nodes.contains_key(&NodeId(7)));
     }

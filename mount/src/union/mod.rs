@@ -42,7 +42,7 @@ pub use refresh::Refresh;
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
@@ -134,6 +134,8 @@ pub struct Union {
     /// Supervised mounts: nodes whose file lost its last name while the kernel held them,
     /// linked in the workdir meanwhile (`recover.rs`).
     orphans: DashMap<NodeId, ()>,
+    /// Supervised mounts: handle sequence numbers below this are journaled as given.
+    handle_mark: AtomicU64,
     /// Reads origin records (of copies made now or by earlier mounts, from any lower
     /// filesystem) back into inode numbers.
     origins: copyup::Origins,
@@ -216,6 +218,7 @@ impl Union {
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
             orphans: DashMap::new(),
+            handle_mark: AtomicU64::new(0),
             origins,
             lower_passthrough: AtomicBool::new(false),
             verifier: None,

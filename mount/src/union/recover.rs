@@ -3,7 +3,7 @@
 //! and reopened files on first use.
 
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use layerfs_base::sys;
@@ -15,6 +15,13 @@ use super::{FileH, Node, Union};
 use crate::error::{Error, Result};
 use crate::upper::copyup::ORPHAN_PREFIX;
 
+/// Node ids up to this many bits go in a supervised mount's handle numbers.
+const NODE_BITS: u32 = 40;
+/// A journaled handle's mark.
+const JOURNALED: u64 = 1 << 63;
+/// How many handles between two high-water marks in the journal.
+const SEQ_STEP: u64 = 4096;
+
 /// The workdir name of node `id`'s orphan.
 fn orphan_name(id: NodeId) -> std::ffi::CString {
     std::ffi::CString::new(format!("{ORPHAN_PREFIX}{}", id.0)).expect("no NUL")
@@ -25,7 +32,8 @@ impl Union {
     /// serves the connection), and gives new ones only after them.
     pub fn recover_from(&mut self, r: Recovered) {
         self.table.start_after(r.max_node);
-        self.files.start_after(r.max_fh);
+        // Sequence numbers above any an earlier daemon gave (its high-water mark).
+        self.files.start_after(r.max_fh.max(r.handle_seq));
         self.recovered = Some(r);
         self.sweep_orphans();
     }
@@ -172,13 +180,57 @@ impl Union {
         Ok(node)
     }
 
+    /// A new handle of node `id` on a supervised mount: its number says the node and the
+    /// access mode (node id in bits 0-39, read-write in bit 40, a sequence number above),
+    /// so nothing is journaled per open; the journal only keeps a high-water mark of the
+    /// sequence numbers, every [`SEQ_STEP`], so the next daemon starts above any given
+    /// (numbers wrap after 2^22 opens: one open 4 million opens old could share its number
+    /// with a new one of the same node and mode, which reaches the same file).
+    /// A node id beyond 40 bits takes a journaled handle (bit 63 set).
+    pub(super) fn journaled_handle(
+        &self,
+        j: &super::journal::Journal,
+        h: Arc<FileH>,
+        id: NodeId,
+        upper: bool,
+    ) -> u64 {
+        let mode = if upper { libc::O_RDWR } else { libc::O_RDONLY };
+        if id.0 >= 1 << NODE_BITS {
+            let (fh, _) = self.files.insert_numbered(h, |seq| seq | JOURNALED);
+            j.open_handle(fh, id, mode);
+            return fh;
+        }
+        let number = |seq: u64| (seq % (1 << 22)) << 41 | u64::from(upper) << NODE_BITS | id.0;
+        let (fh, seq) = self.files.insert_numbered(h, number);
+        // Journaled before the number is handed out: the next daemon never gives it to
+        // another open.
+        if seq >= self.handle_mark.load(Ordering::Relaxed) {
+            j.handle_seq(seq + SEQ_STEP);
+            self.handle_mark
+                .fetch_max(seq + SEQ_STEP, Ordering::Relaxed);
+        }
+        fh
+    }
+
+    /// Handle `fh` was released.
+    pub(super) fn released(&self, fh: u64) {
+        if let Some(j) = super::journal::current() {
+            if fh & JOURNALED != 0 {
+                j.close_handle(fh);
+            }
+        }
+    }
+
     /// Handle `fh`, which an earlier daemon gave: its node's file opened again.
     pub(super) fn recover_handle(&self, fh: u64) -> Result<Arc<FileH>> {
         let rec = self.recovered.as_ref().ok_or(Error::BadHandle(fh))?;
-        if fh > rec.max_fh {
-            return Err(Error::BadHandle(fh));
-        }
-        let (id, mode) = *rec.handles.get(&fh).ok_or(Error::LostInRestart(fh))?;
+        let (id, mode) = if fh & JOURNALED != 0 {
+            *rec.handles.get(&fh).ok_or(Error::LostInRestart(fh))?
+        } else {
+            let id = NodeId(fh & ((1 << NODE_BITS) - 1));
+            let rw = fh & (1 << NODE_BITS) != 0;
+            (id, if rw { libc::O_RDWR } else { libc::O_RDONLY })
+        };
         let node = self.node(id.0)?;
         // No namespace lock: the caller may hold it.
         let r = self.open_real(&node, mode)?;
