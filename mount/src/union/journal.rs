@@ -58,6 +58,8 @@ pub struct Recovered {
     /// Nodes of lower files whose last name was removed while the kernel held them: the
     /// file's path in the lowers (which never change).
     pub lower_orphans: HashMap<NodeId, Box<[u8]>>,
+    /// (directory node id, name) -> node id: [`Recovered::nodes`] the other way round.
+    pub by_place: HashMap<(NodeId, Box<[u8]>), NodeId>,
 }
 
 /// The journal file and its length.
@@ -254,6 +256,7 @@ impl Recovered {
             }
             body = &body[21 + n..];
         }
+        r.by_place = r.nodes.iter().map(|(id, p)| (p.clone(), *id)).collect();
         r
     }
 }
@@ -287,6 +290,7 @@ mod tests {
         let (_, r) = Journal::open(t).unwrap();
         assert_eq!(r.nodes.len(), 2);
         assert_eq!(r.nodes[&NodeId(3)], (NodeId(1), b"c"[..].into()));
+        assert_eq!(r.by_place[&(NodeId(1), b"c"[..].into())], NodeId(3));
         assert_eq!(r.handles[&7], (NodeId(3), libc::O_RDWR));
         assert_eq!(r.handles[&8], (NodeId(1 << 40), libc::O_RDONLY));
         assert!(!r.handles.contains_key(&9));

@@ -574,6 +574,9 @@ impl Union {
         } else {
             Key::Ino(r.ino)
         };
+        // A name an earlier daemon gave an id for keeps it, so that what this one does to the
+        // name (a rename, say) happens to the node the kernel knows (`recover.rs`).
+        let id = id.or_else(|| self.recovered_id(dir.id, name));
         let make = |id| Node::new(id, key.clone(), r.ino, fmt, loc.clone());
         let node = match id {
             Some(id) => self.table.insert_as(id, key.clone(), || make(id)),

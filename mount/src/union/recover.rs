@@ -148,6 +148,19 @@ impl Union {
         Ok(node)
     }
 
+    /// The id an earlier daemon gave name `name` of directory `dir`, if this daemon has not
+    /// mapped it back yet.
+    pub(super) fn recovered_id(&self, dir: NodeId, name: &[u8]) -> Option<NodeId> {
+        let rec = self.recovered.as_ref()?;
+        let id = *rec.by_place.get(&(dir, name.into()))?;
+        (!self.table.has(id)
+            && rec
+                .nodes
+                .get(&id)
+                .is_some_and(|p| p.0 == dir && &*p.1 == name))
+        .then_some(id)
+    }
+
     /// Node `id`, which an earlier daemon gave: its name resolved again in its directory
     /// (itself mapped back first). An id given before the restart whose name was removed
     /// (the kernel may still write back the pages of a removed file, or hold it open) is
