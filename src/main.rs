@@ -99,6 +99,22 @@ enum Cmd {
         /// The mount point.
         mountpoint: PathBuf,
     },
+    /// Show the processes of a supervised mount (`-o supervise`): the serving daemon, the
+    /// supervisor, its options, how many restarts and the last one's pause.
+    Status {
+        /// The mount point.
+        mountpoint: PathBuf,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start the layerfs binary now on disk as the daemon of a supervised mount
+    /// (`-o supervise`): the old one stops at a request boundary, the new one takes its
+    /// requests over; applications see a pause, never an error.
+    Restart {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
     /// Import an image (OCI layout or archive, docker archive, podman's store, a stack)
     /// into the layer store.
     Import(cmd::import::ImportArgs),
@@ -275,6 +291,9 @@ impl MountArgs {
 }
 
 fn main() -> ExitCode {
+    // Tests only: failpoints set before the command does anything (`import`, `commit`).
+    #[cfg(feature = "failpoints")]
+    layerfs_base::sys::faults::apply_from_env();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let mut cli = match argv.split_first() {
         Some((argv0, rest)) if cmd::helper::invoked_as_helper(argv0) => {
@@ -391,6 +410,8 @@ fn main() -> ExitCode {
             cmd::image_run::apply_mount(&mut m).and_then(|()| cmd::mount::run(m))
         }
         Some(Cmd::Umount { mountpoint }) => cmd::umount::run(&mountpoint),
+        Some(Cmd::Status { mountpoint, json }) => cmd::supervise::status(&mountpoint, json),
+        Some(Cmd::Restart { mountpoint }) => cmd::supervise::restart(&mountpoint),
         Some(Cmd::Explore(a)) => cmd::explore::run(a),
         Some(Cmd::Completions { shell }) => cmd::packaging::completions(Cli::command(), shell),
         Some(Cmd::ManPages { dir }) => cmd::packaging::man_pages(Cli::command(), &dir).map(|_| ()),

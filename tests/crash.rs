@@ -337,3 +337,160 @@ mod at_random_points {
         }
     }
 }
+
+/// Faults and kills in the store's paths: `layerfs import` and `layerfs commit --to store:`
+/// with a failpoint firing (EIO) or a SIGKILL landing at the Nth call of each wrapper they
+/// use. A failed one says why in one line; neither leaves an image record, a layer without
+/// its hash list, or anything in `tmp/` once the next store operation ran; the next import
+/// or commit completes and `verify` finds the store intact.
+#[cfg(feature = "failpoints")]
+#[test]
+fn faults_and_kills_in_import_and_commit_leave_no_half_image() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::Builder::new()
+        .prefix("i24-store-faults")
+        .tempdir()
+        .unwrap();
+    let src = t.path().join("src");
+    for d in 0..4 {
+        let dir = src.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..6 {
+            fs::write(
+                dir.join(format!("f{f}")),
+                vec![(d * 6 + f) as u8; 5000 + f * 300],
+            )
+            .unwrap();
+        }
+        std::os::unix::fs::symlink("f0", dir.join("link")).unwrap();
+    }
+    let upper = t.path().join("upper");
+    fs::create_dir_all(upper.join("new")).unwrap();
+    fs::write(upper.join("new/file"), "committed").unwrap();
+    fs::write(upper.join("d0f"), "top").unwrap();
+    let points = [
+        "sys::mkdirat",
+        "sys::create_excl",
+        "sys::pwrite_all",
+        "sys::symlinkat",
+        "sys::lutimesat",
+        "sys::futimens",
+        "sys::fchmod",
+        "sys::rename_path",
+    ];
+    let records = |store: &Path| {
+        fs::read_dir(store.join("images")).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count()
+        })
+    };
+    let (mut faults, mut kills, mut case) = (0, 0, 0);
+    for point in points {
+        for (nth, kill) in [(1, false), (3, false), (2, true), (5, true)] {
+            case += 1;
+            let store = t.path().join(format!("store{case}"));
+            let s = store.to_str().unwrap();
+            let stack = format!("lowerdir={}", src.display());
+            let import = ["import", stack.as_str(), "--store", s];
+            let rw = format!("lowerdir={},upperdir={}", src.display(), upper.display());
+            let commit = [
+                "commit",
+                "-o",
+                rw.as_str(),
+                "--to",
+                "store:c:1",
+                "--store",
+                s,
+            ];
+            // Every other case in commit (on a store with the image imported).
+            let args: &[&str] = if case % 2 == 0 {
+                let o = testkit::run_layerfs(&import);
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                &commit
+            } else {
+                &import
+            };
+            let before = records(&store);
+            let cmd = match kill {
+                true => format!("kill {point} {nth}"),
+                false => format!("set {point} {}*off->return(5)", nth - 1),
+            };
+            let o = std::process::Command::new(testkit::BIN)
+                .args(args)
+                .env("LAYERFS_FAULT_COMMANDS", &cmd)
+                .output()
+                .unwrap();
+            let what = format!("{} with {cmd}", args[0]);
+            if !o.status.success() {
+                let err = String::from_utf8_lossy(&o.stderr);
+                if kill {
+                    use std::os::unix::process::ExitStatusExt;
+                    assert_eq!(o.status.signal(), Some(9), "{what}: {err}");
+                    kills += 1;
+                } else {
+                    assert!(
+                        err.trim().lines().count() == 1,
+                        "{what}: not one line: {err}"
+                    );
+                    assert!(err.contains("Input/output error"), "{what}: {err}");
+                    faults += 1;
+                }
+                assert_eq!(
+                    records(&store),
+                    before,
+                    "{what}: an image record after a failure"
+                );
+            }
+            // The next store operation clears what a killed one left.
+            let o = testkit::run_layerfs(&["images", "--store", s]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let tmp: Vec<_> = fs::read_dir(store.join("tmp")).unwrap().collect();
+            assert!(
+                tmp.is_empty(),
+                "{what}: tmp/ after the next operation: {tmp:?}"
+            );
+            let half: Vec<_> = fs::read_dir(store.join("images"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .to_string_lossy()
+                        .ends_with(".tmp")
+                })
+                .collect();
+            assert!(half.is_empty(), "{what}: half-written records: {half:?}");
+            for e in fs::read_dir(store.join("layers")).unwrap() {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                let list = store.join("hashes").join(format!("{name}.blake3"));
+                assert!(list.exists(), "{what}: layer {name} without its hash list");
+            }
+            let o = testkit::run_layerfs(args);
+            assert!(
+                o.status.success(),
+                "{what}, again: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let o = testkit::run_layerfs(&["verify", "--store", s]);
+            assert!(
+                o.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
+        }
+    }
+    assert!(faults > 0 && kills > 0, "faults {faults}, kills {kills}");
+    // Past the harness's capture, so CI logs show the counts.
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "store: {faults} faults and {kills} kills in import and commit over {case} runs"
+    );
+}

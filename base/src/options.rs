@@ -131,6 +131,9 @@ pub struct MountOptions {
     pub flags: MountFlags,
     /// `verify`: lower files checked against their layers' hash lists (`verity`).
     pub verify: bool,
+    /// `supervise`: the connection kept by a supervisor process that starts a new daemon
+    /// on it when the serving one dies or is restarted (`cmd/supervise.rs`).
+    pub supervise: bool,
     /// `static_nlink`: every directory shows a link count of 1 (fuse-overlayfs).
     pub static_nlink: bool,
     /// `ino32_t`: inode numbers of at most 32 bits (for 32-bit programs).
@@ -168,6 +171,7 @@ impl Default for MountOptions {
             ids: Ids::default(),
             flags: MountFlags::default(),
             verify: false,
+            supervise: false,
             static_nlink: false,
             ino32: false,
             io_uring: false,
@@ -296,6 +300,7 @@ impl MountOptions {
                     "workdir" => o.work = Some(PathBuf::from(unescape(&need(value)?))),
                     "volatile" => o.volatile = true,
                     "verify" => o.verify = true,
+                    "supervise" => o.supervise = true,
                     "fsname" => o.fsname = Some(unescape(&need(value)?)),
                     "userxattr" => o.userxattr = true,
                     "uidmapping" => {

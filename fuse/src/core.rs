@@ -134,6 +134,19 @@ pub trait Core: Send + Sync + 'static {
         let _ = on;
     }
 
+    /// Request `unique` (a `RENAME_EXCHANGE`, which done twice undoes itself) is done;
+    /// recorded where a daemon restarted on this connection finds it (a supervised mount),
+    /// before the answer goes.
+    fn request_done(&self, unique: u64) {
+        let _ = unique;
+    }
+
+    /// Whether an earlier daemon on this connection recorded request `unique` done.
+    fn was_done(&self, unique: u64) -> bool {
+        let _ = unique;
+        false
+    }
+
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry, Self::Error>;
     /// How long the kernel may remember that a name does not exist (`None`: not at all).
     fn negative_ttl(&self) -> Option<Duration>;

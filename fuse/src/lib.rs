@@ -17,12 +17,15 @@ mod init;
 mod op;
 mod passthrough;
 mod reply;
+mod resend;
 mod session;
+mod supervised;
 
 pub use crate::core::*;
 pub use crate::counts::Counts;
 pub use crate::op::Op;
 pub use crate::session::{mount, Mounted, SessionOptions};
+pub use crate::supervised::{clone_connection, mount_connection, serve_connection, Gate, Serving};
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -465,7 +468,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         let r = call(op, || {
             self.core.mknod(parent.0, name, mode, u64::from(rdev), ctx)
         });
-        reply_entry(reply, r);
+        reply_entry(reply, resend::made(req, r, || self.found(parent.0, name)));
     }
 
     fn mkdir(
@@ -480,17 +483,19 @@ impl<C: Core> Filesystem for Adapter<C> {
         let op = self.enter(Op::Mkdir);
         let ctx = self.ctx_new(req, umask);
         let r = call(op, || self.core.mkdir(parent.0, name, mode, ctx));
-        reply_entry(reply, r);
+        reply_entry(reply, resend::made(req, r, || self.found(parent.0, name)));
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let op = self.enter(Op::Unlink);
-        reply_empty(reply, call(op, || self.core.unlink(parent.0, name)));
+        let r = call(op, || self.core.unlink(parent.0, name));
+        reply_empty(reply, resend::removed(req, r));
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let op = self.enter(Op::Rmdir);
-        reply_empty(reply, call(op, || self.core.rmdir(parent.0, name)));
+        let r = call(op, || self.core.rmdir(parent.0, name));
+        reply_empty(reply, resend::removed(req, r));
     }
 
     fn symlink(
@@ -505,12 +510,12 @@ impl<C: Core> Filesystem for Adapter<C> {
         use std::os::unix::ffi::OsStrExt;
         let t = target.as_os_str().as_bytes();
         let r = call(op, || self.core.symlink(parent.0, name, t, ctx(req)));
-        reply_entry(reply, r);
+        reply_entry(reply, resend::made(req, r, || self.found(parent.0, name)));
     }
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -519,16 +524,18 @@ impl<C: Core> Filesystem for Adapter<C> {
         reply: ReplyEmpty,
     ) {
         let op = self.enter(Op::Rename);
-        let r = call(op, || {
-            self.core
-                .rename(parent.0, name, newparent.0, newname, flags.bits())
+        let r = self.renamed(req, flags.bits(), || {
+            call(op, || {
+                self.core
+                    .rename(parent.0, name, newparent.0, newname, flags.bits())
+            })
         });
         reply_empty(reply, r);
     }
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
@@ -536,7 +543,10 @@ impl<C: Core> Filesystem for Adapter<C> {
     ) {
         let op = self.enter(Op::Link);
         let r = call(op, || self.core.link(ino.0, newparent.0, newname));
-        reply_entry(reply, r);
+        reply_entry(
+            reply,
+            resend::made(req, r, || self.found(newparent.0, newname)),
+        );
     }
 
     fn setxattr(
@@ -578,6 +588,7 @@ impl<C: Core> Filesystem for Adapter<C> {
         let ctx = self.ctx_new(req, umask);
         let flags = self.open_flags(flags);
         let r = call(op, || self.core.create(parent.0, name, mode, flags, ctx));
+        let r = resend::made(req, r, || self.found_open(parent.0, name, flags, ctx));
         self.reply_created(reply, r);
     }
 

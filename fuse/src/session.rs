@@ -40,13 +40,41 @@ pub struct SessionOptions {
 
 /// A live mount served by worker threads.
 pub struct Mounted {
-    session: BackgroundSession,
-    counts: Option<Arc<Counts>>,
+    pub(crate) session: BackgroundSession,
+    pub(crate) counts: Option<Arc<Counts>>,
 }
 
 /// Mounts `core` on `mountpoint` and starts serving it. Signals the caller wants handled on
 /// its own thread must be blocked before this call: the workers inherit the mask.
 pub fn mount<C: Core>(core: C, mountpoint: &Path, opts: &SessionOptions) -> io::Result<Mounted> {
+    let config = fuser_config(opts);
+    let (adapter, invalidate, counts) = adapter_of(core, opts);
+    let session = fuser::Session::new(adapter, mountpoint, &config)?;
+    if let Some(inv) = &invalidate {
+        inv.connect(session.notifier());
+    }
+    Ok(Mounted {
+        session: session.spawn()?,
+        counts,
+    })
+}
+
+/// The adapter over `core`, what it tells the kernel of changes, its request counts.
+pub(crate) fn adapter_of<C: Core>(
+    core: C,
+    opts: &SessionOptions,
+) -> (Adapter<C>, Option<crate::Invalidate>, Option<Arc<Counts>>) {
+    let invalidate = core.invalidate();
+    let mut adapter = Adapter::new(core, opts.adapter);
+    let counts = Counts::from_env().map(Arc::new);
+    if let Some(c) = &counts {
+        adapter = adapter.with_counts(c.clone());
+    }
+    (adapter, invalidate, counts)
+}
+
+/// fuser's configuration for `opts`: mount options, threads.
+pub(crate) fn fuser_config(opts: &SessionOptions) -> fuser::Config {
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName(opts.fsname.clone()),
@@ -82,20 +110,7 @@ pub fn mount<C: Core>(core: C, mountpoint: &Path, opts: &SessionOptions) -> io::
     config.n_threads = Some(opts.threads);
     config.clone_fd = true;
     config.io_uring = opts.io_uring;
-    let invalidate = core.invalidate();
-    let mut adapter = Adapter::new(core, opts.adapter);
-    let counts = Counts::from_env().map(Arc::new);
-    if let Some(c) = &counts {
-        adapter = adapter.with_counts(c.clone());
-    }
-    let session = fuser::Session::new(adapter, mountpoint, &config)?;
-    if let Some(inv) = &invalidate {
-        inv.connect(session.notifier());
-    }
-    Ok(Mounted {
-        session: session.spawn()?,
-        counts,
-    })
+    config
 }
 
 impl Mounted {

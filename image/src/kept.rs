@@ -41,7 +41,7 @@ impl Drop for Staged {
 /// zstd-encoded. Reads `raw` to its end (where a digest-checking reader checks).
 pub fn stage(tmp: &Path, raw: impl Read, hint: Option<Compression>) -> Result<Staged> {
     let dir = tempfile::Builder::new()
-        .prefix("kept-")
+        .prefix(&super::store::Store::tmp_prefix("kept"))
         .tempdir_in(tmp)
         .context("creating a staging directory in the store")?
         .keep();

@@ -5,7 +5,8 @@
 //! STORE/kept/<hex of diff_id>/      the blob the layer came in as ([`super::kept`])
 //! STORE/hashes/<hex>.blake3        its hash list: blake3 per file (`crate::verity`)
 //! STORE/images/<hex of id>.json    an image: names, layer diff_ids bottom first, run config
-//! STORE/tmp/                       layers being unpacked (same filesystem: renamed in place)
+//! STORE/tmp/                       layers being unpacked (same filesystem: renamed in place),
+//!                                  each entry named `KIND-PID-...` after the process using it
 //! STORE/lock                       flock, held while layers or images change
 //! ```
 //!
@@ -14,7 +15,9 @@
 //! when every layer of an image is there is the image's record written (atomically, by
 //! rename). A failure anywhere leaves the store as it was: staged layers are removed when
 //! dropped. The blob a layer was unpacked from is kept beside it (staged, moved into place
-//! and removed with it), so an unchanged layer leaves as it came in.
+//! and removed with it), so an unchanged layer leaves as it came in. A process killed midway
+//! leaves its `tmp/` entries (and at most a `images/*.json.tmp`): the next store operation
+//! removes them ([`Store::sweep`]): an entry whose process is gone is garbage.
 
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -211,14 +214,77 @@ impl Store {
         }
     }
 
+    /// Opens (or makes) the store at `root`, removing what killed processes left in it.
     pub fn open(root: &Path) -> Result<Store> {
         for sub in ["layers", "kept", "images", "tmp", crate::verity::DIR] {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating the store {}", root.display()))?;
         }
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
-        })
+        };
+        store.sweep(None)?;
+        Ok(store)
+    }
+
+    /// The prefix of a `tmp/` entry of this process: `KIND-PID-`.
+    pub fn tmp_prefix(kind: &str) -> String {
+        format!("{kind}-{}-", std::process::id())
+    }
+
+    /// Removes what processes that died (killed, or their machine) left: `tmp/` entries
+    /// (`KIND-PID-...`) whose process is gone, and image records half written
+    /// (`images/*.json.tmp`, written under the lock this takes). An entry with mounts
+    /// below it (a build's) has them detached by `unmount` first, or is left when there is
+    /// none. A process in another pid namespace looks gone: the store is not shared across
+    /// pid namespaces.
+    pub fn sweep(&self, unmount: Option<&dyn Fn(&Path)>) -> Result<()> {
+        let _lock = self.lock()?;
+        let tmp = self.root.join("tmp");
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for e in std::fs::read_dir(&tmp).with_context(|| format!("reading {}", tmp.display()))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let dir = e.path();
+            let mut mounts: Vec<PathBuf> = mountinfo
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .map(PathBuf::from)
+                .filter(|m| m.starts_with(&dir))
+                .collect();
+            if !mounts.is_empty() {
+                let Some(unmount) = unmount else {
+                    log::warn!("{}: left by process {pid}, mounts below it", dir.display());
+                    continue;
+                };
+                mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+                for m in mounts {
+                    unmount(&m);
+                }
+            }
+            log::info!("removing {}, left by process {pid}", dir.display());
+            let r = match e.file_type()?.is_dir() {
+                true => remove_tree(&dir),
+                false => std::fs::remove_file(&dir).map_err(Into::into),
+            };
+            if let Err(e) = r {
+                log::warn!("removing {}: {e:#}", dir.display());
+            }
+        }
+        for e in std::fs::read_dir(self.root.join("images"))? {
+            let p = e?.path();
+            if p.to_string_lossy().ends_with(".json.tmp") {
+                log::info!("removing {}, a record half written", p.display());
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -278,7 +344,7 @@ impl Store {
         opts: &unpack::Options,
     ) -> Result<Staged> {
         let tmp = tempfile::Builder::new()
-            .prefix("layer-")
+            .prefix(&Store::tmp_prefix("layer"))
             .tempdir_in(dir)
             .context("creating a staging directory in the store")?
             .keep();
@@ -370,7 +436,7 @@ impl Store {
                 k.publish(&self.kept_dir(&s.diff_id)?)?;
             }
             let src = s.path.take().expect("staged layers have a path");
-            std::fs::rename(&src, &dst)
+            sys::rename_path(&src, &dst)
                 .with_context(|| format!("moving the layer into {}", dst.display()))?;
         }
         for l in &record.layers {
@@ -399,7 +465,7 @@ impl Store {
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(record)?)
             .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        sys::rename_path(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }
 
@@ -475,10 +541,11 @@ impl Store {
             }
             let dir = self.layer_dir(&l.diff_id)?;
             // Renamed aside first, so a crash never leaves a half-removed layer in place.
-            let trash = self
-                .root
-                .join("tmp")
-                .join(format!("rm-{}", digest_hex(&l.diff_id)?));
+            let trash = self.root.join("tmp").join(format!(
+                "{}{}",
+                Store::tmp_prefix("rm"),
+                digest_hex(&l.diff_id)?
+            ));
             if std::fs::rename(&dir, &trash).is_ok() {
                 remove_tree(&trash)?;
             }

@@ -21,6 +21,10 @@ pub enum Error {
     /// The inode is not (or no longer) known; the kernel holds a stale reference.
     #[error("unknown inode {0}")]
     StaleInode(u64),
+    /// A node id or handle an earlier daemon on this connection gave and a restarted one
+    /// cannot answer: its file lost its last name before the restart (`union/recover.rs`).
+    #[error("node {0} was removed before the daemon restarted")]
+    LostInRestart(u64),
     /// The name moved to a new node: the kernel must look it up again (a lower file its
     /// old node's open files are bound to is being copied up; `union/fs.rs`).
     #[error("node superseded; look the name up again")]
@@ -101,6 +105,8 @@ impl Error {
             Error::ReadOnly => libc::EROFS,
             // The kernel reacts to ESTALE by dropping its dentry and looking the name up again.
             Error::StaleInode(_) => libc::ESTALE,
+            // As for any file removed behind a client's back (NFS's answer).
+            Error::LostInRestart(_) => libc::ESTALE,
             // The VFS retries a path-based call that fails so with LOOKUP_REVAL: the
             // revalidating LOOKUP finds the new node.
             Error::Superseded => libc::ESTALE,

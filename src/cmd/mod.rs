@@ -20,6 +20,7 @@ pub mod rmi;
 pub mod rootless;
 pub mod run;
 pub mod squash;
+pub mod supervise;
 pub mod umount;
 pub mod verify;
 pub mod which;

@@ -38,10 +38,19 @@ pub struct Plan {
     pub remove_mountpoint: bool,
     /// A directory tree to remove once unmounted (`layerfs run`'s ephemeral upper).
     pub remove_after: Option<PathBuf>,
+    /// `-o supervise`: a supervisor keeps the connection and runs the daemons.
+    supervise: bool,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
+    if let Some(kept) = super::supervise::Kept::from_env()? {
+        // A daemon started by a supervisor on the connection it keeps.
+        return super::supervise::serve(&args, kept);
+    }
     let plan = prepare(&args)?;
+    if plan.supervise {
+        return super::supervise::start(plan, args.foreground);
+    }
     if args.foreground {
         return serve(plan, None);
     }
@@ -75,6 +84,12 @@ impl std::fmt::Display for Reported {
 impl std::error::Error for Reported {}
 
 pub fn prepare(args: &MountArgs) -> Result<Plan> {
+    prepare_at(args, None)
+}
+
+/// [`prepare`]; with `mounted`, for a daemon on a kept connection: the mount point is that
+/// (canonical, the mount already there, never looked at: nobody serves it yet).
+pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
     let Some(mp) = args.mountpoint() else {
         bail!("no mountpoint given (usage: layerfs -o lowerdir=TOP:...:BOTTOM MOUNTPOINT)");
     };
@@ -106,7 +121,10 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         let work = opts.work.as_deref().and_then(|w| canon(w).ok());
         layerfs_mount::stack::check_overlaps(&lowers, upper.as_deref(), work.as_deref())?;
     }
-    let mountpoint = check_mountpoint(mp)?;
+    let mountpoint = match mounted {
+        Some(m) => m.to_path_buf(),
+        None => check_mountpoint(mp)?,
+    };
     let nofile = sys::raise_nofile_limit().unwrap_or(0);
     info!("open-file limit {nofile}");
     let cfg = Config {
@@ -150,6 +168,10 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         ),
     }
     .context("reading the top layer's root")?;
+    if mounted.is_none() {
+        // A fresh mount: orphans a supervised mount left in the workdir are garbage.
+        fs.sweep_orphans();
+    }
     if opts.verify {
         fs.set_verifier(
             layerfs_mount::verifier::Verifier::load(&lowers).map_err(anyhow::Error::msg)?,
@@ -160,17 +182,26 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
             .map_or(2, |n| n.get())
             .max(2)
     });
+    if opts.io_uring && opts.supervise {
+        warn!("-o io_uring is not used with -o supervise: the daemons come and go on one connection, and a ring dies with its process; serving over /dev/fuse reads");
+    }
     Ok(Plan {
         mountpoint,
         fsname,
         flags: opts.flags,
         fs,
         threads,
-        io_uring: opts.io_uring,
+        // A ring lives and dies with the process that set it up, and a supervised mount's
+        // daemons come and go on one connection: supervised mounts use `/dev/fuse` reads.
+        io_uring: opts.io_uring && !opts.supervise,
         acl,
         remove_mountpoint: false,
         remove_after: None,
+        supervise: opts.supervise,
         file_io: match (args.no_passthrough, args.file_io) {
+            // A restarted daemon could not know which of the kernel's inodes are bound to
+            // backing files; supervised mounts serve data through the page cache.
+            (_, FileIoArg::Passthrough) if opts.supervise => FileIo::Cached,
             (true, _) | (_, FileIoArg::Handles) => FileIo::Handles,
             (_, FileIoArg::Cached) => FileIo::Cached,
             // Passthrough needs CAP_SYS_ADMIN in the initial user namespace (the adapter
@@ -230,8 +261,21 @@ pub fn wait_for_child(rd: OwnedFd) -> Result<()> {
 /// Mounts and serves until unmounted. `report` (daemon mode) receives "\0" once the mount
 /// is live, or the error text.
 pub fn serve(plan: Plan, report: Option<OwnedFd>) -> Result<()> {
+    serve_on(plan, report, Connect::Mount)
+}
+
+/// How a daemon reaches the kernel.
+pub enum Connect {
+    /// Mounts, and serves the new connection.
+    Mount,
+    /// Serves the connection a supervisor keeps (`supervise.rs`).
+    Kept(super::supervise::Connection),
+}
+
+/// [`serve`] through `connect`.
+pub fn serve_on(plan: Plan, report: Option<OwnedFd>, connect: Connect) -> Result<()> {
     let mut report = report.map(std::fs::File::from);
-    let result = mount_and_run(plan, &mut report);
+    let result = mount_and_run(plan, &mut report, connect);
     match (result, report.take()) {
         (Err(e), Some(mut r)) => {
             // The parent prints it; the daemon's own stderr is gone by now or soon.
@@ -244,6 +288,47 @@ pub fn serve(plan: Plan, report: Option<OwnedFd>) -> Result<()> {
 
 /// The source name a mount shows: `name` made safe for a mount option (no comma, no
 /// backslash, no white space), `layerfs` when absent or empty.
+/// How `plan` is mounted and served.
+fn session_options(plan: &Serve, read_only: bool) -> SessionOptions {
+    SessionOptions {
+        fsname: plan.fsname.clone(),
+        read_only,
+        flags: plan.flags.ms_flags(),
+        // Like kernel overlayfs: setuid binaries and device nodes in images keep working.
+        privileged: sys::geteuid() == 0,
+        threads: plan.threads,
+        io_uring: plan.io_uring,
+        adapter: AdapterOptions {
+            file_io: plan.file_io,
+            acl: plan.acl,
+        },
+    }
+}
+
+impl Plan {
+    /// How the plan is mounted and served, and where: for a supervisor, which only mounts.
+    pub fn into_mount(self) -> (SessionOptions, PathBuf) {
+        let read_only = self.fs.read_only();
+        let serve = Serve {
+            mountpoint: self.mountpoint,
+            fsname: self.fsname,
+            flags: self.flags,
+            threads: self.threads,
+            io_uring: false,
+            file_io: self.file_io,
+            acl: self.acl,
+            remove_mountpoint: false,
+            remove_after: None,
+        };
+        (session_options(&serve, read_only), serve.mountpoint)
+    }
+
+    /// A daemon restarted on a kept connection answers what `r` (the journal) recorded.
+    pub fn recover_from(&mut self, r: layerfs_mount::union::journal::Recovered) {
+        self.fs.recover_from(r);
+    }
+}
+
 fn fsname(name: Option<String>) -> String {
     let clean: String = name
         .unwrap_or_default()
@@ -276,7 +361,7 @@ struct Serve {
     remove_after: Option<PathBuf>,
 }
 
-fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
+fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>, connect: Connect) -> Result<()> {
     let Plan {
         mountpoint,
         fsname,
@@ -288,6 +373,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         acl,
         remove_mountpoint,
         remove_after,
+        supervise: _,
     } = plan;
     let serve = Serve {
         mountpoint,
@@ -302,7 +388,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
     };
     let read_only = fs.read_only();
     let refresh = fs.refresher();
-    mount_core(serve, fs, read_only, refresh, report)
+    mount_core(serve, fs, read_only, refresh, report, connect)
 }
 
 fn mount_core<C: Core>(
@@ -311,30 +397,42 @@ fn mount_core<C: Core>(
     read_only: bool,
     refresh: layerfs_mount::union::Refresh,
     report: &mut Option<std::fs::File>,
+    connect: Connect,
 ) -> Result<()> {
-    let opts = SessionOptions {
-        fsname: plan.fsname.clone(),
-        read_only,
-        flags: plan.flags.ms_flags(),
-        // Like kernel overlayfs: setuid binaries and device nodes in images keep working.
-        privileged: sys::geteuid() == 0,
-        threads: plan.threads,
-        io_uring: plan.io_uring,
-        adapter: AdapterOptions {
-            file_io: plan.file_io,
-            acl: plan.acl,
-        },
-    };
+    let opts = session_options(&plan, read_only);
     // Signals are handled by one thread below; block them before the workers start.
-    // SIGUSR1 reads the lowers again (changes made in them behind the mount show at once).
-    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGUSR1];
+    // SIGUSR1 reads the lowers again (changes made in them behind the mount show at once);
+    // SIGUSR2 (a supervised daemon) stops at a request boundary for a restart.
+    let signals = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
     sys::block_signals(&signals).context("blocking signals")?;
-    let mounted = layerfs_fuse::mount(core, &plan.mountpoint, &opts)
-        .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
+    // A daemon's stdio goes once it is live, but a supervisor's in the foreground, which
+    // shares it with its daemons.
+    let quiet = match &connect {
+        Connect::Mount => true,
+        Connect::Kept(c) => c.detached(),
+    };
+    let (mounted, gate, first) = match connect {
+        Connect::Mount => {
+            let m = layerfs_fuse::mount(core, &plan.mountpoint, &opts)
+                .with_context(|| format!("mounting on {}", plan.mountpoint.display()))?;
+            (m, None, true)
+        }
+        Connect::Kept(c) => {
+            let first = c.first();
+            let (m, gate) = c.serve(core, &opts)?;
+            (m, Some(gate), first)
+        }
+    };
     info!("mounted on {}", plan.mountpoint.display());
     // Flags fuser cannot pass to the kernel: a bind remount adds them to the mount.
     let extra = plan.flags.ms_flags() & (libc::MS_NODIRATIME | libc::MS_STRICTATIME);
-    if extra != 0 {
+    if extra != 0 && first {
         if let Err(e) = sys::remount_with(&plan.mountpoint, extra) {
             warn!(
                 "{}: nodiratime/strictatime not applied (the bind remount that sets them needs root): {e}",
@@ -349,7 +447,9 @@ fn mount_core<C: Core>(
         r.write_all(&[0])
             .context("reporting the mount to the parent")?;
         drop(r);
-        let _ = sys::redirect_stdio_to_null();
+        if quiet {
+            let _ = sys::redirect_stdio_to_null();
+        }
     }
     let mp = plan.mountpoint.clone();
     let started = std::thread::Builder::new()
@@ -358,6 +458,15 @@ fn mount_core<C: Core>(
             while let Ok(sig) = sys::wait_signal(&signals) {
                 if sig == libc::SIGUSR1 {
                     refresh.run();
+                    continue;
+                }
+                if sig == libc::SIGUSR2 {
+                    if let Some(g) = &gate {
+                        // Every request read from now on is left to the next daemon.
+                        g.drain();
+                        info!("stopped at a request boundary for a restart");
+                        std::process::exit(0);
+                    }
                     continue;
                 }
                 info!("signal {sig}: unmounting {}", mp.display());

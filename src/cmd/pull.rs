@@ -150,8 +150,8 @@ fn pull_resolved(
     let what = reference.to_string();
     let mut all_names = names.to_vec();
     all_names.push(reference.name());
-    // Named by pid: what a killed pull left is swept by the next.
-    super::build::sweep(store, "pull");
+    // Named by pid: what a killed pull left is swept when the store is next opened
+    // (`Store::sweep`).
     let tmp = tempfile::Builder::new()
         .prefix(&format!("pull-{}-", std::process::id()))
         .tempdir_in(store.root().join("tmp"))

@@ -15,7 +15,8 @@
 //! - `fds`: answers the number of fds the process has open;
 //! - `threads`: answers the number of its threads, then their names.
 //!
-//! Each command is answered with one line, `ok [N]` or `error: ...`.
+//! Each command is answered with one line, `ok [N]` or `error: ...`. The same commands in
+//! `LAYERFS_FAULT_COMMANDS` (`;`-separated) are run when any layerfs command starts.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
@@ -36,6 +37,24 @@ pub fn injected(arg: Option<String>) -> io::Error {
 /// Faults injected so far.
 pub fn count() -> u64 {
     INJECTED.load(Ordering::Relaxed)
+}
+
+/// Runs the commands in `LAYERFS_FAULT_COMMANDS` (`;`-separated, as the socket takes them)
+/// at once: failpoints set before a command-line tool (`import`, `commit`) does anything.
+pub fn apply_from_env() {
+    let Some(cmds) = std::env::var_os("LAYERFS_FAULT_COMMANDS") else {
+        return;
+    };
+    for c in cmds
+        .to_string_lossy()
+        .split(';')
+        .filter(|c| !c.trim().is_empty())
+    {
+        let r = command(c.trim());
+        if r != "ok" {
+            log::error!("failpoints: {c}: {r}");
+        }
+    }
 }
 
 /// Starts the control socket when `LAYERFS_FAULTS` names one (in the daemon, after the

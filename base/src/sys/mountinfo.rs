@@ -42,6 +42,21 @@ pub fn mount_type(mountinfo: &str, path: &Path) -> Option<String> {
     found
 }
 
+/// The device (`MAJOR:MINOR`) of the topmost mount at exactly `path` now, if any; read from
+/// /proc/self/mountinfo only, so a mount whose daemon is gone is never asked.
+pub fn current_mount_device(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_string_lossy();
+    let mut found = None;
+    for line in info.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() > 4 && unescape(fields[4]) == want {
+            found = Some(fields[2].to_string());
+        }
+    }
+    found
+}
+
 /// The type of the mount at `path` now. One statx says whether anything is mounted there
 /// (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8); only then, or when the kernel cannot say, is
 /// /proc/self/mountinfo read (a mount's start-up cost on hosts with thousands of mounts).

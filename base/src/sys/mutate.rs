@@ -361,6 +361,13 @@ pub fn getegid() -> u32 {
     rustix::process::getegid().as_raw()
 }
 
+/// `rename(from, to)` by path (the layer store's moves into place, in directories it
+/// owns), with its failpoint.
+pub fn rename_path(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    fault!("sys::rename_path");
+    std::fs::rename(from, to)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use rustix::mount::MountFlags;
 use rustix::process::{Pid, Signal};
@@ -253,4 +253,29 @@ pub fn in_user_namespace() -> bool {
     std::fs::read_to_string("/proc/self/uid_map")
         .map(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
         .unwrap_or(false)
+}
+
+/// `memfd_create(name, MFD_CLOEXEC)`: an anonymous file in memory (a supervised mount's
+/// journal, kept open by the supervisor across its daemons).
+pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated and outlives the call.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: memfd_create returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets or clears `FD_CLOEXEC` on `fd` (fds a supervisor hands to the daemons it execs).
+pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    let flag = if on { libc::FD_CLOEXEC } else { 0 };
+    // SAFETY: F_SETFD on a live fd, with an int argument.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, flag) }).map(drop)
+}
+
+/// Takes ownership of fd number `fd`, inherited from the process that exec'd this one; it
+/// must be open (checked) and owned by nothing else in this process.
+pub fn inherited_fd(fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD only reads the flags of fd number `fd`; it fails if none is open.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the fd is open (above), and the caller says nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -38,11 +38,11 @@ fn real_flags(flags: i32) -> i32 {
 }
 
 /// A file opened where its data is.
-struct Real {
-    fd: OwnedFd,
+pub(super) struct Real {
+    pub(super) fd: OwnedFd,
     st: Stat,
     /// A metadata-only copy's: the fd is the lower file holding its data.
-    data_below: bool,
+    pub(super) data_below: bool,
 }
 
 impl Union {
@@ -67,7 +67,11 @@ impl Union {
     }
 
     fn handle(&self, fh: u64) -> Result<Arc<FileH>> {
-        self.files.get(fh).ok_or(Error::BadHandle(fh))
+        match self.files.get(fh) {
+            Some(h) => Ok(h),
+            None if self.recovered.is_some() => self.recover_handle(fh),
+            None => Err(Error::BadHandle(fh)),
+        }
     }
 
     /// The fd of handle `fh`; a read-only handle of a lower file moves to the upper copy
@@ -90,7 +94,7 @@ impl Union {
     /// Opens the regular file behind `node` where it is now (upper or lower). Never blocks
     /// (`O_NONBLOCK`, which regular files ignore) and never hands out anything else: a
     /// name that no longer holds this node's file answers ESTALE, and the kernel looks again.
-    fn open_real(&self, node: &super::Node, flags: i32) -> Result<Real> {
+    pub(super) fn open_real(&self, node: &super::Node, flags: i32) -> Result<Real> {
         let flags = flags | libc::O_NONBLOCK;
         let fd = match node.detached.get() {
             // Through the fd's magic link, which must be followed (no O_NOFOLLOW here).
@@ -150,13 +154,18 @@ impl Union {
         if lower_backed {
             node.lower_opens.fetch_add(1, Ordering::Relaxed);
         }
-        let fh = self.files.insert(Arc::new(FileH {
+        let id = node.id;
+        let h = Arc::new(FileH {
             node,
             fd: RwLock::new(fd.clone()),
             upper: AtomicBool::new(upper),
             exec,
             lower_backed,
-        }));
+        });
+        let fh = match super::journal::current() {
+            Some(j) => self.journaled_handle(j, h, id, upper),
+            None => self.files.insert(h),
+        };
         // Every change to the data goes through the kernel, which keeps its page cache in
         // step: it may keep it across opens. The kernel may also read and write the real file
         // directly: an upper file, any file of a mount without an upper, and a lower file
@@ -188,6 +197,18 @@ impl Core for Union {
         self.lower_passthrough.store(lower, Ordering::Relaxed);
     }
 
+    fn request_done(&self, unique: u64) {
+        if let Some(j) = super::journal::current() {
+            j.done(unique);
+        }
+    }
+
+    fn was_done(&self, unique: u64) -> bool {
+        self.recovered
+            .as_ref()
+            .is_some_and(|r| r.done.contains(&unique))
+    }
+
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         if !sys::is_component(name) {
             return Err(Error::Invalid);
@@ -210,6 +231,7 @@ impl Core for Union {
 
     fn forget(&self, ino: u64, nlookup: u64) {
         self.table.forget(NodeId(ino), nlookup);
+        self.forget_orphan(NodeId(ino));
     }
 
     fn getattr(&self, ino: u64) -> Result<Entry> {
@@ -276,6 +298,7 @@ impl Core for Union {
 
     fn release(&self, _ino: u64, fh: u64) {
         self.files.remove(fh);
+        self.released(fh);
     }
 
     fn lseek(&self, ino: u64, fh: u64, offset: i64, whence: i32) -> Result<i64> {

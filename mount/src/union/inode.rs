@@ -38,6 +38,39 @@ impl Loc {
     fn same_place(&self, o: &Loc) -> bool {
         o.parent.as_ref().is_some_and(|p| self.is(p, &o.name))
     }
+
+    /// What the journal records of it: (directory node id, name), or nothing once removed.
+    fn place(&self) -> Option<(NodeId, &[u8])> {
+        match (&self.parent, self.unlinked) {
+            (Some(p), false) => Some((p.id, &self.name)),
+            _ => None,
+        }
+    }
+}
+
+/// Records in the journal (a supervised mount's) where node `id` (at `l`) is now.
+fn journal(id: NodeId, l: &Loc) {
+    if let Some(j) = super::journal::current() {
+        match (l.place(), &l.lower) {
+            (Some((parent, name)), _) => j.bind(id, parent, name),
+            // A lower file removed while held: still there below, by its lower path.
+            (None, Some(rel)) if !l.upper && l.unlinked => j.lower_orphan(id, rel),
+            (None, _) => j.unbind(id),
+        }
+    }
+}
+
+/// Runs `f` on `l` and journals the node's new place if `f` moved it.
+fn moving<R>(id: NodeId, l: &mut Loc, f: impl FnOnce(&mut Loc) -> R) -> R {
+    if super::journal::current().is_none() {
+        return f(l);
+    }
+    let before = l.place().map(|(p, n)| (p, Box::<[u8]>::from(n)));
+    let r = f(l);
+    if l.place() != before.as_ref().map(|(p, n)| (*p, &n[..])) {
+        journal(id, l);
+    }
+    r
 }
 
 #[derive(Debug)]
@@ -71,6 +104,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(id: NodeId, key: Key, ino: Ino, fmt: u32, loc: Loc) -> Node {
+        journal(id, &loc);
         Node {
             id,
             key: Mutex::new(key),
@@ -105,7 +139,11 @@ impl Node {
     }
 
     pub fn set_loc(&self, f: impl FnOnce(&mut Loc)) {
-        f(&mut self.loc.write().unwrap_or_else(|p| p.into_inner()));
+        moving(
+            self.id,
+            &mut self.loc.write().unwrap_or_else(|p| p.into_inner()),
+            f,
+        );
     }
 
     fn others(&self) -> std::sync::MutexGuard<'_, Vec<Loc>> {
@@ -120,7 +158,7 @@ impl Node {
         let mut l = self.loc.write().unwrap_or_else(|p| p.into_inner());
         if l.unlinked || self.is_dir || l.same_place(&at) {
             self.others().retain(|o| !o.same_place(&at));
-            *l = at;
+            moving(self.id, &mut l, |l| *l = at);
             return;
         }
         if l.upper && !at.upper {
@@ -146,10 +184,10 @@ impl Node {
         let mut others = self.others();
         others.retain(|o| !o.is(dir, name));
         if l.is(dir, name) {
-            match others.pop() {
+            moving(self.id, &mut l, |l| match others.pop() {
                 Some(o) => *l = o,
                 None => l.unlinked = true,
-            }
+            });
         }
     }
 
@@ -158,7 +196,7 @@ impl Node {
         let mut l = self.loc.write().unwrap_or_else(|p| p.into_inner());
         let mut others = self.others();
         if let Some(o) = others.iter_mut().find(|o| o.is(dir, name)) {
-            std::mem::swap(&mut *l, o);
+            moving(self.id, &mut l, |l| std::mem::swap(l, o));
         }
     }
 
@@ -166,14 +204,16 @@ impl Node {
     pub fn renamed(&self, from: (&Arc<Node>, &[u8]), to: (&Arc<Node>, &[u8])) {
         let mut l = self.loc.write().unwrap_or_else(|p| p.into_inner());
         let mut others = self.others();
-        let moved = std::iter::once(&mut *l)
-            .chain(others.iter_mut())
-            .find(|o| o.is(from.0, from.1));
-        if let Some(m) = moved {
+        let rename = |m: &mut Loc| {
             m.parent = Some(to.0.clone());
             m.name = to.1.into();
             m.upper = true;
             m.unlinked = false;
+        };
+        if l.is(from.0, from.1) {
+            moving(self.id, &mut l, rename);
+        } else if let Some(m) = others.iter_mut().find(|o| o.is(from.0, from.1)) {
+            rename(m);
         }
     }
 }

@@ -28,13 +28,16 @@ pub mod handles;
 #[cfg(test)]
 mod imports;
 mod inode;
+pub mod journal;
 mod listing;
 pub mod lower;
 mod metacopy;
+mod node_id;
 mod ops;
 mod overrides;
 mod privs;
 mod readdir;
+mod recover;
 mod refresh;
 pub mod table;
 
@@ -43,7 +46,7 @@ pub use refresh::Refresh;
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use dashmap::DashMap;
@@ -123,6 +126,11 @@ pub struct Union {
     /// Upper inode -> node id of copied-up files (their number stays the lower one's),
     /// so every name of a hard-linked copy shows the same number.
     upper_inos: DashMap<u64, Ino>,
+    /// Supervised mounts: nodes whose file lost its last name while the kernel held them,
+    /// linked in the workdir meanwhile (`recover.rs`).
+    orphans: DashMap<NodeId, ()>,
+    /// Supervised mounts: handle sequence numbers below this are journaled as given.
+    handle_mark: AtomicU64,
     /// Reads origin records (of copies made now or by earlier mounts, from any lower
     /// filesystem) back into inode numbers.
     origins: copyup::Origins,
@@ -131,6 +139,8 @@ pub struct Union {
     /// `-o verify`: lower files are checked against their layer's hash list before any of
     /// their bytes are served or copied up.
     verifier: Option<crate::verifier::Verifier>,
+    /// What the journal of an earlier daemon on this connection recorded (`-o supervise`).
+    recovered: Option<journal::Recovered>,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -202,9 +212,12 @@ impl Union {
             files: Handles::default(),
             ns: RwLock::new(()),
             upper_inos: DashMap::new(),
+            orphans: DashMap::new(),
+            handle_mark: AtomicU64::new(0),
             origins,
             lower_passthrough: AtomicBool::new(false),
             verifier: None,
+            recovered: None,
         })
     }
 
@@ -241,9 +254,13 @@ impl Union {
         self.table.len()
     }
 
-    /// The node the kernel calls `id`.
+    /// The node the kernel calls `id` (mapped back to one, on a supervised mount's
+    /// restarted daemon, when an earlier daemon gave it: `recover.rs`).
     fn node(&self, id: u64) -> Result<Arc<Node>> {
-        self.table.get(NodeId(id))
+        match self.table.get(NodeId(id)) {
+            Err(Error::StaleInode(_)) if self.recovered.is_some() => self.recover_node(NodeId(id)),
+            r => r,
+        }
     }
 
     /// The directory node `id` to make an entry in, and where it is: ENOTDIR for another
@@ -494,7 +511,7 @@ impl Union {
         let Some(r) = self.resolve(dir, dloc, name)? else {
             return Ok(None);
         };
-        Ok(Some(self.insert_child(dir, name, r, count)))
+        Ok(Some(self.insert_child_as(dir, name, r, count, None)))
     }
 
     /// The node for entry `i` of the lower index `ix` of directory `dir` (at lower path
@@ -515,18 +532,20 @@ impl Union {
             upper: false,
             lower: Some(join(rel, &e.name)),
         };
-        let (node, st, _) = self.insert_child(dir, &e.name, r, count);
+        let (node, st, _) = self.insert_child_as(dir, &e.name, r, count, None);
         Ok((node, st))
     }
 
     /// Records resolved entry `name` of `dir` in the node table; the node, its presented
     /// attributes and where the name is.
-    fn insert_child(
+    /// With `id`, as that node id (a restarted daemon's, see `recover.rs`).
+    fn insert_child_as(
         &self,
         dir: &Arc<Node>,
         name: &[u8],
         r: Resolved,
         count: bool,
+        id: Option<NodeId>,
     ) -> (Arc<Node>, Stat, Loc) {
         let loc = Loc {
             parent: Some(dir.clone()),
@@ -542,9 +561,14 @@ impl Union {
         } else {
             Key::Ino(r.ino)
         };
-        let node = self.table.get_or_insert(key.clone(), count, |id| {
-            Node::new(id, key, r.ino, fmt, loc.clone())
-        });
+        // A name an earlier daemon gave an id for keeps it, so that what this one does to the
+        // name (a rename, say) happens to the node the kernel knows (`recover.rs`).
+        let id = id.or_else(|| self.recovered_id(dir.id, name));
+        let make = |id| Node::new(id, key.clone(), r.ino, fmt, loc.clone());
+        let node = match id {
+            Some(id) => self.table.insert_as(id, key.clone(), || make(id)),
+            None => self.table.get_or_insert(key.clone(), count, make),
+        };
         if node.fmt != r.st.st_mode & libc::S_IFMT {
             // A number reused while the kernel still holds the node: should not happen
             // (removed entries are kept open while referenced); say so if it does.

@@ -301,6 +301,7 @@ impl Union {
         }
         if node.only_name(dir, c.to_bytes()) && node.detached.get().is_none() {
             let fd = sys::openat(pfd, c, libc::O_PATH).map_err(Error::io("open O_PATH"))?;
+            self.orphan(node, fd.as_fd())?;
             let _ = node.detached.set(fd);
         }
         Ok(())

@@ -16,13 +16,7 @@ use dashmap::DashMap;
 use crate::error::{Error, Result};
 use crate::stack::Ino;
 
-/// The kernel's name for a node (its FUSE node id); the root's is 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NodeId(pub u64);
-
-impl NodeId {
-    pub const ROOT: NodeId = NodeId(1);
-}
+pub use super::node_id::NodeId;
 
 /// What makes two names the same node.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -114,9 +108,39 @@ impl<N: Counted> Table<N> {
         }
     }
 
-    /// Removes node `id`'s key, unless it already leads to a newer node.
+    /// Removes node `id`'s key, unless it already leads to a newer node (and its record in
+    /// the journal of a supervised mount).
     fn unkey(&self, id: NodeId, node: &N) {
         self.keys.remove_if(&node.key(), |_, v| *v == id);
+        if let Some(j) = super::journal::current() {
+            j.forgot(id);
+        }
+    }
+
+    /// New ids start after `max` (the highest an earlier daemon on this connection gave).
+    pub fn start_after(&self, max: u64) {
+        self.next.fetch_max(max + 1, Ordering::Relaxed);
+    }
+
+    /// Node `id` again (a supervised mount's restarted daemon maps an id the kernel holds
+    /// back to a node): the one the table has, or `make`'s, found by `key` unless the key
+    /// leads to another live node already. The kernel's references to it are unknown, so
+    /// it is never forgotten.
+    pub fn insert_as(&self, id: NodeId, key: Key, make: impl FnOnce() -> N) -> Arc<N> {
+        let node = self
+            .nodes
+            .entry(id)
+            .or_insert_with(|| {
+                let n = make();
+                n.lookups().store(u64::MAX / 2, Ordering::Relaxed);
+                Arc::new(n)
+            })
+            .clone();
+        let mut slot = self.keys.entry(key).or_insert(id);
+        if !self.nodes.contains_key(&*slot) {
+            *slot = id;
+        }
+        node
     }
 
     /// Drops a node the kernel never heard of (created for a readdirplus entry that did not
@@ -151,6 +175,11 @@ impl<N: Counted> Table<N> {
             None if !self.nodes.contains_key(&id) => log::debug!("forget {} x{n}: unknown", id.0),
             None => {}
         }
+    }
+
+    /// Whether the table has node `id`.
+    pub fn has(&self, id: NodeId) -> bool {
+        self.nodes.contains_key(&id)
     }
 
     pub fn len(&self) -> usize {

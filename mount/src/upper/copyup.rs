@@ -28,6 +28,9 @@ pub struct Workdir {
 
 /// Prefix of every temporary name layerfs creates in the workdir.
 pub const TEMP_PREFIX: &str = "#layerfs-";
+/// A supervised mount's removed-but-open file, linked in the workdir until the kernel
+/// forgets it (`union/recover.rs`).
+pub const ORPHAN_PREFIX: &str = "#layerfs-orphan-";
 
 impl Workdir {
     pub fn new(fd: OwnedFd) -> Workdir {
@@ -52,7 +55,11 @@ impl Workdir {
     pub fn clear_leftovers(&self) -> io::Result<usize> {
         let mut n = 0;
         for e in sys::read_dir(self.fd())? {
-            if e.name.starts_with(TEMP_PREFIX.as_bytes()) {
+            // Orphans are the union's, kept across a supervised mount's restart
+            // (`Union::sweep_orphans`).
+            if e.name.starts_with(TEMP_PREFIX.as_bytes())
+                && !e.name.starts_with(ORPHAN_PREFIX.as_bytes())
+            {
                 remove_tree(self.fd(), &e.name)?;
                 n += 1;
             }

@@ -170,11 +170,11 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     as_store_owner(|| {
         private_mounts()?;
         let store = Store::open(&root)?;
-        sweep(&store, "build");
+        sweep(&store);
         let mut b = Builder {
             cache: cache::Cache::open(&store)?,
             tmp: tempfile::Builder::new()
-                .prefix(&format!("build-{}-", std::process::id()))
+                .prefix(&Store::tmp_prefix("build"))
                 .tempdir_in(store.root().join("tmp"))
                 .context("creating a build directory in the store")?,
             store: &store,
@@ -194,47 +194,18 @@ pub fn run(args: BuildArgs) -> Result<i32> {
     })
 }
 
-/// Removes what builds (or pulls: `what`) that died (killed, or their machine) left in the
-/// store's `tmp/`: a build keeps everything it has not published (uppers, staged layers,
-/// mountpoints) in `tmp/build-<pid>-*`, a pull its downloads in `tmp/pull-<pid>-*`, so a
-/// directory whose process is gone is garbage. Mounts left in it (a COPY's, as root) are
-/// detached first.
-pub fn sweep(store: &Store, what: &str) {
-    let tmp = store.root().join("tmp");
-    let Ok(entries) = std::fs::read_dir(&tmp) else {
-        return;
+/// Removes what builds (and imports) that died left in the store's `tmp/`: a build keeps
+/// everything it has not published (uppers, staged layers, mountpoints) in
+/// `tmp/build-<pid>-*`, so a directory whose process is gone is garbage ([`Store::sweep`]).
+/// Mounts left in it (a COPY's, as root) are detached first.
+fn sweep(store: &Store) {
+    let unmount = |m: &Path| {
+        if let Err(e) = super::umount::unmount(m, true) {
+            log::warn!("{e:#}");
+        }
     };
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(what)
-            .and_then(|r| r.strip_prefix('-'))
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        let dir = e.path();
-        let mut mounts: Vec<PathBuf> = mountinfo
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .map(PathBuf::from)
-            .filter(|m| m.starts_with(&dir))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
-        for m in mounts {
-            if let Err(e) = super::umount::unmount(&m, true) {
-                log::warn!("{e:#}");
-            }
-        }
-        log::info!("removing {}, left by {what} {pid}", dir.display());
-        if let Err(e) = layerfs_image::store::remove_tree(&dir) {
-            log::warn!("removing {}: {e:#}", dir.display());
-        }
+    if let Err(e) = store.sweep(Some(&unmount)) {
+        log::warn!("{e:#}");
     }
 }
 

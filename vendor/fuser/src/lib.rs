@@ -81,6 +81,8 @@ pub use crate::session::Session;
 pub use crate::session::SessionACL;
 pub use crate::session::SessionUnmounter;
 pub use crate::uring::uring_requests;
+// Patch 9 (PATCHES.md): a connection kept by a supervisor.
+pub use crate::session::supervise::{Gate, RESEND_BIT, clone_connection, mount_connection};
 
 mod access_flags;
 mod bsd_file_flags;

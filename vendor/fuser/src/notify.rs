@@ -104,6 +104,15 @@ impl Notifier {
         self.send_inval(notify_code::FUSE_NOTIFY_DELETE, &notif)
     }
 
+    /// Patch 9 (PATCHES.md): has the kernel queue again every request read from this
+    /// connection and not answered (`FUSE_NOTIFY_RESEND`, kernel 6.9+), after the process
+    /// that read them died; their uniques then carry [`crate::RESEND_BIT`].
+    /// # Errors
+    /// Returns an error if the kernel rejects the notification (before 6.9: EINVAL).
+    pub fn resend(&self) -> io::Result<()> {
+        self.send(notify_code::FUSE_NOTIFY_RESEND, &Notification::new_empty())
+    }
+
     #[allow(unused)]
     fn send_inval(&self, code: notify_code, notification: &Notification<'_>) -> io::Result<()> {
         match self.send(code, notification) {

@@ -49,6 +49,10 @@ use crate::reply::ReplyRaw;
 use crate::reply::ReplySender;
 use crate::request::RequestWithSender;
 
+// Patch 9 (PATCHES.md): a connection kept by a supervisor.
+pub(crate) mod supervise;
+use supervise::Supervised;
+
 /// The max size of write requests from the kernel. The absolute minimum is 4k,
 /// FUSE recommends at least 128k, max 16M. The FUSE default is 16M on macOS
 /// and 128k on other systems.
@@ -142,6 +146,8 @@ pub struct Session<FS: Filesystem> {
     /// Patch 7 (PATCHES.md): the FUSE-over-io_uring rings set up during INIT (none when the
     /// session serves over `/dev/fuse` reads only).
     rings: Vec<Arc<crate::uring::Queue>>,
+    /// Patch 9 (PATCHES.md): the kept connection's parts, when it is one.
+    pub(crate) supervised: Supervised,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -190,6 +196,7 @@ impl<FS: Filesystem> Session<FS> {
             proto_version: None,
             config: options.clone(),
             rings: Vec::new(),
+            supervised: Supervised::default(),
         };
 
         session.handshake()?;
@@ -219,6 +226,7 @@ impl<FS: Filesystem> Session<FS> {
             proto_version: None,
             config,
             rings: Vec::new(),
+            supervised: Supervised::default(),
         };
 
         session.handshake()?;
@@ -258,6 +266,7 @@ impl<FS: Filesystem> Session<FS> {
             proto_version: _,
             config,
             rings,
+            mut supervised,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -278,6 +287,11 @@ impl<FS: Filesystem> Session<FS> {
         let mut channels = Vec::with_capacity(n_threads);
 
         for _ in 0..n_threads_minus_one {
+            // Patch 9 (PATCHES.md): the supervisor's clones first.
+            if let Some(c) = supervised.worker_channel() {
+                channels.push(c);
+                continue;
+            }
             if config.clone_fd {
                 #[cfg(target_os = "linux")]
                 {
@@ -305,6 +319,7 @@ impl<FS: Filesystem> Session<FS> {
                 ch,
                 allowed,
                 session_owner,
+                gate: supervised.gate.clone(),
             };
             threads.push(
                 thread::Builder::new()
@@ -362,6 +377,9 @@ impl<FS: Filesystem> Session<FS> {
             ch: ch.clone(),
             allowed,
             session_owner,
+            // A supervised session (patch 9) has no rings: rings die with their process,
+            // so a kept connection is served over `/dev/fuse` reads (`on_connection`).
+            gate: None,
         })
     }
 
@@ -371,7 +389,8 @@ impl<FS: Filesystem> Session<FS> {
 
         loop {
             // Read the init request from the kernel
-            let size = match self.ch.receive_retrying(buf) {
+            // Patch 9 (PATCHES.md): replayed, or read and kept.
+            let size = match self.read_init(buf) {
                 Ok(size) => size,
                 Err(nix::errno::Errno::ENODEV) => {
                     return Err(io::Error::new(
@@ -559,6 +578,8 @@ pub(crate) struct SessionEventLoop<FS: Filesystem> {
     pub(crate) filesystem: Arc<FilesystemHolder<FS>>,
     pub(crate) allowed: SessionACL,
     pub(crate) session_owner: Uid,
+    /// Patch 9 (PATCHES.md): requests pass it, or are left for the next process.
+    pub(crate) gate: Option<Arc<supervise::Gate>>,
 }
 
 impl<FS: Filesystem> SessionEventLoop<FS> {
@@ -574,6 +595,11 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
+                        // Patch 9 (PATCHES.md): left unanswered once the gate closed.
+                        let pass = self.gate.as_ref().map(|g| g.enter());
+                        if matches!(pass, Some(None)) {
+                            continue;
+                        }
                         if let Ok(Operation::Destroy(_)) = req.request.operation() {
                             req.reply::<ReplyEmpty>().ok();
                             return Ok(());

@@ -186,6 +186,8 @@ pub(crate) enum fuse_notify_code {
     FUSE_NOTIFY_STORE = 4,
     FUSE_NOTIFY_RETRIEVE = 5,
     FUSE_NOTIFY_DELETE = 6,
+    // Patch 9 (PATCHES.md): queue again the requests read but not answered (kernel 6.9+).
+    FUSE_NOTIFY_RESEND = 7,
 }
 
 #[repr(C)]
