@@ -8,6 +8,7 @@ pub mod containerfile;
 pub mod diff;
 pub mod inspect;
 pub mod kept;
+pub mod lazy;
 pub mod manifest;
 pub mod oci_write;
 pub mod pack;
