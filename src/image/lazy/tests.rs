@@ -9,7 +9,7 @@ use super::toc::{Form, Kind, Toc};
 use super::write::{self, CHUNK};
 
 /// A layer tar with every kind the TOC records; returns it and the files' contents.
-pub fn sample_tar() -> (std::fs::File, Vec<(String, Vec<u8>)>) {
+pub fn sample_tar() -> (std::fs::File, Files) {
     let mut b = tar::Builder::new(Vec::new());
     let mut files = Vec::new();
     let add = |b: &mut tar::Builder<Vec<u8>>,
@@ -65,7 +65,10 @@ pub fn sample_tar() -> (std::fs::File, Vec<(String, Vec<u8>)>) {
     (f, files)
 }
 
-fn written(form: Form) -> (Vec<u8>, write::Written, Vec<u8>, Vec<(String, Vec<u8>)>) {
+/// Paths and contents of a sample's regular files.
+type Files = Vec<(String, Vec<u8>)>;
+
+fn written(form: Form) -> (Vec<u8>, write::Written, Vec<u8>, Files) {
     let (mut f, files) = sample_tar();
     let mut tar = Vec::new();
     f.read_to_end(&mut tar).unwrap();
