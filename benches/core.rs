@@ -10,8 +10,8 @@ use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use layerfs::{Config, Stack, Union};
 use layerfs_fuse::Core;
+use layerfs_mount::{Config, Stack, Union};
 
 fn make_stack(base: &std::path::Path, layers: usize, files_per_layer: usize) -> Vec<PathBuf> {
     (0..layers)

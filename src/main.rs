@@ -1,9 +1,10 @@
 //! The `layerfs` command: mount a layer stack (fuse-overlayfs compatible) and its tools.
 
-// No `unsafe` in the binary: raw syscalls go through `layerfs::sys`.
+// No `unsafe` in the binary: raw syscalls go through `layerfs_base::sys`.
 #![forbid(unsafe_code)]
 
 mod cmd;
+mod runtime;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -277,13 +278,15 @@ fn main() -> ExitCode {
                 Ok(call) if call.fake => {
                     let cli = Cli::parse_from(std::iter::once(argv0.clone()).chain(call.args));
                     return match cli.cmd {
-                        Some(Cmd::Mount(m)) => match layerfs::MountOptions::parse(&m.options) {
-                            Ok(_) => ExitCode::SUCCESS,
-                            Err(e) => {
-                                eprintln!("layerfs: bad mount options: {e}");
-                                ExitCode::FAILURE
+                        Some(Cmd::Mount(m)) => {
+                            match layerfs_base::MountOptions::parse(&m.options) {
+                                Ok(_) => ExitCode::SUCCESS,
+                                Err(e) => {
+                                    eprintln!("layerfs: bad mount options: {e}");
+                                    ExitCode::FAILURE
+                                }
                             }
-                        },
+                        }
                         _ => ExitCode::FAILURE,
                     };
                 }
@@ -344,7 +347,7 @@ fn main() -> ExitCode {
             Ok(status) => ExitCode::from(status.clamp(0, 255) as u8),
             Err(e) => {
                 fail("layerfs run: ", &e);
-                ExitCode::from(layerfs::runtime::init::EXIT_RUNTIME as u8)
+                ExitCode::from(crate::runtime::init::EXIT_RUNTIME as u8)
             }
         };
     }

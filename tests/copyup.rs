@@ -8,9 +8,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use layerfs::format::{self, MarkNs};
-use layerfs::sys;
-use layerfs::upper::copyup::{copy_up, CopyOpts, Workdir, TEMP_PREFIX};
+use layerfs_base::format::{self, MarkNs};
+use layerfs_base::sys;
+use layerfs_mount::upper::copyup::{copy_up, CopyOpts, Workdir, TEMP_PREFIX};
 
 fn dir_fd(p: &Path) -> OwnedFd {
     sys::open_host_dir(p).unwrap()
@@ -32,8 +32,8 @@ fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
             tv_nsec: mtime.1,
         },
     ];
-    // SAFETY: NUL-terminated path, two timespecs.
     assert_eq!(
+        // SAFETY: NUL-terminated path, two timespecs.
         unsafe {
             libc::utimensat(
                 libc::AT_FDCWD,
@@ -105,8 +105,8 @@ fn a_regular_file_keeps_data_mode_owner_times_and_xattrs() {
     }
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4751)).unwrap();
     let p = CString::new(f.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: NUL-terminated strings and a live value.
     assert_eq!(
+        // SAFETY: NUL-terminated strings and a live value.
         unsafe { libc::setxattr(p.as_ptr(), c"user.k".as_ptr(), b"v".as_ptr().cast(), 1, 0) },
         0
     );

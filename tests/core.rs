@@ -5,8 +5,8 @@ use std::ffi::OsStr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use layerfs::{Config, Stack, Union};
 use layerfs_fuse::{Core, DirEntry};
+use layerfs_mount::{Config, Stack, Union};
 
 /// The caller of opens (a root thread; read-only mounts never ask).
 const CALLER: layerfs_fuse::Ctx = layerfs_fuse::Ctx {
@@ -288,8 +288,8 @@ fn the_mount_root_shows_the_top_layer_root_xattrs() {
     let t = tempfile::tempdir().unwrap();
     let l = layers(t.path(), 2);
     let p = std::ffi::CString::new(l[0].as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: NUL-terminated strings, a two-byte value.
     assert_eq!(
+        // SAFETY: NUL-terminated strings, a two-byte value.
         unsafe {
             libc::setxattr(
                 p.as_ptr(),
@@ -416,7 +416,8 @@ fn rw_union(test: &str, base: &Path, lowers: &[PathBuf]) -> Option<Union> {
     let (up, work) = (base.join("upper"), base.join("work"));
     std::fs::create_dir_all(&up).unwrap();
     std::fs::create_dir_all(&work).unwrap();
-    let upper = layerfs::upper::open(&up, &work, layerfs::format::MarkNs::Trusted).unwrap();
+    let upper =
+        layerfs_mount::upper::open(&up, &work, layerfs_base::format::MarkNs::Trusted).unwrap();
     let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&up).unwrap());
     let stack = Stack::open_with_upper(lowers, Some(dev)).unwrap();
     Some(Union::new(stack, Some(upper), Config::default(), true).unwrap())

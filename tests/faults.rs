@@ -1,6 +1,6 @@
 //! A random-fault campaign (feature `failpoints`: `cargo test --features failpoints --test
 //! faults`): random programs on a writable mount while the syscall wrappers that change the
-//! upper and the workdir, and `openat`, fail at random (EIO or ENOSPC, `src/sys/faults.rs`).
+//! upper and the workdir, and `openat`, fail at random (EIO or ENOSPC, `base/src/sys/faults.rs`).
 //!
 //! - every operation that fails answers an errno and changes nothing the mount shows;
 //! - once faults stop, the tree equals kernel overlayfs' after a replay of the operations

@@ -4,9 +4,9 @@
 
 use std::ffi::OsStr;
 
-use layerfs::stack::dirindex;
-use layerfs::{Config, Stack, Union};
 use layerfs_fuse::Core;
+use layerfs_mount::stack::dirindex;
+use layerfs_mount::{Config, Stack, Union};
 
 /// The caller of opens (a root thread; read-only mounts never ask).
 const CALLER: layerfs_fuse::Ctx = layerfs_fuse::Ctx {

@@ -1,5 +1,5 @@
 //! The fuzz targets' committed corpora (`fuzz/corpus/TARGET/`), run on stable as ordinary
-//! tests through the same entry functions the fuzzer calls (`layerfs::fuzz`): an input
+//! tests through the same entry functions the fuzzer calls (`layerfs_base::fuzz`, `layerfs_image::fuzz`): an input
 //! that once crashed a target stays a test here once its file is in the corpus.
 
 use std::path::PathBuf;
@@ -26,30 +26,30 @@ fn run(target: &str, entry: fn(&[u8])) {
 
 #[test]
 fn tar_corpus() {
-    run("tar", layerfs::fuzz::tar);
+    run("tar", layerfs_image::fuzz::tar);
 }
 
 #[test]
 fn oci_corpus() {
-    run("oci", layerfs::fuzz::oci);
+    run("oci", layerfs_image::fuzz::oci);
 }
 
 #[test]
 fn mount_options_corpus() {
-    run("mount_options", layerfs::fuzz::mount_options);
+    run("mount_options", layerfs_base::fuzz::mount_options);
 }
 
 #[test]
 fn idmap_corpus() {
-    run("idmap", layerfs::fuzz::idmap);
+    run("idmap", layerfs_base::fuzz::idmap);
 }
 
 #[test]
 fn hash_list_corpus() {
-    run("hash_list", layerfs::fuzz::hash_list);
+    run("hash_list", layerfs_base::fuzz::hash_list);
 }
 
 #[test]
 fn lazy_toc_corpus() {
-    run("lazy_toc", layerfs::fuzz::lazy_toc);
+    run("lazy_toc", layerfs_image::fuzz::lazy_toc);
 }

@@ -404,7 +404,7 @@ fn commit_is_reproducible_and_converts_to_oci_form() {
     assert_eq!(sparse.len(), 8 << 20);
     assert_eq!(&sparse[4 << 20..(4 << 20) + 6], b"middle");
     assert_eq!(sparse.iter().filter(|&&b| b != 0).count(), 6);
-    let mut r = layerfs::image::tarread::TarReader::new(
+    let mut r = layerfs_image::tarread::TarReader::new(
         std::fs::File::open(t.path().join("3.tar")).unwrap(),
     );
     while let Some(e) = r.next_entry().unwrap() {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use imagekit::{Comp, Podman};
-use layerfs::image::source::{self, Image, Kind, OpenOptions};
+use layerfs_image::source::{self, Image, Kind, OpenOptions};
 
 /// What a layer holds, comparable across sources: path → (kind, mode, owner, size, link,
 /// content hash, xattrs). Times are left out (archives zero them).

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::podman::Podman;
 use common::{ok, require_root, run_layerfs, tree};
-use layerfs::image::lazy::{self, FileSource};
+use layerfs_image::lazy::{self, FileSource};
 
 /// A busybox root with a file over several chunks, a hard link, a symlink and an xattr.
 fn rootfs(base: &Path) -> PathBuf {

@@ -59,8 +59,8 @@ fn dpkg(args: &[&str]) -> Output {
         l_len: 0,
         l_pid: 0,
     };
-    // SAFETY: fcntl on an fd we own with a valid flock struct; blocks until apt / dpkg let go.
     assert_eq!(
+        // SAFETY: fcntl on an fd we own with a valid flock struct; blocks until apt / dpkg let go.
         unsafe { libc::fcntl(lock.as_raw_fd(), libc::F_SETLKW, &fl) },
         0
     );

@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use layerfs::format::MarkNs;
-use layerfs::upper::copyup::TEMP_PREFIX;
-use layerfs::upper::{self, UpperError};
+use layerfs_base::format::MarkNs;
+use layerfs_mount::upper::copyup::TEMP_PREFIX;
+use layerfs_mount::upper::{self, UpperError};
 
 fn ns() -> MarkNs {
-    if layerfs::sys::geteuid() == 0 {
+    if layerfs_base::sys::geteuid() == 0 {
         MarkNs::Trusted
     } else {
         MarkNs::User

@@ -295,8 +295,8 @@ fn special_files_shared_mmap_locks_and_ranges() {
     let rw = Rw::new(|l| fs::write(l.join("f"), vec![b'a'; 8192]).unwrap());
     // Devices (as root), fifos, sockets.
     let dev = CString::new(rw.p("null").as_os_str().as_bytes()).unwrap();
-    // SAFETY: NUL-terminated path.
     assert_eq!(
+        // SAFETY: NUL-terminated path.
         unsafe { libc::mknod(dev.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
         0
     );
@@ -331,8 +331,8 @@ fn special_files_shared_mmap_locks_and_ranges() {
         l_pid: 0,
     };
     use std::os::fd::AsRawFd;
-    // SAFETY: a live fd and a valid flock struct.
     assert_eq!(
+        // SAFETY: a live fd and a valid flock struct.
         unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &lock) },
         0
     );
@@ -576,6 +576,7 @@ fn attribute_changes_on_removed_entries(mp: &Path) -> Vec<(String, Vec<i64>)> {
         };
         // SAFETY: zeroed stat is a valid out-buffer; live fd; NUL-terminated empty name.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above: a live fd, an empty NUL-terminated name, a stat to fill.
         let r = unsafe { libc::fstatat(fd, empty, &mut st, libc::AT_EMPTY_PATH) };
         assert_eq!(r, 0, "fstat {kind}");
         // SAFETY: fd was returned by open above.

@@ -1,3 +1,3 @@
 #![no_main]
-// See layerfs::fuzz::hash_list for what is checked.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| layerfs::fuzz::hash_list(data));
+// See layerfs_base::fuzz::hash_list for what is checked.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| layerfs_base::fuzz::hash_list(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// See layerfs::fuzz::mount_options for what is checked.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| layerfs::fuzz::mount_options(data));
+// See layerfs_base::fuzz::mount_options for what is checked.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| layerfs_base::fuzz::mount_options(data));

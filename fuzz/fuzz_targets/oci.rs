@@ -1,3 +1,3 @@
 #![no_main]
-// See layerfs::fuzz::oci for what is checked.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| layerfs::fuzz::oci(data));
+// See layerfs_image::fuzz::oci for what is checked.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| layerfs_image::fuzz::oci(data));

@@ -1,3 +1,3 @@
 #![no_main]
-// See layerfs::fuzz::tar for what is checked.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| layerfs::fuzz::tar(data));
+// See layerfs_image::fuzz::tar for what is checked.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| layerfs_image::fuzz::tar(data));

@@ -5,9 +5,9 @@ use anyhow::Result;
 use clap::Args;
 
 use super::image_source::{Named, SourceArgs};
-use layerfs::image::inspect::merge;
-use layerfs::image::source::RelPath;
-use layerfs::image::{cat, which};
+use layerfs_image::inspect::merge;
+use layerfs_image::source::RelPath;
+use layerfs_image::{cat, which};
 
 #[derive(Args, Debug)]
 pub struct CatArgs {

@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::image_source::parse_size;
-use layerfs::image::inspect::Report;
-use layerfs::image::manifest::human;
+use layerfs_image::inspect::Report;
+use layerfs_image::manifest::human;
 
 /// The CI rules, from flags and a config file.
 #[derive(Debug, Default, Clone, PartialEq)]

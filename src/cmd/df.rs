@@ -11,7 +11,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::imagecmd::{print_json, StoreArgs};
-use layerfs::image::manifest::human;
+use layerfs_image::manifest::human;
 
 /// Show the store's size and, per image, its size, shared size and unique size.
 #[derive(Args, Debug)]
@@ -44,7 +44,7 @@ pub struct Usage {
 }
 
 /// The accounting, from the image records alone.
-pub fn usage(images: &[layerfs::image::store::ImageRecord]) -> Usage {
+pub fn usage(images: &[layerfs_image::store::ImageRecord]) -> Usage {
     // How many images use each layer (an image listing a layer twice counts once).
     let mut users: HashMap<&str, (usize, u64)> = HashMap::new();
     for i in images {
@@ -118,7 +118,7 @@ pub fn run(args: DfArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use layerfs::image::store::ImageRecord;
+    use layerfs_image::store::ImageRecord;
 
     /// An image record as the store reads one (fields the test does not care about take
     /// their serde defaults).

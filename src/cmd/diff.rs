@@ -5,10 +5,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::image_source::{emit, CommonArgs, Named};
-use layerfs::image::diff;
-use layerfs::image::inspect::merge;
-use layerfs::image::manifest::human;
-use layerfs::image::source::Spec;
+use layerfs_image::diff;
+use layerfs_image::inspect::merge;
+use layerfs_image::manifest::human;
+use layerfs_image::source::Spec;
 
 #[derive(Args, Debug)]
 pub struct DiffArgs {

@@ -13,7 +13,7 @@ use crate::{MountArgs, RunArgs};
 fn lowerdir(
     store_root: &std::path::Path,
     image: &str,
-) -> Result<(String, layerfs::image::store::ImageRecord)> {
+) -> Result<(String, layerfs_image::store::ImageRecord)> {
     let (store, record) = store_image(image, store_root)?;
     let lowers = store.lowers(&record)?;
     if lowers.is_empty() {

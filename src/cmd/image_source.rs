@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use layerfs::image::manifest::{self, Cache, Manifest, Progress};
-use layerfs::image::source::{layerstore, Image, OpenOptions, Spec};
-use layerfs::image::store::{normalize_name, ImageRecord, Store};
-use layerfs::MountOptions;
+use layerfs_base::MountOptions;
+use layerfs_image::manifest::{self, Cache, Manifest, Progress};
+use layerfs_image::source::{layerstore, Image, OpenOptions, Spec};
+use layerfs_image::store::{normalize_name, ImageRecord, Store};
 
 use super::imagecmd::{as_store_owner, StoreArgs};
 
@@ -139,7 +139,7 @@ pub fn store_image(s: &str, store_root: &Path) -> Result<(Store, ImageRecord)> {
     let img = s.to_string();
     let code = as_store_owner(move || {
         let store = Store::open(&root)?;
-        super::import::import(
+        layerfs_image::import::import(
             &store,
             &img,
             std::slice::from_ref(&img),
@@ -212,7 +212,7 @@ impl CommonArgs {
     /// as root, directly. The manifest cache stays the caller's ([`Cache::default_dir`]).
     pub fn reading(&self, named: &[&Named], f: impl FnOnce() -> Result<i32>) -> Result<i32> {
         let in_store = named.iter().any(|n| matches!(n, Named::Store { .. }));
-        if !in_store || layerfs::sys::geteuid() == 0 {
+        if !in_store || layerfs_base::sys::geteuid() == 0 {
             return f();
         }
         as_store_owner(f)

@@ -1,15 +1,15 @@
 //! What the image commands (import, images, rmi, commit, squash) share: the store option,
 //! running as the store's owner (rootless: root of a user namespace holding the caller's
 //! subordinate ids, as rootless podman stores layers). Progress bars are
-//! `layerfs::image::progress`.
+//! `layerfs_image::progress`.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use layerfs::image::store::Store;
-use layerfs::sys;
+use layerfs_base::sys;
+use layerfs_image::store::Store;
 
 /// `--store DIR`.
 #[derive(Args, Debug, Clone, Default)]

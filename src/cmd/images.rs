@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 
-use layerfs::image::manifest::human;
+use layerfs_image::manifest::human;
 
 use super::imagecmd::{print_json, StoreArgs};
 

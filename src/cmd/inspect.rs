@@ -8,9 +8,9 @@ use clap::{Args, ValueEnum};
 
 use super::ci_rules::{self, Rules};
 use super::image_source::{emit, Named, SourceArgs};
-use layerfs::image::inspect::{self, render, Change};
-use layerfs::image::manifest::human;
-use layerfs::image::source::RelPath;
+use layerfs_image::inspect::{self, render, Change};
+use layerfs_image::manifest::human;
+use layerfs_image::source::RelPath;
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Only {
@@ -172,7 +172,7 @@ fn show(a: &InspectArgs, named: &Named, rules: &Rules) -> Result<i32> {
                         "path": p.to_string(),
                         "change": c.name(),
                         "kind": rec.map(|r| r.kind.name()),
-                        "size": rec.filter(|r| r.kind == layerfs::image::source::Kind::File).map(|r| r.size),
+                        "size": rec.filter(|r| r.kind == layerfs_image::source::Kind::File).map(|r| r.size),
                     })
                 })
                 .collect();
@@ -210,14 +210,14 @@ fn listing(merged: &inspect::Merged<'_>, json: bool) -> Result<String> {
                 serde_json::json!({
                     "path": p.to_string(),
                     "layer": layer,
-                    "kind": layerfs::image::inspect::merge::shown_kind(r.kind).name(),
+                    "kind": layerfs_image::inspect::merge::shown_kind(r.kind).name(),
                     "mode": r.mode,
                     "uid": r.uid,
                     "gid": r.gid,
                     "size": r.size,
                     "rdev": r.rdev,
                     "blake3": r.hash.map(|h| h.hex()),
-                    "link": r.link.as_ref().filter(|_| r.kind == layerfs::image::source::Kind::Symlink)
+                    "link": r.link.as_ref().filter(|_| r.kind == layerfs_image::source::Kind::Symlink)
                         .map(|l| String::from_utf8_lossy(l).into_owned()),
                     "xattrs": r.xattrs.iter()
                         .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), String::from_utf8_lossy(v).into_owned()))
@@ -234,7 +234,7 @@ fn listing(merged: &inspect::Merged<'_>, json: bool) -> Result<String> {
             render::mode_string(r),
             r.uid,
             r.gid,
-            if r.kind == layerfs::image::source::Kind::File {
+            if r.kind == layerfs_image::source::Kind::File {
                 human(r.size)
             } else {
                 String::new()

@@ -65,7 +65,7 @@ mod tests {
     #[test]
     fn each_cause_once_without_os_error_numbers() {
         let io = std::io::Error::from_raw_os_error(libc::ENOENT);
-        let e = anyhow::Error::new(layerfs::upper::UpperError::Open {
+        let e = anyhow::Error::new(layerfs_mount::upper::UpperError::Open {
             what: "upperdir",
             path: "/x".into(),
             source: io,

@@ -11,11 +11,12 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use layerfs::format::MarkNs;
-use layerfs::options::MountFlags;
-use layerfs::sys::mountinfo;
-use layerfs::{sys, upper, Config, MountOptions, Stack, Union};
+use layerfs_base::format::MarkNs;
+use layerfs_base::options::MountFlags;
+use layerfs_base::sys::mountinfo;
+use layerfs_base::{sys, MountOptions};
 use layerfs_fuse::{AdapterOptions, Core, FileIo, SessionOptions};
+use layerfs_mount::{upper, Config, Stack, Union};
 use log::{info, warn};
 
 use crate::{FileIoArg, MountArgs};
@@ -91,16 +92,17 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     let lowers: Vec<PathBuf> = opts
         .lowers
         .iter()
-        .map(|p| layerfs::stack::resolve_against(&cwd, p))
+        .map(|p| layerfs_mount::stack::resolve_against(&cwd, p))
         .collect();
     {
         // Canonical paths for the overlap check; a path that does not resolve is reported
         // when it is opened below.
-        let canon = |p: &Path| std::fs::canonicalize(layerfs::stack::resolve_against(&cwd, p));
+        let canon =
+            |p: &Path| std::fs::canonicalize(layerfs_mount::stack::resolve_against(&cwd, p));
         let lowers: Vec<PathBuf> = lowers.iter().filter_map(|l| canon(l).ok()).collect();
         let upper = opts.upper.as_deref().and_then(|u| canon(u).ok());
         let work = opts.work.as_deref().and_then(|w| canon(w).ok());
-        layerfs::stack::check_overlaps(&lowers, upper.as_deref(), work.as_deref())?;
+        layerfs_mount::stack::check_overlaps(&lowers, upper.as_deref(), work.as_deref())?;
     }
     let mountpoint = check_mountpoint(mp)?;
     let nofile = sys::raise_nofile_limit().unwrap_or(0);
@@ -126,8 +128,8 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
                 MarkNs::Trusted
             };
             let upper = upper::open(
-                &layerfs::stack::resolve_against(&cwd, u),
-                &layerfs::stack::resolve_against(&cwd, w),
+                &layerfs_mount::stack::resolve_against(&cwd, u),
+                &layerfs_mount::stack::resolve_against(&cwd, w),
                 ns,
             )?;
             acl &= upper.xattrs;
@@ -146,7 +148,9 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
     }
     .context("reading the top layer's root")?;
     if opts.verify {
-        fs.set_verifier(layerfs::verity::Verifier::load(&lowers).map_err(anyhow::Error::msg)?);
+        fs.set_verifier(
+            layerfs_mount::verifier::Verifier::load(&lowers).map_err(anyhow::Error::msg)?,
+        );
     }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -298,7 +302,7 @@ fn mount_core<C: Core>(
     plan: Serve,
     core: C,
     read_only: bool,
-    refresh: layerfs::union::Refresh,
+    refresh: layerfs_mount::union::Refresh,
     report: &mut Option<std::fs::File>,
 ) -> Result<()> {
     let opts = SessionOptions {

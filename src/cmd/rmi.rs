@@ -30,7 +30,7 @@ pub fn run(args: RmiArgs) -> Result<i32> {
     let root = args.store.root();
     // Rootless layers hold files of the subordinate ids: removed from the user namespace.
     as_store_owner(|| {
-        let store = layerfs::image::store::Store::open(&root)?;
+        let store = layerfs_image::store::Store::open(&root)?;
         let mut out = Vec::new();
         for name in &args.images {
             let (image, layers) = store.remove(name)?;

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 
 use anyhow::{Context, Result};
-use layerfs::sys::{self, Fork};
+use layerfs_base::sys::{self, Fork};
 
 /// The caller's subordinate range in `file` (/etc/subuid or /etc/subgid): start, count.
 fn subordinate(file: &str, name: Option<&str>, id: u32) -> Option<(u32, u32)> {

@@ -15,10 +15,10 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
+use crate::runtime::init::{self, Command, EXIT_RUNTIME};
+use crate::runtime::rootfs::{self, Host, RootSpec};
 use anyhow::{bail, Context, Result};
-use layerfs::runtime::init::{self, Command, EXIT_RUNTIME};
-use layerfs::runtime::rootfs::{self, Host, RootSpec};
-use layerfs::sys::{self, Fork};
+use layerfs_base::sys::{self, Fork};
 
 use super::{mount, rootless};
 use crate::{MountArgs, NetMode, RunArgs};
@@ -155,7 +155,7 @@ fn run_rootless(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
         run_in(args, mountpoint)
     };
     let (pid, mapped) =
-        rootless::fork_mapped("layerfs run", layerfs::runtime::init::EXIT_RUNTIME, child)?;
+        rootless::fork_mapped("layerfs run", crate::runtime::init::EXIT_RUNTIME, child)?;
     if let Err(why) = mapped {
         // Logged under the id-mapping module's name, as it was before this moved here.
         log::warn!(

@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use layerfs::image::commit::layer_tar;
-use layerfs::image::pack::Mode;
-use layerfs::image::progress;
-use layerfs::image::source::{walk, Kind, Limits};
-use layerfs::image::store::{HistoryEntry, RunConfig, Store};
+use layerfs_image::commit::layer_tar;
+use layerfs_image::pack::Mode;
+use layerfs_image::progress;
+use layerfs_image::source::{walk, Kind, Limits};
+use layerfs_image::store::{HistoryEntry, RunConfig, Store};
 
-use super::commit::{deliver, report, rfc3339, Base, Dest, LayerOutArgs};
+use super::commit::{report, LayerOutArgs};
 use super::imagecmd::{as_store_owner, lowerdir_option, private_mounts, Mounted, StoreArgs};
+use layerfs_image::deliver::{deliver, rfc3339, Base, Dest};
 
 /// Squash an image or a stack into one layer (tar, layer dir, store image, OCI image).
 #[derive(Args, Debug)]
@@ -103,8 +104,8 @@ pub fn run(args: SquashArgs) -> Result<i32> {
 /// The file content a layer directory stores, each hard-linked file once: inspect's "bytes
 /// added" of the layer (tar headers and padding are not content).
 fn content_bytes(dir: &Path) -> Result<u64> {
-    let fd =
-        layerfs::sys::open_host_dir(dir).with_context(|| format!("layer {}", dir.display()))?;
+    let fd = layerfs_base::sys::open_host_dir(dir)
+        .with_context(|| format!("layer {}", dir.display()))?;
     let mut total = 0;
     walk::walk_dir(fd, false, Limits::default(), &mut |e, _| {
         if e.kind == Kind::File {

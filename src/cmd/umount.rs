@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use layerfs::sys::{self, mountinfo};
+use layerfs_base::sys::{self, mountinfo};
 
 pub fn run(mountpoint: &Path) -> Result<()> {
     let mp = std::fs::canonicalize(mountpoint)

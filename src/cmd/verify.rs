@@ -7,9 +7,9 @@ use clap::Args;
 
 use super::image_source::{emit, SourceArgs};
 use super::imagecmd::{as_store_owner, print_json};
-use layerfs::image::manifest::{Cache, Progress};
-use layerfs::image::store::Store;
-use layerfs::image::verify::{self, LayerReport, Status};
+use layerfs_image::manifest::{Cache, Progress};
+use layerfs_image::store::Store;
+use layerfs_image::verify::{self, LayerReport, Status};
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {

@@ -5,10 +5,10 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use super::image_source::{emit, Named, SourceArgs};
-use layerfs::image::inspect::merge;
-use layerfs::image::manifest::human;
-use layerfs::image::source::RelPath;
-use layerfs::image::which::{self, Copy, Which};
+use layerfs_image::inspect::merge;
+use layerfs_image::manifest::human;
+use layerfs_image::source::RelPath;
+use layerfs_image::which::{self, Copy, Which};
 use std::fmt::Write as _;
 
 #[derive(Args, Debug)]

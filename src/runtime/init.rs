@@ -8,7 +8,7 @@
 
 use std::ffi::CString;
 
-use crate::sys::{self, Fork};
+use layerfs_base::sys::{self, Fork};
 
 /// The command to run, as the kernel wants it.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
-use crate::sys;
+use layerfs_base::sys;
 
 /// What the root needs beyond the image.
 #[derive(Debug, Clone)]

@@ -8,8 +8,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use layerfs::Union;
 use layerfs_fuse::{Core, Ctx, SetAttr, SetTime};
+use layerfs_mount::Union;
 
 use super::ops::{Op, Outcome, WriteHow};
 use super::tree::{Meta, Tree};
@@ -98,7 +98,7 @@ fn resolve<'a>(u: &Union, rel: &'a str) -> Result<At<'a>, Outcome> {
     })
 }
 
-fn done<T>(r: Result<T, layerfs::Error>) -> Outcome {
+fn done<T>(r: Result<T, layerfs_mount::Error>) -> Outcome {
     match r {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::Errno(e.errno()),
@@ -142,7 +142,7 @@ pub fn apply(u: &Union, op: &Op) -> Outcome {
     }
 }
 
-fn errno(e: layerfs::Error) -> Outcome {
+fn errno(e: layerfs_mount::Error) -> Outcome {
     Outcome::Errno(e.errno())
 }
 
@@ -332,7 +332,7 @@ fn xattr_check(st: &libc::stat, name: &str) -> Result<(), Outcome> {
     Ok(())
 }
 
-fn read_all(u: &Union, ino: u64, fh: u64) -> Result<Vec<u8>, layerfs::Error> {
+fn read_all(u: &Union, ino: u64, fh: u64) -> Result<Vec<u8>, layerfs_mount::Error> {
     let mut out = Vec::new();
     loop {
         let d = u.read(ino, fh, out.len() as u64, 1 << 16)?;

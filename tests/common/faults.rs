@@ -1,4 +1,4 @@
-//! The daemon's failpoint control socket (`src/sys/faults.rs`, feature `failpoints`):
+//! The daemon's failpoint control socket (`base/src/sys/faults.rs`, feature `failpoints`):
 //! the wrappers that can fail, and one command at a time.
 
 use std::io::{BufRead, BufReader, Write};

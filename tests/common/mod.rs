@@ -47,7 +47,7 @@ pub fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 /// The filesystem type mounted exactly at `mp`, from /proc/self/mountinfo.
 pub fn mount_type(mp: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    layerfs::sys::mountinfo::mount_type(&info, mp)
+    layerfs_base::sys::mountinfo::mount_type(&info, mp)
 }
 
 /// Polls /proc/self/mountinfo until `cond` holds for the mount at `mp`, or panics.

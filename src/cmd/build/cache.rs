@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use layerfs::image::store::{digest_hex, HistoryEntry, LayerRecord, Store};
+use layerfs_image::store::{digest_hex, HistoryEntry, LayerRecord, Store};
 
 /// What a cached step made.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use layerfs::sys;
+use layerfs_base::sys;
 
 /// Owner and mode a COPY imposes (`--chown`, `--chmod`); `None` keeps the source's owner
 /// only when `keep_owner` (COPY --from), else root.
@@ -188,7 +188,7 @@ pub fn owner(root: BorrowedFd<'_>, spec: &str) -> Result<(u32, u32)> {
             .and_then(|fd| std::io::read_to_string(std::fs::File::from(fd)).ok())
             .unwrap_or_default()
     };
-    layerfs::runtime::init::User::parse(spec)
+    crate::runtime::init::User::parse(spec)
         .resolve(&read("./etc/passwd"), &read("./etc/group"))
         .map_err(|e| anyhow::anyhow!("--chown={spec}: {e}"))
 }
@@ -207,10 +207,10 @@ pub fn extract(archive: &Path, dir: BorrowedFd<'_>) -> Result<()> {
     } else {
         Box::new(r)
     };
-    layerfs::image::unpack::unpack(
+    layerfs_image::unpack::unpack(
         reader,
         dir,
-        &layerfs::image::unpack::Options::for_this_process(),
+        &layerfs_image::unpack::Options::for_this_process(),
     )
     .with_context(|| format!("extracting {}", archive.display()))?;
     Ok(())

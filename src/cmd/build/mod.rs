@@ -26,15 +26,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use layerfs::image::containerfile::{self, Cmd, Inst, Instruction};
-use layerfs::image::store::{
+use layerfs_image::containerfile::{self, Cmd, Inst, Instruction};
+use layerfs_image::store::{
     normalize_name, record_id, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Staged, Store,
 };
-use layerfs::image::unpack;
+use layerfs_image::unpack;
 
-use super::commit::{aligned_history, rfc3339, upper_layer};
+use super::commit::upper_layer;
 use super::imagecmd::{as_store_owner, lowerdir_option, private_mounts, Mounted, StoreArgs};
 use context::Context;
+use layerfs_image::deliver::{aligned_history, rfc3339};
 
 /// Build an image from a Containerfile (Dockerfile): one layer per RUN, COPY and ADD.
 #[derive(Args, Debug)]
@@ -229,7 +230,7 @@ fn sweep(store: &Store) {
             }
         }
         log::info!("removing {}, left by build {pid}", dir.display());
-        if let Err(e) = layerfs::image::store::remove_tree(&dir) {
+        if let Err(e) = layerfs_image::store::remove_tree(&dir) {
             log::warn!("removing {}: {e:#}", dir.display());
         }
     }
@@ -582,7 +583,7 @@ impl Builder<'_> {
                 up.work().display()
             );
             let m = Mounted::new(&opts, mp.path())?;
-            let root = layerfs::sys::open_host_dir(mp.path())?;
+            let root = layerfs_base::sys::open_host_dir(mp.path())?;
             if let Inst::Copy { .. } = &inst.inst {
                 self.copy(st, inst, root.as_fd())?;
             }

@@ -5,7 +5,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
-use layerfs::image::containerfile::{Cmd, Inst, Instruction};
+use layerfs_image::containerfile::{Cmd, Inst, Instruction};
 
 use super::super::imagecmd::{lowerdir_option, Mounted};
 use super::{copy, Builder, Stage, Upper};
@@ -115,7 +115,7 @@ impl Builder<'_> {
                     .tempdir_in(self.tmp.path())?;
                 let lowers = self.lowers(&self.stages[j])?;
                 _mounted = Mounted::new(&lowerdir_option(&lowers), _mp.path())?;
-                let stage_root = layerfs::sys::open_host_dir(_mp.path())?;
+                let stage_root = layerfs_base::sys::open_host_dir(_mp.path())?;
                 for s in srcs {
                     let (fd, parent, name) =
                         copy::in_root(stage_root.as_fd(), &Self::subst(st, s)?)

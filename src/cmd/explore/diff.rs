@@ -2,11 +2,11 @@
 //! compares them (A added, C changed, D deleted; the same [`diff::diff`]), each side with its
 //! entry's mode, owner and size. `d` shows and hides it; the path filter applies.
 
-use layerfs::image::diff;
-use layerfs::image::inspect::merge::Merged;
-use layerfs::image::inspect::render::kind_mode_string;
-use layerfs::image::manifest::{human, Record};
-use layerfs::image::source::RelPath;
+use layerfs_image::diff;
+use layerfs_image::inspect::merge::Merged;
+use layerfs_image::inspect::render::kind_mode_string;
+use layerfs_image::manifest::{human, Record};
+use layerfs_image::source::RelPath;
 
 /// One side of a row: what that image has at the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +22,7 @@ fn side(r: &Record) -> Side {
             kind_mode_string(r.kind, r.mode),
             format!("{}:{}", r.uid, r.gid)
         ),
-        size: if r.kind == layerfs::image::source::Kind::File {
+        size: if r.kind == layerfs_image::source::Kind::File {
             human(r.size)
         } else {
             String::new()
@@ -117,7 +117,7 @@ impl DiffModel {
 mod tests {
     use super::super::tree::tests::sample;
     use super::*;
-    use layerfs::image::inspect::merge::merge;
+    use layerfs_image::inspect::merge::merge;
 
     #[test]
     fn rows_pair_both_sides_and_the_filter_narrows_them() {

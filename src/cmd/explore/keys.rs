@@ -6,7 +6,7 @@
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use layerfs::image::inspect::merge::Change;
+use layerfs_image::inspect::merge::Change;
 
 use super::model::{Action, Model, Pane};
 

@@ -25,10 +25,10 @@ use clap::Args;
 use ratatui::crossterm::event::{self, Event, KeyEventKind};
 
 use super::image_source::{Named, SourceArgs};
-use layerfs::image::cat;
-use layerfs::image::inspect::{self, merge};
-use layerfs::image::manifest::Manifest;
-use layerfs::image::source::{Image, RelPath};
+use layerfs_image::cat;
+use layerfs_image::inspect::{self, merge};
+use layerfs_image::manifest::Manifest;
+use layerfs_image::source::{Image, RelPath};
 use model::{Model, Request};
 
 #[derive(Args, Debug)]

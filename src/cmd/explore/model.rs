@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use layerfs::image::inspect::merge::{self, Change};
-use layerfs::image::inspect::Report;
-use layerfs::image::manifest::Manifest;
-use layerfs::image::source::RelPath;
-use layerfs::image::which;
+use layerfs_image::inspect::merge::{self, Change};
+use layerfs_image::inspect::Report;
+use layerfs_image::manifest::Manifest;
+use layerfs_image::source::RelPath;
+use layerfs_image::which;
 
 use super::diff::DiffModel;
 use super::tree::{Compare, Tree};

@@ -3,7 +3,7 @@
 
 use super::super::tree::tests::sample;
 use super::*;
-use layerfs::image::inspect::{LayerReport, Totals, WastedPath};
+use layerfs_image::inspect::{LayerReport, Totals, WastedPath};
 
 /// A report of `n` layers (`layer{i}`, made by `RUN step {i}`) with three wasted files.
 pub fn report(n: usize) -> Report {

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use layerfs::image::inspect::merge::{self, same_entry, Change, Origin};
-use layerfs::image::manifest::{Manifest, Record};
-use layerfs::image::source::{Kind, RelPath};
+use layerfs_image::inspect::merge::{self, same_entry, Change, Origin};
+use layerfs_image::manifest::{Manifest, Record};
+use layerfs_image::source::{Kind, RelPath};
 
 /// What the marks compare, as dive's layer pane offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,8 +210,8 @@ impl Tree {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use layerfs::image::manifest::FORMAT_VERSION;
-    use layerfs::image::source::Entry;
+    use layerfs_image::manifest::FORMAT_VERSION;
+    use layerfs_image::source::Entry;
 
     /// A record of `path` (a directory when the path ends in `/`, a whiteout when its name
     /// starts with `-`, else a file of `size` bytes whose content hash is `size`).
@@ -233,7 +233,7 @@ pub(crate) mod tests {
         Record {
             entry,
             link_group: None,
-            hash: (kind == Kind::File).then_some(layerfs::image::manifest::Hash(h)),
+            hash: (kind == Kind::File).then_some(layerfs_image::manifest::Hash(h)),
         }
     }
 

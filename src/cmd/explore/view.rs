@@ -10,9 +10,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
-use layerfs::image::inspect::merge::Change;
-use layerfs::image::inspect::render::kind_mode_string;
-use layerfs::image::manifest::human;
+use layerfs_image::inspect::merge::Change;
+use layerfs_image::inspect::render::kind_mode_string;
+use layerfs_image::manifest::human;
 
 use super::model::{Model, Pane};
 use super::tree::Compare;
@@ -470,8 +470,8 @@ mod tests {
         let mut m = model();
         let ms = sample();
         let (a, b) = (
-            layerfs::image::inspect::merge::merge(&ms[..1]),
-            layerfs::image::inspect::merge::merge(&ms[..2]),
+            layerfs_image::inspect::merge::merge(&ms[..1]),
+            layerfs_image::inspect::merge::merge(&ms[..2]),
         );
         m.diff = Some(super::super::diff::DiffModel::new(
             "old".into(),

@@ -1,0 +1,146 @@
+//! An image's layers unpacked into the store (each once, shared by every image that has
+//! it), its config and layer list kept under its names (`layerfs import`, and every command
+//! that opens a source by importing it first).
+
+use anyhow::{Context, Result};
+
+use crate::commit::{layer_tar, Compress};
+use crate::pack::Mode;
+use crate::progress;
+use crate::source::{self, Compression, Location, OpenOptions};
+use crate::store::{
+    normalize_name, record_id, BlobRecord, HistoryEntry, ImageRecord, LayerRecord, RunConfig, Store,
+};
+use crate::unpack;
+
+/// Imports `source` into `store` under `names`; returns the record and, per layer, whether
+/// the store already had it. Nothing is published unless every layer unpacked and matched
+/// its digest.
+pub fn import(
+    store: &Store,
+    source: &str,
+    names: &[String],
+    open: &OpenOptions,
+) -> Result<(ImageRecord, Vec<bool>)> {
+    let img = source::open(source, open)?;
+    let opts = unpack::Options::for_this_process();
+    let mut staged = Vec::new();
+    let mut layers = Vec::new();
+    let mut reused = Vec::new();
+    for (i, layer) in img.layers.iter().enumerate() {
+        let what = format!("layer {}/{}", i + 1, img.layers.len());
+        let known = layer.diff_id.as_ref().map(|d| d.as_str().to_string());
+        if let Some(d) = known.as_deref().filter(|d| store.has_layer(d)) {
+            // Sizes of shared layers come from the image that brought them.
+            let known = store
+                .images()?
+                .into_iter()
+                .flat_map(|i| i.layers.into_iter())
+                .find(|l| l.diff_id == d);
+            layers.push(LayerRecord {
+                diff_id: d.to_string(),
+                size: known.as_ref().map_or(0, |l| l.size),
+                skipped_devices: known
+                    .as_ref()
+                    .map(|l| l.skipped_devices.clone())
+                    .unwrap_or_default(),
+                blob: blob_record(layer).or(known.and_then(|l| l.blob)),
+            });
+            reused.push(true);
+            continue;
+        }
+        let pb = progress::bytes(&what);
+        let s = match &layer.location {
+            // The blob is kept as it came (digest checked), and unpacked from that copy.
+            Location::Blob(b) => {
+                let raw = pb.wrap_read(b.open_raw(layer.digest.as_ref())?);
+                store.stage_blob(raw, layer.compression, known.as_deref(), &opts)
+            }
+            // A directory layer (a stack, podman's store): written as a tar first, so it
+            // gets a diff_id and the same checks as any layer.
+            Location::Dir(dir) => {
+                let mut t = layer_tar(
+                    dir,
+                    Mode::Layer,
+                    None,
+                    None,
+                    &[],
+                    &store.root().join("tmp"),
+                    &|n| pb.set_position(n),
+                )?;
+                store.stage_blob(t.reader()?, Some(Compression::None), None, &opts)
+            }
+        }
+        .with_context(|| format!("{source}: {what} ({})", layer.id))?;
+        pb.finish_and_clear();
+        layers.push(LayerRecord {
+            diff_id: s.diff_id.clone(),
+            size: s.size,
+            blob: blob_record(layer),
+            skipped_devices: s.stats.skipped_devices.clone(),
+        });
+        staged.push(s);
+        reused.push(false);
+    }
+    let cfg = img.config.clone().unwrap_or_default();
+    let config = RunConfig {
+        env: cfg.env,
+        cmd: cfg.cmd,
+        entrypoint: cfg.entrypoint,
+        working_dir: cfg.working_dir,
+        user: cfg.user,
+        labels: cfg.labels,
+        exposed_ports: cfg.exposed_ports,
+    };
+    let history: Vec<HistoryEntry> = cfg
+        .history
+        .into_iter()
+        .map(|h| HistoryEntry {
+            created: h.created,
+            created_by: h.created_by,
+            comment: h.comment,
+            empty_layer: h.empty_layer,
+        })
+        .collect();
+    let id = match &img.config_digest {
+        Some(d) => d.as_str().to_string(),
+        None => record_id(&layers, &config, &history),
+    };
+    let mut all_names: Vec<String> = names.iter().map(|n| normalize_name(n)).collect();
+    all_names.dedup();
+    // A re-import keeps the names the image already had.
+    if let Some(old) = store.images()?.into_iter().find(|i| i.id == id) {
+        for n in old.names {
+            if !all_names.contains(&n) {
+                all_names.push(n);
+            }
+        }
+    }
+    let record = ImageRecord {
+        id,
+        names: all_names,
+        layers,
+        config,
+        history,
+        created: None,
+        source: source.to_string(),
+    };
+    store.publish(staged, &record)?;
+    Ok((record, reused))
+}
+
+/// The blob a layer came from, with its OCI media type (from the compression: a docker
+/// archive's media types name the same bytes).
+fn blob_record(layer: &source::Layer) -> Option<BlobRecord> {
+    let (Location::Blob(_), Some(digest), Some(size)) =
+        (&layer.location, &layer.digest, layer.size)
+    else {
+        return None;
+    };
+    let compress = Compress::from(layer.compression?);
+    Some(BlobRecord {
+        digest: digest.as_str().to_string(),
+        media_type: compress.media_type().to_string(),
+        size,
+    })
+}

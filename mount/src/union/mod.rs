@@ -1,0 +1,774 @@
+//! The union core, FUSE-agnostic, one implementation for both mount kinds as in the kernel:
+//! a read-only mount is the union without an upper layer (every change answers EROFS). With
+//! an upper, changes are written in kernel overlayfs' on-disk format (whiteouts as character
+//! devices 0:0, `*.overlay.opaque`, `*.overlay.redirect`, `*.overlay.origin`), so the kernel
+//! can mount the upper we leave.
+//!
+//! The lowers are merged directory indexes, looked up by path and built once
+//! ([`lower::LowerTree`]); the upper is read directly (one `fstatat` per lookup), since it
+//! changes. Every node knows where it is ([`inode::Loc`]); a mutation takes the namespace
+//! lock exclusively, lookups and listings share it, file data takes none.
+//!
+//! - `mod.rs`: the state, name resolution;
+//! - `copy.rs`: copy-up, and a node giving its name up to its copy;
+//! - `fs.rs`: the [`Core`](layerfs_fuse::Core) implementation;
+//! - `readdir.rs`: listings and their offsets;
+//! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
+//! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open file handles;
+//! - `config.rs`: id mappings and cache times;
+//! - `metacopy.rs`: metadata-only copy-ups (`metacopy=on`) and reading their data below;
+//! - `overrides.rs`: owners and modes kept in override_stat xattrs (`xattr_permissions=`);
+//! - `refresh.rs`: reading changed lowers again now (SIGUSR1).
+
+mod attrs;
+mod config;
+mod copy;
+mod fs;
+pub mod handles;
+mod inode;
+pub mod lower;
+mod metacopy;
+mod ops;
+mod overrides;
+mod privs;
+mod readdir;
+mod refresh;
+pub mod table;
+
+pub use config::Config;
+pub use refresh::Refresh;
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use dashmap::DashMap;
+use layerfs_fuse::Invalidate;
+
+use crate::error::{Error, Result};
+use crate::format;
+use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
+use crate::stack::prefetch::Prefetcher;
+use crate::stack::{Ino, Stack};
+use crate::sys::{self, Stat};
+use crate::upper::copyup;
+use crate::upper::Upper;
+use handles::Handles;
+use inode::{Loc, Node};
+use lower::{join, root_rel, LowerTree, Rel};
+use table::{Key, NodeId, Table};
+
+/// An open file.
+#[derive(Debug)]
+struct FileH {
+    node: Arc<Node>,
+    fd: RwLock<Arc<OwnedFd>>,
+    /// The fd is the upper file's (a read-only fd of a lower file switches to the upper copy
+    /// once one exists, so it sees later writes).
+    upper: AtomicBool,
+    /// Opened by execve (counted in `node.execs` until the handle goes).
+    exec: bool,
+    /// Offered to the kernel to read the lower file directly (counted in
+    /// `node.lower_opens` until the handle goes).
+    lower_backed: bool,
+}
+
+impl Drop for FileH {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.exec {
+            self.node.execs.fetch_sub(1, Relaxed);
+        }
+        if self.lower_backed {
+            self.node.lower_opens.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// A directory's listing, taken by a `readdir` from offset 0 and kept on its node for the
+/// reads that continue it (`readdir::Listings`): offsets carry positions in it.
+#[derive(Debug)]
+enum Listing {
+    /// A directory with no upper copy: its lower merged index, as it is (`rel`: its path).
+    Lower { rel: Rel, ix: Arc<DirIndex> },
+    /// Upper entries, then lower ones not hidden by an upper entry or whiteout.
+    Merged(Vec<(Box<[u8]>, Kind)>),
+}
+
+/// What a name resolves to.
+#[derive(Debug)]
+struct Resolved {
+    ino: Ino,
+    /// The real `lstat` (not yet presented).
+    st: Stat,
+    upper: bool,
+    lower: Option<Rel>,
+}
+
+/// A union mount: the lowers, and the upper layer when it is writable.
+pub struct Union {
+    stack: Arc<Stack>,
+    /// `None`: a read-only mount; every change answers EROFS.
+    upper: Option<Upper>,
+    cfg: Config,
+    /// No fsync of copied-up data or on request (`-o volatile`).
+    volatile: bool,
+    lowers: Arc<LowerTree>,
+    table: Arc<Table<Node>>,
+    /// The top layer's root attributes (the merged root's, without an upper).
+    root_attr: Stat,
+    root_xattrs: OnceLock<Arc<Xattrs>>,
+    /// Started on first use, so its threads are born in the daemon, after the fork.
+    prefetch: OnceLock<Prefetcher>,
+    /// Tells the kernel what changed without its knowing (a copy-up's attributes).
+    invalidate: Invalidate,
+    files: Handles<Arc<FileH>>,
+    /// The namespace lock: mutations exclusive, lookups and listings shared.
+    ns: RwLock<()>,
+    /// Upper inode -> node id of copied-up files (their number stays the lower one's),
+    /// so every name of a hard-linked copy shows the same number.
+    upper_inos: DashMap<u64, Ino>,
+    /// Reads origin records (of copies made now or by earlier mounts, from any lower
+    /// filesystem) back into inode numbers.
+    origins: copyup::Origins,
+    /// The kernel reads lower files of this writable mount directly (passthrough).
+    lower_passthrough: AtomicBool,
+    /// `-o verify`: lower files are checked against their layer's hash list before any of
+    /// their bytes are served or copied up.
+    verifier: Option<crate::verifier::Verifier>,
+}
+
+/// True for a kernel whiteout (character device 0:0).
+fn is_whiteout(st: &Stat) -> bool {
+    format::is_whiteout_device(st.st_mode, st.st_rdev)
+}
+
+fn is_dir(st: &Stat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFDIR
+}
+
+impl Union {
+    /// A union of `stack` (the lowers), under `upper` when the mount is writable. With an
+    /// upper, the stack must have been opened with the upper's device
+    /// ([`Stack::open_with_upper`]).
+    pub fn new(
+        stack: Stack,
+        upper: Option<Upper>,
+        cfg: Config,
+        volatile: bool,
+    ) -> std::io::Result<Union> {
+        let top = stack
+            .layers()
+            .first()
+            .ok_or_else(|| std::io::Error::other("a mount needs at least one lower layer"))?;
+        let root_attr = sys::fstat(top.root.as_fd())?;
+        // Keep at most half the fd limit as directory fds; the rest reopen on use.
+        if let Ok(limit) = sys::nofile_limit() {
+            dirindex::set_fd_budget((limit / 2) as usize);
+        }
+        if upper.is_some() {
+            // Modes arrive with the caller's umask applied; ours must not mask them again.
+            sys::umask(0);
+        }
+        let table = Arc::new(Table::default());
+        let root = Node::new(
+            NodeId::ROOT,
+            Key::Ino(Ino::ROOT),
+            Ino::ROOT,
+            libc::S_IFDIR,
+            Loc {
+                parent: None,
+                name: (*b"").into(),
+                upper: upper.is_some(),
+                lower: Some(root_rel()),
+                unlinked: false,
+            },
+        );
+        let mut origins = copyup::Origins::default();
+        if let Some(up) = &upper {
+            let _ = root.upper_dir.set(up.fd.clone());
+            let upper_fs = stack.upper_fsid().map(|id| (id, up.fd.as_fd()));
+            let lower_fs = stack.layers().iter().map(|l| (l.fsid, l.root.as_fd()));
+            origins = copyup::Origins::new(upper_fs.into_iter().chain(lower_fs));
+        }
+        table.insert_root(root);
+        let lowers = Arc::new(LowerTree::new(cfg.lowers_max_age));
+        Ok(Union {
+            stack: Arc::new(stack),
+            upper,
+            cfg,
+            volatile,
+            lowers,
+            table,
+            root_attr,
+            root_xattrs: OnceLock::new(),
+            prefetch: OnceLock::new(),
+            invalidate: Invalidate::default(),
+            files: Handles::default(),
+            ns: RwLock::new(()),
+            upper_inos: DashMap::new(),
+            origins,
+            lower_passthrough: AtomicBool::new(false),
+            verifier: None,
+        })
+    }
+
+    /// Checks every lower file against `v` (`-o verify`) before serving its bytes.
+    pub fn set_verifier(&mut self, v: crate::verifier::Verifier) {
+        self.verifier = Some(v);
+    }
+
+    /// With `-o verify`: the lower file `le`, open as `fd` (`st` its attributes), matches
+    /// its layer's hash list, or the error that refuses it (EIO, logged with layer and path).
+    fn verify_lower(&self, le: &lower::LowerEntry, fd: BorrowedFd<'_>, st: &Stat) -> Result<()> {
+        let Some(v) = &self.verifier else {
+            return Ok(());
+        };
+        if v.known_good(st.st_dev, st.st_ino) {
+            return Ok(());
+        }
+        let (layer, path) = le.parent.place_of(le.entry());
+        v.check(layer, &path, (st.st_dev, st.st_ino), fd)
+    }
+
+    /// True on a mount without an upper layer: nothing can change.
+    pub fn read_only(&self) -> bool {
+        self.upper.is_none()
+    }
+
+    /// Refuses a change on a read-only mount.
+    fn writable(&self) -> Result<&Upper> {
+        self.upper()
+    }
+
+    /// Number of nodes the kernel currently references (plus the root).
+    pub fn node_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The node the kernel calls `id`.
+    fn node(&self, id: u64) -> Result<Arc<Node>> {
+        self.table.get(NodeId(id))
+    }
+
+    /// The directory node `id` to make an entry in, and where it is: ENOTDIR for another
+    /// kind, ENOENT once it was removed.
+    fn live_dir(&self, id: u64) -> Result<(Arc<Node>, Loc)> {
+        let dir = self.node(id)?;
+        if !dir.is_dir {
+            return Err(Error::NotDir);
+        }
+        let dloc = dir.loc();
+        if dloc.unlinked {
+            return Err(Error::NotFound);
+        }
+        Ok((dir, dloc))
+    }
+
+    fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.ns.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.ns.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The upper layer; `Err(ReadOnly)` on a mount without one.
+    fn upper(&self) -> Result<&Upper> {
+        self.upper.as_ref().ok_or(Error::ReadOnly)
+    }
+
+    fn work(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.upper()?.work.fd())
+    }
+
+    /// The upper copy of directory `node` (which must have one), opened once.
+    fn upper_dir(&self, node: &Node) -> Result<Arc<OwnedFd>> {
+        if let Some(fd) = node.upper_dir.get() {
+            return Ok(fd.clone());
+        }
+        let loc = node.loc();
+        let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
+        if !loc.upper {
+            return Err(Error::Bug("no upper copy of a directory marked upper"));
+        }
+        let pfd = self.upper_dir(parent)?;
+        let fd = sys::open_subdir(
+            pfd.as_fd(),
+            &sys::cstr(&loc.name).map_err(Error::io("name"))?,
+        )
+        .map_err(Error::io("open upper directory"))?;
+        Ok(node.upper_dir.get_or_init(|| Arc::new(fd)).clone())
+    }
+
+    /// The upper copy of directory `node`, copied up (with its parents) if needed.
+    fn ensure_upper_dir(&self, node: &Arc<Node>) -> Result<Arc<OwnedFd>> {
+        if !node.loc().upper {
+            self.copy_up(node, true)?;
+        }
+        self.upper_dir(node)
+    }
+
+    /// Resolves `name` in directory `dir` (at `dloc`): upper first (a whiteout hides), then
+    /// the lower directory merged under it.
+    fn resolve(&self, dir: &Node, dloc: &Loc, name: &[u8]) -> Result<Option<Resolved>> {
+        if format::is_reserved(name) {
+            return Ok(None);
+        }
+        let lower_dir = dloc.lower.as_deref();
+        let upper_dir = if dloc.upper {
+            Some(self.upper_dir(dir)?)
+        } else {
+            None
+        };
+        if let Some(pfd) = &upper_dir {
+            let cname = sys::cstr(name).map_err(Error::io("name"))?;
+            match sys::lstatat(pfd.as_fd(), &cname) {
+                Ok(st)
+                    if format::upper_whiteout(pfd.as_fd(), name, &st)
+                        .map_err(Error::io("whiteout"))? =>
+                {
+                    return Ok(None)
+                }
+                Ok(st) => {
+                    let d = is_dir(&st);
+                    let lower = if d {
+                        self.dir_lower(pfd.as_fd(), name, lower_dir)?
+                    } else {
+                        None
+                    };
+                    let mut ino = self.upper_ino(&st, lower.as_deref(), pfd.as_fd(), name)?;
+                    if !d && !self.upper_inos.contains_key(&st.st_ino) {
+                        ino = self.origin_if_single_link(ino, &st, lower_dir, name)?;
+                    }
+                    return Ok(Some(Resolved {
+                        ino,
+                        st,
+                        upper: true,
+                        lower,
+                    }));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(Error::io("lstat upper")(e)),
+            }
+        }
+        let Some(ld) = lower_dir else {
+            return Ok(None);
+        };
+        let Some(le) = self
+            .lowers
+            .child(&self.stack, ld, name)
+            .map_err(Error::io("lower lookup"))?
+        else {
+            return Ok(None);
+        };
+        if let Some(pfd) = &upper_dir {
+            if format::upper_oci_hides(pfd.as_fd(), name).map_err(Error::io("whiteout"))? {
+                return Ok(None);
+            }
+        }
+        let st = le.attr().map_err(Error::io("lstat"))?;
+        Ok(Some(Resolved {
+            ino: self.stack.ino(le.parent.layer_of(le.entry()), st.st_ino),
+            st,
+            upper: false,
+            lower: Some(join(ld, name)),
+        }))
+    }
+
+    /// `ino`, an upper file's number read from its origin record, unless the lower file
+    /// still at the copy's name is that origin and has several links: then the copy's own
+    /// number, as the kernel (it shows a copy with its origin's number only when the lower
+    /// had one link, so the other names of a lower hard link stay apart from the copy, and
+    /// a remount never makes the copy show the lower's content through a shared node).
+    fn origin_if_single_link(
+        &self,
+        ino: Ino,
+        st: &Stat,
+        lower_dir: Option<&[u8]>,
+        name: &[u8],
+    ) -> Result<Ino> {
+        let own = self.stack.upper_ino(st.st_ino);
+        let Some(ld) = lower_dir.filter(|_| ino != own) else {
+            return Ok(ino);
+        };
+        let Some(le) = self
+            .lowers
+            .child(&self.stack, ld, name)
+            .map_err(Error::io("lower lookup"))?
+        else {
+            return Ok(ino);
+        };
+        let lst = le.attr().map_err(Error::io("lstat"))?;
+        let lino = self.stack.ino(le.parent.layer_of(le.entry()), lst.st_ino);
+        Ok(if lst.st_nlink > 1 && !is_dir(&lst) && lino == ino {
+            own
+        } else {
+            ino
+        })
+    }
+
+    /// The number upper entry `name` of `pfd` shows: a file's copy-up origin's (recorded
+    /// in its origin xattr, which all its hard links share), a merged directory's lower
+    /// one's, else its own.
+    fn upper_ino(
+        &self,
+        st: &Stat,
+        lower: Option<&[u8]>,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+    ) -> Result<Ino> {
+        if is_dir(st) {
+            if let Some(rel) = lower {
+                let le = self.lowers.entry(&self.stack, rel);
+                if let Some(le) = le.map_err(Error::io("lower lookup"))? {
+                    return le.ino(&self.stack).map_err(Error::io("lstat"));
+                }
+            }
+            return Ok(self.stack.upper_ino(st.st_ino));
+        }
+        if let Some(i) = self.upper_inos.get(&st.st_ino) {
+            return Ok(*i);
+        }
+        let origin = match sys::getxattr_at(pfd, name, self.upper()?.ns.origin()) {
+            Ok(v) => self.origins.decode(&v),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
+            Err(e) => return Err(Error::io("getxattr origin")(e)),
+        };
+        Ok(match origin {
+            Some((fs, ino)) => self.stack.fs_ino(fs, ino),
+            None => self.stack.upper_ino(st.st_ino),
+        })
+    }
+
+    /// The lower directory merged under upper directory `name` of `pfd`: the redirect's
+    /// target if it has one, else the same name in `lower_dir` unless it is opaque (in any
+    /// form) or whited out beside it (OCI `.wh.NAME`: the layer replaced the directory).
+    fn dir_lower(
+        &self,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        lower_dir: Option<&[u8]>,
+    ) -> Result<Option<Rel>> {
+        let exists = |rel: &[u8]| -> Result<bool> {
+            let d = self.lowers.dir(&self.stack, rel);
+            Ok(d.map_err(Error::io("lower lookup"))?.is_some())
+        };
+        match sys::getxattr_at(pfd, name, self.upper()?.ns.redirect()) {
+            Ok(v) => {
+                let rel: Rel = match v.strip_prefix(b"/") {
+                    Some(b"") => root_rel(),
+                    Some(abs) => abs.into(),
+                    None => match lower_dir {
+                        Some(ld) => join(ld, &v),
+                        None => return Ok(None),
+                    },
+                };
+                return Ok(exists(&rel)?.then_some(rel));
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => {}
+            Err(e) => return Err(Error::io("getxattr redirect")(e)),
+        }
+        let Some(ld) = lower_dir else {
+            return Ok(None);
+        };
+        let rel = join(ld, name);
+        if !exists(&rel)?
+            || format::upper_oci_hides(pfd, name).map_err(Error::io("whiteout"))?
+            || format::upper_opaque(pfd, name).map_err(Error::io("opaque"))?
+        {
+            return Ok(None);
+        }
+        Ok(Some(rel))
+    }
+
+    /// The node for `name` in `dir` (counting a kernel reference with `count`) and its
+    /// presented attributes.
+    fn child(
+        &self,
+        dir: &Arc<Node>,
+        dloc: &Loc,
+        name: &[u8],
+        count: bool,
+    ) -> Result<Option<(Arc<Node>, Stat)>> {
+        let c = self.child_at(dir, dloc, name, count)?;
+        Ok(c.map(|(node, st, _)| (node, st)))
+    }
+
+    /// [`Self::child`], with where the name itself is (a node with several names may act
+    /// through another one).
+    fn child_at(
+        &self,
+        dir: &Arc<Node>,
+        dloc: &Loc,
+        name: &[u8],
+        count: bool,
+    ) -> Result<Option<(Arc<Node>, Stat, Loc)>> {
+        let Some(r) = self.resolve(dir, dloc, name)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.insert_child(dir, name, r, count)))
+    }
+
+    /// The node for entry `i` of the lower index `ix` of directory `dir` (at lower path
+    /// `rel`, with no upper copy, so the entry is what the name resolves to).
+    fn lower_child(
+        &self,
+        dir: &Arc<Node>,
+        rel: &[u8],
+        ix: &DirIndex,
+        i: u32,
+        count: bool,
+    ) -> Result<(Arc<Node>, Stat)> {
+        let e = ix.entry(i);
+        let st = ix.attr(e).map_err(Error::io("lstat"))?;
+        let r = Resolved {
+            ino: self.stack.ino(ix.layer_of(e), st.st_ino),
+            st,
+            upper: false,
+            lower: Some(join(rel, &e.name)),
+        };
+        let (node, st, _) = self.insert_child(dir, &e.name, r, count);
+        Ok((node, st))
+    }
+
+    /// Records resolved entry `name` of `dir` in the node table; the node, its presented
+    /// attributes and where the name is.
+    fn insert_child(
+        &self,
+        dir: &Arc<Node>,
+        name: &[u8],
+        r: Resolved,
+        count: bool,
+    ) -> (Arc<Node>, Stat, Loc) {
+        let loc = Loc {
+            parent: Some(dir.clone()),
+            name: name.into(),
+            upper: r.upper,
+            lower: r.lower,
+            unlinked: false,
+        };
+        let fmt = r.st.st_mode & libc::S_IFMT;
+        // Each name of a lower hard link is a node of its own (see `Key::Name`).
+        let key = if !r.upper && fmt != libc::S_IFDIR && r.st.st_nlink > 1 {
+            Key::Name(r.ino, dir.id, name.into())
+        } else {
+            Key::Ino(r.ino)
+        };
+        let node = self.table.get_or_insert(key.clone(), count, |id| {
+            Node::new(id, key, r.ino, fmt, loc.clone())
+        });
+        if node.fmt != r.st.st_mode & libc::S_IFMT {
+            // A number reused while the kernel still holds the node: should not happen
+            // (removed entries are kept open while referenced); say so if it does.
+            log::warn!(
+                "node {} changed type to {:o} ({:?})",
+                r.ino.0,
+                r.st.st_mode & libc::S_IFMT,
+                String::from_utf8_lossy(name)
+            );
+        }
+        node.seen_at(loc.clone());
+        if self.lowers.may_change() && !loc.upper && !node.loc().is(dir, name) {
+            // Lowers changed behind the mount (`timeout=`, a refresh): a file removed there may have
+            // left its inode number to a new one, found here; act through this name.
+            node.focus(dir, name);
+        }
+        let st = self.cfg.present(self.overridden(&node, r.st), node.ino());
+        (node, st, loc)
+    }
+
+    /// Asks for the lower directory `rel` to be indexed in the background (a tree walk is
+    /// about to enter it).
+    fn prefetch_lower(&self, rel: Rel) {
+        if self.lowers.has(&rel) {
+            return;
+        }
+        let (stack, lowers) = (self.stack.clone(), self.lowers.clone());
+        self.prefetch
+            .get_or_init(Prefetcher::start)
+            .hint(Box::new(move || {
+                if let Err(e) = lowers.dir(&stack, &rel) {
+                    // The real request will hit (and report) the same failure if it matters.
+                    log::debug!("prefetch of {:?}: {e}", String::from_utf8_lossy(&rel));
+                }
+            }));
+    }
+
+    /// The xattrs of `node`: read once for what cannot change (lower entries never copied
+    /// up, and the root of a read-only mount), else read now.
+    fn xattrs_of(&self, node: &Node) -> Result<Arc<Xattrs>> {
+        let loc = node.loc();
+        if node.detached.get().is_none() && !loc.upper {
+            if loc.parent.is_none() {
+                if let Some(x) = self.root_xattrs.get() {
+                    return Ok(x.clone());
+                }
+                let x = Arc::new(self.with_place(node, dirindex::read_xattrs)?);
+                return Ok(self.root_xattrs.get_or_init(|| x).clone());
+            }
+            let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+            let le = self.lowers.entry(&self.stack, rel);
+            let le = le
+                .map_err(Error::io("lower lookup"))?
+                .ok_or(Error::NotFound)?;
+            return le.parent.xattrs(le.entry()).map_err(Error::io("listxattr"));
+        }
+        Ok(Arc::new(self.with_place(node, dirindex::read_xattrs)?))
+    }
+
+    /// The real `lstat` of `node`.
+    fn real_attr(&self, node: &Node) -> Result<Stat> {
+        if let Some(fd) = node.detached.get() {
+            return sys::fstat(fd.as_fd()).map_err(Error::io("fstat"));
+        }
+        let loc = node.loc();
+        if loc.parent.is_none() && !loc.upper {
+            if self.cfg.lowers_max_age.is_some() {
+                // Lowers that change (`timeout=`): a new mtime drops the kernel's listing.
+                let top = &self.stack.layers()[0];
+                return sys::fstat(top.root.as_fd()).map_err(Error::io("fstat"));
+            }
+            return Ok(self.root_attr);
+        }
+        if loc.upper {
+            if let Some(fd) = node.upper_dir.get() {
+                return sys::fstat(fd.as_fd()).map_err(Error::io("fstat"));
+            }
+            let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
+            let pfd = self.upper_dir(parent)?;
+            let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
+            return sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"));
+        }
+        let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+        let le = self.lowers.entry(&self.stack, rel);
+        let le = le
+            .map_err(Error::io("lower lookup"))?
+            .ok_or(Error::NotFound)?;
+        le.attr().map_err(Error::io("lstat"))
+    }
+
+    fn attr_of(&self, node: &Node) -> Result<Stat> {
+        let st = self.overridden(node, self.real_attr(node)?);
+        Ok(self.cfg.present(st, node.ino()))
+    }
+
+    /// Runs `f` on the directory holding `node` and its name there: the upper parent if the
+    /// node is in the upper, else its lower layer's directory.
+    fn with_place<R>(
+        &self,
+        node: &Node,
+        f: impl FnOnce(BorrowedFd<'_>, &[u8]) -> std::io::Result<R>,
+    ) -> Result<R> {
+        let loc = node.loc();
+        match (&loc.parent, loc.upper) {
+            (None, true) => f(self.upper()?.fd.as_fd(), b"").map_err(Error::io("root")),
+            (None, false) => {
+                let top = &self.stack.layers()[0];
+                f(top.root.as_fd(), b"").map_err(Error::io("root"))
+            }
+            (Some(p), true) => {
+                let pfd = self.upper_dir(p)?;
+                f(pfd.as_fd(), &loc.name).map_err(Error::io("upper"))
+            }
+            (Some(_), false) => {
+                let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
+                let le = self.lowers.entry(&self.stack, rel);
+                let le = le
+                    .map_err(Error::io("lower lookup"))?
+                    .ok_or(Error::NotFound)?;
+                le.parent
+                    .with_dir_of(le.entry(), |d| f(d, &le.entry().name))
+                    .map_err(Error::io("lower"))
+            }
+        }
+    }
+
+    /// The entries of directory `node`: its lower index if it has no upper copy, else upper
+    /// entries, then lower ones not hidden by an upper entry or whiteout.
+    fn list(&self, node: &Node) -> Result<Listing> {
+        let loc = node.loc();
+        if !loc.upper {
+            if let Some(rel) = loc.lower {
+                let ix = self.lowers.dir(&self.stack, &rel);
+                if let Some(ix) = ix.map_err(Error::io("lower directory"))? {
+                    return Ok(Listing::Lower { rel, ix });
+                }
+            }
+            return Ok(Listing::Merged(Vec::new()));
+        }
+        let mut out = Vec::new();
+        let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+        {
+            let fd = self.upper_dir(node)?;
+            // A private fd: getdents moves the offset of the fd it reads.
+            let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
+            // Regular files are whiteouts only in a directory marked for xattr whiteouts.
+            let xattr_whiteouts = format::dir_marks(d.as_fd())
+                .map_err(Error::io("listxattr"))?
+                .xattr_whiteouts;
+            for ent in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
+                if let Some(hidden) = ent.name.strip_prefix(format::OCI_PREFIX) {
+                    // OCI markers never show; `.wh.X` hides X below (not an upper X).
+                    if ent.name.as_ref() != format::OCI_OPAQUE {
+                        seen.insert(hidden.into());
+                    }
+                    continue;
+                }
+                let kind = match Kind::from_dtype(ent.d_type) {
+                    Some(k) if k != Kind::CharDev && !(xattr_whiteouts && k == Kind::File) => k,
+                    _ => {
+                        let name = sys::cstr(&ent.name).map_err(Error::io("name"))?;
+                        match sys::lstatat(d.as_fd(), &name) {
+                            Ok(st)
+                                if format::upper_whiteout(d.as_fd(), &ent.name, &st)
+                                    .map_err(Error::io("whiteout"))? =>
+                            {
+                                seen.insert(ent.name);
+                                continue;
+                            }
+                            Ok(st) => Kind::from_mode(st.st_mode),
+                            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                            Err(e) => return Err(Error::io("lstat")(e)),
+                        }
+                    }
+                };
+                seen.insert(ent.name.clone());
+                out.push((ent.name, kind));
+            }
+        }
+        if let Some(rel) = &loc.lower {
+            if let Some(ix) = self
+                .lowers
+                .dir(&self.stack, rel)
+                .map_err(Error::io("lower directory"))?
+            {
+                for e in &ix.entries {
+                    if !seen.contains(&e.name) {
+                        out.push((e.name.clone(), e.kind));
+                    }
+                }
+            }
+        }
+        Ok(Listing::Merged(out))
+    }
+
+    /// True when a lower entry named `name` would show in `dloc` without an upper entry.
+    fn lower_has(&self, dloc: &Loc, name: &[u8]) -> Result<bool> {
+        let Some(ld) = &dloc.lower else {
+            return Ok(false);
+        };
+        let le = self.lowers.child(&self.stack, ld, name);
+        Ok(le.map_err(Error::io("lower lookup"))?.is_some())
+    }
+
+    /// True when the lower directory under `dloc` has a directory `name`.
+    fn lower_has_dir(&self, dloc: &Loc, name: &[u8]) -> Result<bool> {
+        let Some(ld) = &dloc.lower else {
+            return Ok(false);
+        };
+        let le = self.lowers.child(&self.stack, ld, name);
+        Ok(matches!(le.map_err(Error::io("lower lookup"))?, Some(e) if e.entry().kind == Kind::Dir))
+    }
+}
