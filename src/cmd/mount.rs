@@ -18,6 +18,9 @@ use layerfs_base::{sys, MountOptions};
 use layerfs_fuse::{AdapterOptions, Core, FileIo, SessionOptions};
 use layerfs_mount::{upper, Config, Stack, Union};
 use log::{info, warn};
+use std::sync::Arc;
+
+use super::lazy::LazyLayers;
 
 use crate::{FileIoArg, MountArgs};
 
@@ -36,6 +39,8 @@ pub struct Plan {
     pub remove_mountpoint: bool,
     /// A directory tree to remove once unmounted (`layerfs run`'s ephemeral upper).
     pub remove_after: Option<PathBuf>,
+    /// The stack's lazy layers, whose prefetch starts in the daemon.
+    lazy: Option<Arc<LazyLayers>>,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -152,6 +157,10 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
             layerfs_mount::verifier::Verifier::load(&lowers).map_err(anyhow::Error::msg)?,
         );
     }
+    let lazy = LazyLayers::find(&lowers)?;
+    if let Some(l) = &lazy {
+        fs.set_lazy(l.hook());
+    }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -166,6 +175,7 @@ pub fn prepare(args: &MountArgs) -> Result<Plan> {
         acl,
         remove_mountpoint: false,
         remove_after: None,
+        lazy,
         file_io: match (args.no_passthrough, args.file_io) {
             (true, _) | (_, FileIoArg::Handles) => FileIo::Handles,
             (_, FileIoArg::Cached) => FileIo::Cached,
@@ -282,7 +292,11 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>) -> Result<()> {
         acl,
         remove_mountpoint,
         remove_after,
+        lazy,
     } = plan;
+    if let Some(l) = &lazy {
+        l.start_prefetch();
+    }
     let serve = Serve {
         mountpoint,
         fsname,

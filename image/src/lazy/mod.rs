@@ -4,11 +4,13 @@
 //! in on first open (the mount's `LazyContent` hook) or by a background
 //! prefetch (docs/ARCHITECTURE.md, "Lazy layers").
 
+pub mod layer;
 pub mod range;
 pub mod read;
 pub mod toc;
 pub mod write;
 
+pub use layer::{materialize, LazyLayer};
 pub use range::{FileSource, RangeSource};
 pub use read::{fetch_chunk, open, Opened};
 pub use toc::{Form, Toc};

@@ -107,7 +107,7 @@ impl Union {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Error::StaleInode(node.id.0));
         }
-        if self.verifier.is_some() && node.detached.get().is_none() {
+        if (self.verifier.is_some() || self.lazy.is_some()) && node.detached.get().is_none() {
             let loc = node.loc();
             if !loc.upper {
                 let rel = loc.lower.as_ref().ok_or(Error::Invalid)?;
@@ -116,6 +116,9 @@ impl Union {
                     .entry(&self.stack, rel)
                     .map_err(Error::io("lower lookup"))?
                     .ok_or(Error::NotFound)?;
+                // A lazy layer's file gets its content first (the fd is of the same
+                // inode, so it sees the bytes written in), then `-o verify` hashes it.
+                self.ensure_lower(&le)?;
                 self.verify_lower(&le, fd.as_fd(), &st)?;
             }
         }
