@@ -269,3 +269,54 @@ fn the_background_prefetch_makes_the_layer_whole_and_ordinary() {
     );
     m.assert_no_errors_logged();
 }
+
+#[test]
+fn a_copy_up_of_a_lazy_file_copies_its_content() {
+    if !require_root("a_copy_up_of_a_lazy_file_copies_its_content") {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("lazy-copyup")
+        .tempdir()
+        .unwrap();
+    let src = source_tree(tmp.path());
+    let b = blob(tmp.path(), &src, "zstd:chunked");
+    let layer = lazy_layer(&tmp.path().join("store"), "l", &b);
+    let (upper, work) = (tmp.path().join("upper"), tmp.path().join("work"));
+    std::fs::create_dir(&upper).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    let rw = format!(
+        "upperdir={},workdir={},metacopy=on",
+        upper.display(),
+        work.display()
+    );
+    let mp = tmp.path().join("mnt");
+    let m = Layerfs::mount_with_env(
+        std::slice::from_ref(&layer),
+        &mp,
+        &["-o", &rw],
+        &no_prefetch(),
+    );
+    let want = std::fs::read(src.join("usr/lib/big")).unwrap();
+    // A write copies the file up: with its content, never the placeholder's holes.
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("usr/lib/big"))
+        .unwrap();
+    f.write_all(b"+").unwrap();
+    drop(f);
+    let mut expected = want.clone();
+    expected.push(b'+');
+    assert_eq!(std::fs::read(upper.join("usr/lib/big")).unwrap(), expected);
+    // A chmod under metacopy=on copies metadata only; the data read later comes from the
+    // lazy layer, fetched then.
+    use std::os::unix::fs::PermissionsExt as _;
+    let other = m.path("etc/conf.d/other");
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        std::fs::read(&other).unwrap(),
+        std::fs::read(src.join("etc/conf.d/other")).unwrap()
+    );
+    m.assert_no_errors_logged();
+}
