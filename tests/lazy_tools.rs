@@ -181,3 +181,68 @@ fn layers_we_write_are_run_by_podman_and_skopeos_are_read_by_us() {
         "skopeo's zstd:chunked footer",
     );
 }
+
+#[test]
+fn an_image_imported_lazily_runs_and_fetches_only_what_it_reads() {
+    if !require_root("an_image_imported_lazily_runs_and_fetches_only_what_it_reads") {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("lazy-import")
+        .tempdir()
+        .unwrap();
+    let base = tmp.path();
+    let root = rootfs(base);
+    let oci = base.join("oci");
+    let store = base.join("store");
+    let store_s = store.to_str().unwrap();
+    let o = format!("upperdir={}", root.display());
+    for (form, tag) in [("zstd:chunked", "zc"), ("estargz", "esgz")] {
+        let dest = format!("oci:{}:{tag}", oci.display());
+        ok(
+            &run_layerfs(&["commit", "-o", &o, "--to", &dest, "--compress", form]),
+            "commit",
+        );
+        let name = format!("lazy-{tag}");
+        ok(
+            &run_layerfs(&[
+                "import", "--lazy", "--store", store_s, "--name", &name, &dest,
+            ]),
+            "import --lazy",
+        );
+        let lazy_dirs = || std::fs::read_dir(store.join("lazy")).map_or(0, |d| d.count());
+        assert_eq!(lazy_dirs(), 1, "{form}: one lazy layer in the store");
+        let done = || {
+            let d = std::fs::read_dir(store.join("lazy"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            std::fs::read(d.path().join("done")).unwrap().len() / 4
+        };
+        assert_eq!(done(), 0);
+        let out = std::process::Command::new(common::BIN)
+            .env("LAYERFS_LAZY_PREFETCH", "0")
+            .args(["run", "--store", store_s, &name, "--", "cat", "/etc/motd"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(ok(&out, "run"), "lazy\n", "{form}");
+        // busybox (as cat) and the motd; never the 3 MiB file nobody read.
+        assert_eq!(done(), 2, "{form}: files fetched by the run");
+        // A tool that reads the layer's files (inspect) fills it first, and the layer
+        // becomes an ordinary one.
+        ok(
+            &run_layerfs(&["inspect", "--store", store_s, &name]),
+            "inspect",
+        );
+        assert_eq!(lazy_dirs(), 0, "{form}: filled by inspect");
+        let out = run_layerfs(&["cat", "--store", store_s, &name, "/data/big"]);
+        ok(&out, "cat");
+        assert!(
+            out.stdout == std::fs::read(root.join("data/big")).unwrap(),
+            "{form}: cat shows the source's bytes"
+        );
+        ok(&run_layerfs(&["rmi", "--store", store_s, &name]), "rmi");
+    }
+}

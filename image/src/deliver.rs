@@ -182,7 +182,7 @@ pub fn deliver(
                     ),
                     None => {}
                 }
-                let ldir = store.layer_dir(&l.diff_id)?;
+                let ldir = store.whole_layer_dir(&l.diff_id)?;
                 let mut t = layer_tar(
                     &ldir,
                     Mode::Layer,

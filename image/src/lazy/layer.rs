@@ -82,8 +82,9 @@ fn hex(d: &[u8; 32]) -> String {
 }
 
 /// Makes the lazy layer `layer_dir` (`STORE/layers/<hex>`, which must not exist) from the
-/// blob's TOC: the record of pending files first (so a layer directory never exists
-/// without it while files are placeholders), then the tree.
+/// blob's TOC: the tree is built in `STORE/tmp/` and renamed into place after the record of
+/// pending files is written, so a layer directory never exists without it while files are
+/// placeholders, nor half made.
 pub fn materialize(
     opened: &Opened,
     source: Source,
@@ -92,10 +93,53 @@ pub fn materialize(
 ) -> Result<()> {
     let lazy_dir = mark::dir_for(layer_dir)
         .ok_or_else(|| anyhow!("{}: not a store layer directory", layer_dir.display()))?;
-    // Pending files by path; a later entry of the same name replaces an earlier one.
+    let record = Record {
+        version: mark::VERSION,
+        form: opened.form.name().to_string(),
+        source,
+        toc_digest: opened.toc_digest.clone(),
+        files: pending_files(&opened.toc),
+    };
+    let name = layer_dir.file_name().unwrap_or_default().to_string_lossy();
+    let tmp_root = lazy_dir
+        .parent()
+        .and_then(Path::parent)
+        .map(|store| store.join("tmp"))
+        .ok_or_else(|| anyhow!("{}: no store around it", layer_dir.display()))?;
+    std::fs::create_dir_all(&tmp_root)?;
+    let building = tmp_root.join(format!("lazy-{name}"));
+    if building.exists() {
+        crate::store::remove_tree(&building)?;
+    }
+    std::fs::create_dir(&building).with_context(|| format!("creating {}", building.display()))?;
+    let root = sys::open_host_dir(&building)?;
+    let entries = opened
+        .toc
+        .entries
+        .iter()
+        .map(tar_entry)
+        .collect::<Result<Vec<_>>>()?;
+    if let Err(e) = unpack::unpack_skeleton(entries, root.as_fd(), opts) {
+        let _ = crate::store::remove_tree(&building);
+        return Err(e).with_context(|| format!("making the tree of {}", layer_dir.display()));
+    }
+    std::fs::create_dir_all(&lazy_dir)
+        .with_context(|| format!("creating {}", lazy_dir.display()))?;
+    let tmp = lazy_dir.join(".record.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&record)?)?;
+    std::fs::rename(&tmp, lazy_dir.join(mark::RECORD))?;
+    std::fs::write(lazy_dir.join(mark::DONE), b"")?;
+    std::fs::rename(&building, layer_dir)
+        .with_context(|| format!("moving the lazy layer into {}", layer_dir.display()))?;
+    Ok(())
+}
+
+/// The regular files of `toc` with content, by their last entry (a later entry of the same
+/// name replaces an earlier one), with their hard-link names.
+fn pending_files(toc: &toc::Toc) -> Vec<mark::File> {
     let mut files: Vec<mark::File> = Vec::new();
     let mut by_path: HashMap<Vec<u8>, usize> = HashMap::new();
-    for e in &opened.toc.entries {
+    for e in &toc.entries {
         match &e.kind {
             Kind::File if !e.chunks.is_empty() => {
                 let f = mark::File {
@@ -132,37 +176,30 @@ pub fn materialize(
             }
         }
     }
-    // Only the files still named by their last entry are pending.
     let live: std::collections::HashSet<usize> = by_path.values().copied().collect();
-    let files: Vec<mark::File> = files
+    files
         .into_iter()
         .enumerate()
         .filter(|(i, _)| live.contains(i))
         .map(|(_, f)| f)
-        .collect();
-    let record = Record {
-        version: mark::VERSION,
-        form: opened.form.name().to_string(),
-        source,
-        toc_digest: opened.toc_digest.clone(),
-        files,
+        .collect()
+}
+
+/// Fills every pending file of `layer_dir` if it is a lazy layer (for tools that read a
+/// store layer's files directly: exports, inspect); an error if one cannot be fetched.
+pub fn fill_all(layer_dir: &Path) -> Result<()> {
+    let Some(l) = LazyLayer::open(layer_dir)? else {
+        return Ok(());
     };
-    std::fs::create_dir_all(&lazy_dir)
-        .with_context(|| format!("creating {}", lazy_dir.display()))?;
-    let tmp = lazy_dir.join(".record.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&record)?)?;
-    std::fs::rename(&tmp, lazy_dir.join(mark::RECORD))?;
-    std::fs::write(lazy_dir.join(mark::DONE), b"")?;
-    std::fs::create_dir(layer_dir).with_context(|| format!("creating {}", layer_dir.display()))?;
-    let root = sys::open_host_dir(layer_dir)?;
-    let entries = opened
-        .toc
-        .entries
-        .iter()
-        .map(tar_entry)
-        .collect::<Result<Vec<_>>>()?;
-    unpack::unpack_skeleton(entries, root.as_fd(), opts)
-        .with_context(|| format!("making the tree of {}", layer_dir.display()))?;
+    for i in 0..l.files.len() {
+        l.ensure_idx(i).with_context(|| {
+            format!(
+                "lazy layer {}: fetching {}",
+                layer_dir.display(),
+                l.files[i].path
+            )
+        })?;
+    }
     Ok(())
 }
 
