@@ -230,6 +230,15 @@ fn an_image_imported_lazily_runs_and_fetches_only_what_it_reads() {
         assert_eq!(ok(&out, "run"), "lazy\n", "{form}");
         // busybox (as cat) and the motd; never the 3 MiB file nobody read.
         assert_eq!(done(), 2, "{form}: files fetched by the run");
+        let images: serde_json::Value = serde_json::from_str(&ok(
+            &run_layerfs(&["images", "--store", store_s, "--json"]),
+            "images --json",
+        ))
+        .unwrap();
+        let lazy = &images[0]["lazy_layers"];
+        assert_eq!(lazy.as_array().map(Vec::len), Some(1), "{form}: {images}");
+        // busybox and the motd are in; /data/big (two names, one file) is not.
+        assert_eq!(lazy[0]["pending_files"], 1, "{form}: {lazy}");
         // A tool that reads the layer's files (inspect) fills it first, and the layer
         // becomes an ordinary one.
         ok(

@@ -98,7 +98,7 @@ pub fn materialize(
         form: opened.form.name().to_string(),
         source,
         toc_digest: opened.toc_digest.clone(),
-        files: pending_files(&opened.toc),
+        files: files_of(&opened.toc),
     };
     let name = layer_dir.file_name().unwrap_or_default().to_string_lossy();
     let tmp_root = lazy_dir
@@ -136,7 +136,7 @@ pub fn materialize(
 
 /// The regular files of `toc` with content, by their last entry (a later entry of the same
 /// name replaces an earlier one), with their hard-link names.
-fn pending_files(toc: &toc::Toc) -> Vec<mark::File> {
+fn files_of(toc: &toc::Toc) -> Vec<mark::File> {
     let mut files: Vec<mark::File> = Vec::new();
     let mut by_path: HashMap<Vec<u8>, usize> = HashMap::new();
     for e in &toc.entries {
@@ -457,6 +457,25 @@ impl LazyLayer {
             );
         }
     }
+}
+
+/// For a lazy layer: how many of its files have no content yet (`None`: not lazy). Reads
+/// the record and the done marks only.
+pub fn pending_files(layer_dir: &Path) -> Result<Option<usize>> {
+    let Some(lazy_dir) = mark::dir_for(layer_dir) else {
+        return Ok(None);
+    };
+    let Some(record) = read_record(&lazy_dir)? else {
+        return Ok(None);
+    };
+    let done = std::fs::read(lazy_dir.join(mark::DONE)).unwrap_or_default();
+    let mut seen = vec![false; record.files.len()];
+    for c in done.chunks_exact(4) {
+        if let Some(s) = seen.get_mut(u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize) {
+            *s = true;
+        }
+    }
+    Ok(Some(seen.iter().filter(|d| !**d).count()))
 }
 
 fn read_record(lazy_dir: &Path) -> Result<Option<Record>> {
