@@ -206,3 +206,33 @@ fn hostile_tocs_are_refused() {
         );
     }
 }
+
+#[test]
+fn estargz_landmarks_mark_what_to_fetch_first_and_are_not_files() {
+    let d = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    let toc = format!(
+        r#"{{"version":1,"entries":[
+        {{"type":"reg","name":"first","size":5,"offset":10,"chunkDigest":"{d}","digest":"{d}"}},
+        {{"type":"reg","name":".prefetch.landmark","size":1,"offset":20,"chunkDigest":"{d}"}},
+        {{"type":"reg","name":"later","size":5,"offset":30,"chunkDigest":"{d}","digest":"{d}"}},
+        {{"type":"reg","name":"stargz.index.json","size":5,"offset":40,"chunkDigest":"{d}"}}]}}"#
+    );
+    let t = Toc::parse(toc.as_bytes(), Form::Estargz, 50).unwrap();
+    let names: Vec<(&[u8], bool)> = t
+        .entries
+        .iter()
+        .map(|e| (&e.path[..], e.landmark))
+        .collect();
+    assert_eq!(names, [(&b"first"[..], true), (b"later", false)]);
+    // Each chunk ends where the next member starts.
+    assert_eq!(
+        (
+            t.entries[0].chunks[0].blob_offset,
+            t.entries[0].chunks[0].blob_end
+        ),
+        (10, 20)
+    );
+    // zstd:chunked has no landmarks: the same names are files there.
+    let z = Toc::parse(toc.as_bytes(), Form::ZstdChunked, 50).unwrap();
+    assert_eq!(z.entries.len(), 4);
+}

@@ -228,6 +228,8 @@ impl Toc {
         let mut open: Option<Open> = None;
         // eStargz: what comes before `.prefetch.landmark` is fetched first.
         let mut before_landmark = Vec::new();
+        // Where eStargz's own members start (they end the chunk before them).
+        let mut hidden_starts = Vec::new();
         for e in &raw.entries {
             let name = e.name.as_str();
             if e.kind == "chunk" {
@@ -245,7 +247,11 @@ impl Toc {
             }
             let path = clean(name)?;
             if form == Form::Estargz {
-                match std::str::from_utf8(&path).unwrap_or("") {
+                let name = std::str::from_utf8(&path).unwrap_or("");
+                if [ESTARGZ_TOC_NAME, NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK].contains(&name) {
+                    hidden_starts.push(nonneg(e.offset, "offset", name)?);
+                }
+                match name {
                     ESTARGZ_TOC_NAME | NO_PREFETCH_LANDMARK => continue,
                     PREFETCH_LANDMARK => {
                         for &i in &before_landmark {
@@ -330,6 +336,7 @@ impl Toc {
             .iter()
             .flat_map(|e| e.chunks.iter().map(|c| c.blob_offset))
             .collect();
+        starts.extend(hidden_starts.into_iter().filter(|&o| o > 0));
         starts.push(data_end);
         starts.sort_unstable();
         starts.dedup();
