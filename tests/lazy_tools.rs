@@ -253,5 +253,18 @@ fn an_image_imported_lazily_runs_and_fetches_only_what_it_reads() {
             "{form}: cat shows the source's bytes"
         );
         ok(&run_layerfs(&["rmi", "--store", store_s, &name]), "rmi");
+        // Imported again lazily and removed while still lazy: the record goes too.
+        ok(
+            &run_layerfs(&[
+                "import", "--lazy", "--store", store_s, "--name", &name, &dest,
+            ]),
+            "import --lazy again",
+        );
+        assert_eq!(lazy_dirs(), 1);
+        ok(
+            &run_layerfs(&["rmi", "--store", store_s, &name]),
+            "rmi while lazy",
+        );
+        assert_eq!(lazy_dirs(), 0, "{form}: rmi removes the lazy record");
     }
 }

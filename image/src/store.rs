@@ -487,6 +487,12 @@ impl Store {
                 std::fs::remove_dir_all(&kept)
                     .with_context(|| format!("removing {}", kept.display()))?;
             }
+            // A lazy layer's record goes with it (after the layer: a record without its
+            // layer is never read, a layer without its record would show placeholders).
+            if let Some(lazy) = crate::format::lazy::dir_for(&dir).filter(|d| d.exists()) {
+                std::fs::remove_dir_all(&lazy)
+                    .with_context(|| format!("removing {}", lazy.display()))?;
+            }
             let list = HashList::path_for(&dir);
             if let Err(e) = std::fs::remove_file(&list) {
                 if e.kind() != io::ErrorKind::NotFound {
