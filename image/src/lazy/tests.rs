@@ -236,3 +236,14 @@ fn estargz_landmarks_mark_what_to_fetch_first_and_are_not_files() {
     let z = Toc::parse(toc.as_bytes(), Form::ZstdChunked, 50).unwrap();
     assert_eq!(z.entries.len(), 4);
 }
+
+#[test]
+fn times_with_offsets_as_go_writes_them() {
+    // Go's encoding of a tar header's local time carries its offset.
+    let toc = r#"{"version":1,"entries":[{"type":"dir","name":"d","modtime":"2023-01-02T03:04:05.5+02:00"}]}"#;
+    let t = Toc::parse(toc.as_bytes(), Form::ZstdChunked, 0).unwrap();
+    assert_eq!(
+        (t.entries[0].mtime, t.entries[0].mtime_nsec),
+        (1_672_621_445, 500_000_000)
+    );
+}
