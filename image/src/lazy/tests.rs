@@ -247,3 +247,20 @@ fn times_with_offsets_as_go_writes_them() {
         (1_672_621_445, 500_000_000)
     );
 }
+
+#[test]
+fn a_name_that_is_not_utf8_refuses_a_seekable_form() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(1);
+    let name = std::path::Path::new(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    b.append_data(&mut h, name, &b"x"[..]).unwrap();
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(&b.into_inner().unwrap()).unwrap();
+    for form in [Form::ZstdChunked, Form::Estargz] {
+        let err = write::write(&mut f, form, Vec::new()).unwrap_err();
+        assert!(format!("{err:#}").contains("not UTF-8"), "{err:#}");
+    }
+}

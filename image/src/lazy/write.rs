@@ -82,9 +82,18 @@ fn toc_entry(m: &Member) -> Result<Map<String, Value>> {
     let e = &m.entry;
     let mut o = Map::new();
     o.insert("type".into(), json!(toc_type(e)?));
-    o.insert("name".into(), json!(String::from_utf8_lossy(&e.path)));
+    // JSON strings are UTF-8: a name that is not cannot be recorded faithfully.
+    let utf8 = |b: &[u8]| {
+        std::str::from_utf8(b).map(str::to_owned).map_err(|_| {
+            anyhow::anyhow!(
+                "{}: a name that is not UTF-8 cannot go into a seekable layer's TOC",
+                String::from_utf8_lossy(&e.path)
+            )
+        })
+    };
+    o.insert("name".into(), json!(utf8(&e.path)?));
     if let Some(l) = &e.link {
-        o.insert("linkName".into(), json!(String::from_utf8_lossy(l)));
+        o.insert("linkName".into(), json!(utf8(l)?));
     }
     o.insert("mode".into(), json!(e.mode & 0o7777));
     o.insert("uid".into(), json!(e.uid));
