@@ -320,3 +320,41 @@ fn a_copy_up_of_a_lazy_file_copies_its_content() {
     );
     m.assert_no_errors_logged();
 }
+
+#[test]
+fn concurrent_first_reads_of_one_file_fetch_it_once() {
+    if !require_root("concurrent_first_reads_of_one_file_fetch_it_once") {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("lazy-concurrent")
+        .tempdir()
+        .unwrap();
+    let src = source_tree(tmp.path());
+    let b = blob(tmp.path(), &src, "estargz");
+    let layer = lazy_layer(&tmp.path().join("store"), "l", &b);
+    let m = Layerfs::mount_with_env(
+        std::slice::from_ref(&layer),
+        &tmp.path().join("mnt"),
+        &[],
+        &no_prefetch(),
+    );
+    let want = std::fs::read(src.join("usr/lib/big")).unwrap();
+    std::thread::scope(|s| {
+        let readers: Vec<_> = [
+            "usr/lib/big",
+            "usr/lib/big.2",
+            "usr/lib/big",
+            "usr/lib/big.2",
+        ]
+        .iter()
+        .map(|p| s.spawn(|| std::fs::read(m.path(p)).unwrap()))
+        .collect();
+        for r in readers {
+            assert!(r.join().unwrap() == want, "a reader saw other bytes");
+        }
+    });
+    // One file (two names), filled once: one done mark.
+    assert_eq!(done_marks(&layer), 1);
+    m.assert_no_errors_logged();
+}
