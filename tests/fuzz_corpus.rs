@@ -48,3 +48,8 @@ fn idmap_corpus() {
 fn hash_list_corpus() {
     run("hash_list", layerfs_base::fuzz::hash_list);
 }
+
+#[test]
+fn lazy_toc_corpus() {
+    run("lazy_toc", layerfs_image::fuzz::lazy_toc);
+}

@@ -1,6 +1,7 @@
 //! A directory tree (an upper, a store layer, a merged view) as one layer tar, and that tar
 //! compressed: the common part of `commit` and `squash`.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest as _, Sha256};
 
+use super::lazy::Form;
 use super::pack::{Mode, PackStats, Packer};
 use super::source::Compression;
 
@@ -19,6 +21,14 @@ pub enum Compress {
     #[default]
     Gzip,
     Zstd,
+    /// zstd with a table of contents, each file in frames of its own (containers/storage's
+    /// partial pulls; layerfs reads it lazily).
+    #[value(name = "zstd:chunked")]
+    #[serde(rename = "zstd:chunked")]
+    ZstdChunked,
+    /// gzip with a table of contents, each file in members of its own (stargz-snapshotter's
+    /// lazy pulls; layerfs reads it lazily).
+    Estargz,
 }
 
 impl From<Compression> for Compress {
@@ -37,8 +47,44 @@ impl Compress {
         match self {
             Compress::None => "application/vnd.oci.image.layer.v1.tar",
             Compress::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compress::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compress::Zstd | Compress::ZstdChunked => "application/vnd.oci.image.layer.v1.tar+zstd",
+            Compress::Estargz => "application/vnd.oci.image.layer.v1.tar+gzip",
         }
+    }
+
+    /// The seekable form this compression writes, if it is one.
+    pub fn seekable(self) -> Option<Form> {
+        match self {
+            Compress::ZstdChunked => Some(Form::ZstdChunked),
+            Compress::Estargz => Some(Form::Estargz),
+            _ => None,
+        }
+    }
+}
+
+/// A compressed layer blob.
+#[derive(Debug, Clone, Default)]
+pub struct Compressed {
+    /// `sha256:` and size of the blob.
+    pub digest: String,
+    pub size: u64,
+    /// Set when the blob decompresses to other bytes than the tar it was made from
+    /// (eStargz adds its TOC member to the tar): the layer's diff_id is then this one.
+    pub diff_id: Option<String>,
+    /// Annotations its manifest descriptor must carry (a seekable form's TOC position and
+    /// digest).
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Compressed {
+    /// The annotations as a descriptor holds them (none: `None`).
+    pub fn descriptor_annotations(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        (!self.annotations.is_empty()).then(|| {
+            self.annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect()
+        })
     }
 }
 
@@ -97,15 +143,33 @@ impl LayerTar {
         Ok(&mut self.file)
     }
 
-    /// Writes the tar compressed to `out`; returns the blob's digest and size.
-    pub fn compress_to(&mut self, how: Compress, out: impl Write) -> Result<(String, u64)> {
+    /// Writes the tar compressed to `out`.
+    pub fn compress_to(&mut self, how: Compress, out: impl Write) -> Result<Compressed> {
+        if let Some(form) = how.seekable() {
+            return seekable(&mut self.file, form, out);
+        }
         compress(self.reader()?, how, out)
     }
 }
 
-/// Writes the uncompressed tar `src` compressed `how` to `out`; returns the blob's digest
-/// and size.
-pub fn compress(mut src: impl Read, how: Compress, out: impl Write) -> Result<(String, u64)> {
+fn seekable(tar: &mut File, form: Form, out: impl Write) -> Result<Compressed> {
+    let w = crate::lazy::write::write(tar, form, out)?;
+    Ok(Compressed {
+        digest: w.digest,
+        size: w.size,
+        diff_id: Some(w.diff_id),
+        annotations: w.annotations,
+    })
+}
+
+/// Writes the uncompressed tar `src` compressed `how` to `out` (a seekable form reads the
+/// tar twice, from a temporary copy).
+pub fn compress(mut src: impl Read, how: Compress, out: impl Write) -> Result<Compressed> {
+    if let Some(form) = how.seekable() {
+        let mut f = tempfile::tempfile().context("a temporary copy of the layer tar")?;
+        io::copy(&mut src, &mut f)?;
+        return seekable(&mut f, form, out);
+    }
     let mut hw = HashWriter::new(out);
     match how {
         Compress::None => {
@@ -124,10 +188,15 @@ pub fn compress(mut src: impl Read, how: Compress, out: impl Write) -> Result<(S
             io::copy(&mut src, &mut z)?;
             z.finish()?;
         }
+        Compress::ZstdChunked | Compress::Estargz => bail!("seekable forms are written above"),
     }
     hw.flush()?;
-    let (d, n, _) = hw.finish();
-    Ok((d, n))
+    let (digest, size, _) = hw.finish();
+    Ok(Compressed {
+        digest,
+        size,
+        ..Compressed::default()
+    })
 }
 
 /// Writes the tree `root` as a layer tar into a temporary file in `tmp_dir`.

@@ -110,8 +110,11 @@ pub fn deliver(
         Dest::Tar(path) => {
             let f = std::fs::File::create(path)
                 .with_context(|| format!("creating {}", path.display()))?;
-            let (digest, _) = tar.compress_to(compress.unwrap_or(Compress::None), f)?;
-            out.blob_digest = Some(digest);
+            let c = tar.compress_to(compress.unwrap_or(Compress::None), f)?;
+            out.blob_digest = Some(c.digest);
+            if let Some(d) = c.diff_id {
+                out.diff_id = d;
+            }
             out.dest = path.display().to_string();
         }
         Dest::Dir(path) => {
@@ -164,6 +167,7 @@ pub fn deliver(
             let mut layers = export_layers(store, &layout, &base.layers, how, timestamp)?;
             let new = blob(&layout, tar, how)?;
             out.blob_digest = Some(new.blob.digest.clone());
+            out.diff_id = new.diff_id.clone();
             layers.push(new);
             let mut hist = aligned_history(base.layers.len(), base.history);
             hist.push(history.clone());
@@ -242,7 +246,7 @@ pub fn export_layers(
             ),
             None => {}
         }
-        let ldir = store.layer_dir(&l.diff_id)?;
+        let ldir = store.whole_layer_dir(&l.diff_id)?;
         let mut t = layer_tar(
             &ldir,
             Mode::Layer,
@@ -258,15 +262,20 @@ pub fn export_layers(
 }
 
 fn blob(layout: &Layout, tar: &mut LayerTar, how: Compress) -> Result<LayerDesc> {
-    let (digest, size) = layout.write_blob(|w| tar.compress_to(how, w).map(drop))?;
+    let mut c = None;
+    let (digest, size) = layout.write_blob(|w| {
+        c = Some(tar.compress_to(how, w)?);
+        Ok(())
+    })?;
+    let c = c.unwrap_or_default();
     Ok(LayerDesc {
         blob: Descriptor {
             media_type: how.media_type().into(),
             digest,
             size,
-            annotations: None,
+            annotations: c.descriptor_annotations(),
         },
-        diff_id: tar.diff_id.clone(),
+        diff_id: c.diff_id.unwrap_or_else(|| tar.diff_id.clone()),
     })
 }
 

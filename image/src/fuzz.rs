@@ -71,3 +71,43 @@ pub fn oci(data: &[u8]) {
     crate::source::oci::parse_documents(data);
     let _ = ImageConfig::parse(data);
 }
+
+/// A seekable layer blob (zstd:chunked or eStargz) found by its footer, and the same bytes
+/// as a TOC's JSON in either form. An accepted TOC's names are clean and relative, its
+/// files' chunks tile them and lie in the blob's data; every chunk fetched is exactly its
+/// size (or refused: a digest never matches bytes it was not made from).
+pub fn lazy_toc(data: &[u8]) {
+    use crate::lazy::{read, toc, Form};
+    let check = |t: &toc::Toc, data_end: u64| {
+        for e in &t.entries {
+            assert!(!e.path.starts_with(b"/") && !e.path.split(|&b| b == b'/').any(|c| c == b".."));
+            let mut at = 0;
+            for c in &e.chunks {
+                assert_eq!(c.file_offset, at);
+                assert!(c.size > 0);
+                assert!(c.zeros || (c.blob_offset < c.blob_end && c.blob_end <= data_end));
+                at += c.size;
+            }
+            assert!(e.chunks.is_empty() || at == e.size);
+        }
+    };
+    for form in [Form::ZstdChunked, Form::Estargz] {
+        if let Ok(t) = toc::Toc::parse(data, form, data.len() as u64) {
+            check(&t, data.len() as u64);
+        }
+    }
+    let blob = data.to_vec();
+    if let Ok(o) = read::open(&blob, &Default::default()) {
+        check(&o.toc, o.data_end);
+        let mut budget = MAX_READ;
+        for c in o.toc.entries.iter().flat_map(|e| &e.chunks) {
+            if c.size > budget {
+                break;
+            }
+            budget -= c.size;
+            if let Ok(b) = read::fetch_chunk(&blob, o.form, c) {
+                assert_eq!(b.len() as u64, c.size);
+            }
+        }
+    }
+}

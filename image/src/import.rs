@@ -23,11 +23,11 @@ pub fn import(
     open: &OpenOptions,
 ) -> Result<(ImageRecord, Vec<bool>)> {
     let img = source::open(source, open)?;
-    import_image(store, &img, source, names, None)
+    import_image(store, &img, source, names, None, open.lazy)
 }
 
 /// Imports the opened image `img` (named `source` in messages and in the record) into
-/// `store` under `names`, as [`import`] does. With `downloaded`, the layers' blob files are
+/// `store` under `names`, as [`import`] does (`lazy`: its `--lazy`). With `downloaded`, the layers' blob files are
 /// downloads still arriving, checked against their digests as they were written, in the
 /// store's `tmp/`: `downloaded(i)` waits for layer `i`'s, and the file is moved into the
 /// store rather than copied.
@@ -37,6 +37,7 @@ pub fn import_image(
     source: &str,
     names: &[String],
     downloaded: Option<&dyn Fn(usize) -> Result<()>>,
+    lazy: bool,
 ) -> Result<(ImageRecord, Vec<bool>)> {
     let opts = unpack::Options::for_this_process();
     let mut staged = Vec::new();
@@ -66,6 +67,15 @@ pub fn import_image(
         }
         if let Some(wait) = downloaded {
             wait(i).with_context(|| format!("{source}: {what} ({})", layer.id))?;
+        }
+        if lazy {
+            if let Some(rec) = lazy_layer(store, layer, known.as_deref(), &opts)
+                .with_context(|| format!("{source}: {what} ({})", layer.id))?
+            {
+                layers.push(rec);
+                reused.push(false);
+                continue;
+            }
         }
         let pb = progress::bytes(&what);
         let s = match &layer.location {
@@ -152,6 +162,55 @@ pub fn import_image(
     };
     store.publish(staged, &record)?;
     Ok((record, reused))
+}
+
+/// With `--lazy`: a layer whose blob is a whole local file in a seekable form becomes a lazy
+/// store layer; `None` for any other layer (unpacked as usual). The blob is checked against
+/// its digest in full first: a local read, and what ties the TOC (found by the blob's
+/// footer) to the manifest. The layer is named by the config's diff_id, which is not
+/// recomputed (that would take decompressing the whole blob, what a lazy layer avoids).
+fn lazy_layer(
+    store: &Store,
+    layer: &source::Layer,
+    diff_id: Option<&str>,
+    opts: &unpack::Options,
+) -> Result<Option<LayerRecord>> {
+    let (Location::Blob(b), Some(diff_id)) = (&layer.location, diff_id) else {
+        return Ok(None);
+    };
+    let src = crate::lazy::FileSource::open(&b.path)?;
+    if b.offset != 0 || crate::lazy::RangeSource::size(&src)? != b.len {
+        return Ok(None); // a blob inside an archive
+    }
+    let Ok(opened) = crate::lazy::open(&src, &Default::default()) else {
+        return Ok(None); // not seekable: unpacked whole
+    };
+    std::io::copy(
+        &mut b.open_raw(layer.digest.as_ref())?,
+        &mut std::io::sink(),
+    )
+    .context("checking the blob's digest")?;
+    let path = std::fs::canonicalize(&b.path)?;
+    store.add_lazy(
+        diff_id,
+        &opened,
+        crate::format::lazy::Source::File { path },
+        opts,
+    )?;
+    // The tar's size is not known without reading it all: the files' sizes, and a block
+    // of header per entry.
+    let size = opened
+        .toc
+        .entries
+        .iter()
+        .map(|e| e.size.div_ceil(512) * 512 + 512)
+        .sum();
+    Ok(Some(LayerRecord {
+        diff_id: diff_id.to_string(),
+        size,
+        blob: blob_record(layer),
+        skipped_devices: Vec::new(),
+    }))
 }
 
 /// The blob a layer came from, with its OCI media type (from the compression: a docker

@@ -206,6 +206,7 @@ impl Kept {
     /// is an error and nothing is stored in the layout.
     pub fn write_to(&self, layout: &Layout, how: Compress) -> Result<LayerDesc> {
         let path = self.dir.join(BLOB);
+        let mut compressed = None;
         let (media_type, (digest, size)) = match self.record.encoding {
             Encoding::Verbatim => {
                 let raw =
@@ -217,21 +218,27 @@ impl Kept {
             }
             Encoding::Zstd => {
                 let tar = self.tar()?;
-                let written = layout.write_blob(|w| compress(tar, how, w).map(drop))?;
+                let written = layout.write_blob(|w| {
+                    compressed = Some(compress(tar, how, w)?);
+                    Ok(())
+                })?;
                 (how.media_type().to_string(), written)
             }
         };
         if self.record.encoding == Encoding::Verbatim && digest != self.record.digest {
             bail!("kept blob digest {digest}, recorded {}", self.record.digest);
         }
+        let compressed = compressed.unwrap_or_default();
         Ok(LayerDesc {
             blob: Descriptor {
                 media_type,
                 digest,
                 size,
-                annotations: None,
+                annotations: compressed.descriptor_annotations(),
             },
-            diff_id: self.record.diff_id.clone(),
+            diff_id: compressed
+                .diff_id
+                .unwrap_or_else(|| self.record.diff_id.clone()),
         })
     }
 

@@ -16,6 +16,7 @@ pub mod fuzz;
 pub mod import;
 pub mod inspect;
 pub mod kept;
+pub mod lazy;
 pub mod manifest;
 pub mod oci_write;
 pub mod pack;

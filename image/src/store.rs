@@ -414,6 +414,30 @@ impl Store {
         Ok(staged)
     }
 
+    /// The directory of layer `diff_id` with every file's content present: a lazy layer
+    /// is filled first (for tools that read its files rather than mount it).
+    pub fn whole_layer_dir(&self, diff_id: &str) -> Result<PathBuf> {
+        let dir = self.layer_dir(diff_id)?;
+        crate::lazy::layer::fill_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Makes layer `diff_id` a lazy layer from its blob's table of contents (nothing if
+    /// the store has the layer), under the store's lock.
+    pub fn add_lazy(
+        &self,
+        diff_id: &str,
+        opened: &crate::lazy::Opened,
+        source: crate::format::lazy::Source,
+        opts: &unpack::Options,
+    ) -> Result<()> {
+        let _lock = self.lock()?;
+        if self.has_layer(diff_id) {
+            return Ok(());
+        }
+        crate::lazy::materialize(opened, source, &self.layer_dir(diff_id)?, opts)
+    }
+
     /// Moves staged layers into place (a layer already present is kept and the copy
     /// dropped) and writes the image record, taking the names from any image that had them.
     pub fn publish(&self, staged: Vec<Staged>, record: &ImageRecord) -> Result<()> {
@@ -553,6 +577,12 @@ impl Store {
             if kept.exists() {
                 std::fs::remove_dir_all(&kept)
                     .with_context(|| format!("removing {}", kept.display()))?;
+            }
+            // A lazy layer's record goes with it (after the layer: a record without its
+            // layer is never read, a layer without its record would show placeholders).
+            if let Some(lazy) = crate::format::lazy::dir_for(&dir).filter(|d| d.exists()) {
+                std::fs::remove_dir_all(&lazy)
+                    .with_context(|| format!("removing {}", lazy.display()))?;
             }
             let list = HashList::path_for(&dir);
             if let Err(e) = std::fs::remove_file(&list) {

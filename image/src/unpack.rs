@@ -181,33 +181,69 @@ struct Unpacker<'a> {
     opaque: HashSet<Vec<Vec<u8>>>,
     /// The parent directory fd of the last entry, reused by its siblings.
     parent: Option<(Vec<Vec<u8>>, OwnedFd)>,
+    /// Regular files are made at their size with no content (a lazy layer's placeholders).
+    skeleton: bool,
 }
 
 /// Extracts the tar stream `tar` (uncompressed) into the directory `root`.
 pub fn unpack(tar: impl Read, root: BorrowedFd<'_>, opts: &Options) -> Result<Stats> {
-    let mut u = Unpacker {
-        root,
-        opts: *opts,
-        stats: Stats::default(),
-        dirs: Vec::new(),
-        whiteouts: HashSet::new(),
-        opaque: HashSet::new(),
-        parent: None,
-    };
+    let mut u = Unpacker::new(root, opts, false);
     let mut reader = TarReader::new(tar);
     while let Some(entry) = reader.next_entry().context("reading the layer tar")? {
-        let raw = entry.path.clone();
-        let path = clean_path(&raw, &opts.limits)?;
-        u.stats.entries += 1;
-        if u.stats.entries > opts.limits.max_entries {
-            bail!("more than {} entries in one layer", opts.limits.max_entries);
-        }
-        u.entry(&entry, &mut reader, path.clone())
-            .with_context(|| format!("entry {:?}", String::from_utf8_lossy(&raw)))?;
+        u.add(&entry, &mut reader)?;
     }
-    let stats = std::mem::take(&mut u.stats);
-    u.finish()?;
-    Ok(stats)
+    u.done()
+}
+
+/// Makes a layer's tree from its entries alone, as [`unpack`] would from its tar (marks,
+/// hard links, metadata, the same checks), each regular file a placeholder of its size
+/// with no content (a hole): a lazy layer's skeleton, whose files get their bytes later.
+pub fn unpack_skeleton(
+    entries: impl IntoIterator<Item = tarread::Entry>,
+    root: BorrowedFd<'_>,
+    opts: &Options,
+) -> Result<Stats> {
+    let mut u = Unpacker::new(root, opts, true);
+    let mut none = TarReader::new(io::empty());
+    for entry in entries {
+        u.add(&entry, &mut none)?;
+    }
+    u.done()
+}
+
+impl<'a> Unpacker<'a> {
+    fn new(root: BorrowedFd<'a>, opts: &Options, skeleton: bool) -> Unpacker<'a> {
+        Unpacker {
+            root,
+            opts: *opts,
+            stats: Stats::default(),
+            dirs: Vec::new(),
+            whiteouts: HashSet::new(),
+            opaque: HashSet::new(),
+            parent: None,
+            skeleton,
+        }
+    }
+
+    fn add<R: Read>(&mut self, entry: &tarread::Entry, reader: &mut TarReader<R>) -> Result<()> {
+        let raw = entry.path.clone();
+        let path = clean_path(&raw, &self.opts.limits)?;
+        self.stats.entries += 1;
+        if self.stats.entries > self.opts.limits.max_entries {
+            bail!(
+                "more than {} entries in one layer",
+                self.opts.limits.max_entries
+            );
+        }
+        self.entry(entry, reader, path)
+            .with_context(|| format!("entry {:?}", String::from_utf8_lossy(&raw)))
+    }
+
+    fn done(mut self) -> Result<Stats> {
+        let stats = std::mem::take(&mut self.stats);
+        self.finish()?;
+        Ok(stats)
+    }
 }
 
 impl Unpacker<'_> {
@@ -280,7 +316,11 @@ impl Unpacker<'_> {
                 }
                 let pfd = self.parent_fd(parent)?;
                 let fd = sys::create_excl(pfd, &cname, libc::O_WRONLY, 0o600)?;
-                write_sparse(&mut reader.data(), fd.as_fd(), size)?;
+                if self.skeleton {
+                    sys::ftruncate(fd.as_fd(), size)?;
+                } else {
+                    write_sparse(&mut reader.data(), fd.as_fd(), size)?;
+                }
             }
             T::Symlink => {
                 let target = entry

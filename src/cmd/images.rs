@@ -21,7 +21,21 @@ pub fn run(args: ImagesArgs) -> Result<i32> {
     let store = args.store.open()?;
     let images = store.images()?;
     if args.json {
-        print_json(&images)?;
+        // Each image as its record, with the layers still lazy (files not fetched yet).
+        let mut out = Vec::with_capacity(images.len());
+        for i in &images {
+            let mut v = serde_json::to_value(i)?;
+            let mut lazy = Vec::new();
+            for l in &i.layers {
+                let dir = store.layer_dir(&l.diff_id)?;
+                if let Some(n) = layerfs_image::lazy::layer::pending_files(&dir)? {
+                    lazy.push(serde_json::json!({"diff_id": l.diff_id, "pending_files": n}));
+                }
+            }
+            v["lazy_layers"] = serde_json::Value::Array(lazy);
+            out.push(v);
+        }
+        print_json(&out)?;
         return Ok(0);
     }
     // The names last, so a long one never pushes the other columns out of line.

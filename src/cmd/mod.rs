@@ -12,6 +12,7 @@ pub mod imagecmd;
 pub mod images;
 pub mod import;
 pub mod inspect;
+pub mod lazy;
 pub mod mount;
 pub mod packaging;
 pub mod pull;

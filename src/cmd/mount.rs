@@ -18,6 +18,9 @@ use layerfs_base::{sys, MountOptions};
 use layerfs_fuse::{AdapterOptions, Core, FileIo, SessionOptions};
 use layerfs_mount::{upper, Config, Stack, Union};
 use log::{info, warn};
+use std::sync::Arc;
+
+use super::lazy::LazyLayers;
 
 use crate::{FileIoArg, MountArgs};
 
@@ -40,6 +43,8 @@ pub struct Plan {
     pub remove_after: Option<PathBuf>,
     /// `-o supervise`: a supervisor keeps the connection and runs the daemons.
     supervise: bool,
+    /// The stack's lazy layers, whose prefetch starts in the daemon.
+    lazy: Option<Arc<LazyLayers>>,
 }
 
 pub fn run(args: MountArgs) -> Result<()> {
@@ -177,6 +182,10 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
             layerfs_mount::verifier::Verifier::load(&lowers).map_err(anyhow::Error::msg)?,
         );
     }
+    let lazy = LazyLayers::find(&lowers)?;
+    if let Some(l) = &lazy {
+        fs.set_lazy(l.hook());
+    }
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -198,6 +207,7 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
         remove_mountpoint: false,
         remove_after: None,
         supervise: opts.supervise,
+        lazy,
         file_io: match (args.no_passthrough, args.file_io) {
             // A restarted daemon could not know which of the kernel's inodes are bound to
             // backing files; supervised mounts serve data through the page cache.
@@ -374,7 +384,11 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>, connect: Connec
         remove_mountpoint,
         remove_after,
         supervise: _,
+        lazy,
     } = plan;
+    if let Some(l) = &lazy {
+        l.start_prefetch();
+    }
     let serve = Serve {
         mountpoint,
         fsname,

@@ -169,6 +169,8 @@ fn pull_resolved(
             &what,
             &all_names,
             Some(&|i| ready.wait(i)),
+            // Lazy pulls from a registry are not wired yet (issue 23): layers are unpacked.
+            false,
         );
         if r.is_err() {
             ready.cancel();

@@ -30,6 +30,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use crate::sys::{self, RawDirent, Stat};
 
 pub mod kept;
+pub mod lazy;
 
 /// Prefix of OCI whiteout names; every name with it is reserved and never shown.
 pub const OCI_PREFIX: &[u8] = b".wh.";

@@ -44,7 +44,7 @@ pub fn open(store: &Store, record: &ImageRecord, name: &str) -> Result<Image> {
             size: Some(l.size),
             created_by: None,
             comment: None,
-            location: Location::Dir(store.layer_dir(&l.diff_id)?),
+            location: Location::Dir(store.whole_layer_dir(&l.diff_id)?),
         });
     }
     super::attach_config(&mut layers, &config);

@@ -103,6 +103,9 @@ pub struct OpenOptions {
     /// podman's graphroot for `containers-storage:` (default: root's or the user's).
     pub storage_root: Option<PathBuf>,
     pub limits: Limits,
+    /// `import --lazy`: a zstd:chunked or eStargz layer blob in a local file becomes a lazy
+    /// store layer (its tree now, file contents on first read) instead of being unpacked.
+    pub lazy: bool,
 }
 
 impl Spec {

@@ -55,6 +55,10 @@ impl Union {
         // The parent's times before the copy lands in it, put back after (as the kernel's
         // overlay does): a copy-up changes no name in the parent as the mount shows it.
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
+        if data && !meta && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            // A lazy layer's file is copied with its content, never its placeholder.
+            self.ensure_lower(&le)?;
+        }
         if data && !meta && self.verifier.is_some() && st.st_mode & libc::S_IFMT == libc::S_IFREG {
             // `-o verify`: no byte of a lower file that differs from its hash list is copied.
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;

@@ -105,10 +105,13 @@ impl Union {
         if st.st_mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Error::StaleInode(node.id.0));
         }
-        if self.verifier.is_some() && node.detached.get().is_none() {
+        if (self.verifier.is_some() || self.lazy.is_some()) && node.detached.get().is_none() {
             let loc = node.loc();
             if !loc.upper {
                 let le = self.lower_of(&loc)?;
+                // A lazy layer's file gets its content first (the fd is of the same
+                // inode, so it sees the bytes written in), then `-o verify` hashes it.
+                self.ensure_lower(&le)?;
                 self.verify_lower(&le, fd.as_fd(), &st)?;
             }
         }

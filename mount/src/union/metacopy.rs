@@ -65,6 +65,7 @@ impl Union {
             .entry(&self.stack, &rel)
             .map_err(Error::io("lower lookup"))?
             .ok_or(Error::Bug("metacopy data not found in the lowers"))?;
+        self.ensure_lower(&le)?;
         let fd = le
             .parent
             .with_dir_of(le.entry(), |d| {

@@ -29,6 +29,7 @@ pub mod handles;
 mod imports;
 mod inode;
 pub mod journal;
+pub mod lazy;
 mod listing;
 pub mod lower;
 mod metacopy;
@@ -42,6 +43,7 @@ mod refresh;
 pub mod table;
 
 pub use config::Config;
+pub use lazy::{Lazy, LazyContent};
 pub use refresh::Refresh;
 
 use std::collections::HashSet;
@@ -141,6 +143,8 @@ pub struct Union {
     verifier: Option<crate::verifier::Verifier>,
     /// What the journal of an earlier daemon on this connection recorded (`-o supervise`).
     recovered: Option<journal::Recovered>,
+    /// Lower layers whose file content is fetched on first use (`lazy.rs`).
+    lazy: Option<Lazy>,
 }
 
 /// True for a kernel whiteout (character device 0:0).
@@ -218,12 +222,27 @@ impl Union {
             lower_passthrough: AtomicBool::new(false),
             verifier: None,
             recovered: None,
+            lazy: None,
         })
     }
 
     /// Checks every lower file against `v` (`-o verify`) before serving its bytes.
     pub fn set_verifier(&mut self, v: crate::verifier::Verifier) {
         self.verifier = Some(v);
+    }
+
+    /// Fetches lower files of lazy layers before their data is read or copied up.
+    pub fn set_lazy(&mut self, lazy: Lazy) {
+        self.lazy = Some(lazy);
+    }
+
+    /// For a file of a lazy layer: its content, made present (EIO if it cannot be).
+    fn ensure_lower(&self, le: &lower::LowerEntry) -> Result<()> {
+        let Some(lazy) = &self.lazy else {
+            return Ok(());
+        };
+        let (layer, path) = le.parent.place_of(le.entry());
+        lazy.ensure(layer, &path).map_err(Error::io("lazy content"))
     }
 
     /// With `-o verify`: the lower file `le`, open as `fd` (`st` its attributes), matches

@@ -1,0 +1,42 @@
+//! Lower layers whose file content arrives after the mount (lazy layers, see
+//! docs/ARCHITECTURE.md "Lazy layers"): the tree of such a layer is complete on disk, each
+//! regular file at its full size, but a file's bytes may not be there yet. Before a lower
+//! file of a lazy layer is opened for its data or copied up, the core asks the layer's
+//! [`LazyContent`] to make that file's content present; whatever fetches it (the image
+//! tools, wired in by the binary) is behind the trait, so this crate never knows of
+//! registries, blobs or tables of contents.
+//!
+//! A stack with no lazy layer pays one `Option` check per open; a lazy stack one `bool`
+//! per open of a file of a non-lazy layer.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::stack::LayerIdx;
+
+/// Makes the content of files of lazy layers present.
+pub trait LazyContent: Send + Sync {
+    /// Returns once the file `path` (relative to the layer's root, no leading `/`) of lazy
+    /// layer `layer` holds its whole content, or with the error to answer (EIO when its
+    /// bytes cannot be fetched or do not match their digest). Called for any regular file
+    /// of the layer; one that was never pending returns at once. Must not block forever.
+    fn ensure(&self, layer: LayerIdx, path: &[u8]) -> io::Result<()>;
+}
+
+/// Which layers of the stack are lazy, and what fills them.
+pub struct Lazy {
+    /// By [`LayerIdx`]: true for a lazy layer.
+    pub layers: Vec<bool>,
+    pub content: Arc<dyn LazyContent>,
+}
+
+impl Lazy {
+    /// Makes `path` of `layer` present if the layer is lazy.
+    pub fn ensure(&self, layer: LayerIdx, path: &[u8]) -> io::Result<()> {
+        if !self.layers.get(layer.0 as usize).copied().unwrap_or(false) {
+            return Ok(());
+        }
+        let path = path.strip_prefix(b"/").unwrap_or(path);
+        self.content.ensure(layer, path)
+    }
+}
