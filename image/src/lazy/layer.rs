@@ -22,6 +22,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use log::{debug, error, info, warn};
 
 use super::range::{FileSource, RangeSource};
+use super::remote::RegistrySource;
 use super::read::{decode_chunk, Opened};
 use super::toc::{self, parse_sha256, Form, Kind};
 use crate::format::lazy::{self as mark, Record, Source};
@@ -233,10 +234,10 @@ impl LazyLayer {
             Source::File { path } => Arc::new(FileSource::open(path).with_context(|| {
                 format!("the blob of {}: {}", layer_dir.display(), path.display())
             })?),
-            Source::Registry { reference, .. } => bail!(
-                "{}: its blob is in a registry ({reference}); fetching from registries is \
-                 not wired in yet",
-                layer_dir.display()
+            Source::Registry { .. } => Arc::new(
+                RegistrySource::from_record(&record.source)
+                    .with_context(|| format!("the blob of {}", layer_dir.display()))?
+                    .expect("a registry source"),
             ),
         };
         Self::with_source(layer_dir, record, source).map(Some)
