@@ -437,3 +437,161 @@ fn https_with_a_cert_dir_or_without_verification() {
         "pull with --tls-verify=false",
     );
 }
+
+/// A root whose one large file nobody reads: busybox, a motd, 16 MiB that do not compress.
+fn lazy_rootfs(env: &Env) -> PathBuf {
+    let root = env.path("lazy-rootfs");
+    for d in ["bin", "etc", "data", "tmp", "proc", "dev", "sys"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static is installed (scripts/setup installs it)");
+    for app in ["sh", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
+    }
+    std::fs::write(root.join("etc/motd"), "lazy\n").unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(root.join("data/big"), big).unwrap();
+    root
+}
+
+/// The one lazy layer of `store` (its directory under `layers/`), if there is one.
+fn the_lazy_layer(store: &str) -> Option<PathBuf> {
+    let e = std::fs::read_dir(Path::new(store).join("lazy"))
+        .ok()?
+        .next()?
+        .unwrap();
+    Some(Path::new(store).join("layers").join(e.file_name()))
+}
+
+#[test]
+fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
+    if !require_root() {
+        return;
+    }
+    let reg = Registry::start();
+    let h = reg.host();
+    let env = Env::new(std::slice::from_ref(&h), &[]);
+    let root = lazy_rootfs(&env);
+    let upper = format!("upperdir={}", root.display());
+    let scratch = env.path("scratch-store").display().to_string();
+    // skopeo's zstd:chunked, from a gzip layout layerfs writes.
+    let gz = format!("oci:{}:gz", env.path("oci").display());
+    ok(
+        env.layerfs(&["commit", "-o", &upper, "--to", &gz, "--store", &scratch]),
+        "commit gzip",
+    );
+    let zc = format!("docker://{h}/lazy/zc:v1");
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-compress-format",
+        "zstd:chunked",
+        &gz,
+        &zc,
+    ]);
+    // layerfs's eStargz, pushed by layerfs.
+    let esgz_oci = format!("oci:{}:esgz", env.path("oci").display());
+    ok(
+        env.layerfs(&[
+            "commit", "-o", &upper, "--to", &esgz_oci, "--compress", "estargz", "--store",
+            &scratch,
+        ]),
+        "commit --compress estargz",
+    );
+    let esgz = format!("docker://{h}/lazy/esgz:v1");
+    ok(
+        env.layerfs(&[
+            "push",
+            &esgz_oci,
+            &esgz,
+            "--tls-verify=false",
+            "--store",
+            &scratch,
+        ]),
+        "push estargz",
+    );
+    let no_prefetch = [("LAYERFS_LAZY_PREFETCH", Path::new("0"))];
+    for (form, reference) in [("zstd:chunked", &zc), ("estargz", &esgz)] {
+        let digest = layer_digests(reference, &[]).remove(0);
+        let blob_size = std::fs::metadata(reg.blob_file(&digest)).unwrap().len();
+        let store = env.path(&format!("store-{}", form.replace(':', "-")));
+        let store = store.to_str().unwrap();
+        let pulled = env.json(&[
+            "pull",
+            "--lazy",
+            "--tls-verify=false",
+            "--store",
+            store,
+            "--json",
+            reference,
+        ]);
+        assert_eq!(pulled["layers"][0]["lazy"], true, "{form}: {pulled}");
+        let toc_bytes = reg.bytes_sent(&digest);
+        assert!(
+            toc_bytes > 0 && toc_bytes < blob_size / 8,
+            "{form}: the pull fetched {toc_bytes} of {blob_size} bytes"
+        );
+        let layer = the_lazy_layer(store).expect("a lazy layer in the store");
+        let name = format!("{h}/lazy/{}:v1", if form == "estargz" { "esgz" } else { "zc" });
+        let out = Command::new(BIN)
+            .envs(no_prefetch)
+            .env("CONTAINERS_REGISTRIES_CONF", env.path("registries.conf"))
+            .env("HOME", env.path("home"))
+            .args(["run", "--store", store, &name, "--", "cat", "/etc/motd"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(ok(&out, "run"), "lazy\n", "{form}");
+        let sent = reg.bytes_sent(&digest);
+        assert!(
+            sent < blob_size / 3,
+            "{form}: the run fetched {sent} bytes of a {blob_size}-byte blob"
+        );
+        assert!(the_lazy_layer(store).is_some(), "{form}: still lazy");
+        // inspect reads every file of the layer: it fills it, and it is ordinary now.
+        ok(env.layerfs(&["inspect", "--store", store, &name]), "inspect");
+        assert!(the_lazy_layer(store).is_none(), "{form}: filled by inspect");
+        for f in ["bin/busybox", "etc/motd", "data/big"] {
+            assert!(
+                std::fs::read(layer.join(f)).unwrap() == std::fs::read(root.join(f)).unwrap(),
+                "{form}: {f} differs from the source"
+            );
+        }
+        eprintln!("{form}: blob {blob_size} bytes; the TOC took {toc_bytes}, the run {sent}");
+    }
+    // The registry stops mid-read: a file not fetched yet answers EIO, one fetched is served.
+    let store = env.path("store-eio");
+    let store = store.to_str().unwrap();
+    ok(
+        env.layerfs(&[
+            "pull",
+            "--lazy",
+            "--tls-verify=false",
+            "--store",
+            store,
+            &zc,
+        ]),
+        "pull --lazy",
+    );
+    let layer = the_lazy_layer(store).unwrap();
+    let m = testkit::Layerfs::mount_with_env(
+        std::slice::from_ref(&layer),
+        &env.path("mnt"),
+        &[],
+        &no_prefetch,
+    );
+    assert_eq!(std::fs::read(m.path("etc/motd")).unwrap(), b"lazy\n");
+    kill(reg.pid());
+    let err = std::fs::read(m.path("data/big")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(std::fs::read(m.path("etc/motd")).unwrap(), b"lazy\n");
+}

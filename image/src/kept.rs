@@ -228,7 +228,16 @@ impl Kept {
         if self.record.encoding == Encoding::Verbatim && digest != self.record.digest {
             bail!("kept blob digest {digest}, recorded {}", self.record.digest);
         }
-        let compressed = compressed.unwrap_or_default();
+        let mut compressed = compressed.unwrap_or_default();
+        if self.record.encoding == Encoding::Verbatim {
+            // A zstd:chunked or eStargz blob keeps the annotations that make it seekable.
+            if let Some(a) = crate::lazy::FileSource::open(&path)
+                .ok()
+                .and_then(|src| crate::lazy::read::annotations_of(&src))
+            {
+                compressed.annotations = a;
+            }
+        }
         Ok(LayerDesc {
             blob: Descriptor {
                 media_type,
