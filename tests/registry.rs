@@ -502,7 +502,14 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
     let esgz_oci = format!("oci:{}:esgz", env.path("oci").display());
     ok(
         env.layerfs(&[
-            "commit", "-o", &upper, "--to", &esgz_oci, "--compress", "estargz", "--store",
+            "commit",
+            "-o",
+            &upper,
+            "--to",
+            &esgz_oci,
+            "--compress",
+            "estargz",
+            "--store",
             &scratch,
         ]),
         "commit --compress estargz",
@@ -535,13 +542,22 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
             reference,
         ]);
         assert_eq!(pulled["layers"][0]["lazy"], true, "{form}: {pulled}");
+        assert_eq!(pulled["layers"][0]["reused"], false, "{form}: {pulled}");
+        // The tar's size as the TOC gives it: at least the files' bytes.
+        assert!(
+            pulled["layers"][0]["size"].as_u64().unwrap() > 16 << 20,
+            "{form}: {pulled}"
+        );
         let toc_bytes = reg.bytes_sent(&digest);
         assert!(
             toc_bytes > 0 && toc_bytes < blob_size / 8,
             "{form}: the pull fetched {toc_bytes} of {blob_size} bytes"
         );
         let layer = the_lazy_layer(store).expect("a lazy layer in the store");
-        let name = format!("{h}/lazy/{}:v1", if form == "estargz" { "esgz" } else { "zc" });
+        let name = format!(
+            "{h}/lazy/{}:v1",
+            if form == "estargz" { "esgz" } else { "zc" }
+        );
         let out = Command::new(BIN)
             .envs(no_prefetch)
             .env("CONTAINERS_REGISTRIES_CONF", env.path("registries.conf"))
@@ -558,7 +574,10 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
         );
         assert!(the_lazy_layer(store).is_some(), "{form}: still lazy");
         // inspect reads every file of the layer: it fills it, and it is ordinary now.
-        ok(env.layerfs(&["inspect", "--store", store, &name]), "inspect");
+        ok(
+            env.layerfs(&["inspect", "--store", store, &name]),
+            "inspect",
+        );
         assert!(the_lazy_layer(store).is_none(), "{form}: filled by inspect");
         for f in ["bin/busybox", "etc/motd", "data/big"] {
             assert!(
@@ -568,21 +587,30 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
         }
         eprintln!("{form}: blob {blob_size} bytes; the TOC took {toc_bytes}, the run {sent}");
     }
-    // The registry stops mid-read: a file not fetched yet answers EIO, one fetched is served.
+    // `run --lazy-pull docker://REF` pulls lazily itself (the registry is insecure in
+    // registries.conf, which the mount daemon reads too).
     let store = env.path("store-eio");
     let store = store.to_str().unwrap();
-    ok(
-        env.layerfs(&[
-            "pull",
-            "--lazy",
-            "--tls-verify=false",
+    let out = Command::new(BIN)
+        .envs(no_prefetch)
+        .env("CONTAINERS_REGISTRIES_CONF", env.path("registries.conf"))
+        .env("HOME", env.path("home"))
+        .args([
+            "run",
+            "--lazy-pull",
             "--store",
             store,
             &zc,
-        ]),
-        "pull --lazy",
-    );
-    let layer = the_lazy_layer(store).unwrap();
+            "--",
+            "cat",
+            "/etc/motd",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(ok(&out, "run --lazy-pull"), "lazy\n");
+    let layer = the_lazy_layer(store).expect("run --lazy-pull made a lazy layer");
+    // The registry stops mid-read: a file not fetched yet answers EIO, one fetched is served.
     let m = testkit::Layerfs::mount_with_env(
         std::slice::from_ref(&layer),
         &env.path("mnt"),

@@ -113,7 +113,13 @@ pub fn run(args: PullArgs) -> Result<i32> {
     let opts = args.registry.options()?;
     as_store_owner(|| {
         let store = Store::open(&root)?;
-        let p = pull(&store, &args.reference, &args.name, &opts, args.lazy || opts.lazy)?;
+        let p = pull(
+            &store,
+            &args.reference,
+            &args.name,
+            &opts,
+            args.lazy || opts.lazy,
+        )?;
         if args.json {
             print_json(&PulledJson {
                 reference: p.reference.to_string(),
