@@ -590,6 +590,54 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
         }
         eprintln!("{form}: blob {blob_size} bytes; the TOC took {toc_bytes}, the run {sent}");
     }
+    // A lazy pull that fails after making a lazy layer (its second layer's blob is
+    // tampered with) leaves nothing in the store.
+    let u2 = env.path("upper2");
+    std::fs::create_dir_all(u2.join("etc")).unwrap();
+    std::fs::write(u2.join("etc/two"), "two\n").unwrap();
+    let two_oci = format!("oci:{}:two", env.path("oci2").display());
+    let u2o = format!("upperdir={}", u2.display());
+    ok(
+        env.layerfs(&[
+            "commit", "-o", &u2o, "--from", &esgz_oci, "--to", &two_oci, "--store", &scratch,
+        ]),
+        "commit a second layer",
+    );
+    let two = format!("docker://{h}/lazy/two:v1");
+    ok(
+        env.layerfs(&[
+            "push",
+            &two_oci,
+            &two,
+            "--tls-verify=false",
+            "--store",
+            &scratch,
+        ]),
+        "push two layers",
+    );
+    let top = layer_digests(&two, &[]).remove(1);
+    let file = reg.blob_file(&top);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+    let store = env.path("store-fail");
+    let store = store.to_str().unwrap();
+    let o = env.layerfs(&[
+        "pull",
+        "--lazy",
+        "--tls-verify=false",
+        "--store",
+        store,
+        &two,
+    ]);
+    assert!(!o.status.success(), "a tampered blob was accepted");
+    assert!(stderr(&o).contains("digest mismatch"), "{}", stderr(&o));
+    assert_store_clean(store);
+    assert!(
+        the_lazy_layer(store).is_none(),
+        "the lazy layer of a failed pull stays"
+    );
     // `run --lazy-pull docker://REF` pulls lazily itself (the registry is insecure in
     // registries.conf, which the mount daemon reads too).
     let store = env.path("store-eio");

@@ -189,20 +189,37 @@ fn pull_resolved(
     // The lazy layers first, from their TOCs: then the store has them, so the download
     // skips them and the import reuses them like any layer the store had.
     let mut made_lazy = vec![false; resolved.layer_count()];
+    let mut lazy_ids = Vec::new();
+    // What this pull made lazily goes again if the pull fails (unless an image uses it).
+    let undo = |ids: &[String], e: anyhow::Error| -> anyhow::Error {
+        if let Err(u) = store.remove_unused_layers(ids) {
+            log::warn!("{what}: removing the lazy layers of a failed pull: {u:#}");
+        }
+        e
+    };
     if lazy {
         let unpack = layerfs_image::unpack::Options::for_this_process();
         for (i, m) in made_lazy.iter_mut().enumerate() {
-            let Some(l) = pull::open_lazy(client, &reference, &resolved, opts, i)
-                .with_context(|| format!("{what}: layer {}", i + 1))?
-            else {
-                continue;
+            let l = match pull::open_lazy(client, &reference, &resolved, opts, i) {
+                Ok(Some(l)) => l,
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(undo(
+                        &lazy_ids,
+                        e.context(format!("{what}: layer {}", i + 1)),
+                    ))
+                }
             };
             if store.has_layer(l.diff_id.as_str()) {
                 continue;
             }
-            store
-                .add_lazy(l.diff_id.as_str(), &l.opened, l.source.record(), &unpack)
-                .with_context(|| format!("{what}: layer {} ({})", i + 1, l.diff_id))?;
+            if let Err(e) =
+                store.add_lazy(l.diff_id.as_str(), &l.opened, l.source.record(), &unpack)
+            {
+                let e = e.context(format!("{what}: layer {} ({})", i + 1, l.diff_id));
+                return Err(undo(&lazy_ids, e));
+            }
+            lazy_ids.push(l.diff_id.to_string());
             let (bytes, requests) = l.source.counts();
             log::info!(
                 "{what}: layer {} lazy ({} files; its TOC took {bytes} bytes in {requests} requests)",
@@ -240,7 +257,8 @@ fn pull_resolved(
             ready.cancel();
         }
         r
-    })?;
+    })
+    .map_err(|e| undo(&lazy_ids, e))?;
     for (r, l) in reused.iter_mut().zip(&made_lazy) {
         *r &= !l;
     }
