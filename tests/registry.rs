@@ -595,13 +595,20 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
     let u2 = env.path("upper2");
     std::fs::create_dir_all(u2.join("etc")).unwrap();
     std::fs::write(u2.join("etc/two"), "two\n").unwrap();
-    let two_oci = format!("oci:{}:two", env.path("oci2").display());
+    // Into the layout that has the eStargz blob: referenced, still seekable.
+    let two_oci = format!("oci:{}:two", env.path("oci").display());
     let u2o = format!("upperdir={}", u2.display());
     ok(
         env.layerfs(&[
             "commit", "-o", &u2o, "--from", &esgz_oci, "--to", &two_oci, "--store", &scratch,
         ]),
         "commit a second layer",
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&skopeo(&["inspect", "--raw", &two_oci])).unwrap();
+    assert!(
+        m["layers"][0]["annotations"]["containerd.io/snapshot/stargz/toc.digest"].is_string(),
+        "{m}"
     );
     let two = format!("docker://{h}/lazy/two:v1");
     ok(

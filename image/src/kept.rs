@@ -231,10 +231,7 @@ impl Kept {
         let mut compressed = compressed.unwrap_or_default();
         if self.record.encoding == Encoding::Verbatim {
             // A zstd:chunked or eStargz blob keeps the annotations that make it seekable.
-            if let Some(a) = crate::lazy::FileSource::open(&path)
-                .ok()
-                .and_then(|src| crate::lazy::read::annotations_of(&src))
-            {
+            if let Some(a) = crate::lazy::read::annotations_of_file(&path) {
                 compressed.annotations = a;
             }
         }

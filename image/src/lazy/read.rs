@@ -115,6 +115,13 @@ pub fn annotations_of(src: &dyn RangeSource) -> Option<std::collections::BTreeMa
     Some(a)
 }
 
+/// [`annotations_of`] the blob file `path` (`None` too when it cannot be read).
+pub fn annotations_of_file(
+    path: &std::path::Path,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    annotations_of(&super::FileSource::open(path).ok()?)
+}
+
 /// The TOC's place in a zstd:chunked blob: offset, compressed and uncompressed length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
