@@ -669,11 +669,53 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
     assert_eq!(ok(&out, "run --lazy-pull"), "lazy\n");
     let layer = the_lazy_layer(store).expect("run --lazy-pull made a lazy layer");
     // The registry stops mid-read: a file not fetched yet answers EIO, one fetched is served.
+    // A daemon started later reopens the registry from the layer's record (the registry
+    // being insecure through registries.conf, as for the run).
+    let conf = env.path("registries.conf");
     let m = testkit::Layerfs::mount_with_env(
         std::slice::from_ref(&layer),
         &env.path("mnt"),
         &[],
-        &no_prefetch,
+        &[no_prefetch[0], ("CONTAINERS_REGISTRIES_CONF", &conf)],
+    );
+    assert_eq!(std::fs::read(m.path("etc/motd")).unwrap(), b"lazy\n");
+    // A chunk the registry serves corrupted (a byte in the middle of the blob, inside the
+    // 16 MiB file) is refused: EIO, never the bad bytes.
+    let zc_blob = reg.blob_file(&layer_digests(&zc, &[]).remove(0));
+    let good = std::fs::read(&zc_blob).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&zc_blob, &bad).unwrap();
+    let err = std::fs::read(m.path("data/big")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    let logged = m.errors_logged();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("data/big") && !l.contains("no registry answers")),
+        "{logged:?}"
+    );
+    // Served right again, the file reads as the source's: the bad chunk was never kept.
+    std::fs::write(&zc_blob, &good).unwrap();
+    assert!(
+        std::fs::read(m.path("data/big")).unwrap() == std::fs::read(root.join("data/big")).unwrap(),
+        "data/big after the corrupted fetch"
+    );
+    drop(m);
+    // Another lazy copy with data/big not fetched, for the registry's end.
+    let store = env.path("store-eio2");
+    let store = store.to_str().unwrap();
+    ok(
+        env.layerfs(&["pull", "--lazy", "--store", store, &zc]),
+        "pull --lazy through registries.conf",
+    );
+    let layer = the_lazy_layer(store).unwrap();
+    let m = testkit::Layerfs::mount_with_env(
+        std::slice::from_ref(&layer),
+        &env.path("mnt"),
+        &[],
+        &[no_prefetch[0], ("CONTAINERS_REGISTRIES_CONF", &conf)],
     );
     assert_eq!(std::fs::read(m.path("etc/motd")).unwrap(), b"lazy\n");
     kill(reg.pid());
