@@ -186,6 +186,11 @@ pub struct RunArgs {
     image: Option<String>,
     #[command(flatten)]
     store: cmd::imagecmd::StoreArgs,
+    /// With a docker:// IMAGE the store lacks: pull it lazily (as `pull --lazy`): layers
+    /// in zstd:chunked or eStargz form are mounted from their table of contents, each file
+    /// fetched from the registry when first read.
+    #[arg(long)]
+    pub lazy_pull: bool,
     /// The container's hostname.
     #[arg(long, default_value = "layerfs")]
     hostname: String,
@@ -276,6 +281,11 @@ pub struct MountArgs {
     paths: Vec<PathBuf>,
     #[command(flatten)]
     store: cmd::imagecmd::StoreArgs,
+    /// With a docker:// IMAGE the store lacks: pull it lazily (as `pull --lazy`): layers
+    /// in zstd:chunked or eStargz form are mounted from their table of contents, each file
+    /// fetched from the registry when first read.
+    #[arg(long)]
+    pub lazy_pull: bool,
 }
 
 impl MountArgs {

@@ -221,13 +221,22 @@ pub fn export_layers(
     // not written twice.
     for l in base_layers {
         if let Some(b) = l.blob.as_ref().filter(|b| layout.has_blob(&b.digest)) {
-            // The base image's own blob is in the layout already: referenced.
+            // The base image's own blob is in the layout already: referenced (a seekable
+            // one with the annotations that make it so).
+            let seekable = crate::commit::Compressed {
+                annotations: layout
+                    .blob_path(&b.digest)
+                    .ok()
+                    .and_then(|p| crate::lazy::read::annotations_of_file(&p))
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
             layers.push(LayerDesc {
                 blob: Descriptor {
                     media_type: b.media_type.clone(),
                     digest: b.digest.clone(),
                     size: b.size,
-                    annotations: None,
+                    annotations: seekable.descriptor_annotations(),
                 },
                 diff_id: l.diff_id.clone(),
             });

@@ -53,9 +53,14 @@ pub fn import_image(
                 .into_iter()
                 .flat_map(|i| i.layers.into_iter())
                 .find(|l| l.diff_id == d);
+            // A layer no image has yet: made lazily (a lazy pull) just before.
+            let size = match &known {
+                Some(l) => l.size,
+                None => crate::lazy::layer::estimated_size(&store.layer_dir(d)?)?.unwrap_or(0),
+            };
             layers.push(LayerRecord {
                 diff_id: d.to_string(),
-                size: known.as_ref().map_or(0, |l| l.size),
+                size,
                 skipped_devices: known
                     .as_ref()
                     .map(|l| l.skipped_devices.clone())
@@ -197,14 +202,7 @@ fn lazy_layer(
         crate::format::lazy::Source::File { path },
         opts,
     )?;
-    // The tar's size is not known without reading it all: the files' sizes, and a block
-    // of header per entry.
-    let size = opened
-        .toc
-        .entries
-        .iter()
-        .map(|e| e.size.div_ceil(512) * 512 + 512)
-        .sum();
+    let size = crate::lazy::layer::estimated_size(&store.layer_dir(diff_id)?)?.unwrap_or(0);
     Ok(Some(LayerRecord {
         diff_id: diff_id.to_string(),
         size,

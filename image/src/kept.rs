@@ -228,7 +228,13 @@ impl Kept {
         if self.record.encoding == Encoding::Verbatim && digest != self.record.digest {
             bail!("kept blob digest {digest}, recorded {}", self.record.digest);
         }
-        let compressed = compressed.unwrap_or_default();
+        let mut compressed = compressed.unwrap_or_default();
+        if self.record.encoding == Encoding::Verbatim {
+            // A zstd:chunked or eStargz blob keeps the annotations that make it seekable.
+            if let Some(a) = crate::lazy::read::annotations_of_file(&path) {
+                compressed.annotations = a;
+            }
+        }
         Ok(LayerDesc {
             blob: Descriptor {
                 media_type,

@@ -553,27 +553,42 @@ impl Store {
             .join("images")
             .join(format!("{}.json", digest_hex(&image.id)?));
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        let ids: Vec<String> = image.layers.iter().map(|l| l.diff_id.clone()).collect();
+        let removed = self.remove_unused_locked(&ids)?;
+        Ok((image, removed))
+    }
+
+    /// Removes those of the layers `diff_ids` that no image uses (what a pull that failed
+    /// made before failing: its lazy layers); returns the removed ones.
+    pub fn remove_unused_layers(&self, diff_ids: &[String]) -> Result<Vec<String>> {
+        let _lock = self.lock()?;
+        self.remove_unused_locked(diff_ids)
+    }
+
+    /// [`Store::remove_unused_layers`] under the lock: each layer with its kept blob, lazy
+    /// record and hash list.
+    fn remove_unused_locked(&self, diff_ids: &[String]) -> Result<Vec<String>> {
         let used: std::collections::HashSet<String> = self
             .images()?
             .into_iter()
             .flat_map(|i| i.layers.into_iter().map(|l| l.diff_id))
             .collect();
         let mut removed = Vec::new();
-        for l in &image.layers {
-            if used.contains(&l.diff_id) || removed.contains(&l.diff_id) {
+        for id in diff_ids {
+            if used.contains(id) || removed.contains(id) {
                 continue;
             }
-            let dir = self.layer_dir(&l.diff_id)?;
+            let dir = self.layer_dir(id)?;
             // Renamed aside first, so a crash never leaves a half-removed layer in place.
             let trash = self.root.join("tmp").join(format!(
                 "{}{}",
                 Store::tmp_prefix("rm"),
-                digest_hex(&l.diff_id)?
+                digest_hex(id)?
             ));
             if std::fs::rename(&dir, &trash).is_ok() {
                 remove_tree(&trash)?;
             }
-            let kept = self.kept_dir(&l.diff_id)?;
+            let kept = self.kept_dir(id)?;
             if kept.exists() {
                 std::fs::remove_dir_all(&kept)
                     .with_context(|| format!("removing {}", kept.display()))?;
@@ -590,10 +605,10 @@ impl Store {
                     return Err(e).with_context(|| format!("removing {}", list.display()));
                 }
             }
-            removed.push(l.diff_id.clone());
+            removed.push(id.clone());
         }
         self.sweep_kept()?;
-        Ok((image, removed))
+        Ok(removed)
     }
 
     /// Removes kept blobs whose layer is not in the store (left by a crash between the two

@@ -6,15 +6,20 @@
 
 use anyhow::{bail, Result};
 
-use super::image_source::store_image;
+use super::image_source::store_image_with;
 use crate::{MountArgs, RunArgs};
 
 /// The `lowerdir=` option for an image's layers (top first).
 fn lowerdir(
     store_root: &std::path::Path,
     image: &str,
+    lazy_pull: bool,
 ) -> Result<(String, layerfs_image::store::ImageRecord)> {
-    let (store, record) = store_image(image, store_root)?;
+    let opts = layerfs_image::registry::Options {
+        lazy: lazy_pull,
+        ..Default::default()
+    };
+    let (store, record) = store_image_with(image, store_root, &opts)?;
     let lowers = store.lowers(&record)?;
     if lowers.is_empty() {
         bail!("{image}: the image has no layers");
@@ -47,7 +52,7 @@ pub fn apply_mount(args: &mut MountArgs) -> Result<()> {
         return Ok(());
     }
     let image = source.to_string_lossy().into_owned();
-    let (opt, _) = lowerdir(&args.store.root(), &image)?;
+    let (opt, _) = lowerdir(&args.store.root(), &image, args.lazy_pull)?;
     args.options.push(opt);
     Ok(())
 }
@@ -57,7 +62,7 @@ pub fn apply_run(args: &mut RunArgs) -> Result<()> {
         return Ok(());
     };
     check_no_lowerdir(&args.options, &image)?;
-    let (opt, record) = lowerdir(&args.store.root(), &image)?;
+    let (opt, record) = lowerdir(&args.store.root(), &image, args.lazy_pull)?;
     args.options.push(opt);
     let cfg = &record.config;
     // The image's environment first, the flags after it (later wins).

@@ -5,6 +5,7 @@
 //! Also the registry options every command that reads or writes `docker://` takes.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
@@ -37,6 +38,9 @@ pub struct RegistryArgs {
     /// A directory of certificates: *.crt (CAs), *.cert and *.key (a client certificate).
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// Pull docker:// sources the store lacks lazily, as `pull --lazy` does.
+    #[arg(long)]
+    pub lazy_pull: bool,
 }
 
 impl RegistryArgs {
@@ -46,6 +50,7 @@ impl RegistryArgs {
             authfile: self.authfile.clone(),
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
+            lazy: self.lazy_pull,
         })
     }
 }
@@ -65,6 +70,12 @@ pub struct PullArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Pull lazily: a layer whose descriptor gives a zstd:chunked or eStargz table of
+    /// contents becomes a lazy store layer from that TOC alone (a few range requests), its
+    /// files fetched from the registry when first read or by the mount's background
+    /// prefetch; other layers are downloaded as usual.
+    #[arg(long)]
+    pub lazy: bool,
 }
 
 #[derive(Serialize)]
@@ -83,6 +94,8 @@ struct PulledLayer {
     size: u64,
     /// Already in the store: not downloaded.
     reused: bool,
+    /// Pulled lazily: only the table of contents was fetched.
+    lazy: bool,
 }
 
 /// What a pull did.
@@ -91,6 +104,8 @@ pub struct Pulled {
     pub manifest_digest: String,
     pub record: ImageRecord,
     pub reused: Vec<bool>,
+    /// Per layer: made lazily (its blob stays in the registry).
+    pub lazy: Vec<bool>,
 }
 
 pub fn run(args: PullArgs) -> Result<i32> {
@@ -98,7 +113,13 @@ pub fn run(args: PullArgs) -> Result<i32> {
     let opts = args.registry.options()?;
     as_store_owner(|| {
         let store = Store::open(&root)?;
-        let p = pull(&store, &args.reference, &args.name, &opts)?;
+        let p = pull(
+            &store,
+            &args.reference,
+            &args.name,
+            &opts,
+            args.lazy || opts.lazy,
+        )?;
         if args.json {
             print_json(&PulledJson {
                 reference: p.reference.to_string(),
@@ -110,18 +131,26 @@ pub fn run(args: PullArgs) -> Result<i32> {
                     .layers
                     .iter()
                     .zip(&p.reused)
-                    .map(|(l, r)| PulledLayer {
+                    .zip(&p.lazy)
+                    .map(|((l, r), lazy)| PulledLayer {
                         digest: l.blob.as_ref().map(|b| b.digest.clone()),
                         diff_id: l.diff_id.clone(),
                         size: l.size,
                         reused: *r,
+                        lazy: *lazy,
                     })
                     .collect(),
             })?;
         } else {
             let shared = p.reused.iter().filter(|r| **r).count();
+            let lazy = p.lazy.iter().filter(|l| **l).count();
+            let lazy = if lazy > 0 {
+                format!(", {lazy} lazy")
+            } else {
+                String::new()
+            };
             println!(
-                "{} ({} layers, {shared} already in the store) as {}",
+                "{} ({} layers, {shared} already in the store{lazy}) as {}",
                 p.record.id,
                 p.record.layers.len(),
                 p.record.names.join(", ")
@@ -133,21 +162,73 @@ pub fn run(args: PullArgs) -> Result<i32> {
 
 /// Pulls `source` (`docker://REF`, or an unqualified name tried against registries.conf's
 /// search list) into `store` under `names` and its `HOST/REPO:TAG`. The caller is the
-/// store's owner.
-pub fn pull(store: &Store, source: &str, names: &[String], opts: &Options) -> Result<Pulled> {
+/// store's owner. `lazy`: layers in a seekable form with their TOC's digest in the
+/// manifest are made lazy ([`pull::open_lazy`]), not downloaded.
+pub fn pull(
+    store: &Store,
+    source: &str,
+    names: &[String],
+    opts: &Options,
+    lazy: bool,
+) -> Result<Pulled> {
     let (client, reference, resolved) = resolve(source, opts)?;
-    pull_resolved(store, &client, reference, resolved, names)
+    pull_resolved(store, &client, reference, resolved, names, opts, lazy)
 }
 
 /// [`pull`] of a reference already resolved to its manifest.
 fn pull_resolved(
     store: &Store,
-    client: &registry::Client,
+    client: &Arc<registry::Client>,
     reference: Reference,
     resolved: pull::Resolved,
     names: &[String],
+    opts: &Options,
+    lazy: bool,
 ) -> Result<Pulled> {
     let what = reference.to_string();
+    // The lazy layers first, from their TOCs: then the store has them, so the download
+    // skips them and the import reuses them like any layer the store had.
+    let mut made_lazy = vec![false; resolved.layer_count()];
+    let mut lazy_ids = Vec::new();
+    // What this pull made lazily goes again if the pull fails (unless an image uses it).
+    let undo = |ids: &[String], e: anyhow::Error| -> anyhow::Error {
+        if let Err(u) = store.remove_unused_layers(ids) {
+            log::warn!("{what}: removing the lazy layers of a failed pull: {u:#}");
+        }
+        e
+    };
+    if lazy {
+        let unpack = layerfs_image::unpack::Options::for_this_process();
+        for (i, m) in made_lazy.iter_mut().enumerate() {
+            let l = match pull::open_lazy(client, &reference, &resolved, opts, i) {
+                Ok(Some(l)) => l,
+                Ok(None) => continue,
+                Err(e) => {
+                    return Err(undo(
+                        &lazy_ids,
+                        e.context(format!("{what}: layer {}", i + 1)),
+                    ))
+                }
+            };
+            if store.has_layer(l.diff_id.as_str()) {
+                continue;
+            }
+            if let Err(e) =
+                store.add_lazy(l.diff_id.as_str(), &l.opened, l.source.record(), &unpack)
+            {
+                let e = e.context(format!("{what}: layer {} ({})", i + 1, l.diff_id));
+                return Err(undo(&lazy_ids, e));
+            }
+            lazy_ids.push(l.diff_id.to_string());
+            let (bytes, requests) = l.source.counts();
+            log::info!(
+                "{what}: layer {} lazy ({} files; its TOC took {bytes} bytes in {requests} requests)",
+                i + 1,
+                l.opened.toc.entries.len()
+            );
+            *m = true;
+        }
+    }
     let mut all_names = names.to_vec();
     all_names.push(reference.name());
     // Named by pid: what a killed pull left is swept when the store is next opened
@@ -161,7 +242,7 @@ fn pull_resolved(
     let img = pull::image(&reference, &resolved, tmp.path()).with_context(|| what.clone())?;
     let ready = pull::Ready::new(img.layers.len());
     let have = |d: &layerfs_image::source::Digest| store.has_layer(d.as_str());
-    let (record, reused) = std::thread::scope(|s| {
+    let (record, mut reused) = std::thread::scope(|s| {
         s.spawn(|| pull::download(client, &reference, &img, &have, &bars, &ready));
         let r = layerfs_image::import::import_image(
             store,
@@ -169,25 +250,33 @@ fn pull_resolved(
             &what,
             &all_names,
             Some(&|i| ready.wait(i)),
-            // Lazy pulls from a registry are not wired yet (issue 23): layers are unpacked.
+            // Lazy layers of a registry were made above, from their TOCs.
             false,
         );
         if r.is_err() {
             ready.cancel();
         }
         r
-    })?;
+    })
+    .map_err(|e| undo(&lazy_ids, e))?;
+    for (r, l) in reused.iter_mut().zip(&made_lazy) {
+        *r &= !l;
+    }
     Ok(Pulled {
         reference,
         manifest_digest: resolved.manifest_digest.to_string(),
         record,
         reused,
+        lazy: made_lazy,
     })
 }
 
 /// The registry, reference and manifest `source` names: the first candidate (of
 /// registries.conf's search list for an unqualified name) that has it.
-fn resolve(source: &str, opts: &Options) -> Result<(registry::Client, Reference, pull::Resolved)> {
+fn resolve(
+    source: &str,
+    opts: &Options,
+) -> Result<(Arc<registry::Client>, Reference, pull::Resolved)> {
     let mut errors = Vec::new();
     for reference in registry::reference::candidates(source)? {
         let got = registry::connect(&reference, opts).and_then(|client| {
@@ -195,7 +284,7 @@ fn resolve(source: &str, opts: &Options) -> Result<(registry::Client, Reference,
             Ok((client, r))
         });
         match got {
-            Ok((client, r)) => return Ok((client, reference, r)),
+            Ok((client, r)) => return Ok((Arc::new(client), reference, r)),
             Err(e) => errors.push(e),
         }
     }
@@ -215,6 +304,7 @@ fn resolve(source: &str, opts: &Options) -> Result<(registry::Client, Reference,
 /// The store image `source` (`docker://REF`) names now: the registry is asked which
 /// manifest the reference names, and the image pulled unless the store has it already
 /// (same config, every layer). For every command that takes a SOURCE.
+/// With `opts.lazy` (`--lazy-pull`), pulled as `pull --lazy` does.
 pub fn store_image(source: &str, root: &Path, opts: &Options) -> Result<(Store, ImageRecord)> {
     let src = source.to_string();
     let (root2, opts2) = (root.to_path_buf(), opts.clone());
@@ -243,7 +333,8 @@ pub fn store_image(source: &str, root: &Path, opts: &Options) -> Result<(Store, 
                 return Ok(0);
             }
         }
-        pull_resolved(&store, &client, reference, resolved, &[])?;
+        let lazy = opts2.lazy;
+        pull_resolved(&store, &client, reference, resolved, &[], &opts2, lazy)?;
         Ok(0)
     })?;
     if code != 0 {

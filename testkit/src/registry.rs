@@ -120,6 +120,20 @@ impl Registry {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
+
+    /// The bytes of response bodies the registry's access log shows for requests whose
+    /// line contains `needle` (a blob's digest): what a client was sent of it.
+    pub fn bytes_sent(&self, needle: &str) -> u64 {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle) && l.contains("\"GET "))
+            .filter_map(|l| {
+                // `... "GET /v2/R/blobs/D HTTP/1.1" 206 1234 "referer" "agent"`
+                let after = l.split("HTTP/1.1\" ").nth(1)?;
+                after.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .sum()
+    }
 }
 
 impl Drop for Registry {

@@ -39,8 +39,23 @@ pub fn dir_for(layer_dir: &Path) -> Option<PathBuf> {
 pub enum Source {
     /// A local file holding the blob.
     File { path: PathBuf },
-    /// A registry's blob (reference and digest), fetched by range.
-    Registry { reference: String, digest: String },
+    /// A registry's blob, fetched by range: the image's reference (`docker://HOST/REPO...`;
+    /// its host and repository are what is reached), the blob's digest and size, and how to
+    /// reconnect (the pull's `--tls-verify`, `--cert-dir`, `--authfile`; credentials given
+    /// with `--creds` are never written here, so a mount of a registry that needs them reads
+    /// them from an auth file).
+    Registry {
+        reference: String,
+        digest: String,
+        #[serde(default)]
+        size: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls_verify: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cert_dir: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authfile: Option<PathBuf>,
+    },
 }
 
 /// One chunk of a pending file: `[blob_offset, blob_end)` of the blob, decompressed,

@@ -23,6 +23,7 @@ use log::{debug, error, info, warn};
 
 use super::range::{FileSource, RangeSource};
 use super::read::{decode_chunk, Opened};
+use super::remote::RegistrySource;
 use super::toc::{self, parse_sha256, Form, Kind};
 use crate::format::lazy::{self as mark, Record, Source};
 use crate::sys;
@@ -233,10 +234,10 @@ impl LazyLayer {
             Source::File { path } => Arc::new(FileSource::open(path).with_context(|| {
                 format!("the blob of {}: {}", layer_dir.display(), path.display())
             })?),
-            Source::Registry { reference, .. } => bail!(
-                "{}: its blob is in a registry ({reference}); fetching from registries is \
-                 not wired in yet",
-                layer_dir.display()
+            Source::Registry { .. } => Arc::new(
+                RegistrySource::from_record(&record.source)
+                    .with_context(|| format!("the blob of {}", layer_dir.display()))?
+                    .expect("a registry source"),
             ),
         };
         Self::with_source(layer_dir, record, source).map(Some)
@@ -476,6 +477,21 @@ pub fn pending_files(layer_dir: &Path) -> Result<Option<usize>> {
         }
     }
     Ok(Some(seen.iter().filter(|d| !**d).count()))
+}
+
+/// For a lazy layer: the size its tar is taken to have (`LayerRecord::size`), from its
+/// record: each regular file's content and a block of header (the real tar's size is not
+/// known without reading it all). `None`: not lazy.
+pub fn estimated_size(layer_dir: &Path) -> Result<Option<u64>> {
+    let Some(lazy_dir) = mark::dir_for(layer_dir) else {
+        return Ok(None);
+    };
+    Ok(read_record(&lazy_dir)?.map(|r| {
+        r.files
+            .iter()
+            .map(|f| f.size.div_ceil(512) * 512 + 512 * (1 + f.links.len() as u64))
+            .sum()
+    }))
 }
 
 fn read_record(lazy_dir: &Path) -> Result<Option<Record>> {

@@ -7,12 +7,14 @@
 pub mod layer;
 pub mod range;
 pub mod read;
+pub mod remote;
 pub mod toc;
 pub mod write;
 
 pub use layer::{materialize, LazyLayer};
 pub use range::{FileSource, RangeSource};
 pub use read::{fetch_chunk, open, Opened};
+pub use remote::RegistrySource;
 pub use toc::{Form, Toc};
 
 #[cfg(test)]

@@ -92,6 +92,36 @@ pub fn open(src: &dyn RangeSource, annotations: &HashMap<String, String>) -> Res
     )
 }
 
+/// The descriptor annotations a seekable blob is pushed with (those `lazy::write` gives
+/// it), found again from the blob's footer and checked by reading its TOC: for a blob kept
+/// as it came and sent on verbatim, whose manifest annotations are otherwise lost. `None`
+/// for a blob in no seekable form. (eStargz's uncompressed size is left out: it takes
+/// reading the whole blob, and readers do without it.)
+pub fn annotations_of(src: &dyn RangeSource) -> Option<std::collections::BTreeMap<String, String>> {
+    let size = src.size().ok()?;
+    let tail_len = size.min(72);
+    let tail = src.read_range(size - tail_len, tail_len).ok()?;
+    let opened = open(src, &HashMap::new()).ok()?;
+    let mut a = std::collections::BTreeMap::new();
+    if let Some(p) = zstd_footer(&tail) {
+        a.insert(
+            POSITION_KEYS[0].to_string(),
+            format!("{}:{}:{}:1", p.offset, p.length, p.uncompressed),
+        );
+        a.insert(CHECKSUM_KEYS[0].to_string(), opened.toc_digest);
+    } else {
+        a.insert(ESTARGZ_TOC_DIGEST.to_string(), opened.toc_digest);
+    }
+    Some(a)
+}
+
+/// [`annotations_of`] the blob file `path` (`None` too when it cannot be read).
+pub fn annotations_of_file(
+    path: &std::path::Path,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    annotations_of(&super::FileSource::open(path).ok()?)
+}
+
 /// The TOC's place in a zstd:chunked blob: offset, compressed and uncompressed length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {

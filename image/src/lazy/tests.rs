@@ -264,3 +264,20 @@ fn a_name_that_is_not_utf8_refuses_a_seekable_form() {
         assert!(format!("{err:#}").contains("not UTF-8"), "{err:#}");
     }
 }
+
+#[test]
+fn a_blobs_seekable_annotations_are_found_again_from_its_footer() {
+    for form in [Form::ZstdChunked, Form::Estargz] {
+        let (blob, w, _, _) = written(form);
+        let mut want = w.annotations.clone();
+        // Not recoverable without reading the whole blob; readers do without it.
+        want.remove(super::read::ESTARGZ_UNCOMPRESSED_SIZE);
+        assert_eq!(
+            super::read::annotations_of(&blob),
+            Some(want),
+            "{}",
+            form.name()
+        );
+    }
+    assert_eq!(super::read::annotations_of(&vec![0u8; 4096]), None);
+}

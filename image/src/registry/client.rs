@@ -50,6 +50,9 @@ pub struct Options {
     /// `--cert-dir DIR`: `*.crt` CA certificates, `*.cert` + `*.key` a client certificate
     /// (default `/etc/containers/certs.d/HOST`, then `/etc/docker/certs.d/HOST`).
     pub cert_dir: Option<PathBuf>,
+    /// Not how to connect, but how to pull: `docker://` sources the store lacks are pulled
+    /// lazily (`--lazy-pull`; `pull --lazy`).
+    pub lazy: bool,
 }
 
 /// A connection to one registry host.

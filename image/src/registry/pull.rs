@@ -268,3 +268,59 @@ impl Progress for LayerBars {
         }
     }
 }
+
+/// A layer to be pulled lazily: its table of contents, read from the registry by range,
+/// and the blob it is in.
+pub struct LazyPull {
+    pub diff_id: Digest,
+    pub opened: crate::lazy::Opened,
+    pub source: crate::lazy::RegistrySource,
+}
+
+/// Layer `layer` of `resolved` as a lazy layer, when its descriptor's annotations give a
+/// seekable form's TOC digest (zstd:chunked's checksum, eStargz's `toc.digest`) and the
+/// config its diff_id: only the TOC is fetched (a few range requests), checked against
+/// that digest. `None` for any other layer (it is downloaded whole): a TOC found by the
+/// footer alone is not tied to the manifest, so it is not trusted for a registry's blob.
+/// A TOC that cannot be read is logged and the layer downloaded whole too.
+pub fn open_lazy(
+    client: &std::sync::Arc<Client>,
+    reference: &Reference,
+    resolved: &Resolved,
+    opts: &super::Options,
+    layer: usize,
+) -> Result<Option<LazyPull>> {
+    use crate::lazy::read::{CHECKSUM_KEYS, ESTARGZ_TOC_DIGEST};
+    let d = &resolved.manifest.layers[layer];
+    let empty = HashMap::new();
+    let annotations = d.annotations.as_ref().unwrap_or(&empty);
+    let tied = CHECKSUM_KEYS
+        .iter()
+        .chain(std::iter::once(&ESTARGZ_TOC_DIGEST))
+        .any(|k| annotations.contains_key(*k));
+    let Some(diff_id) = resolved.config.diff_ids.get(layer).cloned() else {
+        return Ok(None);
+    };
+    if !tied {
+        return Ok(None);
+    }
+    let digest = d.digest()?;
+    let source = crate::lazy::RegistrySource::with_client(
+        std::sync::Arc::clone(client),
+        reference.clone(),
+        digest.clone(),
+        d.size,
+        opts.clone(),
+    );
+    match crate::lazy::open(&source, annotations) {
+        Ok(opened) => Ok(Some(LazyPull {
+            diff_id,
+            opened,
+            source,
+        })),
+        Err(e) => {
+            log::warn!("{reference}: layer {digest}: no lazy pull ({e:#}); downloading it whole");
+            Ok(None)
+        }
+    }
+}
