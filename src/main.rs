@@ -189,7 +189,7 @@ pub struct RunArgs {
     /// With a docker:// IMAGE the store lacks: pull it lazily (as `pull --lazy`): layers
     /// in zstd:chunked or eStargz form are mounted from their table of contents, each file
     /// fetched from the registry when first read.
-    #[arg(long)]
+    #[arg(long = "lazy")]
     pub lazy_pull: bool,
     /// The container's hostname.
     #[arg(long, default_value = "layerfs")]
@@ -284,7 +284,7 @@ pub struct MountArgs {
     /// With a docker:// IMAGE the store lacks: pull it lazily (as `pull --lazy`): layers
     /// in zstd:chunked or eStargz form are mounted from their table of contents, each file
     /// fetched from the registry when first read.
-    #[arg(long)]
+    #[arg(long = "lazy")]
     pub lazy_pull: bool,
 }
 

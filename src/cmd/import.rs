@@ -32,12 +32,6 @@ pub struct ImportArgs {
     /// How to reach the registry of a docker:// SOURCE (pulled into the store, then named).
     #[command(flatten)]
     pub registry: super::pull::RegistryArgs,
-    /// Layers stored as zstd:chunked or eStargz blobs in a local layout are not unpacked:
-    /// their trees are made from their tables of contents, and each file's content is
-    /// fetched from the blob when first read through a mount (or by the background
-    /// prefetch of a mount).
-    #[arg(long)]
-    pub lazy: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -82,7 +76,7 @@ pub fn run(args: ImportArgs) -> Result<i32> {
                 names.push(args.source.clone());
                 let opts = OpenOptions {
                     storage_root: args.storage_root.clone(),
-                    lazy: args.lazy,
+                    lazy: args.registry.lazy,
                     ..OpenOptions::default()
                 };
                 import(&store, &args.source, &names, &opts)?

@@ -38,9 +38,12 @@ pub struct RegistryArgs {
     /// A directory of certificates: *.crt (CAs), *.cert and *.key (a client certificate).
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
-    /// Pull docker:// sources the store lacks lazily, as `pull --lazy` does.
+    /// Seekable layers (zstd:chunked, eStargz) become lazy store layers: their trees made
+    /// from their tables of contents (a few range requests, or the local blob's), each
+    /// file's content fetched when first read or by a mount's background prefetch; other
+    /// layers are downloaded and unpacked as usual.
     #[arg(long)]
-    pub lazy_pull: bool,
+    pub lazy: bool,
 }
 
 impl RegistryArgs {
@@ -50,7 +53,7 @@ impl RegistryArgs {
             authfile: self.authfile.clone(),
             tls_verify: self.tls_verify,
             cert_dir: self.cert_dir.clone(),
-            lazy: self.lazy_pull,
+            lazy: self.lazy,
         })
     }
 }
@@ -70,12 +73,6 @@ pub struct PullArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Pull lazily: a layer whose descriptor gives a zstd:chunked or eStargz table of
-    /// contents becomes a lazy store layer from that TOC alone (a few range requests), its
-    /// files fetched from the registry when first read or by the mount's background
-    /// prefetch; other layers are downloaded as usual.
-    #[arg(long)]
-    pub lazy: bool,
 }
 
 #[derive(Serialize)]
@@ -113,13 +110,7 @@ pub fn run(args: PullArgs) -> Result<i32> {
     let opts = args.registry.options()?;
     as_store_owner(|| {
         let store = Store::open(&root)?;
-        let p = pull(
-            &store,
-            &args.reference,
-            &args.name,
-            &opts,
-            args.lazy || opts.lazy,
-        )?;
+        let p = pull(&store, &args.reference, &args.name, &opts, opts.lazy)?;
         if args.json {
             print_json(&PulledJson {
                 reference: p.reference.to_string(),
@@ -304,7 +295,7 @@ fn resolve(
 /// The store image `source` (`docker://REF`) names now: the registry is asked which
 /// manifest the reference names, and the image pulled unless the store has it already
 /// (same config, every layer). For every command that takes a SOURCE.
-/// With `opts.lazy` (`--lazy-pull`), pulled as `pull --lazy` does.
+/// With `opts.lazy` (`--lazy`), pulled as `pull --lazy` does.
 pub fn store_image(source: &str, root: &Path, opts: &Options) -> Result<(Store, ImageRecord)> {
     let src = source.to_string();
     let (root2, opts2) = (root.to_path_buf(), opts.clone());
