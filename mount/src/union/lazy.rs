@@ -40,3 +40,20 @@ impl Lazy {
         self.content.ensure(layer, path)
     }
 }
+
+impl super::Union {
+    /// Fetches lower files of lazy layers before their data is read or copied up.
+    pub fn set_lazy(&mut self, lazy: Lazy) {
+        self.lazy = Some(lazy);
+    }
+
+    /// For a file of a lazy layer: its content, made present (EIO if it cannot be).
+    pub(super) fn ensure_lower(&self, le: &super::lower::LowerEntry) -> crate::error::Result<()> {
+        let Some(lazy) = &self.lazy else {
+            return Ok(());
+        };
+        let (layer, path) = le.parent.place_of(le.entry());
+        lazy.ensure(layer, &path)
+            .map_err(crate::error::Error::io("lazy content"))
+    }
+}

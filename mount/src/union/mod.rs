@@ -231,20 +231,6 @@ impl Union {
         self.verifier = Some(v);
     }
 
-    /// Fetches lower files of lazy layers before their data is read or copied up.
-    pub fn set_lazy(&mut self, lazy: Lazy) {
-        self.lazy = Some(lazy);
-    }
-
-    /// For a file of a lazy layer: its content, made present (EIO if it cannot be).
-    fn ensure_lower(&self, le: &lower::LowerEntry) -> Result<()> {
-        let Some(lazy) = &self.lazy else {
-            return Ok(());
-        };
-        let (layer, path) = le.parent.place_of(le.entry());
-        lazy.ensure(layer, &path).map_err(Error::io("lazy content"))
-    }
-
     /// With `-o verify`: the lower file `le`, open as `fd` (`st` its attributes), matches
     /// its layer's hash list, or the error that refuses it (EIO, logged with layer and path).
     fn verify_lower(&self, le: &lower::LowerEntry, fd: BorrowedFd<'_>, st: &Stat) -> Result<()> {
