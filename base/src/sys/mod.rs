@@ -150,23 +150,31 @@ pub fn open_subdir(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
 /// Opens `rel` (a relative path, possibly several components) strictly beneath `root`,
 /// refusing any symlink and any `..` escape: the kernel enforces it (`openat2`).
 pub fn open_beneath(root: BorrowedFd<'_>, rel: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let flags = oflags(flags | libc::O_NOFOLLOW | libc::O_CLOEXEC);
     let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-    Ok(rustix::fs::openat2(
-        root,
-        rel,
-        flags,
-        Mode::empty(),
-        resolve,
-    )?)
+    openat2(root, rel, flags | libc::O_NOFOLLOW, resolve)
 }
 
 /// Opens `rel` as if `root` were `/`: symlinks are followed, absolute ones and `..` staying
 /// inside `root` (`openat2` with `RESOLVE_IN_ROOT`), as a path inside a container resolves.
 /// The last component too, unless `flags` has `O_NOFOLLOW`.
 pub fn open_in_root(root: BorrowedFd<'_>, rel: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    openat2(
+        root,
+        rel,
+        flags,
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+/// The one `openat2` call of `open_beneath` and `open_in_root`: `flags` with `O_CLOEXEC`,
+/// no mode (neither creates), resolved as `resolve` says.
+fn openat2(
+    root: BorrowedFd<'_>,
+    rel: &CStr,
+    flags: libc::c_int,
+    resolve: ResolveFlags,
+) -> io::Result<OwnedFd> {
     let flags = oflags(flags | libc::O_CLOEXEC);
-    let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
     Ok(rustix::fs::openat2(
         root,
         rel,
