@@ -18,9 +18,7 @@ use super::client::Client;
 use super::reference::Reference;
 use crate::progress;
 use crate::source::oci::{pick_platform, Index, Manifest};
-use crate::source::{
-    self, attach_config, BlobRef, Compression, Digest, ImageConfig, Layer, Location,
-};
+use crate::source::{self, attach_config, BlobRef, Digest, ImageConfig, Location};
 
 /// How many layers download at once.
 const PARALLEL: usize = 4;
@@ -115,22 +113,12 @@ pub fn image(reference: &Reference, resolved: &Resolved, dir: &Path) -> Result<s
     let mut layers = Vec::with_capacity(m.layers.len());
     for d in &m.layers {
         let digest = d.digest()?;
-        let media_type = d.media_type.clone();
-        layers.push(Layer {
-            id: digest.to_string(),
-            compression: media_type.as_deref().and_then(Compression::from_media_type),
-            location: Location::Blob(BlobRef {
-                path: dir.join(digest.hex()),
-                offset: 0,
-                len: d.size,
-            }),
-            digest: Some(digest),
-            diff_id: None,
-            media_type,
-            size: Some(d.size),
-            created_by: None,
-            comment: None,
-        });
+        let blob = BlobRef {
+            path: dir.join(digest.hex()),
+            offset: 0,
+            len: d.size,
+        };
+        layers.push(d.layer(digest, Location::Blob(blob)));
     }
     attach_config(&mut layers, &resolved.config);
     Ok(source::Image {

@@ -71,6 +71,23 @@ impl Descriptor {
     pub(crate) fn digest(&self) -> Result<Digest> {
         Digest::parse(&self.digest)
     }
+
+    /// The layer this manifest entry names (`digest`, its parsed digest), its blob at
+    /// `location`: the one reading of a layer descriptor, for layouts and registries alike.
+    pub(crate) fn layer(&self, digest: Digest, location: Location) -> Layer {
+        let media_type = self.media_type.clone();
+        Layer {
+            id: digest.to_string(),
+            compression: media_type.as_deref().and_then(Compression::from_media_type),
+            digest: Some(digest),
+            diff_id: None,
+            media_type,
+            size: Some(self.size),
+            created_by: None,
+            comment: None,
+            location,
+        }
+    }
 }
 
 pub(super) fn open_dir(dir: &Path, reference: Option<&str>) -> Result<Image> {
@@ -153,18 +170,7 @@ fn open_layout(files: &dyn Files, reference: Option<&str>, name: String) -> Resu
                 d.size
             );
         }
-        let media_type = d.media_type.clone();
-        layers.push(Layer {
-            id: digest.to_string(),
-            compression: media_type.as_deref().and_then(Compression::from_media_type),
-            digest: Some(digest),
-            diff_id: None,
-            media_type,
-            size: Some(d.size),
-            created_by: None,
-            comment: None,
-            location: Location::Blob(blob),
-        });
+        layers.push(d.layer(digest, Location::Blob(blob)));
     }
     attach_config(&mut layers, &config);
     Ok(Image {
