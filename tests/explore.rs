@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use testkit::imagekit::Comp;
-use testkit::{eventually, BIN};
+use testkit::BIN;
 
 /// A tmux server of our own (its own socket), killed when dropped.
 struct Tmux {
@@ -92,17 +92,33 @@ impl Tmux {
         }
     }
 
-    /// Waits for the program to exit and checks that its status was 0.
+    /// Waits for the program to exit and checks that its status was 0. A program killed by
+    /// a signal has no status but a signal: the failure names it, or shows the screen of a
+    /// program that never exited.
     fn exited_ok(&self) {
-        // tmux sees the pty close before it reaps the child: wait for the status too.
-        eventually("explore exits", || {
-            self.format("#{pane_dead}") == "1" && !self.format("#{pane_dead_status}").is_empty()
-        });
-        let status = self.format("#{pane_dead_status}");
+        // tmux sees the pty close before it reaps the child: wait for a status or a signal.
+        let ended = || {
+            self.format("#{pane_dead}") == "1"
+                && !(self.format("#{pane_dead_status}").is_empty()
+                    && self.format("#{pane_dead_signal}").is_empty())
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !ended() {
+            assert!(
+                Instant::now() < deadline,
+                "explore did not exit; the screen:\n{}",
+                self.screen(false)
+            );
+            std::thread::yield_now();
+        }
+        let (status, signal) = (
+            self.format("#{pane_dead_status}"),
+            self.format("#{pane_dead_signal}"),
+        );
         assert_eq!(
-            status,
-            "0",
-            "exit status; the screen:\n{}",
+            (status.as_str(), signal.as_str()),
+            ("0", ""),
+            "exit status and signal; the screen:\n{}",
             self.screen(false)
         );
     }
