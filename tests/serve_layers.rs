@@ -64,199 +64,200 @@ fn skopeo_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&ok(&o, &format!("skopeo {}", args.join(" ")))).unwrap()
 }
 
-#[test]
-fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
-    if !require_root() {
-        return;
+/// The test's set-up: a registry, a home, layerfs's commands.
+struct Env {
+    tmp: tempfile::TempDir,
+    reg: Registry,
+}
+
+impl Env {
+    fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("layerfs-serve-layers-")
-        .tempdir()
-        .unwrap();
-    let t = |p: &str| tmp.path().join(p);
-    std::fs::create_dir(t("home")).unwrap();
-    let reg = Registry::start();
-    let h = reg.host();
-    let root = t("rootfs");
-    imagekit::lazy_rootfs(&root);
-    // zstd:chunked written and pushed by layerfs.
-    let layout = format!("oci:{}:v1", t("oci").display());
-    let upper = format!("upperdir={}", root.display());
-    let scratch = t("scratch").display().to_string();
-    let layerfs = |args: &[&str]| {
-        Command::new(BIN)
+
+    fn layerfs(&self, args: &[&str]) -> String {
+        let o = Command::new(BIN)
             .args(args)
-            .env("HOME", t("home"))
+            .env("HOME", self.path("home"))
             .stdin(Stdio::null())
             .output()
-            .unwrap()
-    };
-    ok(
-        &layerfs(&[
-            "commit",
-            "-o",
-            &upper,
-            "--to",
-            &layout,
-            "--compress",
-            "zstd:chunked",
-            "--store",
-            &scratch,
-        ]),
-        "commit --compress zstd:chunked",
-    );
-    let name = format!("{h}/serve/zc:v1");
-    let docker = format!("docker://{name}");
-    ok(
-        &layerfs(&[
+            .unwrap();
+        ok(&o, &format!("layerfs {}", args.join(" ")))
+    }
+
+    /// `root` committed as one `form` layer and pushed by layerfs as `serve/TAG:v1`; its
+    /// name (`HOST/serve/TAG:v1`), blob digest and size, and diff_id.
+    fn push(&self, root: &Path, form: &str, tag: &str) -> (String, String, u64, String) {
+        let layout = format!("oci:{}:{tag}", self.path("oci").display());
+        let upper = format!("upperdir={}", root.display());
+        let scratch = self.path("scratch").display().to_string();
+        let name = format!("{}/serve/{tag}:v1", self.reg.host());
+        let docker = format!("docker://{name}");
+        let mut commit = vec!["commit", "-o", &upper, "--to", &layout, "--store", &scratch];
+        if form != "gzip" {
+            commit.extend(["--compress", form]);
+        }
+        self.layerfs(&commit);
+        self.layerfs(&[
             "push",
             &layout,
             &docker,
             "--tls-verify=false",
             "--store",
             &scratch,
-        ]),
-        "push",
-    );
-    let manifest = skopeo_json(&["inspect", "--raw", "--tls-verify=false", &docker]);
-    let digest = manifest["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let blob_size = manifest["layers"][0]["size"].as_u64().unwrap();
-    let config = skopeo_json(&["inspect", "--config", "--tls-verify=false", &docker]);
-    let diff_id = config["rootfs"]["diff_ids"][0]
-        .as_str()
-        .unwrap()
-        .to_string();
+        ]);
+        let manifest = skopeo_json(&["inspect", "--raw", "--tls-verify=false", &docker]);
+        let digest = manifest["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let size = manifest["layers"][0]["size"].as_u64().unwrap();
+        let config = skopeo_json(&["inspect", "--config", "--tls-verify=false", &docker]);
+        let diff_id = config["rootfs"]["diff_ids"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (name, digest, size, diff_id)
+    }
+}
 
-    let als = t("als");
-    std::fs::create_dir(&als).unwrap();
-    let served = Served::start(&als, &t("store"), &t("home"));
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
 
-    // The layout, as containers/storage reads it: stat of diff, info and blob; info decoded.
-    let layer = als.join(b64(&name)).join(&digest);
-    let info: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layer.join("info")).unwrap()).unwrap();
-    assert_eq!(info["compressed-diff-digest"], digest.as_str(), "{info}");
-    assert_eq!(info["compressed-size"], blob_size, "{info}");
-    assert_eq!(info["diff-digest"], diff_id.as_str(), "{info}");
-    assert_eq!(info["compression"], 4, "zstd: {info}");
-    assert!(info["diff-size"].as_u64().unwrap() > 16 << 20, "{info}");
-    assert_eq!(
-        std::fs::metadata(layer.join("blob")).unwrap().len(),
-        blob_size
-    );
-    assert!(std::fs::metadata(layer.join("diff")).unwrap().is_dir());
-    // Names that are no layer: not found, as containers/storage takes any failure.
-    let missing = |p: PathBuf| {
-        let e = std::fs::metadata(&p).expect_err(&p.display().to_string());
-        assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{}", p.display());
+/// `p` does not exist (ENOENT: containers/storage takes any failure as "not here").
+fn missing(p: &Path) {
+    let e = std::fs::metadata(p).expect_err(&p.display().to_string());
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{}", p.display());
+}
+
+#[test]
+fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
+    if !require_root() {
+        return;
+    }
+    let env = Env {
+        tmp: tempfile::Builder::new()
+            .prefix("layerfs-serve-layers-")
+            .tempdir()
+            .unwrap(),
+        reg: Registry::start(),
     };
-    let zero = format!("sha256:{}", "0".repeat(64));
-    missing(als.join(b64(&name)).join(&zero).join("diff"));
-    missing(als.join("not base64!").join(&digest));
-    missing(als.join(b64(&name)).join("not-a-digest"));
-    missing(layer.join("use"));
-    let toc = reg.bytes_sent(&digest);
-    assert!(
-        toc > 0 && toc < blob_size / 8,
-        "the layer's TOC took {toc} of {blob_size} bytes"
-    );
-
-    std::fs::create_dir(t("podman")).unwrap();
+    std::fs::create_dir(env.path("home")).unwrap();
+    let als = env.path("als");
+    std::fs::create_dir(&als).unwrap();
+    let served = Served::start(&als, &env.path("store"), &env.path("home"));
+    std::fs::create_dir(env.path("podman")).unwrap();
     let p = Podman::with_storage_options(
-        &t("podman"),
+        &env.path("podman"),
         &format!("additionallayerstores = [\"{}:ref\"]", als.display()),
     );
-    let pulled = p
-        .cmd("podman")
-        .args(["pull", "-q", "--tls-verify=false", &name])
-        .output()
-        .unwrap();
-    ok(&pulled, "podman pull");
-    // `use` and the release (rmdir) answered as a counting store answers them.
-    let warned = String::from_utf8_lossy(&pulled.stderr);
-    assert!(
-        !warned.contains("Additional Layer Store"),
-        "podman warned: {warned}"
-    );
-    let out = p.podman(&["run", "--rm", &name, "cat", "/etc/motd"]);
-    assert_eq!(out, "lazy\n");
-    // podman's layer is the store's: its diff a link to it, no blob of it downloaded.
-    let hex = diff_id.strip_prefix("sha256:").unwrap();
-    let podman_layer = t("podman/graph/overlay").join(hex);
-    assert_eq!(
-        std::fs::read_link(podman_layer.join("diff")).unwrap(),
-        layer.join("diff")
-    );
-    let podman_gets: Vec<_> = reg
-        .log()
-        .lines()
-        .filter(|l| l.contains(&digest) && l.contains("containers/"))
-        .map(str::to_string)
-        .collect();
-    assert!(
-        podman_gets.is_empty(),
-        "podman fetched the blob: {podman_gets:?}"
-    );
-    let sent = reg.bytes_sent(&digest);
-    assert!(
-        sent < blob_size / 3,
-        "pull and run fetched {sent} bytes of a {blob_size}-byte blob"
-    );
-    eprintln!("blob {blob_size} bytes; the TOC took {toc}, pull and run {sent} in all");
+    // zstd:chunked and eStargz, written and pushed by layerfs (the motd tells them apart,
+    // so each is a layer of its own).
+    for (form, tag, compression) in [("zstd:chunked", "zc", 4), ("estargz", "esgz", 2)] {
+        let root = env.path(&format!("rootfs-{tag}"));
+        imagekit::lazy_rootfs(&root);
+        std::fs::write(root.join("etc/motd"), format!("{form}\n")).unwrap();
+        let (name, digest, blob_size, diff_id) = env.push(&root, form, tag);
 
-    // Every entry and byte of the store's diff equals the source (reading it all fills it).
-    let mut got = tree::snapshot(&layer.join("diff")).meta;
-    let mut want = tree::snapshot(&root).meta;
-    got.remove(Path::new(""));
-    want.remove(Path::new(""));
-    assert_eq!(got.len(), want.len());
-    for (path, w) in &want {
-        assert!(got.get(path) == Some(w), "{} differs", path.display());
+        // The layout, as containers/storage reads it: stat of diff, info and blob; info
+        // decoded.
+        let layer = als.join(b64(&name)).join(&digest);
+        let info: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layer.join("info")).unwrap()).unwrap();
+        assert_eq!(info["compressed-diff-digest"], digest.as_str(), "{info}");
+        assert_eq!(info["compressed-size"], blob_size, "{info}");
+        assert_eq!(info["diff-digest"], diff_id.as_str(), "{info}");
+        assert_eq!(info["compression"], compression, "{form}: {info}");
+        assert!(info["diff-size"].as_u64().unwrap() > 16 << 20, "{info}");
+        assert_eq!(
+            std::fs::metadata(layer.join("blob")).unwrap().len(),
+            blob_size
+        );
+        assert!(std::fs::metadata(layer.join("diff")).unwrap().is_dir());
+        missing(&layer.join("use"));
+        let toc = env.reg.bytes_sent(&digest);
+        assert!(
+            toc > 0 && toc < blob_size / 8,
+            "{form}: the layer's TOC took {toc} of {blob_size} bytes"
+        );
+
+        let pulled = p
+            .cmd("podman")
+            .args(["pull", "-q", "--tls-verify=false", &name])
+            .output()
+            .unwrap();
+        ok(&pulled, "podman pull");
+        // `use` and the release (rmdir) answered as a counting store answers them.
+        let warned = String::from_utf8_lossy(&pulled.stderr);
+        assert!(
+            !warned.contains("Additional Layer Store"),
+            "podman warned: {warned}"
+        );
+        let out = p.podman(&["run", "--rm", &name, "cat", "/etc/motd"]);
+        assert_eq!(out, format!("{form}\n"));
+        // podman's layer is the store's: its diff a link to it, no blob of it downloaded.
+        let hex = diff_id.strip_prefix("sha256:").unwrap();
+        let podman_layer = env.path("podman/graph/overlay").join(hex);
+        assert_eq!(
+            std::fs::read_link(podman_layer.join("diff")).unwrap(),
+            layer.join("diff")
+        );
+        let podman_gets: Vec<_> = env
+            .reg
+            .log()
+            .lines()
+            .filter(|l| l.contains(&digest) && l.contains("containers/"))
+            .map(str::to_string)
+            .collect();
+        assert!(
+            podman_gets.is_empty(),
+            "podman fetched the blob: {podman_gets:?}"
+        );
+        let sent = env.reg.bytes_sent(&digest);
+        assert!(
+            sent < blob_size / 3,
+            "{form}: pull and run fetched {sent} bytes of a {blob_size}-byte blob"
+        );
+        eprintln!("{form}: blob {blob_size} bytes; the TOC took {toc}, pull and run {sent} in all");
+
+        // Every entry and byte of the store's diff equals the source (reading it all fills
+        // it), and `blob` is the registry's blob (what podman reads to push the layer).
+        let mut got = tree::snapshot(&layer.join("diff")).meta;
+        let mut want = tree::snapshot(&root).meta;
+        got.remove(Path::new(""));
+        want.remove(Path::new(""));
+        assert_eq!(got.len(), want.len(), "{form}");
+        for (path, w) in &want {
+            assert!(
+                got.get(path) == Some(w),
+                "{form}: {} differs",
+                path.display()
+            );
+        }
+        assert!(
+            std::fs::read(layer.join("blob")).unwrap()
+                == std::fs::read(env.reg.blob_file(&digest)).unwrap(),
+            "{form}: blob differs"
+        );
     }
-    // `blob` is the registry's blob, byte for byte (what podman reads to push the layer).
-    assert!(
-        std::fs::read(layer.join("blob")).unwrap()
-            == std::fs::read(reg.blob_file(&digest)).unwrap()
-    );
 
+    // Names that are no layer.
+    let name = format!("{}/serve/zc:v1", env.reg.host());
+    let zero = format!("sha256:{}", "0".repeat(64));
+    missing(&als.join(b64(&name)).join(&zero).join("diff"));
+    missing(&als.join("not base64!").join(&zero));
+    missing(&als.join(b64(&name)).join("not-a-digest"));
     // A layer in no seekable form is not served: podman downloads it as usual.
-    let small = t("small");
+    let small = env.path("small");
     std::fs::create_dir_all(small.join("etc")).unwrap();
     std::fs::write(small.join("etc/motd"), "gzip\n").unwrap();
-    let gz_layout = format!("oci:{}:gz", t("oci").display());
-    let gz_upper = format!("upperdir={}", small.display());
-    ok(
-        &layerfs(&[
-            "commit", "-o", &gz_upper, "--to", &gz_layout, "--store", &scratch,
-        ]),
-        "commit gzip",
-    );
-    let gz_name = format!("{h}/serve/gz:v1");
-    let gz_docker = format!("docker://{gz_name}");
-    ok(
-        &layerfs(&[
-            "push",
-            &gz_layout,
-            &gz_docker,
-            "--tls-verify=false",
-            "--store",
-            &scratch,
-        ]),
-        "push gzip",
-    );
+    let (gz_name, gz_digest, _, _) = env.push(&small, "gzip", "gz");
+    missing(&als.join(b64(&gz_name)).join(&gz_digest).join("diff"));
     p.podman(&["pull", "-q", "--tls-verify=false", &gz_name]);
-    let gz_digest = skopeo_json(&["inspect", "--raw", "--tls-verify=false", &gz_docker])["layers"]
-        [0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    missing(als.join(b64(&gz_name)).join(&gz_digest).join("diff"));
     assert!(
-        reg.log()
+        env.reg
+            .log()
             .lines()
             .any(|l| l.contains(&gz_digest) && l.contains("containers/")),
         "podman downloaded the gzip layer"
