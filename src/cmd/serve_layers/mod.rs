@@ -42,8 +42,7 @@ pub fn run(args: ServeLayersArgs) -> Result<()> {
     let dir = super::mount::check_mountpoint(&args.dir)?;
     let store = args.store.open()?;
     let opts = args.registry.options()?;
-    let prefetch = !std::env::var_os("LAYERFS_LAZY_PREFETCH").is_some_and(|v| v == "0");
-    let fs = tree::LayerStoreFs::new(LayerStore::new(store, opts), prefetch);
+    let fs = tree::LayerStoreFs::new(LayerStore::new(store, opts));
     if args.foreground {
         return super::mount::serve_core(fs, dir, "layerfs-layers", None);
     }

@@ -75,13 +75,11 @@ pub struct LayerStoreFs {
     passthrough: AtomicBool,
     /// `use` and release notices (`rmdir` of a layer directory), for the log.
     uses: AtomicU64,
-    prefetch: bool,
     started: SystemTime,
 }
 
 impl LayerStoreFs {
-    /// `prefetch`: fill each layer in the background once served (as a lazy mount does).
-    pub fn new(als: LayerStore, prefetch: bool) -> LayerStoreFs {
+    pub fn new(als: LayerStore) -> LayerStoreFs {
         let mut made = MadeNodes {
             nodes: HashMap::new(),
             next: ROOT + 1,
@@ -100,7 +98,6 @@ impl LayerStoreFs {
             slots: Mutex::new(HashMap::new()),
             passthrough: AtomicBool::new(false),
             uses: AtomicU64::new(0),
-            prefetch,
             started: SystemTime::now(),
         }
     }
@@ -213,9 +210,9 @@ impl LayerStoreFs {
         let lazy = LazyLayers::find(&lowers)?;
         if let Some(z) = &lazy {
             union.set_lazy(z.hook());
-            if self.prefetch {
-                z.start_prefetch();
-            }
+            // Filled in the background from now on, as a lazy mount's layers are
+            // (`LAYERFS_LAZY_PREFETCH=0` turns it off).
+            z.start_prefetch();
         }
         union.passthrough_granted(self.passthrough.load(Ordering::Relaxed));
         Ok(Served { union, _lazy: lazy })
@@ -247,12 +244,7 @@ impl LayerStoreFs {
                 b"diff" => return self.diff_entry(&l),
                 b"info" => self.child(parent, name, || Ok(Kind::Info(Arc::clone(&l))))?,
                 b"blob" => self.child(parent, name, || Ok(Kind::Blob(Arc::clone(&l))))?,
-                b"use" => {
-                    // containers/storage creates it to say it uses the layer: nothing is
-                    // collected here, and ENOENT says so.
-                    self.uses.fetch_add(1, Ordering::Relaxed);
-                    return Err(Error::NotFound);
-                }
+                // `use` never exists: creating it is a notice (`create` below).
                 _ => return Err(Error::NotFound),
             };
             return self.made_entry(id);
