@@ -3,7 +3,8 @@
 //! zstd:chunked is pushed; the store's layout is checked as containers/storage reads it
 //! (`info`'s fields, `blob`, unknown names), then podman pulls and runs it through the
 //! store: the output is right, podman's layer is the store's (nothing downloaded), and the
-//! registry sent a small part of the blob.
+//! registry sent a small part of the blob. The registry wants basic auth: serve-layers
+//! fetches files with the `--creds` it was given (a lazy record keeps none).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,7 +24,13 @@ impl Served {
     fn start(dir: &Path, store: &Path, home: &Path) -> Served {
         let log = dir.with_extension("log");
         let out = Command::new(BIN)
-            .args(["serve-layers", "--tls-verify=false", "--store"])
+            .args([
+                "serve-layers",
+                "--tls-verify=false",
+                "--creds",
+                CREDS,
+                "--store",
+            ])
             .arg(store)
             .arg(dir)
             // What a read fetches is counted: no background fill.
@@ -55,9 +62,14 @@ impl Drop for Served {
     }
 }
 
+/// The registry's only user.
+const USER: (&str, &str) = ("serve", "layers");
+const CREDS: &str = "serve:layers";
+
 fn skopeo_json(args: &[&str]) -> serde_json::Value {
     let o = Command::new("skopeo")
         .args(args)
+        .args(["--creds", CREDS])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -103,6 +115,8 @@ impl Env {
             &layout,
             &docker,
             "--tls-verify=false",
+            "--creds",
+            CREDS,
             "--store",
             &scratch,
         ]);
@@ -141,7 +155,7 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
             .prefix("layerfs-serve-layers-")
             .tempdir()
             .unwrap(),
-        reg: Registry::start(),
+        reg: Registry::start_with(Some(USER), None),
     };
     std::fs::create_dir(env.path("home")).unwrap();
     let als = env.path("als");
@@ -184,7 +198,7 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
 
         let pulled = p
             .cmd("podman")
-            .args(["pull", "-q", "--tls-verify=false", &name])
+            .args(["pull", "-q", "--tls-verify=false", "--creds", CREDS, &name])
             .output()
             .unwrap();
         ok(&pulled, "podman pull");
@@ -254,7 +268,14 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
     std::fs::write(small.join("etc/motd"), "gzip\n").unwrap();
     let (gz_name, gz_digest, _, _) = env.push(&small, "gzip", "gz");
     missing(&als.join(b64(&gz_name)).join(&gz_digest).join("diff"));
-    p.podman(&["pull", "-q", "--tls-verify=false", &gz_name]);
+    p.podman(&[
+        "pull",
+        "-q",
+        "--tls-verify=false",
+        "--creds",
+        CREDS,
+        &gz_name,
+    ]);
     assert!(
         env.reg
             .log()

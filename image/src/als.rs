@@ -60,10 +60,17 @@ pub struct Layer {
     pub diff_id: String,
     /// `info`'s bytes.
     pub info: Vec<u8>,
-    blob: RegistrySource,
+    /// The blob, on the connection its image was resolved with (credentials included).
+    blob: Arc<RegistrySource>,
 }
 
 impl Layer {
+    /// Where the lazy layer's files come from: the blob on this store's connection (a lazy
+    /// record keeps no credentials, so a source made from it would have none).
+    pub fn source(&self) -> Arc<dyn RangeSource> {
+        Arc::clone(&self.blob) as Arc<dyn RangeSource>
+    }
+
     /// The blob's size (`blob`'s).
     pub fn blob_size(&self) -> u64 {
         self.blob.size().unwrap_or(0)
@@ -191,7 +198,7 @@ impl LayerStore {
             dir: self.store.layer_dir(&diff_id)?,
             diff_id,
             info: serde_json::to_vec(&info)?,
-            blob: l.source,
+            blob: Arc::new(l.source),
         });
         lock(&self.layers).insert(key, Arc::clone(&layer));
         Ok(Some(layer))

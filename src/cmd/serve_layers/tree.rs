@@ -207,7 +207,7 @@ impl LayerStoreFs {
     fn open_union(&self, l: &Layer) -> anyhow::Result<Served> {
         let lowers = [l.dir.clone()];
         let mut union = Union::new(Stack::open(&lowers)?, None, Config::default(), false)?;
-        let lazy = LazyLayers::find(&lowers)?;
+        let lazy = LazyLayers::of_one(&l.dir, l.source())?;
         if let Some(z) = &lazy {
             union.set_lazy(z.hook());
             // Filled in the background from now on, as a lazy mount's layers are
