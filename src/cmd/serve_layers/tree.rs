@@ -515,3 +515,70 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use layerfs_image::registry::Options;
+    use layerfs_image::store::Store;
+
+    /// The error of `r`, which must have failed.
+    fn err<T>(r: Result<T>) -> Error {
+        match r {
+            Ok(_) => panic!("succeeded"),
+            Err(e) => e,
+        }
+    }
+
+    fn fs() -> (tempfile::TempDir, LayerStoreFs) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        (
+            dir,
+            LayerStoreFs::new(LayerStore::new(store, Options::default())),
+        )
+    }
+
+    #[test]
+    fn made_up_levels_answer_without_a_registry() {
+        let (_d, fs) = fs();
+        let is_dir = |e: &Entry| e.attr.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        assert!(is_dir(&fs.getattr(ROOT).unwrap()));
+        // Not base64 of a qualified reference: not here.
+        for name in ["not base64!", "YXBwOnYx" /* app:v1, unqualified */] {
+            let e = err(fs.lookup(ROOT, OsStr::new(name)));
+            assert!(matches!(e, Error::NotFound), "{name}: {e}");
+        }
+        let image = als::dir_name("127.0.0.1:1/app:v1");
+        let img = fs.lookup(ROOT, OsStr::new(&image)).unwrap();
+        assert!(is_dir(&img));
+        // The same name, the same node.
+        assert_eq!(fs.lookup(ROOT, OsStr::new(&image)).unwrap().node, img.node);
+        // A name that is no digest is refused before any registry is asked.
+        let e = err(fs.lookup(img.node, OsStr::new("not-a-digest")));
+        assert!(matches!(e, Error::NotFound), "{e}");
+        let mut listed = Vec::new();
+        fs.readdir(ROOT, 0, false, &mut |d| {
+            listed.push(d.name.to_vec());
+            false
+        })
+        .unwrap();
+        assert_eq!(listed, vec![image.as_bytes().to_vec()]);
+        // Changes are refused, but for the release notice (an rmdir in an image directory).
+        let e = fs.rmdir(ROOT, OsStr::new(&image)).unwrap_err();
+        assert!(matches!(e, Error::ReadOnly), "{e}");
+        let e = fs.rmdir(img.node, OsStr::new("sha256:00")).unwrap_err();
+        assert!(matches!(e, Error::NotFound), "{e}");
+        let ctx = Ctx {
+            uid: 0,
+            gid: 0,
+            pid: 0,
+            umask: 0o022,
+        };
+        let e = err(fs.create(img.node, OsStr::new("use"), 0o644, libc::O_WRONLY, ctx));
+        assert!(matches!(e, Error::ReadOnly), "{e}");
+        // A node id of a union slot never opened is stale, not a made-up node.
+        let e = err(fs.getattr(1 << SLOT_SHIFT | 1));
+        assert!(matches!(e, Error::StaleInode(_)), "{e}");
+    }
+}
