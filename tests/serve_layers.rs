@@ -97,9 +97,16 @@ impl Env {
         ok(&o, &format!("layerfs {}", args.join(" ")))
     }
 
-    /// `root` committed as one `form` layer and pushed by layerfs as `serve/TAG:v1`; its
-    /// name (`HOST/serve/TAG:v1`), blob digest and size, and diff_id.
-    fn push(&self, root: &Path, form: &str, tag: &str) -> (String, String, u64, String) {
+    /// `root` committed as a `form` layer (on top of the image tagged `from` in the same
+    /// layout) and pushed by layerfs as `serve/TAG:v1`; its name (`HOST/serve/TAG:v1`),
+    /// and its top layer's blob digest and size, and diff_id.
+    fn push(
+        &self,
+        root: &Path,
+        form: &str,
+        tag: &str,
+        from: Option<&str>,
+    ) -> (String, String, u64, String) {
         let layout = format!("oci:{}:{tag}", self.path("oci").display());
         let upper = format!("upperdir={}", root.display());
         let scratch = self.path("scratch").display().to_string();
@@ -108,6 +115,10 @@ impl Env {
         let mut commit = vec!["commit", "-o", &upper, "--to", &layout, "--store", &scratch];
         if form != "gzip" {
             commit.extend(["--compress", form]);
+        }
+        let base = from.map(|f| format!("oci:{}:{f}", self.path("oci").display()));
+        if let Some(b) = &base {
+            commit.extend(["--from", b]);
         }
         self.layerfs(&commit);
         self.layerfs(&[
@@ -121,16 +132,17 @@ impl Env {
             &scratch,
         ]);
         let manifest = skopeo_json(&["inspect", "--raw", "--tls-verify=false", &docker]);
-        let digest = manifest["layers"][0]["digest"]
-            .as_str()
+        let top = manifest["layers"]
+            .as_array()
             .unwrap()
-            .to_string();
-        let size = manifest["layers"][0]["size"].as_u64().unwrap();
+            .last()
+            .unwrap()
+            .clone();
+        let digest = top["digest"].as_str().unwrap().to_string();
+        let size = top["size"].as_u64().unwrap();
         let config = skopeo_json(&["inspect", "--config", "--tls-verify=false", &docker]);
-        let diff_id = config["rootfs"]["diff_ids"][0]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+        let diff_id = diff_ids.last().unwrap().as_str().unwrap().to_string();
         (name, digest, size, diff_id)
     }
 }
@@ -172,7 +184,7 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
         let root = env.path(&format!("rootfs-{tag}"));
         imagekit::lazy_rootfs(&root);
         std::fs::write(root.join("etc/motd"), format!("{form}\n")).unwrap();
-        let (name, digest, blob_size, diff_id) = env.push(&root, form, tag);
+        let (name, digest, blob_size, diff_id) = env.push(&root, form, tag, None);
 
         // The layout, as containers/storage reads it: stat of diff, info and blob; info
         // decoded.
@@ -264,9 +276,13 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
     missing(&als.join(b64(&name)).join("not-a-digest"));
     // A layer in no seekable form is not served: podman downloads it as usual.
     let small = env.path("small");
-    std::fs::create_dir_all(small.join("etc")).unwrap();
+    for d in ["bin", "etc"] {
+        std::fs::create_dir_all(small.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", small.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", small.join("bin/cat")).unwrap();
     std::fs::write(small.join("etc/motd"), "gzip\n").unwrap();
-    let (gz_name, gz_digest, _, _) = env.push(&small, "gzip", "gz");
+    let (gz_name, gz_digest, _, _) = env.push(&small, "gzip", "gz", None);
     missing(&als.join(b64(&gz_name)).join(&gz_digest).join("diff"));
     p.podman(&[
         "pull",
@@ -282,6 +298,31 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
             .lines()
             .any(|l| l.contains(&gz_digest) && l.contains("containers/")),
         "podman downloaded the gzip layer"
+    );
+    // Both in one image: a zstd:chunked layer on that gzip base is served, on top of the
+    // base podman has.
+    let top = env.path("top");
+    std::fs::create_dir_all(top.join("etc")).unwrap();
+    std::fs::write(top.join("etc/top"), "top\n").unwrap();
+    let (two, two_digest, _, _) = env.push(&top, "zstd:chunked", "two", Some("gz"));
+    p.podman(&["pull", "-q", "--tls-verify=false", "--creds", CREDS, &two]);
+    let out = p.podman(&["run", "--rm", &two, "cat", "/etc/motd", "/etc/top"]);
+    assert_eq!(out, "gzip\ntop\n");
+    let layers: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.path("podman/graph/overlay-layers/layers.json")).unwrap(),
+    )
+    .unwrap();
+    let top_layer = layers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["compressed-diff-digest"] == two_digest.as_str())
+        .expect("the top layer in podman's store");
+    assert!(top_layer["parent"].is_string(), "{top_layer}");
+    let top_id = top_layer["id"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read_link(env.path("podman/graph/overlay").join(top_id).join("diff")).unwrap(),
+        als.join(b64(&two)).join(&two_digest).join("diff")
     );
     drop(p);
     assert!(
