@@ -99,8 +99,9 @@ pub struct LayerStore {
     opts: Options,
     images: Mutex<HashMap<String, Arc<Image>>>,
     layers: Mutex<HashMap<(String, String), Arc<Layer>>>,
-    /// One layer made at a time (two lookups of one layer make it once).
-    making: Mutex<()>,
+    /// Per layer: held while it is made (two lookups of one layer make it once; other
+    /// layers are made meanwhile, as podman asks for an image's layers in parallel).
+    making: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
 }
 
 /// The image reference a directory name of the store's top level stands for
@@ -125,7 +126,7 @@ impl LayerStore {
             opts,
             images: Mutex::new(HashMap::new()),
             layers: Mutex::new(HashMap::new()),
-            making: Mutex::new(()),
+            making: Mutex::new(HashMap::new()),
         }
     }
 
@@ -141,7 +142,8 @@ impl LayerStore {
         if let Some(l) = lock(&self.layers).get(&key) {
             return Ok(Some(Arc::clone(l)));
         }
-        let _one = lock(&self.making);
+        let gate = Arc::clone(lock(&self.making).entry(key.clone()).or_default());
+        let _one = lock(&gate);
         if let Some(l) = lock(&self.layers).get(&key) {
             return Ok(Some(Arc::clone(l)));
         }
