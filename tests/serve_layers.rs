@@ -268,6 +268,23 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
         );
     }
 
+    // layerfs as podman's mount program (a layerfs mount whose lowers are served diffs).
+    std::fs::create_dir(env.path("podman-mp")).unwrap();
+    let mp = Podman::with_storage_options(
+        &env.path("podman-mp"),
+        &format!(
+            "additionallayerstores = [\"{}:ref\"]\n[storage.options.overlay]\n\
+             mount_program = \"{}\"",
+            als.display(),
+            BIN.path().display()
+        ),
+    );
+    let zc = format!("{}/serve/zc:v1", env.reg.host());
+    mp.podman(&["pull", "-q", "--tls-verify=false", "--creds", CREDS, &zc]);
+    let out = mp.podman(&["run", "--rm", &zc, "cat", "/etc/motd"]);
+    assert_eq!(out, "zstd:chunked\n");
+    drop(mp);
+
     // Names that are no layer.
     let name = format!("{}/serve/zc:v1", env.reg.host());
     let zero = format!("sha256:{}", "0".repeat(64));
