@@ -93,15 +93,18 @@ struct Image {
     resolved: pull::Resolved,
 }
 
+/// A layer of an image: the image's `HOST/REPO:TAG` and the layer's blob digest.
+type Key = (String, String);
+
 /// The layers of images in registries, served as an additional layer store.
 pub struct LayerStore {
     store: Store,
     opts: Options,
     images: Mutex<HashMap<String, Arc<Image>>>,
-    layers: Mutex<HashMap<(String, String), Arc<Layer>>>,
+    layers: Mutex<HashMap<Key, Arc<Layer>>>,
     /// Per layer: held while it is made (two lookups of one layer make it once; other
     /// layers are made meanwhile, as podman asks for an image's layers in parallel).
-    making: Mutex<HashMap<(String, String), Arc<Mutex<()>>>>,
+    making: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
 }
 
 /// The image reference a directory name of the store's top level stands for
