@@ -51,7 +51,6 @@ struct Made {
     children: Vec<(Vec<u8>, u64)>,
 }
 
-#[derive(Default)]
 struct MadeNodes {
     nodes: HashMap<u64, Made>,
     next: u64,
@@ -73,7 +72,7 @@ pub struct LayerStoreFs {
     /// Slot of each layer directory served (two images sharing a layer share its union).
     slots: Mutex<HashMap<PathBuf, u64>>,
     passthrough: AtomicBool,
-    /// `use` and release notices (`rmdir` of a layer directory), for the log.
+    /// `use` notices (containers/storage's create of `use`), for the log.
     uses: AtomicU64,
     started: SystemTime,
 }
@@ -190,10 +189,7 @@ impl LayerStoreFs {
         }
         let served = Arc::new(self.open_union(l).map_err(|e| {
             log::warn!("{}: {}", l.dir.display(), crate::cmd::one_line(&e));
-            Error::Io {
-                op: "serving a layer",
-                source: std::io::Error::from_raw_os_error(libc::EIO),
-            }
+            Error::Unavailable("serving a layer")
         })?);
         let mut all = write(&self.served);
         all.push(served);
@@ -266,10 +262,7 @@ impl LayerStoreFs {
                     Ok(None) => Err(Error::NotFound),
                     Err(e) => {
                         log::warn!("{}", crate::cmd::one_line(&e));
-                        Err(Error::Io {
-                            op: "asking the registry",
-                            source: std::io::Error::from_raw_os_error(libc::EIO),
-                        })
+                        Err(Error::Unavailable("asking the registry"))
                     }
                 })?
             }
