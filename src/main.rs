@@ -162,6 +162,10 @@ enum Cmd {
     Build(cmd::build::BuildArgs),
     /// Show the store's size and what its images share (as `podman system df -v`).
     Df(cmd::df::DfArgs),
+    /// Serve podman's additional layer store on DIR (storage.conf:
+    /// additionallayerstores = ["DIR:ref"]): the layers of zstd:chunked and eStargz images,
+    /// their files fetched from the registry when first read.
+    ServeLayers(cmd::serve_layers::ServeLayersArgs),
 }
 
 /// The container's network.
@@ -423,6 +427,7 @@ fn main() -> ExitCode {
         Some(Cmd::Status { mountpoint, json }) => cmd::supervise::status(&mountpoint, json),
         Some(Cmd::Restart { mountpoint }) => cmd::supervise::restart(&mountpoint),
         Some(Cmd::Explore(a)) => cmd::explore::run(a),
+        Some(Cmd::ServeLayers(a)) => cmd::serve_layers::run(a),
         Some(Cmd::Completions { shell }) => cmd::packaging::completions(Cli::command(), shell),
         Some(Cmd::ManPages { dir }) => cmd::packaging::man_pages(Cli::command(), &dir).map(|_| ()),
         None => cmd::mount::run(cli.mount),

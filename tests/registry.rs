@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use testkit::podman::Podman;
 use testkit::registry::{auth_file, kill, test_certs, Proxy, Registry};
-use testkit::{ok, require_root, BIN};
+use testkit::{imagekit, ok, require_root, BIN};
 
 /// layerfs with a private HOME (no auth files of the host's) and registries.conf.
 struct Env {
@@ -438,31 +438,6 @@ fn https_with_a_cert_dir_or_without_verification() {
     );
 }
 
-/// A root whose one large file nobody reads: busybox, a motd, 16 MiB that do not compress.
-fn lazy_rootfs(env: &Env) -> PathBuf {
-    let root = env.path("lazy-rootfs");
-    for d in ["bin", "etc", "data", "tmp", "proc", "dev", "sys"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("busybox-static is installed (scripts/setup installs it)");
-    for app in ["sh", "cat"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
-    }
-    std::fs::write(root.join("etc/motd"), "lazy\n").unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let big: Vec<u8> = (0..16 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(root.join("data/big"), big).unwrap();
-    root
-}
-
 /// The one lazy layer of `store` (its directory under `layers/`), if there is one.
 fn the_lazy_layer(store: &str) -> Option<PathBuf> {
     let e = std::fs::read_dir(Path::new(store).join("lazy"))
@@ -480,7 +455,8 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
     let reg = Registry::start();
     let h = reg.host();
     let env = Env::new(std::slice::from_ref(&h), &[]);
-    let root = lazy_rootfs(&env);
+    let root = env.path("lazy-rootfs");
+    imagekit::lazy_rootfs(&root);
     let upper = format!("upperdir={}", root.display());
     let scratch = env.path("scratch-store").display().to_string();
     // skopeo's zstd:chunked, from a gzip layout layerfs writes.

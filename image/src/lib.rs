@@ -6,6 +6,7 @@
 // The shared vocabulary, under the names the code has always used for it.
 use layerfs_base::{format, options, par, sys, verity};
 
+pub mod als;
 pub mod cat;
 pub mod commit;
 pub mod containerfile;

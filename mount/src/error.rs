@@ -81,6 +81,11 @@ pub enum Error {
         path: String,
         why: String,
     },
+    /// Content that exists elsewhere and cannot be had now (`serve-layers`: a registry that
+    /// cannot be reached, a layer that cannot be served); the cause is logged where it
+    /// happens.
+    #[error("{0}: unavailable")]
+    Unavailable(&'static str),
     /// A syscall on a layer failed; `op` names it for the log.
     #[error("{op}: {source}")]
     Io {
@@ -124,6 +129,8 @@ impl Error {
             Error::Bug(_) => libc::EIO,
             // As a disk answers a bad sector: the data exists and cannot be given.
             Error::Corrupt { .. } => libc::EIO,
+            // As a network filesystem answers when its server does not.
+            Error::Unavailable(_) => libc::EIO,
             // An io::Error without an OS code is a bug of ours, not the caller's: EIO.
             Error::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
@@ -153,9 +160,11 @@ impl Error {
                         | libc::ETXTBSY
                 )
             ),
-            Error::StaleInode(_) | Error::BadHandle(_) | Error::Bug(_) | Error::Corrupt { .. } => {
-                true
-            }
+            Error::StaleInode(_)
+            | Error::BadHandle(_)
+            | Error::Bug(_)
+            | Error::Corrupt { .. }
+            | Error::Unavailable(_) => true,
             _ => false,
         }
     }
@@ -184,6 +193,7 @@ mod tests {
         assert_eq!(Error::NotEmpty.errno(), libc::ENOTEMPTY);
         assert_eq!(Error::NotPermitted("link").errno(), libc::EPERM);
         assert!(Error::Bug("x").is_unexpected() && !Error::Exists.is_unexpected());
+        assert_eq!(Error::Unavailable("registry").errno(), libc::EIO);
         let e = Error::io("openat")(io::Error::from_raw_os_error(libc::ELOOP));
         assert_eq!(e.errno(), libc::ELOOP);
         let e = Error::io("x")(io::Error::other("no os code"));

@@ -49,6 +49,31 @@ impl LazyLayers {
         Ok(Some(Arc::new(LazyLayers(found))))
     }
 
+    /// The one-layer stack `layer_dir`'s lazy layer, its blob read from `source`; `None`
+    /// when the layer is not (or no longer) lazy.
+    pub fn of_one(
+        layer_dir: &std::path::Path,
+        source: Arc<dyn layerfs_image::lazy::RangeSource>,
+    ) -> Result<Option<Arc<LazyLayers>>> {
+        if layerfs_image::lazy::layer::pending_files(layer_dir)?.is_none() {
+            return Ok(None);
+        }
+        let l = match LazyLayer::open_with(layer_dir, source) {
+            Ok(l) => l,
+            // Filled since (by another process): an ordinary layer now.
+            Err(_) if layerfs_image::lazy::layer::pending_files(layer_dir)?.is_none() => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        log::info!(
+            "{}: lazy, {} files not fetched yet",
+            layer_dir.display(),
+            l.pending()
+        );
+        Ok(Some(Arc::new(LazyLayers(vec![Some(l)]))))
+    }
+
     /// The hook for the union core.
     pub fn hook(self: &Arc<Self>) -> Lazy {
         Lazy {

@@ -20,6 +20,7 @@ pub mod push;
 pub mod rmi;
 pub mod rootless;
 pub mod run;
+pub mod serve_layers;
 pub mod squash;
 pub mod supervise;
 pub mod umount;

@@ -225,7 +225,7 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
     })
 }
 
-fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
+pub fn check_mountpoint(mp: &Path) -> Result<PathBuf> {
     let meta = std::fs::metadata(mp).with_context(|| format!("mountpoint {}", mp.display()))?;
     if !meta.is_dir() {
         bail!("mountpoint {}: not a directory", mp.display());
@@ -286,7 +286,44 @@ pub enum Connect {
 pub fn serve_on(plan: Plan, report: Option<OwnedFd>, connect: Connect) -> Result<()> {
     let mut report = report.map(std::fs::File::from);
     let result = mount_and_run(plan, &mut report, connect);
-    match (result, report.take()) {
+    reported(result, report)
+}
+
+/// Mounts `core` (a filesystem other than a layer stack: `serve-layers`' store) on
+/// `mountpoint` and serves it as a mount's daemon serves a stack: `report` hears once it is
+/// live, SIGINT/TERM/HUP unmount it. Writable as far as the kernel knows (the core refuses
+/// what it does not take), files through passthrough as root.
+pub fn serve_core<C: Core>(
+    core: C,
+    mountpoint: PathBuf,
+    name: &str,
+    report: Option<OwnedFd>,
+) -> Result<()> {
+    let mut report = report.map(std::fs::File::from);
+    let serve = Serve {
+        mountpoint,
+        fsname: fsname(Some(name.to_string())),
+        flags: MountFlags::default(),
+        threads: std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(4),
+        io_uring: false,
+        file_io: if sys::geteuid() == 0 && !sys::in_user_namespace() {
+            FileIo::Passthrough
+        } else {
+            FileIo::Cached
+        },
+        acl: false,
+        remove_mountpoint: false,
+        remove_after: None,
+    };
+    let result = mount_core(serve, core, false, None, &mut report, Connect::Mount);
+    reported(result, report)
+}
+
+/// A daemon's `result`, its error sent to the parent (`report`) when there is one.
+fn reported(result: Result<()>, report: Option<std::fs::File>) -> Result<()> {
+    match (result, report) {
         (Err(e), Some(mut r)) => {
             // The parent prints it; the daemon's own stderr is gone by now or soon.
             let _ = write!(r, "{}", super::one_line(&e));
@@ -402,14 +439,14 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>, connect: Connec
     };
     let read_only = fs.read_only();
     let refresh = fs.refresher();
-    mount_core(serve, fs, read_only, refresh, report, connect)
+    mount_core(serve, fs, read_only, Some(refresh), report, connect)
 }
 
 fn mount_core<C: Core>(
     plan: Serve,
     core: C,
     read_only: bool,
-    refresh: layerfs_mount::union::Refresh,
+    refresh: Option<layerfs_mount::union::Refresh>,
     report: &mut Option<std::fs::File>,
     connect: Connect,
 ) -> Result<()> {
@@ -471,7 +508,9 @@ fn mount_core<C: Core>(
         .spawn(move || {
             while let Ok(sig) = sys::wait_signal(&signals) {
                 if sig == libc::SIGUSR1 {
-                    refresh.run();
+                    if let Some(r) = &refresh {
+                        r.run();
+                    }
                     continue;
                 }
                 if sig == libc::SIGUSR2 {

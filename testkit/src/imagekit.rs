@@ -10,6 +10,31 @@ use std::process::{Command, Output};
 
 use sha2::{Digest as _, Sha256};
 
+/// A root whose one large file nobody reads, written at `root`: a static busybox (`sh`,
+/// `cat`), `/etc/motd` ("lazy\n"), and `/data/big`, 16 MiB that do not compress. For lazy
+/// pulls: a run of `cat /etc/motd` needs a small part of its blob.
+pub fn lazy_rootfs(root: &Path) {
+    for d in ["bin", "etc", "data", "tmp", "proc", "dev", "sys"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
+        .expect("busybox-static is installed (scripts/setup installs it)");
+    for app in ["sh", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
+    }
+    std::fs::write(root.join("etc/motd"), "lazy\n").unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(root.join("data/big"), big).unwrap();
+}
+
 /// A layer compression, as the fixtures write it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Comp {

@@ -26,11 +26,17 @@ pub struct Podman {
 
 impl Podman {
     pub fn new(base: &Path) -> Podman {
+        Self::with_storage_options(base, "")
+    }
+
+    /// With `options` (TOML lines) under storage.conf's `[storage.options]`.
+    pub fn with_storage_options(base: &Path, options: &str) -> Podman {
         let storage = base.join("storage.conf");
         std::fs::write(
             &storage,
             format!(
-                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n\
+                 [storage.options]\n{options}\n",
                 base.join("graph").display(),
                 base.join("run").display()
             ),
