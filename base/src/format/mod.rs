@@ -46,11 +46,65 @@ const REDIRECT_XATTRS: [&[u8]; 2] = [b"trusted.overlay.redirect", b"user.overlay
 const DIR_WHITEOUTS_XATTRS: [&[u8]; 2] = [b"trusted.overlay.whiteouts", b"user.overlay.whiteouts"];
 const FILE_WHITEOUT_XATTRS: [&CStr; 2] = [c"trusted.overlay.whiteout", c"user.overlay.whiteout"];
 
-/// True for xattr names that belong to the union machinery and never show in the merged view.
+/// The prefixes of the overlay's own xattrs (`trusted.overlay.`, and `user.overlay.` of the
+/// kernel's `userxattr` mode); layerfs reads both in every mode.
+const OWN_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
+/// What an overlay puts after its own prefix to keep a name for the overlay stacked on it
+/// (the kernel's "Nesting overlayfs mounts"): `trusted.overlay.overlay.X` in a layer is
+/// shown through the mount as `trusted.overlay.X`, each overlay removing one.
+const XATTR_ESCAPE: &[u8] = b"overlay.";
+
+/// The own prefix `name` starts with and the rest after it.
+fn own_xattr(name: &[u8]) -> Option<(&'static [u8], &[u8])> {
+    OWN_XATTR_PREFIXES
+        .into_iter()
+        .find_map(|p| name.strip_prefix(p).map(|rest| (p, rest)))
+}
+
+/// True for xattr names that belong to the union machinery and never show in the merged
+/// view: the overlay's own names, unless escaped for a nested overlay
+/// (`*.overlay.overlay.*`, which show one level unescaped, see [`xattr_shown`]), and
+/// fuse-overlayfs' `user.fuseoverlayfs.*`. The kernel's `ovl_is_private_xattr`.
 pub fn is_private_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay.")
-        || name.starts_with(b"user.fuseoverlayfs.")
+    match own_xattr(name) {
+        Some((_, rest)) => !rest.starts_with(XATTR_ESCAPE),
+        None => name.starts_with(b"user.fuseoverlayfs."),
+    }
+}
+
+/// How a layer's xattr name shows through the mount: `None` for a private one, an escaped
+/// overlay name with one escape removed (`trusted.overlay.overlay.X` shows as
+/// `trusted.overlay.X`), any other name as it is.
+pub fn xattr_shown(stored: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if is_private_xattr(stored) {
+        return None;
+    }
+    Some(match own_xattr(stored) {
+        Some((prefix, rest)) => [prefix, &rest[XATTR_ESCAPE.len()..]].concat().into(),
+        None => stored.into(),
+    })
+}
+
+/// Why an xattr name given through the mount has no name in a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrRefused {
+    /// A name the union keeps for itself (`user.fuseoverlayfs.*`).
+    Private,
+    /// An overlay prefix with nothing after it (`trusted.overlay.`): EINVAL on the kernel.
+    Empty,
+}
+
+/// The name a layer stores for `shown`, a name given through the mount (get, set, remove):
+/// an overlay name is escaped one level (`trusted.overlay.X` is kept as
+/// `trusted.overlay.overlay.X`, as the kernel's overlay keeps it for a nested overlay), any
+/// other name is itself. The inverse of [`xattr_shown`].
+pub fn xattr_stored(shown: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, XattrRefused> {
+    match own_xattr(shown) {
+        Some((_, b"")) => Err(XattrRefused::Empty),
+        Some((prefix, rest)) => Ok([prefix, XATTR_ESCAPE, rest].concat().into()),
+        None if shown.starts_with(b"user.fuseoverlayfs.") => Err(XattrRefused::Private),
+        None => Ok(shown.into()),
+    }
 }
 
 /// True for the xattr the kernel puts on a renamed directory (`*.overlay.redirect`): its
@@ -546,6 +600,47 @@ mod tests {
         assert!(!is_private_xattr(b"user.mime_type"));
         assert!(!is_private_xattr(b"trusted.overlayx"));
         assert!(!is_private_xattr(b"security.capability"));
+    }
+
+    #[test]
+    fn overlay_xattrs_are_escaped_one_level_for_a_nested_overlay() {
+        assert!(!is_private_xattr(b"trusted.overlay.overlay.opaque"));
+        assert!(!is_private_xattr(b"user.overlay.overlay.whiteout"));
+        let shown = |n: &[u8]| xattr_shown(n).map(|c| c.into_owned());
+        assert_eq!(shown(b"trusted.overlay.opaque"), None);
+        assert_eq!(shown(b"user.fuseoverlayfs.opaque"), None);
+        assert_eq!(
+            shown(b"trusted.overlay.overlay.opaque").as_deref(),
+            Some(&b"trusted.overlay.opaque"[..])
+        );
+        assert_eq!(
+            shown(b"user.overlay.overlay.overlay.x").as_deref(),
+            Some(&b"user.overlay.overlay.x"[..])
+        );
+        assert_eq!(shown(b"user.mime").as_deref(), Some(&b"user.mime"[..]));
+        let stored = |n: &[u8]| xattr_stored(n).map(|c| c.into_owned());
+        assert_eq!(
+            stored(b"trusted.overlay.redirect").as_deref(),
+            Ok(&b"trusted.overlay.overlay.redirect"[..])
+        );
+        assert_eq!(
+            stored(b"trusted.overlay.overlay.z").as_deref(),
+            Ok(&b"trusted.overlay.overlay.overlay.z"[..])
+        );
+        assert_eq!(
+            stored(b"trusted.overlayx").as_deref(),
+            Ok(&b"trusted.overlayx"[..])
+        );
+        assert_eq!(stored(b"trusted.overlay."), Err(XattrRefused::Empty));
+        assert_eq!(stored(b"user.fuseoverlayfs.x"), Err(XattrRefused::Private));
+        for n in [
+            &b"trusted.overlay.a"[..],
+            b"user.overlay.overlay.b",
+            b"user.c",
+        ] {
+            let s = stored(n).unwrap();
+            assert_eq!(shown(&s).as_deref(), Some(n));
+        }
     }
 
     #[test]

@@ -167,16 +167,6 @@ impl Xattrs {
             .position(|n| n.as_ref() == name)
             .map(|i| self.values[i].as_ref())
     }
-
-    /// The names as the NUL-terminated list `listxattr` returns.
-    pub fn list(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for n in &self.names {
-            out.extend_from_slice(n);
-            out.push(0);
-        }
-        out
-    }
 }
 
 /// From this many layers on, a directory's copies are opened and read in parallel.
@@ -579,7 +569,9 @@ impl Drop for DirIndex {
     }
 }
 
-/// Reads the visible (non-private) xattrs of `name` in `dir` (empty name: `dir` itself).
+/// Reads the xattrs of `name` in `dir` (empty name: `dir` itself) but the private ones,
+/// under their names in the layer (escaped overlay names stay escaped: a copy-up keeps them
+/// so, as the kernel's; the mount shows them unescaped).
 pub fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
     let list = match sys::listxattr_at(dir, name) {
         Ok(l) => l,

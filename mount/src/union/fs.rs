@@ -369,12 +369,14 @@ impl Core for Union {
         if !self.cfg.xattrs {
             return Err(Error::NoXattrs);
         }
-        if self.hidden_xattr(name.as_bytes()) {
-            return Err(Error::NoAttr);
-        }
+        let name = match self.stored_xattr(name.as_bytes()) {
+            Ok(n) => n,
+            Err(Error::PrivateXattr) => return Err(Error::NoAttr),
+            Err(e) => return Err(e),
+        };
+        let name = name.as_ref();
         let _g = self.shared();
         let n = self.node(ino)?;
-        let name = name.as_bytes();
         if n.loc().upper || n.detached.get().is_some() {
             let xname = sys::cstr(name).map_err(Error::io("name"))?;
             let v = self
@@ -400,12 +402,9 @@ impl Core for Union {
         let _g = self.shared();
         let n = self.node(ino)?;
         let x = self.xattrs_of(&n)?;
-        if !self.overrides() {
-            return Ok(x.list());
-        }
         let mut out = Vec::new();
-        for name in x.names.iter().filter(|n| !self.hidden_xattr(n)) {
-            out.extend_from_slice(name);
+        for name in x.names.iter().filter_map(|n| self.shown_xattr(n)) {
+            out.extend_from_slice(&name);
             out.push(0);
         }
         Ok(out)
