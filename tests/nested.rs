@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use testkit::pair::{sh, write, Pair};
-use testkit::require_root;
+use testkit::tree::{assert_same, snapshot, Tree};
+use testkit::{require_root, Kernel, Layerfs};
 
 /// The escaped overlay xattrs (`*.overlay.overlay.*`) in a layer or an upper, as stored.
 fn escaped_in(dir: &Path) -> String {
@@ -72,4 +73,141 @@ fn overlay_xattrs_pass_through_escaped_one_level_as_the_kernel_nests_them() {
         "the uppers' escaped xattrs: kernel (left), layerfs (right)"
     );
     assert!(k.contains("trusted.overlay.overlay.whiteout"), "{k}");
+}
+
+/// The steps a nested overlay takes: a new file, a lower file deleted (a whiteout in its
+/// upper), a lower directory removed and made again (opaque), one renamed (a redirect), a
+/// lower file written (copy-up) and one linked, an upper file made and removed, xattrs.
+const NESTED_STEPS: &str = r#"set -e; cd "$O"
+echo new > n; rm f; rm -r dd; mkdir dd; echo x > dd/y
+mv d d2; echo more >> d2/g; ln keep/k keep/k2; setfattr -n user.u -v 1 keep/k
+touch t; rm t; mkdir e; rmdir e; mv keep/k2 k3; rm keep/gone
+ls -a . d2 dd keep; cat d2/g k3 keep/k; getfattr -d -m user keep/k"#;
+
+/// The layers under the nested overlay: its lower `l` (and empty `u`, `w` for its upper).
+fn nested_base(d: &Path) {
+    write(d, "l/f", "f\n");
+    write(d, "l/d/g", "g\n");
+    write(d, "l/dd/h", "h\n");
+    write(d, "l/keep/k", "k\n");
+    write(d, "l/keep/gone", "z\n");
+    for e in ["u", "w"] {
+        fs::create_dir_all(d.join(e)).unwrap();
+    }
+}
+
+/// Runs `NESTED_STEPS` on the overlay at `o`; its output.
+fn nested_steps(o: &Path) -> String {
+    let out = Command::new("bash")
+        .args(["-c", NESTED_STEPS])
+        .env("O", o)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "steps on {}: {out:?}", o.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What an overlay's upper shows, with what cannot match across two stacks taken out: the
+/// origin records (file handles; the kernel writes none over a lower on FUSE, whose
+/// filesystem has a null uuid), the uuid's value (random), the link counts of whiteouts
+/// (the kernel shares one inode among them where it can link), and the mark of a directory
+/// holding nested whiteouts, which a layerfs mount shows (`trusted.overlay.opaque=x`; the
+/// kernel's overlay ignores it on an upper).
+fn upper_tree(dir: &Path) -> Tree {
+    let mut t = snapshot(dir);
+    for m in t.meta.values_mut() {
+        m.xattrs.remove("trusted.overlay.origin");
+        if let Some(v) = m.xattrs.get_mut("trusted.overlay.uuid") {
+            v.clear();
+        }
+        if m.xattrs.get("trusted.overlay.opaque").map(Vec::as_slice) == Some(b"x") {
+            m.xattrs.remove("trusted.overlay.opaque");
+        }
+        if m.mode & libc::S_IFMT == libc::S_IFCHR {
+            m.nlink = None;
+        }
+    }
+    t.ino.clear();
+    t
+}
+
+/// Kernel overlayfs with its lower and upper on a layerfs mount (`lowerdir=M/l,
+/// upperdir=M/u, workdir=M/w`), against the same overlay with its lower on a kernel overlay
+/// (the kernel takes no overlay as an upper: its upper is a plain directory there): the
+/// same steps give the same outputs and merged trees; the upper as layerfs shows it is the
+/// plain upper of the kernel's stack (whiteouts as devices 0:0, opaque and redirect marks);
+/// the upper layerfs wrote, mounted by the kernel under the same nested overlay, reads the
+/// same (escaped marks, whiteouts in the kernel's alternative form); and so does the stack
+/// mounted again. Before, the mount failed: "upper fs does not support RENAME_WHITEOUT",
+/// "failed to set xattr on upper", "upper fs missing required features".
+#[test]
+fn a_kernel_overlay_stacks_on_a_layerfs_mount_as_on_a_kernel_one() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = |rel: &str| t.path().join(rel);
+    for side in ["k", "l"] {
+        nested_base(&p(&format!("{side}/base")));
+        for d in ["iu", "iw", "ou", "ow"] {
+            fs::create_dir_all(p(&format!("{side}/{d}"))).unwrap();
+        }
+    }
+    let outer = |lower: &Path, upper: &Path, work: &Path, mp: &Path| {
+        Kernel::mount_rw_with(&[lower.to_path_buf()], upper, work, mp, ",redirect_dir=on")
+    };
+    let (kernel_out, kernel_tree, kernel_upper) = {
+        let inner = Kernel::mount_rw(&[p("k/base")], &p("k/iu"), &p("k/iw"), &p("k/m"));
+        let o = outer(&inner.mp.join("l"), &p("k/ou"), &p("k/ow"), &p("k/o"));
+        let out = nested_steps(&o.mp);
+        (out, snapshot(&o.mp), upper_tree(&p("k/ou")))
+    };
+    let kernel_again = {
+        let inner = Kernel::mount_rw(&[p("k/base")], &p("k/iu"), &p("k/iw"), &p("k/m"));
+        let o = outer(&inner.mp.join("l"), &p("k/ou"), &p("k/ow"), &p("k/o"));
+        snapshot(&o.mp)
+    };
+    let mount_layerfs = || Layerfs::mount_rw(&[p("l/base")], &p("l/iu"), &p("l/iw"), &p("l/m"));
+    {
+        let inner = mount_layerfs();
+        let o = outer(
+            &inner.path("l"),
+            &inner.path("u"),
+            &inner.path("w"),
+            &p("l/o"),
+        );
+        assert_eq!(nested_steps(&o.mp), kernel_out, "the steps' output");
+        assert_same(&kernel_tree, &snapshot(&o.mp), "the nested overlay");
+        drop(o);
+        assert_same(&kernel_upper, &upper_tree(&inner.path("u")), "its upper");
+        inner.assert_no_errors_logged();
+    }
+    {
+        // The upper layerfs wrote, read by the kernel under the same nested overlay.
+        let inner = Kernel::mount(&[p("l/iu"), p("l/base")], &p("l/k"));
+        let lowers = [inner.mp.join("u"), inner.mp.join("l")];
+        let o = Kernel::mount(&lowers, &p("l/ko"));
+        // Inode numbers aside: a read-only stack shows the hard links of its layers as
+        // one inode, which the writable one (the upper's copy of a lower file and its
+        // new link) does not.
+        let mut read = snapshot(&o.mp);
+        read.ino.clear();
+        let expected = Tree {
+            meta: kernel_tree.meta.clone(),
+            ..Tree::default()
+        };
+        assert_same(&expected, &read, "layerfs's upper read by the kernel");
+    }
+    let inner = mount_layerfs();
+    let o = outer(
+        &inner.path("l"),
+        &inner.path("u"),
+        &inner.path("w"),
+        &p("l/o"),
+    );
+    assert_same(
+        &kernel_again,
+        &snapshot(&o.mp),
+        "the nested overlay mounted again",
+    );
 }

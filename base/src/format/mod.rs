@@ -12,6 +12,9 @@
 //! - redirected directory: `{trusted,user}.overlay.redirect`, where the layers below keep
 //!   what it merges with (absolute `/a/b` from the layer roots, or a sibling's name).
 //!
+//! - a nested overlay's marks (`nested.rs`): its xattrs escaped one level
+//!   (`*.overlay.overlay.*`), its whiteouts as escaped alternative whiteouts.
+//!
 //! Lower layers are read once, a directory at a time ([`dir_marks`], [`classify`]). A
 //! writable upper changes under the mount, so it is asked one name at a time
 //! ([`upper_whiteout`], [`upper_oci_hides`], [`upper_opaque`]); every form above is honoured
@@ -19,8 +22,13 @@
 //! the upper), while what layerfs writes is only ever the kernel's form
 //! ([`write_whiteout`], [`write_opaque`], [`kernel_whiteout_for`]).
 
+mod nested;
 mod override_stat;
 
+pub use nested::{
+    is_nested_whiteout, is_nested_whiteout_xattr, is_private_xattr, mark_holds_nested,
+    show_nested_whiteout, write_nested_whiteout, xattr_shown, xattr_stored, XattrRefused,
+};
 pub use override_stat::{is_override_xattr, Override, OverrideNs, OVERRIDE_XATTRS};
 
 use std::ffi::{CStr, CString};
@@ -45,67 +53,6 @@ const OPAQUE_XATTRS: [&[u8]; 3] = [
 const REDIRECT_XATTRS: [&[u8]; 2] = [b"trusted.overlay.redirect", b"user.overlay.redirect"];
 const DIR_WHITEOUTS_XATTRS: [&[u8]; 2] = [b"trusted.overlay.whiteouts", b"user.overlay.whiteouts"];
 const FILE_WHITEOUT_XATTRS: [&CStr; 2] = [c"trusted.overlay.whiteout", c"user.overlay.whiteout"];
-
-/// The prefixes of the overlay's own xattrs (`trusted.overlay.`, and `user.overlay.` of the
-/// kernel's `userxattr` mode); layerfs reads both in every mode.
-const OWN_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
-/// What an overlay puts after its own prefix to keep a name for the overlay stacked on it
-/// (the kernel's "Nesting overlayfs mounts"): `trusted.overlay.overlay.X` in a layer is
-/// shown through the mount as `trusted.overlay.X`, each overlay removing one.
-const XATTR_ESCAPE: &[u8] = b"overlay.";
-
-/// The own prefix `name` starts with and the rest after it.
-fn own_xattr(name: &[u8]) -> Option<(&'static [u8], &[u8])> {
-    OWN_XATTR_PREFIXES
-        .into_iter()
-        .find_map(|p| name.strip_prefix(p).map(|rest| (p, rest)))
-}
-
-/// True for xattr names that belong to the union machinery and never show in the merged
-/// view: the overlay's own names, unless escaped for a nested overlay
-/// (`*.overlay.overlay.*`, which show one level unescaped, see [`xattr_shown`]), and
-/// fuse-overlayfs' `user.fuseoverlayfs.*`. The kernel's `ovl_is_private_xattr`.
-pub fn is_private_xattr(name: &[u8]) -> bool {
-    match own_xattr(name) {
-        Some((_, rest)) => !rest.starts_with(XATTR_ESCAPE),
-        None => name.starts_with(b"user.fuseoverlayfs."),
-    }
-}
-
-/// How a layer's xattr name shows through the mount: `None` for a private one, an escaped
-/// overlay name with one escape removed (`trusted.overlay.overlay.X` shows as
-/// `trusted.overlay.X`), any other name as it is.
-pub fn xattr_shown(stored: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
-    if is_private_xattr(stored) {
-        return None;
-    }
-    Some(match own_xattr(stored) {
-        Some((prefix, rest)) => [prefix, &rest[XATTR_ESCAPE.len()..]].concat().into(),
-        None => stored.into(),
-    })
-}
-
-/// Why an xattr name given through the mount has no name in a layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XattrRefused {
-    /// A name the union keeps for itself (`user.fuseoverlayfs.*`).
-    Private,
-    /// An overlay prefix with nothing after it (`trusted.overlay.`): EINVAL on the kernel.
-    Empty,
-}
-
-/// The name a layer stores for `shown`, a name given through the mount (get, set, remove):
-/// an overlay name is escaped one level (`trusted.overlay.X` is kept as
-/// `trusted.overlay.overlay.X`, as the kernel's overlay keeps it for a nested overlay), any
-/// other name is itself. The inverse of [`xattr_shown`].
-pub fn xattr_stored(shown: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, XattrRefused> {
-    match own_xattr(shown) {
-        Some((_, b"")) => Err(XattrRefused::Empty),
-        Some((prefix, rest)) => Ok([prefix, XATTR_ESCAPE, rest].concat().into()),
-        None if shown.starts_with(b"user.fuseoverlayfs.") => Err(XattrRefused::Private),
-        None => Ok(shown.into()),
-    }
-}
 
 /// True for the xattr the kernel puts on a renamed directory (`*.overlay.redirect`): its
 /// content below lives under another name.
@@ -148,6 +95,10 @@ pub struct DirMarks {
     pub xattr_whiteouts: bool,
     /// Where the layers below hold what this directory merges with (a renamed directory).
     pub redirect: Option<Redirect>,
+    /// May contain nested whiteouts (escaped `*.overlay.overlay.opaque=x` or
+    /// `*.overlay.overlay.whiteouts`): a nested overlay's, shown as devices 0:0
+    /// ([`is_nested_whiteout`]).
+    pub nested_whiteouts: bool,
 }
 
 /// A directory's `*.overlay.redirect`, checked (it is untrusted layer content).
@@ -201,6 +152,10 @@ pub fn dir_marks(dir: BorrowedFd<'_>) -> io::Result<DirMarks> {
             }
         } else if DIR_WHITEOUTS_XATTRS.contains(&name) {
             marks.xattr_whiteouts = true;
+        } else if nested::OPAQUE_XATTRS.contains(&name) {
+            marks.nested_whiteouts |= sys::fgetxattr(dir, &sys::cstr(name)?)? == b"x";
+        } else if nested::DIR_WHITEOUTS_XATTRS.contains(&name) {
+            marks.nested_whiteouts = true;
         } else if REDIRECT_XATTRS.contains(&name) && marks.redirect.is_none() {
             let value = sys::fgetxattr(dir, &sys::cstr(name)?)?;
             marks.redirect = Redirect::parse(&value);

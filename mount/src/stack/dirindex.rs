@@ -201,8 +201,18 @@ fn scan(fd: BorrowedFd<'_>, marks: Option<&DirMarks>, honour_opaque: bool) -> io
             Class::Whiteout => out.hides_below.push(ent.name),
             Class::Entry => {
                 let kind = match Kind::from_dtype(ent.d_type) {
-                    Some(k) => k,
-                    None => Kind::from_mode(sys::lstatat(fd, &sys::cstr(&ent.name)?)?.st_mode),
+                    Some(k) if !(marks.nested_whiteouts && k == Kind::File) => k,
+                    _ => {
+                        let st = sys::lstatat(fd, &sys::cstr(&ent.name)?)?;
+                        let nested =
+                            format::is_nested_whiteout(fd, &ent.name, &st, marks.nested_whiteouts)?;
+                        // A nested overlay's whiteout shows as the device it was made as.
+                        if nested {
+                            Kind::CharDev
+                        } else {
+                            Kind::from_mode(st.st_mode)
+                        }
+                    }
                 };
                 out.entries.push((ent.name, kind, ent.ino));
             }
@@ -362,7 +372,11 @@ impl DirIndex {
             return Ok(*st);
         }
         let name = sys::cstr(&e.name)?;
-        let st = self.with_dir_of(e, |d| sys::lstatat(d, &name))?;
+        let mut st = self.with_dir_of(e, |d| sys::lstatat(d, &name))?;
+        if e.kind == Kind::CharDev && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            // Found to be a nested whiteout when the directory was read.
+            st = format::show_nested_whiteout(st);
+        }
         Ok(*e.attr.get_or_init(|| st))
     }
 

@@ -18,7 +18,8 @@
 //! - `config.rs`: id mappings and cache times;
 //! - `metacopy.rs`: metadata-only copy-ups (`metacopy=on`) and reading their data below;
 //! - `overrides.rs`: owners and modes kept in override_stat xattrs (`xattr_permissions=`);
-//! - `refresh.rs`: reading changed lowers again now (SIGUSR1).
+//! - `refresh.rs`: reading changed lowers again now (SIGUSR1);
+//! - `nested.rs`: whiteouts of an overlay stacked on the mount.
 
 mod attrs;
 mod config;
@@ -33,6 +34,7 @@ pub mod lazy;
 mod listing;
 pub mod lower;
 mod metacopy;
+mod nested;
 mod node_id;
 mod ops;
 mod overrides;
@@ -348,6 +350,7 @@ impl Union {
                     return Ok(None)
                 }
                 Ok(st) => {
+                    let st = self.shown_upper(pfd.as_fd(), name, st)?;
                     let d = is_dir(&st);
                     let lower = if d {
                         self.dir_lower(pfd.as_fd(), name, lower_dir)?
@@ -659,7 +662,8 @@ impl Union {
             let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
             let pfd = self.upper_dir(parent)?;
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
-            return sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"));
+            let st = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
+            return self.shown_upper(pfd.as_fd(), &loc.name, st);
         }
         let le = self.lower_of(&loc)?;
         le.attr().map_err(Error::io("lstat"))
@@ -716,10 +720,9 @@ impl Union {
             let fd = self.upper_dir(node)?;
             // A private fd: getdents moves the offset of the fd it reads.
             let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
-            // Regular files are whiteouts only in a directory marked for xattr whiteouts.
-            let xattr_whiteouts = format::dir_marks(d.as_fd())
-                .map_err(Error::io("listxattr"))?
-                .xattr_whiteouts;
+            // Regular files are whiteouts (or nested ones) only in a directory so marked.
+            let marks = format::dir_marks(d.as_fd()).map_err(Error::io("listxattr"))?;
+            let xattr_whiteouts = marks.xattr_whiteouts || marks.nested_whiteouts;
             for ent in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
                 if let Some(hidden) = ent.name.strip_prefix(format::OCI_PREFIX) {
                     // OCI markers never show; `.wh.X` hides X below (not an upper X).
@@ -740,7 +743,10 @@ impl Union {
                                 seen.insert(ent.name);
                                 continue;
                             }
-                            Ok(st) => Kind::from_mode(st.st_mode),
+                            Ok(st) => {
+                                let st = self.shown_upper(d.as_fd(), &ent.name, st)?;
+                                Kind::from_mode(st.st_mode)
+                            }
                             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                             Err(e) => return Err(Error::io("lstat")(e)),
                         }

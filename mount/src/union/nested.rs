@@ -1,0 +1,79 @@
+//! An overlay stacked on the mount (a kernel overlay whose lower and upper are directories
+//! of this mount): its whiteouts, devices 0:0 it makes with `mknod`, `RENAME_WHITEOUT` or
+//! a link or rename of one, are kept as nested whiteouts (`format::nested`) and shown as
+//! devices 0:0 again. Its xattrs pass escaped (`attrs.rs`, `fs.rs`).
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+
+use super::inode::Node;
+use super::Union;
+use crate::error::{Error, Result};
+use crate::format;
+use crate::sys::{self, Stat};
+
+impl Union {
+    /// `st`, the `lstat` of `name` in upper directory `dir`, as the mount shows it: a
+    /// nested whiteout as a device 0:0. Costs syscalls only for empty regular files.
+    pub(super) fn shown_upper(&self, dir: BorrowedFd<'_>, name: &[u8], st: Stat) -> Result<Stat> {
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size != 0 {
+            return Ok(st);
+        }
+        let holds = format::dir_marks(dir)
+            .map_err(Error::io("listxattr"))?
+            .nested_whiteouts;
+        Ok(
+            if format::is_nested_whiteout(dir, name, &st, holds).map_err(Error::io("getxattr"))? {
+                format::show_nested_whiteout(st)
+            } else {
+                st
+            },
+        )
+    }
+
+    /// True when `node` shows as a nested whiteout (an upper file shown as a device 0:0:
+    /// the union's own whiteouts are never nodes).
+    pub(super) fn is_nested(&self, node: &Node) -> bool {
+        !node.is_dir
+            && node.loc().upper
+            && self
+                .real_attr(node)
+                .is_ok_and(|st| format::is_whiteout_device(st.st_mode, st.st_rdev))
+    }
+
+    /// Marks the upper copy of directory `dir` as holding nested whiteouts, before one
+    /// lands there.
+    pub(super) fn mark_nested(&self, dir: &Arc<Node>) -> Result<()> {
+        let up = self.nested_upper()?;
+        let pfd = self.ensure_upper_dir(dir)?;
+        format::mark_holds_nested(pfd.as_fd(), up.ns).map_err(Error::io("setxattr"))
+    }
+
+    /// The upper, when it can keep nested whiteouts (it takes xattrs); else the kernel's
+    /// answer to a whiteout made through an overlay: EPERM.
+    pub(super) fn nested_upper(&self) -> Result<&crate::upper::Upper> {
+        match self.upper()? {
+            up if up.xattrs => Ok(up),
+            _ => Err(Error::NotPermitted(
+                "mknod of a whiteout on an upper without xattrs",
+            )),
+        }
+    }
+
+    /// `RENAME_WHITEOUT`'s second half, after the source `n1` of `d1` is renamed away:
+    /// a nested whiteout at the old name (over the union's own whiteout left there when
+    /// a lower entry of that name would show again), built in the workdir, swapped in.
+    pub(super) fn whiteout_after_rename(&self, d1: &Arc<Node>, n1: &[u8]) -> Result<()> {
+        let up = self.nested_upper()?;
+        self.mark_nested(d1)?;
+        let pfd = self.upper_dir(d1)?;
+        let tmp = up.work.temp_name();
+        let work = self.work()?;
+        format::write_nested_whiteout(work, &tmp, 0, up.ns).map_err(Error::io("whiteout"))?;
+        let c1 = super::ops::cname(n1)?;
+        sys::renameat2(work, &tmp, pfd.as_fd(), &c1, 0).map_err(|e| {
+            let _ = sys::unlinkat(work, &tmp, 0);
+            Error::io("rename whiteout")(e)
+        })
+    }
+}
