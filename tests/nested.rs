@@ -98,13 +98,7 @@ fn nested_base(d: &Path) {
 
 /// Runs `NESTED_STEPS` on the overlay at `o`; its output.
 fn nested_steps(o: &Path) -> String {
-    let out = Command::new("bash")
-        .args(["-c", NESTED_STEPS])
-        .env("O", o)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "steps on {}: {out:?}", o.display());
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_in(o, NESTED_STEPS)
 }
 
 /// What an overlay's upper shows, with what cannot match across two stacks taken out: the
@@ -162,10 +156,13 @@ fn a_kernel_overlay_stacks_on_a_layerfs_mount_as_on_a_kernel_one() {
         let out = nested_steps(&o.mp);
         (out, snapshot(&o.mp), upper_tree(&p("k/ou")))
     };
+    // Mounted again, then a step that makes entries over the nested overlay's whiteouts.
     let kernel_again = {
         let inner = Kernel::mount_rw(&[p("k/base")], &p("k/iu"), &p("k/iw"), &p("k/m"));
         let o = outer(&inner.mp.join("l"), &p("k/ou"), &p("k/ow"), &p("k/o"));
-        snapshot(&o.mp)
+        let again = snapshot(&o.mp);
+        let out = run_in(&o.mp, AGAIN_STEPS);
+        (again, out, snapshot(&o.mp))
     };
     let mount_layerfs = || Layerfs::mount_rw(&[p("l/base")], &p("l/iu"), &p("l/iw"), &p("l/m"));
     {
@@ -198,16 +195,44 @@ fn a_kernel_overlay_stacks_on_a_layerfs_mount_as_on_a_kernel_one() {
         };
         assert_same(&expected, &read, "layerfs's upper read by the kernel");
     }
-    let inner = mount_layerfs();
+    // Mounted again with layerfs's upper stacked as its top lower (a build's next step):
+    // the nested whiteouts are now in a lower layer, and making entries over them copies
+    // them up.
+    for d in ["iu2", "iw2"] {
+        fs::create_dir_all(p(&format!("l/{d}"))).unwrap();
+    }
+    let lowers = [p("l/iu"), p("l/base")];
+    let inner = Layerfs::mount_rw(&lowers, &p("l/iu2"), &p("l/iw2"), &p("l/m"));
     let o = outer(
         &inner.path("l"),
         &inner.path("u"),
         &inner.path("w"),
         &p("l/o"),
     );
-    assert_same(
-        &kernel_again,
-        &snapshot(&o.mp),
-        "the nested overlay mounted again",
-    );
+    let (again, out, after) = kernel_again;
+    assert_same(&again, &snapshot(&o.mp), "the nested overlay mounted again");
+    assert_eq!(run_in(&o.mp, AGAIN_STEPS), out, "the steps' output, again");
+    assert_same(&after, &snapshot(&o.mp), "the nested overlay, again");
+    // What the nested overlay swapped out of its upper was cleaned up, on both (a copy
+    // of a lower nested whiteout made as the union's own whiteout could not be removed).
+    drop(o);
+    let work = |w: &Path| snapshot(&w.join("work")).meta.len();
+    assert_eq!(work(&p("l/iu2/w")), work(&p("k/ow")), "its workdir");
+    inner.assert_no_errors_logged();
+}
+
+/// Entries made where the steps above left whiteouts (`f`, `d`, `keep/gone`) and one
+/// deleted again.
+const AGAIN_STEPS: &str = r#"set -e; cd "$O"
+echo again > f; mkdir d; echo in > d/i; touch keep/gone; rm keep/gone; ls -a . d keep"#;
+
+/// Runs bash `cmd` with `$O` = `o`; its output.
+fn run_in(o: &Path, cmd: &str) -> String {
+    let out = Command::new("bash")
+        .args(["-c", cmd])
+        .env("O", o)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "`{cmd}` on {}: {out:?}", o.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -446,12 +446,15 @@ impl Core for Union {
     fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, ctx: Ctx) -> Result<Entry> {
         self.writable()?;
         // A char device 0:0 is the whiteout's shape; in the upper it would hide the name
-        // instead of creating it. The kernel refuses it on the merged view (ovl_mknod); we
-        // keep it as a nested overlay's whiteout (`nested.rs`), so that a kernel overlay can
-        // have its upper on the mount, and refuse it where the upper takes no xattrs.
-        let nested = mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0;
+        // instead of creating it. The kernel refuses it on the merged view (ovl_mknod), and
+        // so do we, but for the whiteout a kernel overlay makes (`vfs_whiteout`: mode 0),
+        // kept as a nested overlay's whiteout (`nested.rs`) so that a kernel overlay can
+        // have its upper on the mount (refused where the upper takes no xattrs).
+        let nested = mode == libc::S_IFCHR && rdev == 0;
         if nested {
             self.nested_upper()?;
+        } else if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            return Err(Error::NotPermitted("mknod of a whiteout"));
         }
         let what = match mode & libc::S_IFMT {
             _ if nested => Make::NestedWhiteout,
