@@ -255,17 +255,43 @@ fn exists(r: io::Result<Stat>) -> io::Result<bool> {
     }
 }
 
-/// True when the upper entry `name` of `dir`, whose `lstat` is `st`, is a whiteout: a
+/// What an upper entry is, for the union.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpperEntry {
+    /// A whiteout of the union's own: hides the name.
+    Whiteout,
+    /// A nested overlay's whiteout (`nested.rs`): an entry, shown as a device 0:0.
+    Nested,
+    /// Anything else.
+    Plain,
+}
+
+/// What the upper entry `name` of `dir`, whose `lstat` is `st`, is: a whiteout (a
 /// character device 0:0, or an empty regular file carrying the kernel's whiteout xattr in a
-/// directory marked as holding such files. Costs a syscall only for empty regular files.
-pub fn upper_whiteout(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<bool> {
+/// directory marked as holding such files), a nested whiteout, or a plain entry. Costs
+/// syscalls only for empty regular files (one `flistxattr` of `dir`, and a `getxattr`
+/// where `dir` is marked).
+pub fn upper_entry(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<UpperEntry> {
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFCHR => Ok(st.st_rdev == 0),
-        libc::S_IFREG if st.st_size == 0 && dir_marks(dir)?.xattr_whiteouts => {
-            Ok(xattr_whiteout(dir, name)? == Class::Whiteout)
+        libc::S_IFCHR if st.st_rdev == 0 => Ok(UpperEntry::Whiteout),
+        libc::S_IFREG if st.st_size == 0 => {
+            let marks = dir_marks(dir)?;
+            if marks.xattr_whiteouts && xattr_whiteout(dir, name)? == Class::Whiteout {
+                Ok(UpperEntry::Whiteout)
+            } else if is_nested_whiteout(dir, name, st, marks.nested_whiteouts)? {
+                Ok(UpperEntry::Nested)
+            } else {
+                Ok(UpperEntry::Plain)
+            }
         }
-        _ => Ok(false),
+        _ => Ok(UpperEntry::Plain),
     }
+}
+
+/// True when the upper entry `name` of `dir`, whose `lstat` is `st`, is a whiteout
+/// ([`upper_entry`]).
+pub fn upper_whiteout(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<bool> {
+    Ok(upper_entry(dir, name, st)? == UpperEntry::Whiteout)
 }
 
 /// True when upper directory `dir` holds an OCI `.wh.NAME`, hiding NAME in the lowers (and

@@ -343,14 +343,12 @@ impl Union {
         if let Some(pfd) = &upper_dir {
             let cname = sys::cstr(name).map_err(Error::io("name"))?;
             match sys::lstatat(pfd.as_fd(), &cname) {
-                Ok(st)
-                    if format::upper_whiteout(pfd.as_fd(), name, &st)
-                        .map_err(Error::io("whiteout"))? =>
-                {
-                    return Ok(None)
-                }
                 Ok(st) => {
-                    let st = self.shown_upper(pfd.as_fd(), name, st)?;
+                    let what = self.upper_entry(pfd.as_fd(), name, &st)?;
+                    if what == format::UpperEntry::Whiteout {
+                        return Ok(None);
+                    }
+                    let st = Self::shown_as(what, st);
                     let d = is_dir(&st);
                     let lower = if d {
                         self.dir_lower(pfd.as_fd(), name, lower_dir)?
@@ -736,17 +734,13 @@ impl Union {
                     _ => {
                         let name = sys::cstr(&ent.name).map_err(Error::io("name"))?;
                         match sys::lstatat(d.as_fd(), &name) {
-                            Ok(st)
-                                if format::upper_whiteout(d.as_fd(), &ent.name, &st)
-                                    .map_err(Error::io("whiteout"))? =>
-                            {
-                                seen.insert(ent.name);
-                                continue;
-                            }
-                            Ok(st) => {
-                                let st = self.shown_upper(d.as_fd(), &ent.name, st)?;
-                                Kind::from_mode(st.st_mode)
-                            }
+                            Ok(st) => match self.upper_entry(d.as_fd(), &ent.name, &st)? {
+                                format::UpperEntry::Whiteout => {
+                                    seen.insert(ent.name);
+                                    continue;
+                                }
+                                what => Kind::from_mode(Self::shown_as(what, st).st_mode),
+                            },
                             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                             Err(e) => return Err(Error::io("lstat")(e)),
                         }

@@ -16,19 +16,25 @@ impl Union {
     /// `st`, the `lstat` of `name` in upper directory `dir`, as the mount shows it: a
     /// nested whiteout as a device 0:0. Costs syscalls only for empty regular files.
     pub(super) fn shown_upper(&self, dir: BorrowedFd<'_>, name: &[u8], st: Stat) -> Result<Stat> {
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size != 0 {
-            return Ok(st);
+        Ok(Self::shown_as(self.upper_entry(dir, name, &st)?, st))
+    }
+
+    /// What upper entry `name` of `dir` (`lstat`: `st`) is (`format::upper_entry`).
+    pub(super) fn upper_entry(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        st: &Stat,
+    ) -> Result<format::UpperEntry> {
+        format::upper_entry(dir, name, st).map_err(Error::io("whiteout"))
+    }
+
+    /// `st` of an upper entry that is `what`, as the mount shows it.
+    pub(super) fn shown_as(what: format::UpperEntry, st: Stat) -> Stat {
+        match what {
+            format::UpperEntry::Nested => format::show_nested_whiteout(st),
+            _ => st,
         }
-        let holds = format::dir_marks(dir)
-            .map_err(Error::io("listxattr"))?
-            .nested_whiteouts;
-        Ok(
-            if format::is_nested_whiteout(dir, name, &st, holds).map_err(Error::io("getxattr"))? {
-                format::show_nested_whiteout(st)
-            } else {
-                st
-            },
-        )
     }
 
     /// True when `node` shows as a nested whiteout (an upper file shown as a device 0:0:
