@@ -37,11 +37,10 @@ impl Union {
         }
     }
 
-    /// True when `node` shows as a nested whiteout (an upper file shown as a device 0:0:
-    /// the union's own whiteouts are never nodes).
+    /// True when `node` shows as a nested whiteout (a node shown as a device 0:0, in the
+    /// upper or a lower layer: the union's own whiteouts are never nodes).
     pub(super) fn is_nested(&self, node: &Node) -> bool {
         !node.is_dir
-            && node.loc().upper
             && self
                 .real_attr(node)
                 .is_ok_and(|st| format::is_whiteout_device(st.st_mode, st.st_rdev))
