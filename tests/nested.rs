@@ -34,7 +34,7 @@ fn overlay_xattrs_pass_through_escaped_one_level_as_the_kernel_nests_them() {
     if !require_root() {
         return;
     }
-    let p = Pair::new(2, |i, d| {
+    let mut p = Pair::new(2, |i, d| {
         if i == 0 {
             write(d, "d/below", "b\n");
         } else {
@@ -76,6 +76,18 @@ fn overlay_xattrs_pass_through_escaped_one_level_as_the_kernel_nests_them() {
         "the uppers' escaped xattrs: kernel (left), layerfs (right)"
     );
     assert!(k.contains("trusted.overlay.overlay.whiteout"), "{k}");
+    // layerfs only (the kernel's overlay refuses the device): a nested overlay's whiteout
+    // stays one when that overlay marks its directory opaque.
+    p.layerfs_step(
+        r#"cd "$M"; mkdir nd; mknod -m 000 nd/w c 0 0; setfattr -n trusted.overlay.opaque -v y nd"#,
+    );
+    // Mounted again: nothing the kernel cached from before answers.
+    p.unmount();
+    p.mount();
+    let out = p.layerfs_step(
+        r#"cd "$M"; stat -c %F nd/w; getfattr -n trusted.overlay.opaque --only-values nd"#,
+    );
+    assert_eq!(out, "character special file\ny");
 }
 
 /// The steps a nested overlay takes: a new file, a lower file deleted (a whiteout in its

@@ -26,8 +26,9 @@ mod nested;
 mod override_stat;
 
 pub use nested::{
-    is_nested_whiteout, is_nested_whiteout_xattr, is_private_xattr, mark_holds_nested,
-    show_nested_whiteout, write_nested_whiteout, xattr_shown, xattr_stored, XattrRefused,
+    is_nested_opaque_xattr, is_nested_whiteout, is_nested_whiteout_xattr, is_private_xattr,
+    mark_holds_nested, show_nested_whiteout, write_nested_whiteout, xattr_shown, xattr_stored,
+    XattrRefused,
 };
 pub use override_stat::{is_override_xattr, Override, OverrideNs, OVERRIDE_XATTRS};
 

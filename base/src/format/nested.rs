@@ -156,6 +156,12 @@ pub fn is_nested_whiteout_xattr(stored: &[u8]) -> bool {
     WHITEOUT_XATTRS.iter().any(|x| x.to_bytes() == stored)
 }
 
+/// True for the escaped opaque mark, which says (`x`) that a directory holds nested
+/// whiteouts.
+pub fn is_nested_opaque_xattr(stored: &[u8]) -> bool {
+    OPAQUE_XATTRS.contains(&stored)
+}
+
 fn whiteout_xattr(ns: MarkNs) -> &'static CStr {
     match ns {
         MarkNs::Trusted => WHITEOUT_XATTRS[0],

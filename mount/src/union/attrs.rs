@@ -200,6 +200,7 @@ impl Union {
                 })?;
         }
         self.copy_up_meta(&node)?;
+        let unmarks = value.is_some() && self.unmarks_nested(&node, &name)?;
         let value = value.map(|(v, flags)| (self.cfg.ids.store_xattr(&name, v), flags));
         let r = self.with_place(&node, |d, n| match &value {
             Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, *flags),
@@ -211,6 +212,11 @@ impl Union {
             } else {
                 e
             }
-        })
+        })?;
+        if unmarks {
+            // The nested whiteouts in it stay whiteouts (`nested.rs`).
+            self.keep_nested_mark(&node)?;
+        }
+        Ok(())
     }
 }

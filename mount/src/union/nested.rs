@@ -54,6 +54,26 @@ impl Union {
         format::mark_holds_nested(pfd.as_fd(), up.ns).map_err(Error::io("setxattr"))
     }
 
+    /// Whether directory `node`, about to have xattr `stored` set, holds nested whiteouts
+    /// the set would unmark: the escaped opaque mark given another value than `x` (a
+    /// nested overlay marking its directory opaque). Then [`Self::keep_nested_mark`] after.
+    pub(super) fn unmarks_nested(&self, node: &Node, stored: &[u8]) -> Result<bool> {
+        if !node.is_dir || !format::is_nested_opaque_xattr(stored) || !node.loc().upper {
+            return Ok(false);
+        }
+        let fd = self.upper_dir(node)?;
+        let marks = format::dir_marks(fd.as_fd()).map_err(Error::io("listxattr"))?;
+        Ok(marks.nested_whiteouts)
+    }
+
+    /// Marks directory `node` again as holding nested whiteouts (the escaped `whiteouts`
+    /// marker beside another escaped opaque value).
+    pub(super) fn keep_nested_mark(&self, node: &Node) -> Result<()> {
+        let fd = self.upper_dir(node)?;
+        format::mark_holds_nested(fd.as_fd(), self.nested_upper()?.ns)
+            .map_err(Error::io("setxattr"))
+    }
+
     /// The upper, when it can keep nested whiteouts (it takes xattrs); else the kernel's
     /// answer to a whiteout made through an overlay: EPERM.
     pub(super) fn nested_upper(&self) -> Result<&crate::upper::Upper> {
