@@ -12,6 +12,9 @@
 //! - redirected directory: `{trusted,user}.overlay.redirect`, where the layers below keep
 //!   what it merges with (absolute `/a/b` from the layer roots, or a sibling's name).
 //!
+//! - a nested overlay's marks (`nested.rs`): its xattrs escaped one level
+//!   (`*.overlay.overlay.*`), its whiteouts as escaped alternative whiteouts.
+//!
 //! Lower layers are read once, a directory at a time ([`dir_marks`], [`classify`]). A
 //! writable upper changes under the mount, so it is asked one name at a time
 //! ([`upper_whiteout`], [`upper_oci_hides`], [`upper_opaque`]); every form above is honoured
@@ -19,8 +22,14 @@
 //! the upper), while what layerfs writes is only ever the kernel's form
 //! ([`write_whiteout`], [`write_opaque`], [`kernel_whiteout_for`]).
 
+mod nested;
 mod override_stat;
 
+pub use nested::{
+    is_nested_opaque_xattr, is_nested_whiteout, is_nested_whiteout_xattr, is_private_xattr,
+    mark_holds_nested, show_nested_whiteout, write_nested_whiteout, xattr_shown, xattr_stored,
+    XattrRefused,
+};
 pub use override_stat::{is_override_xattr, Override, OverrideNs, OVERRIDE_XATTRS};
 
 use std::ffi::{CStr, CString};
@@ -45,13 +54,6 @@ const OPAQUE_XATTRS: [&[u8]; 3] = [
 const REDIRECT_XATTRS: [&[u8]; 2] = [b"trusted.overlay.redirect", b"user.overlay.redirect"];
 const DIR_WHITEOUTS_XATTRS: [&[u8]; 2] = [b"trusted.overlay.whiteouts", b"user.overlay.whiteouts"];
 const FILE_WHITEOUT_XATTRS: [&CStr; 2] = [c"trusted.overlay.whiteout", c"user.overlay.whiteout"];
-
-/// True for xattr names that belong to the union machinery and never show in the merged view.
-pub fn is_private_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.")
-        || name.starts_with(b"user.overlay.")
-        || name.starts_with(b"user.fuseoverlayfs.")
-}
 
 /// True for the xattr the kernel puts on a renamed directory (`*.overlay.redirect`): its
 /// content below lives under another name.
@@ -94,6 +96,10 @@ pub struct DirMarks {
     pub xattr_whiteouts: bool,
     /// Where the layers below hold what this directory merges with (a renamed directory).
     pub redirect: Option<Redirect>,
+    /// May contain nested whiteouts (escaped `*.overlay.overlay.opaque=x` or
+    /// `*.overlay.overlay.whiteouts`): a nested overlay's, shown as devices 0:0
+    /// ([`is_nested_whiteout`]).
+    pub nested_whiteouts: bool,
 }
 
 /// A directory's `*.overlay.redirect`, checked (it is untrusted layer content).
@@ -147,6 +153,10 @@ pub fn dir_marks(dir: BorrowedFd<'_>) -> io::Result<DirMarks> {
             }
         } else if DIR_WHITEOUTS_XATTRS.contains(&name) {
             marks.xattr_whiteouts = true;
+        } else if nested::OPAQUE_XATTRS.contains(&name) {
+            marks.nested_whiteouts |= sys::fgetxattr(dir, &sys::cstr(name)?)? == b"x";
+        } else if nested::DIR_WHITEOUTS_XATTRS.contains(&name) {
+            marks.nested_whiteouts = true;
         } else if REDIRECT_XATTRS.contains(&name) && marks.redirect.is_none() {
             let value = sys::fgetxattr(dir, &sys::cstr(name)?)?;
             marks.redirect = Redirect::parse(&value);
@@ -246,17 +256,43 @@ fn exists(r: io::Result<Stat>) -> io::Result<bool> {
     }
 }
 
-/// True when the upper entry `name` of `dir`, whose `lstat` is `st`, is a whiteout: a
+/// What an upper entry is, for the union.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpperEntry {
+    /// A whiteout of the union's own: hides the name.
+    Whiteout,
+    /// A nested overlay's whiteout (`nested.rs`): an entry, shown as a device 0:0.
+    Nested,
+    /// Anything else.
+    Plain,
+}
+
+/// What the upper entry `name` of `dir`, whose `lstat` is `st`, is: a whiteout (a
 /// character device 0:0, or an empty regular file carrying the kernel's whiteout xattr in a
-/// directory marked as holding such files. Costs a syscall only for empty regular files.
-pub fn upper_whiteout(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<bool> {
+/// directory marked as holding such files), a nested whiteout, or a plain entry. Costs
+/// syscalls only for empty regular files (one `flistxattr` of `dir`, and a `getxattr`
+/// where `dir` is marked).
+pub fn upper_entry(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<UpperEntry> {
     match st.st_mode & libc::S_IFMT {
-        libc::S_IFCHR => Ok(st.st_rdev == 0),
-        libc::S_IFREG if st.st_size == 0 && dir_marks(dir)?.xattr_whiteouts => {
-            Ok(xattr_whiteout(dir, name)? == Class::Whiteout)
+        libc::S_IFCHR if st.st_rdev == 0 => Ok(UpperEntry::Whiteout),
+        libc::S_IFREG if st.st_size == 0 => {
+            let marks = dir_marks(dir)?;
+            if marks.xattr_whiteouts && xattr_whiteout(dir, name)? == Class::Whiteout {
+                Ok(UpperEntry::Whiteout)
+            } else if is_nested_whiteout(dir, name, st, marks.nested_whiteouts)? {
+                Ok(UpperEntry::Nested)
+            } else {
+                Ok(UpperEntry::Plain)
+            }
         }
-        _ => Ok(false),
+        _ => Ok(UpperEntry::Plain),
     }
+}
+
+/// True when the upper entry `name` of `dir`, whose `lstat` is `st`, is a whiteout
+/// ([`upper_entry`]).
+pub fn upper_whiteout(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<bool> {
+    Ok(upper_entry(dir, name, st)? == UpperEntry::Whiteout)
 }
 
 /// True when upper directory `dir` holds an OCI `.wh.NAME`, hiding NAME in the lowers (and
@@ -546,6 +582,47 @@ mod tests {
         assert!(!is_private_xattr(b"user.mime_type"));
         assert!(!is_private_xattr(b"trusted.overlayx"));
         assert!(!is_private_xattr(b"security.capability"));
+    }
+
+    #[test]
+    fn overlay_xattrs_are_escaped_one_level_for_a_nested_overlay() {
+        assert!(!is_private_xattr(b"trusted.overlay.overlay.opaque"));
+        assert!(!is_private_xattr(b"user.overlay.overlay.whiteout"));
+        let shown = |n: &[u8]| xattr_shown(n).map(|c| c.into_owned());
+        assert_eq!(shown(b"trusted.overlay.opaque"), None);
+        assert_eq!(shown(b"user.fuseoverlayfs.opaque"), None);
+        assert_eq!(
+            shown(b"trusted.overlay.overlay.opaque").as_deref(),
+            Some(&b"trusted.overlay.opaque"[..])
+        );
+        assert_eq!(
+            shown(b"user.overlay.overlay.overlay.x").as_deref(),
+            Some(&b"user.overlay.overlay.x"[..])
+        );
+        assert_eq!(shown(b"user.mime").as_deref(), Some(&b"user.mime"[..]));
+        let stored = |n: &[u8]| xattr_stored(n).map(|c| c.into_owned());
+        assert_eq!(
+            stored(b"trusted.overlay.redirect").as_deref(),
+            Ok(&b"trusted.overlay.overlay.redirect"[..])
+        );
+        assert_eq!(
+            stored(b"trusted.overlay.overlay.z").as_deref(),
+            Ok(&b"trusted.overlay.overlay.overlay.z"[..])
+        );
+        assert_eq!(
+            stored(b"trusted.overlayx").as_deref(),
+            Ok(&b"trusted.overlayx"[..])
+        );
+        assert_eq!(stored(b"trusted.overlay."), Err(XattrRefused::Empty));
+        assert_eq!(stored(b"user.fuseoverlayfs.x"), Err(XattrRefused::Private));
+        for n in [
+            &b"trusted.overlay.a"[..],
+            b"user.overlay.overlay.b",
+            b"user.c",
+        ] {
+            let s = stored(n).unwrap();
+            assert_eq!(shown(&s).as_deref(), Some(n));
+        }
     }
 
     #[test]

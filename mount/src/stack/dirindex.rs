@@ -167,16 +167,6 @@ impl Xattrs {
             .position(|n| n.as_ref() == name)
             .map(|i| self.values[i].as_ref())
     }
-
-    /// The names as the NUL-terminated list `listxattr` returns.
-    pub fn list(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for n in &self.names {
-            out.extend_from_slice(n);
-            out.push(0);
-        }
-        out
-    }
 }
 
 /// From this many layers on, a directory's copies are opened and read in parallel.
@@ -211,8 +201,18 @@ fn scan(fd: BorrowedFd<'_>, marks: Option<&DirMarks>, honour_opaque: bool) -> io
             Class::Whiteout => out.hides_below.push(ent.name),
             Class::Entry => {
                 let kind = match Kind::from_dtype(ent.d_type) {
-                    Some(k) => k,
-                    None => Kind::from_mode(sys::lstatat(fd, &sys::cstr(&ent.name)?)?.st_mode),
+                    Some(k) if !(marks.nested_whiteouts && k == Kind::File) => k,
+                    _ => {
+                        let st = sys::lstatat(fd, &sys::cstr(&ent.name)?)?;
+                        let nested =
+                            format::is_nested_whiteout(fd, &ent.name, &st, marks.nested_whiteouts)?;
+                        // A nested overlay's whiteout shows as the device it was made as.
+                        if nested {
+                            Kind::CharDev
+                        } else {
+                            Kind::from_mode(st.st_mode)
+                        }
+                    }
                 };
                 out.entries.push((ent.name, kind, ent.ino));
             }
@@ -372,7 +372,11 @@ impl DirIndex {
             return Ok(*st);
         }
         let name = sys::cstr(&e.name)?;
-        let st = self.with_dir_of(e, |d| sys::lstatat(d, &name))?;
+        let mut st = self.with_dir_of(e, |d| sys::lstatat(d, &name))?;
+        if e.kind == Kind::CharDev && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            // Found to be a nested whiteout when the directory was read.
+            st = format::show_nested_whiteout(st);
+        }
         Ok(*e.attr.get_or_init(|| st))
     }
 
@@ -579,7 +583,9 @@ impl Drop for DirIndex {
     }
 }
 
-/// Reads the visible (non-private) xattrs of `name` in `dir` (empty name: `dir` itself).
+/// Reads the xattrs of `name` in `dir` (empty name: `dir` itself) but the private ones,
+/// under their names in the layer (escaped overlay names stay escaped: a copy-up keeps them
+/// so, as the kernel's; the mount shows them unescaped).
 pub fn read_xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
     let list = match sys::listxattr_at(dir, name) {
         Ok(l) => l,

@@ -185,10 +185,8 @@ impl Union {
         name: &OsStr,
         value: Option<(&[u8], i32)>,
     ) -> Result<()> {
-        if self.hidden_xattr(name.as_bytes()) {
-            return Err(Error::PrivateXattr);
-        }
-        let xname = cname(name.as_bytes())?;
+        let name = self.stored_xattr(name.as_bytes())?;
+        let xname = cname(&name)?;
         let _g = self.exclusive();
         let node = self.node(ino)?;
         if value.is_none() && !node.loc().upper {
@@ -202,7 +200,8 @@ impl Union {
                 })?;
         }
         self.copy_up_meta(&node)?;
-        let value = value.map(|(v, flags)| (self.cfg.ids.store_xattr(name.as_bytes(), v), flags));
+        let unmarks = value.is_some() && self.unmarks_nested(&node, &name)?;
+        let value = value.map(|(v, flags)| (self.cfg.ids.store_xattr(&name, v), flags));
         let r = self.with_place(&node, |d, n| match &value {
             Some((v, flags)) => sys::setxattr_at(d, n, &xname, v, *flags),
             None => sys::removexattr_at(d, n, &xname),
@@ -213,6 +212,11 @@ impl Union {
             } else {
                 e
             }
-        })
+        })?;
+        if unmarks {
+            // The nested whiteouts in it stay whiteouts (`nested.rs`).
+            self.keep_nested_mark(&node)?;
+        }
+        Ok(())
     }
 }

@@ -11,6 +11,7 @@ use super::inode::Node;
 use super::table::Key;
 use super::Union;
 use crate::error::{Error, Result};
+use crate::format;
 use crate::sys;
 use crate::upper::copyup::{self, CopyOpts};
 
@@ -55,6 +56,12 @@ impl Union {
         // The parent's times before the copy lands in it, put back after (as the kernel's
         // overlay does): a copy-up changes no name in the parent as the mount shows it.
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
+        if format::is_whiteout_device(st.st_mode, st.st_rdev) {
+            // A lower entry shown as a device 0:0 is a nested overlay's whiteout.
+            self.copy_up_nested(node, parent, pfd.as_fd(), &st)?;
+            self.invalidate.send(Inval::Attr(node.id.0));
+            return Ok(());
+        }
         if data && !meta && st.st_mode & libc::S_IFMT == libc::S_IFREG {
             // A lazy layer's file is copied with its content, never its placeholder.
             self.ensure_lower(&le)?;

@@ -17,6 +17,7 @@ use super::privs::Changer;
 use super::table::{Key, NodeId};
 use super::{FileH, Union};
 use crate::error::{Error, Result};
+use crate::format;
 use crate::stack::dirindex::Kind;
 use crate::stack::Ino;
 use crate::sys::{self, Stat};
@@ -369,12 +370,17 @@ impl Core for Union {
         if !self.cfg.xattrs {
             return Err(Error::NoXattrs);
         }
-        if self.hidden_xattr(name.as_bytes()) {
-            return Err(Error::NoAttr);
-        }
+        let name = match self.stored_xattr(name.as_bytes()) {
+            Ok(n) => n,
+            Err(Error::PrivateXattr) => return Err(Error::NoAttr),
+            Err(e) => return Err(e),
+        };
+        let name = name.as_ref();
         let _g = self.shared();
         let n = self.node(ino)?;
-        let name = name.as_bytes();
+        if format::is_nested_whiteout_xattr(name) && self.is_nested(&n) {
+            return Err(Error::NoAttr);
+        }
         if n.loc().upper || n.detached.get().is_some() {
             let xname = sys::cstr(name).map_err(Error::io("name"))?;
             let v = self
@@ -400,12 +406,16 @@ impl Core for Union {
         let _g = self.shared();
         let n = self.node(ino)?;
         let x = self.xattrs_of(&n)?;
-        if !self.overrides() {
-            return Ok(x.list());
-        }
         let mut out = Vec::new();
-        for name in x.names.iter().filter(|n| !self.hidden_xattr(n)) {
-            out.extend_from_slice(name);
+        // A nested whiteout's mark is its form: it shows as a device 0:0 without it.
+        let nested =
+            x.names.iter().any(|n| format::is_nested_whiteout_xattr(n)) && self.is_nested(&n);
+        let names = x
+            .names
+            .iter()
+            .filter(|n| !(nested && format::is_nested_whiteout_xattr(n)));
+        for name in names.filter_map(|n| self.shown_xattr(n)) {
+            out.extend_from_slice(&name);
             out.push(0);
         }
         Ok(out)
@@ -436,12 +446,18 @@ impl Core for Union {
     fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, ctx: Ctx) -> Result<Entry> {
         self.writable()?;
         // A char device 0:0 is the whiteout's shape; in the upper it would hide the name
-        // instead of creating it. The kernel refuses it on the merged view (ovl_mknod), and so
-        // do we, before anything is written.
-        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+        // instead of creating it. The kernel refuses it on the merged view (ovl_mknod), and
+        // so do we, but for the whiteout a kernel overlay makes (`vfs_whiteout`: mode 0),
+        // kept as a nested overlay's whiteout (`nested.rs`) so that a kernel overlay can
+        // have its upper on the mount (refused where the upper takes no xattrs).
+        let nested = mode == libc::S_IFCHR && rdev == 0;
+        if nested {
+            self.nested_upper()?;
+        } else if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
             return Err(Error::NotPermitted("mknod of a whiteout"));
         }
         let what = match mode & libc::S_IFMT {
+            _ if nested => Make::NestedWhiteout,
             libc::S_IFREG => Make::File {
                 flags: libc::O_RDONLY,
             },

@@ -18,7 +18,8 @@
 //! - `config.rs`: id mappings and cache times;
 //! - `metacopy.rs`: metadata-only copy-ups (`metacopy=on`) and reading their data below;
 //! - `overrides.rs`: owners and modes kept in override_stat xattrs (`xattr_permissions=`);
-//! - `refresh.rs`: reading changed lowers again now (SIGUSR1).
+//! - `refresh.rs`: reading changed lowers again now (SIGUSR1);
+//! - `nested.rs`: whiteouts of an overlay stacked on the mount.
 
 mod attrs;
 mod config;
@@ -33,6 +34,7 @@ pub mod lazy;
 mod listing;
 pub mod lower;
 mod metacopy;
+mod nested;
 mod node_id;
 mod ops;
 mod overrides;
@@ -341,13 +343,12 @@ impl Union {
         if let Some(pfd) = &upper_dir {
             let cname = sys::cstr(name).map_err(Error::io("name"))?;
             match sys::lstatat(pfd.as_fd(), &cname) {
-                Ok(st)
-                    if format::upper_whiteout(pfd.as_fd(), name, &st)
-                        .map_err(Error::io("whiteout"))? =>
-                {
-                    return Ok(None)
-                }
                 Ok(st) => {
+                    let what = self.upper_entry(pfd.as_fd(), name, &st)?;
+                    if what == format::UpperEntry::Whiteout {
+                        return Ok(None);
+                    }
+                    let st = Self::shown_as(what, st);
                     let d = is_dir(&st);
                     let lower = if d {
                         self.dir_lower(pfd.as_fd(), name, lower_dir)?
@@ -659,7 +660,8 @@ impl Union {
             let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
             let pfd = self.upper_dir(parent)?;
             let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
-            return sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"));
+            let st = sys::lstatat(pfd.as_fd(), &name).map_err(Error::io("lstat"))?;
+            return self.shown_upper(pfd.as_fd(), &loc.name, st);
         }
         let le = self.lower_of(&loc)?;
         le.attr().map_err(Error::io("lstat"))
@@ -716,10 +718,9 @@ impl Union {
             let fd = self.upper_dir(node)?;
             // A private fd: getdents moves the offset of the fd it reads.
             let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
-            // Regular files are whiteouts only in a directory marked for xattr whiteouts.
-            let xattr_whiteouts = format::dir_marks(d.as_fd())
-                .map_err(Error::io("listxattr"))?
-                .xattr_whiteouts;
+            // Regular files are whiteouts (or nested ones) only in a directory so marked.
+            let marks = format::dir_marks(d.as_fd()).map_err(Error::io("listxattr"))?;
+            let xattr_whiteouts = marks.xattr_whiteouts || marks.nested_whiteouts;
             for ent in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
                 if let Some(hidden) = ent.name.strip_prefix(format::OCI_PREFIX) {
                     // OCI markers never show; `.wh.X` hides X below (not an upper X).
@@ -733,14 +734,13 @@ impl Union {
                     _ => {
                         let name = sys::cstr(&ent.name).map_err(Error::io("name"))?;
                         match sys::lstatat(d.as_fd(), &name) {
-                            Ok(st)
-                                if format::upper_whiteout(d.as_fd(), &ent.name, &st)
-                                    .map_err(Error::io("whiteout"))? =>
-                            {
-                                seen.insert(ent.name);
-                                continue;
-                            }
-                            Ok(st) => Kind::from_mode(st.st_mode),
+                            Ok(st) => match self.upper_entry(d.as_fd(), &ent.name, &st)? {
+                                format::UpperEntry::Whiteout => {
+                                    seen.insert(ent.name);
+                                    continue;
+                                }
+                                what => Kind::from_mode(Self::shown_as(what, st).st_mode),
+                            },
                             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                             Err(e) => return Err(Error::io("lstat")(e)),
                         }

@@ -42,10 +42,18 @@ const ACL_DEFAULT: &CStr = c"system.posix_acl_default";
 
 /// What to make for a new entry.
 pub(super) enum Make<'a> {
-    File { flags: i32 },
-    Node { rdev: u64 },
+    File {
+        flags: i32,
+    },
+    Node {
+        rdev: u64,
+    },
+    /// A device 0:0 made through the mount: a nested overlay's whiteout (`nested.rs`).
+    NestedWhiteout,
     Dir,
-    Symlink { target: &'a [u8] },
+    Symlink {
+        target: &'a [u8],
+    },
 }
 
 /// The mode a new entry of `mode` gets in upper directory `pfd`, and the directory's
@@ -91,6 +99,15 @@ impl Union {
             Make::File { flags } => Some(sys::create_excl(dir, name, *flags, mode & 0o7777)?),
             Make::Node { rdev } => {
                 sys::mknodat(dir, name, mode, *rdev)?;
+                None
+            }
+            Make::NestedWhiteout => {
+                format::write_nested_whiteout(
+                    dir,
+                    name,
+                    mode,
+                    self.upper().map_or(format::MarkNs::Trusted, |u| u.ns),
+                )?;
                 None
             }
             Make::Dir => {
@@ -159,6 +176,9 @@ impl Union {
         let (dir, dloc) = self.live_dir(parent)?;
         if self.resolve(&dir, &dloc, name)?.is_some() {
             return Err(Error::Exists);
+        }
+        if matches!(what, Make::NestedWhiteout) {
+            self.mark_nested(&dir)?;
         }
         let pfd = self.ensure_upper_dir(&dir)?;
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
@@ -379,9 +399,14 @@ impl Union {
     ) -> Result<()> {
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
-        if flags & !(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE) != 0 || (exchange && noreplace)
-        {
+        let whiteout = flags & libc::RENAME_WHITEOUT != 0;
+        let known = libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE | libc::RENAME_WHITEOUT;
+        if flags & !known != 0 || (exchange && (noreplace || whiteout)) {
             return Err(Error::Invalid);
+        }
+        if whiteout {
+            // The whiteout left at the old name is a nested overlay's (`nested.rs`).
+            self.nested_upper()?;
         }
         let (n1, n2) = (name_of(n1)?, new_name_of(n2)?);
         let _g = self.exclusive();
@@ -398,7 +423,20 @@ impl Union {
         if let Some(d) = &dst {
             d.focus(&d2, n2);
         }
-        let r = self.rename_nodes(&d1, n1, &src, &d2, n2, dst.as_ref(), exchange, noreplace);
+        // A nested whiteout moved (a nested overlay moves the ones it makes in its
+        // workdir into place): the directory it lands in is marked as holding one.
+        let nested = [&src].into_iter().chain(&dst).map(|n| self.is_nested(n));
+        let nested: Vec<bool> = nested.collect();
+        if nested[0] {
+            self.mark_nested(&d2)?;
+        }
+        if nested.get(1) == Some(&true) && exchange {
+            self.mark_nested(&d1)?;
+        }
+        let mut r = self.rename_nodes(&d1, n1, &src, &d2, n2, dst.as_ref(), exchange, noreplace);
+        if r.is_ok() && whiteout {
+            r = self.whiteout_after_rename(&d1, n1);
+        }
         self.table.drop_unreferenced(src.id);
         if let Some(d) = dst {
             self.table.drop_unreferenced(d.id);
@@ -541,6 +579,10 @@ impl Union {
         if self.resolve(&dir, &dir.loc(), name)?.is_some() {
             return Err(Error::Exists);
         }
+        if self.is_nested(&node) {
+            // A nested overlay shares one whiteout among names (`nested.rs`).
+            self.mark_nested(&dir)?;
+        }
         self.copy_up(&node, true)?;
         self.fill_metacopy(&node, true)?;
         let loc = node.loc();
@@ -571,6 +613,7 @@ impl Union {
         }
         // Same inode as the first name: its origin (or remembered number) is shared.
         let st = sys::lstatat(pf2.as_fd(), &c2).map_err(Error::io("lstat"))?;
+        let st = self.shown_upper(pf2.as_fd(), name, st)?;
         node.seen_at(super::Loc {
             parent: Some(dir.clone()),
             name: name.into(),

@@ -8,7 +8,9 @@
 use super::inode::Node;
 use super::Union;
 use crate::error::{Error, Result};
-use crate::format::{Override, OVERRIDE_XATTRS};
+use std::borrow::Cow;
+
+use crate::format::{Override, XattrRefused, OVERRIDE_XATTRS};
 use crate::stack::dirindex::Xattrs;
 use crate::sys::{self, Stat};
 
@@ -30,11 +32,27 @@ impl Union {
         self.cfg.overrides.is_some()
     }
 
-    /// True for xattr names the mount never shows nor lets be set: the union's marks, and
+    /// The name kept in the layers for `shown`, an xattr name given through the mount
+    /// (`format::xattr_stored`: an overlay name escaped one level for a nested overlay).
+    /// Refused: the union's own names, an empty overlay name (EINVAL, as the kernel), and
     /// with overrides on, the override xattrs (a caller could forge an owner with them).
-    pub(super) fn hidden_xattr(&self, name: &[u8]) -> bool {
-        crate::format::is_private_xattr(name)
-            || (self.overrides() && crate::format::is_override_xattr(name))
+    pub(super) fn stored_xattr<'a>(&self, shown: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+        if self.overrides() && crate::format::is_override_xattr(shown) {
+            return Err(Error::PrivateXattr);
+        }
+        crate::format::xattr_stored(shown).map_err(|e| match e {
+            XattrRefused::Private => Error::PrivateXattr,
+            XattrRefused::Empty => Error::Invalid,
+        })
+    }
+
+    /// How the layers' xattr name `stored` shows through the mount; `None`: never shown
+    /// (the union's marks, override xattrs with overrides on).
+    pub(super) fn shown_xattr<'a>(&self, stored: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+        if self.overrides() && crate::format::is_override_xattr(stored) {
+            return None;
+        }
+        crate::format::xattr_shown(stored)
     }
 
     /// `st` (real, of `node`) with the owner and mode of its override xattr, if it has one.
