@@ -359,6 +359,9 @@ fn restart_runs_the_binary_now_on_disk() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _guard = Unmount(mp.clone());
+    // The default transport (io_uring where offered) is not asked for: nothing to warn of.
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(!said.contains("io_uring"), "{said}");
     let exe_ino = |pid: u64| fs::metadata(format!("/proc/{pid}/exe")).unwrap().ino();
     let old = num(&status(&mp), "serving_pid");
     assert_eq!(exe_ino(old), fs::metadata(&bin).unwrap().ino());

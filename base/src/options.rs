@@ -138,9 +138,10 @@ pub struct MountOptions {
     pub static_nlink: bool,
     /// `ino32_t`: inode numbers of at most 32 bits (for 32-bit programs).
     pub ino32: bool,
-    /// `io_uring`: requests served over FUSE-over-io_uring where the kernel allows it
-    /// (kernel 6.14+, `enable_uring` on), over `/dev/fuse` reads otherwise (with a warning).
-    pub io_uring: bool,
+    /// The transport: FUSE-over-io_uring where the kernel offers it (kernel 6.14+,
+    /// `enable_uring` on), `/dev/fuse` reads otherwise (`io_uring=auto`, the default);
+    /// `io_uring` insists (a warning when it falls back), `noio_uring` does without.
+    pub io_uring: IoUring,
     /// `lower_passthrough`: lower files opened read-only on a writable mount are passed
     /// through (root), so every mount of a layer shares its page cache; an open made before
     /// a copy-up then keeps reading the lower file (docs/SEMANTICS.md).
@@ -152,6 +153,18 @@ pub struct MountOptions {
     /// Known options layerfs does not honour (or honours differently): the option and what
     /// the mount does instead, each warned about in one line.
     pub not_honoured: Vec<(String, &'static str)>,
+}
+
+/// Which transport a mount asks for (`io_uring[=on|auto|off]`, `noio_uring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoUring {
+    /// FUSE-over-io_uring when the kernel offers it, `/dev/fuse` otherwise (one info line).
+    #[default]
+    Auto,
+    /// FUSE-over-io_uring asked for: a warning when the kernel does not offer it.
+    On,
+    /// `/dev/fuse` reads only.
+    Off,
 }
 
 impl Default for MountOptions {
@@ -174,7 +187,7 @@ impl Default for MountOptions {
             supervise: false,
             static_nlink: false,
             ino32: false,
-            io_uring: false,
+            io_uring: IoUring::Auto,
             lower_passthrough: false,
             fsname: None,
             ignored: Vec::new(),
@@ -379,7 +392,15 @@ impl MountOptions {
                             .push((item.clone(), "no index directory is kept")),
                     },
                     "ino32_t" => o.ino32 = true,
-                    "io_uring" => o.io_uring = true,
+                    "io_uring" => {
+                        o.io_uring = match value.as_deref() {
+                            None | Some("on") => IoUring::On,
+                            Some("auto") => IoUring::Auto,
+                            Some("off") => IoUring::Off,
+                            Some(v) => return Err(bad(&key, v, "on, auto or off")),
+                        }
+                    }
+                    "noio_uring" => o.io_uring = IoUring::Off,
                     "lower_passthrough" => o.lower_passthrough = true,
                     "context" | "fscontext" | "defcontext" | "rootcontext" => o
                         .not_honoured
@@ -554,9 +575,21 @@ mod tests {
     #[test]
     fn wire_options_are_named_options() {
         let o = MountOptions::parse(&["lowerdir=/a,io_uring,lower_passthrough"]).unwrap();
-        assert!(o.io_uring && o.lower_passthrough && o.ignored.is_empty());
+        assert!(o.io_uring == IoUring::On && o.lower_passthrough && o.ignored.is_empty());
         let o = MountOptions::parse(&["lowerdir=/a"]).unwrap();
-        assert!(!o.io_uring && !o.lower_passthrough);
+        assert!(o.io_uring == IoUring::Auto && !o.lower_passthrough);
+        for (opt, want) in [
+            ("io_uring=on", IoUring::On),
+            ("io_uring=auto", IoUring::Auto),
+            ("io_uring=off", IoUring::Off),
+            ("noio_uring", IoUring::Off),
+            ("io_uring,noio_uring", IoUring::Off),
+        ] {
+            let o = MountOptions::parse(&[format!("lowerdir=/a,{opt}")]).unwrap();
+            assert_eq!(o.io_uring, want, "{opt}");
+        }
+        let r = MountOptions::parse(&["lowerdir=/a,io_uring=yes".to_string()]);
+        assert!(matches!(r, Err(OptionError::Value(_))), "{r:?}");
     }
 
     #[test]

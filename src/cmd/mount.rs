@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layerfs_base::format::MarkNs;
-use layerfs_base::options::MountFlags;
+use layerfs_base::options::{self, MountFlags};
 use layerfs_base::sys::mountinfo;
 use layerfs_base::{sys, MountOptions};
+use layerfs_fuse::fuser::IoUring;
 use layerfs_fuse::{AdapterOptions, Core, FileIo, SessionOptions};
 use layerfs_mount::{upper, Config, Stack, Union};
 use log::{info, warn};
@@ -32,8 +33,9 @@ pub struct Plan {
     pub flags: MountFlags,
     fs: Union,
     threads: usize,
-    /// Served over FUSE-over-io_uring where the kernel allows it (`-o io_uring`).
-    io_uring: bool,
+    /// Served over FUSE-over-io_uring where the kernel offers it (`io_uring=auto`, the
+    /// default), insisted on (`-o io_uring`) or not (`-o noio_uring`).
+    io_uring: IoUring,
     file_io: FileIo,
     /// POSIX ACLs on (off with `noacl` or an upper without xattrs).
     acl: bool,
@@ -191,7 +193,7 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
             .map_or(2, |n| n.get())
             .max(2)
     });
-    if opts.io_uring && opts.supervise {
+    if opts.io_uring == options::IoUring::On && opts.supervise {
         warn!("-o io_uring is not used with -o supervise: the daemons come and go on one connection, and a ring dies with its process; serving over /dev/fuse reads");
     }
     Ok(Plan {
@@ -202,7 +204,12 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
         threads,
         // A ring lives and dies with the process that set it up, and a supervised mount's
         // daemons come and go on one connection: supervised mounts use `/dev/fuse` reads.
-        io_uring: opts.io_uring && !opts.supervise,
+        io_uring: match opts.io_uring {
+            _ if opts.supervise => IoUring::Off,
+            options::IoUring::Auto => IoUring::Auto,
+            options::IoUring::On => IoUring::On,
+            options::IoUring::Off => IoUring::Off,
+        },
         acl,
         remove_mountpoint: false,
         remove_after: None,
@@ -324,7 +331,7 @@ impl Plan {
             fsname: self.fsname,
             flags: self.flags,
             threads: self.threads,
-            io_uring: false,
+            io_uring: IoUring::Off,
             file_io: self.file_io,
             acl: self.acl,
             remove_mountpoint: false,
@@ -364,7 +371,7 @@ struct Serve {
     fsname: String,
     flags: MountFlags,
     threads: usize,
-    io_uring: bool,
+    io_uring: IoUring,
     file_io: FileIo,
     acl: bool,
     remove_mountpoint: bool,
