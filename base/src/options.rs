@@ -146,6 +146,11 @@ pub struct MountOptions {
     /// through (root), so every mount of a layer shares its page cache; an open made before
     /// a copy-up then keeps reading the lower file (docs/SEMANTICS.md).
     pub lower_passthrough: bool,
+    /// `lower_direct_io=SIZE|off`: where the kernel does not pass files through (rootless),
+    /// lower files of at least SIZE bytes (`K`, `M`, `G` suffixes) opened read-only on a
+    /// writable mount are read with direct I/O, so the layer's own page cache is their only
+    /// copy (docs/PERFORMANCE.md, "Rootless page cache"). `None` (`off`): FUSE's page cache.
+    pub lower_direct_io: Option<u64>,
     /// `fsname=`: the mount's source as /proc/self/mountinfo shows it.
     pub fsname: Option<String>,
     /// Unknown options: accepted with a warning.
@@ -153,6 +158,21 @@ pub struct MountOptions {
     /// Known options layerfs does not honour (or honours differently): the option and what
     /// the mount does instead, each warned about in one line.
     pub not_honoured: Vec<(String, &'static str)>,
+}
+
+/// `lower_direct_io`'s default: lower files from this size on are read with direct I/O on
+/// rootless writable mounts (measured in docs/PERFORMANCE.md, "Rootless page cache").
+pub const DEFAULT_LOWER_DIRECT_IO: u64 = 1 << 20;
+
+/// A size in bytes with an optional `K`, `M` or `G` suffix (powers of 1024).
+fn parse_size(v: &str) -> Option<u64> {
+    let (digits, shift) = match v.char_indices().last()? {
+        (i, 'K' | 'k') => (&v[..i], 10),
+        (i, 'M' | 'm') => (&v[..i], 20),
+        (i, 'G' | 'g') => (&v[..i], 30),
+        _ => (v, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// Which transport a mount asks for (`io_uring[=on|auto|off]`, `noio_uring`).
@@ -189,6 +209,7 @@ impl Default for MountOptions {
             ino32: false,
             io_uring: IoUring::Auto,
             lower_passthrough: false,
+            lower_direct_io: Some(DEFAULT_LOWER_DIRECT_IO),
             fsname: None,
             ignored: Vec::new(),
             not_honoured: Vec::new(),
@@ -402,6 +423,12 @@ impl MountOptions {
                     }
                     "noio_uring" => o.io_uring = IoUring::Off,
                     "lower_passthrough" => o.lower_passthrough = true,
+                    "lower_direct_io" => {
+                        o.lower_direct_io = match need(value)?.as_str() {
+                            "off" => None,
+                            v => Some(parse_size(v).ok_or_else(|| bad(&key, v, "a size or off"))?),
+                        }
+                    }
                     "context" | "fscontext" | "defcontext" | "rootcontext" => o
                         .not_honoured
                         .push((item.clone(), "no SELinux label is set on the mount")),
@@ -587,6 +614,22 @@ mod tests {
         ] {
             let o = MountOptions::parse(&[format!("lowerdir=/a,{opt}")]).unwrap();
             assert_eq!(o.io_uring, want, "{opt}");
+        }
+        let o = MountOptions::parse(&["lowerdir=/a"]).unwrap();
+        assert_eq!(o.lower_direct_io, Some(DEFAULT_LOWER_DIRECT_IO));
+        for (opt, want) in [
+            ("lower_direct_io=off", None),
+            ("lower_direct_io=0", Some(0)),
+            ("lower_direct_io=4096", Some(4096)),
+            ("lower_direct_io=64K", Some(64 << 10)),
+            ("lower_direct_io=2M", Some(2 << 20)),
+        ] {
+            let o = MountOptions::parse(&[format!("lowerdir=/a,{opt}")]).unwrap();
+            assert_eq!(o.lower_direct_io, want, "{opt}");
+        }
+        for opt in ["lower_direct_io", "lower_direct_io=x", "lower_direct_io=1T"] {
+            let r = MountOptions::parse(&[format!("lowerdir=/a,{opt}")]);
+            assert!(r.is_err(), "{opt}: {r:?}");
         }
         let r = MountOptions::parse(&["lowerdir=/a,io_uring=yes".to_string()]);
         assert!(matches!(r, Err(OptionError::Value(_))), "{r:?}");

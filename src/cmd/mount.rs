@@ -39,6 +39,8 @@ pub struct Plan {
     file_io: FileIo,
     /// POSIX ACLs on (off with `noacl` or an upper without xattrs).
     acl: bool,
+    /// `lower_direct_io=`: lower files from this size on read with direct I/O (rootless).
+    lower_direct_io: Option<u64>,
     /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
     pub remove_mountpoint: bool,
     /// A directory tree to remove once unmounted (`layerfs run`'s ephemeral upper).
@@ -211,6 +213,7 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
             options::IoUring::Off => IoUring::Off,
         },
         acl,
+        lower_direct_io: opts.lower_direct_io,
         remove_mountpoint: false,
         remove_after: None,
         supervise: opts.supervise,
@@ -318,6 +321,7 @@ fn session_options(plan: &Serve, read_only: bool) -> SessionOptions {
         adapter: AdapterOptions {
             file_io: plan.file_io,
             acl: plan.acl,
+            lower_direct_io: plan.lower_direct_io,
         },
     }
 }
@@ -334,6 +338,7 @@ impl Plan {
             io_uring: IoUring::Off,
             file_io: self.file_io,
             acl: self.acl,
+            lower_direct_io: self.lower_direct_io,
             remove_mountpoint: false,
             remove_after: None,
         };
@@ -374,6 +379,7 @@ struct Serve {
     io_uring: IoUring,
     file_io: FileIo,
     acl: bool,
+    lower_direct_io: Option<u64>,
     remove_mountpoint: bool,
     remove_after: Option<PathBuf>,
 }
@@ -388,6 +394,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>, connect: Connec
         io_uring,
         file_io,
         acl,
+        lower_direct_io,
         remove_mountpoint,
         remove_after,
         supervise: _,
@@ -404,6 +411,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>, connect: Connec
         io_uring,
         file_io,
         acl,
+        lower_direct_io,
         remove_mountpoint,
         remove_after,
     };
