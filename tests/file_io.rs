@@ -421,7 +421,12 @@ fn rootless_reads_of_large_lower_files_keep_no_second_copy_and_still_map() {
     let (ku, kw) = (t.path().join("u-kernel"), t.path().join("w-kernel"));
     fs::create_dir(&ku).unwrap();
     fs::create_dir(&kw).unwrap();
-    let kernel = Kernel::mount_rw(&[lower.clone()], &ku, &kw, &t.path().join("kernel"));
+    let kernel = Kernel::mount_rw(
+        std::slice::from_ref(&lower),
+        &ku,
+        &kw,
+        &t.path().join("kernel"),
+    );
     let on_kernel = probe(None, &kernel.mp.join("big"), &lower.join("big"), true);
     let line = |out: &str, key: &str| -> String {
         out.lines()
