@@ -348,12 +348,12 @@ fn probe(uid: Option<u32>, path: &Path, want: &Path, write: bool) -> String {
 }
 
 /// A rootless writable mount (an unprivileged user, through fusermount3: no passthrough):
-/// a lower file of at least `lower_direct_io` bytes (1 MiB by default) read whole leaves
-/// none of its pages in the mount's page cache (the lower filesystem's cache, shared by
-/// every mount of the layer, is the only copy), a small one is cached as before; a shared
-/// mapping of the large one still works (the kernel's `FUSE_DIRECT_IO_ALLOW_MMAP`), and an
+/// a lower file read whole leaves none of its pages in the mount's page cache (the lower
+/// filesystem's cache, shared by every mount of the layer, is the only copy), large or
+/// small; a shared mapping still works (the kernel's `FUSE_DIRECT_IO_ALLOW_MMAP`), and an
 /// open made before a write reads the written bytes, as on the kernel's overlay (root,
-/// side by side). With `lower_direct_io=off`, the large file is cached whole.
+/// side by side). With `lower_direct_io=16K` a file below 16 KiB is cached as before; with
+/// `lower_direct_io=off` every file is.
 #[test]
 fn rootless_reads_of_large_lower_files_keep_no_second_copy_and_still_map() {
     if !require_root() {
@@ -415,9 +415,17 @@ fn rootless_reads_of_large_lower_files_keep_no_second_copy_and_still_map() {
     let (mp, _m) = mount("direct", "");
     let said = probe(Some(UID), &mp.join("big"), &lower.join("big"), true);
     let small = probe(Some(UID), &mp.join("small"), &lower.join("small"), false);
+    let (above_mp, _a) = mount("above", ",lower_direct_io=16K");
+    let above = probe(Some(UID), &above_mp.join("big"), &lower.join("big"), false);
+    let below = probe(
+        Some(UID),
+        &above_mp.join("small"),
+        &lower.join("small"),
+        false,
+    );
     let (cached_mp, _c) = mount("cached", ",lower_direct_io=off");
     let cached = probe(Some(UID), &cached_mp.join("big"), &lower.join("big"), false);
-    drop((_m, _c));
+    drop((_m, _a, _c));
     let (ku, kw) = (t.path().join("u-kernel"), t.path().join("w-kernel"));
     fs::create_dir(&ku).unwrap();
     fs::create_dir(&kw).unwrap();
@@ -448,8 +456,19 @@ fn rootless_reads_of_large_lower_files_keep_no_second_copy_and_still_map() {
     );
     assert_eq!(
         line(&small, "cached pages"),
-        "cached pages 2 of 2",
+        "cached pages 0 of 2",
         "{small}"
+    );
+    assert_eq!(line(&small, "mapped"), "mapped same", "{small}");
+    assert_eq!(
+        line(&above, "cached pages"),
+        "cached pages 0 of 1024",
+        "{above}"
+    );
+    assert_eq!(
+        line(&below, "cached pages"),
+        "cached pages 2 of 2",
+        "{below}"
     );
     assert_eq!(
         line(&cached, "cached pages"),

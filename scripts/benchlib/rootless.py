@@ -10,7 +10,8 @@ so other work on the machine does not count; where no memory cgroup can be made,
 `Cached` in /proc/meminfo grows with whatever else runs.
 
 Implementations: `layerfs` (the default), `layerfs+OPTS` (more -o options, e.g.
-`layerfs+lower_direct_io=off`), `fuse-overlayfs`.
+`layerfs+lower_direct_io=off`), `fuse-overlayfs`, and `kernel` (the kernel's overlay mounted by
+root, not rootless: the floor, one copy of the layers' pages).
 """
 
 import os
@@ -115,7 +116,11 @@ class RootlessMount:
         user_dir(scratch)
         up, work = user_dir(os.path.join(scratch, "upper")), user_dir(os.path.join(scratch, "work"))
         opts = f"lowerdir={':'.join(lowers)},upperdir={up},workdir={work}"
-        if impl.startswith("layerfs"):
+        # The kernel's overlay, mounted by root, as the floor: the layers' pages only.
+        self.user = [] if impl == "kernel" else ASUSER
+        if impl == "kernel":
+            cmd = ["mount", "-t", "overlay", "overlay", "-o", opts, mp]
+        elif impl.startswith("layerfs"):
             prog = os.path.join(CACHE, f"layerfs.{RUN}")  # the user may not reach target/
             if not os.path.exists(prog):
                 shutil.copy(LAYERFS, prog)
@@ -124,13 +129,13 @@ class RootlessMount:
             cmd = [prog, "-o", opts + ("," + extra if extra else ""), mp]
         else:
             cmd = ["fuse-overlayfs", "-o", opts, mp]
-        subprocess.run(ASUSER + cmd, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(self.user + cmd, check=True, stdout=subprocess.DEVNULL)
         assert mounted(mp), f"{impl}: not mounted at {mp}"
 
     def run(self, cmd):
         t0 = time.perf_counter()
         # Only the user may enter the mount (no allow_other): the shell changes into it.
-        subprocess.run(ASUSER + ["sh", "-c", f"cd {self.mp} && {cmd}"], cwd="/", check=True,
+        subprocess.run(self.user + ["sh", "-c", f"cd {self.mp} && {cmd}"], cwd="/", check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return time.perf_counter() - t0
 
@@ -139,7 +144,7 @@ class RootlessMount:
 
 
 def rootless_impls():
-    return [i for i in IMPLS if i.startswith("layerfs") or i == "fuse-overlayfs"]
+    return [i for i in IMPLS if i.startswith("layerfs") or i in ("fuse-overlayfs", "kernel")]
 
 
 def bench_rootless_pagecache(results):
@@ -165,19 +170,36 @@ def bench_rootless_pagecache(results):
 
 
 def bench_rootless_reads(reps, results):
-    """The read rows on one rootless writable mount: cold (after drop_caches), then warm."""
+    """The read rows on rootless writable mounts. Cold: a fresh mount per impl after
+    drop_caches, `reps` times. Warm: one live mount per impl, every impl in turn in each of
+    `reps` rounds (order reversed every other round), so a change of machine load falls on
+    all of them alike."""
     d, layers = rootless_stack()
-    for impl in rootless_impls():
+    impls = rootless_impls()
+    for impl in impls:
         for op, cmd in ROWS.items():
             for _ in range(reps):
                 drop_caches()
                 m = RootlessMount(impl, layers, os.path.join(d, f"scratch.{RUN}"), f"{MNT}-rootless")
                 try:
-                    cold = m.run(cmd)
-                    warm = m.run(cmd)
+                    results.setdefault((f"rootless: {op} (cold)", impl), []).append(m.run(cmd))
                 finally:
                     m.close()
-                results.setdefault((f"rootless: {op} (cold)", impl), []).append(cold)
-                results.setdefault((f"rootless: {op} (warm)", impl), []).append(warm)
-            log(f"  rootless {impl:30} {op:30} cold {statistics.median(results[(f'rootless: {op} (cold)', impl)]):.3f}s"
-                f"  warm {statistics.median(results[(f'rootless: {op} (warm)', impl)]):.3f}s")
+            log(f"  rootless {impl:30} {op:30} cold {statistics.median(results[(f'rootless: {op} (cold)', impl)]):.3f}s")
+    mounts = {}
+    try:
+        for i, impl in enumerate(impls):
+            mounts[impl] = RootlessMount(impl, layers, os.path.join(d, f"scratch{i}.{RUN}"),
+                                         f"{MNT}-rootless-{i}")
+            for cmd in ROWS.values():
+                mounts[impl].run(cmd)  # warms it
+        for k in range(reps):
+            for op, cmd in ROWS.items():
+                for impl in (impls if k % 2 == 0 else impls[::-1]):
+                    results.setdefault((f"rootless: {op} (warm)", impl), []).append(mounts[impl].run(cmd))
+    finally:
+        for m in mounts.values():
+            m.close()
+    for impl in impls:
+        log(f"  rootless {impl:30} warm " + ", ".join(
+            f"{op} {statistics.median(results[(f'rootless: {op} (warm)', impl)]):.3f}s" for op in ROWS))
