@@ -70,11 +70,18 @@ class Charged:
             try:
                 d = os.path.join(self.was, f"layerfs-bench-{RUN}")
                 os.makedirs(d, exist_ok=True)
+                with open(os.path.join(d, "memory.stat")) as f:
+                    if not any(line.split()[0] == self.key for line in f):
+                        raise OSError(f"no {self.key} in {d}/memory.stat")
                 with open(os.path.join(d, "cgroup.procs"), "w") as f:
                     f.write(str(os.getpid()))
                 self.dir = d
             except OSError as e:
                 log(f"  no memory cgroup ({e}): measuring Cached in /proc/meminfo")
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
 
     def cache(self):
         if not self.dir:
