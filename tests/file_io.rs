@@ -283,3 +283,209 @@ fn path_changes_of_a_lower_file_open_elsewhere_reach_the_copy() {
     let pinned = kernel.replace("\nlo\n", "\nlower b\n");
     assert_eq!(ours, pinned, "kernel:\n{kernel}");
 }
+
+/// What an unprivileged user's process sees of one file on a mount (`/usr/bin/python3`, the
+/// system's, which that user can run): after reading `path` whole, how many of its pages
+/// the mount's own page cache holds (`cachestat`, kernel 6.5+, asked of the open file, so
+/// no mapping disturbs it); whether a shared read-only mapping of it has the bytes of `want`
+/// (the lower file); and, with `write`, what an open made before a write through another
+/// open reads afterwards (the copy-up's data, on the kernel's overlay).
+const PROBE: &str = r#"
+import ctypes, mmap, os, sys
+path, want, write = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+data = open(want, "rb").read()
+with open(path, "rb") as f:
+    got = f.read()
+    rng = (ctypes.c_uint64 * 2)(0, 0)
+    cs = (ctypes.c_uint64 * 5)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(451, f.fileno(), rng, cs, 0) != 0:
+        sys.exit("cachestat: " + os.strerror(ctypes.get_errno()))
+    print("read", "same" if got == data else "differs")
+    print("cached pages", cs[0], "of", (len(data) + 4095) // 4096)
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        print("mapped", "same" if m[:] == data else "differs")
+if write:
+    r = open(path, "rb")
+    with open(path, "r+b") as w:
+        w.write(b"XXXX")
+        w.flush()
+        print("read after write", r.read(8))
+"#;
+
+/// Runs [`PROBE`] on `path` (the lower file `want`) as `uid`, or as root when `None`.
+fn probe(uid: Option<u32>, path: &Path, want: &Path, write: bool) -> String {
+    let mut cmd = match uid {
+        Some(u) => {
+            let mut c = std::process::Command::new("setpriv");
+            let u = u.to_string();
+            c.args([
+                "--reuid",
+                &u,
+                "--regid",
+                &u,
+                "--clear-groups",
+                "/usr/bin/python3",
+            ]);
+            c
+        }
+        None => std::process::Command::new("/usr/bin/python3"),
+    };
+    let out = cmd
+        .args(["-c", PROBE])
+        .arg(path)
+        .arg(want)
+        .arg(if write { "1" } else { "0" })
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A rootless writable mount (an unprivileged user, through fusermount3: no passthrough):
+/// a lower file read whole leaves none of its pages in the mount's page cache (the lower
+/// filesystem's cache, shared by every mount of the layer, is the only copy), large or
+/// small; a shared mapping still works (the kernel's `FUSE_DIRECT_IO_ALLOW_MMAP`), and an
+/// open made before a write reads the written bytes, as on the kernel's overlay (root,
+/// side by side). With `lower_direct_io=16K` a file below 16 KiB is cached as before; with
+/// `lower_direct_io=off` every file is.
+#[test]
+fn rootless_reads_of_large_lower_files_keep_no_second_copy_and_still_map() {
+    if !require_root() {
+        return;
+    }
+    use std::os::unix::fs::chown;
+    const UID: u32 = 65_534; // nobody: fusermount3 wants a passwd entry
+    let t = tempfile::Builder::new()
+        .prefix("layerfs-transport-rootless-")
+        .tempdir()
+        .unwrap();
+    let lower = t.path().join("l");
+    fs::create_dir(&lower).unwrap();
+    // 4 MiB that no two pages share, and 8 KiB.
+    let big: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i / 4096 + i % 251) as u8)
+        .collect();
+    fs::write(lower.join("big"), &big).unwrap();
+    fs::write(lower.join("small"), vec![b's'; 8192]).unwrap();
+    // cachestat answers only the file's owner or a writer.
+    for f in ["big", "small"] {
+        chown(lower.join(f), Some(UID), Some(UID)).unwrap();
+    }
+    let bin = t.path().join("layerfs");
+    fs::copy(testkit::BIN, &bin).unwrap();
+    let _fuse = testkit::DevFuseOpen::new();
+    let mount = |tag: &str, opts: &str| -> (PathBuf, Unmount) {
+        let (u, w, mp) = (
+            t.path().join(format!("u-{tag}")),
+            t.path().join(format!("w-{tag}")),
+            t.path().join(format!("mnt-{tag}")),
+        );
+        for d in [&u, &w, &mp] {
+            fs::create_dir(d).unwrap();
+        }
+        for p in [t.path(), &lower, &u, &w, &mp] {
+            chown(p, Some(UID), Some(UID)).unwrap();
+        }
+        let o = format!(
+            "lowerdir={},upperdir={},workdir={}{opts}",
+            lower.display(),
+            u.display(),
+            w.display()
+        );
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(&bin)
+            .args(["-o", &o])
+            .arg(&mp)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "rootless mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (mp.clone(), Unmount(mp))
+    };
+    let (mp, _m) = mount("direct", "");
+    let said = probe(Some(UID), &mp.join("big"), &lower.join("big"), true);
+    let small = probe(Some(UID), &mp.join("small"), &lower.join("small"), false);
+    let (above_mp, _a) = mount("above", ",lower_direct_io=16K");
+    let above = probe(Some(UID), &above_mp.join("big"), &lower.join("big"), false);
+    let below = probe(
+        Some(UID),
+        &above_mp.join("small"),
+        &lower.join("small"),
+        false,
+    );
+    let (cached_mp, _c) = mount("cached", ",lower_direct_io=off");
+    let cached = probe(Some(UID), &cached_mp.join("big"), &lower.join("big"), false);
+    drop((_m, _a, _c));
+    let (ku, kw) = (t.path().join("u-kernel"), t.path().join("w-kernel"));
+    fs::create_dir(&ku).unwrap();
+    fs::create_dir(&kw).unwrap();
+    let kernel = Kernel::mount_rw(
+        std::slice::from_ref(&lower),
+        &ku,
+        &kw,
+        &t.path().join("kernel"),
+    );
+    let on_kernel = probe(None, &kernel.mp.join("big"), &lower.join("big"), true);
+    let line = |out: &str, key: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_else(|| panic!("no {key:?} in {out}"))
+            .to_string()
+    };
+    assert_eq!(
+        line(&said, "cached pages"),
+        "cached pages 0 of 1024",
+        "{said}"
+    );
+    assert_eq!(line(&said, "read "), "read same", "{said}");
+    assert_eq!(line(&said, "mapped"), "mapped same", "{said}");
+    assert_eq!(
+        line(&said, "read after write"),
+        line(&on_kernel, "read after write"),
+        "{said}\nkernel:\n{on_kernel}"
+    );
+    assert_eq!(
+        line(&small, "cached pages"),
+        "cached pages 0 of 2",
+        "{small}"
+    );
+    assert_eq!(line(&small, "mapped"), "mapped same", "{small}");
+    assert_eq!(
+        line(&above, "cached pages"),
+        "cached pages 0 of 1024",
+        "{above}"
+    );
+    assert_eq!(
+        line(&below, "cached pages"),
+        "cached pages 2 of 2",
+        "{below}"
+    );
+    assert_eq!(
+        line(&cached, "cached pages"),
+        "cached pages 1024 of 1024",
+        "{cached}"
+    );
+    assert_eq!(line(&cached, "mapped"), "mapped same", "{cached}");
+}
+
+/// Unmounts (lazily, as root) in Drop: a rootless mount made by a daemonized `layerfs`.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}

@@ -351,14 +351,21 @@ fn restart_runs_the_binary_now_on_disk() {
     let mp = t.path().join("mnt");
     fs::create_dir_all(&mp).unwrap();
     let opts = format!("lowerdir={},supervise", l.display());
-    // Daemonized: returns once the mount is live.
-    let o = Command::new(&bin)
-        .args(["-o", &opts])
-        .arg(&mp)
-        .output()
-        .unwrap();
+    // Daemonized: returns once the mount is live. The kernel offers FUSE-over-io_uring
+    // meanwhile: a supervised mount declines it (a ring dies with its daemon), and says
+    // nothing of it, since nobody asked.
+    let o = {
+        let _rings = testkit::EnableUring::set(true);
+        Command::new(&bin)
+            .args(["-o", &opts])
+            .arg(&mp)
+            .output()
+            .unwrap()
+    };
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let _guard = Unmount(mp.clone());
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(!said.contains("io_uring"), "{said}");
     let exe_ino = |pid: u64| fs::metadata(format!("/proc/{pid}/exe")).unwrap().ino();
     let old = num(&status(&mp), "serving_pid");
     assert_eq!(exe_ino(old), fs::metadata(&bin).unwrap().ino());

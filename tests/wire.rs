@@ -261,6 +261,75 @@ fn io_uring_falls_back_to_dev_fuse_reads_with_a_warning() {
     assert!(c["total"] > 0 && !c.contains_key("over_io_uring"), "{c:?}");
 }
 
+/// The transport a mount takes by default follows the kernel: FUSE-over-io_uring when
+/// `enable_uring` is on (every request the core answers but FORGET came over the rings, and
+/// nothing is logged about it), `/dev/fuse` reads when it is off, with one line at info
+/// level (not a warning) saying why; `-o noio_uring` keeps `/dev/fuse` with the rings
+/// offered. The kernel's parameter is switched for each mount's INIT only, and restored.
+#[test]
+fn the_default_transport_is_io_uring_where_the_kernel_offers_it() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let lower = t.path().join("lower");
+    write(&lower, "f", "data\n");
+    // One mount with the kernel's switch `on`: its log lines about io_uring, its counts.
+    let serve = |on: bool, extra: &[&str], tag: &str| {
+        let (log, counts) = (
+            t.path().join(format!("log-{tag}")),
+            t.path().join(format!("counts-{tag}")),
+        );
+        let mp = t.path().join(format!("mnt-{tag}"));
+        let m = {
+            let _uring = EnableUring::set(on);
+            Layerfs::mount_with_env(
+                std::slice::from_ref(&lower),
+                &mp,
+                extra,
+                &[
+                    ("LAYERFS_LOG_FILE", &log),
+                    ("LAYERFS_REQUEST_COUNTS", &counts),
+                    ("RUST_LOG", Path::new("info")),
+                ],
+            )
+        };
+        assert_eq!(fs::read_to_string(m.path("f")).unwrap(), "data\n");
+        drop(m);
+        let log = fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains("io_uring"))
+            .map(String::from)
+            .collect();
+        (lines, request_counts(&counts))
+    };
+    let (said, c) = serve(true, &[], "on");
+    let ring = c.get("over_io_uring").copied().unwrap_or(0);
+    let want = c["total"] - c.get("forget").copied().unwrap_or(0);
+    assert!(ring > 0 && ring >= want, "enable_uring on, default: {c:?}");
+    assert!(said.is_empty(), "{said:?}");
+    let (said, c) = serve(false, &[], "off");
+    assert!(
+        c["total"] > 0 && !c.contains_key("over_io_uring"),
+        "enable_uring off: {c:?}"
+    );
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("INFO")
+            && said[0].contains("switched off")
+            && said[0].contains("/dev/fuse"),
+        "{}",
+        said[0]
+    );
+    let (said, c) = serve(true, &["-o", "noio_uring"], "no");
+    assert!(
+        c["total"] > 0 && !c.contains_key("over_io_uring"),
+        "noio_uring: {c:?}"
+    );
+    assert!(said.is_empty(), "{said:?}");
+}
+
 /// A POSIX access ACL set by a caller who owns a set-gid file or directory but is not in its
 /// group (and has no `CAP_FSETID`): the set-gid bit goes, as on the kernel's overlay (the
 /// kernel says so with `FUSE_SETXATTR_ACL_KILL_SGID`, sent once `FUSE_SETXATTR_EXT` is

@@ -47,6 +47,11 @@ pub struct Opened {
     pub keep_cache: bool,
     /// The real file, for kernel passthrough when the kernel allows it.
     pub backing: Option<BackingFile>,
+    /// `Some(size)` when the handle reads a layer's file (a lower file opened read-only on a
+    /// writable mount, not passed through): the layer's filesystem already caches it, so
+    /// the kernel may read it with direct I/O rather than keep a second copy
+    /// ([`AdapterOptions::lower_direct_io`](crate::AdapterOptions)).
+    pub lower_size: Option<u64>,
 }
 
 /// A real file the kernel may read (and write) directly, bypassing the core.

@@ -72,10 +72,21 @@ impl<C: Core> Adapter<C> {
                     .capabilities()
                     .contains(InitFlags::FUSE_WRITEBACK_CACHE);
         }
+        if !passthrough && self.opts.lower_direct_io.is_some() && !self.core.files_immutable() {
+            // Direct-I/O opens of lower files (rootless): shared mappings of them need the
+            // kernel's leave (6.6+), which also writes dirty pages back before a direct read.
+            self.lower_direct = config
+                .capabilities()
+                .contains(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+                && config
+                    .add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP)
+                    .is_ok();
+        }
         debug!(
-            "init: passthrough {}, writeback cache {}, set-id bits ours {}",
+            "init: passthrough {}, writeback cache {}, lower files direct {}, set-id bits ours {}",
             self.passthrough.enabled(),
             self.writeback,
+            self.lower_direct,
             config
                 .capabilities()
                 .contains(InitFlags::FUSE_HANDLE_KILLPRIV_V2)

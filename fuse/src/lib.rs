@@ -62,6 +62,12 @@ pub struct AdapterOptions {
     /// POSIX ACLs checked by the kernel (`FUSE_POSIX_ACL`); off with `noacl` or an upper
     /// that cannot store them.
     pub acl: bool,
+    /// Where the kernel does not pass files through (rootless): lower files of at least
+    /// this many bytes opened read-only on a writable mount are read with direct I/O
+    /// (`FOPEN_DIRECT_IO`), so the layer's own page cache is their only copy in memory and
+    /// every mount of a layer shares it. Only where the kernel lets such files be mapped
+    /// shared (`FUSE_DIRECT_IO_ALLOW_MMAP`, 6.6+). `None`: through FUSE's page cache.
+    pub lower_direct_io: Option<u64>,
 }
 
 /// `fuser::Filesystem` over a [`Core`].
@@ -75,6 +81,9 @@ pub struct Adapter<C: Core> {
     counts: Option<Arc<Counts>>,
     /// The kernel caches writes (`FUSE_WRITEBACK_CACHE`), for a core whose files change.
     writeback: bool,
+    /// The kernel maps direct-I/O files shared (`FUSE_DIRECT_IO_ALLOW_MMAP` granted) and
+    /// `lower_direct_io` is on: large lower files are opened with direct I/O.
+    lower_direct: bool,
 }
 
 impl<C: Core> Adapter<C> {
@@ -86,6 +95,7 @@ impl<C: Core> Adapter<C> {
             dont_mask: false,
             counts: None,
             writeback: false,
+            lower_direct: false,
         }
     }
 
@@ -102,6 +112,15 @@ impl<C: Core> Adapter<C> {
             (flags & !libc::O_ACCMODE) | libc::O_RDWR
         } else {
             flags
+        }
+    }
+
+    /// Whether `opened` (not passed through) is read with direct I/O: a lower file of at
+    /// least `lower_direct_io` bytes, where the kernel allows mapping such files.
+    fn direct_io(&self, opened: &Opened) -> bool {
+        match (self.opts.lower_direct_io, opened.lower_size) {
+            (Some(min), Some(size)) => self.lower_direct && size >= min,
+            _ => false,
         }
     }
 
@@ -216,6 +235,11 @@ impl<C: Core> Filesystem for Adapter<C> {
             // passthrough open: the page cache is the backing file's own.
             let fh = FileHandle(opened.fh);
             return reply.opened_passthrough(fh, FopenFlags::FOPEN_NOFLUSH, &id);
+        }
+        if self.direct_io(&opened) {
+            // No page cache of ours for it: every read reaches the core, which reads the
+            // layer's file through the layer's own cache (shared by every mount).
+            fl = FopenFlags::FOPEN_NOFLUSH | FopenFlags::FOPEN_DIRECT_IO;
         }
         reply.opened(FileHandle(opened.fh), fl);
     }

@@ -32,9 +32,9 @@ pub struct SessionOptions {
     /// Worker threads (each with its own cloned /dev/fuse fd).
     pub threads: usize,
     /// Serve over FUSE-over-io_uring when the kernel offers it (one ring per CPU beside the
-    /// `/dev/fuse` workers, which still get FORGET and INTERRUPT); `/dev/fuse` reads
-    /// otherwise, with a warning naming the reason.
-    pub io_uring: bool,
+    /// `/dev/fuse` workers, which still get FORGET and INTERRUPT): `Auto` or `On`; otherwise
+    /// `/dev/fuse` reads, after one line naming the reason (a warning only under `On`).
+    pub io_uring: fuser::IoUring,
     pub adapter: AdapterOptions,
 }
 

@@ -123,6 +123,7 @@ fn a_panicking_core_call_is_answered_eio_and_the_worker_survives() {
         AdapterOptions {
             file_io: FileIo::Handles,
             acl: true,
+            lower_direct_io: None,
         },
     );
     let session = fuser::spawn_mount(adapter, t.path(), &config).expect("mount");

@@ -77,6 +77,10 @@ def mount_cmd(impl, lowers, mp, extra=""):
     if impl == "layerfs-io_uring":
         # Served over FUSE-over-io_uring (enable_uring_for_run switches the kernel's on).
         return [LAYERFS, "-o", f"lowerdir={low}{extra},io_uring", mp]
+    if impl == "layerfs-dev_fuse":
+        # Served over /dev/fuse reads even where the kernel offers the rings (plain
+        # "layerfs" follows the kernel: the rings when enable_uring is on).
+        return [LAYERFS, "-o", f"lowerdir={low}{extra},noio_uring", mp]
     if impl.startswith("layerfs"):
         # "layerfs-cached" etc. select a --file-io mode.
         mode = ["--file-io", impl.split("-", 1)[1]] if "-" in impl else []
@@ -89,8 +93,8 @@ ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
 
 def enable_uring_for_run():
     """Switches the kernel's FUSE-over-io_uring on for this run (impl layerfs-io_uring) and
-    back to what it was at exit. Other mounts are not affected: only a daemon that asks for
-    it uses the rings."""
+    back to what it was at exit. layerfs's default follows it: plain "layerfs" then serves
+    over the rings too; "layerfs-dev_fuse" (-o noio_uring) keeps /dev/fuse reads."""
     with open(ENABLE_URING) as f:
         was = "1" if f.read().strip() in ("Y", "1") else "0"
 

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layerfs_base::format::MarkNs;
-use layerfs_base::options::MountFlags;
+use layerfs_base::options::{self, MountFlags};
 use layerfs_base::sys::mountinfo;
 use layerfs_base::{sys, MountOptions};
+use layerfs_fuse::fuser::IoUring;
 use layerfs_fuse::{AdapterOptions, Core, FileIo, SessionOptions};
 use layerfs_mount::{upper, Config, Stack, Union};
 use log::{info, warn};
@@ -32,11 +33,14 @@ pub struct Plan {
     pub flags: MountFlags,
     fs: Union,
     threads: usize,
-    /// Served over FUSE-over-io_uring where the kernel allows it (`-o io_uring`).
-    io_uring: bool,
+    /// Served over FUSE-over-io_uring where the kernel offers it (`io_uring=auto`, the
+    /// default), insisted on (`-o io_uring`) or not (`-o noio_uring`).
+    io_uring: IoUring,
     file_io: FileIo,
     /// POSIX ACLs on (off with `noacl` or an upper without xattrs).
     acl: bool,
+    /// `lower_direct_io=`: lower files from this size on read with direct I/O (rootless).
+    lower_direct_io: Option<u64>,
     /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
     pub remove_mountpoint: bool,
     /// A directory tree to remove once unmounted (`layerfs run`'s ephemeral upper).
@@ -191,7 +195,7 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
             .map_or(2, |n| n.get())
             .max(2)
     });
-    if opts.io_uring && opts.supervise {
+    if opts.io_uring == options::IoUring::On && opts.supervise {
         warn!("-o io_uring is not used with -o supervise: the daemons come and go on one connection, and a ring dies with its process; serving over /dev/fuse reads");
     }
     Ok(Plan {
@@ -202,8 +206,14 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
         threads,
         // A ring lives and dies with the process that set it up, and a supervised mount's
         // daemons come and go on one connection: supervised mounts use `/dev/fuse` reads.
-        io_uring: opts.io_uring && !opts.supervise,
+        io_uring: match opts.io_uring {
+            _ if opts.supervise => IoUring::Off,
+            options::IoUring::Auto => IoUring::Auto,
+            options::IoUring::On => IoUring::On,
+            options::IoUring::Off => IoUring::Off,
+        },
         acl,
+        lower_direct_io: opts.lower_direct_io,
         remove_mountpoint: false,
         remove_after: None,
         supervise: opts.supervise,
@@ -348,6 +358,7 @@ fn session_options(plan: &Serve, read_only: bool) -> SessionOptions {
         adapter: AdapterOptions {
             file_io: plan.file_io,
             acl: plan.acl,
+            lower_direct_io: plan.lower_direct_io,
         },
     }
 }
@@ -361,9 +372,10 @@ impl Plan {
             fsname: self.fsname,
             flags: self.flags,
             threads: self.threads,
-            io_uring: false,
+            io_uring: IoUring::Off,
             file_io: self.file_io,
             acl: self.acl,
+            lower_direct_io: self.lower_direct_io,
             remove_mountpoint: false,
             remove_after: None,
         };
@@ -401,9 +413,10 @@ struct Serve {
     fsname: String,
     flags: MountFlags,
     threads: usize,
-    io_uring: bool,
+    io_uring: IoUring,
     file_io: FileIo,
     acl: bool,
+    lower_direct_io: Option<u64>,
     remove_mountpoint: bool,
     remove_after: Option<PathBuf>,
 }
@@ -418,6 +431,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>, connect: Connec
         io_uring,
         file_io,
         acl,
+        lower_direct_io,
         remove_mountpoint,
         remove_after,
         supervise: _,
@@ -434,6 +448,7 @@ fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>, connect: Connec
         io_uring,
         file_io,
         acl,
+        lower_direct_io,
         remove_mountpoint,
         remove_after,
     };

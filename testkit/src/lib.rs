@@ -300,8 +300,9 @@ impl Drop for Layerfs {
 }
 
 /// FUSE-over-io_uring switched on or off in the kernel (`enable_uring`, a parameter of the
-/// whole machine) while held, restored in Drop. One holder at a time in a test process; other
-/// mounts are not touched by it (only a daemon that asks, `-o io_uring`, uses the rings).
+/// whole machine) while held, restored in Drop. One holder at a time in a test process. It
+/// decides the transport of the mounts whose INIT happens meanwhile (layerfs's default,
+/// `io_uring=auto`, takes the rings where offered), not of live ones: keep the window short.
 pub struct EnableUring {
     was: String,
     _one: std::sync::MutexGuard<'static, ()>,

@@ -179,11 +179,16 @@ impl Union {
             fd: fd.clone(),
             file: (st.st_dev, st.st_ino),
         });
+        // A lower file's data never changes but by a copy-up (which moves this handle to
+        // the copy, read through the core from then on).
+        let lower_size =
+            (!upper && !self.read_only() && !lower_backed).then_some(st.st_size as u64);
         Opened {
             fh,
             // Lower files changed behind the mount (`timeout=`) are read afresh at each open.
             keep_cache: upper || self.cfg.lowers_max_age.is_none(),
             backing,
+            lower_size,
         }
     }
 }

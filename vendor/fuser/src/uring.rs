@@ -272,23 +272,30 @@ pub(crate) fn payload_size(config: &KernelConfig) -> usize {
         .max(usize::from(config.max_pages()) * page_size::get())
 }
 
-/// During INIT, before the reply: when the session asked for io_uring and the kernel offers
-/// it, sets up the rings and claims `FUSE_OVER_IO_URING`. `None` (after one warning naming
-/// the reason) means serving over `/dev/fuse` reads.
+/// During INIT, before the reply: when the session asked for io_uring (`Auto` or `On`) and
+/// the kernel offers it, sets up the rings and claims `FUSE_OVER_IO_URING`. `None` means
+/// serving over `/dev/fuse` reads, after one line naming the reason: a warning when the
+/// session insisted (`On`), at info level when it only took the rings where offered (`Auto`).
 pub(crate) fn offer(
-    wanted: bool,
+    wanted: crate::IoUring,
     kernel: InitFlags,
     config: &mut KernelConfig,
     ch: &Channel,
 ) -> Option<Vec<Arc<Queue>>> {
-    if !wanted {
+    let fall_back = |why: &str| {
+        let level = match wanted {
+            crate::IoUring::On => log::Level::Warn,
+            _ => log::Level::Info,
+        };
+        log::log!(level, "io_uring: {why}: serving over /dev/fuse reads");
+    };
+    if wanted == crate::IoUring::Off {
         return None;
     }
     if !kernel.contains(InitFlags::FUSE_OVER_IO_URING) {
-        warn!(
-            "io_uring: the kernel does not offer FUSE-over-io_uring (kernel before 6.14, or \
-             /sys/module/fuse/parameters/enable_uring off): serving over /dev/fuse reads"
-        );
+        fall_back(&not_offered_reason(
+            std::fs::read_to_string(ENABLE_URING).ok().as_deref(),
+        ));
         return None;
     }
     let payload = payload_size(config);
@@ -307,8 +314,28 @@ pub(crate) fn offer(
             Some(queues)
         }
         Err(e) => {
-            warn!("io_uring: cannot set up the rings ({e}): serving over /dev/fuse reads");
+            fall_back(&format!("cannot set up the rings ({e})"));
             None
+        }
+    }
+}
+
+/// The kernel's switch for FUSE-over-io_uring (kernel 6.14+ built with `CONFIG_FUSE_IO_URING`).
+pub(crate) const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Why the kernel's INIT did not offer FUSE-over-io_uring, from `enable_uring`'s content
+/// (`None`: the parameter does not exist).
+pub(crate) fn not_offered_reason(enable_uring: Option<&str>) -> String {
+    match enable_uring.map(str::trim) {
+        None => format!(
+            "the kernel has no FUSE-over-io_uring (before 6.14, or built without \
+             CONFIG_FUSE_IO_URING: no {ENABLE_URING})"
+        ),
+        Some("N" | "0") => {
+            format!("the kernel's FUSE-over-io_uring is switched off ({ENABLE_URING} is N)")
+        }
+        Some(v) => {
+            format!("the kernel did not offer FUSE-over-io_uring at INIT ({ENABLE_URING} is {v})")
         }
     }
 }

@@ -246,3 +246,10 @@ fn possible_cpu_lists_are_counted() {
     assert_eq!(parse_cpu_list("x"), None);
     assert_eq!(parse_cpu_list("3-1"), None);
 }
+
+#[test]
+fn the_reason_for_no_rings_names_the_kernel_or_its_switch() {
+    assert!(not_offered_reason(None).contains("before 6.14"));
+    assert!(not_offered_reason(Some("N\n")).contains("switched off"));
+    assert!(not_offered_reason(Some("Y\n")).contains("did not offer"));
+}

@@ -18,10 +18,23 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
-    /// Patch 7 (PATCHES.md): serve over FUSE-over-io_uring (kernel 6.14+, with
-    /// `/sys/module/fuse/parameters/enable_uring` on) when the kernel offers it; otherwise
-    /// over `/dev/fuse` reads, with a warning.
-    pub io_uring: bool,
+    /// Patch 7 (PATCHES.md): whether to serve over FUSE-over-io_uring (kernel 6.14+, with
+    /// `/sys/module/fuse/parameters/enable_uring` on) when the kernel offers it.
+    pub io_uring: IoUring,
+}
+
+/// Patch 7 (PATCHES.md): the transport a session asks for.
+#[derive(Debug, Clone, Copy, Default, Eq, PartialEq)]
+pub enum IoUring {
+    /// `/dev/fuse` reads and writes only.
+    #[default]
+    Off,
+    /// FUSE-over-io_uring when the kernel offers it; otherwise `/dev/fuse`, with one line at
+    /// info level saying why (the usual case on a kernel that has it switched off).
+    Auto,
+    /// FUSE-over-io_uring asked for: when the kernel does not offer it, `/dev/fuse`, with a
+    /// warning saying why (as libfuse's `io_uring` option falls back).
+    On,
 }
 
 /// Mount options accepted by the FUSE filesystem type
