@@ -2,7 +2,9 @@
 //! in round trips (a count is deterministic where a timing on a shared machine is not).
 //!
 //! Enabled by `LAYERFS_REQUEST_COUNTS=FILE`: when the session ends, the counts are written
-//! to FILE as `opcode count` lines (and logged at debug level).
+//! to FILE as `opcode count` lines (and logged at debug level). When FILE is a directory,
+//! each daemon writes its own file in it, named by its pid (a program such as podman that
+//! starts many mounts with one environment).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -53,6 +55,10 @@ impl Counts {
         let report = self.report();
         log::debug!("requests:\n{report}");
         if let Some(path) = std::env::var_os(ENV) {
+            let mut path = std::path::PathBuf::from(path);
+            if path.is_dir() {
+                path.push(std::process::id().to_string());
+            }
             if let Err(e) = std::fs::write(&path, report) {
                 log::warn!("writing request counts to {path:?}: {e}");
             }

@@ -1,6 +1,7 @@
-//! Safe wrappers for the process and namespace syscalls of `layerfs run`. Through rustix
-//! but `unshare` (rustix 1.1 offers it only as `unsafe`), the signal mask and `execvpe`
-//! (rustix has neither), each with its SAFETY line.
+//! Safe wrappers for the process and namespace syscalls of `layerfs run`, and a thread's
+//! disk reads. Through rustix but `unshare` (rustix 1.1 offers it only as `unsafe`), the
+//! signal mask, `execvpe` and `getrusage` (rustix has none of them), each with its SAFETY
+//! line.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -278,4 +279,15 @@ pub fn inherited_fd(fd: i32) -> io::Result<OwnedFd> {
     cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
     // SAFETY: the fd is open (above), and the caller says nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Blocks this thread has read from a disk so far (`ru_inblock` of `RUSAGE_THREAD`): a
+/// cache miss shows as a change, however long a busy CPU kept the thread waiting.
+pub fn thread_blocks_read() -> u64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `ru` is a writable rusage that outlives the call; RUSAGE_THREAD cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, ru.as_mut_ptr()) };
+    // SAFETY: zeroed, then filled by the kernel: every field is an integer.
+    let ru = unsafe { ru.assume_init() };
+    ru.ru_inblock as u64
 }

@@ -254,3 +254,30 @@ fn kill_and_waitpid_report_how_a_child_ended_and_reap_any() {
     let pid = child.id() as libc::pid_t;
     assert_eq!(waitpid(-1, 0).unwrap(), Some((pid, Exit::Code(4))));
 }
+
+#[test]
+fn a_read_from_the_disk_counts_in_the_threads_block_reads() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    #[repr(align(4096))]
+    struct Page([u8; 4096]);
+    // O_DIRECT goes past the page cache to the device: a read from the disk every time.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .unwrap();
+    let mut page = Box::new(Page([0; 4096]));
+    let before = thread_blocks_read();
+    assert!(f.read(&mut page.0).unwrap() > 0);
+    assert!(thread_blocks_read() > before);
+    // Another thread's reads are not this one's.
+    let before = thread_blocks_read();
+    let other = std::thread::spawn(move || {
+        let before = thread_blocks_read();
+        assert!(std::os::unix::fs::FileExt::read_at(&f, &mut page.0, 0).unwrap() > 0);
+        thread_blocks_read() > before
+    });
+    assert!(other.join().unwrap());
+    assert_eq!(thread_blocks_read(), before);
+}

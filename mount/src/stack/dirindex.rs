@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::format::{self, Class, DirMarks, Found, Redirect};
 use crate::par;
@@ -380,18 +381,37 @@ impl DirIndex {
         Ok(*e.attr.get_or_init(|| st))
     }
 
-    /// Reads the attributes of entries `from..` that are not cached yet, several at a time:
-    /// on a cold cache each `lstat` waits for the disk, and overlapping them lets the device
-    /// work on several inode reads at once. Errors are left for `attr` to report.
+    /// Reads the attributes of entries `from..` that are not cached yet, several at a time
+    /// when the disk must be read: on a cold cache each `lstat` waits for the disk, and
+    /// overlapping them lets the device work on several inode reads at once. On a warm one
+    /// (a build's base, read a moment ago) an `lstat` costs a microsecond or two and threads
+    /// cost more than they save: 8 spawned per large directory, 219 per walk of a Debian
+    /// base, each waiting its turn on a busy CPU before the reply can go. So the first few
+    /// are read here, and the rest go to threads only when those read the disk (the
+    /// thread's block reads grew), or took long (a lower without a block device: NFS).
+    /// Errors are left for `attr` to report; what is not read here, `attr` reads when asked.
     pub fn prefetch_attrs(&self, from: usize) {
         const MIN_BATCH: usize = 48;
+        const PROBE: usize = 8;
+        // Eight cached `lstat`s take microseconds; a time slice lost to a busy CPU, 4 ms.
+        const SLOW: Duration = Duration::from_millis(8);
         let todo: Vec<&Entry> = self
             .entries
             .iter()
             .skip(from)
             .filter(|e| e.attr.get().is_none())
             .collect();
-        par::map(&todo, MIN_BATCH, |e| drop(self.attr(e)));
+        if todo.len() < MIN_BATCH {
+            return;
+        }
+        let (probe, rest) = todo.split_at(PROBE);
+        let (t, blocks) = (Instant::now(), sys::thread_blocks_read());
+        for e in probe {
+            drop(self.attr(e));
+        }
+        if sys::thread_blocks_read() != blocks || t.elapsed() >= SLOW {
+            par::map(rest, 2, |e| drop(self.attr(e)));
+        }
     }
 
     /// The visible xattrs of entry `e`, read once.
