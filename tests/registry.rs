@@ -725,3 +725,138 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
     eprintln!("EIO after {:?} with the registry gone", started.elapsed());
     assert_eq!(std::fs::read(m.path("etc/motd")).unwrap(), b"lazy\n");
 }
+
+/// `layerfs lazy status --json TARGET`: the first image's layers.
+fn lazy_status(env: &Env, store: &str, target: &str) -> Vec<serde_json::Value> {
+    let v = env.json(&["lazy", "status", "--json", "--store", store, target]);
+    v[0]["layers"].as_array().unwrap().clone()
+}
+
+#[test]
+fn plain_gzip_and_zstd_layers_arrive_whole_under_a_lazy_mount() {
+    if !require_root() {
+        return;
+    }
+    let reg = Registry::start();
+    let h = reg.host();
+    // For the end: a connection that has carried 3 MiB (within the stream's first range)
+    // is cut and the registry killed.
+    let pid = reg.pid();
+    let proxy = Proxy::start(reg.port, 3 << 20, move || kill(pid));
+    let env = Env::new(&[h.clone(), proxy.host()], &[]);
+    let conf = env.path("registries.conf");
+    let root = lazy_rootfs(&env);
+    let upper = format!("upperdir={}", root.display());
+    let want = testkit::tree::snapshot(&root).meta;
+    for (form, compress) in [("gzip-whole", "gzip"), ("zstd-whole", "zstd")] {
+        let scratch = env
+            .path(&format!("scratch-{compress}"))
+            .display()
+            .to_string();
+        let oci = format!("oci:{}:{compress}", env.path("oci").display());
+        ok(
+            env.layerfs(&[
+                "commit",
+                "-o",
+                &upper,
+                "--to",
+                &oci,
+                "--compress",
+                compress,
+                "--store",
+                &scratch,
+            ]),
+            "commit",
+        );
+        let reference = format!("docker://{h}/whole/{compress}:v1");
+        ok(
+            env.layerfs(&[
+                "push",
+                &oci,
+                &reference,
+                "--tls-verify=false",
+                "--store",
+                &scratch,
+            ]),
+            "push",
+        );
+        let digest = layer_digests(&reference, &[]).remove(0);
+        let blob_size = std::fs::metadata(reg.blob_file(&digest)).unwrap().len();
+        let store = env.path(&format!("store-{compress}"));
+        let store = store.to_str().unwrap();
+        let pulled = env.json(&["pull", "--lazy", "--store", store, "--json", &reference]);
+        assert_eq!(pulled["layers"][0]["lazy"], true, "{form}: {pulled}");
+        assert_eq!(
+            reg.bytes_sent(&digest),
+            0,
+            "{form}: the pull fetched the blob: {}",
+            reg.log()
+        );
+        let st = lazy_status(&env, store, &reference);
+        assert_eq!(st[0]["form"], form, "{st:?}");
+        assert_eq!(st[0]["state"], "lazy", "{st:?}");
+        assert_eq!(st[0]["bytes_fetched"], 0, "{st:?}");
+        assert_eq!(st[0]["bytes_total"], blob_size, "{st:?}");
+        // The mount comes up at once; its first lookup waits for the stream to pass.
+        let mp = env.path(&format!("mnt-{compress}"));
+        std::fs::create_dir(&mp).unwrap();
+        let mps = mp.to_str().unwrap();
+        ok(
+            env.layerfs(&["mount", "--lazy", "--store", store, &reference, mps]),
+            "mount --lazy",
+        );
+        let got = testkit::tree::snapshot(&mp);
+        let by_mount = lazy_status(&env, store, mps);
+        ok(env.layerfs(&["umount", mps]), "umount");
+        let mut got = got.meta;
+        let mut want = want.clone();
+        got.remove(Path::new(""));
+        want.remove(Path::new(""));
+        assert_eq!(got.len(), want.len(), "{form}");
+        for (p, w) in &want {
+            assert!(got.get(p) == Some(w), "{form}: {} differs", p.display());
+        }
+        assert_eq!(by_mount[0]["state"], "whole", "{form}: {by_mount:?}");
+        assert_eq!(by_mount[0]["form"], "local", "{form}: {by_mount:?}");
+        // Fetched once, whole; the layer is an ordinary one (no record, a hash list).
+        assert_eq!(reg.bytes_sent(&digest), blob_size, "{form}");
+        assert!(the_lazy_layer(store).is_none(), "{form}: still lazy");
+        ok(env.layerfs(&["verify", "--store", store]), "verify");
+    }
+    // The registry goes away 3 MiB into the stream: lookups answer EIO within the bounded
+    // retry, again and again, never a hang, and the mount stays up.
+    let via = format!("docker://{}/whole/gzip:v1", proxy.host());
+    let store = env.path("store-cut");
+    let store = store.to_str().unwrap();
+    ok(
+        env.layerfs(&["pull", "--lazy", "--store", store, &via]),
+        "pull --lazy through the proxy",
+    );
+    let layer = the_lazy_layer(store).expect("a lazy layer");
+    let m = testkit::Layerfs::mount_with_env(
+        std::slice::from_ref(&layer),
+        &env.path("mnt-cut"),
+        &[],
+        &[("CONTAINERS_REGISTRIES_CONF", &conf)],
+    );
+    let started = std::time::Instant::now();
+    let err = std::fs::metadata(m.path("etc/motd")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(proxy.did_cut(), "the stream was not cut");
+    assert!(started.elapsed().as_secs() < 15, "bounded retries");
+    eprintln!("EIO after {:?} with the registry gone", started.elapsed());
+    let again = std::time::Instant::now();
+    let err = std::fs::read_dir(m.path("")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(
+        again.elapsed().as_secs() < 2,
+        "a failed stream answers at once"
+    );
+    assert!(testkit::mount_type(&env.path("mnt-cut")).is_some_and(|t| t.starts_with("fuse")));
+    testkit::eventually("the daemon logs the reference", || {
+        m.errors_logged().iter().any(|l| l.contains(&proxy.host()))
+    });
+    let st = lazy_status(&env, store, &via);
+    assert_eq!(st[0]["form"], "gzip-whole", "{st:?}");
+    assert_eq!(st[0]["state"], "fetching", "{st:?}");
+}

@@ -312,3 +312,40 @@ pub fn open_lazy(
         }
     }
 }
+
+/// A layer without a table of contents, to be fetched whole after the pull (a lazy pull's
+/// plain gzip, zstd or tar layer): its diff_id, its blob's record, its compression.
+pub struct WholePull {
+    pub diff_id: Digest,
+    pub source: crate::format::lazy::Source,
+    pub compression: source::Compression,
+}
+
+/// Layer `layer` of `resolved` as a lazy layer arriving whole, when the config gives its
+/// diff_id (the store's name for it) and its media type a compression; `None` otherwise
+/// (it is downloaded as any pull does).
+pub fn open_whole(
+    reference: &Reference,
+    resolved: &Resolved,
+    opts: &super::Options,
+    layer: usize,
+) -> Result<Option<WholePull>> {
+    let d = &resolved.manifest.layers[layer];
+    let Some(diff_id) = resolved.config.diff_ids.get(layer).cloned() else {
+        return Ok(None);
+    };
+    let Some(compression) = d
+        .media_type
+        .as_deref()
+        .and_then(source::Compression::from_media_type)
+    else {
+        return Ok(None);
+    };
+    let blob =
+        crate::lazy::RegistrySource::new(reference.clone(), d.digest()?, d.size, opts.clone());
+    Ok(Some(WholePull {
+        diff_id,
+        source: blob.record(),
+        compression,
+    }))
+}

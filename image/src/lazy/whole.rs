@@ -1,0 +1,412 @@
+//! A lazy layer without a table of contents (a plain gzip, zstd or uncompressed tar blob):
+//! it cannot be read at random, so it is fetched whole, in order, by consecutive range
+//! requests of [`STEP`] bytes, decompressed and unpacked into its store directory as the
+//! bytes arrive, the blob's digest and the tar's diff_id checked at the end. Its tree is
+//! only known once the stream has passed, so a mount shows none of it until then: the
+//! union core waits for it before it builds the root's index (`LazyContent::ensure_trees`,
+//! docs/SEMANTICS.md "Lazy layers").
+//!
+//! ```text
+//! STORE/lazy/<hex>/record     the lazy record, form `gzip-whole`, `zstd-whole` or
+//!                             `tar-whole`, no files: where the blob is
+//! STORE/lazy/<hex>/lock       held (flock, exclusive) by the process streaming the layer
+//! STORE/lazy/<hex>/progress   JSON: bytes of the blob fetched, regular files unpacked
+//! ```
+//!
+//! One process streams a layer at a time (the lock); another that needs it waits for the
+//! lock, then finds the record gone (the layer is whole) or streams it again itself (the
+//! first died: what it unpacked is cleared first). Failures: each range is tried
+//! [`super::layer::ATTEMPTS`] times; then every waiter gets EIO (logged with the reference
+//! and the byte offset) and, in a mount, the stream keeps trying every [`RETRY_PAUSE`]
+//! from where it stopped, so the mount serves the layer once the registry answers again.
+
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use log::{error, info, warn};
+use serde::{Deserialize, Serialize};
+
+use super::range::{FileSource, RangeSource};
+use super::remote::RegistrySource;
+use crate::format::lazy::{self as mark, Record, Source};
+use crate::source::blob::{decompress, Compression, Verify};
+use crate::source::Digest;
+use crate::sys;
+use crate::unpack;
+
+/// Bytes per range request of the stream.
+pub const STEP: u64 = 4 << 20;
+/// How long a mount's stream waits before trying a failed range again.
+pub const RETRY_PAUSE: Duration = Duration::from_secs(2);
+pub const LOCK: &str = "lock";
+pub const PROGRESS: &str = "progress";
+
+/// The record's form for a blob compressed as `c`.
+pub fn form_name(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => "gzip-whole",
+        Compression::Zstd => "zstd-whole",
+        Compression::None => "tar-whole",
+    }
+}
+
+/// The compression a whole form names; `None` for a seekable form.
+pub fn compression_of(form: &str) -> Option<Compression> {
+    match form {
+        "gzip-whole" => Some(Compression::Gzip),
+        "zstd-whole" => Some(Compression::Zstd),
+        "tar-whole" => Some(Compression::None),
+        _ => None,
+    }
+}
+
+/// What the streaming process writes beside the record, for `layerfs lazy status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub fetched: u64,
+    pub size: u64,
+    /// Entries of the tar unpacked so far.
+    pub entries: u64,
+}
+
+/// Makes layer directory `layer_dir` (which must not exist) a lazy layer that arrives
+/// whole from `source`: an empty directory and the record, written first.
+pub fn make(layer_dir: &Path, source: Source, compression: Compression) -> Result<()> {
+    let lazy_dir = mark::dir_for(layer_dir)
+        .ok_or_else(|| anyhow!("{}: not a store layer directory", layer_dir.display()))?;
+    let record = Record {
+        version: mark::VERSION,
+        form: form_name(compression).to_string(),
+        source,
+        toc_digest: String::new(),
+        files: Vec::new(),
+    };
+    std::fs::create_dir_all(&lazy_dir)
+        .with_context(|| format!("creating {}", lazy_dir.display()))?;
+    let tmp = lazy_dir.join(".record.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&record)?)?;
+    std::fs::rename(&tmp, lazy_dir.join(mark::RECORD))?;
+    std::fs::create_dir(layer_dir).with_context(|| format!("creating {}", layer_dir.display()))
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    /// Not started, or being streamed.
+    Coming,
+    /// The last attempt failed (the message); a mount's stream tries again.
+    Failed(String),
+    Whole,
+}
+
+/// The state waiters wait on, shared with the stream's reader.
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn set(&self, s: State) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.changed.notify_all();
+    }
+}
+
+/// A layer arriving whole.
+pub struct WholeLayer {
+    layer_dir: PathBuf,
+    lazy_dir: PathBuf,
+    diff_id: Digest,
+    compression: Compression,
+    record: Source,
+    shared: Arc<Shared>,
+    started: AtomicBool,
+    fetched: Arc<AtomicU64>,
+}
+
+impl WholeLayer {
+    /// The layer of `layer_dir` whose record is `record` (a whole form).
+    pub(super) fn new(layer_dir: &Path, record: Record) -> Result<Arc<WholeLayer>> {
+        let lazy_dir = mark::dir_for(layer_dir)
+            .ok_or_else(|| anyhow!("{}: not a store layer", layer_dir.display()))?;
+        let compression = compression_of(&record.form)
+            .ok_or_else(|| anyhow!("{}: not a whole form", record.form))?;
+        let name = layer_dir.file_name().unwrap_or_default().to_string_lossy();
+        let diff_id = Digest::parse(&format!("sha256:{name}"))
+            .with_context(|| format!("{}: the layer's name", layer_dir.display()))?;
+        Ok(Arc::new(WholeLayer {
+            layer_dir: layer_dir.to_path_buf(),
+            lazy_dir,
+            diff_id,
+            compression,
+            record: record.source,
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::Coming),
+                changed: Condvar::new(),
+            }),
+            started: AtomicBool::new(false),
+            fetched: Arc::new(AtomicU64::new(0)),
+        }))
+    }
+
+    /// The blob's bytes received so far by this process.
+    pub fn fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
+    }
+
+    /// Starts the stream in a thread of its own (once); a mount's stream never gives up.
+    pub fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("lazy-whole".into())
+            .spawn(move || {
+                let r = me.stream(true);
+                me.set(match r {
+                    Ok(()) => State::Whole,
+                    Err(e) => {
+                        error!("lazy layer {}: {e:#}", me.layer_dir.display());
+                        State::Failed(format!("{e:#}"))
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            self.set(State::Failed(format!("no thread for the stream: {e}")));
+        }
+    }
+
+    fn set(&self, s: State) {
+        self.shared.set(s);
+    }
+
+    /// Returns once the layer is whole, or EIO while its stream is failing. Starts the
+    /// stream if nothing did.
+    pub fn wait(self: &Arc<Self>) -> io::Result<()> {
+        self.start();
+        let mut s = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match &*s {
+                State::Whole => return Ok(()),
+                State::Failed(why) => {
+                    error!(
+                        "lazy layer {}: not there yet ({why}); answering EIO",
+                        self.layer_dir.display()
+                    );
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                State::Coming => {
+                    s = self
+                        .shared
+                        .changed
+                        .wait(s)
+                        .unwrap_or_else(|p| p.into_inner())
+                }
+            }
+        }
+    }
+
+    /// Streams the layer in this thread (tools that read a store layer's files); an error
+    /// after the bounded retry.
+    pub fn fill(&self) -> Result<()> {
+        self.stream(false)
+    }
+
+    /// Takes the layer's lock, then streams it unless another process made it whole
+    /// meanwhile. `persist`: a failed range is tried again every [`RETRY_PAUSE`] (waiters
+    /// meanwhile get EIO) instead of failing the stream.
+    fn stream(&self, persist: bool) -> Result<()> {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.lazy_dir.join(LOCK));
+        let lock = match lock {
+            Ok(f) => f,
+            // The lazy directory went: another process made the layer whole.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).context("opening the layer's lock"),
+        };
+        sys::flock(lock.as_fd(), libc::LOCK_EX).context("locking the lazy layer")?;
+        if !self.lazy_dir.join(mark::RECORD).exists() {
+            return Ok(());
+        }
+        clear_dir(&self.layer_dir)?;
+        let source: Arc<dyn RangeSource> = match &self.record {
+            Source::File { path } => Arc::new(
+                FileSource::open(path).with_context(|| format!("the blob {}", path.display()))?,
+            ),
+            s @ Source::Registry { .. } => {
+                Arc::new(RegistrySource::from_record(s)?.expect("a registry source"))
+            }
+        };
+        let size = source.size()?;
+        let digest = match &self.record {
+            Source::Registry { digest, .. } => Some(Digest::parse(digest)?),
+            Source::File { .. } => None,
+        };
+        let what = source.describe();
+        info!("lazy layer {}: streaming {what}", self.layer_dir.display());
+        self.fetched.store(0, Ordering::Relaxed);
+        let progress_path = self.lazy_dir.join(PROGRESS);
+        let files = Arc::new(AtomicU64::new(0));
+        let reader = Ranges {
+            source,
+            pos: 0,
+            size,
+            persist,
+            fetched: Arc::clone(&self.fetched),
+            buf: Vec::new(),
+            at: 0,
+            on_fail: Box::new({
+                let shared = Arc::clone(&self.shared);
+                move |failed: Option<String>| {
+                    shared.set(match failed {
+                        Some(m) => State::Failed(m),
+                        None => State::Coming,
+                    })
+                }
+            }),
+            progress: Box::new({
+                let files = Arc::clone(&files);
+                move |fetched| {
+                    let p = Progress {
+                        fetched,
+                        size,
+                        entries: files.load(Ordering::Relaxed),
+                    };
+                    if let Ok(b) = serde_json::to_vec(&p) {
+                        let _ = std::fs::write(&progress_path, b);
+                    }
+                }
+            }),
+        };
+        let raw: Box<dyn Read + Send> = match digest {
+            Some(d) => Box::new(Verify::new(reader, d, "blob")),
+            None => Box::new(reader),
+        };
+        let (plain, _) = decompress(raw, Some(self.compression))
+            .with_context(|| format!("{what}: reading its start"))?;
+        let mut tar = Verify::new(plain, self.diff_id.clone(), "uncompressed layer (diff_id)");
+        let root = sys::open_host_dir(&self.layer_dir)?;
+        let opts = unpack::Options::for_this_process();
+        let stats = unpack::unpack_counting(&mut tar, root.as_fd(), &opts, &files)
+            .with_context(|| format!("unpacking {what}"))?;
+        io::copy(&mut tar, &mut io::sink()).with_context(|| format!("reading {what}"))?;
+        let fetched = self.fetched();
+        if fetched != size {
+            bail!("{what}: the compressed stream ended at byte {fetched} of {size}");
+        }
+        // What `verify` and `-o verify` check the layer against, as for any store layer.
+        let list =
+            crate::verify::hash_list_of(&self.layer_dir).context("hashing the layer's files")?;
+        list.store(&self.layer_dir)
+            .with_context(|| format!("writing the hash list of {}", self.layer_dir.display()))?;
+        std::fs::remove_dir_all(&self.lazy_dir)
+            .with_context(|| format!("removing {}", self.lazy_dir.display()))?;
+        info!(
+            "lazy layer {}: whole ({} entries, {size} bytes of blob); an ordinary layer now",
+            self.layer_dir.display(),
+            stats.entries
+        );
+        drop(lock);
+        Ok(())
+    }
+}
+
+/// Removes everything inside `dir` (what a stream that died left).
+fn clear_dir(dir: &Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        crate::store::remove_tree(&e?.path())?;
+    }
+    Ok(())
+}
+
+/// The blob read in order by range requests of [`STEP`] bytes, each tried
+/// [`super::layer::ATTEMPTS`] times.
+struct Ranges {
+    source: Arc<dyn RangeSource>,
+    pos: u64,
+    size: u64,
+    persist: bool,
+    fetched: Arc<AtomicU64>,
+    /// The last range, and how much of it was read.
+    buf: Vec<u8>,
+    at: usize,
+    /// Told when the stream starts failing (the message) and when it recovers (`None`).
+    on_fail: Box<dyn Fn(Option<String>) + Send>,
+    progress: Box<dyn Fn(u64) + Send>,
+}
+
+impl Ranges {
+    fn next_range(&mut self) -> io::Result<Vec<u8>> {
+        let len = STEP.min(self.size - self.pos);
+        let mut failing = false;
+        loop {
+            let mut last = None;
+            for attempt in 1..=super::layer::ATTEMPTS {
+                match self.source.read_range(self.pos, len) {
+                    Ok(b) => {
+                        if failing {
+                            info!("{}: answering again", self.source.describe());
+                            (self.on_fail)(None);
+                        }
+                        return Ok(b);
+                    }
+                    Err(e) => {
+                        warn!(
+                            "{} bytes {}+{len}: attempt {attempt} of {}: {e}",
+                            self.source.describe(),
+                            self.pos,
+                            super::layer::ATTEMPTS
+                        );
+                        last = Some(e);
+                        if attempt < super::layer::ATTEMPTS {
+                            std::thread::sleep(Duration::from_millis(50 << attempt));
+                        }
+                    }
+                }
+            }
+            let e = last.unwrap_or_else(|| io::Error::other("no attempt"));
+            let msg = format!("{} bytes {}+{len}: {e}", self.source.describe(), self.pos);
+            if !self.persist {
+                return Err(io::Error::new(e.kind(), msg));
+            }
+            if !failing {
+                error!("{msg}; trying again every {RETRY_PAUSE:?}");
+                (self.on_fail)(Some(msg));
+                failing = true;
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        }
+    }
+}
+
+impl Read for Ranges {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if (self.pos >= self.size && self.at == self.buf.len()) || buf.is_empty() {
+            return Ok(0);
+        }
+        // Reads are asked for by the decompressor's buffer (256 KiB); one range request
+        // serves [`STEP`] bytes, kept here until consumed.
+        if self.at == self.buf.len() {
+            self.buf = self.next_range()?;
+            self.at = 0;
+            self.pos += self.buf.len() as u64;
+            let total = self
+                .fetched
+                .fetch_add(self.buf.len() as u64, Ordering::Relaxed)
+                + self.buf.len() as u64;
+            (self.progress)(total);
+        }
+        let n = buf.len().min(self.buf.len() - self.at);
+        buf[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
