@@ -822,6 +822,24 @@ fn plain_gzip_and_zstd_layers_arrive_whole_under_a_lazy_mount() {
         assert_eq!(reg.bytes_sent(&digest), blob_size, "{form}");
         assert!(the_lazy_layer(store).is_none(), "{form}: still lazy");
         ok(env.layerfs(&["verify", "--store", store]), "verify");
+        // `run --lazy docker://REF` pulls and mounts the same way.
+        let store = env.path(&format!("store-run-{compress}"));
+        let store = store.to_str().unwrap();
+        let o = env.layerfs(&[
+            "run",
+            "--lazy",
+            "--store",
+            store,
+            &reference,
+            "--",
+            "cat",
+            "/etc/motd",
+        ]);
+        assert_eq!(ok(&o, "run --lazy"), "lazy\n", "{form}");
+        assert!(
+            the_lazy_layer(store).is_none(),
+            "{form}: still lazy after run"
+        );
     }
     // The registry goes away 3 MiB into the stream: lookups answer EIO within the bounded
     // retry, again and again, never a hang, and the mount stays up.
