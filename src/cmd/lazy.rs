@@ -80,7 +80,7 @@ impl LazyLayers {
     /// background prefetch unless `LAYERFS_LAZY_PREFETCH=0` (tests that count what a read
     /// fetches). Called in the daemon, after the fork.
     pub fn start_prefetch(&self) {
-        let prefetch = !std::env::var_os("LAYERFS_LAZY_PREFETCH").is_some_and(|v| v == "0");
+        let prefetch = std::env::var_os("LAYERFS_LAZY_PREFETCH").is_none_or(|v| v != "0");
         for l in self.0.iter().flatten() {
             match l {
                 AnyLazy::Whole(w) => w.start(),
