@@ -198,7 +198,7 @@ fn pull_resolved(
                 Ok(None) => {
                     // No table of contents: the layer arrives whole, streamed by the first
                     // mount that needs it (docs/SEMANTICS.md, "Lazy layers").
-                    match pull::open_whole(&reference, &resolved, opts, i) {
+                    match pull::open_whole(client, &reference, &resolved, opts, i) {
                         Ok(Some(w)) if !store.has_layer(w.diff_id.as_str()) => {
                             if let Err(e) =
                                 store.add_lazy_whole(w.diff_id.as_str(), w.source, w.compression)
@@ -216,7 +216,12 @@ fn pull_resolved(
                             *m = true;
                         }
                         Ok(_) => {}
-                        Err(e) => return Err(undo(&lazy_ids, e)),
+                        Err(e) => {
+                            return Err(undo(
+                                &lazy_ids,
+                                e.context(format!("{what}: layer {}", i + 1)),
+                            ))
+                        }
                     }
                     continue;
                 }

@@ -43,6 +43,9 @@ use crate::unpack;
 pub const STEP: u64 = 4 << 20;
 /// How long a mount's stream waits before trying a failed range again.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(2);
+/// How long another process streaming the layer may go without progress before a waiter
+/// stops waiting (a tool) or answers EIO meanwhile (a mount).
+pub const STALE: Duration = Duration::from_secs(30);
 pub const LOCK: &str = "lock";
 pub const PROGRESS: &str = "progress";
 
@@ -232,10 +235,13 @@ impl WholeLayer {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e).context("opening the layer's lock"),
         };
-        sys::flock(lock.as_fd(), libc::LOCK_EX).context("locking the lazy layer")?;
+        self.take_lock(&lock, persist)?;
         if !self.lazy_dir.join(mark::RECORD).exists() {
             return Ok(());
         }
+        // A fresh progress file: what a waiting process measures this one's progress by.
+        let progress_path = self.lazy_dir.join(PROGRESS);
+        std::fs::write(&progress_path, serde_json::to_vec(&Progress::default())?)?;
         clear_dir(&self.layer_dir)?;
         let source: Arc<dyn RangeSource> = match &self.record {
             Source::File { path } => Arc::new(
@@ -253,7 +259,6 @@ impl WholeLayer {
         let what = source.describe();
         info!("lazy layer {}: streaming {what}", self.layer_dir.display());
         self.fetched.store(0, Ordering::Relaxed);
-        let progress_path = self.lazy_dir.join(PROGRESS);
         let files = Arc::new(AtomicU64::new(0));
         let reader = Ranges {
             source,
@@ -305,6 +310,9 @@ impl WholeLayer {
         // What `verify` and `-o verify` check the layer against, as for any store layer.
         let list =
             crate::verify::hash_list_of(&self.layer_dir).context("hashing the layer's files")?;
+        if let Some(d) = crate::verity::HashList::path_for(&self.layer_dir).parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
         list.store(&self.layer_dir)
             .with_context(|| format!("writing the hash list of {}", self.layer_dir.display()))?;
         std::fs::remove_dir_all(&self.lazy_dir)
@@ -316,6 +324,47 @@ impl WholeLayer {
         );
         drop(lock);
         Ok(())
+    }
+}
+
+impl WholeLayer {
+    /// Takes the layer's lock, waiting while another process streams it. Waiting is
+    /// bounded by that process's progress: when its progress file has not changed for
+    /// [`STALE`], a tool gives up, and a mount answers EIO meanwhile (and keeps waiting).
+    fn take_lock(&self, lock: &std::fs::File, persist: bool) -> Result<()> {
+        let mut failing = false;
+        loop {
+            match sys::flock(lock.as_fd(), libc::LOCK_EX | libc::LOCK_NB) {
+                Ok(()) => {
+                    if failing {
+                        self.set(State::Coming);
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+                Err(e) => return Err(e).context("locking the lazy layer"),
+            }
+            let moved = std::fs::metadata(self.lazy_dir.join(PROGRESS))
+                .or_else(|_| std::fs::metadata(self.lazy_dir.join(LOCK)))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            let stale = moved.is_none_or(|age| age > STALE);
+            if stale && !persist {
+                bail!("another process is fetching it and has made no progress for {STALE:?}");
+            }
+            if stale != failing {
+                failing = stale;
+                self.set(if stale {
+                    State::Failed(format!(
+                        "another process is fetching it and has made no progress for {STALE:?}"
+                    ))
+                } else {
+                    State::Coming
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 

@@ -323,8 +323,11 @@ pub struct WholePull {
 
 /// Layer `layer` of `resolved` as a lazy layer arriving whole, when the config gives its
 /// diff_id (the store's name for it) and its media type a compression; `None` otherwise
-/// (it is downloaded as any pull does).
+/// (it is downloaded as any pull does). The registry is asked whether it has the blob (a
+/// HEAD request), so a pull fails now, not a mount later, for a blob that is not there;
+/// its bytes are checked when they are streamed.
 pub fn open_whole(
+    client: &Client,
     reference: &Reference,
     resolved: &Resolved,
     opts: &super::Options,
@@ -341,8 +344,11 @@ pub fn open_whole(
     else {
         return Ok(None);
     };
-    let blob =
-        crate::lazy::RegistrySource::new(reference.clone(), d.digest()?, d.size, opts.clone());
+    let digest = d.digest()?;
+    if !client.has_blob(&reference.repo, &digest, false)? {
+        bail!("blob {digest}: not in the registry");
+    }
+    let blob = crate::lazy::RegistrySource::new(reference.clone(), digest, d.size, opts.clone());
     Ok(Some(WholePull {
         diff_id,
         source: blob.record(),
