@@ -912,4 +912,36 @@ fn plain_gzip_and_zstd_layers_arrive_whole_under_a_lazy_mount() {
     let st = lazy_status(&env, store, &via);
     assert_eq!(st[0]["form"], "gzip-whole", "{st:?}");
     assert_eq!(st[0]["state"], "fetching", "{st:?}");
+    drop(m);
+    // A registry that is down when the mount starts and comes back: EIO meanwhile, then the
+    // stream goes on and the mount shows the layer, every byte.
+    let mut reg = reg;
+    reg.start_again();
+    let reference = format!("docker://{h}/whole/zstd:v1");
+    let store = env.path("store-back");
+    let store = store.to_str().unwrap();
+    ok(
+        env.layerfs(&["pull", "--lazy", "--store", store, &reference]),
+        "pull --lazy",
+    );
+    let layer = the_lazy_layer(store).expect("a lazy layer");
+    reg.stop();
+    let m = testkit::Layerfs::mount_with_env(
+        std::slice::from_ref(&layer),
+        &env.path("mnt-back"),
+        &[],
+        &[("CONTAINERS_REGISTRIES_CONF", &conf)],
+    );
+    let err = std::fs::metadata(m.path("etc/motd")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    reg.start_again();
+    testkit::eventually("the layer once the registry is back", || {
+        std::fs::metadata(m.path("etc/motd")).is_ok()
+    });
+    let mut got = testkit::tree::snapshot(&m.path("")).meta;
+    got.remove(Path::new(""));
+    let mut want = want;
+    want.remove(Path::new(""));
+    assert_eq!(got, want);
+    assert!(the_lazy_layer(store).is_none(), "still lazy");
 }
