@@ -110,11 +110,15 @@ enum State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// The current failure was logged with a request's EIO (once per failure, not per
+    /// request).
+    reported: AtomicBool,
 }
 
 impl Shared {
     fn set(&self, s: State) {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        self.reported.store(false, Ordering::Release);
         self.changed.notify_all();
     }
 }
@@ -150,6 +154,7 @@ impl WholeLayer {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::Coming),
                 changed: Condvar::new(),
+                reported: AtomicBool::new(false),
             }),
             started: AtomicBool::new(false),
             fetched: Arc::new(AtomicU64::new(0)),
@@ -197,10 +202,12 @@ impl WholeLayer {
             match &*s {
                 State::Whole => return Ok(()),
                 State::Failed(why) => {
-                    error!(
-                        "lazy layer {}: not there yet ({why}); answering EIO",
-                        self.layer_dir.display()
-                    );
+                    if !self.shared.reported.swap(true, Ordering::AcqRel) {
+                        error!(
+                            "lazy layer {}: not there yet ({why}); answering EIO while it fails",
+                            self.layer_dir.display()
+                        );
+                    }
                     return Err(io::Error::from_raw_os_error(libc::EIO));
                 }
                 State::Coming => {
@@ -260,14 +267,11 @@ impl WholeLayer {
         info!("lazy layer {}: streaming {what}", self.layer_dir.display());
         self.fetched.store(0, Ordering::Relaxed);
         let files = Arc::new(AtomicU64::new(0));
-        let reader = Ranges {
+        let mut reader = Fetcher {
             source,
             pos: 0,
             size,
             persist,
-            fetched: Arc::clone(&self.fetched),
-            buf: Vec::new(),
-            at: 0,
             on_fail: Box::new({
                 let shared = Arc::clone(&self.shared);
                 move |failed: Option<String>| {
@@ -277,20 +281,23 @@ impl WholeLayer {
                     })
                 }
             }),
-            progress: Box::new({
-                let files = Arc::clone(&files);
-                move |fetched| {
-                    let p = Progress {
-                        fetched,
-                        size,
-                        entries: files.load(Ordering::Relaxed),
-                    };
-                    if let Ok(b) = serde_json::to_vec(&p) {
-                        let _ = std::fs::write(&progress_path, b);
-                    }
+        }
+        .start()
+        .context("starting the fetching thread")?;
+        reader.fetched = Arc::clone(&self.fetched);
+        reader.progress = Box::new({
+            let files = Arc::clone(&files);
+            move |fetched| {
+                let p = Progress {
+                    fetched,
+                    size,
+                    entries: files.load(Ordering::Relaxed),
+                };
+                if let Ok(b) = serde_json::to_vec(&p) {
+                    let _ = std::fs::write(&progress_path, b);
                 }
-            }),
-        };
+            }
+        });
         let raw: Box<dyn Read + Send> = match digest {
             Some(d) => Box::new(Verify::new(reader, d, "blob")),
             None => Box::new(reader),
@@ -376,23 +383,50 @@ fn clear_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The blob read in order by range requests of [`STEP`] bytes, each tried
-/// [`super::layer::ATTEMPTS`] times.
-struct Ranges {
+/// How many ranges the fetching thread may get ahead of the unpacking (the network and
+/// the decompression and unpacking overlap).
+const AHEAD: usize = 2;
+
+/// Fetches the blob in order by range requests of [`STEP`] bytes, each tried
+/// [`super::layer::ATTEMPTS`] times, in a thread of its own that stays [`AHEAD`] ranges
+/// ahead of the reader.
+struct Fetcher {
     source: Arc<dyn RangeSource>,
     pos: u64,
     size: u64,
     persist: bool,
-    fetched: Arc<AtomicU64>,
-    /// The last range, and how much of it was read.
-    buf: Vec<u8>,
-    at: usize,
     /// Told when the stream starts failing (the message) and when it recovers (`None`).
     on_fail: Box<dyn Fn(Option<String>) + Send>,
-    progress: Box<dyn Fn(u64) + Send>,
 }
 
-impl Ranges {
+impl Fetcher {
+    /// Starts the thread; the reader gets the ranges in order, then the channel closes.
+    fn start(mut self) -> io::Result<Ranges> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
+        std::thread::Builder::new()
+            .name("lazy-whole-fetch".into())
+            .spawn(move || {
+                while self.pos < self.size {
+                    let r = self.next_range();
+                    let failed = r.is_err();
+                    if let Ok(b) = &r {
+                        self.pos += b.len() as u64;
+                    }
+                    // A reader that stopped (a bad blob) drops its end: stop too.
+                    if tx.send(r).is_err() || failed {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Ranges {
+            rx,
+            buf: Vec::new(),
+            at: 0,
+            fetched: Arc::new(AtomicU64::new(0)),
+            progress: Box::new(|_| {}),
+        })
+    }
+
     fn next_range(&mut self) -> io::Result<Vec<u8>> {
         let len = STEP.min(self.size - self.pos);
         let mut failing = false;
@@ -436,21 +470,32 @@ impl Ranges {
     }
 }
 
+/// The blob's bytes in order, as the fetching thread delivers them.
+struct Ranges {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    /// The last range, and how much of it was read.
+    buf: Vec<u8>,
+    at: usize,
+    fetched: Arc<AtomicU64>,
+    progress: Box<dyn Fn(u64) + Send>,
+}
+
 impl Read for Ranges {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if (self.pos >= self.size && self.at == self.buf.len()) || buf.is_empty() {
+        if buf.is_empty() {
             return Ok(0);
         }
         // Reads are asked for by the decompressor's buffer (256 KiB); one range request
         // serves [`STEP`] bytes, kept here until consumed.
         if self.at == self.buf.len() {
-            self.buf = self.next_range()?;
+            match self.rx.recv() {
+                // The channel closed: every range was delivered.
+                Err(_) => return Ok(0),
+                Ok(r) => self.buf = r?,
+            }
             self.at = 0;
-            self.pos += self.buf.len() as u64;
-            let total = self
-                .fetched
-                .fetch_add(self.buf.len() as u64, Ordering::Relaxed)
-                + self.buf.len() as u64;
+            let n = self.buf.len() as u64;
+            let total = self.fetched.fetch_add(n, Ordering::Relaxed) + n;
             (self.progress)(total);
         }
         let n = buf.len().min(self.buf.len() - self.at);
