@@ -1,9 +1,10 @@
 //! A lazy layer without a table of contents (a plain gzip, zstd or uncompressed tar blob):
-//! it cannot be read at random, so it is fetched whole, in order, by consecutive range
-//! requests of [`STEP`] bytes, decompressed and unpacked into its store directory as the
-//! bytes arrive, the blob's digest and the tar's diff_id checked at the end. Its tree is
-//! only known once the stream has passed, so a mount shows none of it until then: the
-//! union core waits for it before it builds the root's index (`LazyContent::ensure_trees`,
+//! it cannot be read at random, so it is fetched whole, in order, as one stream (one GET of
+//! a registry's blob, asked again with `Range` from the byte reached when it breaks), by a
+//! thread a few pieces ahead of the decompression and unpacking into its store directory;
+//! the blob's digest and the tar's diff_id are checked at the end. Its tree is only known
+//! once the stream has passed, so a mount shows none of it until then: the union core waits
+//! for it before it builds the root's index (`LazyContent::ensure_trees`,
 //! docs/SEMANTICS.md "Lazy layers").
 //!
 //! ```text
@@ -15,10 +16,11 @@
 //!
 //! One process streams a layer at a time (the lock); another that needs it waits for the
 //! lock, then finds the record gone (the layer is whole) or streams it again itself (the
-//! first died: what it unpacked is cleared first). Failures: each range is tried
-//! [`super::layer::ATTEMPTS`] times; then every waiter gets EIO (logged with the reference
-//! and the byte offset) and, in a mount, the stream keeps trying every [`RETRY_PAUSE`]
-//! from where it stopped, so the mount serves the layer once the registry answers again.
+//! first died: what it unpacked is cleared first). Failures: [`super::layer::ATTEMPTS`]
+//! attempts in a row without progress; then every waiter gets EIO (logged with the
+//! reference and the byte offset) and, in a mount, the stream keeps trying every
+//! [`RETRY_PAUSE`] from where it stopped, so the mount serves the layer once the registry
+//! answers again.
 
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -39,7 +41,8 @@ use crate::source::Digest;
 use crate::sys;
 use crate::unpack;
 
-/// Bytes per range request of the stream.
+/// Bytes per piece handed from the fetching thread to the unpacking (and per progress
+/// report).
 pub const STEP: u64 = 4 << 20;
 /// How long a mount's stream waits before trying a failed range again.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(2);
@@ -272,6 +275,7 @@ impl WholeLayer {
             pos: 0,
             size,
             persist,
+            failing: false,
             on_fail: Box::new({
                 let shared = Arc::clone(&self.shared);
                 move |failed: Option<String>| {
@@ -383,41 +387,42 @@ fn clear_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How many ranges the fetching thread may get ahead of the unpacking (the network and
+/// How many pieces the fetching thread may get ahead of the unpacking (the network and
 /// the decompression and unpacking overlap).
 const AHEAD: usize = 2;
 
-/// Fetches the blob in order by range requests of [`STEP`] bytes, each tried
-/// [`super::layer::ATTEMPTS`] times, in a thread of its own that stays [`AHEAD`] ranges
-/// ahead of the reader.
+/// Fetches the blob in order in a thread of its own, [`AHEAD`] pieces of [`STEP`] bytes
+/// ahead of the reader: one stream ([`RangeSource::stream_from`], one request for a
+/// registry), opened again from the byte reached when it breaks; [`super::layer::ATTEMPTS`]
+/// attempts in a row without progress, then the stream fails (a tool) or is tried again
+/// every [`RETRY_PAUSE`] while waiters get EIO (a mount).
 struct Fetcher {
     source: Arc<dyn RangeSource>,
     pos: u64,
     size: u64,
     persist: bool,
+    /// The stream is failing (waiters were told).
+    failing: bool,
     /// Told when the stream starts failing (the message) and when it recovers (`None`).
     on_fail: Box<dyn Fn(Option<String>) + Send>,
 }
 
+/// Why [`Fetcher::pump`] stopped.
+enum Stop {
+    /// The reader is gone (it met a bad blob): nothing more to do.
+    Reader,
+    Failed(io::Error),
+}
+
+type Piece = io::Result<Vec<u8>>;
+
 impl Fetcher {
-    /// Starts the thread; the reader gets the ranges in order, then the channel closes.
-    fn start(mut self) -> io::Result<Ranges> {
+    /// Starts the thread; the reader gets the pieces in order, then the channel closes.
+    fn start(self) -> io::Result<Ranges> {
         let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
         std::thread::Builder::new()
             .name("lazy-whole-fetch".into())
-            .spawn(move || {
-                while self.pos < self.size {
-                    let r = self.next_range();
-                    let failed = r.is_err();
-                    if let Ok(b) = &r {
-                        self.pos += b.len() as u64;
-                    }
-                    // A reader that stopped (a bad blob) drops its end: stop too.
-                    if tx.send(r).is_err() || failed {
-                        return;
-                    }
-                }
-            })?;
+            .spawn(move || self.run(&tx))?;
         Ok(Ranges {
             rx,
             buf: Vec::new(),
@@ -427,46 +432,74 @@ impl Fetcher {
         })
     }
 
-    fn next_range(&mut self) -> io::Result<Vec<u8>> {
-        let len = STEP.min(self.size - self.pos);
-        let mut failing = false;
-        loop {
-            let mut last = None;
-            for attempt in 1..=super::layer::ATTEMPTS {
-                match self.source.read_range(self.pos, len) {
-                    Ok(b) => {
-                        if failing {
-                            info!("{}: answering again", self.source.describe());
-                            (self.on_fail)(None);
-                        }
-                        return Ok(b);
-                    }
-                    Err(e) => {
-                        warn!(
-                            "{} bytes {}+{len}: attempt {attempt} of {}: {e}",
-                            self.source.describe(),
-                            self.pos,
-                            super::layer::ATTEMPTS
-                        );
-                        last = Some(e);
-                        if attempt < super::layer::ATTEMPTS {
-                            std::thread::sleep(Duration::from_millis(50 << attempt));
-                        }
-                    }
-                }
+    fn run(mut self, tx: &std::sync::mpsc::SyncSender<Piece>) {
+        let mut stalls = 0;
+        while self.pos < self.size {
+            let before = self.pos;
+            let e = match self.pump(tx) {
+                Ok(()) => continue,
+                Err(Stop::Reader) => return,
+                Err(Stop::Failed(e)) => e,
+            };
+            stalls = if self.pos > before { 1 } else { stalls + 1 };
+            let msg = format!("{} from byte {}: {e}", self.source.describe(), self.pos);
+            if stalls < super::layer::ATTEMPTS {
+                warn!("{msg} (attempt {stalls} of {})", super::layer::ATTEMPTS);
+                std::thread::sleep(Duration::from_millis(50 << stalls));
+                continue;
             }
-            let e = last.unwrap_or_else(|| io::Error::other("no attempt"));
-            let msg = format!("{} bytes {}+{len}: {e}", self.source.describe(), self.pos);
             if !self.persist {
-                return Err(io::Error::new(e.kind(), msg));
+                let _ = tx.send(Err(io::Error::new(e.kind(), msg)));
+                return;
             }
-            if !failing {
+            if !self.failing {
                 error!("{msg}; trying again every {RETRY_PAUSE:?}");
                 (self.on_fail)(Some(msg));
-                failing = true;
+                self.failing = true;
             }
             std::thread::sleep(RETRY_PAUSE);
         }
+    }
+
+    /// Reads the blob from `pos` on through one stream, sending it in pieces.
+    fn pump(&mut self, tx: &std::sync::mpsc::SyncSender<Piece>) -> Result<(), Stop> {
+        let source = Arc::clone(&self.source);
+        let mut r = source.stream_from(self.pos).map_err(Stop::Failed)?;
+        while self.pos < self.size {
+            let want = STEP.min(self.size - self.pos) as usize;
+            let mut buf = vec![0u8; want];
+            let mut got = 0;
+            let broke = loop {
+                if got == want {
+                    break None;
+                }
+                match r.read(&mut buf[got..]) {
+                    Ok(0) => {
+                        break Some(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            format!("the blob ended before its {} bytes", self.size),
+                        ))
+                    }
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Some(e),
+                }
+            };
+            if got > 0 {
+                buf.truncate(got);
+                self.pos += got as u64;
+                if self.failing {
+                    info!("{}: answering again", self.source.describe());
+                    (self.on_fail)(None);
+                    self.failing = false;
+                }
+                tx.send(Ok(buf)).map_err(|_| Stop::Reader)?;
+            }
+            if let Some(e) = broke {
+                return Err(Stop::Failed(e));
+            }
+        }
+        Ok(())
     }
 }
 
