@@ -405,6 +405,8 @@ fn plain_gzip_and_zstd_layers_arrive_whole_under_a_lazy_mount() {
         assert_eq!(st[0]["state"], "lazy", "{st:?}");
         assert_eq!(st[0]["bytes_fetched"], 0, "{st:?}");
         assert_eq!(st[0]["bytes_total"], blob_size, "{st:?}");
+        let images = env.json(&["images", "--json", "--store", store]);
+        assert_eq!(images[0]["lazy_layers"][0]["form"], form, "{images}");
         // The mount comes up at once; its first lookup waits for the stream to pass.
         let mp = env.path(&format!("mnt-{compress}"));
         std::fs::create_dir(&mp).unwrap();
