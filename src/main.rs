@@ -191,7 +191,8 @@ pub struct RunArgs {
     store: cmd::imagecmd::StoreArgs,
     /// With a docker:// IMAGE the store lacks: pull it lazily (as `pull --lazy`): layers
     /// in zstd:chunked or eStargz form are mounted from their table of contents, each file
-    /// fetched from the registry when first read.
+    /// fetched from the registry when first read; plain gzip or zstd layers are streamed in
+    /// while mounted, the first lookup waiting for them.
     #[arg(long = "lazy")]
     pub lazy_pull: bool,
     /// The container's hostname.
@@ -286,7 +287,8 @@ pub struct MountArgs {
     store: cmd::imagecmd::StoreArgs,
     /// With a docker:// IMAGE the store lacks: pull it lazily (as `pull --lazy`): layers
     /// in zstd:chunked or eStargz form are mounted from their table of contents, each file
-    /// fetched from the registry when first read.
+    /// fetched from the registry when first read; plain gzip or zstd layers are streamed in
+    /// while mounted, the first lookup waiting for them.
     #[arg(long = "lazy")]
     pub lazy_pull: bool,
 }
