@@ -432,6 +432,17 @@ fn plain_gzip_and_zstd_layers_arrive_whole_under_a_lazy_mount() {
         assert_eq!(reg.bytes_sent(&digest), blob_size, "{form}");
         assert!(the_lazy_layer(store).is_none(), "{form}: still lazy");
         ok(env.layerfs(&["verify", "--store", store]), "verify");
+        // The blob is kept as it came, as a full pull keeps it: a push sends the same one.
+        let again = format!("docker://{h}/whole/{compress}-again:v1");
+        ok(
+            env.layerfs(&["push", &reference, &again, "--store", store]),
+            "push",
+        );
+        assert_eq!(
+            layer_digests(&again, &[]),
+            std::slice::from_ref(&digest),
+            "{form}"
+        );
         // `run --lazy docker://REF` pulls and mounts the same way.
         let store = env.path(&format!("store-run-{compress}"));
         let store = store.to_str().unwrap();

@@ -302,9 +302,35 @@ impl WholeLayer {
                 }
             }
         });
-        let raw: Box<dyn Read + Send> = match digest {
-            Some(d) => Box::new(Verify::new(reader, d, "blob")),
-            None => Box::new(reader),
+        // A registry's compressed blob is kept as it came (`kept.rs`), as a full pull keeps
+        // it, so a push of the image sends the same bytes; written beside the stream.
+        let store_root = self
+            .layer_dir
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| anyhow!("{}: no store around it", self.layer_dir.display()))?
+            .to_path_buf();
+        let keep = match (&digest, self.compression) {
+            (Some(_), Compression::Gzip | Compression::Zstd) => Some(
+                tempfile::Builder::new()
+                    .prefix(&crate::store::Store::tmp_prefix("whole"))
+                    .tempfile_in(store_root.join("tmp"))
+                    .context("creating a file for the kept blob")?,
+            ),
+            _ => None,
+        };
+        let raw: Box<dyn Read + Send> = match (&digest, &keep) {
+            (Some(d), Some(k)) => Box::new(Verify::new(
+                Tee {
+                    inner: reader,
+                    // Unbuffered: the decompressor reads 256 KiB at a time.
+                    out: k.reopen()?,
+                },
+                d.clone(),
+                "blob",
+            )),
+            (Some(d), None) => Box::new(Verify::new(reader, d.clone(), "blob")),
+            (None, _) => Box::new(reader),
         };
         let (plain, _) = decompress(raw, Some(self.compression))
             .with_context(|| format!("{what}: reading its start"))?;
@@ -326,6 +352,14 @@ impl WholeLayer {
         }
         list.store(&self.layer_dir)
             .with_context(|| format!("writing the hash list of {}", self.layer_dir.display()))?;
+        if let (Some(d), Some(k)) = (&digest, keep) {
+            let name = self.layer_dir.file_name().unwrap_or_default();
+            let (_, path) = k.keep().context("keeping the blob")?;
+            let mut staged =
+                crate::kept::stage_file(&store_root.join("tmp"), &path, d, Some(self.compression))?;
+            staged.seal(self.diff_id.as_str(), &self.layer_dir)?;
+            staged.publish(&store_root.join("kept").join(name))?;
+        }
         std::fs::remove_dir_all(&self.lazy_dir)
             .with_context(|| format!("removing {}", self.lazy_dir.display()))?;
         info!(
@@ -534,6 +568,20 @@ impl Read for Ranges {
         let n = buf.len().min(self.buf.len() - self.at);
         buf[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
         self.at += n;
+        Ok(n)
+    }
+}
+
+/// Passes the blob's bytes through, writing them to `out` too (the kept copy).
+struct Tee<R, W: io::Write> {
+    inner: R,
+    out: W,
+}
+
+impl<R: Read, W: io::Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out.write_all(&buf[..n])?;
         Ok(n)
     }
 }
