@@ -63,7 +63,9 @@ impl super::Union {
     /// Fetches lower files of lazy layers before their data is read or copied up.
     pub fn set_lazy(&mut self, lazy: Lazy) {
         if lazy.whole {
-            self.lowers.set_gate(Arc::clone(&lazy.content));
+            let content = Arc::clone(&lazy.content);
+            self.lowers
+                .set_gate(Arc::new(move || content.ensure_trees()));
         }
         self.lazy = Some(lazy);
     }

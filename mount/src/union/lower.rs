@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use super::lazy::LazyContent;
 use crate::stack::dirindex::{Candidate, DirIndex, Entry, Kind};
 use crate::stack::{Ino, Stack};
 use crate::sys::Stat;
@@ -44,6 +43,9 @@ fn split(rel: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// What the root's index waits for before it is built (see [`LowerTree::set_gate`]).
+pub type Gate = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
+
 /// Lower directory indexes by path, each with the time it was built.
 #[derive(Default)]
 pub struct LowerTree {
@@ -52,8 +54,9 @@ pub struct LowerTree {
     max_age: Option<Duration>,
     /// A refresh dropped the indexes: the lowers changed behind the mount.
     refreshed: AtomicBool,
-    /// Layers that arrive whole: the root's index waits for their trees (`lazy.rs`).
-    gate: OnceLock<Arc<dyn LazyContent>>,
+    /// Layers that arrive whole: the root's index waits for their trees (`lazy.rs`), or
+    /// answers the error this returns.
+    gate: OnceLock<Gate>,
 }
 
 /// One lower entry: its parent's index and its position there.
@@ -95,7 +98,7 @@ impl LowerTree {
 
     /// The root's index (every other one descends from it) is built only once `gate` says
     /// the layers that arrive whole are there.
-    pub fn set_gate(&self, gate: Arc<dyn LazyContent>) {
+    pub fn set_gate(&self, gate: Gate) {
         let _ = self.gate.set(gate);
     }
 
@@ -124,7 +127,7 @@ impl LowerTree {
         }
         let built = if rel == b"." {
             if let Some(g) = self.gate.get() {
-                g.ensure_trees()?;
+                g()?;
             }
             // The kernel ignores opaque marks on layer roots.
             DirIndex::build(c".".to_owned(), Candidate::roots(stack)?, false)?
