@@ -136,6 +136,8 @@ pub struct WholeLayer {
     shared: Arc<Shared>,
     started: AtomicBool,
     fetched: Arc<AtomicU64>,
+    /// The blob from elsewhere than its record says (tests).
+    given: Option<Arc<dyn RangeSource>>,
 }
 
 impl WholeLayer {
@@ -161,7 +163,20 @@ impl WholeLayer {
             }),
             started: AtomicBool::new(false),
             fetched: Arc::new(AtomicU64::new(0)),
+            given: None,
         }))
+    }
+
+    /// The layer `layer_dir` (arriving whole) reading its blob from `source` (tests).
+    pub fn open_with(layer_dir: &Path, source: Arc<dyn RangeSource>) -> Result<WholeLayer> {
+        let lazy_dir = mark::dir_for(layer_dir)
+            .ok_or_else(|| anyhow!("{}: not a store layer", layer_dir.display()))?;
+        let record = super::layer::read_record(&lazy_dir)?
+            .ok_or_else(|| anyhow!("{}: not a lazy layer", layer_dir.display()))?;
+        let l = Self::new(layer_dir, record)?;
+        let mut l = Arc::try_unwrap(l).map_err(|_| anyhow!("shared"))?;
+        l.given = Some(source);
+        Ok(l)
     }
 
     /// The blob's bytes received so far by this process.
@@ -254,6 +269,7 @@ impl WholeLayer {
         std::fs::write(&progress_path, serde_json::to_vec(&Progress::default())?)?;
         clear_dir(&self.layer_dir)?;
         let source: Arc<dyn RangeSource> = match &self.record {
+            _ if self.given.is_some() => Arc::clone(self.given.as_ref().expect("given")),
             Source::File { path } => Arc::new(
                 FileSource::open(path).with_context(|| format!("the blob {}", path.display()))?,
             ),
