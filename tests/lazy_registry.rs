@@ -233,6 +233,32 @@ fn a_lazy_pull_fetches_the_toc_and_a_run_only_what_it_reads() {
     });
     drop(m);
     std::fs::write(&file, &good).unwrap();
+    // Served right, the two kinds in one stack: the eStargz layer's files fetched when
+    // read, the gzip one streamed whole before the first lookup.
+    let store = env.path("store-mixed");
+    let store = store.to_str().unwrap();
+    let o = Command::new(BIN)
+        .envs(no_prefetch)
+        .env("CONTAINERS_REGISTRIES_CONF", env.path("registries.conf"))
+        .env("HOME", env.path("home"))
+        .args([
+            "run",
+            "--lazy",
+            "--store",
+            store,
+            &two,
+            "--",
+            "cat",
+            "/etc/two",
+            "/etc/motd",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(ok(&o, "run --lazy of two kinds"), "two\nlazy\n");
+    let st = lazy_status(&env, store, &two);
+    assert_eq!(st[0]["form"], "estargz", "{st:?}");
+    assert_eq!(st[1]["form"], "local", "{st:?}");
     // A lazy pull that fails after making a lazy layer (its second layer's blob is gone
     // from the registry) leaves nothing in the store.
     std::fs::remove_file(&file).unwrap();
