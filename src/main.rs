@@ -125,6 +125,9 @@ enum Cmd {
     Push(cmd::push::PushArgs),
     /// List the images of the layer store.
     Images(cmd::images::ImagesArgs),
+    /// Lazily pulled layers: `lazy status [MOUNT|IMAGE] [--json]` says which layers are
+    /// lazy and how far each is fetched.
+    Lazy(cmd::lazy_status::LazyArgs),
     /// Remove images from the layer store, and the layers no other image uses.
     Rmi(cmd::rmi::RmiArgs),
     /// Squash an image or a stack into one layer: its merged view, nothing hidden.
@@ -192,7 +195,8 @@ pub struct RunArgs {
     store: cmd::imagecmd::StoreArgs,
     /// With a docker:// IMAGE the store lacks: pull it lazily (as `pull --lazy`): layers
     /// in zstd:chunked or eStargz form are mounted from their table of contents, each file
-    /// fetched from the registry when first read.
+    /// fetched from the registry when first read; plain gzip or zstd layers are streamed in
+    /// while mounted, the first lookup waiting for them.
     #[arg(long = "lazy")]
     pub lazy_pull: bool,
     /// The container's hostname.
@@ -287,7 +291,8 @@ pub struct MountArgs {
     store: cmd::imagecmd::StoreArgs,
     /// With a docker:// IMAGE the store lacks: pull it lazily (as `pull --lazy`): layers
     /// in zstd:chunked or eStargz form are mounted from their table of contents, each file
-    /// fetched from the registry when first read.
+    /// fetched from the registry when first read; plain gzip or zstd layers are streamed in
+    /// while mounted, the first lookup waiting for them.
     #[arg(long = "lazy")]
     pub lazy_pull: bool,
 }
@@ -394,6 +399,7 @@ fn main() -> ExitCode {
         Some(Cmd::Pull(a)) => Some(cmd::pull::run(a)),
         Some(Cmd::Push(a)) => Some(cmd::push::run(a)),
         Some(Cmd::Images(a)) => Some(cmd::images::run(a)),
+        Some(Cmd::Lazy(a)) => Some(cmd::lazy_status::run(a)),
         Some(Cmd::Rmi(a)) => Some(cmd::rmi::run(a)),
         Some(Cmd::Commit(a)) => Some(cmd::commit::run(a)),
         Some(Cmd::Squash(a)) => Some(cmd::squash::run(a)),

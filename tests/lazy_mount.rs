@@ -356,3 +356,57 @@ fn concurrent_first_reads_of_one_file_fetch_it_once() {
     assert_eq!(done_marks(&layer), 1);
     m.assert_no_errors_logged();
 }
+
+#[test]
+fn a_layer_arriving_whole_shows_its_tree_only_once_whole_to_every_mount_of_it() {
+    if !require_root() {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("lazy-whole")
+        .tempdir()
+        .unwrap();
+    let src = source_tree(tmp.path());
+    let b = blob(tmp.path(), &src, "gzip");
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | sha256sum", b.display()))
+        .output()
+        .unwrap();
+    let diff_id = ok(&o, "sha256sum")[..64].to_string();
+    let layer = tmp.path().join("store/layers").join(&diff_id);
+    std::fs::create_dir_all(layer.parent().unwrap()).unwrap();
+    let source = Source::File { path: b.clone() };
+    lazy::whole::make(&layer, source, layerfs_image::source::Compression::Gzip).unwrap();
+    // An ordinary layer above it: a kernel whiteout hides one of its names, one is added.
+    let top = tmp.path().join("top");
+    std::fs::create_dir_all(top.join("etc")).unwrap();
+    std::fs::write(top.join("etc/new"), "new\n").unwrap();
+    let wh = std::ffi::CString::new(top.join("etc/small").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path; mknod touches no memory of ours.
+    assert_eq!(unsafe { libc::mknod(wh.as_ptr(), libc::S_IFCHR, 0) }, 0);
+    // Two mounts of it at once: one streams it, the other waits for that one (the lock).
+    let stacked = Layerfs::mount(&[top.clone(), layer.clone()], &tmp.path().join("m1"));
+    let alone = Layerfs::mount(std::slice::from_ref(&layer), &tmp.path().join("m2"));
+    let mut got = tree::snapshot(&alone.path("")).meta;
+    let mut want = tree::snapshot(&src).meta;
+    got.remove(Path::new(""));
+    want.remove(Path::new(""));
+    assert_eq!(got, want);
+    let names = |d: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(stacked.path(d))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("etc"), ["conf.d", "new"]);
+    assert!(
+        std::fs::read(stacked.path("usr/lib/big")).unwrap()
+            == std::fs::read(src.join("usr/lib/big")).unwrap()
+    );
+    assert!(!mark::dir_for(&layer).unwrap().exists(), "still lazy");
+    stacked.assert_no_errors_logged();
+    alone.assert_no_errors_logged();
+}

@@ -266,3 +266,59 @@ fn an_image_imported_lazily_runs_and_fetches_only_what_it_reads() {
         assert_eq!(lazy_dirs(), 0, "{form}: rmi removes the lazy record");
     }
 }
+
+#[test]
+fn a_lazy_import_that_fails_later_leaves_no_lazy_layer() {
+    if !require_root() {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("lazy-import-fail")
+        .tempdir()
+        .unwrap();
+    let base = tmp.path();
+    let root = rootfs(base);
+    let oci = base.join("oci");
+    let one = format!("oci:{}:one", oci.display());
+    let o = format!("upperdir={}", root.display());
+    ok(
+        run_layerfs(&["commit", "-o", &o, "--to", &one, "--compress", "estargz"]),
+        "commit",
+    );
+    // A second (gzip) layer on it, whose blob is then damaged: the import fails there,
+    // after the first layer was made lazy.
+    let u2 = base.join("upper2");
+    std::fs::create_dir_all(u2.join("etc")).unwrap();
+    std::fs::write(u2.join("etc/two"), "two\n").unwrap();
+    let two = format!("oci:{}:two", oci.display());
+    let o2 = format!("upperdir={}", u2.display());
+    ok(
+        run_layerfs(&["commit", "-o", &o2, "--from", &one, "--to", &two]),
+        "commit a second layer",
+    );
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", &two])
+        .output()
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_str(&ok(&raw, "skopeo inspect")).unwrap();
+    let top = m["layers"][1]["digest"].as_str().unwrap();
+    let blob = oci
+        .join("blobs/sha256")
+        .join(top.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let store = base.join("store");
+    let o = run_layerfs(&["import", "--lazy", "--store", store.to_str().unwrap(), &two]);
+    assert!(!o.status.success(), "a damaged blob was imported");
+    for sub in ["layers", "lazy", "images"] {
+        let left: Vec<_> = std::fs::read_dir(store.join(sub))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            left.is_empty(),
+            "{sub}/ holds {left:?} after a failed import"
+        );
+    }
+}

@@ -39,6 +39,27 @@ pub fn import_image(
     downloaded: Option<&dyn Fn(usize) -> Result<()>>,
     lazy: bool,
 ) -> Result<(ImageRecord, Vec<bool>)> {
+    // The layers this import made lazy go again if a later step fails (unless an image
+    // uses them), as a failed import leaves the store as it was.
+    let mut made_lazy = Vec::new();
+    let r = import_layers(store, img, source, names, downloaded, lazy, &mut made_lazy);
+    if r.is_err() && !made_lazy.is_empty() {
+        if let Err(u) = store.remove_unused_layers(&made_lazy) {
+            log::warn!("{source}: removing the lazy layers of a failed import: {u:#}");
+        }
+    }
+    r
+}
+
+fn import_layers(
+    store: &Store,
+    img: &source::Image,
+    source: &str,
+    names: &[String],
+    downloaded: Option<&dyn Fn(usize) -> Result<()>>,
+    lazy: bool,
+    made_lazy: &mut Vec<String>,
+) -> Result<(ImageRecord, Vec<bool>)> {
     let opts = unpack::Options::for_this_process();
     let mut staged = Vec::new();
     let mut layers = Vec::new();
@@ -77,6 +98,7 @@ pub fn import_image(
             if let Some(rec) = lazy_layer(store, layer, known.as_deref(), &opts)
                 .with_context(|| format!("{source}: {what} ({})", layer.id))?
             {
+                made_lazy.push(rec.diff_id.clone());
                 layers.push(rec);
                 reused.push(false);
                 continue;

@@ -438,6 +438,23 @@ impl Store {
         crate::lazy::materialize(opened, source, &self.layer_dir(diff_id)?, opts)
     }
 
+    /// Makes layer `diff_id` a lazy layer that arrives whole from `source` (a blob
+    /// without a table of contents, compressed as `compression`): an empty directory and
+    /// its record; the first mount (or tool) that needs it streams it in. Nothing if the
+    /// store has the layer.
+    pub fn add_lazy_whole(
+        &self,
+        diff_id: &str,
+        source: crate::format::lazy::Source,
+        compression: Compression,
+    ) -> Result<()> {
+        let _lock = self.lock()?;
+        if self.has_layer(diff_id) {
+            return Ok(());
+        }
+        crate::lazy::whole::make(&self.layer_dir(diff_id)?, source, compression)
+    }
+
     /// Moves staged layers into place (a layer already present is kept and the copy
     /// dropped) and writes the image record, taking the names from any image that had them.
     pub fn publish(&self, staged: Vec<Staged>, record: &ImageRecord) -> Result<()> {

@@ -195,6 +195,23 @@ pub fn unpack(tar: impl Read, root: BorrowedFd<'_>, opts: &Options) -> Result<St
     u.done()
 }
 
+/// [`unpack`], counting the entries written in `count` as it goes (a lazy layer arriving
+/// whole shows how far it is).
+pub fn unpack_counting(
+    tar: impl Read,
+    root: BorrowedFd<'_>,
+    opts: &Options,
+    count: &std::sync::atomic::AtomicU64,
+) -> Result<Stats> {
+    let mut u = Unpacker::new(root, opts, false);
+    let mut reader = TarReader::new(tar);
+    while let Some(entry) = reader.next_entry().context("reading the layer tar")? {
+        u.add(&entry, &mut reader)?;
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    u.done()
+}
+
 /// Makes a layer's tree from its entries alone, as [`unpack`] would from its tar (marks,
 /// hard links, metadata, the same checks), each regular file a placeholder of its size
 /// with no content (a hole): a lazy layer's skeleton, whose files get their bytes later.

@@ -29,7 +29,14 @@ pub fn run(args: ImagesArgs) -> Result<i32> {
             for l in &i.layers {
                 let dir = store.layer_dir(&l.diff_id)?;
                 if let Some(n) = layerfs_image::lazy::layer::pending_files(&dir)? {
-                    lazy.push(serde_json::json!({"diff_id": l.diff_id, "pending_files": n}));
+                    // A layer arriving whole has no files listed until it is in (0 here):
+                    // its form says so (`layerfs lazy status` says how far it is).
+                    let form = layerfs_image::lazy::status::of(&dir)?.form;
+                    lazy.push(serde_json::json!({
+                        "diff_id": l.diff_id,
+                        "form": form,
+                        "pending_files": n,
+                    }));
                 }
             }
             v["lazy_layers"] = serde_json::Value::Array(lazy);

@@ -7,19 +7,30 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use layerfs_image::lazy::LazyLayer;
+use layerfs_image::lazy::layer::{open_any, AnyLazy};
 use layerfs_mount::union::{Lazy, LazyContent};
 use layerfs_mount::LayerIdx;
 
 /// The lazy layers of a stack, by layer index.
-pub struct LazyLayers(Vec<Option<Arc<LazyLayer>>>);
+pub struct LazyLayers(Vec<Option<AnyLazy>>);
 
 impl LazyContent for LazyLayers {
     fn ensure(&self, layer: LayerIdx, path: &[u8]) -> io::Result<()> {
         match self.0.get(layer.0 as usize) {
-            Some(Some(l)) => l.ensure(path),
+            Some(Some(AnyLazy::Toc(l))) => l.ensure(path),
+            // Its files are there once its tree is (the root's index waited for it).
+            Some(Some(AnyLazy::Whole(w))) => w.wait(),
             _ => Ok(()),
         }
+    }
+
+    fn ensure_trees(&self) -> io::Result<()> {
+        for l in self.0.iter().flatten() {
+            if let AnyLazy::Whole(w) = l {
+                w.wait()?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -32,18 +43,25 @@ impl LazyLayers {
             // podman gives layers as symlinks (`l/ID`); the record is found by the layer's
             // real path.
             let real = std::fs::canonicalize(l).unwrap_or_else(|_| l.clone());
-            found.push(LazyLayer::open(&real)?);
+            found.push(open_any(&real)?);
         }
         if found.iter().all(Option::is_none) {
             return Ok(None);
         }
         for (l, f) in lowers.iter().zip(&found) {
-            if let Some(f) = f {
-                log::info!(
+            match f {
+                Some(AnyLazy::Toc(f)) => log::info!(
                     "{}: lazy, {} files not fetched yet",
                     l.display(),
                     f.pending()
-                );
+                ),
+                Some(AnyLazy::Whole(_)) => {
+                    log::info!(
+                        "{}: lazy, arriving whole (no table of contents)",
+                        l.display()
+                    )
+                }
+                None => {}
             }
         }
         Ok(Some(Arc::new(LazyLayers(found))))
@@ -79,17 +97,21 @@ impl LazyLayers {
         Lazy {
             layers: self.0.iter().map(Option::is_some).collect(),
             content: Arc::clone(self) as Arc<dyn LazyContent>,
+            whole: self.0.iter().any(|l| matches!(l, Some(AnyLazy::Whole(_)))),
         }
     }
 
-    /// Starts each layer's background prefetch, unless `LAYERFS_LAZY_PREFETCH=0` (tests
-    /// that count what a read fetches). Called in the daemon, after the fork.
+    /// Starts the stream of each layer that arrives whole, and each other lazy layer's
+    /// background prefetch unless `LAYERFS_LAZY_PREFETCH=0` (tests that count what a read
+    /// fetches). Called in the daemon, after the fork.
     pub fn start_prefetch(&self) {
-        if std::env::var_os("LAYERFS_LAZY_PREFETCH").is_some_and(|v| v == "0") {
-            return;
-        }
+        let prefetch = std::env::var_os("LAYERFS_LAZY_PREFETCH").is_none_or(|v| v != "0");
         for l in self.0.iter().flatten() {
-            l.start_prefetch();
+            match l {
+                AnyLazy::Whole(w) => w.start(),
+                AnyLazy::Toc(l) if prefetch => l.start_prefetch(),
+                AnyLazy::Toc(_) => {}
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod images;
 pub mod import;
 pub mod inspect;
 pub mod lazy;
+pub mod lazy_status;
 pub mod mount;
 pub mod packaging;
 pub mod pull;

@@ -40,8 +40,10 @@ pub struct RegistryArgs {
     pub cert_dir: Option<PathBuf>,
     /// Seekable layers (zstd:chunked, eStargz) become lazy store layers: their trees made
     /// from their tables of contents (a few range requests, or the local blob's), each
-    /// file's content fetched when first read or by a mount's background prefetch; other
-    /// layers are downloaded and unpacked as usual.
+    /// file's content fetched when first read or by a mount's background prefetch. From a
+    /// registry, other layers (plain gzip, zstd) are lazy too, fetched whole: a mount
+    /// comes up at once and streams them in, its first lookup waiting for them; from a
+    /// local source they are unpacked as usual.
     #[arg(long)]
     pub lazy: bool,
 }
@@ -193,7 +195,36 @@ fn pull_resolved(
         for (i, m) in made_lazy.iter_mut().enumerate() {
             let l = match pull::open_lazy(client, &reference, &resolved, opts, i) {
                 Ok(Some(l)) => l,
-                Ok(None) => continue,
+                Ok(None) => {
+                    // No table of contents: the layer arrives whole, streamed by the first
+                    // mount that needs it (docs/SEMANTICS.md, "Lazy layers").
+                    match pull::open_whole(client, &reference, &resolved, opts, i) {
+                        Ok(Some(w)) if !store.has_layer(w.diff_id.as_str()) => {
+                            if let Err(e) =
+                                store.add_lazy_whole(w.diff_id.as_str(), w.source, w.compression)
+                            {
+                                let e =
+                                    e.context(format!("{what}: layer {} ({})", i + 1, w.diff_id));
+                                return Err(undo(&lazy_ids, e));
+                            }
+                            lazy_ids.push(w.diff_id.to_string());
+                            log::info!(
+                                "{what}: layer {} lazy, arriving whole ({})",
+                                i + 1,
+                                layerfs_image::lazy::whole::form_name(w.compression)
+                            );
+                            *m = true;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            return Err(undo(
+                                &lazy_ids,
+                                e.context(format!("{what}: layer {}", i + 1)),
+                            ))
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => {
                     return Err(undo(
                         &lazy_ids,

@@ -71,25 +71,53 @@ impl Registry {
         }
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("log")).unwrap();
-        let child = Command::new("docker-registry")
+        let child = Self::spawn(dir.path());
+        let mut r = Registry { child, port, dir };
+        r.wait_listening();
+        r
+    }
+
+    /// `docker-registry serve DIR/config.yml`, its output appended to `DIR/log`.
+    fn spawn(dir: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("log"))
+            .unwrap();
+        Command::new("docker-registry")
             .arg("serve")
-            .arg(&cfg)
+            .arg(dir.join("config.yml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .expect("docker-registry (scripts/setup installs it)");
-        let mut r = Registry { child, port, dir };
+            .expect("docker-registry (scripts/setup installs it)")
+    }
+
+    fn wait_listening(&mut self) {
+        let port = self.port;
         eventually("the registry to listen", || {
             assert!(
-                r.child.try_wait().unwrap().is_none(),
+                self.child.try_wait().unwrap().is_none(),
                 "docker-registry exited: {}",
-                std::fs::read_to_string(r.dir.path().join("log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
             );
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        r
+    }
+
+    /// Kills the registry (SIGKILL) and reaps it: its port refuses connections.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the registry again (stopping it first if it runs, reaping it if it was
+    /// killed): same port, same storage.
+    pub fn start_again(&mut self) {
+        self.stop();
+        self.child = Self::spawn(self.dir.path());
+        self.wait_listening();
     }
 
     /// `127.0.0.1:PORT`.

@@ -42,6 +42,25 @@ pub fn mount_type(mountinfo: &str, path: &Path) -> Option<String> {
     found
 }
 
+/// The source (the name mount(8) shows first) of the topmost mount at exactly `path`.
+pub fn mount_source(mountinfo: &str, path: &Path) -> Option<String> {
+    let want = path.to_string_lossy();
+    let mut found = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(sep) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        if fields.len() < 5 || sep + 2 >= fields.len() {
+            continue;
+        }
+        if unescape(fields[4]) == want {
+            found = Some(unescape(fields[sep + 2]));
+        }
+    }
+    found
+}
+
 /// The device (`MAJOR:MINOR`) of the topmost mount at exactly `path` now, if any; read from
 /// /proc/self/mountinfo only, so a mount whose daemon is gone is never asked.
 pub fn current_mount_device(path: &Path) -> Option<String> {

@@ -25,6 +25,7 @@ use super::range::{FileSource, RangeSource};
 use super::read::{decode_chunk, Opened};
 use super::remote::RegistrySource;
 use super::toc::{self, parse_sha256, Form, Kind};
+use super::whole::{self, WholeLayer};
 use crate::format::lazy::{self as mark, Record, Source};
 use crate::sys;
 use crate::tarread;
@@ -186,11 +187,38 @@ fn files_of(toc: &toc::Toc) -> Vec<mark::File> {
         .collect()
 }
 
+/// A lazy layer of either kind: from a table of contents, or arriving whole.
+pub enum AnyLazy {
+    Toc(Arc<LazyLayer>),
+    Whole(Arc<WholeLayer>),
+}
+
+/// The lazy layer `layer_dir`, of whichever kind its record says; `None` when the layer is
+/// not (or no longer) lazy.
+pub fn open_any(layer_dir: &Path) -> Result<Option<AnyLazy>> {
+    let Some(lazy_dir) = mark::dir_for(layer_dir) else {
+        return Ok(None);
+    };
+    let Some(record) = read_record(&lazy_dir)? else {
+        return Ok(None);
+    };
+    if whole::compression_of(&record.form).is_some() {
+        return Ok(Some(AnyLazy::Whole(WholeLayer::new(layer_dir, record)?)));
+    }
+    Ok(LazyLayer::open(layer_dir)?.map(AnyLazy::Toc))
+}
+
 /// Fills every pending file of `layer_dir` if it is a lazy layer (for tools that read a
 /// store layer's files directly: exports, inspect); an error if one cannot be fetched.
 pub fn fill_all(layer_dir: &Path) -> Result<()> {
-    let Some(l) = LazyLayer::open(layer_dir)? else {
-        return Ok(());
+    let l = match open_any(layer_dir)? {
+        None => return Ok(()),
+        Some(AnyLazy::Whole(w)) => {
+            return w
+                .fill()
+                .with_context(|| format!("lazy layer {}", layer_dir.display()))
+        }
+        Some(AnyLazy::Toc(l)) => l,
     };
     for i in 0..l.files.len() {
         l.ensure_idx(i).with_context(|| {
@@ -439,6 +467,14 @@ impl LazyLayer {
         let spawned = std::thread::Builder::new()
             .name("lazy-prefetch".into())
             .spawn(move || {
+                // Held shared while prefetching: `layerfs lazy status` says "fetching".
+                let _lock = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(me.lazy_dir.join(whole::LOCK))
+                    .ok()
+                    .filter(|f| sys::flock(f.as_fd(), libc::LOCK_SH).is_ok());
                 let mut order: Vec<usize> = (0..me.files.len()).collect();
                 order.sort_by_key(|&i| !me.files[i].landmark);
                 for i in order {
@@ -487,6 +523,13 @@ pub fn estimated_size(layer_dir: &Path) -> Result<Option<u64>> {
         return Ok(None);
     };
     Ok(read_record(&lazy_dir)?.map(|r| {
+        if whole::compression_of(&r.form).is_some() {
+            // Not known before the stream has passed: the blob's size says something.
+            return match r.source {
+                Source::Registry { size, .. } => size,
+                Source::File { path } => std::fs::metadata(path).map_or(0, |m| m.len()),
+            };
+        }
         r.files
             .iter()
             .map(|f| f.size.div_ceil(512) * 512 + 512 * (1 + f.links.len() as u64))
@@ -494,7 +537,7 @@ pub fn estimated_size(layer_dir: &Path) -> Result<Option<u64>> {
     }))
 }
 
-fn read_record(lazy_dir: &Path) -> Result<Option<Record>> {
+pub(crate) fn read_record(lazy_dir: &Path) -> Result<Option<Record>> {
     let path = lazy_dir.join(mark::RECORD);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,

@@ -8,7 +8,9 @@ pub mod layer;
 pub mod range;
 pub mod read;
 pub mod remote;
+pub mod status;
 pub mod toc;
+pub mod whole;
 pub mod write;
 
 pub use layer::{materialize, LazyLayer};
@@ -16,6 +18,7 @@ pub use range::{FileSource, RangeSource};
 pub use read::{fetch_chunk, open, Opened};
 pub use remote::RegistrySource;
 pub use toc::{Form, Toc};
+pub use whole::WholeLayer;
 
 #[cfg(test)]
 pub mod tests;

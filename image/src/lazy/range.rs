@@ -15,6 +15,42 @@ pub trait RangeSource: Send + Sync {
     fn size(&self) -> io::Result<u64>;
     /// What the blob is, for messages (a path, a reference).
     fn describe(&self) -> String;
+
+    /// The blob from `offset` to its end as one stream, for a reader that takes it in order
+    /// (a layer arriving whole). By default ranges of [`STREAM_STEP`] bytes read one after
+    /// another; a registry's blob is one request.
+    fn stream_from(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        Ok(Box::new(Ranges {
+            src: self,
+            pos: offset,
+            size: self.size()?,
+            buf: io::Cursor::new(Vec::new()),
+        }))
+    }
+}
+
+/// The range size of [`RangeSource::stream_from`]'s default.
+pub const STREAM_STEP: u64 = 4 << 20;
+
+/// [`RangeSource::stream_from`]'s default: consecutive ranges.
+struct Ranges<'a, S: ?Sized> {
+    src: &'a S,
+    pos: u64,
+    size: u64,
+    buf: io::Cursor<Vec<u8>>,
+}
+
+impl<S: RangeSource + ?Sized> io::Read for Ranges<'_, S> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.buf.read(out)?;
+        if n > 0 || out.is_empty() || self.pos >= self.size {
+            return Ok(n);
+        }
+        let len = STREAM_STEP.min(self.size - self.pos);
+        self.buf = io::Cursor::new(self.src.read_range(self.pos, len)?);
+        self.pos += len;
+        self.buf.read(out)
+    }
 }
 
 /// The largest single range read (a chunk's compressed bytes, a TOC).

@@ -136,7 +136,38 @@ impl RangeSource for RegistrySource {
         Ok(self.size)
     }
 
+    fn stream_from(&self, offset: u64) -> io::Result<Box<dyn io::Read + Send + '_>> {
+        let client = self.client()?;
+        match client.blob_stream(&self.reference.repo, &self.digest, offset) {
+            Ok(r) => {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                Ok(Box::new(Counted {
+                    inner: r,
+                    read: &self.read,
+                }))
+            }
+            Err(e) => {
+                *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Err(io::Error::other(format!("{e:#}")))
+            }
+        }
+    }
+
     fn describe(&self) -> String {
         format!("{} blob {}", self.reference, self.digest)
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<'a> {
+    inner: Box<dyn io::Read + Send>,
+    read: &'a AtomicU64,
+}
+
+impl io::Read for Counted<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }

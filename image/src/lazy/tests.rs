@@ -281,3 +281,79 @@ fn a_blobs_seekable_annotations_are_found_again_from_its_footer() {
     }
     assert_eq!(super::read::annotations_of(&vec![0u8; 4096]), None);
 }
+
+/// A blob whose stream breaks once at `break_at` (a dropped connection): what a layer
+/// arriving whole must resume from, not start again.
+struct Breaking {
+    blob: Vec<u8>,
+    break_at: u64,
+    broke: std::sync::atomic::AtomicBool,
+    opened_at: std::sync::Mutex<Vec<u64>>,
+}
+
+impl super::RangeSource for Breaking {
+    fn read_range(&self, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+        self.blob.read_range(offset, len)
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.blob.len() as u64)
+    }
+
+    fn describe(&self) -> String {
+        "a breaking blob".into()
+    }
+
+    fn stream_from(&self, offset: u64) -> std::io::Result<Box<dyn Read + Send + '_>> {
+        self.opened_at.lock().unwrap().push(offset);
+        let rest = &self.blob[offset as usize..];
+        if offset < self.break_at && !self.broke.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let upto = (self.break_at - offset) as usize;
+            let cut = std::io::Cursor::new(rest[..upto].to_vec());
+            return Ok(Box::new(cut.chain(Failing)));
+        }
+        Ok(Box::new(std::io::Cursor::new(rest.to_vec())))
+    }
+}
+
+struct Failing;
+
+impl Read for Failing {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+}
+
+#[test]
+fn a_layer_arriving_whole_resumes_a_broken_stream_and_becomes_ordinary() {
+    use sha2::Digest as _;
+    let (mut f, files) = sample_tar();
+    let mut tar = Vec::new();
+    f.read_to_end(&mut tar).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    let blob = gz.finish().unwrap();
+    let diff_id = format!("{:x}", sha2::Sha256::digest(&tar));
+    let store = tempfile::tempdir().unwrap();
+    let layer = store.path().join("layers").join(&diff_id);
+    std::fs::create_dir_all(layer.parent().unwrap()).unwrap();
+    let unused = crate::format::lazy::Source::File {
+        path: store.path().join("no-such-blob"),
+    };
+    super::whole::make(&layer, unused, crate::source::Compression::Gzip).unwrap();
+    let src = std::sync::Arc::new(Breaking {
+        break_at: blob.len() as u64 / 2,
+        blob,
+        broke: Default::default(),
+        opened_at: Default::default(),
+    });
+    let l = super::WholeLayer::open_with(&layer, src.clone()).unwrap();
+    l.fill().unwrap();
+    // Opened twice: from the start, then from where it broke.
+    assert_eq!(*src.opened_at.lock().unwrap(), [0, src.break_at]);
+    for (path, data) in &files {
+        assert_eq!(&std::fs::read(layer.join(path)).unwrap(), data, "{path}");
+    }
+    assert!(!crate::format::lazy::dir_for(&layer).unwrap().exists());
+    assert!(crate::verity::HashList::path_for(&layer).exists());
+}

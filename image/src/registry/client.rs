@@ -504,6 +504,47 @@ impl Client {
         Ok(out)
     }
 
+    /// The blob `digest` of `repo` from byte `offset` to its end, as a stream of one
+    /// request (with `Range` when `offset` is not 0); the bytes are not checked here. For a
+    /// reader that takes a blob in order without keeping it (a lazy layer arriving whole),
+    /// which resumes from where it stopped by asking again.
+    pub fn blob_stream(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<Box<dyn Read + Send>> {
+        let range = format!("bytes={offset}-");
+        let mut headers = vec![];
+        if offset > 0 {
+            headers.push(("Range", range.as_str()));
+        }
+        let mut resp = self.send(
+            "GET",
+            &format!("/v2/{repo}/blobs/{digest}"),
+            &Self::pull_scope(repo),
+            &headers,
+            Payload::Empty,
+        )?;
+        let skip = match resp.status().as_u16() {
+            200 => offset, // a registry without ranges: the whole blob
+            206 => {
+                let start = header(&resp, "content-range").and_then(|v| range_start(&v));
+                if start != Some(offset) {
+                    bail!("blob {digest}: asked for bytes from {offset}, got {start:?}");
+                }
+                0
+            }
+            _ => bail!(
+                "blob {digest} from byte {offset}: {}",
+                error_text(&mut resp)
+            ),
+        };
+        let mut r = resp.into_body().into_reader();
+        std::io::copy(&mut (&mut r).take(skip), &mut std::io::sink())?;
+        Ok(Box::new(r))
+    }
+
     /// Mounts the blob `digest` from `from` (another repository of this registry) into
     /// `repo`; `Ok(true)` when the registry did, `Ok(false)` when it did not (then upload).
     pub fn mount_blob(&self, repo: &str, digest: &Digest, from: &str) -> Result<bool> {

@@ -312,3 +312,46 @@ pub fn open_lazy(
         }
     }
 }
+
+/// A layer without a table of contents, to be fetched whole after the pull (a lazy pull's
+/// plain gzip, zstd or tar layer): its diff_id, its blob's record, its compression.
+pub struct WholePull {
+    pub diff_id: Digest,
+    pub source: crate::format::lazy::Source,
+    pub compression: source::Compression,
+}
+
+/// Layer `layer` of `resolved` as a lazy layer arriving whole, when the config gives its
+/// diff_id (the store's name for it) and its media type a compression; `None` otherwise
+/// (it is downloaded as any pull does). The registry is asked whether it has the blob (a
+/// HEAD request), so a pull fails now, not a mount later, for a blob that is not there;
+/// its bytes are checked when they are streamed.
+pub fn open_whole(
+    client: &Client,
+    reference: &Reference,
+    resolved: &Resolved,
+    opts: &super::Options,
+    layer: usize,
+) -> Result<Option<WholePull>> {
+    let d = &resolved.manifest.layers[layer];
+    let Some(diff_id) = resolved.config.diff_ids.get(layer).cloned() else {
+        return Ok(None);
+    };
+    let Some(compression) = d
+        .media_type
+        .as_deref()
+        .and_then(source::Compression::from_media_type)
+    else {
+        return Ok(None);
+    };
+    let digest = d.digest()?;
+    if !client.has_blob(&reference.repo, &digest, false)? {
+        bail!("blob {digest}: not in the registry");
+    }
+    let blob = crate::lazy::RegistrySource::new(reference.clone(), digest, d.size, opts.clone());
+    Ok(Some(WholePull {
+        diff_id,
+        source: blob.record(),
+        compression,
+    }))
+}

@@ -6,6 +6,13 @@
 //! tools, wired in by the binary) is behind the trait, so this crate never knows of
 //! registries, blobs or tables of contents.
 //!
+//! A layer without a table of contents (a plain gzip or zstd tar) arrives whole, as one
+//! stream: its names are only known once the stream has passed. Until then its tree is not
+//! shown at all: the first lookup, listing or attribute read of the mount's root (which every
+//! other directory's index descends from) waits for every such layer
+//! ([`LazyContent::ensure_trees`]), or answers its error, so a name never appears late in a
+//! directory already listed (docs/SEMANTICS.md, "Lazy layers").
+//!
 //! A stack with no lazy layer pays one `Option` check per open; a lazy stack one `bool`
 //! per open of a file of a non-lazy layer.
 
@@ -21,6 +28,15 @@ pub trait LazyContent: Send + Sync {
     /// bytes cannot be fetched or do not match their digest). Called for any regular file
     /// of the layer; one that was never pending returns at once. Must not block forever.
     fn ensure(&self, layer: LayerIdx, path: &[u8]) -> io::Result<()>;
+
+    /// Returns once every layer of the stack that arrives whole (no table of contents) is
+    /// on disk, tree and content, or with the error to answer meanwhile (EIO when its
+    /// stream failed after the bounded retry). Must not block forever. Called before the
+    /// root's lower index is built and before the root's attributes are read; only when
+    /// [`Lazy::whole`] says the stack has such a layer.
+    fn ensure_trees(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Which layers of the stack are lazy, and what fills them.
@@ -28,6 +44,8 @@ pub struct Lazy {
     /// By [`LayerIdx`]: true for a lazy layer.
     pub layers: Vec<bool>,
     pub content: Arc<dyn LazyContent>,
+    /// Some layer arrives whole: its tree is waited for ([`LazyContent::ensure_trees`]).
+    pub whole: bool,
 }
 
 impl Lazy {
@@ -44,7 +62,23 @@ impl Lazy {
 impl super::Union {
     /// Fetches lower files of lazy layers before their data is read or copied up.
     pub fn set_lazy(&mut self, lazy: Lazy) {
+        if lazy.whole {
+            let content = Arc::clone(&lazy.content);
+            self.lowers
+                .set_gate(Arc::new(move || content.ensure_trees()));
+        }
         self.lazy = Some(lazy);
+    }
+
+    /// For a stack with a layer that arrives whole: returns once its tree is there (or EIO).
+    pub(super) fn ensure_trees(&self) -> crate::error::Result<()> {
+        match &self.lazy {
+            Some(l) if l.whole => l
+                .content
+                .ensure_trees()
+                .map_err(crate::error::Error::io("lazy tree")),
+            _ => Ok(()),
+        }
     }
 
     /// For a file of a lazy layer: its content, made present (EIO if it cannot be).

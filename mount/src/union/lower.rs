@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -43,14 +43,20 @@ fn split(rel: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// What the root's index waits for before it is built (see [`LowerTree::set_gate`]).
+pub type Gate = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
+
 /// Lower directory indexes by path, each with the time it was built.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct LowerTree {
     dirs: DashMap<Rel, (Arc<DirIndex>, Instant)>,
     /// Indexes older than this are read again (`None`: never).
     max_age: Option<Duration>,
     /// A refresh dropped the indexes: the lowers changed behind the mount.
     refreshed: AtomicBool,
+    /// Layers that arrive whole: the root's index waits for their trees (`lazy.rs`), or
+    /// answers the error this returns.
+    gate: OnceLock<Gate>,
 }
 
 /// One lower entry: its parent's index and its position there.
@@ -86,7 +92,14 @@ impl LowerTree {
             dirs: DashMap::new(),
             max_age,
             refreshed: AtomicBool::new(false),
+            gate: OnceLock::new(),
         }
+    }
+
+    /// The root's index (every other one descends from it) is built only once `gate` says
+    /// the layers that arrive whole are there.
+    pub fn set_gate(&self, gate: Gate) {
+        let _ = self.gate.set(gate);
     }
 
     /// Drops every index: the next use of each directory reads the lowers again.
@@ -113,6 +126,9 @@ impl LowerTree {
             }
         }
         let built = if rel == b"." {
+            if let Some(g) = self.gate.get() {
+                g()?;
+            }
             // The kernel ignores opaque marks on layer roots.
             DirIndex::build(c".".to_owned(), Candidate::roots(stack)?, false)?
         } else {

@@ -621,6 +621,7 @@ impl Union {
                 if let Some(x) = self.root_xattrs.get() {
                     return Ok(x.clone());
                 }
+                self.ensure_trees()?;
                 let x = Arc::new(self.with_place(node, dirindex::read_xattrs)?);
                 return Ok(self.root_xattrs.get_or_init(|| x).clone());
             }
@@ -646,6 +647,12 @@ impl Union {
         }
         let loc = node.loc();
         if loc.parent.is_none() && !loc.upper {
+            if self.lazy.as_ref().is_some_and(|l| l.whole) {
+                // The top layer's root may still be arriving (and is whole once this returns).
+                self.ensure_trees()?;
+                let top = &self.stack.layers()[0];
+                return sys::fstat(top.root.as_fd()).map_err(Error::io("fstat"));
+            }
             if self.cfg.lowers_max_age.is_some() {
                 // Lowers that change (`timeout=`): a new mtime drops the kernel's listing.
                 let top = &self.stack.layers()[0];
