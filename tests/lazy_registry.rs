@@ -11,28 +11,10 @@ use testkit::registry::{kill, Proxy, Registry};
 use testkit::registry_env::{assert_store_clean, layer_digests, skopeo, stderr, Env};
 use testkit::{ok, require_root, BIN};
 
-/// A root whose one large file nobody reads: busybox, a motd, 16 MiB that do not compress.
+/// The lazy test image's root (`imagekit::lazy_rootfs`) in the env's directory.
 fn lazy_rootfs(env: &Env) -> PathBuf {
     let root = env.path("lazy-rootfs");
-    for d in ["bin", "etc", "data", "tmp", "proc", "dev", "sys"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))
-        .expect("busybox-static is installed (scripts/setup installs it)");
-    for app in ["sh", "cat"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
-    }
-    std::fs::write(root.join("etc/motd"), "lazy\n").unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let big: Vec<u8> = (0..16 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(root.join("data/big"), big).unwrap();
+    testkit::imagekit::lazy_rootfs(&root);
     root
 }
 

@@ -65,10 +65,11 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// Where the lazy layer's files come from: the blob on this store's connection (a lazy
-    /// record keeps no credentials, so a source made from it would have none).
-    pub fn source(&self) -> Arc<dyn RangeSource> {
-        Arc::clone(&self.blob) as Arc<dyn RangeSource>
+    /// The blob on this store's connection, where the lazy layer's files come from when
+    /// the layer was made from it (a lazy record keeps no credentials, so a source made
+    /// from it would have none).
+    pub fn blob(&self) -> &Arc<RegistrySource> {
+        &self.blob
     }
 
     /// The blob's size (`blob`'s).
@@ -228,11 +229,11 @@ impl LayerStore {
 /// The tar's size as a TOC gives it: a header block per entry, each file's bytes in whole
 /// blocks, the two closing blocks.
 fn tar_size(toc: &crate::lazy::Toc) -> u64 {
-    toc.entries
-        .iter()
-        .map(|e| 512 + e.size.div_ceil(512) * 512)
-        .sum::<u64>()
-        + 1024
+    // Saturating: the sizes come from an untrusted TOC.
+    toc.entries.iter().fold(1024u64, |n, e| {
+        n.saturating_add(512)
+            .saturating_add(e.size.div_ceil(512).saturating_mul(512))
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -67,29 +67,22 @@ impl LazyLayers {
         Ok(Some(Arc::new(LazyLayers(found))))
     }
 
-    /// The one-layer stack `layer_dir`'s lazy layer, its blob read from `source`; `None`
-    /// when the layer is not (or no longer) lazy.
+    /// The one-layer stack `layer_dir`'s lazy layer, its blob read over `blob` when the
+    /// layer was made from that blob (`LazyLayer::open_for_blob`); `None` when the layer is
+    /// not (or no longer) lazy.
     pub fn of_one(
         layer_dir: &std::path::Path,
-        source: Arc<dyn layerfs_image::lazy::RangeSource>,
+        blob: &Arc<layerfs_image::lazy::remote::RegistrySource>,
     ) -> Result<Option<Arc<LazyLayers>>> {
-        if layerfs_image::lazy::layer::pending_files(layer_dir)?.is_none() {
+        let Some(l) = layerfs_image::lazy::layer::LazyLayer::open_for_blob(layer_dir, blob)? else {
             return Ok(None);
-        }
-        let l = match LazyLayer::open_with(layer_dir, source) {
-            Ok(l) => l,
-            // Filled since (by another process): an ordinary layer now.
-            Err(_) if layerfs_image::lazy::layer::pending_files(layer_dir)?.is_none() => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e),
         };
         log::info!(
             "{}: lazy, {} files not fetched yet",
             layer_dir.display(),
             l.pending()
         );
-        Ok(Some(Arc::new(LazyLayers(vec![Some(l)]))))
+        Ok(Some(Arc::new(LazyLayers(vec![Some(AnyLazy::Toc(l))]))))
     }
 
     /// The hook for the union core.

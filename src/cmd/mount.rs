@@ -313,11 +313,18 @@ pub fn serve_core<C: Core>(
     let serve = Serve {
         mountpoint,
         fsname: fsname(Some(name.to_string())),
-        flags: MountFlags::default(),
+        // Layers come from registries: no set-id program or device of theirs acts here
+        // (a container's own mount decides for what it runs).
+        flags: MountFlags {
+            nosuid: true,
+            nodev: true,
+            ..MountFlags::default()
+        },
         threads: std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(4),
-        io_uring: false,
+        io_uring: IoUring::Auto,
+        lower_direct_io: None,
         file_io: if sys::geteuid() == 0 && !sys::in_user_namespace() {
             FileIo::Passthrough
         } else {

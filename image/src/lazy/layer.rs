@@ -252,17 +252,45 @@ impl LazyLayer {
     /// The lazy layer `layer_dir`, with its blob from where its record says; `None` when
     /// the layer is not (or no longer) lazy.
     pub fn open(layer_dir: &Path) -> Result<Option<Arc<LazyLayer>>> {
+        Self::open_preferring(layer_dir, None)
+    }
+
+    /// The lazy layer `layer_dir` reading its blob over `blob` (a connection with what a
+    /// record never keeps: credentials) when its record names that same blob, else from
+    /// where its record says (the layer was made from another blob of the same diff_id,
+    /// whose chunk offsets `blob`'s bytes would not match); `None` when the layer is not
+    /// (or no longer) lazy.
+    pub fn open_for_blob(
+        layer_dir: &Path,
+        blob: &Arc<RegistrySource>,
+    ) -> Result<Option<Arc<LazyLayer>>> {
+        Self::open_preferring(layer_dir, Some(blob))
+    }
+
+    fn open_preferring(
+        layer_dir: &Path,
+        blob: Option<&Arc<RegistrySource>>,
+    ) -> Result<Option<Arc<LazyLayer>>> {
         let Some(lazy_dir) = mark::dir_for(layer_dir) else {
             return Ok(None);
         };
         let Some(record) = read_record(&lazy_dir)? else {
             return Ok(None);
         };
-        let source: Arc<dyn RangeSource> = match &record.source {
-            Source::File { path } => Arc::new(FileSource::open(path).with_context(|| {
-                format!("the blob of {}: {}", layer_dir.display(), path.display())
-            })?),
-            Source::Registry { .. } => Arc::new(
+        let same_blob = |b: &&Arc<RegistrySource>| match (&record.source, b.record()) {
+            (Source::Registry { digest: ours, .. }, Source::Registry { digest, .. }) => {
+                *ours == digest
+            }
+            _ => false,
+        };
+        let source: Arc<dyn RangeSource> = match (blob.filter(same_blob), &record.source) {
+            (Some(b), _) => Arc::clone(b) as Arc<dyn RangeSource>,
+            (None, Source::File { path }) => {
+                Arc::new(FileSource::open(path).with_context(|| {
+                    format!("the blob of {}: {}", layer_dir.display(), path.display())
+                })?)
+            }
+            (None, Source::Registry { .. }) => Arc::new(
                 RegistrySource::from_record(&record.source)
                     .with_context(|| format!("the blob of {}", layer_dir.display()))?
                     .expect("a registry source"),

@@ -32,7 +32,18 @@ pub struct ServeLayersArgs {
     pub store: StoreArgs,
 }
 
-pub fn run(args: ServeLayersArgs) -> Result<()> {
+pub fn run(mut args: ServeLayersArgs) -> Result<()> {
+    // The daemon works from `/`: paths given relative to here are made absolute first.
+    for p in [
+        &mut args.store.store,
+        &mut args.registry.authfile,
+        &mut args.registry.cert_dir,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *p = std::path::absolute(&*p).with_context(|| format!("{}", p.display()))?;
+    }
     if sys::geteuid() != 0 {
         bail!(
             "serve-layers needs root: podman's store (rootful) reads the layers it serves, \

@@ -148,9 +148,11 @@ impl LayerStoreFs {
         let made = read(&self.made);
         let m = made.nodes.get(&id).ok_or(Error::StaleInode(id))?;
         let (mode, size) = match &m.kind {
-            Kind::Root | Kind::Image(_) | Kind::Layer(_) => (libc::S_IFDIR | 0o555, 0),
-            Kind::Info(l) => (libc::S_IFREG | 0o444, l.info.len() as u64),
-            Kind::Blob(l) => (libc::S_IFREG | 0o444, l.blob_size()),
+            // Root's only (podman and its mount program read as root): a lookup by anyone
+            // else would have the daemon reach a registry the caller names.
+            Kind::Root | Kind::Image(_) | Kind::Layer(_) => (libc::S_IFDIR | 0o500, 0),
+            Kind::Info(l) => (libc::S_IFREG | 0o400, l.info.len() as u64),
+            Kind::Blob(l) => (libc::S_IFREG | 0o400, l.blob_size()),
         };
         let mut st = layerfs_base::sys::zeroed_stat();
         st.st_ino = id;
@@ -203,7 +205,7 @@ impl LayerStoreFs {
     fn open_union(&self, l: &Layer) -> anyhow::Result<Served> {
         let lowers = [l.dir.clone()];
         let mut union = Union::new(Stack::open(&lowers)?, None, Config::default(), false)?;
-        let lazy = LazyLayers::of_one(&l.dir, l.source())?;
+        let lazy = LazyLayers::of_one(&l.dir, l.blob())?;
         if let Some(z) = &lazy {
             union.set_lazy(z.hook());
             // Filled in the background from now on, as a lazy mount's layers are
@@ -335,6 +337,7 @@ impl Core for LayerStoreFs {
                     fh: 0,
                     keep_cache: true,
                     backing: None,
+                    lower_size: None,
                 })
             }
         }
