@@ -11,6 +11,7 @@ pub mod ops;
 pub mod pair;
 pub mod podman;
 pub mod registry;
+pub mod shrunk;
 pub mod side;
 pub mod spec;
 pub mod tree;
