@@ -472,7 +472,8 @@ impl DirIndex {
     /// walked as the kernel walks them (`ovl_lookup_layer`): component by component from
     /// the layer root (absolute) or in this directory's copy in that layer (relative); a
     /// whiteout or a non-directory ends the walk for every layer; an opaque directory ends
-    /// it after its layer; a redirect on the way changes the path for the layers below.
+    /// it after its layer, unless a directory below it on the path carries an absolute
+    /// redirect; a redirect on the way changes the path for the layers below.
     fn follow(&self, r: Redirect, from: LayerIdx) -> io::Result<Vec<Candidate>> {
         let mut path: Vec<Box<[u8]>> = Vec::new();
         let mut absolute = false;
@@ -526,6 +527,13 @@ impl DirIndex {
                         if marks.opaque {
                             stop = true;
                         } else if let Some(r) = marks.redirect.clone() {
+                            // An absolute redirect further down the path starts the walk
+                            // afresh in the layers below, even if an opaque directory above
+                            // it on the path had ended it (the kernel's `ovl_check_redirect`
+                            // clears `d->stop`); a relative one does not.
+                            if matches!(r, Redirect::Absolute(_)) {
+                                stop = false;
+                            }
                             set(r, &mut path, &mut absolute, i);
                         }
                         if last {
