@@ -477,18 +477,23 @@ impl DirIndex {
     fn follow(&self, r: Redirect, from: LayerIdx) -> io::Result<Vec<Candidate>> {
         let mut path: Vec<Box<[u8]>> = Vec::new();
         let mut absolute = false;
-        let set = |r: Redirect, path: &mut Vec<Box<[u8]>>, absolute: &mut bool, at: usize| {
-            match r {
-                Redirect::Absolute(c) => {
-                    // The rest of the walk keeps its components: only the prefix changes.
-                    let rest = path.split_off(at + 1);
-                    *path = c;
-                    path.extend(rest);
-                    *absolute = true;
+        // A redirect met on component `at` of the walk (of `len`): the components after it
+        // stay, what comes before changes. Counted from the end, as the kernel counts
+        // (`ovl_lookup_layer`'s `rem`): an earlier redirect in the same layer may have
+        // changed the prefix's length.
+        let set =
+            |r: Redirect, path: &mut Vec<Box<[u8]>>, absolute: &mut bool, at: usize, len: usize| {
+                let here = path.len() - (len - at);
+                match r {
+                    Redirect::Absolute(c) => {
+                        let rest = path.split_off(here + 1);
+                        *path = c;
+                        path.extend(rest);
+                        *absolute = true;
+                    }
+                    Redirect::Relative(n) => path[here] = n,
                 }
-                Redirect::Relative(n) => path[at] = n,
-            }
-        };
+            };
         match r {
             Redirect::Absolute(c) => {
                 path = c;
@@ -534,7 +539,7 @@ impl DirIndex {
                             if matches!(r, Redirect::Absolute(_)) {
                                 stop = false;
                             }
-                            set(r, &mut path, &mut absolute, i);
+                            set(r, &mut path, &mut absolute, i, comps.len());
                         }
                         if last {
                             found = Some((fd, marks));
