@@ -411,3 +411,41 @@ fn a_directory_renamed_twice_across_generations_keeps_its_content() {
     ];
     run_case(&stack, &programs);
 }
+
+/// Proptest's minimal input from 1,000 fresh short cases (2026-12-06): renaming a lower
+/// directory onto an upper-only directory that is not empty fails (ENOTEMPTY) on both, but
+/// the kernel has copied the source up first, so its upper merges that directory and the
+/// kernel, mounting it, hides the lower whiteout inside; on layerfs's upper, which had no
+/// copy, the kernel listed the whiteout as a name it cannot stat ("kernel phantoms").
+#[test]
+fn a_failed_rename_onto_an_upper_directory_leaves_the_copy_up_the_kernel_leaves() {
+    if !require_root() {
+        return;
+    }
+    let stack: Vec<spec::Layer> = vec![[(
+        "ünïcødé ✓".to_string(),
+        spec::Node::Dir {
+            opaque: false,
+            mode: 0o755,
+            children: [("a".to_string(), spec::Node::Whiteout)].into(),
+        },
+    )]
+    .into()];
+    let program = vec![
+        Op::Mkdir {
+            path: "a".into(),
+            mode: 0o755,
+        },
+        Op::Write {
+            path: "a/a".into(),
+            data: vec![],
+            how: ops::WriteHow::Truncate,
+        },
+        Op::Rename {
+            from: "ünïcødé ✓".into(),
+            to: "a".into(),
+            flags: 0,
+        },
+    ];
+    run_case(&stack, &[program]);
+}
