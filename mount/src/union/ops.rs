@@ -437,9 +437,9 @@ impl Union {
                 return Ok(()); // two names of one file: nothing to do
             }
             // A target with lower content is checked before anything is copied up, as the
-            // kernel checks it (`ovl_check_empty_dir`); an upper-only one is left to the
-            // rename in the upper, after the kernel has copied up the source: that copy
-            // stays when the rename fails (below).
+            // kernel checks it (`ovl_check_empty_dir`); an upper-only one only once the
+            // source is copied up (below): the kernel leaves that case to the rename in its
+            // upper, and the copy stays when it fails.
             if dn.is_dir && dn.loc().lower.is_some() && !self.list(dn)?.is_empty() {
                 return Err(Error::NotEmpty);
             }
