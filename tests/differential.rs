@@ -62,6 +62,102 @@ proptest! {
     }
 }
 
+/// One entry of a layer of [`redirect_stack`]: what to put at a path (its parents are
+/// created as plain directories), or a mark to add to the directory there.
+#[derive(Debug, Clone)]
+enum Put {
+    Dir,
+    File,
+    Whiteout,
+    Opaque,
+    Redirect(String),
+}
+
+fn redirect_path(depth: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), depth)
+        .prop_map(|c| c.join("/"))
+}
+
+/// Stacks of 2-4 kernel-form layers whose directories carry redirects (absolute, through
+/// one or two components, or relative) and opaque marks on every level, over whiteouts and
+/// files, from three names so that walks meet each other's marks.
+fn redirect_stack() -> impl Strategy<Value = Vec<Vec<(String, Put)>>> {
+    let put = prop_oneof![
+        3 => Just(Put::Dir),
+        3 => Just(Put::File),
+        1 => Just(Put::Whiteout),
+        2 => Just(Put::Opaque),
+        3 => prop_oneof![
+            3 => redirect_path(1..=2).prop_map(|p| format!("/{p}")),
+            1 => redirect_path(1..=1),
+        ]
+        .prop_map(Put::Redirect),
+    ];
+    let layer = prop::collection::vec((redirect_path(1..=3), put), 3..16);
+    prop::collection::vec(layer, 2..=4)
+}
+
+/// Writes [`redirect_stack`]'s layers (bottom first) under `dir`; the lowers, top first.
+fn write_redirect_stack(
+    dir: &std::path::Path,
+    stack: &[Vec<(String, Put)>],
+) -> Vec<std::path::PathBuf> {
+    let mut lowers = vec![];
+    for (i, layer) in stack.iter().enumerate() {
+        let root = dir.join(format!("lower{i}"));
+        std::fs::create_dir_all(&root).unwrap();
+        for (path, put) in layer {
+            let p = root.join(path);
+            // A parent that is a file or a whiteout here: nothing to put.
+            if std::fs::create_dir_all(p.parent().unwrap()).is_err() {
+                continue;
+            }
+            let md = std::fs::symlink_metadata(&p).ok();
+            let is_dir = md.as_ref().is_some_and(|m| m.is_dir());
+            let mark = |name: &str, value: &[u8]| {
+                if md.is_none() {
+                    std::fs::create_dir(&p).unwrap();
+                }
+                if md.is_none() || is_dir {
+                    spec::setxattr(&p, name, value);
+                }
+            };
+            match put {
+                _ if md.is_some() && !matches!(put, Put::Opaque | Put::Redirect(_)) => {}
+                Put::Dir => std::fs::create_dir(&p).unwrap(),
+                Put::File => std::fs::write(&p, format!("{i}:{path}\n")).unwrap(),
+                Put::Whiteout => spec::mknod(&p, libc::S_IFCHR, 0),
+                Put::Opaque => mark("trusted.overlay.opaque", b"y"),
+                Put::Redirect(v) => mark("trusted.overlay.redirect", v.as_bytes()),
+            }
+        }
+        lowers.insert(0, root);
+    }
+    lowers
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 400, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Redirects in lower layers (a stack of earlier uppers) are walked as the kernel walks
+    /// them, whatever marks the walk meets on the way (found two faults on 2026-12-06:
+    /// docs/SEMANTICS.md, "The differential test").
+    #[test]
+    fn random_redirects_in_lower_layers_match_kernel_overlayfs(stack in redirect_stack()) {
+        if !require_root() {
+            return Ok(());
+        }
+        let t = tempfile::tempdir().unwrap();
+        let layers = write_redirect_stack(t.path(), &stack);
+        let expected = {
+            let k = Kernel::mount(&layers, &t.path().join("kmnt"));
+            tree::snapshot(&k.mp)
+        };
+        let m = Layerfs::mount(&layers, &t.path().join("mnt"));
+        tree::assert_same(&expected, &tree::snapshot(&m.mp), "layerfs vs kernel overlayfs");
+    }
+}
+
 #[test]
 fn kernel_xattr_whiteout_form_is_what_this_kernel_honours() {
     if !require_root() {

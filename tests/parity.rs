@@ -188,6 +188,94 @@ fn redirects_in_lower_layers_are_followed_as_the_kernel_follows_them() {
     ]);
 }
 
+/// A redirect in a lower layer whose absolute path crosses an opaque directory in a layer
+/// below, where the directory it names carries an absolute redirect of its own: the kernel
+/// walks on into the layers below that one (`ovl_check_redirect` clears the stop the opaque
+/// directory set), and a relative redirect there does not. What the writable differential
+/// found (2026-12-06) after directories renamed in one generation were renamed again in
+/// the next: layerfs ended the walk at the opaque directory and showed `d/e` empty.
+#[test]
+fn an_absolute_redirect_below_an_opaque_directory_on_the_path_resumes_the_walk() {
+    if !require_root() {
+        return;
+    }
+    let p = Pair::new(3, |i, d| match i {
+        0 => {
+            write(d, "x/f", "0f\n");
+            write(d, "a2/q/h", "0h\n");
+        }
+        1 => {
+            // `a` and `a2` are opaque; their `c` was renamed from elsewhere.
+            for (dir, to) in [("a", "/x"), ("a2", "q")] {
+                fs::create_dir_all(d.join(dir).join("c")).unwrap();
+                sh(&format!(
+                    "setfattr -n trusted.overlay.opaque -v y {0}/{dir} && \
+                     setfattr -n trusted.overlay.redirect -v {to} {0}/{dir}/c",
+                    d.display()
+                ));
+            }
+        }
+        _ => {
+            for (e, to) in [("e", "/a/c"), ("e2", "/a2/c")] {
+                fs::create_dir_all(d.join("d").join(e)).unwrap();
+                sh(&format!(
+                    "setfattr -n trusted.overlay.redirect -v {to} {}/d/{e}",
+                    d.display()
+                ));
+            }
+        }
+    });
+    p.steps(&[
+        TREE,
+        r#"ls "$M/d/e" "$M/d/e2""#,
+        r#"mv "$M/d/e" "$M/e3" && ls "$M/e3" && cat "$M/e3/f""#,
+        TREE,
+    ]);
+}
+
+/// Two redirects on one walk through a layer: `/p/q` meets `p`, redirected to `/r/s` (the
+/// path is now `/r/s/q`), then `q`, redirected to `x` (relative: `/r/s/x`) or to `/y`. The
+/// second must replace the component it is on, counted from the path's end as the kernel
+/// counts it (`ovl_lookup_layer`), not its place in the path before the first. Found with
+/// random stacks of redirects and opaque directories compared with the kernel (2026-12-06);
+/// layerfs walked `/r/x/q` and `/y/q` and showed `d/e` and `d/e2` empty.
+#[test]
+fn a_second_redirect_on_one_walk_rewrites_the_path_as_the_kernel_does() {
+    if !require_root() {
+        return;
+    }
+    let p = Pair::new(3, |i, d| match i {
+        0 => {
+            write(d, "r/s/x/f", "0f\n");
+            write(d, "y/g", "0g\n");
+        }
+        1 => {
+            for (dir, to) in [("p", "x"), ("p2", "/y")] {
+                fs::create_dir_all(d.join(dir).join("q")).unwrap();
+                sh(&format!(
+                    "setfattr -n trusted.overlay.redirect -v /r/s {0}/{dir} && \
+                     setfattr -n trusted.overlay.redirect -v {to} {0}/{dir}/q",
+                    d.display()
+                ));
+            }
+        }
+        _ => {
+            for (e, to) in [("e", "/p/q"), ("e2", "/p2/q")] {
+                fs::create_dir_all(d.join("d").join(e)).unwrap();
+                sh(&format!(
+                    "setfattr -n trusted.overlay.redirect -v {to} {}/d/{e}",
+                    d.display()
+                ));
+            }
+        }
+    });
+    p.steps(&[
+        TREE,
+        r#"mv "$M/d/e2" "$M/e3" && ls "$M/e3" && cat "$M/e3/g""#,
+        TREE,
+    ]);
+}
+
 /// Prints `same` or `changed` for each file: its inode number now against the one saved
 /// in `$M/../ino.NAME` (saved first with [`SAVE_INOS`]).
 const CHECK_INOS: &str = r#"cd "$M" && for f in $FILES; do

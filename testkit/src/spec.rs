@@ -121,7 +121,8 @@ pub fn setxattr(path: &Path, name: &str, value: &[u8]) {
     );
 }
 
-fn mknod(path: &Path, mode: u32, dev: u64) {
+/// mknod of `path`; panics naming it on failure.
+pub fn mknod(path: &Path, mode: u32, dev: u64) {
     let p = CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: `p` is NUL-terminated.
     let r = unsafe { libc::mknod(p.as_ptr(), mode, dev) };

@@ -496,22 +496,28 @@ impl DirIndex {
     /// walked as the kernel walks them (`ovl_lookup_layer`): component by component from
     /// the layer root (absolute) or in this directory's copy in that layer (relative); a
     /// whiteout or a non-directory ends the walk for every layer; an opaque directory ends
-    /// it after its layer; a redirect on the way changes the path for the layers below.
+    /// it after its layer, unless a directory below it on the path carries an absolute
+    /// redirect; a redirect on the way changes the path for the layers below.
     fn follow(&self, r: Redirect, from: LayerIdx) -> io::Result<Vec<Candidate>> {
         let mut path: Vec<Box<[u8]>> = Vec::new();
         let mut absolute = false;
-        let set = |r: Redirect, path: &mut Vec<Box<[u8]>>, absolute: &mut bool, at: usize| {
-            match r {
-                Redirect::Absolute(c) => {
-                    // The rest of the walk keeps its components: only the prefix changes.
-                    let rest = path.split_off(at + 1);
-                    *path = c;
-                    path.extend(rest);
-                    *absolute = true;
+        // A redirect met on component `at` of the walk (of `len`): the components after it
+        // stay, what comes before changes. Counted from the end, as the kernel counts
+        // (`ovl_lookup_layer`'s `rem`): an earlier redirect in the same layer may have
+        // changed the prefix's length.
+        let set =
+            |r: Redirect, path: &mut Vec<Box<[u8]>>, absolute: &mut bool, at: usize, len: usize| {
+                let here = path.len() - (len - at);
+                match r {
+                    Redirect::Absolute(c) => {
+                        let rest = path.split_off(here + 1);
+                        *path = c;
+                        path.extend(rest);
+                        *absolute = true;
+                    }
+                    Redirect::Relative(n) => path[here] = n,
                 }
-                Redirect::Relative(n) => path[at] = n,
-            }
-        };
+            };
         match r {
             Redirect::Absolute(c) => {
                 path = c;
@@ -550,7 +556,14 @@ impl DirIndex {
                         if marks.opaque {
                             stop = true;
                         } else if let Some(r) = marks.redirect.clone() {
-                            set(r, &mut path, &mut absolute, i);
+                            // An absolute redirect further down the path starts the walk
+                            // afresh in the layers below, even if an opaque directory above
+                            // it on the path had ended it (the kernel's `ovl_check_redirect`
+                            // clears `d->stop`); a relative one does not.
+                            if matches!(r, Redirect::Absolute(_)) {
+                                stop = false;
+                            }
+                            set(r, &mut path, &mut absolute, i, comps.len());
                         }
                         if last {
                             found = Some((fd, marks));

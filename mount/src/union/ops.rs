@@ -474,7 +474,11 @@ impl Union {
             if Arc::ptr_eq(src, dn) {
                 return Ok(()); // two names of one file: nothing to do
             }
-            if dn.is_dir && !self.list(dn)?.is_empty() {
+            // A target with lower content is checked before anything is copied up, as the
+            // kernel checks it (`ovl_check_empty_dir`); an upper-only one only once the
+            // source is copied up (below): the kernel leaves that case to the rename in its
+            // upper, and the copy stays when it fails.
+            if dn.is_dir && dn.loc().lower.is_some() && !self.list(dn)?.is_empty() {
                 return Err(Error::NotEmpty);
             }
         }
@@ -498,6 +502,11 @@ impl Union {
         }
         self.copy_up(src, true)?;
         self.fill_metacopy(src, true)?;
+        if let (Some(dn), false) = (dst, exchange) {
+            if dn.is_dir && dn.loc().lower.is_none() && !self.list(dn)?.is_empty() {
+                return Err(Error::NotEmpty);
+            }
+        }
         if let (Some(dn), true) = (dst, exchange) {
             self.copy_up(dn, true)?;
             self.fill_metacopy(dn, true)?;
