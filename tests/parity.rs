@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use testkit::pair::{sh, write, Pair};
+use testkit::pair::{sh, write, Pair, CHECK_INOS, SAVE_INOS};
 use testkit::require_root;
 
 /// Was `../shared/repros/hardlink-removed-name.sh`: after `ln X Y; unlink Y`, xattr calls
@@ -187,14 +187,6 @@ fn redirects_in_lower_layers_are_followed_as_the_kernel_follows_them() {
         TREE,
     ]);
 }
-
-/// Prints `same` or `changed` for each file: its inode number now against the one saved
-/// in `$M/../ino.NAME` (saved first with [`SAVE_INOS`]).
-const CHECK_INOS: &str = r#"cd "$M" && for f in $FILES; do
-  if [ "$(stat -c %i "$f")" = "$(cat "../ino.${f//\//_}")" ]; then echo "$f same"; else echo "$f changed"; fi
-done"#;
-const SAVE_INOS: &str =
-    r#"cd "$M" && for f in $FILES; do stat -c %i "$f" > "../ino.${f//\//_}"; done"#;
 
 /// In a stack whose lowers are earlier uppers (files copied up there, with origin records,
 /// and hard links), link, rename and copy-up of lower files keep their inode numbers where

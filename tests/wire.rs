@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use testkit::pair::{write, Pair};
+use testkit::pair::{write, Pair, CHECK_INOS, INO_CLASSES, SAVE_INOS};
 use testkit::{request_counts, require_root, EnableUring, Kernel, Layerfs};
 
 /// A lower file with names in two directories: after one name is copied up (written,
@@ -51,6 +51,36 @@ fn hard_link_steps(p: &Pair) {
         &format!("{same}; s f f3; s c/f c/f2"),
         r#"cd "$M"; ls -l c f f3 | awk '{print $1, $2, $5, $NF}'"#,
     ]);
+}
+
+/// After a remount, every name of a lower hard link shows the number the kernel shows: a
+/// copy its own, whatever names it took through the mount (a link, a rename, an exchange),
+/// the names never copied up the lower file's. The kernel reads the origin's link count by
+/// opening its handle; layerfs read only the number from the record, and a copy linked or
+/// renamed away from its lower name showed the lower file's number, one the other names
+/// show (found by the rw differential once it kept lower hard links).
+#[test]
+fn the_names_of_a_lower_hard_link_keep_the_kernels_numbers_after_a_remount() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Pair::new(1, |i, d| {
+        hard_link_layer(i, d);
+        write(d, "h", "one link\n");
+    });
+    let exchange = r#"python3 -c 'import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.renameat2(-100, sys.argv[1].encode(), -100, sys.argv[2].encode(), 2):
+    sys.exit(os.strerror(ctypes.get_errno()))' "#;
+    p.step(&format!(
+        r#"cd "$M" && ln f f3 && mv c/g g2 && ln c/s s2 && {exchange} c/f2 h"#
+    ));
+    let files = "FILES='f c/f c/f2 f3 g g2 h s c/s s2'";
+    p.step(&format!("{files}; {INO_CLASSES}; {SAVE_INOS}"));
+    p.unmount();
+    p.mount();
+    p.step(&format!("{files}; {INO_CLASSES}; {CHECK_INOS}"));
+    p.step(r#"cd "$M" && cat f f3 c/f c/f2 g g2 h"#);
 }
 
 /// `O_TMPFILE` (`FUSE_TMPFILE`): an unnamed file, written, given a name with `linkat`

@@ -211,6 +211,19 @@ impl Pair {
     }
 }
 
+/// A step's script: prints `same` or `changed` for each of `$FILES` (set before it): its
+/// inode number now against the one saved in `$M/../ino.NAME` by [`SAVE_INOS`].
+pub const CHECK_INOS: &str = r#"cd "$M" && for f in $FILES; do
+  if [ "$(stat -c %i "$f")" = "$(cat "../ino.${f//\//_}")" ]; then echo "$f same"; else echo "$f changed"; fi
+done"#;
+/// A step's script: saves the inode number of each of `$FILES` for [`CHECK_INOS`].
+pub const SAVE_INOS: &str =
+    r#"cd "$M" && for f in $FILES; do stat -c %i "$f" > "../ino.${f//\//_}"; done"#;
+
+/// A step's script: prints each of `$FILES` with the first of them that shows the same inode
+/// number, and its link count (which names are one file, whatever the numbers are).
+pub const INO_CLASSES: &str = r#"cd "$M" && for f in $FILES; do stat -c '%n %i %h' "$f"; done | awk '{ if (!($2 in c)) c[$2] = $1; print $1, c[$2], $3 }'"#;
+
 /// Runs a setup command, which must succeed.
 pub fn sh(cmd: &str) {
     let st = Command::new("bash").args(["-c", cmd]).status().unwrap();
