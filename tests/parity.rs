@@ -242,6 +242,31 @@ fn inode_numbers_in_stacks_of_earlier_uppers(tmpfs_upper: bool) {
     p.step(&check);
 }
 
+/// A rename of a directory with lower content onto a non-empty directory without any
+/// (upper only) fails with ENOTEMPTY from the upper filesystem, after the source was copied
+/// up with its redirect, which stays, as on the kernel (`ovl_rename` checks only a target
+/// with lower content before it changes anything); into another directory and within one.
+/// Found by the rw differential: the kernel mounting layerfs's upper listed a whiteout of
+/// the lower source directory, which on the kernel's own upper had become a merged one.
+#[test]
+fn a_failed_rename_onto_an_upper_only_directory_leaves_the_source_copied_up() {
+    if !require_root() {
+        return;
+    }
+    let p = Pair::new(1, |_, d| {
+        write(d, "a/c/f", "f\n");
+        write(d, "a/d/f", "f\n");
+    });
+    p.steps(&[
+        r#"cd "$M" && mkdir -p up/c/x && mv -T a/c up/c; echo $?; ls a/c up/c"#,
+        r#"cd "$M" && mkdir -p a/e/x && mv -T a/d a/e; echo $?; ls a/d a/e"#,
+        r#"cd "$M/../upper" && find . | sort && getfattr --absolute-names -n trusted.overlay.redirect a/c"#,
+    ]);
+    // Within one directory the kernel's redirect is relative ("d"), layerfs's absolute
+    // ("/a/d"); both name the same lower directory.
+    p.step(r#"cd "$M/../upper" && getfattr -n trusted.overlay.redirect a/d >/dev/null && echo a/d redirected"#);
+}
+
 /// POSIX: after rewinddir, readdir shows the directory as it is now, with names created
 /// since opendir (and without the ones removed since).
 #[test]

@@ -437,6 +437,15 @@ impl Union {
                 return Ok(()); // two names of one file: nothing to do
             }
             if dn.is_dir && !self.list(dn)?.is_empty() {
+                // A target with lower content is found not empty before anything changes,
+                // an upper-only one by the upper filesystem's rename, as on the kernel
+                // (`ovl_rename`): the source has been copied up, with its redirect, by then.
+                let dl = dn.loc();
+                if dl.upper && dl.lower.is_none() {
+                    self.copy_up(src, true)?;
+                    let pf1 = self.upper_dir(d1)?;
+                    self.prepare_moved_dir(src, pf1.as_fd(), n1, &d2.loc(), n2)?;
+                }
                 return Err(Error::NotEmpty);
             }
         }
