@@ -245,18 +245,25 @@ fn inode_numbers_in_stacks_of_earlier_uppers(tmpfs_upper: bool) {
 /// A rename of a directory with lower content onto a non-empty directory without any
 /// (upper only) fails with ENOTEMPTY from the upper filesystem, after the source was copied
 /// up with its redirect, which stays, as on the kernel (`ovl_rename` checks only a target
-/// with lower content before it changes anything); into another directory and within one.
-/// Found by the rw differential: the kernel mounting layerfs's upper listed a whiteout of
+/// with lower content before it changes anything); into another directory and within one,
+/// and for a directory already renamed (its redirect stays). Found by the rw differential: the kernel mounting layerfs's upper listed a whiteout of
 /// the lower source directory, which on the kernel's own upper had become a merged one.
 #[test]
 fn a_failed_rename_onto_an_upper_only_directory_leaves_the_source_copied_up() {
     if !require_root() {
         return;
     }
-    let p = Pair::new(1, |_, d| {
+    let mut p = Pair::new(1, |_, d| {
         write(d, "a/c/f", "f\n");
         write(d, "a/d/f", "f\n");
+        write(d, "g/f", "f\n");
     });
+    // A renamed directory (redirected) onto an upper-only one at its lower place: the
+    // redirect it has stays (it named the destination's lower place before, and lost it).
+    p.step(r#"cd "$M" && mv g h && mkdir -p g/x && python3 -c 'import os; os.rename("h", "g")'; ls h g"#);
+    p.unmount();
+    p.mount();
+    p.step(r#"cd "$M" && ls h g"#);
     p.steps(&[
         r#"cd "$M" && mkdir -p up/c/x && mv -T a/c up/c; echo $?; ls a/c up/c"#,
         r#"cd "$M" && mkdir -p a/e/x && mv -T a/d a/e; echo $?; ls a/d a/e"#,

@@ -359,6 +359,28 @@ impl Union {
         }
     }
 
+    /// Gives upper directory `name` of `dir` (`node`, with lower content) a redirect to the
+    /// lower directory it merges where it is, unless it has one: the same view, written as
+    /// the kernel writes it for a rename that then fails.
+    fn redirect_in_place(&self, node: &Node, dir: &Arc<Node>, name: &[u8]) -> Result<()> {
+        let Some(rel) = node.loc().lower.filter(|_| node.is_dir) else {
+            return Ok(());
+        };
+        let (up, pfd) = (self.upper()?, self.upper_dir(dir)?);
+        if !up.xattrs || !self.cfg.redirects {
+            return Ok(());
+        }
+        match sys::getxattr_at(pfd.as_fd(), name, up.ns.redirect()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
+                let v = [b"/".as_slice(), &rel].concat();
+                sys::setxattr_at(pfd.as_fd(), name, up.ns.redirect(), &v, 0)
+                    .map_err(Error::io("setxattr redirect"))
+            }
+            Err(e) => Err(Error::io("getxattr redirect")(e)),
+        }
+    }
+
     /// Removes the whiteouts an (otherwise empty) upper directory holds.
     fn clear_whiteouts(&self, dir: &Node) -> Result<()> {
         let fd = self.upper_dir(dir)?;
@@ -439,12 +461,13 @@ impl Union {
             if dn.is_dir && !self.list(dn)?.is_empty() {
                 // A target with lower content is found not empty before anything changes,
                 // an upper-only one by the upper filesystem's rename, as on the kernel
-                // (`ovl_rename`): the source has been copied up, with its redirect, by then.
+                // (`ovl_rename`): the source has been copied up by then, and a directory
+                // with lower content given a redirect where it is (`ovl_set_redirect`
+                // names the source's place, keeping a redirect it has).
                 let dl = dn.loc();
                 if dl.upper && dl.lower.is_none() {
                     self.copy_up(src, true)?;
-                    let pf1 = self.upper_dir(d1)?;
-                    self.prepare_moved_dir(src, pf1.as_fd(), n1, &d2.loc(), n2)?;
+                    self.redirect_in_place(src, d1, n1)?;
                 }
                 return Err(Error::NotEmpty);
             }
