@@ -388,11 +388,9 @@ impl Union {
     }
 
     /// The number upper entry `name` of `pfd` shows: a merged directory's lower one's; a
-    /// file's copy-up origin's when the origin has one link (its record is shared by all the
-    /// copy's hard links), else its own (the kernel's rule, `ovl_getattr`: a copy of one name
-    /// of a lower hard link is a file apart from the other names, as is a copy whose origin
-    /// is gone or of another type). `lower_dir`, the lower directory under `pfd`, serves when
-    /// origins cannot be opened by handle (no `CAP_DAC_READ_SEARCH`).
+    /// file's copy-up origin's if the origin has one link, else its own (`ovl_getattr`: a
+    /// copy of one name of a lower hard link is apart from the others). `lower_dir` (under
+    /// `pfd`) serves when origins cannot be opened by handle (no `CAP_DAC_READ_SEARCH`).
     fn upper_ino(
         &self,
         st: &Stat,
@@ -433,11 +431,10 @@ impl Union {
         })
     }
 
-    /// `ino`, a copy's number decoded from its origin record (not opened, so its link count
-    /// is unknown), unless the lower file still at the copy's name is that origin and has
-    /// several links: then the copy's `own` number. A copy of a lower hard link that was
-    /// renamed or linked elsewhere shows the origin's number here, where the kernel shows
-    /// its own (docs/SEMANTICS.md).
+    /// `ino`, a copy's number decoded from its origin record (link count unknown), unless
+    /// the lower file still at the copy's name is that origin with several links: then
+    /// `own`. Renamed or linked elsewhere, such a copy shows the origin's number, where the
+    /// kernel shows its own (docs/SEMANTICS.md).
     fn origin_if_single_link(
         &self,
         ino: Ino,
