@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use testkit::pair::{sh, write, Pair};
+use testkit::pair::{sh, write, Pair, CHECK_INOS, SAVE_INOS};
 use testkit::require_root;
 
 /// Was `../shared/repros/hardlink-removed-name.sh`: after `ln X Y; unlink Y`, xattr calls
@@ -276,14 +276,6 @@ fn a_second_redirect_on_one_walk_rewrites_the_path_as_the_kernel_does() {
     ]);
 }
 
-/// Prints `same` or `changed` for each file: its inode number now against the one saved
-/// in `$M/../ino.NAME` (saved first with [`SAVE_INOS`]).
-const CHECK_INOS: &str = r#"cd "$M" && for f in $FILES; do
-  if [ "$(stat -c %i "$f")" = "$(cat "../ino.${f//\//_}")" ]; then echo "$f same"; else echo "$f changed"; fi
-done"#;
-const SAVE_INOS: &str =
-    r#"cd "$M" && for f in $FILES; do stat -c %i "$f" > "../ino.${f//\//_}"; done"#;
-
 /// In a stack whose lowers are earlier uppers (files copied up there, with origin records,
 /// and hard links), link, rename and copy-up of lower files keep their inode numbers where
 /// the kernel keeps them (not for a lower file with several links: the kernel's copy-up
@@ -336,6 +328,38 @@ fn inode_numbers_in_stacks_of_earlier_uppers(tmpfs_upper: bool) {
     // records in the upper only), on both.
     p.stack_upper();
     p.step(&check);
+}
+
+/// A rename of a directory with lower content onto a non-empty directory without any
+/// (upper only) fails with ENOTEMPTY from the upper filesystem, after the source was copied
+/// up with its redirect, which stays, as on the kernel (`ovl_rename` checks only a target
+/// with lower content before it changes anything); into another directory and within one,
+/// and for a directory already renamed (its redirect stays). Found by the rw differential: the kernel mounting layerfs's upper listed a whiteout of
+/// the lower source directory, which on the kernel's own upper had become a merged one.
+#[test]
+fn a_failed_rename_onto_an_upper_only_directory_leaves_the_source_copied_up() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Pair::new(1, |_, d| {
+        write(d, "a/c/f", "f\n");
+        write(d, "a/d/f", "f\n");
+        write(d, "g/f", "f\n");
+    });
+    // A renamed directory (redirected) onto an upper-only one at its lower place: the
+    // redirect it has stays (it named the destination's lower place before, and lost it).
+    p.step(r#"cd "$M" && mv g h && mkdir -p g/x && python3 -c 'import os; os.rename("h", "g")'; ls h g"#);
+    p.unmount();
+    p.mount();
+    p.step(r#"cd "$M" && ls h g"#);
+    p.steps(&[
+        r#"cd "$M" && mkdir -p up/c/x && mv -T a/c up/c; echo $?; ls a/c up/c"#,
+        r#"cd "$M" && mkdir -p a/e/x && mv -T a/d a/e; echo $?; ls a/d a/e"#,
+        r#"cd "$M/../upper" && find . | sort && getfattr --absolute-names -n trusted.overlay.redirect a/c"#,
+    ]);
+    // Within one directory the kernel's redirect is relative ("d"), layerfs's absolute
+    // ("/a/d"); both name the same lower directory.
+    p.step(r#"cd "$M/../upper" && getfattr -n trusted.overlay.redirect a/d >/dev/null && echo a/d redirected"#);
 }
 
 /// POSIX: after rewinddir, readdir shows the directory as it is now, with names created

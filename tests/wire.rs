@@ -1,6 +1,7 @@
 //! What the FUSE wire carries since it is ours (vendor/fuser/PATCHES.md), side by side with
 //! the kernel's overlay: node ids apart from inode numbers (the names of a lower hard link
-//! stay apart after one is copied up), `O_TMPFILE`, and the kernel's kill-suid marks
+//! stay apart after one is copied up, and show the kernel's numbers after a remount, with
+//! origin records opened by handle), `O_TMPFILE`, and the kernel's kill-suid marks
 //! deciding set-id bits where the daemon cannot see the caller.
 
 use std::fs;
@@ -8,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use testkit::pair::{write, Pair};
+use testkit::pair::{write, Pair, Tmpfs, CHECK_INOS, INO_CLASSES, SAVE_INOS};
 use testkit::{request_counts, require_root, EnableUring, Kernel, Layerfs};
 
 /// A lower file with names in two directories: after one name is copied up (written,
@@ -51,6 +52,146 @@ fn hard_link_steps(p: &Pair) {
         &format!("{same}; s f f3; s c/f c/f2"),
         r#"cd "$M"; ls -l c f f3 | awk '{print $1, $2, $5, $NF}'"#,
     ]);
+}
+
+/// After a remount, every name of a lower hard link shows the number the kernel shows: a
+/// copy its own, whatever names it took through the mount (a link, a rename, an exchange),
+/// the names never copied up the lower file's. The kernel reads the origin's link count by
+/// opening its handle; layerfs read only the number from the record, and a copy linked or
+/// renamed away from its lower name showed the lower file's number, one the other names
+/// show (found by the rw differential once it kept lower hard links).
+#[test]
+fn the_names_of_a_lower_hard_link_keep_the_kernels_numbers_after_a_remount() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Pair::new(1, |i, d| {
+        hard_link_layer(i, d);
+        write(d, "h", "one link\n");
+    });
+    let exchange = r#"python3 -c 'import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.renameat2(-100, sys.argv[1].encode(), -100, sys.argv[2].encode(), 2):
+    sys.exit(os.strerror(ctypes.get_errno()))' "#;
+    p.step(&format!(
+        r#"cd "$M" && ln f f3 && mv c/g g2 && ln c/s s2 && {exchange} c/f2 h"#
+    ));
+    let files = "FILES='f c/f c/f2 f3 g g2 h s c/s s2'";
+    p.step(&format!("{files}; {INO_CLASSES}; {SAVE_INOS}"));
+    p.unmount();
+    p.mount();
+    p.step(&format!("{files}; {INO_CLASSES}; {CHECK_INOS}"));
+    p.step(r#"cd "$M" && cat f f3 c/f c/f2 g g2 h"#);
+}
+
+/// Without `CAP_DAC_READ_SEARCH` (a rootless daemon) an origin record cannot be opened by
+/// handle, only decoded into a number: after a remount a copy of one name of a lower hard
+/// link shows its own number while at that name, as on the kernel, but a name it took by
+/// a link shows the lower file's number, where the kernel shows the copy's
+/// (docs/SEMANTICS.md, pinned: every other name and every other line as on the kernel).
+#[test]
+fn without_cap_dac_read_search_origin_records_are_decoded_as_documented() {
+    if !require_root() {
+        return;
+    }
+    let mut p = Pair::new(1, hard_link_layer);
+    p.wrap_layerfs(&[
+        "setpriv",
+        "--inh-caps=-dac_read_search",
+        "--bounding-set=-dac_read_search",
+    ]);
+    p.step(r#"cd "$M" && ln f f3 && echo more >> c/f2"#);
+    let files = "FILES='c/f f f3 c/f2'";
+    p.step(&format!("{files}; {INO_CLASSES}; {SAVE_INOS}"));
+    p.unmount();
+    p.mount();
+    let [k, l] = p.outcomes(&format!("{files}; {INO_CLASSES}; {CHECK_INOS}"));
+    let (k, l): (Vec<_>, Vec<_>) = (k.lines().collect(), l.lines().collect());
+    assert_eq!(k.len(), l.len(), "kernel {k:?}, layerfs {l:?}");
+    for (k, l) in k.iter().zip(&l) {
+        if l.starts_with("f3 ") {
+            // Linked to the copy of f: the lower file's number (c/f's), so the remount
+            // changed it.
+            assert!(matches!(*l, "f3 c/f 2" | "f3 changed"), "layerfs: {l}");
+        } else {
+            assert_eq!(
+                k, l,
+                "kernel (left), layerfs without the capability (right)"
+            );
+        }
+    }
+    assert!(
+        k.contains(&"f3 f 2") && k.contains(&"f3 same"),
+        "kernel: {k:?}"
+    );
+}
+
+/// Lowers on one tmpfs, uppers on another: the origin records (null uuid) fit both
+/// filesystems' handle layout, and decoded they named no certain filesystem, so a copy
+/// showed its upper number after a remount where the kernel shows the lower's. Opened by
+/// handle on the lower filesystems (as the kernel), a copy keeps its number, a copy of one
+/// name of a lower hard link shows its own, on both.
+#[test]
+fn copies_keep_the_kernels_numbers_over_two_filesystems_of_one_type() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (_lowers, _uppers) = (
+        Tmpfs::mount(&t.path().join("a")),
+        Tmpfs::mount(&t.path().join("b")),
+    );
+    let lower = t.path().join("a/lower");
+    write(&lower, "f", "one link\n");
+    write(&lower, "g", "two links\n");
+    fs::hard_link(lower.join("g"), lower.join("g2")).unwrap();
+    let side = |s: &str, kernel: bool| -> (Option<Kernel>, Option<Layerfs>) {
+        let (up, work, mnt) = (
+            t.path().join(format!("b/{s}/upper")),
+            t.path().join(format!("b/{s}/work")),
+            t.path().join(format!("{s}/mnt")),
+        );
+        for d in [&up, &work] {
+            fs::create_dir_all(d).unwrap();
+        }
+        let lowers = [lower.clone()];
+        if kernel {
+            (
+                Some(Kernel::mount_rw_with(
+                    &lowers,
+                    &up,
+                    &work,
+                    &mnt,
+                    ",redirect_dir=on",
+                )),
+                None,
+            )
+        } else {
+            let rw = format!("upperdir={},workdir={}", up.display(), work.display());
+            (None, Some(Layerfs::mount_with(&lowers, &mnt, &["-o", &rw])))
+        }
+    };
+    let run = |cmd: &str| -> [String; 2] {
+        ["k", "l"].map(|s| {
+            let out = Command::new("bash")
+                .args(["-o", "pipefail", "-c", cmd])
+                .env("M", t.path().join(format!("{s}/mnt")))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "`{cmd}` on {s}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        })
+    };
+    let files = "FILES='f g g2 g3'";
+    {
+        let _mounts = [side("k", true), side("l", false)];
+        run(r#"cd "$M" && touch f && ln g g3"#);
+        let [k, l] = run(&format!("{files}; {INO_CLASSES}; {SAVE_INOS}"));
+        assert_eq!(k, l, "kernel (left), layerfs (right)");
+    }
+    let _mounts = [side("k", true), side("l", false)];
+    let [k, l] = run(&format!("{files}; {INO_CLASSES}; {CHECK_INOS}"));
+    assert_eq!(k, l, "after a remount: kernel (left), layerfs (right)");
 }
 
 /// `O_TMPFILE` (`FUSE_TMPFILE`): an unnamed file, written, given a name with `linkat`

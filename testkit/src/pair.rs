@@ -37,6 +37,15 @@ impl Dirs {
 /// A tmpfs mounted for a test; detached in Drop.
 pub struct Tmpfs(PathBuf);
 
+impl Tmpfs {
+    /// Mounts a fresh tmpfs on `dir` (made if missing).
+    pub fn mount(dir: &Path) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        sh(&format!("mount -t tmpfs layerfs-test {}", dir.display()));
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
@@ -58,6 +67,8 @@ pub struct Pair {
     /// More of layerfs's mount options (",io_uring"), and its daemon's environment.
     layerfs_opts: String,
     layerfs_env: Vec<(&'static str, PathBuf)>,
+    /// A command layerfs's daemon is started through (`setpriv ...`), if any.
+    layerfs_wrapper: Vec<String>,
 }
 
 impl Pair {
@@ -83,12 +94,7 @@ impl Pair {
         env: Vec<(&'static str, PathBuf)>,
     ) -> Pair {
         let t = tempfile::tempdir().unwrap();
-        let tmpfs = tmpfs_upper.then(|| {
-            let m = t.path().join("tmpfs");
-            fs::create_dir(&m).unwrap();
-            sh(&format!("mount -t tmpfs layerfs-test {}", m.display()));
-            Tmpfs(m)
-        });
+        let tmpfs = tmpfs_upper.then(|| Tmpfs::mount(&t.path().join("tmpfs")));
         let side = |name: &str| {
             let base = t.path().join(name);
             let root = tmpfs.as_ref().map_or(base.clone(), |m| m.0.join(name));
@@ -117,6 +123,7 @@ impl Pair {
             lowers,
             layerfs_opts: opts.to_string(),
             layerfs_env: env,
+            layerfs_wrapper: Vec::new(),
         };
         p.mount();
         p
@@ -143,12 +150,22 @@ impl Pair {
             .iter()
             .map(|(k, v)| (*k, v.as_path()))
             .collect();
-        self.layerfs = Some(Layerfs::mount_with_env(
+        let wrapper: Vec<&str> = self.layerfs_wrapper.iter().map(String::as_str).collect();
+        self.layerfs = Some(Layerfs::mount_via(
+            &wrapper,
             &l.lowers(n),
             &l.p("mnt"),
             &["-o", &rw],
             &env,
         ));
+    }
+
+    /// Mounts both again, layerfs's daemon started through `wrapper` (say `setpriv`
+    /// dropping a capability) from now on.
+    pub fn wrap_layerfs(&mut self, wrapper: &[&str]) {
+        self.layerfs_wrapper = wrapper.iter().map(|w| w.to_string()).collect();
+        self.unmount();
+        self.mount();
     }
 
     pub fn unmount(&mut self) {
@@ -174,7 +191,15 @@ impl Pair {
     /// Runs `cmd` (bash, `$M` = the mount root) on both sides; fails the test when the
     /// outcomes (exit status, output, error message) differ.
     pub fn step(&self, cmd: &str) -> String {
-        let [k, l] = [0, 1].map(|i| {
+        let [k, l] = self.outcomes(cmd);
+        assert_eq!(k, l, "`{cmd}`: kernel (left) and layerfs (right) differ");
+        k
+    }
+
+    /// Runs `cmd` as [`Self::step`] does; the kernel's outcome and layerfs's, not compared
+    /// (where they differ on purpose).
+    pub fn outcomes(&self, cmd: &str) -> [String; 2] {
+        [0, 1].map(|i| {
             let m = self.sides[i].p("mnt");
             let m = fs::canonicalize(m).unwrap();
             let out = Command::new("bash")
@@ -186,9 +211,7 @@ impl Pair {
                 + &String::from_utf8_lossy(&out.stderr);
             let text = text.replace(m.to_str().unwrap(), "$M");
             format!("{} {}", out.status.code().unwrap_or(-1), text.trim())
-        });
-        assert_eq!(k, l, "`{cmd}`: kernel (left) and layerfs (right) differ");
-        k
+        })
     }
 
     /// Runs `cmd` on layerfs only (where it differs from the kernel on purpose); its
@@ -210,6 +233,19 @@ impl Pair {
         }
     }
 }
+
+/// A step's script: prints `same` or `changed` for each of `$FILES` (set before it): its
+/// inode number now against the one saved in `$M/../ino.NAME` by [`SAVE_INOS`].
+pub const CHECK_INOS: &str = r#"cd "$M" && for f in $FILES; do
+  if [ "$(stat -c %i "$f")" = "$(cat "../ino.${f//\//_}")" ]; then echo "$f same"; else echo "$f changed"; fi
+done"#;
+/// A step's script: saves the inode number of each of `$FILES` for [`CHECK_INOS`].
+pub const SAVE_INOS: &str =
+    r#"cd "$M" && for f in $FILES; do stat -c %i "$f" > "../ino.${f//\//_}"; done"#;
+
+/// A step's script: prints each of `$FILES` with the first of them that shows the same inode
+/// number, and its link count (which names are one file, whatever the numbers are).
+pub const INO_CLASSES: &str = r#"cd "$M" && for f in $FILES; do stat -c '%n %i %h' "$f"; done | awk '{ if (!($2 in c)) c[$2] = $1; print $1, c[$2], $3 }'"#;
 
 /// Runs a setup command, which must succeed.
 pub fn sh(cmd: &str) {

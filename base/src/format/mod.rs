@@ -40,6 +40,7 @@ use crate::sys::{self, RawDirent, Stat};
 
 pub mod kept;
 pub mod lazy;
+pub mod origin;
 
 /// Prefix of OCI whiteout names; every name with it is reserved and never shown.
 pub const OCI_PREFIX: &[u8] = b".wh.";

@@ -1,11 +1,13 @@
 //! Safe wrappers for the syscalls that change a layer (the upper and the workdir only; the
 //! lowers are never written). Same rules as the parent module: fd-relative, one path
 //! component, no symlink followed, `io::Result`, a `SAFETY:` line on every `unsafe`. All
-//! through rustix but `file_handle` (rustix has no `name_to_handle_at`).
+//! through rustix but the file handle pair, `file_handle` and `open_by_handle` (rustix has
+//! no `name_to_handle_at` nor `open_by_handle_at`), kept together here though the second
+//! changes nothing.
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps};
 
@@ -229,17 +231,21 @@ pub fn removexattr_at(dir: BorrowedFd<'_>, name: &[u8], xname: &CStr) -> io::Res
     }
 }
 
+/// The longest file handle we read or pass (`MAX_HANDLE_SZ`).
+const MAX_HANDLE: usize = 128;
+
+/// `struct file_handle` with room for [`MAX_HANDLE`] bytes.
+#[repr(C)]
+struct Handle {
+    bytes: u32,
+    kind: i32,
+    data: [u8; MAX_HANDLE],
+}
+
 /// `name_to_handle_at(dir, name, 0)` (no symlink followed): the file handle type and bytes the
 /// filesystem uses to find `name` again (what overlayfs records as a copy-up's origin).
 pub fn file_handle(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(i32, Vec<u8>)> {
     fault!("sys::file_handle");
-    const MAX_HANDLE: usize = 128;
-    #[repr(C)]
-    struct Handle {
-        bytes: u32,
-        kind: i32,
-        data: [u8; MAX_HANDLE],
-    }
     let mut h = Handle {
         bytes: MAX_HANDLE as u32,
         kind: 0,
@@ -259,6 +265,34 @@ pub fn file_handle(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<(i32, Vec<u8>
         ) as libc::c_int
     })?;
     Ok((h.kind, h.data[..h.bytes as usize].to_vec()))
+}
+
+/// `open_by_handle_at(fs, handle, O_PATH)`: the file that handle (`file_handle`'s type and
+/// bytes) names, wherever it is on the filesystem of `fs` (any fd on it). `EPERM` without
+/// `CAP_DAC_READ_SEARCH`, `ESTALE` when the file is gone.
+pub fn open_by_handle(fs: BorrowedFd<'_>, kind: i32, handle: &[u8]) -> io::Result<OwnedFd> {
+    fault!("sys::open_by_handle");
+    if handle.len() > MAX_HANDLE {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut h = Handle {
+        bytes: handle.len() as u32,
+        kind,
+        data: [0; MAX_HANDLE],
+    };
+    h.data[..handle.len()].copy_from_slice(handle);
+    // SAFETY: `h` is a `struct file_handle` whose `bytes` says how much of `data` is the
+    // handle; the kernel only reads it.
+    let fd = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            fs.as_raw_fd(),
+            &h as *const Handle,
+            libc::O_PATH | libc::O_CLOEXEC,
+        ) as libc::c_int
+    })?;
+    // SAFETY: the kernel just returned `fd`, open and ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `linkat(olddir, old, newdir, new, 0)`: a new name for an existing file (never following a

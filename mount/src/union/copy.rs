@@ -104,7 +104,7 @@ impl Union {
                 self.upper_inos.insert(ust.st_ino, own);
                 let old = node.renumber(own, Key::Ino(own));
                 self.table.rekey(node, &old);
-            } else if self.upper_ino(&ust, None, pfd.as_fd(), &loc.name)? != node.ino() {
+            } else if self.upper_ino(&ust, None, pfd.as_fd(), &loc.name, None)? != node.ino() {
                 // No origin the number reads back from: remember it for this mount.
                 self.upper_inos.insert(ust.st_ino, node.ino());
             }

@@ -62,7 +62,7 @@ use crate::stack::dirindex::{self, DirIndex, Kind, Xattrs};
 use crate::stack::prefetch::Prefetcher;
 use crate::stack::{Ino, Stack};
 use crate::sys::{self, Stat};
-use crate::upper::copyup;
+use crate::upper::origin::{Origin, Origins};
 use crate::upper::Upper;
 use handles::Handles;
 use inode::{Loc, Node};
@@ -137,7 +137,7 @@ pub struct Union {
     handle_mark: AtomicU64,
     /// Reads origin records (of copies made now or by earlier mounts, from any lower
     /// filesystem) back into inode numbers.
-    origins: copyup::Origins,
+    origins: Origins,
     /// The kernel reads lower files of this writable mount directly (passthrough).
     lower_passthrough: AtomicBool,
     /// `-o verify`: lower files are checked against their layer's hash list before any of
@@ -195,12 +195,12 @@ impl Union {
                 unlinked: false,
             },
         );
-        let mut origins = copyup::Origins::default();
+        let mut origins = Origins::default();
         if let Some(up) = &upper {
             let _ = root.upper_dir.set(up.fd.clone());
             let upper_fs = stack.upper_fsid().map(|id| (id, up.fd.as_fd()));
             let lower_fs = stack.layers().iter().map(|l| (l.fsid, l.root.as_fd()));
-            origins = copyup::Origins::new(upper_fs.into_iter().chain(lower_fs));
+            origins = Origins::new(upper_fs, lower_fs);
         }
         table.insert_root(root);
         let lowers = Arc::new(LowerTree::new(cfg.lowers_max_age));
@@ -355,10 +355,8 @@ impl Union {
                     } else {
                         None
                     };
-                    let mut ino = self.upper_ino(&st, lower.as_deref(), pfd.as_fd(), name)?;
-                    if !d && !self.upper_inos.contains_key(&st.st_ino) {
-                        ino = self.origin_if_single_link(ino, &st, lower_dir, name)?;
-                    }
+                    let ino =
+                        self.upper_ino(&st, lower.as_deref(), pfd.as_fd(), name, lower_dir)?;
                     return Ok(Some(Resolved {
                         ino,
                         st,
@@ -390,19 +388,61 @@ impl Union {
         }))
     }
 
-    /// `ino`, an upper file's number read from its origin record, unless the lower file
-    /// still at the copy's name is that origin and has several links: then the copy's own
-    /// number, as the kernel (it shows a copy with its origin's number only when the lower
-    /// had one link, so the other names of a lower hard link stay apart from the copy, and
-    /// a remount never makes the copy show the lower's content through a shared node).
+    /// The number upper entry `name` of `pfd` shows: a merged directory's lower one's; a
+    /// file's copy-up origin's if the origin has one link, else its own (`ovl_getattr`: a
+    /// copy of one name of a lower hard link is apart from the others). `lower_dir` (under
+    /// `pfd`) serves when origins cannot be opened by handle (no `CAP_DAC_READ_SEARCH`).
+    fn upper_ino(
+        &self,
+        st: &Stat,
+        lower: Option<&[u8]>,
+        pfd: BorrowedFd<'_>,
+        name: &[u8],
+        lower_dir: Option<&[u8]>,
+    ) -> Result<Ino> {
+        let own = self.stack.upper_ino(st.st_ino);
+        if is_dir(st) {
+            if let Some(rel) = lower {
+                let le = self.lowers.entry(&self.stack, rel);
+                if let Some(le) = le.map_err(Error::io("lower lookup"))? {
+                    return le.ino(&self.stack).map_err(Error::io("lstat"));
+                }
+            }
+            return Ok(own);
+        }
+        if let Some(i) = self.upper_inos.get(&st.st_ino) {
+            return Ok(*i);
+        }
+        let origin = match sys::getxattr_at(pfd, name, self.upper()?.ns.origin()) {
+            Ok(v) => self.origins.read(&v),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
+            Err(e) => return Err(Error::io("getxattr origin")(e)),
+        };
+        Ok(match origin {
+            Some(Origin::Found(fs, o))
+                if o.st_nlink == 1 && o.st_mode & libc::S_IFMT == st.st_mode & libc::S_IFMT =>
+            {
+                self.stack.fs_ino(fs, o.st_ino)
+            }
+            Some(Origin::Found(..)) | None => own,
+            Some(Origin::Decoded(fs, ino)) => {
+                let ino = self.stack.fs_ino(fs, ino);
+                self.origin_if_single_link(ino, own, lower_dir, name)?
+            }
+        })
+    }
+
+    /// `ino`, a copy's number decoded from its origin record (link count unknown), unless
+    /// the lower file still at the copy's name is that origin with several links: then
+    /// `own`. Renamed or linked elsewhere, such a copy shows the origin's number, where the
+    /// kernel shows its own (docs/SEMANTICS.md).
     fn origin_if_single_link(
         &self,
         ino: Ino,
-        st: &Stat,
+        own: Ino,
         lower_dir: Option<&[u8]>,
         name: &[u8],
     ) -> Result<Ino> {
-        let own = self.stack.upper_ino(st.st_ino);
         let Some(ld) = lower_dir.filter(|_| ino != own) else {
             return Ok(ino);
         };
@@ -415,39 +455,6 @@ impl Union {
             own
         } else {
             ino
-        })
-    }
-
-    /// The number upper entry `name` of `pfd` shows: a file's copy-up origin's (recorded
-    /// in its origin xattr, which all its hard links share), a merged directory's lower
-    /// one's, else its own.
-    fn upper_ino(
-        &self,
-        st: &Stat,
-        lower: Option<&[u8]>,
-        pfd: BorrowedFd<'_>,
-        name: &[u8],
-    ) -> Result<Ino> {
-        if is_dir(st) {
-            if let Some(rel) = lower {
-                let le = self.lowers.entry(&self.stack, rel);
-                if let Some(le) = le.map_err(Error::io("lower lookup"))? {
-                    return le.ino(&self.stack).map_err(Error::io("lstat"));
-                }
-            }
-            return Ok(self.stack.upper_ino(st.st_ino));
-        }
-        if let Some(i) = self.upper_inos.get(&st.st_ino) {
-            return Ok(*i);
-        }
-        let origin = match sys::getxattr_at(pfd, name, self.upper()?.ns.origin()) {
-            Ok(v) => self.origins.decode(&v),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA | libc::ENOTSUP)) => None,
-            Err(e) => return Err(Error::io("getxattr origin")(e)),
-        };
-        Ok(match origin {
-            Some((fs, ino)) => self.stack.fs_ino(fs, ino),
-            None => self.stack.upper_ino(st.st_ino),
         })
     }
 

@@ -379,6 +379,28 @@ impl Union {
         }
     }
 
+    /// Gives upper directory `name` of `dir` (`node`, with lower content) a redirect to the
+    /// lower directory it merges where it is, unless it has one: the same view, written as
+    /// the kernel writes it for a rename that then fails.
+    fn redirect_in_place(&self, node: &Node, dir: &Arc<Node>, name: &[u8]) -> Result<()> {
+        let Some(rel) = node.loc().lower.filter(|_| node.is_dir) else {
+            return Ok(());
+        };
+        let (up, pfd) = (self.upper()?, self.upper_dir(dir)?);
+        if !up.xattrs || !self.cfg.redirects {
+            return Ok(());
+        }
+        match sys::getxattr_at(pfd.as_fd(), name, up.ns.redirect()) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {
+                let v = [b"/".as_slice(), &rel].concat();
+                sys::setxattr_at(pfd.as_fd(), name, up.ns.redirect(), &v, 0)
+                    .map_err(Error::io("setxattr redirect"))
+            }
+            Err(e) => Err(Error::io("getxattr redirect")(e)),
+        }
+    }
+
     /// Removes the whiteouts an (otherwise empty) upper directory holds.
     fn clear_whiteouts(&self, dir: &Node) -> Result<()> {
         let fd = self.upper_dir(dir)?;
@@ -504,6 +526,9 @@ impl Union {
         self.fill_metacopy(src, true)?;
         if let (Some(dn), false) = (dst, exchange) {
             if dn.is_dir && dn.loc().lower.is_none() && !self.list(dn)?.is_empty() {
+                // The kernel has given a directory with lower content its redirect by
+                // then (`ovl_set_redirect`, naming where it is) when the upper refuses.
+                self.redirect_in_place(src, d1, n1)?;
                 return Err(Error::NotEmpty);
             }
         }

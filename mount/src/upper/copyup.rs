@@ -102,84 +102,6 @@ pub struct CopyOpts {
     pub owner_optional: bool,
 }
 
-/// The kernel's record of a copy-up's origin (`struct ovl_fb`): version 0, magic 0xfb, total
-/// length, flags (0: little-endian, a lower file), the handle type, the lower filesystem's
-/// uuid (null: what the kernel records when every layer shares one filesystem, the case
-/// layerfs supports for now), then the file handle.
-pub fn origin_record(handle_type: i32, handle: &[u8]) -> Vec<u8> {
-    let mut fb = vec![0u8, 0xfb, (21 + handle.len()) as u8, 0, handle_type as u8];
-    fb.extend_from_slice(&[0u8; 16]);
-    fb.extend_from_slice(handle);
-    fb
-}
-
-/// The inode number an origin record (as [`origin_record`] writes it, and the kernel) names,
-/// if the file is on a filesystem of type `fs_magic` with a handle layout we know (ext2/3/4,
-/// tmpfs, xfs, btrfs: type and length must both fit). `None` otherwise. Only null-uuid
-/// records, which is what the kernel writes (also when the lower is on another filesystem).
-pub fn origin_ino(record: &[u8], fs_magic: i64) -> Option<u64> {
-    if record.len() < 21
-        || record[1] != 0xfb
-        || usize::from(record[2]) != record.len()
-        || record[5..21].iter().any(|&b| b != 0)
-    {
-        return None;
-    }
-    let (kind, h) = (record[4], &record[21..]);
-    let word = |i: usize| -> u64 {
-        u64::from(u32::from_ne_bytes(
-            h[i * 4..i * 4 + 4].try_into().expect("4 bytes"),
-        ))
-    };
-    const EXT: i64 = 0xEF53;
-    const TMPFS: i64 = 0x0102_1994;
-    const XFS: i64 = 0x5846_5342;
-    const BTRFS: i64 = 0x9123_683E;
-    match (fs_magic, kind, h.len()) {
-        // struct fid.i32: ino, gen[, parent ino, parent gen]
-        (EXT | XFS, 1, 8) | (EXT | XFS, 2, 16) => Some(word(0)),
-        // shmem_encode_fh: gen, ino low, ino high
-        (TMPFS, 1, 12) => Some(word(1) | word(2) << 32),
-        // xfs 64-bit inodes: ino low, ino high, gen[, parent's]
-        (XFS, 0x81, 12) | (XFS, 0x82, 24) => Some(word(0) | word(1) << 32),
-        // btrfs_fid: objectid (u64) first; 5, 8 or 10 words
-        (BTRFS, 0x4d, 20) | (BTRFS, 0x4e, 32) | (BTRFS, 0x4f, 40) => Some(word(0) | word(1) << 32),
-        _ => None,
-    }
-}
-
-/// Reads origin records back into inode numbers over the filesystems of one mount: the
-/// record names no filesystem (null uuid), so it is read on each whose handle layout fits,
-/// and trusted only when exactly one fits.
-#[derive(Debug, Default)]
-pub struct Origins {
-    /// Each filesystem of the mount: its index in the inode scheme and its type.
-    fs: Vec<(u16, i64)>,
-}
-
-impl Origins {
-    /// `fs`: (inode-scheme index, any directory fd on it) for every filesystem of the mount.
-    pub fn new<'a>(fs: impl IntoIterator<Item = (u16, BorrowedFd<'a>)>) -> Origins {
-        let mut out: Vec<(u16, i64)> = Vec::new();
-        for (id, fd) in fs {
-            if !out.iter().any(|&(i, _)| i == id) {
-                out.push((id, sys::fs_magic(fd).unwrap_or(0)));
-            }
-        }
-        Origins { fs: out }
-    }
-
-    /// The filesystem (inode-scheme index) and inode number `record` names, if certain.
-    pub fn decode(&self, record: &[u8]) -> Option<(u16, u64)> {
-        let mut fits = self
-            .fs
-            .iter()
-            .filter_map(|&(id, magic)| Some((id, origin_ino(record, magic)?)));
-        let first = fits.next()?;
-        fits.next().is_none().then_some(first)
-    }
-}
-
 /// Copies entry `name` of the lower directory `src_dir` (whose `lstat` is `st`) to entry
 /// `name` of the upper directory `dst_dir`. Fails with `EEXIST` if the upper has that name.
 pub fn copy_up(
@@ -284,7 +206,7 @@ fn build(
                 work.fd(),
                 tmp.as_bytes(),
                 ns.origin(),
-                &origin_record(kind, &handle),
+                &crate::format::origin::record(kind, &handle),
                 0,
             )?,
             // A lower filesystem without file handles: no origin, as with the kernel.
@@ -364,40 +286,4 @@ fn copy_extent(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, mut off: u64, end: u64)
         off += n as u64;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origin_records_name_the_lower_inode() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("f"), b"x").unwrap();
-        let dir = sys::open_host_dir(t.path()).unwrap();
-        let (kind, handle) = sys::file_handle(dir.as_fd(), c"f").unwrap();
-        let rec = origin_record(kind, &handle);
-        let st = sys::lstatat(dir.as_fd(), c"f").unwrap();
-        let magic = sys::fs_magic(dir.as_fd()).unwrap();
-        assert_eq!(
-            origin_ino(&rec, magic),
-            Some(st.st_ino),
-            "fs magic {magic:#x}"
-        );
-        // Read over the filesystems of a mount: certain only when one layout fits.
-        let two = |m: i64| Origins {
-            fs: vec![(0, magic), (1, m)],
-        };
-        let other_type = if magic == 0x0102_1994 {
-            0xEF53
-        } else {
-            0x0102_1994
-        };
-        assert_eq!(two(other_type).decode(&rec), Some((0, st.st_ino)));
-        assert_eq!(two(magic).decode(&rec), None, "two filesystems of one type");
-        // A record from another filesystem (non-null uuid) is not ours to read.
-        let mut other = rec.clone();
-        other[5] = 1;
-        assert_eq!(origin_ino(&other, magic), None);
-    }
 }

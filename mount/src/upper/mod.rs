@@ -15,6 +15,7 @@
 //! filesystems such as bindfs) gets plain renames under the namespace lock instead.
 
 pub mod copyup;
+pub mod origin;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
