@@ -178,6 +178,7 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
         &env.path("podman"),
         &format!("additionallayerstores = [\"{}:ref\"]", als.display()),
     );
+    let mut diff_ids = Vec::new();
     // zstd:chunked and eStargz, written and pushed by layerfs (the motd tells them apart,
     // so each is a layer of its own).
     for (form, tag, compression) in [("zstd:chunked", "zc", 4), ("estargz", "esgz", 2)] {
@@ -185,6 +186,7 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
         imagekit::lazy_rootfs(&root);
         std::fs::write(root.join("etc/motd"), format!("{form}\n")).unwrap();
         let (name, digest, blob_size, diff_id) = env.push(&root, form, tag, None);
+        diff_ids.push(diff_id.clone());
 
         // The layout, as containers/storage reads it: stat of diff, info and blob; info
         // decoded.
@@ -284,6 +286,29 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
     let out = mp.podman(&["run", "--rm", &zc, "cat", "/etc/motd"]);
     assert_eq!(out, "zstd:chunked\n");
     drop(mp);
+
+    // The served layer is in no image record of the store: an image of layerfs's own that
+    // shares it (pulled into the same store, then removed) leaves it in place while it is
+    // served (podman's layer is a link to it).
+    let store = env.path("store").display().to_string();
+    let pull = [
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        CREDS,
+        "--store",
+        &store,
+        &zc,
+    ];
+    env.layerfs(&pull);
+    env.layerfs(&["rmi", "--store", &store, &zc]);
+    let hex = diff_ids[0].strip_prefix("sha256:").unwrap();
+    assert!(
+        env.path("store/layers").join(hex).join("etc/motd").exists(),
+        "rmi removed the served layer {hex}"
+    );
+    let out = p.podman(&["run", "--rm", &zc, "cat", "/etc/motd"]);
+    assert_eq!(out, "zstd:chunked\n", "the served layer outlives an rmi");
 
     // Names that are no layer.
     let name = format!("{}/serve/zc:v1", env.reg.host());

@@ -106,6 +106,10 @@ pub struct LayerStore {
     /// Per layer: held while it is made (two lookups of one layer make it once; other
     /// layers are made meanwhile, as podman asks for an image's layers in parallel).
     making: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
+    /// The layers served, by diff_id, pinned in the store for as long as this process
+    /// serves them: they are in no image record, and an `rmi` of an image sharing one
+    /// would remove it under podman (whose layer links to it).
+    pins: Mutex<HashMap<String, crate::store::Pin>>,
 }
 
 /// The image reference a directory name of the store's top level stands for
@@ -131,6 +135,7 @@ impl LayerStore {
             images: Mutex::new(HashMap::new()),
             layers: Mutex::new(HashMap::new()),
             making: Mutex::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
         }
     }
 
@@ -179,6 +184,11 @@ impl LayerStore {
             return Ok(None);
         };
         let diff_id = l.diff_id.to_string();
+        // Pinned before it is looked for: a removal either ran before or leaves it.
+        if !lock(&self.pins).contains_key(&diff_id) {
+            let pin = self.store.pin(&diff_id).with_context(|| what.clone())?;
+            lock(&self.pins).insert(diff_id.clone(), pin);
+        }
         if !self.store.has_layer(&diff_id) {
             let unpack = crate::unpack::Options::for_this_process();
             self.store
