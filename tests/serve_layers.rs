@@ -346,10 +346,24 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
     let top = env.path("top");
     std::fs::create_dir_all(top.join("etc")).unwrap();
     std::fs::write(top.join("etc/top"), "top\n").unwrap();
-    let (two, two_digest, _, _) = env.push(&top, "zstd:chunked", "two", Some("gz"));
+    let (two, two_digest, _, two_diff_id) = env.push(&top, "zstd:chunked", "two", Some("gz"));
+    // Listing a layer directory names `diff` without opening its union (which would start
+    // the layer's background fill).
+    let mut names: Vec<String> = std::fs::read_dir(als.join(b64(&two)).join(&two_digest))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["blob", "diff", "info"]);
+    let opened = format!("serving {two_diff_id}");
+    assert!(
+        !served.log().contains(&opened),
+        "a listing opened the layer"
+    );
     p.podman(&["pull", "-q", "--tls-verify=false", "--creds", CREDS, &two]);
     let out = p.podman(&["run", "--rm", &two, "cat", "/etc/motd", "/etc/top"]);
     assert_eq!(out, "gzip\ntop\n");
+    assert!(served.log().contains(&opened), "{}", served.log());
     let layers: serde_json::Value = serde_json::from_slice(
         &std::fs::read(env.path("podman/graph/overlay-layers/layers.json")).unwrap(),
     )

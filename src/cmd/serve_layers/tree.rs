@@ -184,6 +184,11 @@ impl LayerStoreFs {
         Ok(outer(slot, e))
     }
 
+    /// Whether layer `l`'s union is open.
+    fn is_open(&self, l: &Layer) -> bool {
+        lock(&self.slots).contains_key(&l.dir)
+    }
+
     fn slot_for(&self, l: &Layer) -> Result<u64> {
         let mut slots = lock(&self.slots);
         if let Some(s) = slots.get(&l.dir) {
@@ -270,6 +275,23 @@ impl LayerStoreFs {
             }
         };
         self.made_entry(id)
+    }
+}
+
+/// The listing's entry of layer `l`'s `diff` while its union is not open: the layer
+/// directory's inode number and a directory's mode, and node id 0, which readdirplus
+/// passes as a plain name (no node, nothing for the kernel to forget).
+fn unopened_diff(l: &Layer) -> Entry {
+    let mut st = layerfs_base::sys::zeroed_stat();
+    st.st_ino = std::fs::symlink_metadata(&l.dir)
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(1);
+    st.st_mode = libc::S_IFDIR | 0o755;
+    Entry {
+        node: 0,
+        generation: 0,
+        attr: st,
+        ttl: Duration::ZERO,
     }
 }
 
@@ -408,8 +430,14 @@ impl Core for LayerStoreFs {
                 m.children.iter().map(|(n, _)| n.clone()).collect()
             }
         };
+        let layer = self.layer_of(ino);
         for (i, name) in names.iter().enumerate().skip(offset as usize) {
-            let e = self.made_lookup(ino, name)?;
+            let e = match &layer {
+                // Listed without opening its union (which starts the layer's background
+                // fill): only a lookup of `diff` opens it.
+                Some(l) if name == b"diff" && !self.is_open(l) => unopened_diff(l),
+                _ => self.made_lookup(ino, name)?,
+            };
             let full = add(DirEntry {
                 ino: e.attr.st_ino,
                 next_offset: i as u64 + 1,
