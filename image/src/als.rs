@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -92,7 +93,14 @@ impl Layer {
 struct Image {
     client: Arc<Client>,
     resolved: pull::Resolved,
+    /// When the registry was asked.
+    at: Instant,
 }
+
+/// How long a resolved image answers a digest its manifest lacks without asking the
+/// registry again: podman stats a layer's `diff`, `info` and `blob` in a row, and each miss
+/// would resolve the tag anew.
+const MISS_FRESH: Duration = Duration::from_secs(5);
 
 /// A layer of an image: the image's `HOST/REPO:TAG` and the layer's blob digest.
 type Key = (String, String);
@@ -102,6 +110,9 @@ pub struct LayerStore {
     store: Store,
     opts: Options,
     images: Mutex<HashMap<String, Arc<Image>>>,
+    /// Per reference: held while it is resolved (parallel lookups of a new image's layers
+    /// resolve it once).
+    resolving: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     layers: Mutex<HashMap<Key, Arc<Layer>>>,
     /// Per layer: held while it is made (two lookups of one layer make it once; other
     /// layers are made meanwhile, as podman asks for an image's layers in parallel).
@@ -133,6 +144,7 @@ impl LayerStore {
             store,
             opts,
             images: Mutex::new(HashMap::new()),
+            resolving: Mutex::new(HashMap::new()),
             layers: Mutex::new(HashMap::new()),
             making: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
@@ -157,10 +169,10 @@ impl LayerStore {
             return Ok(Some(Arc::clone(l)));
         }
         // A tag may have moved since the image was resolved: a digest its manifest lacks
-        // asks the registry again, once.
+        // asks the registry again, once, unless it was asked a moment ago.
         let mut found = None;
-        for fresh in [false, true] {
-            let image = self.image(reference, fresh)?;
+        for max_age in [None, Some(MISS_FRESH)] {
+            let image = self.image(reference, max_age)?;
             let index = image
                 .resolved
                 .manifest
@@ -220,17 +232,33 @@ impl LayerStore {
         Ok(Some(layer))
     }
 
-    /// `reference` resolved (asked again with `fresh`).
-    fn image(&self, reference: &Reference, fresh: bool) -> Result<Arc<Image>> {
+    /// `reference` resolved: the one resolved before when it is no older than `max_age`
+    /// (any age: `None`), else asked again. One lookup per reference asks at a time; the
+    /// others wait for its answer.
+    fn image(&self, reference: &Reference, max_age: Option<Duration>) -> Result<Arc<Image>> {
         let name = reference.name();
-        if !fresh {
-            if let Some(i) = lock(&self.images).get(&name) {
-                return Ok(Arc::clone(i));
-            }
+        let cached = || {
+            lock(&self.images)
+                .get(&name)
+                .filter(|i| max_age.is_none_or(|m| i.at.elapsed() < m))
+                .map(Arc::clone)
+        };
+        if let Some(i) = cached() {
+            return Ok(i);
         }
+        let gate = Arc::clone(lock(&self.resolving).entry(name.clone()).or_default());
+        let _one = lock(&gate);
+        if let Some(i) = cached() {
+            return Ok(i);
+        }
+        let at = Instant::now();
         let client = Arc::new(registry::connect(reference, &self.opts)?);
         let resolved = pull::resolve(&client, reference).with_context(|| reference.to_string())?;
-        let image = Arc::new(Image { client, resolved });
+        let image = Arc::new(Image {
+            client,
+            resolved,
+            at,
+        });
         lock(&self.images).insert(name, Arc::clone(&image));
         Ok(image)
     }

@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Opened};
@@ -63,6 +63,15 @@ struct Served {
     _lazy: Option<Arc<LazyLayers>>,
 }
 
+/// A layer's slot, set once its union is open. The map's lock is held only to find the
+/// cell: a union is opened (its lazy record parsed) under the cell's own gate, so other
+/// layers open meanwhile.
+#[derive(Default)]
+struct SlotCell {
+    gate: Mutex<()>,
+    slot: OnceLock<u64>,
+}
+
 /// The additional layer store as a filesystem core.
 pub struct LayerStoreFs {
     als: LayerStore,
@@ -70,7 +79,7 @@ pub struct LayerStoreFs {
     /// Slot `s` is `served[s - 1]`.
     served: RwLock<Vec<Arc<Served>>>,
     /// Slot of each layer directory served (two images sharing a layer share its union).
-    slots: Mutex<HashMap<PathBuf, u64>>,
+    slots: Mutex<HashMap<PathBuf, Arc<SlotCell>>>,
     passthrough: AtomicBool,
     /// `use` notices (containers/storage's create of `use`), for the log.
     uses: AtomicU64,
@@ -184,24 +193,34 @@ impl LayerStoreFs {
         Ok(outer(slot, e))
     }
 
-    /// Whether layer `l`'s union is open.
+    fn cell(&self, l: &Layer) -> Arc<SlotCell> {
+        Arc::clone(lock(&self.slots).entry(l.dir.clone()).or_default())
+    }
+
+    /// Whether layer `l`'s union is open (not waiting for one being opened).
     fn is_open(&self, l: &Layer) -> bool {
-        lock(&self.slots).contains_key(&l.dir)
+        self.cell(l).slot.get().is_some()
     }
 
     fn slot_for(&self, l: &Layer) -> Result<u64> {
-        let mut slots = lock(&self.slots);
-        if let Some(s) = slots.get(&l.dir) {
+        let cell = self.cell(l);
+        if let Some(s) = cell.slot.get() {
+            return Ok(*s);
+        }
+        let _one = lock(&cell.gate);
+        if let Some(s) = cell.slot.get() {
             return Ok(*s);
         }
         let served = Arc::new(self.open_union(l).map_err(|e| {
             log::warn!("{}: {}", l.dir.display(), crate::cmd::one_line(&e));
             Error::Unavailable("serving a layer")
         })?);
-        let mut all = write(&self.served);
-        all.push(served);
-        let slot = all.len() as u64;
-        slots.insert(l.dir.clone(), slot);
+        let slot = {
+            let mut all = write(&self.served);
+            all.push(served);
+            all.len() as u64
+        };
+        let _ = cell.slot.set(slot);
         log::info!("serving {} ({}) as slot {slot}", l.diff_id, l.dir.display());
         Ok(slot)
     }
