@@ -6,6 +6,7 @@
 //! registry sent a small part of the blob. The registry wants basic auth: serve-layers
 //! fetches files with the `--creds` it was given (a lazy record keeps none).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -222,6 +223,9 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
             !warned.contains("Additional Layer Store"),
             "podman warned: {warned}"
         );
+        // The daemon heard the use notice of this layer.
+        let used = format!("layer {diff_id} used (");
+        assert!(served.log().contains(&used), "{form}: {}", served.log());
         let out = p.podman(&["run", "--rm", &name, "cat", "/etc/motd"]);
         assert_eq!(out, format!("{form}\n"));
         // podman's layer is the store's: its diff a link to it, no blob of it downloaded.
@@ -324,6 +328,35 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
     assert!(asked <= 1, "three misses resolved the tag {asked} times");
     missing(&als.join("not base64!").join(&zero));
     missing(&als.join(b64(&name)).join("not-a-digest"));
+    // An image on a registry that cannot be reached: EIO at once (logged), not a hang,
+    // and not "not here".
+    let gone = als.join(b64("127.0.0.1:1/serve/gone:v1")).join(&zero);
+    let e = std::fs::metadata(&gone).expect_err("a layer of an unreachable registry");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{}: {e}", gone.display());
+    // Only root looks under DIR (a lookup makes the daemon reach the registry it names).
+    std::fs::set_permissions(
+        env.tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let stat_as_nobody = |p: &Path| {
+        Command::new("stat")
+            .arg(p)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    // DIR itself is reachable (the denial below is DIR's own mode, not the temp dir's).
+    ok(&stat_as_nobody(&als), "stat DIR as nobody");
+    let nobody = stat_as_nobody(&als.join(b64(&name)));
+    assert!(
+        !nobody.status.success(),
+        "nobody looked under {}",
+        als.display()
+    );
+    let said = String::from_utf8_lossy(&nobody.stderr);
+    assert!(said.contains("Permission denied"), "{said}");
     // A layer in no seekable form is not served: podman downloads it as usual.
     let small = env.path("small");
     for d in ["bin", "etc"] {

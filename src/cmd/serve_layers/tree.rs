@@ -518,10 +518,10 @@ impl Core for LayerStoreFs {
         if let Some((_, s, n)) = self.union_of(parent)? {
             return s.union.create(n, name, mode, flags, ctx);
         }
-        if name.as_bytes() == b"use" && self.layer_of(parent).is_some() {
+        if let Some(l) = self.layer_of(parent).filter(|_| name.as_bytes() == b"use") {
             // containers/storage's "I use this layer": ENOENT says the store counts it.
             let n = self.uses.fetch_add(1, Ordering::Relaxed) + 1;
-            log::debug!("layer node {parent} used ({n} notices)");
+            log::info!("layer {} used ({n} use notices in all)", l.diff_id);
             return Err(Error::NotFound);
         }
         Err(Error::ReadOnly)
@@ -535,9 +535,9 @@ impl Core for LayerStoreFs {
         // directory: ENOENT says it was heard. The layer stays served (it is in the store).
         let made = read(&self.made);
         match made.nodes.get(&parent).map(|m| &m.kind) {
-            Some(Kind::Image(_)) => {
-                log::debug!(
-                    "layer {} released",
+            Some(Kind::Image(r)) => {
+                log::info!(
+                    "{r}: layer {} released",
                     String::from_utf8_lossy(name.as_bytes())
                 );
                 Err(Error::NotFound)
