@@ -61,6 +61,8 @@ pub struct Layer {
     pub diff_id: String,
     /// `info`'s bytes.
     pub info: Vec<u8>,
+    /// The blob's size, as its descriptor gives it (`info`'s `compressed-size`).
+    blob_size: u64,
     /// The blob, on the connection its image was resolved with (credentials included).
     blob: Arc<RegistrySource>,
 }
@@ -75,7 +77,7 @@ impl Layer {
 
     /// The blob's size (`blob`'s).
     pub fn blob_size(&self) -> u64 {
-        self.blob.size().unwrap_or(0)
+        self.blob_size
     }
 
     /// Up to `len` bytes of the blob at `offset` (fewer at its end), from the registry.
@@ -225,6 +227,7 @@ impl LayerStore {
         let layer = Arc::new(Layer {
             dir: self.store.layer_dir(&diff_id)?,
             diff_id,
+            blob_size: info.compressed_size,
             info: serde_json::to_vec(&info)?,
             blob: Arc::new(l.source),
         });

@@ -53,7 +53,7 @@ pub fn run(mut args: ServeLayersArgs) -> Result<()> {
     let dir = super::mount::check_mountpoint(&args.dir)?;
     let store = args.store.open()?;
     let opts = args.registry.options()?;
-    let fs = tree::LayerStoreFs::new(LayerStore::new(store, opts));
+    let fs = tree::LayerStoreFs::new(LayerStore::new(store, opts))?;
     // Single-threaded so far: nothing has spawned a thread before this fork.
     super::mount::daemonize("the daemon", args.foreground, |report| {
         super::mount::serve_core(fs, dir, "layerfs-layers", report)

@@ -84,10 +84,12 @@ pub struct LayerStoreFs {
     /// `use` notices (containers/storage's create of `use`), for the log.
     uses: AtomicU64,
     started: SystemTime,
+    /// The store's root, for statfs of the made-up levels.
+    store_root: std::fs::File,
 }
 
 impl LayerStoreFs {
-    pub fn new(als: LayerStore) -> LayerStoreFs {
+    pub fn new(als: LayerStore) -> anyhow::Result<LayerStoreFs> {
         let mut made = MadeNodes {
             nodes: HashMap::new(),
             next: ROOT + 1,
@@ -99,7 +101,11 @@ impl LayerStoreFs {
                 children: Vec::new(),
             },
         );
-        LayerStoreFs {
+        let root = als.store().root();
+        let store_root = std::fs::File::open(root)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", root.display()))?;
+        Ok(LayerStoreFs {
+            store_root,
             als,
             made: RwLock::new(made),
             served: RwLock::new(Vec::new()),
@@ -107,7 +113,7 @@ impl LayerStoreFs {
             passthrough: AtomicBool::new(false),
             uses: AtomicU64::new(0),
             started: SystemTime::now(),
-        }
+        })
     }
 
     /// The union of node id `id` and its number there; `None` for a made-up node.
@@ -190,7 +196,7 @@ impl LayerStoreFs {
         let slot = self.slot_for(l)?;
         let served = Arc::clone(&read(&self.served)[slot as usize - 1]);
         let e = served.union.getattr(ROOT)?;
-        Ok(outer(slot, e))
+        outer(slot, e)
     }
 
     fn cell(&self, l: &Layer) -> Arc<SlotCell> {
@@ -314,11 +320,15 @@ fn unopened_diff(l: &Layer) -> Entry {
     }
 }
 
-/// Entry `e` of union slot `slot` in our node ids.
-fn outer(slot: u64, mut e: Entry) -> Entry {
-    debug_assert!(e.node <= INNER, "node ids of a union stay below 2^40");
+/// Entry `e` of union slot `slot` in our node ids. A union's node ids stay below 2^40 (one
+/// per node it ever made); one above would name another slot's node, so it is refused.
+fn outer(slot: u64, mut e: Entry) -> Result<Entry> {
+    if e.node > INNER {
+        log::error!("slot {slot}: node id {} above 2^40", e.node);
+        return Err(Error::Bug("a union's node id above 2^40"));
+    }
     e.node |= slot << SLOT_SHIFT;
-    e
+    Ok(e)
 }
 
 impl Core for LayerStoreFs {
@@ -333,7 +343,7 @@ impl Core for LayerStoreFs {
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         match self.union_of(parent)? {
-            Some((slot, s, n)) => s.union.lookup(n, name).map(|e| outer(slot, e)),
+            Some((slot, s, n)) => outer(slot, s.union.lookup(n, name)?),
             None => self.made_lookup(parent, name.as_bytes()),
         }
     }
@@ -352,7 +362,7 @@ impl Core for LayerStoreFs {
 
     fn getattr(&self, ino: u64) -> Result<Entry> {
         match self.union_of(ino)? {
-            Some((slot, s, n)) => s.union.getattr(n).map(|e| outer(slot, e)),
+            Some((slot, s, n)) => outer(slot, s.union.getattr(n)?),
             None => self.made_entry(ino),
         }
     }
@@ -432,10 +442,18 @@ impl Core for LayerStoreFs {
         add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<()> {
         if let Some((slot, s, n)) = self.union_of(ino)? {
-            return s.union.readdir(n, offset, plus, &mut |mut d| {
-                d.entry = d.entry.map(|e| outer(slot, e));
+            let mut failed = None;
+            s.union.readdir(n, offset, plus, &mut |mut d| {
+                match d.entry.map(|e| outer(slot, e)).transpose() {
+                    Ok(e) => d.entry = e,
+                    Err(e) => {
+                        failed = Some(e);
+                        return true;
+                    }
+                }
                 add(d)
-            });
+            })?;
+            return failed.map_or(Ok(()), Err);
         }
         // The names looked up so far (a layer directory: its three files).
         let names: Vec<Vec<u8>> = match self.layer_of(ino) {
@@ -490,9 +508,8 @@ impl Core for LayerStoreFs {
             return s.union.statfs(n);
         }
         // The store's filesystem, where the layers are.
-        let root =
-            std::fs::File::open(self.als.store().root()).map_err(Error::io("opening the store"))?;
-        layerfs_base::sys::fstatvfs(std::os::fd::AsFd::as_fd(&root)).map_err(Error::io("statfs"))
+        layerfs_base::sys::fstatvfs(std::os::fd::AsFd::as_fd(&self.store_root))
+            .map_err(Error::io("statfs"))
     }
 
     fn access(&self, ino: u64, mask: i32, uid: u32, gid: u32) -> Result<()> {
@@ -578,7 +595,7 @@ mod tests {
         let store = Store::open(&dir.path().join("store")).unwrap();
         (
             dir,
-            LayerStoreFs::new(LayerStore::new(store, Options::default())),
+            LayerStoreFs::new(LayerStore::new(store, Options::default())).unwrap(),
         )
     }
 
