@@ -729,3 +729,34 @@ pub fn record_id(layers: &[LayerRecord], config: &RunConfig, history: &[HistoryE
     h.update(serde_json::to_vec(&(layers, config, history)).expect("serializable"));
     format!("sha256:{:x}", h.finalize())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_layer_outlives_a_removal_while_its_process_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let layer = store.layer_dir(&id).unwrap();
+        std::fs::create_dir(&layer).unwrap();
+        std::fs::write(layer.join("f"), "x").unwrap();
+        let pin = store.pin(&id).unwrap();
+        assert!(store
+            .remove_unused_layers(&[id.clone()])
+            .unwrap()
+            .is_empty());
+        assert!(layer.join("f").exists());
+        drop(pin);
+        // A pin whose process is gone pins nothing, and goes.
+        let stale = dir
+            .path()
+            .join("pins")
+            .join(format!("{}.999999999", "ab".repeat(32)));
+        std::fs::write(&stale, "").unwrap();
+        assert_eq!(store.remove_unused_layers(&[id.clone()]).unwrap(), [id]);
+        assert!(!layer.exists());
+        assert!(!stale.exists());
+    }
+}
