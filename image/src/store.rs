@@ -744,7 +744,7 @@ mod tests {
         std::fs::write(layer.join("f"), "x").unwrap();
         let pin = store.pin(&id).unwrap();
         assert!(store
-            .remove_unused_layers(&[id.clone()])
+            .remove_unused_layers(std::slice::from_ref(&id))
             .unwrap()
             .is_empty());
         assert!(layer.join("f").exists());
@@ -755,7 +755,12 @@ mod tests {
             .join("pins")
             .join(format!("{}.999999999", "ab".repeat(32)));
         std::fs::write(&stale, "").unwrap();
-        assert_eq!(store.remove_unused_layers(&[id.clone()]).unwrap(), [id]);
+        assert_eq!(
+            store
+                .remove_unused_layers(std::slice::from_ref(&id))
+                .unwrap(),
+            [id]
+        );
         assert!(!layer.exists());
         assert!(!stale.exists());
     }
