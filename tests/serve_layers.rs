@@ -348,7 +348,7 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
             .unwrap()
     };
     // DIR itself is reachable (the denial below is DIR's own mode, not the temp dir's).
-    ok(&stat_as_nobody(&als), "stat DIR as nobody");
+    ok(stat_as_nobody(&als), "stat DIR as nobody");
     let nobody = stat_as_nobody(&als.join(b64(&name)));
     assert!(
         !nobody.status.success(),
