@@ -116,6 +116,9 @@ pub struct LayerStore {
     /// resolve it once).
     resolving: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     layers: Mutex<HashMap<Key, Arc<Layer>>>,
+    /// Layers not served (not in the image, no TOC), and when that was found: asked again
+    /// only after [`MISS_FRESH`] (podman stats three names of each layer it looks for).
+    misses: Mutex<HashMap<Key, Instant>>,
     /// Per layer: held while it is made (two lookups of one layer make it once; other
     /// layers are made meanwhile, as podman asks for an image's layers in parallel).
     making: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
@@ -149,6 +152,7 @@ impl LayerStore {
             resolving: Mutex::new(HashMap::new()),
             layers: Mutex::new(HashMap::new()),
             making: Mutex::new(HashMap::new()),
+            misses: Mutex::new(HashMap::new()),
             pins: Mutex::new(HashMap::new()),
         }
     }
@@ -162,14 +166,36 @@ impl LayerStore {
     /// digest in its descriptor). A registry that cannot be reached is an error.
     pub fn layer(&self, reference: &Reference, digest: &str) -> Result<Option<Arc<Layer>>> {
         let key = (reference.name(), digest.to_string());
-        if let Some(l) = lock(&self.layers).get(&key) {
-            return Ok(Some(Arc::clone(l)));
+        let known = || -> Option<Option<Arc<Layer>>> {
+            if let Some(l) = lock(&self.layers).get(&key) {
+                return Some(Some(Arc::clone(l)));
+            }
+            let missed = lock(&self.misses).get(&key).copied();
+            missed.filter(|t| t.elapsed() < MISS_FRESH).map(|_| None)
+        };
+        if let Some(l) = known() {
+            return Ok(l);
         }
         let gate = Arc::clone(lock(&self.making).entry(key.clone()).or_default());
         let _one = lock(&gate);
-        if let Some(l) = lock(&self.layers).get(&key) {
-            return Ok(Some(Arc::clone(l)));
+        if let Some(l) = known() {
+            return Ok(l);
         }
+        let made = self.make(reference, digest)?;
+        match &made {
+            Some(l) => {
+                lock(&self.layers).insert(key.clone(), Arc::clone(l));
+                lock(&self.misses).remove(&key);
+            }
+            None => {
+                lock(&self.misses).insert(key, Instant::now());
+            }
+        }
+        Ok(made)
+    }
+
+    /// [`LayerStore::layer`] asking the registry (under the layer's gate).
+    fn make(&self, reference: &Reference, digest: &str) -> Result<Option<Arc<Layer>>> {
         // A tag may have moved since the image was resolved: a digest its manifest lacks
         // asks the registry again, once, unless it was asked a moment ago.
         let mut found = None;
@@ -231,7 +257,6 @@ impl LayerStore {
             info: serde_json::to_vec(&info)?,
             blob: Arc::new(l.source),
         });
-        lock(&self.layers).insert(key, Arc::clone(&layer));
         Ok(Some(layer))
     }
 
