@@ -136,16 +136,11 @@ fn kill_9_during_import_leaves_no_half_imported_image() {
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
     for i in 0..24u64 {
-        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-        let data: Vec<u8> = (0..(1 << 20))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        fs::write(src.join(format!("f{i}")), data).unwrap();
+        fs::write(
+            src.join(format!("f{i}")),
+            testkit::imagekit::noise(1 << 20, i),
+        )
+        .unwrap();
     }
     let store = t.path().join("store");
     let stack = format!("lowerdir={}", src.display());

@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use testkit::imagekit::noise;
 use testkit::{require_root, tree, Kernel, Layerfs};
 
 /// An ext4 filesystem in a file, loop-mounted (`mount -o loop`: the loop device is
@@ -69,19 +70,6 @@ impl Drop for LoopExt4 {
     }
 }
 
-/// Incompressible bytes (ext4 does not compress, but keep the sizes honest).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn is_enospc(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(libc::ENOSPC)
 }
@@ -108,7 +96,7 @@ fn a_full_upper_fails_cleanly_and_recovers() {
     let disk = LoopExt4::new(t.path(), 24);
     let l = t.path().join("lower");
     fs::create_dir_all(l.join("d/sub")).unwrap();
-    let big = noise(1, 6 << 20);
+    let big = noise(6 << 20, 1);
     fs::write(l.join("big"), &big).unwrap();
     fs::write(l.join("d/sub/f"), b"lower file\n").unwrap();
     fs::write(l.join("small"), b"small\n").unwrap();
@@ -122,7 +110,7 @@ fn a_full_upper_fails_cleanly_and_recovers() {
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
     for i in 0..30 {
-        fs::write(src.join(format!("part{i:02}")), noise(100 + i, 1 << 20)).unwrap();
+        fs::write(src.join(format!("part{i:02}")), noise(1 << 20, 100 + i)).unwrap();
     }
     let tarball = t.path().join("fill.tar");
     let o = Command::new("tar")
@@ -200,7 +188,7 @@ fn a_full_upper_fails_cleanly_and_recovers() {
             .and_then(|mut f| f.write_all(b"+"))
             .unwrap();
         fs::create_dir(m.path("d/sub/new")).unwrap();
-        fs::write(m.path("d/sub/new/file"), noise(7, 2 << 20)).unwrap();
+        fs::write(m.path("d/sub/new/file"), noise(2 << 20, 7)).unwrap();
         let mut grown = big.clone();
         grown.push(b'+');
         assert_eq!(fs::read(m.path("big")).unwrap(), grown);

@@ -25,15 +25,7 @@ fn source_tree(base: &Path) -> PathBuf {
     }
     std::fs::write(src.join("etc/small"), "a few bytes\n").unwrap();
     std::fs::write(src.join("etc/conf.d/other"), "other\n".repeat(100)).unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let big: Vec<u8> = (0..BIG)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let big = testkit::imagekit::noise(BIG, 1);
     std::fs::write(src.join("usr/lib/big"), &big).unwrap();
     std::fs::hard_link(src.join("usr/lib/big"), src.join("usr/lib/big.2")).unwrap();
     std::os::unix::fs::symlink("lib/big", src.join("usr/big.link")).unwrap();

@@ -6,6 +6,7 @@
 //! registry sent a small part of the blob. The registry wants basic auth: serve-layers
 //! fetches files with the `--creds` it was given (a lazy record keeps none).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -178,6 +179,7 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
         &env.path("podman"),
         &format!("additionallayerstores = [\"{}:ref\"]", als.display()),
     );
+    let mut diff_ids = Vec::new();
     // zstd:chunked and eStargz, written and pushed by layerfs (the motd tells them apart,
     // so each is a layer of its own).
     for (form, tag, compression) in [("zstd:chunked", "zc", 4), ("estargz", "esgz", 2)] {
@@ -185,6 +187,7 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
         imagekit::lazy_rootfs(&root);
         std::fs::write(root.join("etc/motd"), format!("{form}\n")).unwrap();
         let (name, digest, blob_size, diff_id) = env.push(&root, form, tag, None);
+        diff_ids.push(diff_id.clone());
 
         // The layout, as containers/storage reads it: stat of diff, info and blob; info
         // decoded.
@@ -220,6 +223,9 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
             !warned.contains("Additional Layer Store"),
             "podman warned: {warned}"
         );
+        // The daemon heard the use notice of this layer.
+        let used = format!("layer {diff_id} used (");
+        assert!(served.log().contains(&used), "{form}: {}", served.log());
         let out = p.podman(&["run", "--rm", &name, "cat", "/etc/motd"]);
         assert_eq!(out, format!("{form}\n"));
         // podman's layer is the store's: its diff a link to it, no blob of it downloaded.
@@ -285,12 +291,72 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
     assert_eq!(out, "zstd:chunked\n");
     drop(mp);
 
+    // The served layer is in no image record of the store: an image of layerfs's own that
+    // shares it (pulled into the same store, then removed) leaves it in place while it is
+    // served (podman's layer is a link to it).
+    let store = env.path("store").display().to_string();
+    let pull = [
+        "pull",
+        "--tls-verify=false",
+        "--creds",
+        CREDS,
+        "--store",
+        &store,
+        &zc,
+    ];
+    env.layerfs(&pull);
+    env.layerfs(&["rmi", "--store", &store, &zc]);
+    let hex = diff_ids[0].strip_prefix("sha256:").unwrap();
+    assert!(
+        env.path("store/layers").join(hex).join("etc/motd").exists(),
+        "rmi removed the served layer {hex}"
+    );
+    let out = p.podman(&["run", "--rm", &zc, "cat", "/etc/motd"]);
+    assert_eq!(out, "zstd:chunked\n", "the served layer outlives an rmi");
+
     // Names that are no layer.
     let name = format!("{}/serve/zc:v1", env.reg.host());
     let zero = format!("sha256:{}", "0".repeat(64));
-    missing(&als.join(b64(&name)).join(&zero).join("diff"));
+    // A digest the image lacks asks the registry again (a tag may have moved), but not on
+    // every lookup: three misses in a row resolve the tag at most once.
+    let resolves = || env.reg.log().matches("/v2/serve/zc/manifests/v1 ").count();
+    let before = resolves();
+    for _ in 0..3 {
+        missing(&als.join(b64(&name)).join(&zero).join("diff"));
+    }
+    let asked = resolves() - before;
+    assert!(asked <= 1, "three misses resolved the tag {asked} times");
     missing(&als.join("not base64!").join(&zero));
     missing(&als.join(b64(&name)).join("not-a-digest"));
+    // An image on a registry that cannot be reached: EIO at once (logged), not a hang,
+    // and not "not here".
+    let gone = als.join(b64("127.0.0.1:1/serve/gone:v1")).join(&zero);
+    let e = std::fs::metadata(&gone).expect_err("a layer of an unreachable registry");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{}: {e}", gone.display());
+    // Only root looks under DIR (a lookup makes the daemon reach the registry it names).
+    std::fs::set_permissions(
+        env.tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let stat_as_nobody = |p: &Path| {
+        Command::new("stat")
+            .arg(p)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    // DIR itself is reachable (the denial below is DIR's own mode, not the temp dir's).
+    ok(stat_as_nobody(&als), "stat DIR as nobody");
+    let nobody = stat_as_nobody(&als.join(b64(&name)));
+    assert!(
+        !nobody.status.success(),
+        "nobody looked under {}",
+        als.display()
+    );
+    let said = String::from_utf8_lossy(&nobody.stderr);
+    assert!(said.contains("Permission denied"), "{said}");
     // A layer in no seekable form is not served: podman downloads it as usual.
     let small = env.path("small");
     for d in ["bin", "etc"] {
@@ -300,7 +366,16 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
     std::os::unix::fs::symlink("busybox", small.join("bin/cat")).unwrap();
     std::fs::write(small.join("etc/motd"), "gzip\n").unwrap();
     let (gz_name, gz_digest, _, _) = env.push(&small, "gzip", "gz", None);
-    missing(&als.join(b64(&gz_name)).join(&gz_digest).join("diff"));
+    // podman's three stats of it (diff, info, blob) look at its descriptor once.
+    for f in ["diff", "info", "blob"] {
+        missing(&als.join(b64(&gz_name)).join(&gz_digest).join(f));
+    }
+    let looked = served
+        .log()
+        .lines()
+        .filter(|l| l.contains(&gz_digest) && l.contains("not served"))
+        .count();
+    assert_eq!(looked, 1, "{}", served.log());
     p.podman(&[
         "pull",
         "-q",
@@ -321,10 +396,24 @@ fn podman_pulls_and_runs_through_serve_layers_fetching_only_what_it_reads() {
     let top = env.path("top");
     std::fs::create_dir_all(top.join("etc")).unwrap();
     std::fs::write(top.join("etc/top"), "top\n").unwrap();
-    let (two, two_digest, _, _) = env.push(&top, "zstd:chunked", "two", Some("gz"));
+    let (two, two_digest, _, two_diff_id) = env.push(&top, "zstd:chunked", "two", Some("gz"));
+    // Listing a layer directory names `diff` without opening its union (which would start
+    // the layer's background fill).
+    let mut names: Vec<String> = std::fs::read_dir(als.join(b64(&two)).join(&two_digest))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["blob", "diff", "info"]);
+    let opened = format!("serving {two_diff_id}");
+    assert!(
+        !served.log().contains(&opened),
+        "a listing opened the layer"
+    );
     p.podman(&["pull", "-q", "--tls-verify=false", "--creds", CREDS, &two]);
     let out = p.podman(&["run", "--rm", &two, "cat", "/etc/motd", "/etc/top"]);
     assert_eq!(out, "gzip\ntop\n");
+    assert!(served.log().contains(&opened), "{}", served.log());
     let layers: serde_json::Value = serde_json::from_slice(
         &std::fs::read(env.path("podman/graph/overlay-layers/layers.json")).unwrap(),
     )

@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -60,6 +61,8 @@ pub struct Layer {
     pub diff_id: String,
     /// `info`'s bytes.
     pub info: Vec<u8>,
+    /// The blob's size, as its descriptor gives it (`info`'s `compressed-size`).
+    blob_size: u64,
     /// The blob, on the connection its image was resolved with (credentials included).
     blob: Arc<RegistrySource>,
 }
@@ -74,7 +77,7 @@ impl Layer {
 
     /// The blob's size (`blob`'s).
     pub fn blob_size(&self) -> u64 {
-        self.blob.size().unwrap_or(0)
+        self.blob_size
     }
 
     /// Up to `len` bytes of the blob at `offset` (fewer at its end), from the registry.
@@ -92,7 +95,14 @@ impl Layer {
 struct Image {
     client: Arc<Client>,
     resolved: pull::Resolved,
+    /// When the registry was asked.
+    at: Instant,
 }
+
+/// How long a resolved image answers a digest its manifest lacks without asking the
+/// registry again: podman stats a layer's `diff`, `info` and `blob` in a row, and each miss
+/// would resolve the tag anew.
+const MISS_FRESH: Duration = Duration::from_secs(5);
 
 /// A layer of an image: the image's `HOST/REPO:TAG` and the layer's blob digest.
 type Key = (String, String);
@@ -102,10 +112,20 @@ pub struct LayerStore {
     store: Store,
     opts: Options,
     images: Mutex<HashMap<String, Arc<Image>>>,
+    /// Per reference: held while it is resolved (parallel lookups of a new image's layers
+    /// resolve it once).
+    resolving: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     layers: Mutex<HashMap<Key, Arc<Layer>>>,
+    /// Layers not served (not in the image, no TOC), and when that was found: asked again
+    /// only after [`MISS_FRESH`] (podman stats three names of each layer it looks for).
+    misses: Mutex<HashMap<Key, Instant>>,
     /// Per layer: held while it is made (two lookups of one layer make it once; other
     /// layers are made meanwhile, as podman asks for an image's layers in parallel).
     making: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
+    /// The layers served, by diff_id, pinned in the store for as long as this process
+    /// serves them: they are in no image record, and an `rmi` of an image sharing one
+    /// would remove it under podman (whose layer links to it).
+    pins: Mutex<HashMap<String, crate::store::Pin>>,
 }
 
 /// The image reference a directory name of the store's top level stands for
@@ -129,8 +149,11 @@ impl LayerStore {
             store,
             opts,
             images: Mutex::new(HashMap::new()),
+            resolving: Mutex::new(HashMap::new()),
             layers: Mutex::new(HashMap::new()),
             making: Mutex::new(HashMap::new()),
+            misses: Mutex::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
         }
     }
 
@@ -143,19 +166,41 @@ impl LayerStore {
     /// digest in its descriptor). A registry that cannot be reached is an error.
     pub fn layer(&self, reference: &Reference, digest: &str) -> Result<Option<Arc<Layer>>> {
         let key = (reference.name(), digest.to_string());
-        if let Some(l) = lock(&self.layers).get(&key) {
-            return Ok(Some(Arc::clone(l)));
+        let known = || -> Option<Option<Arc<Layer>>> {
+            if let Some(l) = lock(&self.layers).get(&key) {
+                return Some(Some(Arc::clone(l)));
+            }
+            let missed = lock(&self.misses).get(&key).copied();
+            missed.filter(|t| t.elapsed() < MISS_FRESH).map(|_| None)
+        };
+        if let Some(l) = known() {
+            return Ok(l);
         }
         let gate = Arc::clone(lock(&self.making).entry(key.clone()).or_default());
         let _one = lock(&gate);
-        if let Some(l) = lock(&self.layers).get(&key) {
-            return Ok(Some(Arc::clone(l)));
+        if let Some(l) = known() {
+            return Ok(l);
         }
+        let made = self.make(reference, digest)?;
+        match &made {
+            Some(l) => {
+                lock(&self.layers).insert(key.clone(), Arc::clone(l));
+                lock(&self.misses).remove(&key);
+            }
+            None => {
+                lock(&self.misses).insert(key, Instant::now());
+            }
+        }
+        Ok(made)
+    }
+
+    /// [`LayerStore::layer`] asking the registry (under the layer's gate).
+    fn make(&self, reference: &Reference, digest: &str) -> Result<Option<Arc<Layer>>> {
         // A tag may have moved since the image was resolved: a digest its manifest lacks
-        // asks the registry again, once.
+        // asks the registry again, once, unless it was asked a moment ago.
         let mut found = None;
-        for fresh in [false, true] {
-            let image = self.image(reference, fresh)?;
+        for max_age in [None, Some(MISS_FRESH)] {
+            let image = self.image(reference, max_age)?;
             let index = image
                 .resolved
                 .manifest
@@ -179,6 +224,11 @@ impl LayerStore {
             return Ok(None);
         };
         let diff_id = l.diff_id.to_string();
+        // Pinned before it is looked for: a removal either ran before or leaves it.
+        if !lock(&self.pins).contains_key(&diff_id) {
+            let pin = self.store.pin(&diff_id).with_context(|| what.clone())?;
+            lock(&self.pins).insert(diff_id.clone(), pin);
+        }
         if !self.store.has_layer(&diff_id) {
             let unpack = crate::unpack::Options::for_this_process();
             self.store
@@ -203,24 +253,40 @@ impl LayerStore {
         let layer = Arc::new(Layer {
             dir: self.store.layer_dir(&diff_id)?,
             diff_id,
+            blob_size: info.compressed_size,
             info: serde_json::to_vec(&info)?,
             blob: Arc::new(l.source),
         });
-        lock(&self.layers).insert(key, Arc::clone(&layer));
         Ok(Some(layer))
     }
 
-    /// `reference` resolved (asked again with `fresh`).
-    fn image(&self, reference: &Reference, fresh: bool) -> Result<Arc<Image>> {
+    /// `reference` resolved: the one resolved before when it is no older than `max_age`
+    /// (any age: `None`), else asked again. One lookup per reference asks at a time; the
+    /// others wait for its answer.
+    fn image(&self, reference: &Reference, max_age: Option<Duration>) -> Result<Arc<Image>> {
         let name = reference.name();
-        if !fresh {
-            if let Some(i) = lock(&self.images).get(&name) {
-                return Ok(Arc::clone(i));
-            }
+        let cached = || {
+            lock(&self.images)
+                .get(&name)
+                .filter(|i| max_age.is_none_or(|m| i.at.elapsed() < m))
+                .map(Arc::clone)
+        };
+        if let Some(i) = cached() {
+            return Ok(i);
         }
+        let gate = Arc::clone(lock(&self.resolving).entry(name.clone()).or_default());
+        let _one = lock(&gate);
+        if let Some(i) = cached() {
+            return Ok(i);
+        }
+        let at = Instant::now();
         let client = Arc::new(registry::connect(reference, &self.opts)?);
         let resolved = pull::resolve(&client, reference).with_context(|| reference.to_string())?;
-        let image = Arc::new(Image { client, resolved });
+        let image = Arc::new(Image {
+            client,
+            resolved,
+            at,
+        });
         lock(&self.images).insert(name, Arc::clone(&image));
         Ok(image)
     }

@@ -7,6 +7,8 @@
 //! STORE/images/<hex of id>.json    an image: names, layer diff_ids bottom first, run config
 //! STORE/tmp/                       layers being unpacked (same filesystem: renamed in place),
 //!                                  each entry named `KIND-PID-...` after the process using it
+//! STORE/pins/<hex>.<PID>           a layer process PID serves outside any image (podman's
+//!                                  additional layer store): no `rmi` removes it while PID lives
 //! STORE/lock                       flock, held while layers or images change
 //! ```
 //!
@@ -201,6 +203,16 @@ pub struct Store {
 /// The held store lock.
 pub struct Lock(#[allow(dead_code)] std::fs::File);
 
+/// A layer's pin ([`Store::pin`]), removed when dropped.
+#[derive(Debug)]
+pub struct Pin(PathBuf);
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 impl Store {
     /// `$XDG_DATA_HOME/layerfs` (or `~/.local/share/layerfs`), `/var/lib/layerfs` as root.
     pub fn default_root() -> PathBuf {
@@ -216,7 +228,14 @@ impl Store {
 
     /// Opens (or makes) the store at `root`, removing what killed processes left in it.
     pub fn open(root: &Path) -> Result<Store> {
-        for sub in ["layers", "kept", "images", "tmp", crate::verity::DIR] {
+        for sub in [
+            "layers",
+            "kept",
+            "images",
+            "tmp",
+            "pins",
+            crate::verity::DIR,
+        ] {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating the store {}", root.display()))?;
         }
@@ -301,6 +320,50 @@ impl Store {
             .with_context(|| format!("opening {}/lock", self.root.display()))?;
         sys::flock(f.as_fd(), libc::LOCK_EX).context("locking the store")?;
         Ok(Lock(f))
+    }
+
+    /// Pins layer `diff_id` for as long as this process lives or the pin is kept: no image
+    /// removal removes it meanwhile (a layer served outside any image record). Taken under
+    /// the store's lock, so a removal running now either ran before (and the caller finds
+    /// the layer gone) or sees the pin.
+    pub fn pin(&self, diff_id: &str) -> Result<Pin> {
+        let _lock = self.lock()?;
+        let path =
+            self.root
+                .join("pins")
+                .join(format!("{}.{}", digest_hex(diff_id)?, std::process::id()));
+        std::fs::write(&path, b"").with_context(|| format!("creating {}", path.display()))?;
+        Ok(Pin(path))
+    }
+
+    /// The hex digests of the layers pinned by live processes (under the lock); removes the
+    /// pins of processes that are gone.
+    fn pinned_locked(&self) -> Result<std::collections::HashSet<String>> {
+        let dir = self.root.join("pins");
+        let mut out = std::collections::HashSet::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            // A store made before pins were.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        for e in entries {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some((hex, pid)) = name.rsplit_once('.') else {
+                continue;
+            };
+            let alive = pid
+                .parse::<u32>()
+                .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if alive {
+                out.insert(hex.to_string());
+            } else {
+                log::info!("removing the pin {name}, its process is gone");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(out)
     }
 
     /// The directory of a layer (which may not exist).
@@ -590,9 +653,14 @@ impl Store {
             .into_iter()
             .flat_map(|i| i.layers.into_iter().map(|l| l.diff_id))
             .collect();
+        let pinned = self.pinned_locked()?;
         let mut removed = Vec::new();
         for id in diff_ids {
             if used.contains(id) || removed.contains(id) {
+                continue;
+            }
+            if pinned.contains(digest_hex(id)?) {
+                log::info!("{id}: kept, a process serves it");
                 continue;
             }
             let dir = self.layer_dir(id)?;
@@ -660,4 +728,40 @@ pub fn record_id(layers: &[LayerRecord], config: &RunConfig, history: &[HistoryE
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&(layers, config, history)).expect("serializable"));
     format!("sha256:{:x}", h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_layer_outlives_a_removal_while_its_process_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = format!("sha256:{}", "ab".repeat(32));
+        let layer = store.layer_dir(&id).unwrap();
+        std::fs::create_dir(&layer).unwrap();
+        std::fs::write(layer.join("f"), "x").unwrap();
+        let pin = store.pin(&id).unwrap();
+        assert!(store
+            .remove_unused_layers(std::slice::from_ref(&id))
+            .unwrap()
+            .is_empty());
+        assert!(layer.join("f").exists());
+        drop(pin);
+        // A pin whose process is gone pins nothing, and goes.
+        let stale = dir
+            .path()
+            .join("pins")
+            .join(format!("{}.999999999", "ab".repeat(32)));
+        std::fs::write(&stale, "").unwrap();
+        assert_eq!(
+            store
+                .remove_unused_layers(std::slice::from_ref(&id))
+                .unwrap(),
+            [id]
+        );
+        assert!(!layer.exists());
+        assert!(!stale.exists());
+    }
 }

@@ -27,24 +27,9 @@ use crate::{FileIoArg, MountArgs};
 
 /// Everything needed to mount, checked.
 pub struct Plan {
-    mountpoint: PathBuf,
-    /// The mount's source in /proc/self/mountinfo.
-    fsname: String,
-    pub flags: MountFlags,
+    /// How and where it is mounted and served.
+    pub serve: Serve,
     fs: Union,
-    threads: usize,
-    /// Served over FUSE-over-io_uring where the kernel offers it (`io_uring=auto`, the
-    /// default), insisted on (`-o io_uring`) or not (`-o noio_uring`).
-    io_uring: IoUring,
-    file_io: FileIo,
-    /// POSIX ACLs on (off with `noacl` or an upper without xattrs).
-    acl: bool,
-    /// `lower_direct_io=`: lower files from this size on read with direct I/O (rootless).
-    lower_direct_io: Option<u64>,
-    /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
-    pub remove_mountpoint: bool,
-    /// A directory tree to remove once unmounted (`layerfs run`'s ephemeral upper).
-    pub remove_after: Option<PathBuf>,
     /// `-o supervise`: a supervisor keeps the connection and runs the daemons.
     supervise: bool,
     /// The stack's lazy layers, whose prefetch starts in the daemon.
@@ -60,12 +45,25 @@ pub fn run(args: MountArgs) -> Result<()> {
     if plan.supervise {
         return super::supervise::start(plan, args.foreground);
     }
-    if args.foreground {
-        return serve(plan, None);
+    // Single-threaded so far: nothing has spawned a thread before this fork.
+    daemonize("the daemon", args.foreground, |report| serve(plan, report))
+}
+
+/// Runs `serve` in a daemon: unless `foreground`, forks; the child leaves the session and
+/// works from `/`, and `serve` gets the start-up pipe to report on (see [`serve`]), while
+/// the parent waits for that report ([`wait_for_child`]) and returns it. In the foreground
+/// `serve` runs here, with no pipe. Call it while single-threaded (a fork copies one
+/// thread).
+pub fn daemonize(
+    what: &str,
+    foreground: bool,
+    serve: impl FnOnce(Option<OwnedFd>) -> Result<()>,
+) -> Result<()> {
+    if foreground {
+        return serve(None);
     }
     let (rd, wr) = sys::pipe().context("creating the start-up pipe")?;
-    // Single-threaded so far: nothing has spawned a thread before this fork.
-    match sys::fork().context("forking the daemon")? {
+    match sys::fork().with_context(|| format!("forking {what}"))? {
         sys::Fork::Parent(_) => {
             drop(wr);
             wait_for_child(rd)
@@ -74,7 +72,7 @@ pub fn run(args: MountArgs) -> Result<()> {
             drop(rd);
             let _ = sys::setsid();
             let _ = std::env::set_current_dir("/");
-            serve(plan, Some(wr))
+            serve(Some(wr))
         }
     }
 }
@@ -190,48 +188,37 @@ pub fn prepare_at(args: &MountArgs, mounted: Option<&Path>) -> Result<Plan> {
     if let Some(l) = &lazy {
         fs.set_lazy(l.hook());
     }
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(2)
-    });
     if opts.io_uring == options::IoUring::On && opts.supervise {
         warn!("-o io_uring is not used with -o supervise: the daemons come and go on one connection, and a ring dies with its process; serving over /dev/fuse reads");
     }
+    let defaults = Serve::new(mountpoint, fsname);
     Ok(Plan {
-        mountpoint,
-        fsname,
-        flags: opts.flags,
-        fs,
-        threads,
-        // A ring lives and dies with the process that set it up, and a supervised mount's
-        // daemons come and go on one connection: supervised mounts use `/dev/fuse` reads.
-        io_uring: match opts.io_uring {
-            _ if opts.supervise => IoUring::Off,
-            options::IoUring::Auto => IoUring::Auto,
-            options::IoUring::On => IoUring::On,
-            options::IoUring::Off => IoUring::Off,
+        serve: Serve {
+            flags: opts.flags,
+            threads: args.threads.unwrap_or(defaults.threads),
+            // A ring lives and dies with the process that set it up, and a supervised mount's
+            // daemons come and go on one connection: supervised mounts use `/dev/fuse` reads.
+            io_uring: match opts.io_uring {
+                _ if opts.supervise => IoUring::Off,
+                options::IoUring::Auto => IoUring::Auto,
+                options::IoUring::On => IoUring::On,
+                options::IoUring::Off => IoUring::Off,
+            },
+            acl,
+            lower_direct_io: opts.lower_direct_io,
+            file_io: match (args.no_passthrough, args.file_io) {
+                // A restarted daemon could not know which of the kernel's inodes are bound
+                // to backing files; supervised mounts serve data through the page cache.
+                (_, FileIoArg::Passthrough) if opts.supervise => FileIo::Cached,
+                (true, _) | (_, FileIoArg::Handles) => FileIo::Handles,
+                (_, FileIoArg::Cached) => FileIo::Cached,
+                (_, FileIoArg::Passthrough) => defaults.file_io,
+            },
+            ..defaults
         },
-        acl,
-        lower_direct_io: opts.lower_direct_io,
-        remove_mountpoint: false,
-        remove_after: None,
+        fs,
         supervise: opts.supervise,
         lazy,
-        file_io: match (args.no_passthrough, args.file_io) {
-            // A restarted daemon could not know which of the kernel's inodes are bound to
-            // backing files; supervised mounts serve data through the page cache.
-            (_, FileIoArg::Passthrough) if opts.supervise => FileIo::Cached,
-            (true, _) | (_, FileIoArg::Handles) => FileIo::Handles,
-            (_, FileIoArg::Cached) => FileIo::Cached,
-            // Passthrough needs CAP_SYS_ADMIN in the initial user namespace (the adapter
-            // also falls back when the kernel does not grant it); without it, handle-less
-            // cached files are the fastest, and a writable mount takes the writeback cache.
-            (_, FileIoArg::Passthrough) if sys::geteuid() == 0 && !sys::in_user_namespace() => {
-                FileIo::Passthrough
-            }
-            (_, FileIoArg::Passthrough) => FileIo::Cached,
-        },
     })
 }
 
@@ -310,9 +297,11 @@ pub fn serve_core<C: Core>(
     report: Option<OwnedFd>,
 ) -> Result<()> {
     let mut report = report.map(std::fs::File::from);
+    let defaults = Serve::new(mountpoint, fsname(Some(name.to_string())));
     let serve = Serve {
-        mountpoint,
-        fsname: fsname(Some(name.to_string())),
+        // Lookups wait on registries (an image resolved, a TOC read): more workers than
+        // cores, so a slow registry leaves some to serve the layers' files.
+        threads: defaults.threads.max(4),
         // Layers come from registries: no set-id program or device of theirs acts here
         // (a container's own mount decides for what it runs).
         flags: MountFlags {
@@ -320,19 +309,7 @@ pub fn serve_core<C: Core>(
             nodev: true,
             ..MountFlags::default()
         },
-        threads: std::thread::available_parallelism()
-            .map_or(2, |n| n.get())
-            .max(4),
-        io_uring: IoUring::Auto,
-        lower_direct_io: None,
-        file_io: if sys::geteuid() == 0 && !sys::in_user_namespace() {
-            FileIo::Passthrough
-        } else {
-            FileIo::Cached
-        },
-        acl: false,
-        remove_mountpoint: false,
-        remove_after: None,
+        ..defaults
     };
     let result = mount_core(serve, core, false, None, &mut report, Connect::Mount);
     reported(result, report)
@@ -375,16 +352,10 @@ impl Plan {
     pub fn into_mount(self) -> (SessionOptions, PathBuf) {
         let read_only = self.fs.read_only();
         let serve = Serve {
-            mountpoint: self.mountpoint,
-            fsname: self.fsname,
-            flags: self.flags,
-            threads: self.threads,
             io_uring: IoUring::Off,
-            file_io: self.file_io,
-            acl: self.acl,
-            lower_direct_io: self.lower_direct_io,
             remove_mountpoint: false,
             remove_after: None,
+            ..self.serve
         };
         (session_options(&serve, read_only), serve.mountpoint)
     }
@@ -414,51 +385,66 @@ fn fsname(name: Option<String>) -> String {
     }
 }
 
-/// A plan without its filesystem.
-struct Serve {
+/// How and where a filesystem is mounted and served (a plan without its filesystem).
+pub struct Serve {
     mountpoint: PathBuf,
+    /// The mount's source in /proc/self/mountinfo.
     fsname: String,
-    flags: MountFlags,
+    pub flags: MountFlags,
     threads: usize,
+    /// Served over FUSE-over-io_uring where the kernel offers it (`io_uring=auto`, the
+    /// default), insisted on (`-o io_uring`) or not (`-o noio_uring`).
     io_uring: IoUring,
     file_io: FileIo,
+    /// POSIX ACLs on (off with `noacl` or an upper without xattrs).
     acl: bool,
+    /// `lower_direct_io=`: lower files from this size on read with direct I/O (rootless).
     lower_direct_io: Option<u64>,
-    remove_mountpoint: bool,
-    remove_after: Option<PathBuf>,
+    /// Remove the mountpoint directory once unmounted (`layerfs run`'s temporary one).
+    pub remove_mountpoint: bool,
+    /// A directory tree to remove once unmounted (`layerfs run`'s ephemeral upper).
+    pub remove_after: Option<PathBuf>,
+}
+
+impl Serve {
+    /// The defaults every mount starts from (a stack's mount options and `serve-layers`
+    /// change some): a worker per core (at least 2), FUSE-over-io_uring where the kernel
+    /// offers it, passthrough as root of the initial user namespace (it needs
+    /// CAP_SYS_ADMIN there, and the adapter also falls back when the kernel does not grant
+    /// it; without it handle-less cached files are the fastest, and a writable mount takes
+    /// the writeback cache), no ACLs.
+    fn new(mountpoint: PathBuf, fsname: String) -> Serve {
+        Serve {
+            mountpoint,
+            fsname,
+            flags: MountFlags::default(),
+            threads: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+            io_uring: IoUring::Auto,
+            file_io: if sys::geteuid() == 0 && !sys::in_user_namespace() {
+                FileIo::Passthrough
+            } else {
+                FileIo::Cached
+            },
+            acl: false,
+            lower_direct_io: None,
+            remove_mountpoint: false,
+            remove_after: None,
+        }
+    }
 }
 
 fn mount_and_run(plan: Plan, report: &mut Option<std::fs::File>, connect: Connect) -> Result<()> {
     let Plan {
-        mountpoint,
-        fsname,
-        flags,
+        serve,
         fs,
-        threads,
-        io_uring,
-        file_io,
-        acl,
-        lower_direct_io,
-        remove_mountpoint,
-        remove_after,
         supervise: _,
         lazy,
     } = plan;
     if let Some(l) = &lazy {
         l.start_prefetch();
     }
-    let serve = Serve {
-        mountpoint,
-        fsname,
-        flags,
-        threads,
-        io_uring,
-        file_io,
-        acl,
-        lower_direct_io,
-        remove_mountpoint,
-        remove_after,
-    };
     let read_only = fs.read_only();
     let refresh = fs.refresher();
     mount_core(serve, fs, read_only, Some(refresh), report, connect)

@@ -76,9 +76,9 @@ fn run_in(args: &RunArgs, mountpoint: &Path) -> Result<i32> {
     let mut plan = mount::prepare(&mount_args)?;
     // `ro`: the root is made read-only inside the container, after its mount points were
     // made in the upper (runc's read-only root); the FUSE mount itself stays writable.
-    let read_only = std::mem::take(&mut plan.flags.read_only);
-    plan.remove_mountpoint = true;
-    plan.remove_after = args.ephemeral.clone();
+    let read_only = std::mem::take(&mut plan.serve.flags.read_only);
+    plan.serve.remove_mountpoint = true;
+    plan.serve.remove_after = args.ephemeral.clone();
     let command = command(args)?;
     let spec = RootSpec {
         hostname: args.hostname.clone(),

@@ -194,23 +194,10 @@ struct Supervisor {
 pub fn start(plan: Plan, foreground: bool) -> Result<()> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let exe = std::env::current_exe().context("finding this program")?;
-    if foreground {
-        return supervise(plan, None, cwd, exe);
-    }
-    let (rd, wr) = sys::pipe().context("creating the start-up pipe")?;
     // Single-threaded so far: nothing has spawned a thread before this fork.
-    match sys::fork().context("forking the supervisor")? {
-        sys::Fork::Parent(_) => {
-            drop(wr);
-            mount::wait_for_child(rd)
-        }
-        sys::Fork::Child => {
-            drop(rd);
-            let _ = sys::setsid();
-            let _ = std::env::set_current_dir("/");
-            supervise(plan, Some(wr), cwd, exe)
-        }
-    }
+    mount::daemonize("the supervisor", foreground, |report| {
+        supervise(plan, report, cwd, exe)
+    })
 }
 
 fn supervise(plan: Plan, report: Option<OwnedFd>, cwd: PathBuf, exe: PathBuf) -> Result<()> {

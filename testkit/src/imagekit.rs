@@ -23,16 +23,21 @@ pub fn lazy_rootfs(root: &Path) {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).unwrap();
     }
     std::fs::write(root.join("etc/motd"), "lazy\n").unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let big: Vec<u8> = (0..16 << 20)
+    std::fs::write(root.join("data/big"), noise(16 << 20, 1)).unwrap();
+}
+
+/// `len` bytes that do not compress, the same for the same `seed` (xorshift64 from
+/// `seed` times the golden ratio, made odd).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x as u8
         })
-        .collect();
-    std::fs::write(root.join("data/big"), big).unwrap();
+        .collect()
 }
 
 /// A layer compression, as the fixtures write it.

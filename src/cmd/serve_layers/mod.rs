@@ -53,22 +53,9 @@ pub fn run(mut args: ServeLayersArgs) -> Result<()> {
     let dir = super::mount::check_mountpoint(&args.dir)?;
     let store = args.store.open()?;
     let opts = args.registry.options()?;
-    let fs = tree::LayerStoreFs::new(LayerStore::new(store, opts));
-    if args.foreground {
-        return super::mount::serve_core(fs, dir, "layerfs-layers", None);
-    }
-    let (rd, wr) = sys::pipe().context("creating the start-up pipe")?;
+    let fs = tree::LayerStoreFs::new(LayerStore::new(store, opts))?;
     // Single-threaded so far: nothing has spawned a thread before this fork.
-    match sys::fork().context("forking the daemon")? {
-        sys::Fork::Parent(_) => {
-            drop(wr);
-            super::mount::wait_for_child(rd)
-        }
-        sys::Fork::Child => {
-            drop(rd);
-            let _ = sys::setsid();
-            let _ = std::env::set_current_dir("/");
-            super::mount::serve_core(fs, dir, "layerfs-layers", Some(wr))
-        }
-    }
+    super::mount::daemonize("the daemon", args.foreground, |report| {
+        super::mount::serve_core(fs, dir, "layerfs-layers", report)
+    })
 }

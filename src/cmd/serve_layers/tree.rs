@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use layerfs_fuse::{Core, Ctx, DirEntry, Entry, Opened};
@@ -63,6 +63,15 @@ struct Served {
     _lazy: Option<Arc<LazyLayers>>,
 }
 
+/// A layer's slot, set once its union is open. The map's lock is held only to find the
+/// cell: a union is opened (its lazy record parsed) under the cell's own gate, so other
+/// layers open meanwhile.
+#[derive(Default)]
+struct SlotCell {
+    gate: Mutex<()>,
+    slot: OnceLock<u64>,
+}
+
 /// The additional layer store as a filesystem core.
 pub struct LayerStoreFs {
     als: LayerStore,
@@ -70,15 +79,17 @@ pub struct LayerStoreFs {
     /// Slot `s` is `served[s - 1]`.
     served: RwLock<Vec<Arc<Served>>>,
     /// Slot of each layer directory served (two images sharing a layer share its union).
-    slots: Mutex<HashMap<PathBuf, u64>>,
+    slots: Mutex<HashMap<PathBuf, Arc<SlotCell>>>,
     passthrough: AtomicBool,
     /// `use` notices (containers/storage's create of `use`), for the log.
     uses: AtomicU64,
     started: SystemTime,
+    /// The store's root, for statfs of the made-up levels.
+    store_root: std::fs::File,
 }
 
 impl LayerStoreFs {
-    pub fn new(als: LayerStore) -> LayerStoreFs {
+    pub fn new(als: LayerStore) -> anyhow::Result<LayerStoreFs> {
         let mut made = MadeNodes {
             nodes: HashMap::new(),
             next: ROOT + 1,
@@ -90,7 +101,11 @@ impl LayerStoreFs {
                 children: Vec::new(),
             },
         );
-        LayerStoreFs {
+        let root = als.store().root();
+        let store_root = std::fs::File::open(root)
+            .map_err(|e| anyhow::anyhow!("opening {}: {e}", root.display()))?;
+        Ok(LayerStoreFs {
+            store_root,
             als,
             made: RwLock::new(made),
             served: RwLock::new(Vec::new()),
@@ -98,7 +113,7 @@ impl LayerStoreFs {
             passthrough: AtomicBool::new(false),
             uses: AtomicU64::new(0),
             started: SystemTime::now(),
-        }
+        })
     }
 
     /// The union of node id `id` and its number there; `None` for a made-up node.
@@ -181,22 +196,37 @@ impl LayerStoreFs {
         let slot = self.slot_for(l)?;
         let served = Arc::clone(&read(&self.served)[slot as usize - 1]);
         let e = served.union.getattr(ROOT)?;
-        Ok(outer(slot, e))
+        outer(slot, e)
+    }
+
+    fn cell(&self, l: &Layer) -> Arc<SlotCell> {
+        Arc::clone(lock(&self.slots).entry(l.dir.clone()).or_default())
+    }
+
+    /// Whether layer `l`'s union is open (not waiting for one being opened).
+    fn is_open(&self, l: &Layer) -> bool {
+        self.cell(l).slot.get().is_some()
     }
 
     fn slot_for(&self, l: &Layer) -> Result<u64> {
-        let mut slots = lock(&self.slots);
-        if let Some(s) = slots.get(&l.dir) {
+        let cell = self.cell(l);
+        if let Some(s) = cell.slot.get() {
+            return Ok(*s);
+        }
+        let _one = lock(&cell.gate);
+        if let Some(s) = cell.slot.get() {
             return Ok(*s);
         }
         let served = Arc::new(self.open_union(l).map_err(|e| {
             log::warn!("{}: {}", l.dir.display(), crate::cmd::one_line(&e));
             Error::Unavailable("serving a layer")
         })?);
-        let mut all = write(&self.served);
-        all.push(served);
-        let slot = all.len() as u64;
-        slots.insert(l.dir.clone(), slot);
+        let slot = {
+            let mut all = write(&self.served);
+            all.push(served);
+            all.len() as u64
+        };
+        let _ = cell.slot.set(slot);
         log::info!("serving {} ({}) as slot {slot}", l.diff_id, l.dir.display());
         Ok(slot)
     }
@@ -273,11 +303,32 @@ impl LayerStoreFs {
     }
 }
 
-/// Entry `e` of union slot `slot` in our node ids.
-fn outer(slot: u64, mut e: Entry) -> Entry {
-    debug_assert!(e.node <= INNER, "node ids of a union stay below 2^40");
+/// The listing's entry of layer `l`'s `diff` while its union is not open: the layer
+/// directory's inode number and a directory's mode, and node id 0, which readdirplus
+/// passes as a plain name (no node, nothing for the kernel to forget).
+fn unopened_diff(l: &Layer) -> Entry {
+    let mut st = layerfs_base::sys::zeroed_stat();
+    st.st_ino = std::fs::symlink_metadata(&l.dir)
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap_or(1);
+    st.st_mode = libc::S_IFDIR | 0o755;
+    Entry {
+        node: 0,
+        generation: 0,
+        attr: st,
+        ttl: Duration::ZERO,
+    }
+}
+
+/// Entry `e` of union slot `slot` in our node ids. A union's node ids stay below 2^40 (one
+/// per node it ever made); one above would name another slot's node, so it is refused.
+fn outer(slot: u64, mut e: Entry) -> Result<Entry> {
+    if e.node > INNER {
+        log::error!("slot {slot}: node id {} above 2^40", e.node);
+        return Err(Error::Bug("a union's node id above 2^40"));
+    }
     e.node |= slot << SLOT_SHIFT;
-    e
+    Ok(e)
 }
 
 impl Core for LayerStoreFs {
@@ -292,7 +343,7 @@ impl Core for LayerStoreFs {
 
     fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
         match self.union_of(parent)? {
-            Some((slot, s, n)) => s.union.lookup(n, name).map(|e| outer(slot, e)),
+            Some((slot, s, n)) => outer(slot, s.union.lookup(n, name)?),
             None => self.made_lookup(parent, name.as_bytes()),
         }
     }
@@ -311,7 +362,7 @@ impl Core for LayerStoreFs {
 
     fn getattr(&self, ino: u64) -> Result<Entry> {
         match self.union_of(ino)? {
-            Some((slot, s, n)) => s.union.getattr(n).map(|e| outer(slot, e)),
+            Some((slot, s, n)) => outer(slot, s.union.getattr(n)?),
             None => self.made_entry(ino),
         }
     }
@@ -391,10 +442,18 @@ impl Core for LayerStoreFs {
         add: &mut dyn FnMut(DirEntry<'_>) -> bool,
     ) -> Result<()> {
         if let Some((slot, s, n)) = self.union_of(ino)? {
-            return s.union.readdir(n, offset, plus, &mut |mut d| {
-                d.entry = d.entry.map(|e| outer(slot, e));
+            let mut failed = None;
+            s.union.readdir(n, offset, plus, &mut |mut d| {
+                match d.entry.map(|e| outer(slot, e)).transpose() {
+                    Ok(e) => d.entry = e,
+                    Err(e) => {
+                        failed = Some(e);
+                        return true;
+                    }
+                }
                 add(d)
-            });
+            })?;
+            return failed.map_or(Ok(()), Err);
         }
         // The names looked up so far (a layer directory: its three files).
         let names: Vec<Vec<u8>> = match self.layer_of(ino) {
@@ -408,8 +467,14 @@ impl Core for LayerStoreFs {
                 m.children.iter().map(|(n, _)| n.clone()).collect()
             }
         };
+        let layer = self.layer_of(ino);
         for (i, name) in names.iter().enumerate().skip(offset as usize) {
-            let e = self.made_lookup(ino, name)?;
+            let e = match &layer {
+                // Listed without opening its union (which starts the layer's background
+                // fill): only a lookup of `diff` opens it.
+                Some(l) if name == b"diff" && !self.is_open(l) => unopened_diff(l),
+                _ => self.made_lookup(ino, name)?,
+            };
             let full = add(DirEntry {
                 ino: e.attr.st_ino,
                 next_offset: i as u64 + 1,
@@ -443,9 +508,8 @@ impl Core for LayerStoreFs {
             return s.union.statfs(n);
         }
         // The store's filesystem, where the layers are.
-        let root =
-            std::fs::File::open(self.als.store().root()).map_err(Error::io("opening the store"))?;
-        layerfs_base::sys::fstatvfs(std::os::fd::AsFd::as_fd(&root)).map_err(Error::io("statfs"))
+        layerfs_base::sys::fstatvfs(std::os::fd::AsFd::as_fd(&self.store_root))
+            .map_err(Error::io("statfs"))
     }
 
     fn access(&self, ino: u64, mask: i32, uid: u32, gid: u32) -> Result<()> {
@@ -471,10 +535,10 @@ impl Core for LayerStoreFs {
         if let Some((_, s, n)) = self.union_of(parent)? {
             return s.union.create(n, name, mode, flags, ctx);
         }
-        if name.as_bytes() == b"use" && self.layer_of(parent).is_some() {
+        if let Some(l) = self.layer_of(parent).filter(|_| name.as_bytes() == b"use") {
             // containers/storage's "I use this layer": ENOENT says the store counts it.
             let n = self.uses.fetch_add(1, Ordering::Relaxed) + 1;
-            log::debug!("layer node {parent} used ({n} notices)");
+            log::info!("layer {} used ({n} use notices in all)", l.diff_id);
             return Err(Error::NotFound);
         }
         Err(Error::ReadOnly)
@@ -488,9 +552,9 @@ impl Core for LayerStoreFs {
         // directory: ENOENT says it was heard. The layer stays served (it is in the store).
         let made = read(&self.made);
         match made.nodes.get(&parent).map(|m| &m.kind) {
-            Some(Kind::Image(_)) => {
-                log::debug!(
-                    "layer {} released",
+            Some(Kind::Image(r)) => {
+                log::info!(
+                    "{r}: layer {} released",
                     String::from_utf8_lossy(name.as_bytes())
                 );
                 Err(Error::NotFound)
@@ -531,7 +595,7 @@ mod tests {
         let store = Store::open(&dir.path().join("store")).unwrap();
         (
             dir,
-            LayerStoreFs::new(LayerStore::new(store, Options::default())),
+            LayerStoreFs::new(LayerStore::new(store, Options::default())).unwrap(),
         )
     }
 
