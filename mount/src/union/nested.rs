@@ -3,6 +3,7 @@
 //! a link or rename of one, are kept as nested whiteouts (`format::nested`) and shown as
 //! devices 0:0 again. Its xattrs pass escaped (`attrs.rs`, `fs.rs`).
 
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -114,19 +115,29 @@ impl Union {
         Ok(())
     }
 
-    /// `RENAME_WHITEOUT`'s second half, after the source `n1` of `d1` is renamed away:
-    /// a nested whiteout at the old name (over the union's own whiteout left there when
-    /// a lower entry of that name would show again), built in the workdir, swapped in.
-    pub(super) fn whiteout_after_rename(&self, d1: &Arc<Node>, n1: &[u8]) -> Result<()> {
+    /// `RENAME_WHITEOUT`'s whiteout, made before the rename: one built in the workdir,
+    /// then directory `d1` marked as holding nested whiteouts; its workdir name.
+    pub(super) fn nested_whiteout_in_work(&self, d1: &Arc<Node>) -> Result<CString> {
         let up = self.nested_upper()?;
-        self.mark_nested(d1)?;
-        let pfd = self.upper_dir(d1)?;
-        let tmp = up.work.temp_name();
-        let work = self.work()?;
+        let (work, tmp) = (self.work()?, up.work.temp_name());
         format::write_nested_whiteout(work, &tmp, 0, up.ns).map_err(Error::io("whiteout"))?;
-        let c1 = super::ops::cname(n1)?;
-        sys::renameat2(work, &tmp, pfd.as_fd(), &c1, 0).map_err(|e| {
+        if let Err(e) = self.mark_nested(d1) {
             let _ = sys::unlinkat(work, &tmp, 0);
+            return Err(e);
+        }
+        Ok(tmp)
+    }
+
+    /// `RENAME_WHITEOUT`'s second half, after the source `n1` of `d1` is renamed away:
+    /// the nested whiteout `tmp` moved from the workdir to the old name (over the union's
+    /// own whiteout left there when a lower entry of that name would show again). A
+    /// rename over a name just freed or into one that exists: nothing to allocate.
+    pub(super) fn nested_whiteout_into(&self, tmp: &CStr, d1: &Arc<Node>, n1: &[u8]) -> Result<()> {
+        let pfd = self.upper_dir(d1)?;
+        let work = self.work()?;
+        let c1 = super::ops::cname(n1)?;
+        sys::renameat2(work, tmp, pfd.as_fd(), &c1, 0).map_err(|e| {
+            let _ = sys::unlinkat(work, tmp, 0);
             Error::io("rename whiteout")(e)
         })
     }
