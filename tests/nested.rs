@@ -251,3 +251,42 @@ fn run_in(o: &Path, cmd: &str) -> String {
     assert!(out.status.success(), "`{cmd}` on {}: {out:?}", o.display());
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A lower nested whiteout copied up (its owner changed through the mount) is a full
+/// copy-up: its other xattrs kept, its parent's times put back, and its inode number the
+/// same after a remount (the origin record). Before, it was made anew as a nested
+/// whiteout: the xattr lost, the parent's mtime moved, the number changed.
+#[test]
+fn a_lower_nested_whiteout_copied_up_keeps_its_xattrs_number_and_parents_times() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = |rel: &str| t.path().join(rel);
+    write(&p("l"), "s/wh", "");
+    for (name, value, rel) in [
+        ("trusted.overlay.overlay.whiteout", "y", "s/wh"),
+        ("trusted.k", "v", "s/wh"),
+        ("trusted.overlay.overlay.opaque", "x", "s"),
+    ] {
+        sh(&format!(
+            "setfattr -n {name} -v {value} {}",
+            p("l").join(rel).display()
+        ));
+    }
+    sh(&format!("touch -d @1000000000 {}", p("l/s").display()));
+    for d in ["u", "w"] {
+        fs::create_dir_all(p(d)).unwrap();
+    }
+    let mount = || Layerfs::mount_rw(&[p("l")], &p("u"), &p("w"), &p("m"));
+    let stat = r#"cd "$O"; stat -c '%F %i %u' s/wh; stat -c %Y s; getfattr -n trusted.k --only-values s/wh"#;
+    let m = mount();
+    let before = run_in(&m.mp, stat);
+    run_in(&m.mp, r#"chown -h 1 "$O/s/wh""#);
+    let after = run_in(&m.mp, stat);
+    m.assert_no_errors_logged();
+    drop(m);
+    let again = run_in(&mount().mp, stat);
+    let owned = before.replacen(" 0\n", " 1\n", 1);
+    assert_eq!([&after, &again], [&owned, &owned], "before: {before}");
+}

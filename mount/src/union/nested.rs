@@ -86,35 +86,6 @@ impl Union {
         }
     }
 
-    /// The copy-up of a nested whiteout of a lower layer (`st`, as shown: a device 0:0),
-    /// into upper directory `pfd` of `parent`: a nested whiteout again, with the lower's
-    /// permissions, owner and times (a device 0:0 there would be the union's own whiteout).
-    pub(super) fn copy_up_nested(
-        &self,
-        node: &Node,
-        parent: &Arc<Node>,
-        pfd: BorrowedFd<'_>,
-        st: &Stat,
-    ) -> Result<()> {
-        let up = self.nested_upper()?;
-        self.mark_nested(parent)?;
-        let (work, tmp) = (self.work()?, up.work.temp_name());
-        let name = super::ops::cname(&node.loc().name)?;
-        let made = (|| {
-            format::write_nested_whiteout(work, &tmp, st.st_mode, up.ns)?;
-            sys::lchownat(work, &tmp, st.st_uid, st.st_gid)?;
-            let (at, mt) = sys::times_of(st);
-            sys::lutimesat(work, &tmp, at, mt)?;
-            sys::renameat2(work, &tmp, pfd, &name, libc::RENAME_NOREPLACE)
-        })();
-        if made.is_err() {
-            let _ = sys::unlinkat(work, &tmp, 0);
-        }
-        made.map_err(Error::io("copy-up"))?;
-        node.set_loc(|l| l.upper = true);
-        Ok(())
-    }
-
     /// `RENAME_WHITEOUT`'s whiteout, made before the rename: one built in the workdir,
     /// then directory `d1` marked as holding nested whiteouts; its workdir name.
     pub(super) fn nested_whiteout_in_work(&self, d1: &Arc<Node>) -> Result<CString> {
