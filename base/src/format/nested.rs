@@ -32,7 +32,7 @@ const OWN_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 const XATTR_ESCAPE: &[u8] = b"overlay.";
 
 /// A nested whiteout's mark on an empty regular file.
-const WHITEOUT_XATTRS: [&CStr; 2] = [
+pub(super) const WHITEOUT_XATTRS: [&CStr; 2] = [
     c"trusted.overlay.overlay.whiteout",
     c"user.overlay.overlay.whiteout",
 ];

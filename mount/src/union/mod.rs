@@ -741,13 +741,15 @@ impl Union {
                     _ => {
                         let name = sys::cstr(&ent.name).map_err(Error::io("name"))?;
                         match sys::lstatat(d.as_fd(), &name) {
-                            Ok(st) => match self.upper_entry(d.as_fd(), &ent.name, &st)? {
-                                format::UpperEntry::Whiteout => {
-                                    seen.insert(ent.name);
-                                    continue;
+                            Ok(st) => {
+                                match Self::upper_entry_with(d.as_fd(), &marks, &ent.name, &st)? {
+                                    format::UpperEntry::Whiteout => {
+                                        seen.insert(ent.name);
+                                        continue;
+                                    }
+                                    what => Kind::from_mode(Self::shown_as(what, st).st_mode),
                                 }
-                                what => Kind::from_mode(Self::shown_as(what, st).st_mode),
-                            },
+                            }
                             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                             Err(e) => return Err(Error::io("lstat")(e)),
                         }

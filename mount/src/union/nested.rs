@@ -30,6 +30,16 @@ impl Union {
         format::upper_entry(dir, name, st).map_err(Error::io("whiteout"))
     }
 
+    /// [`Self::upper_entry`] in a directory whose marks are known (a listing).
+    pub(super) fn upper_entry_with(
+        dir: BorrowedFd<'_>,
+        marks: &format::DirMarks,
+        name: &[u8],
+        st: &Stat,
+    ) -> Result<format::UpperEntry> {
+        format::upper_entry_with(dir, marks, name, st).map_err(Error::io("whiteout"))
+    }
+
     /// `st` of an upper entry that is `what`, as the mount shows it.
     pub(super) fn shown_as(what: format::UpperEntry, st: Stat) -> Stat {
         match what {
