@@ -217,9 +217,18 @@ pub fn classify<'a>(
 }
 
 fn xattr_whiteout<'a>(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Class<'a>> {
-    for x in FILE_WHITEOUT_XATTRS {
+    Ok(match has_any_xattr(dir, name, &FILE_WHITEOUT_XATTRS)? {
+        true => Class::Whiteout,
+        false => Class::Entry,
+    })
+}
+
+/// True when `name` in `dir` carries any of the xattrs `xattrs` (a `getxattr` each, until
+/// one is found; a namespace the filesystem or caller cannot read counts as absent).
+fn has_any_xattr(dir: BorrowedFd<'_>, name: &[u8], xattrs: &[&CStr]) -> io::Result<bool> {
+    for x in xattrs {
         match sys::getxattr_at(dir, name, x) {
-            Ok(_) => return Ok(Class::Whiteout),
+            Ok(_) => return Ok(true),
             Err(e)
                 if matches!(
                     e.raw_os_error(),
@@ -228,7 +237,7 @@ fn xattr_whiteout<'a>(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Class<'a>>
             Err(e) => return Err(e),
         }
     }
-    Ok(Class::Entry)
+    Ok(false)
 }
 
 /// True for the names the OCI format reserves (`.wh.*`): never shown by a mount, and never

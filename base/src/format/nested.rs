@@ -112,18 +112,7 @@ pub fn is_nested_whiteout(
     if !holds || st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size != 0 {
         return Ok(false);
     }
-    for x in WHITEOUT_XATTRS {
-        match sys::getxattr_at(dir, name, x) {
-            Ok(_) => return Ok(true),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENODATA | libc::ENOTSUP | libc::EPERM)
-                ) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(false)
+    super::has_any_xattr(dir, name, &WHITEOUT_XATTRS)
 }
 
 /// `st` of a nested whiteout as the mount shows it: a character device 0:0 with the file's
