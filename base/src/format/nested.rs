@@ -14,8 +14,12 @@
 //!   already has another escaped opaque value). The mount shows it as a device 0:0 again;
 //!   a kernel overlay of the layer shows it as a regular file with `*.overlay.whiteout` in a
 //!   directory marked `*.overlay.opaque=x`, which an overlay stacked on that honours as a
-//!   whiteout, so the nested stack reads the same either way. A device 0:0 itself would be
-//!   the layer's own whiteout.
+//!   whiteout, so the nested stack reads the same either way. Not so in a directory with
+//!   another escaped opaque value (`y`: the nested overlay made it opaque), which gets the
+//!   `whiteouts` marker: kernel 6.18's overlay stacked on a kernel overlay of the layer
+//!   hides the name at lookup but still lists it (`ls` shows `?????????`), where the same
+//!   stack on layerfs lists nothing (docs/SEMANTICS.md; the kernel's side tried by hand). A device 0:0 itself
+//!   would be the layer's own whiteout.
 
 use std::borrow::Cow;
 use std::ffi::CStr;
