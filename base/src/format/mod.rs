@@ -26,9 +26,9 @@ mod nested;
 mod override_stat;
 
 pub use nested::{
-    is_nested_opaque_xattr, is_nested_whiteout, is_nested_whiteout_xattr, is_private_xattr,
-    mark_holds_nested, show_nested_whiteout, write_nested_whiteout, xattr_shown, xattr_stored,
-    XattrRefused,
+    is_nested_opaque_xattr, is_nested_whiteout, is_nested_whiteout_xattr, is_overlay_xattr,
+    is_private_xattr, mark_holds_nested, show_nested_whiteout, write_nested_whiteout, xattr_shown,
+    xattr_stored, XattrRefused,
 };
 pub use override_stat::{is_override_xattr, Override, OverrideNs, OVERRIDE_XATTRS};
 
@@ -621,6 +621,10 @@ mod tests {
     fn overlay_xattrs_are_escaped_one_level_for_a_nested_overlay() {
         assert!(!is_private_xattr(b"trusted.overlay.overlay.opaque"));
         assert!(!is_private_xattr(b"user.overlay.overlay.whiteout"));
+        assert!(is_overlay_xattr(b"trusted.overlay.overlay.whiteout"));
+        assert!(is_overlay_xattr(b"user.overlay.opaque"));
+        assert!(is_overlay_xattr(b"user.fuseoverlayfs.opaque"));
+        assert!(!is_overlay_xattr(b"trusted.overlayx"));
         let shown = |n: &[u8]| xattr_shown(n).map(|c| c.into_owned());
         assert_eq!(shown(b"trusted.overlay.opaque"), None);
         assert_eq!(shown(b"user.fuseoverlayfs.opaque"), None);

@@ -69,6 +69,15 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
     }
 }
 
+/// True for every overlay xattr name, escaped for a nested overlay or not (`*.overlay.*`),
+/// and fuse-overlayfs' `user.fuseoverlayfs.*`: what the image tools drop from layer tars
+/// they read and write. A tar is untrusted and OCI layers carry their whiteouts and opaque
+/// directories as `.wh.` entries, so a tar's overlay marks, a nested overlay's included
+/// (which a mount would show as devices 0:0), are never kept.
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    own_xattr(name).is_some() || name.starts_with(b"user.fuseoverlayfs.")
+}
+
 /// How a layer's xattr name shows through the mount: `None` for a private one, an escaped
 /// overlay name with one escape removed (`trusted.overlay.overlay.X` shows as
 /// `trusted.overlay.X`), any other name as it is.
