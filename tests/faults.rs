@@ -7,6 +7,9 @@
 //!   that succeeded, live and after a remount, and the kernel reads the upper the same way;
 //! - the daemon is alive and serving, its fd and thread counts bounded, and the number of
 //!   faults injected is printed.
+//!
+//! And single faults at a chosen wrapper where an operation has a step that could fail
+//! after it changed something.
 
 use std::io::Write;
 use std::path::PathBuf;
