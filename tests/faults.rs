@@ -7,6 +7,9 @@
 //!   that succeeded, live and after a remount, and the kernel reads the upper the same way;
 //! - the daemon is alive and serving, its fd and thread counts bounded, and the number of
 //!   faults injected is printed.
+//!
+//! And single faults at a chosen wrapper where an operation has a step that could fail
+//! after it changed something.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -159,6 +162,86 @@ fn run_case(stack: &[spec::Layer], program: &[Op], percent: u32, errno: i32) {
         &on_ours,
         "kernel on layerfs's upper vs kernel replay",
     );
+}
+
+/// `rename(2)` with `flags` of `from` to `to`: the errno, or 0.
+fn rename2(from: &std::path::Path, to: &std::path::Path, flags: u32) -> i32 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &std::path::Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (a, b) = (c(from), c(to));
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
+}
+
+/// Renames of a nested overlay's whiteouts that fail on ENOSPC (making a file fails) change
+/// nothing: a `RENAME_WHITEOUT` builds its whiteout before it renames, and the directory a
+/// nested whiteout moves to is marked only once the move can go ahead. Before, the first
+/// renamed and then failed, and the second left the target directory copied up and marked.
+#[test]
+fn renames_of_nested_whiteouts_failing_on_enospc_change_nothing() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::Builder::new()
+        .prefix("nested-fix-faults")
+        .tempdir()
+        .unwrap();
+    let d = |n: &str| -> PathBuf {
+        let p = t.path().join(n);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    };
+    // A lower nested whiteout `s/wh` (the escaped form) and a lower directory `d2`.
+    let l = d("l");
+    std::fs::create_dir_all(l.join("s/d2")).unwrap();
+    std::fs::write(l.join("s/wh"), "").unwrap();
+    for (name, value, rel) in [
+        ("trusted.overlay.overlay.whiteout", "y", "s/wh"),
+        ("trusted.overlay.overlay.opaque", "x", "s"),
+    ] {
+        let ok = std::process::Command::new("setfattr")
+            .args(["-n", name, "-v", value])
+            .arg(l.join(rel))
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "setfattr {name}");
+    }
+    let (u, w, mp) = (d("u"), d("w"), t.path().join("m"));
+    let sock = t.path().join("faults.sock");
+    let rw = format!("upperdir={},workdir={}", u.display(), w.display());
+    let m = Layerfs::mount_with_env(
+        &[l],
+        &mp,
+        &["-o", &rw],
+        &[("LAYERFS_FAULTS", sock.as_path())],
+    );
+    eventually("the failpoint socket", || sock.exists());
+    std::fs::write(m.path("s/a"), "a\n").unwrap();
+    let before = tree::snapshot(&m.mp);
+    ctl(
+        &sock,
+        &format!("set sys::create_excl return({})", libc::ENOSPC),
+    );
+    let moved = rename2(&m.path("s/wh"), &m.path("s/d2/wh"), 0);
+    let left = rename2(&m.path("s/a"), &m.path("s/b"), libc::RENAME_WHITEOUT);
+    ctl(&sock, "off");
+    assert_eq!((moved, left), (libc::ENOSPC, libc::ENOSPC));
+    assert!(!u.join("s/d2").exists(), "d2 copied up");
+    tree::assert_same(&before, &tree::snapshot(&m.mp), "after the failed renames");
 }
 
 proptest! {

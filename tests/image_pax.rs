@@ -181,3 +181,81 @@ fn newline_xattrs_round_trip_through_layer_tars() {
         check(&sq, &long, &format!("squash --to dir: of {name}"));
     }
 }
+
+/// Overlay xattrs in a layer tar, escaped for a nested overlay or not, are dropped on
+/// import, and so on a commit of a directory that carries them: a tar cannot bring a nested
+/// overlay's whiteout (a mount would show it as a device 0:0) or opaque mark. Before, the
+/// escaped ones (`trusted.overlay.overlay.*`) were kept.
+#[test]
+fn overlay_xattrs_escaped_or_not_never_pass_through_layer_tars() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/wh"), "").unwrap();
+    setxattr(&src.join("d/wh"), "trusted.overlay.overlay.whiteout", b"y");
+    setxattr(&src.join("d/wh"), "user.keep", b"k");
+    setxattr(&src.join("d"), "trusted.overlay.overlay.opaque", b"x");
+    setxattr(&src.join("d"), "trusted.overlay.opaque", b"y");
+    let store = t.path().join("store");
+    let tar = t.path().join("gnu.tar");
+    let o = Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--format=posix", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .output()
+        .unwrap();
+    ok(&o, "tar -c");
+    let layout = t.path().join("oci");
+    let bytes = std::fs::read(&tar).unwrap();
+    testkit::imagekit::write_oci(
+        &layout,
+        &[bytes],
+        &["ADD"],
+        testkit::imagekit::Comp::Gzip,
+        "v1",
+    );
+    let source = format!("oci:{}:v1", layout.display());
+    ok(
+        run_layerfs(&[
+            "import",
+            &source,
+            "--name",
+            "n",
+            "--store",
+            store.to_str().unwrap(),
+        ]),
+        "import",
+    );
+    let layer = std::fs::read_dir(store.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("d/wh").exists())
+        .expect("the imported layer");
+    let committed = t.path().join("committed");
+    ok(
+        run_layerfs(&[
+            "commit",
+            "-o",
+            &format!("upperdir={}", src.display()),
+            "--to",
+            &format!("dir:{}", committed.display()),
+        ]),
+        "commit --to dir:",
+    );
+    // The committed directory is opaque: the upper's own mark (`trusted.overlay.opaque=y`),
+    // packed as an OCI opaque marker and written back in the kernel's form.
+    for (what, root, d) in [
+        ("imported", &layer, &[][..]),
+        ("committed", &committed, &["trusted.overlay.opaque"][..]),
+    ] {
+        let names =
+            |rel: &str| -> Vec<String> { tree::xattrs(&root.join(rel)).into_keys().collect() };
+        assert_eq!(names("d/wh"), ["user.keep"], "{what}: d/wh");
+        assert_eq!(names("d"), d, "{what}: d");
+    }
+}

@@ -3,7 +3,7 @@
 //! overlayfs mounts"), and a kernel overlay uses a layerfs mount as its lower and upper.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use testkit::pair::{sh, write, Pair};
@@ -119,25 +119,27 @@ fn nested_steps(o: &Path) -> String {
 /// What an overlay's upper shows, with what cannot match across two stacks taken out: the
 /// origin records (file handles; the kernel writes none over a lower on FUSE, whose
 /// filesystem has a null uuid), the uuid's value (random), the link counts of whiteouts
-/// (the kernel shares one inode among them where it can link), and the mark of a directory
-/// holding nested whiteouts, which a layerfs mount shows (`trusted.overlay.opaque=x`; the
-/// kernel's overlay ignores it on an upper).
-fn upper_tree(dir: &Path) -> Tree {
+/// (the kernel shares one inode among them where it can link); and apart, the directories
+/// marked `trusted.overlay.opaque=x`: a layerfs mount shows that mark on a directory holding
+/// nested whiteouts (the kernel's overlay ignores it on an upper), a plain upper has none.
+fn upper_tree(dir: &Path) -> (Tree, Vec<PathBuf>) {
     let mut t = snapshot(dir);
-    for m in t.meta.values_mut() {
+    let mut marked = Vec::new();
+    for (path, m) in t.meta.iter_mut() {
         m.xattrs.remove("trusted.overlay.origin");
         if let Some(v) = m.xattrs.get_mut("trusted.overlay.uuid") {
             v.clear();
         }
         if m.xattrs.get("trusted.overlay.opaque").map(Vec::as_slice) == Some(b"x") {
             m.xattrs.remove("trusted.overlay.opaque");
+            marked.push(path.clone());
         }
         if m.mode & libc::S_IFMT == libc::S_IFCHR {
             m.nlink = None;
         }
     }
     t.ino.clear();
-    t
+    (t, marked)
 }
 
 /// Kernel overlayfs with its lower and upper on a layerfs mount (`lowerdir=M/l,
@@ -191,7 +193,15 @@ fn a_kernel_overlay_stacks_on_a_layerfs_mount_as_on_a_kernel_one() {
         assert_eq!(nested_steps(&o.mp), kernel_out, "the steps' output");
         assert_same(&kernel_tree, &snapshot(&o.mp), "the nested overlay");
         drop(o);
-        assert_same(&kernel_upper, &upper_tree(&inner.path("u")), "its upper");
+        let (upper, marked) = upper_tree(&inner.path("u"));
+        assert_same(&kernel_upper.0, &upper, "its upper");
+        // The directories the nested overlay made whiteouts in (`rm f`, `rm keep/gone`)
+        // show the mark on layerfs only.
+        assert_eq!(
+            (kernel_upper.1.as_slice(), marked.as_slice()),
+            (&[][..], &[PathBuf::new(), PathBuf::from("keep")][..]),
+            "directories marked opaque=x: kernel (left), layerfs (right)"
+        );
         inner.assert_no_errors_logged();
     }
     {
@@ -250,4 +260,43 @@ fn run_in(o: &Path, cmd: &str) -> String {
         .unwrap();
     assert!(out.status.success(), "`{cmd}` on {}: {out:?}", o.display());
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A lower nested whiteout copied up (its owner changed through the mount) is a full
+/// copy-up: its other xattrs kept, its parent's times put back, and its inode number the
+/// same after a remount (the origin record). Before, it was made anew as a nested
+/// whiteout: the xattr lost, the parent's mtime moved, the number changed.
+#[test]
+fn a_lower_nested_whiteout_copied_up_keeps_its_xattrs_number_and_parents_times() {
+    if !require_root() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let p = |rel: &str| t.path().join(rel);
+    write(&p("l"), "s/wh", "");
+    for (name, value, rel) in [
+        ("trusted.overlay.overlay.whiteout", "y", "s/wh"),
+        ("trusted.k", "v", "s/wh"),
+        ("trusted.overlay.overlay.opaque", "x", "s"),
+    ] {
+        sh(&format!(
+            "setfattr -n {name} -v {value} {}",
+            p("l").join(rel).display()
+        ));
+    }
+    sh(&format!("touch -d @1000000000 {}", p("l/s").display()));
+    for d in ["u", "w"] {
+        fs::create_dir_all(p(d)).unwrap();
+    }
+    let mount = || Layerfs::mount_rw(&[p("l")], &p("u"), &p("w"), &p("m"));
+    let stat = r#"cd "$O"; stat -c '%F %i %u' s/wh; stat -c %Y s; getfattr -n trusted.k --only-values s/wh"#;
+    let m = mount();
+    let before = run_in(&m.mp, stat);
+    run_in(&m.mp, r#"chown -h 1 "$O/s/wh""#);
+    let after = run_in(&m.mp, stat);
+    m.assert_no_errors_logged();
+    drop(m);
+    let again = run_in(&mount().mp, stat);
+    let owned = before.replacen(" 0\n", " 1\n", 1);
+    assert_eq!([&after, &again], [&owned, &owned], "before: {before}");
 }

@@ -404,7 +404,7 @@ fn xattrs(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
     };
     let mut out = Vec::new();
     for x in sys::split_xattr_list(&list) {
-        if format::is_private_xattr(x) {
+        if format::is_overlay_xattr(x) {
             continue;
         }
         let Ok(key) = std::str::from_utf8(x) else {

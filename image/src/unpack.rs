@@ -453,7 +453,7 @@ impl Unpacker<'_> {
     /// Drops the union's own marks (a tar must not forge a redirect or an opaque dir: those
     /// come only from OCI markers) and, rootless, `trusted.*`.
     fn keep_xattr(&self, name: &str, value: &[u8]) -> Result<Option<(CString, Vec<u8>)>> {
-        if format::is_private_xattr(name.as_bytes()) {
+        if format::is_overlay_xattr(name.as_bytes()) {
             debug!("dropping the union xattr {name} from a layer tar");
             return Ok(None);
         }

@@ -26,9 +26,9 @@ mod nested;
 mod override_stat;
 
 pub use nested::{
-    is_nested_opaque_xattr, is_nested_whiteout, is_nested_whiteout_xattr, is_private_xattr,
-    mark_holds_nested, show_nested_whiteout, write_nested_whiteout, xattr_shown, xattr_stored,
-    XattrRefused,
+    is_nested_opaque_xattr, is_nested_whiteout, is_nested_whiteout_xattr, is_overlay_xattr,
+    is_private_xattr, mark_holds_nested, show_nested_whiteout, write_nested_whiteout, xattr_shown,
+    xattr_stored, XattrRefused,
 };
 pub use override_stat::{is_override_xattr, Override, OverrideNs, OVERRIDE_XATTRS};
 
@@ -218,9 +218,18 @@ pub fn classify<'a>(
 }
 
 fn xattr_whiteout<'a>(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Class<'a>> {
-    for x in FILE_WHITEOUT_XATTRS {
+    Ok(match has_any_xattr(dir, name, &FILE_WHITEOUT_XATTRS)? {
+        true => Class::Whiteout,
+        false => Class::Entry,
+    })
+}
+
+/// True when `name` in `dir` carries any of the xattrs `xattrs` (a `getxattr` each, until
+/// one is found; a namespace the filesystem or caller cannot read counts as absent).
+fn has_any_xattr(dir: BorrowedFd<'_>, name: &[u8], xattrs: &[&CStr]) -> io::Result<bool> {
+    for x in xattrs {
         match sys::getxattr_at(dir, name, x) {
-            Ok(_) => return Ok(Class::Whiteout),
+            Ok(_) => return Ok(true),
             Err(e)
                 if matches!(
                     e.raw_os_error(),
@@ -229,7 +238,7 @@ fn xattr_whiteout<'a>(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Class<'a>>
             Err(e) => return Err(e),
         }
     }
-    Ok(Class::Entry)
+    Ok(false)
 }
 
 /// True for the names the OCI format reserves (`.wh.*`): never shown by a mount, and never
@@ -271,20 +280,44 @@ pub enum UpperEntry {
 /// What the upper entry `name` of `dir`, whose `lstat` is `st`, is: a whiteout (a
 /// character device 0:0, or an empty regular file carrying the kernel's whiteout xattr in a
 /// directory marked as holding such files), a nested whiteout, or a plain entry. Costs
-/// syscalls only for empty regular files (one `flistxattr` of `dir`, and a `getxattr`
-/// where `dir` is marked).
+/// syscalls only for empty regular files: the marks of `dir` (one `flistxattr` on its fd),
+/// then, where it is marked, one `llistxattr` of the file. The file's own list first would
+/// cost more where nothing is marked (by its path: 2.5 µs against 0.4 µs for the
+/// directory's fd, measured on ext4 under load).
 pub fn upper_entry(dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> io::Result<UpperEntry> {
     match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG if st.st_size == 0 => upper_entry_with(dir, &dir_marks(dir)?, name, st),
+        _ => upper_entry_with(dir, &DirMarks::default(), name, st),
+    }
+}
+
+/// [`upper_entry`] in a directory whose marks are known (`marks`: a listing reads them
+/// once).
+pub fn upper_entry_with(
+    dir: BorrowedFd<'_>,
+    marks: &DirMarks,
+    name: &[u8],
+    st: &Stat,
+) -> io::Result<UpperEntry> {
+    match st.st_mode & libc::S_IFMT {
         libc::S_IFCHR if st.st_rdev == 0 => Ok(UpperEntry::Whiteout),
-        libc::S_IFREG if st.st_size == 0 => {
-            let marks = dir_marks(dir)?;
-            if marks.xattr_whiteouts && xattr_whiteout(dir, name)? == Class::Whiteout {
-                Ok(UpperEntry::Whiteout)
-            } else if is_nested_whiteout(dir, name, st, marks.nested_whiteouts)? {
-                Ok(UpperEntry::Nested)
+        libc::S_IFREG if st.st_size == 0 && (marks.xattr_whiteouts || marks.nested_whiteouts) => {
+            // One list of the file's xattrs, not a `getxattr` for each name it may carry.
+            let list = match sys::listxattr_at(dir, name) {
+                Ok(l) => l,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(UpperEntry::Plain),
+                Err(e) => return Err(e),
+            };
+            let has = |xs: &[&CStr]| {
+                sys::split_xattr_list(&list).any(|n| xs.iter().any(|x| x.to_bytes() == n))
+            };
+            Ok(if marks.xattr_whiteouts && has(&FILE_WHITEOUT_XATTRS) {
+                UpperEntry::Whiteout
+            } else if marks.nested_whiteouts && has(&nested::WHITEOUT_XATTRS) {
+                UpperEntry::Nested
             } else {
-                Ok(UpperEntry::Plain)
-            }
+                UpperEntry::Plain
+            })
         }
         _ => Ok(UpperEntry::Plain),
     }
@@ -589,6 +622,10 @@ mod tests {
     fn overlay_xattrs_are_escaped_one_level_for_a_nested_overlay() {
         assert!(!is_private_xattr(b"trusted.overlay.overlay.opaque"));
         assert!(!is_private_xattr(b"user.overlay.overlay.whiteout"));
+        assert!(is_overlay_xattr(b"trusted.overlay.overlay.whiteout"));
+        assert!(is_overlay_xattr(b"user.overlay.opaque"));
+        assert!(is_overlay_xattr(b"user.fuseoverlayfs.opaque"));
+        assert!(!is_overlay_xattr(b"trusted.overlayx"));
         let shown = |n: &[u8]| xattr_shown(n).map(|c| c.into_owned());
         assert_eq!(shown(b"trusted.overlay.opaque"), None);
         assert_eq!(shown(b"user.fuseoverlayfs.opaque"), None);

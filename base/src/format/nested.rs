@@ -14,8 +14,12 @@
 //!   already has another escaped opaque value). The mount shows it as a device 0:0 again;
 //!   a kernel overlay of the layer shows it as a regular file with `*.overlay.whiteout` in a
 //!   directory marked `*.overlay.opaque=x`, which an overlay stacked on that honours as a
-//!   whiteout, so the nested stack reads the same either way. A device 0:0 itself would be
-//!   the layer's own whiteout.
+//!   whiteout, so the nested stack reads the same either way. Not so in a directory with
+//!   another escaped opaque value (`y`: the nested overlay made it opaque), which gets the
+//!   `whiteouts` marker: kernel 6.18's overlay stacked on a kernel overlay of the layer
+//!   hides the name at lookup but still lists it (`ls` shows `?????????`), where the same
+//!   stack on layerfs lists nothing (docs/SEMANTICS.md; the kernel's side tried by hand). A device 0:0 itself
+//!   would be the layer's own whiteout.
 
 use std::borrow::Cow;
 use std::ffi::CStr;
@@ -32,7 +36,7 @@ const OWN_XATTR_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
 const XATTR_ESCAPE: &[u8] = b"overlay.";
 
 /// A nested whiteout's mark on an empty regular file.
-const WHITEOUT_XATTRS: [&CStr; 2] = [
+pub(super) const WHITEOUT_XATTRS: [&CStr; 2] = [
     c"trusted.overlay.overlay.whiteout",
     c"user.overlay.overlay.whiteout",
 ];
@@ -63,6 +67,15 @@ pub fn is_private_xattr(name: &[u8]) -> bool {
         Some((_, rest)) => !rest.starts_with(XATTR_ESCAPE),
         None => name.starts_with(b"user.fuseoverlayfs."),
     }
+}
+
+/// True for every overlay xattr name, escaped for a nested overlay or not (`*.overlay.*`),
+/// and fuse-overlayfs' `user.fuseoverlayfs.*`: what the image tools drop from layer tars
+/// they read and write. A tar is untrusted and OCI layers carry their whiteouts and opaque
+/// directories as `.wh.` entries, so a tar's overlay marks, a nested overlay's included
+/// (which a mount would show as devices 0:0), are never kept.
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    own_xattr(name).is_some() || name.starts_with(b"user.fuseoverlayfs.")
 }
 
 /// How a layer's xattr name shows through the mount: `None` for a private one, an escaped
@@ -112,18 +125,7 @@ pub fn is_nested_whiteout(
     if !holds || st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size != 0 {
         return Ok(false);
     }
-    for x in WHITEOUT_XATTRS {
-        match sys::getxattr_at(dir, name, x) {
-            Ok(_) => return Ok(true),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENODATA | libc::ENOTSUP | libc::EPERM)
-                ) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(false)
+    super::has_any_xattr(dir, name, &WHITEOUT_XATTRS)
 }
 
 /// `st` of a nested whiteout as the mount shows it: a character device 0:0 with the file's

@@ -238,7 +238,7 @@ fn finish_xattrs(e: &mut Entry, dir_holds: Option<bool>) {
     if e.kind == Kind::Whiteout {
         blank_mark(e);
     }
-    e.xattrs.retain(|(n, _)| !format::is_private_xattr(n));
+    e.xattrs.retain(|(n, _)| !format::is_overlay_xattr(n));
     e.xattrs.sort();
 }
 

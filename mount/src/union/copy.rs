@@ -42,7 +42,18 @@ impl Union {
         let parent = loc.parent.as_ref().ok_or(Error::Invalid)?;
         let pfd = self.ensure_upper_dir(parent)?;
         let le = self.lower_of(&loc)?;
-        let st = le.attr().map_err(Error::io("lstat"))?;
+        let mut st = le.attr().map_err(Error::io("lstat"))?;
+        if format::is_whiteout_device(st.st_mode, st.st_rdev) {
+            // A lower entry shown as a device 0:0 is a nested overlay's whiteout: copied up
+            // as it is stored (an empty file with the escaped whiteout mark, which the copy
+            // keeps), into its parent marked as holding one.
+            self.mark_nested(parent)?;
+            let name = sys::cstr(&loc.name).map_err(Error::io("name"))?;
+            st = le
+                .parent
+                .with_dir_of(le.entry(), |d| sys::lstatat(d, &name))
+                .map_err(Error::io("lstat"))?;
+        }
         // The origin names the lower file by handle (null uuid, as the kernel writes it).
         let up = self.upper()?;
         let opts = CopyOpts {
@@ -56,12 +67,6 @@ impl Union {
         // The parent's times before the copy lands in it, put back after (as the kernel's
         // overlay does): a copy-up changes no name in the parent as the mount shows it.
         let pst = sys::fstat(pfd.as_fd()).map_err(Error::io("fstat"))?;
-        if format::is_whiteout_device(st.st_mode, st.st_rdev) {
-            // A lower entry shown as a device 0:0 is a nested overlay's whiteout.
-            self.copy_up_nested(node, parent, pfd.as_fd(), &st)?;
-            self.invalidate.send(Inval::Attr(node.id.0));
-            return Ok(());
-        }
         if data && !meta && st.st_mode & libc::S_IFMT == libc::S_IFREG {
             // A lazy layer's file is copied with its content, never its placeholder.
             self.ensure_lower(&le)?;

@@ -12,7 +12,8 @@
 //! - `mod.rs`: the state, name resolution;
 //! - `copy.rs`: copy-up, and a node giving its name up to its copy;
 //! - `fs.rs`: the [`Core`](layerfs_fuse::Core) implementation;
-//! - `listing.rs`, `readdir.rs`: a directory's listings and their offsets, and reading them;
+//! - `listing.rs`, `readdir.rs`: a directory's listings and their offsets, what it lists, and
+//!   reading them;
 //! - `ops.rs`: namespace changes (create, remove, rename, link, attributes);
 //! - `inode.rs`, `table.rs`, `handles.rs`: nodes, the inode table, open file handles;
 //! - `config.rs`: id mappings and cache times;
@@ -48,7 +49,6 @@ pub use config::Config;
 pub use lazy::{Lazy, LazyContent};
 pub use refresh::Refresh;
 
-use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -66,7 +66,6 @@ use crate::upper::origin::{Origin, Origins};
 use crate::upper::Upper;
 use handles::Handles;
 use inode::{Loc, Node};
-use listing::Listing;
 use lower::{join, root_rel, LowerTree, Rel};
 use table::{Key, NodeId, Table};
 
@@ -711,73 +710,6 @@ impl Union {
                     .map_err(Error::io("lower"))
             }
         }
-    }
-
-    /// The entries of directory `node`: its lower index if it has no upper copy, else upper
-    /// entries, then lower ones not hidden by an upper entry or whiteout.
-    fn list(&self, node: &Node) -> Result<Listing> {
-        let loc = node.loc();
-        if !loc.upper {
-            if let Some(rel) = loc.lower {
-                let ix = self.lowers.dir(&self.stack, &rel);
-                if let Some(ix) = ix.map_err(Error::io("lower directory"))? {
-                    return Ok(Listing::Lower { rel, ix });
-                }
-            }
-            return Ok(Listing::Merged(Vec::new()));
-        }
-        let mut out = Vec::new();
-        let mut seen: HashSet<Box<[u8]>> = HashSet::new();
-        {
-            let fd = self.upper_dir(node)?;
-            // A private fd: getdents moves the offset of the fd it reads.
-            let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
-            // Regular files are whiteouts (or nested ones) only in a directory so marked.
-            let marks = format::dir_marks(d.as_fd()).map_err(Error::io("listxattr"))?;
-            let xattr_whiteouts = marks.xattr_whiteouts || marks.nested_whiteouts;
-            for ent in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
-                if let Some(hidden) = ent.name.strip_prefix(format::OCI_PREFIX) {
-                    // OCI markers never show; `.wh.X` hides X below (not an upper X).
-                    if ent.name.as_ref() != format::OCI_OPAQUE {
-                        seen.insert(hidden.into());
-                    }
-                    continue;
-                }
-                let kind = match Kind::from_dtype(ent.d_type) {
-                    Some(k) if k != Kind::CharDev && !(xattr_whiteouts && k == Kind::File) => k,
-                    _ => {
-                        let name = sys::cstr(&ent.name).map_err(Error::io("name"))?;
-                        match sys::lstatat(d.as_fd(), &name) {
-                            Ok(st) => match self.upper_entry(d.as_fd(), &ent.name, &st)? {
-                                format::UpperEntry::Whiteout => {
-                                    seen.insert(ent.name);
-                                    continue;
-                                }
-                                what => Kind::from_mode(Self::shown_as(what, st).st_mode),
-                            },
-                            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-                            Err(e) => return Err(Error::io("lstat")(e)),
-                        }
-                    }
-                };
-                seen.insert(ent.name.clone());
-                out.push((ent.name, kind));
-            }
-        }
-        if let Some(rel) = &loc.lower {
-            if let Some(ix) = self
-                .lowers
-                .dir(&self.stack, rel)
-                .map_err(Error::io("lower directory"))?
-            {
-                for e in &ix.entries {
-                    if !seen.contains(&e.name) {
-                        out.push((e.name.clone(), e.kind));
-                    }
-                }
-            }
-        }
-        Ok(Listing::Merged(out))
     }
 
     /// The entry `name` of lower directory `dir`, if both exist.

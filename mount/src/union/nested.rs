@@ -3,6 +3,7 @@
 //! a link or rename of one, are kept as nested whiteouts (`format::nested`) and shown as
 //! devices 0:0 again. Its xattrs pass escaped (`attrs.rs`, `fs.rs`).
 
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -27,6 +28,16 @@ impl Union {
         st: &Stat,
     ) -> Result<format::UpperEntry> {
         format::upper_entry(dir, name, st).map_err(Error::io("whiteout"))
+    }
+
+    /// [`Self::upper_entry`] in a directory whose marks are known (a listing).
+    pub(super) fn upper_entry_with(
+        dir: BorrowedFd<'_>,
+        marks: &format::DirMarks,
+        name: &[u8],
+        st: &Stat,
+    ) -> Result<format::UpperEntry> {
+        format::upper_entry_with(dir, marks, name, st).map_err(Error::io("whiteout"))
     }
 
     /// `st` of an upper entry that is `what`, as the mount shows it.
@@ -85,48 +96,29 @@ impl Union {
         }
     }
 
-    /// The copy-up of a nested whiteout of a lower layer (`st`, as shown: a device 0:0),
-    /// into upper directory `pfd` of `parent`: a nested whiteout again, with the lower's
-    /// permissions, owner and times (a device 0:0 there would be the union's own whiteout).
-    pub(super) fn copy_up_nested(
-        &self,
-        node: &Node,
-        parent: &Arc<Node>,
-        pfd: BorrowedFd<'_>,
-        st: &Stat,
-    ) -> Result<()> {
+    /// `RENAME_WHITEOUT`'s whiteout, made before the rename: one built in the workdir,
+    /// then directory `d1` marked as holding nested whiteouts; its workdir name.
+    pub(super) fn nested_whiteout_in_work(&self, d1: &Arc<Node>) -> Result<CString> {
         let up = self.nested_upper()?;
-        self.mark_nested(parent)?;
         let (work, tmp) = (self.work()?, up.work.temp_name());
-        let name = super::ops::cname(&node.loc().name)?;
-        let made = (|| {
-            format::write_nested_whiteout(work, &tmp, st.st_mode, up.ns)?;
-            sys::lchownat(work, &tmp, st.st_uid, st.st_gid)?;
-            let (at, mt) = sys::times_of(st);
-            sys::lutimesat(work, &tmp, at, mt)?;
-            sys::renameat2(work, &tmp, pfd, &name, libc::RENAME_NOREPLACE)
-        })();
-        if made.is_err() {
+        format::write_nested_whiteout(work, &tmp, 0, up.ns).map_err(Error::io("whiteout"))?;
+        if let Err(e) = self.mark_nested(d1) {
             let _ = sys::unlinkat(work, &tmp, 0);
+            return Err(e);
         }
-        made.map_err(Error::io("copy-up"))?;
-        node.set_loc(|l| l.upper = true);
-        Ok(())
+        Ok(tmp)
     }
 
     /// `RENAME_WHITEOUT`'s second half, after the source `n1` of `d1` is renamed away:
-    /// a nested whiteout at the old name (over the union's own whiteout left there when
-    /// a lower entry of that name would show again), built in the workdir, swapped in.
-    pub(super) fn whiteout_after_rename(&self, d1: &Arc<Node>, n1: &[u8]) -> Result<()> {
-        let up = self.nested_upper()?;
-        self.mark_nested(d1)?;
+    /// the nested whiteout `tmp` moved from the workdir to the old name (over the union's
+    /// own whiteout left there when a lower entry of that name would show again). A
+    /// rename over a name just freed or into one that exists: nothing to allocate.
+    pub(super) fn nested_whiteout_into(&self, tmp: &CStr, d1: &Arc<Node>, n1: &[u8]) -> Result<()> {
         let pfd = self.upper_dir(d1)?;
-        let tmp = up.work.temp_name();
         let work = self.work()?;
-        format::write_nested_whiteout(work, &tmp, 0, up.ns).map_err(Error::io("whiteout"))?;
         let c1 = super::ops::cname(n1)?;
-        sys::renameat2(work, &tmp, pfd.as_fd(), &c1, 0).map_err(|e| {
-            let _ = sys::unlinkat(work, &tmp, 0);
+        sys::renameat2(work, tmp, pfd.as_fd(), &c1, 0).map_err(|e| {
+            let _ = sys::unlinkat(work, tmp, 0);
             Error::io("rename whiteout")(e)
         })
     }

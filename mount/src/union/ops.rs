@@ -445,20 +445,7 @@ impl Union {
         if let Some(d) = &dst {
             d.focus(&d2, n2);
         }
-        // A nested whiteout moved (a nested overlay moves the ones it makes in its
-        // workdir into place): the directory it lands in is marked as holding one.
-        let nested = [&src].into_iter().chain(&dst).map(|n| self.is_nested(n));
-        let nested: Vec<bool> = nested.collect();
-        if nested[0] {
-            self.mark_nested(&d2)?;
-        }
-        if nested.get(1) == Some(&true) && exchange {
-            self.mark_nested(&d1)?;
-        }
-        let mut r = self.rename_nodes(&d1, n1, &src, &d2, n2, dst.as_ref(), exchange, noreplace);
-        if r.is_ok() && whiteout {
-            r = self.whiteout_after_rename(&d1, n1);
-        }
+        let r = self.rename_nodes(&d1, n1, &src, &d2, n2, dst.as_ref(), flags);
         self.table.drop_unreferenced(src.id);
         if let Some(d) = dst {
             self.table.drop_unreferenced(d.id);
@@ -475,9 +462,10 @@ impl Union {
         d2: &Arc<Node>,
         n2: &[u8],
         dst: Option<&Arc<Node>>,
-        exchange: bool,
-        noreplace: bool,
+        flags: u32,
     ) -> Result<()> {
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         if exchange && dst.is_none() {
             return Err(Error::NotFound);
         }
@@ -522,6 +510,12 @@ impl Union {
                 "a directory with lower content, no redirect",
             ));
         }
+        // Whether a nested whiteout moves (a nested overlay moves the ones it makes in its
+        // workdir into place): the directory it lands in is marked as holding one.
+        let nested = (
+            self.is_nested(src),
+            exchange && dst.is_some_and(|d| self.is_nested(d)),
+        );
         self.copy_up(src, true)?;
         self.fill_metacopy(src, true)?;
         if let (Some(dn), false) = (dst, exchange) {
@@ -536,6 +530,42 @@ impl Union {
             self.copy_up(dn, true)?;
             self.fill_metacopy(dn, true)?;
         }
+        // Validated: the marks for moved nested whiteouts; one left at the old name
+        // (`RENAME_WHITEOUT`) is built in the workdir now, so that nothing after the rename
+        // allocates (`nested.rs`).
+        if nested.0 {
+            self.mark_nested(d2)?;
+        }
+        if nested.1 {
+            self.mark_nested(d1)?;
+        }
+        let left = match flags & libc::RENAME_WHITEOUT {
+            0 => None,
+            _ => Some(self.nested_whiteout_in_work(d1)?),
+        };
+        let r = self.move_upper(d1, n1, src, d2, n2, dst, exchange);
+        match (left, r) {
+            (Some(tmp), Ok(())) => self.nested_whiteout_into(&tmp, d1, n1),
+            (Some(tmp), Err(e)) => {
+                self.discard(&tmp);
+                Err(e)
+            }
+            (None, r) => r,
+        }
+    }
+
+    /// The rename itself, in the upper, once validated and copied up.
+    #[allow(clippy::too_many_arguments)]
+    fn move_upper(
+        &self,
+        d1: &Arc<Node>,
+        n1: &[u8],
+        src: &Arc<Node>,
+        d2: &Arc<Node>,
+        n2: &[u8],
+        dst: Option<&Arc<Node>>,
+        exchange: bool,
+    ) -> Result<()> {
         let pf1 = self.upper_dir(d1)?;
         let pf2 = self.ensure_upper_dir(d2)?;
         let (l1, l2) = (d1.loc(), d2.loc());

@@ -2,22 +2,96 @@
 //! (`listing.rs`) kept on the directory's node, taken at each `readdir` from offset 0 and
 //! continued by the later ones (directories have no handles: the kernel caches listings
 //! itself and asks from offset 0 again only when its copy is gone or the directory
-//! changed).
+//! changed). What a directory lists: its lower index, or its upper entries and the lower
+//! ones they do not hide ([`Union::list`]).
 
+use std::collections::HashSet;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use layerfs_fuse::DirEntry;
 
 use super::inode::{Loc, Node};
-use super::listing::Cursor;
+use super::listing::{Cursor, Listing};
 use super::Union;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::format;
 use crate::stack::dirindex::{DirIndex, Kind};
+use crate::sys;
 
 /// Receives entries until it answers true (the reply is full).
 type Add<'a> = dyn FnMut(DirEntry<'_>) -> bool + 'a;
 
 impl Union {
+    /// The entries of directory `node`: its lower index if it has no upper copy, else upper
+    /// entries, then lower ones not hidden by an upper entry or whiteout.
+    pub(super) fn list(&self, node: &Node) -> Result<Listing> {
+        let loc = node.loc();
+        if !loc.upper {
+            if let Some(rel) = loc.lower {
+                let ix = self.lowers.dir(&self.stack, &rel);
+                if let Some(ix) = ix.map_err(Error::io("lower directory"))? {
+                    return Ok(Listing::Lower { rel, ix });
+                }
+            }
+            return Ok(Listing::Merged(Vec::new()));
+        }
+        let mut out = Vec::new();
+        let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+        {
+            let fd = self.upper_dir(node)?;
+            // A private fd: getdents moves the offset of the fd it reads.
+            let d = sys::open_subdir(fd.as_fd(), c".").map_err(Error::io("open upper"))?;
+            // Regular files are whiteouts (or nested ones) only in a directory so marked.
+            let marks = format::dir_marks(d.as_fd()).map_err(Error::io("listxattr"))?;
+            let xattr_whiteouts = marks.xattr_whiteouts || marks.nested_whiteouts;
+            for ent in sys::read_dir(d.as_fd()).map_err(Error::io("getdents"))? {
+                if let Some(hidden) = ent.name.strip_prefix(format::OCI_PREFIX) {
+                    // OCI markers never show; `.wh.X` hides X below (not an upper X).
+                    if ent.name.as_ref() != format::OCI_OPAQUE {
+                        seen.insert(hidden.into());
+                    }
+                    continue;
+                }
+                let kind = match Kind::from_dtype(ent.d_type) {
+                    Some(k) if k != Kind::CharDev && !(xattr_whiteouts && k == Kind::File) => k,
+                    _ => {
+                        let name = sys::cstr(&ent.name).map_err(Error::io("name"))?;
+                        match sys::lstatat(d.as_fd(), &name) {
+                            Ok(st) => {
+                                match Self::upper_entry_with(d.as_fd(), &marks, &ent.name, &st)? {
+                                    format::UpperEntry::Whiteout => {
+                                        seen.insert(ent.name);
+                                        continue;
+                                    }
+                                    what => Kind::from_mode(Self::shown_as(what, st).st_mode),
+                                }
+                            }
+                            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                            Err(e) => return Err(Error::io("lstat")(e)),
+                        }
+                    }
+                };
+                seen.insert(ent.name.clone());
+                out.push((ent.name, kind));
+            }
+        }
+        if let Some(rel) = &loc.lower {
+            if let Some(ix) = self
+                .lowers
+                .dir(&self.stack, rel)
+                .map_err(Error::io("lower directory"))?
+            {
+                for e in &ix.entries {
+                    if !seen.contains(&e.name) {
+                        out.push((e.name.clone(), e.kind));
+                    }
+                }
+            }
+        }
+        Ok(Listing::Merged(out))
+    }
+
     /// Entries from `start` of the lower index `ix` of `dir`, a directory with no upper
     /// copy: each entry is what its name resolves to, so nothing is looked up again.
     pub(super) fn readdir_lower(
