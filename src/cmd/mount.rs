@@ -317,7 +317,10 @@ pub fn serve_core<C: Core>(
         threads: std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .max(4),
-        io_uring: false,
+        // As before the transports' merge: serve-layers' mount stays on /dev/fuse reads and
+        // its lower files in the page cache.
+        io_uring: IoUring::Off,
+        lower_direct_io: None,
         file_io: if sys::geteuid() == 0 && !sys::in_user_namespace() {
             FileIo::Passthrough
         } else {

@@ -335,6 +335,7 @@ impl Core for LayerStoreFs {
                     fh: 0,
                     keep_cache: true,
                     backing: None,
+                    lower_size: None,
                 })
             }
         }
