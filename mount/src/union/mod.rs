@@ -347,15 +347,16 @@ impl Union {
                     if what == format::UpperEntry::Whiteout {
                         return Ok(None);
                     }
-                    let st = Self::shown_as(what, st);
-                    let d = is_dir(&st);
-                    let lower = if d {
+                    let lower = if is_dir(&st) {
                         self.dir_lower(pfd.as_fd(), name, lower_dir)?
                     } else {
                         None
                     };
+                    // The number from what is stored (a copied-up nested whiteout is an
+                    // empty file, as its origin is), before it is shown as what it means.
                     let ino =
                         self.upper_ino(&st, lower.as_deref(), pfd.as_fd(), name, lower_dir)?;
+                    let st = Self::shown_as(what, st);
                     return Ok(Some(Resolved {
                         ino,
                         st,
