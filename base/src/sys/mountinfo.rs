@@ -25,6 +25,17 @@ fn unescape(field: &str) -> String {
 
 /// The filesystem type of the topmost mount at exactly `path`, if any.
 pub fn mount_type(mountinfo: &str, path: &Path) -> Option<String> {
+    Some(topmost(mountinfo, path)?.first()?.to_string())
+}
+
+/// The source (the name mount(8) shows first) of the topmost mount at exactly `path`.
+pub fn mount_source(mountinfo: &str, path: &Path) -> Option<String> {
+    Some(unescape(topmost(mountinfo, path)?.get(1)?))
+}
+
+/// The fields after the separator (type, source, super options) of the topmost mount at
+/// exactly `path`.
+fn topmost<'a>(mountinfo: &'a str, path: &Path) -> Option<Vec<&'a str>> {
     let want = path.to_string_lossy();
     let mut found = None;
     for line in mountinfo.lines() {
@@ -36,26 +47,7 @@ pub fn mount_type(mountinfo: &str, path: &Path) -> Option<String> {
             continue;
         }
         if unescape(fields[4]) == want {
-            found = Some(fields[sep + 1].to_string());
-        }
-    }
-    found
-}
-
-/// The source (the name mount(8) shows first) of the topmost mount at exactly `path`.
-pub fn mount_source(mountinfo: &str, path: &Path) -> Option<String> {
-    let want = path.to_string_lossy();
-    let mut found = None;
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if fields.len() < 5 || sep + 2 >= fields.len() {
-            continue;
-        }
-        if unescape(fields[4]) == want {
-            found = Some(unescape(fields[sep + 2]));
+            found = Some(fields[sep + 1..].to_vec());
         }
     }
     found

@@ -382,18 +382,7 @@ impl Client {
         let mut stalls = 0;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let range = format!("bytes={have}-");
-            let mut headers = vec![];
-            if have > 0 {
-                headers.push(("Range", range.as_str()));
-            }
-            let mut resp = self.send(
-                "GET",
-                &format!("/v2/{repo}/blobs/{digest}"),
-                &Self::pull_scope(repo),
-                &headers,
-                Payload::Empty,
-            )?;
+            let mut resp = self.get_blob_from(repo, digest, have)?;
             match resp.status().as_u16() {
                 200 if have > 0 => {
                     // No ranges here: start again.
@@ -504,6 +493,24 @@ impl Client {
         Ok(out)
     }
 
+    /// A GET of blob `digest` of `repo` from byte `offset` on (a `Range` asked when the
+    /// offset is not 0; the registry may still answer with the whole blob).
+    fn get_blob_from(&self, repo: &str, digest: &Digest, offset: u64) -> Result<Response<Body>> {
+        let range = format!("bytes={offset}-");
+        let headers: &[(&str, &str)] = if offset > 0 {
+            &[("Range", range.as_str())]
+        } else {
+            &[]
+        };
+        self.send(
+            "GET",
+            &format!("/v2/{repo}/blobs/{digest}"),
+            &Self::pull_scope(repo),
+            headers,
+            Payload::Empty,
+        )
+    }
+
     /// The blob `digest` of `repo` from byte `offset` to its end, as a stream of one
     /// request (with `Range` when `offset` is not 0); the bytes are not checked here. For a
     /// reader that takes a blob in order without keeping it (a lazy layer arriving whole),
@@ -514,18 +521,7 @@ impl Client {
         digest: &Digest,
         offset: u64,
     ) -> Result<Box<dyn Read + Send>> {
-        let range = format!("bytes={offset}-");
-        let mut headers = vec![];
-        if offset > 0 {
-            headers.push(("Range", range.as_str()));
-        }
-        let mut resp = self.send(
-            "GET",
-            &format!("/v2/{repo}/blobs/{digest}"),
-            &Self::pull_scope(repo),
-            &headers,
-            Payload::Empty,
-        )?;
+        let mut resp = self.get_blob_from(repo, digest, offset)?;
         let skip = match resp.status().as_u16() {
             200 => offset, // a registry without ranges: the whole blob
             206 => {
