@@ -12,6 +12,7 @@ pub mod pair;
 pub mod podman;
 pub mod registry;
 pub mod registry_env;
+pub mod rw;
 pub mod shrunk;
 pub mod side;
 pub mod spec;
